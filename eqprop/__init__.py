@@ -1,0 +1,3 @@
+"""eqprop: learning in energy-based networks without backpropagation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Equilibrium solvers for batched dynamical systems (no notion of networks)."""

@@ -1,0 +1,1 @@
+"""Studies: sweeps over eqprop runs, exported as self-describing xarray datasets."""
