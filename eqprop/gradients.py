@@ -1,0 +1,891 @@
+r"""Reference gradients of the loss at the free equilibrium, without an autodiff framework.
+
+Every function here takes a network (:func:`eqprop.init_network`), a batch ``x``
+(batch, sizes[0]) and one-hot targets ``d`` (batch, sizes[-1]) and returns a
+:class:`ReferenceGradient`: lists ``dW`` / ``db`` shaped like ``net.weights`` /
+``net.biases`` holding :math:`\partial \mathcal L / \partial \theta` **averaged over the
+batch**, so they compare directly with
+:meth:`eqprop.EquilibriumPropagation.estimate` (``step.gradient``).
+
+References
+----------
+``recurrent_backprop``
+    Exact gradient at the fixed point :math:`s^* = G(s^*)` by implicit differentiation
+    (Almeida 1987; Pineda 1987): solve the linear adjoint system
+    :math:`\lambda = \partial \ell / \partial s + J^\top \lambda` at :math:`s^*`
+    (:math:`J = \partial G/\partial s`), then
+    :math:`\nabla_\theta \mathcal L = (\partial G/\partial \theta)^\top \lambda`.
+    ``method="dense"`` factorises :math:`I - J^\top` per sample (small networks),
+    ``method="iterative"`` runs :func:`solvers.solve_fixed_point` on the adjoint map.
+``bptt``
+    Backpropagation through exactly the ``T`` stored steps :math:`s_{t+1} = G(s_t)` of the
+    free phase (``K`` < ``T``: truncated to the last ``K`` steps).
+``finite_difference``
+    Central differences of the loss after ``T`` free steps (checking only: two forward
+    runs per parameter).
+``ep_estimates``
+    EP estimates at given ``beta`` for each estimator, via :mod:`eqprop.rules`.
+
+The step map :math:`G` (one step of the free dynamics)
+-----------------------------------------------------
+Write :math:`p_l` for what layer :math:`l` sends to its neighbours
+(:math:`p_l = \rho(s_l)` in the energy-based network, :math:`p_l = s_l` in the
+prototypical one; :math:`p_0` is the clamped input) and
+
+.. math:: u_l = p_{l-1} W_l + b_l + p_{l+1} W_{l+1}^\top
+
+(the last term absent for the last state layer). Then
+
+* ``kind="hopfield"`` (Scellier & Bengio 2017): :math:`E = \tfrac12 \sum_l \|s_l\|^2
+  - \sum_l p_{l-1} W_l p_l^\top - \sum_l b_l p_l^\top`,
+  :math:`\partial E/\partial s_l = s_l - \rho'(s_l) \odot u_l`, and the projected Euler
+  step :math:`G(s) = \Pi(s - \epsilon\, \partial E/\partial s)`, :math:`\Pi` the clip to
+  the activation's box (none for ``tanh`` when the network has no bounds).
+* ``kind="prototypical"`` (Ernoult et al. 2019): :math:`G(s)_l = \sigma(u_l)`,
+  i.e. :math:`s_{t+1} = \sigma(\partial\Phi/\partial s)` with
+  :math:`\Phi = \sum_l s_{l-1} W_l s_l^\top + \sum_l b_l s_l^\top`.
+
+Both Jacobians share one structure, used by every backward pass here:
+
+.. math:: J^\top \lambda = c \odot \lambda + q \odot \big(M (r \odot \lambda)\big),
+          \qquad (\partial G/\partial W_l)^\top \lambda = p_{l-1}^\top \mu_l
+          + \mu_{l-1}^\top p_l, \quad (\partial G/\partial b_l)^\top \lambda = \mu_l,
+
+with :math:`\mu = r \odot \lambda`, :math:`M` the symmetric block matrix of the weights
+between state layers, and
+
+* hopfield: :math:`c = P \odot (1 - \epsilon + \epsilon \rho''(s) \odot u)`,
+  :math:`r = \epsilon P \odot \rho'(s)`, :math:`q = \rho'(s)`;
+* prototypical: :math:`c = 0`, :math:`r = \sigma'(u)`, :math:`q = 1`.
+
+**Active-set rule.** :math:`P_i = 1` when the unclipped update of unit :math:`i` lies
+strictly inside the box and 0 otherwise. A unit held at 0 or 1 by the projection (or a
+hard-sigmoid unit outside its linear range, :math:`\sigma'(u_i) = 0`) has a zero row in
+:math:`J` and zero :math:`\mu_i`: it carries no gradient.
+
+Loss
+----
+``cost="squared"``: :math:`\ell = \tfrac12 \|s_L - d\|^2` per sample on the output layer
+(part of the state). ``cost="cross-entropy"``: softmax readout outside the energy,
+:math:`y = \mathrm{softmax}(p_{L-1} W_L + b_L)`, :math:`\ell = -\sum_k d_k \log y_k`;
+its weights get the direct gradient :math:`p_{L-1}^\top (y - d)`. The loss is averaged
+over the batch.
+
+Dtypes and tolerances
+---------------------
+Computations run in the network's dtype, or in ``dtype="float64"`` when asked (weights,
+input and targets are cast; the network is not modified). In float64, BPTT agrees with
+central finite differences to a relative error ~1e-8 for smooth activations and
+recurrent backprop with BPTT to ~1e-10 once ``T`` steps have converged.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "ReferenceGradient",
+    "StepModel",
+    "bptt",
+    "ep_estimates",
+    "finite_difference",
+    "free_trajectory",
+    "loss",
+    "recurrent_backprop",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Result type
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReferenceGradient:
+    """A reference gradient, shaped like the network's parameters.
+
+    Attributes
+    ----------
+    dW, db : list of ndarray
+        :math:`\\partial \\mathcal L/\\partial W_l` and :math:`\\partial \\mathcal L/\\partial
+        b_l`, averaged over the batch, shapes of ``net.weights`` / ``net.biases``.
+    loss : float
+        Batch-mean loss at the state the gradient refers to.
+    method : str
+        ``"rbp-dense"``, ``"rbp-iterative"``, ``"bptt"``, ``"finite-difference"``.
+    info : dict
+        Extra diagnostics (adjoint residual, iterations, active fraction, ...).
+    """
+
+    dW: list[np.ndarray]
+    db: list[np.ndarray]
+    loss: float
+    method: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def flat(self) -> np.ndarray:
+        """All entries concatenated (W1, b1, W2, b2, ...) as one float64 vector."""
+        parts = []
+        for w, b in zip(self.dW, self.db):
+            parts += [np.ravel(w), np.ravel(b)]
+        return np.concatenate(parts).astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# Activations (value, first and second derivative)
+# --------------------------------------------------------------------------------------
+
+
+def _activation(name: str):
+    """Return ``(f, f', f'', box)`` with :mod:`eqprop.kernels`' conventions.
+
+    Hard-sigmoid: ``f' = 1`` on the closed interval [0, 1] (one-sided at the kinks), 0
+    outside. ``box`` is the default clipping box (the network's ``bounds`` wins).
+    """
+    if name == "hardsigmoid":
+        return (
+            lambda v: np.clip(v, 0.0, 1.0),
+            lambda v: ((v >= 0.0) & (v <= 1.0)).astype(v.dtype),
+            np.zeros_like,
+            (0.0, 1.0),
+        )
+    if name == "sigmoid":
+
+        def sig(v):
+            return 0.5 * (1.0 + np.tanh(0.5 * v))
+
+        def dsig(v):
+            y = sig(v)
+            return y * (1.0 - y)
+
+        def d2sig(v):
+            y = sig(v)
+            return y * (1.0 - y) * (1.0 - 2.0 * y)
+
+        return sig, dsig, d2sig, (0.0, 1.0)
+    if name == "tanh":
+        return (
+            np.tanh,
+            lambda v: 1.0 - np.tanh(v) ** 2,
+            lambda v: -2.0 * np.tanh(v) * (1.0 - np.tanh(v) ** 2),
+            None,
+        )
+    raise ValueError(f"unknown activation {name!r}; use 'hardsigmoid', 'sigmoid' or 'tanh'")
+
+
+# --------------------------------------------------------------------------------------
+# The step map and its Jacobian structure
+# --------------------------------------------------------------------------------------
+
+
+class StepModel:
+    """One step :math:`G` of the free (or nudged) dynamics of a network, with its VJPs.
+
+    Built from a network and the step size; holds float arrays in one dtype. See the
+    module docstring for the equations.
+
+    Parameters
+    ----------
+    net : Network
+        ``kind``, ``activation``, ``cost``, ``sizes``, ``weights``, ``biases``.
+    eps : float
+        Euler step of the energy-based network (ignored by the prototypical one).
+    dtype : str or numpy dtype, optional
+        Computation dtype; default the network's.
+    """
+
+    def __init__(self, net: Any, eps: float = 0.5, dtype: Any = None) -> None:
+        self.kind = str(net.kind)
+        if self.kind not in ("hopfield", "prototypical"):
+            raise ValueError(f"unknown network kind {self.kind!r}")
+        self.cost = str(net.cost)
+        if self.cost not in ("squared", "cross-entropy"):
+            raise ValueError(f"unknown cost {self.cost!r}")
+        self.dtype = np.dtype(dtype if dtype is not None else net.weights[0].dtype)
+        self.sizes = tuple(int(n) for n in net.sizes)
+        self.W = [np.ascontiguousarray(w, dtype=self.dtype) for w in net.weights]
+        self.b = [np.ascontiguousarray(b, dtype=self.dtype).reshape(-1) for b in net.biases]
+        self.eps = float(eps)
+        if self.kind == "hopfield" and not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.f, self.df, self.d2f, box = _activation(str(net.activation))
+        self.box = _bounds_of(net, box) if self.kind == "hopfield" else None
+        self.n_layers = len(self.sizes) - 1
+        self.readout = self.cost == "cross-entropy"
+        self.n_state_layers = self.n_layers - 1 if self.readout else self.n_layers
+        ns = self.sizes[1 : 1 + self.n_state_layers]
+        self.state_sizes = ns
+        self.offsets = np.concatenate([[0], np.cumsum(ns)]).astype(np.int64)
+        self.n_state = int(self.offsets[-1])
+
+    # -- helpers -----------------------------------------------------------------------
+    def split(self, s: np.ndarray) -> list[np.ndarray]:
+        """Views of the state per state layer."""
+        return [s[:, self.offsets[k] : self.offsets[k + 1]] for k in range(self.n_state_layers)]
+
+    def presyn(self, x: np.ndarray, s: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``p`` per layer (index 0 = input) and ``q = dp/ds`` per state layer."""
+        layers = self.split(s)
+        if self.kind == "hopfield":
+            p = [_input_signal(self, x)] + [self.f(v) for v in layers]
+            q = [self.df(v) for v in layers]
+        else:
+            p = [x, *layers]
+            q = [np.ones_like(v) for v in layers]
+        return p, q
+
+    def drive(self, p: list[np.ndarray]) -> list[np.ndarray]:
+        """:math:`u_l = p_{l-1} W_l + b_l + p_{l+1} W_{l+1}^T` per state layer."""
+        u = []
+        for k in range(self.n_state_layers):
+            v = p[k] @ self.W[k] + self.b[k]
+            if k + 1 < self.n_state_layers:
+                v = v + p[k + 2] @ self.W[k + 1].T
+            u.append(v)
+        return u
+
+    def readout_output(self, p: list[np.ndarray]) -> np.ndarray:
+        """Softmax readout ``y`` (batch, sizes[-1]) of the cross-entropy network."""
+        z = p[self.n_state_layers] @ self.W[-1] + self.b[-1]
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    # -- forward -----------------------------------------------------------------------
+    def step(
+        self,
+        x: np.ndarray,
+        s: np.ndarray,
+        beta: float = 0.0,
+        d: np.ndarray | None = None,
+        nudge: str = "inside",
+    ) -> np.ndarray:
+        """One synchronous step :math:`s_{t+1} = G_\\beta(s_t)` (a new array).
+
+        The nudge (``beta != 0``) follows :mod:`eqprop.phases`: energy-based,
+        :math:`F = E + \\beta \\ell`; prototypical ``"inside"``
+        :math:`y \\leftarrow \\sigma(u_L + \\beta (d - y))`, ``"outside"``
+        :math:`y \\leftarrow \\sigma(u_L) + \\beta (d - y)`.
+        """
+        p, q = self.presyn(x, s)
+        u = self.drive(p)
+        layers = self.split(s)
+        ng = None
+        if beta != 0.0:
+            if d is None:
+                raise ValueError("a nudged step needs targets d")
+            ng = self.loss_grad_state(p, q, layers, d)  # dl/ds of the last state layer
+        out = []
+        last = self.n_state_layers - 1
+        for k in range(self.n_state_layers):
+            if self.kind == "hopfield":
+                grad = layers[k] - q[k] * u[k]
+                if k == last and ng is not None:
+                    grad = grad + beta * ng
+                v = layers[k] - self.eps * grad
+                if self.box is not None:
+                    v = np.clip(v, self.box[0], self.box[1])
+            else:
+                if k == last and ng is not None:
+                    if nudge == "inside":
+                        v = self.f(u[k] - beta * ng)
+                    elif nudge == "outside":
+                        v = self.f(u[k]) - beta * ng
+                    else:
+                        raise ValueError(f"nudge must be 'inside' or 'outside', got {nudge!r}")
+                else:
+                    v = self.f(u[k])
+            out.append(v)
+        return np.ascontiguousarray(np.concatenate(out, axis=1))
+
+    # -- loss --------------------------------------------------------------------------
+    def loss_per_sample(self, x: np.ndarray, s: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Per-sample loss :math:`\\ell` at state ``s`` (batch,) in float64."""
+        p, _ = self.presyn(x, s)
+        if self.readout:
+            y = self.readout_output(p)
+            return -np.sum(d * np.log(np.maximum(y, np.finfo(y.dtype).tiny)), axis=1)
+        out = self.split(s)[-1]
+        return 0.5 * np.sum((out - d) ** 2, axis=1)
+
+    def loss_grad_state(
+        self, p: list[np.ndarray], q: list[np.ndarray], layers: list[np.ndarray], d: np.ndarray
+    ) -> np.ndarray:
+        """:math:`\\partial \\ell/\\partial s` of the last state layer, per sample."""
+        if self.readout:
+            y = self.readout_output(p)
+            return q[-1] * ((y - d) @ self.W[-1].T)
+        return layers[-1] - d
+
+    def loss_grad(self, x: np.ndarray, s: np.ndarray, d: np.ndarray):
+        """Per-sample ``dl/ds`` (batch, n_state) and direct parameter sums (readout).
+
+        Returns ``(g, dW_direct, db_direct)``: the readout's direct gradient summed over
+        the batch (zeros for the other layers).
+        """
+        p, q = self.presyn(x, s)
+        g = np.zeros_like(s)
+        g[:, self.offsets[-2] :] = self.loss_grad_state(p, q, self.split(s), d)
+        dW = [np.zeros_like(w) for w in self.W]
+        db = [np.zeros_like(b) for b in self.b]
+        if self.readout:
+            y = self.readout_output(p)
+            dW[-1] = p[self.n_state_layers].T @ (y - d)
+            db[-1] = (y - d).sum(axis=0)
+        return g, dW, db
+
+    # -- Jacobian structure ------------------------------------------------------------
+    def coefficients(self, x: np.ndarray, s: np.ndarray):
+        """``(c, q, r, p)`` of :math:`J^T \\lambda = c\\lambda + q M(r\\lambda)` at ``s``."""
+        p, q = self.presyn(x, s)
+        u = self.drive(p)
+        layers = self.split(s)
+        cs, rs = [], []
+        for k in range(self.n_state_layers):
+            if self.kind == "hopfield":
+                z = layers[k] - self.eps * (layers[k] - q[k] * u[k])
+                if self.box is not None:
+                    act = ((z > self.box[0]) & (z < self.box[1])).astype(s.dtype)
+                else:
+                    act = np.ones_like(z)
+                cs.append(act * (1.0 - self.eps + self.eps * self.d2f(layers[k]) * u[k]))
+                rs.append(act * self.eps * q[k])
+            else:
+                cs.append(np.zeros_like(u[k]))
+                rs.append(self.df(u[k]))
+        c = np.ascontiguousarray(np.concatenate(cs, axis=1))
+        r = np.ascontiguousarray(np.concatenate(rs, axis=1))
+        qq = np.ascontiguousarray(np.concatenate(q, axis=1))
+        return c, qq, r, p
+
+    def mprod(self, mu: np.ndarray) -> np.ndarray:
+        """:math:`(M \\mu)_l = \\mu_{l-1} W_l + \\mu_{l+1} W_{l+1}^T` between state layers."""
+        m = self.split(mu)
+        out = []
+        for k in range(self.n_state_layers):
+            v = np.zeros_like(m[k])
+            if k >= 1:
+                v = v + m[k - 1] @ self.W[k]
+            if k + 1 < self.n_state_layers:
+                v = v + m[k + 1] @ self.W[k + 1].T
+            out.append(v)
+        return np.concatenate(out, axis=1)
+
+    def vjp_state(self, coef, lam: np.ndarray) -> np.ndarray:
+        """:math:`J^T \\lambda` per sample."""
+        c, q, r, _ = coef
+        return c * lam + q * self.mprod(r * lam)
+
+    def vjp_params(self, coef, lam: np.ndarray, dW: list[np.ndarray], db: list[np.ndarray]):
+        """Accumulate :math:`(\\partial G/\\partial\\theta)^T \\lambda` (batch sum) in place."""
+        _, _, r, p = coef
+        mu = self.split(r * lam)
+        for k in range(self.n_state_layers):
+            dW[k] += p[k].T @ mu[k]
+            if k >= 1:
+                dW[k] += mu[k - 1].T @ p[k + 1]
+            db[k] += mu[k].sum(axis=0)
+
+    def dense_jt(self, coef) -> np.ndarray:
+        """Per-sample dense :math:`J^T` (batch, n, n) (small networks only)."""
+        c, q, r, _ = coef
+        n = self.n_state
+        M = np.zeros((n, n), dtype=c.dtype)
+        o = self.offsets
+        for k in range(1, self.n_state_layers):
+            w = self.W[k]  # couples state layer k-1 (rows) and k (cols)
+            M[o[k - 1] : o[k], o[k] : o[k + 1]] = w
+            M[o[k] : o[k + 1], o[k - 1] : o[k]] = w.T
+        jt = q[:, :, None] * M[None, :, :] * r[:, None, :]
+        idx = np.arange(n)
+        jt[:, idx, idx] += c
+        return jt
+
+
+def _bounds_of(net: Any, default):
+    """The clipping box of the energy-based network: ``net.bounds`` if it says, else by
+    activation (hard-sigmoid and sigmoid [0, 1], tanh unbounded)."""
+    b = getattr(net, "bounds", default)
+    if b is None:
+        return None
+    return (float(b[0]), float(b[1]))
+
+
+def _input_signal(model: StepModel, x: np.ndarray) -> np.ndarray:
+    """What the clamped input sends in the energy-based network: ``x`` itself."""
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+def _check_batch(model: StepModel, x: Any, d: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x)
+    d = np.asarray(d)
+    if x.ndim != 2 or x.shape[1] != model.sizes[0]:
+        raise ValueError(
+            f"x must have shape (batch, {model.sizes[0]}) for sizes {model.sizes}, got {x.shape}"
+        )
+    if d.ndim != 2 or d.shape != (x.shape[0], model.sizes[-1]):
+        raise ValueError(
+            f"d must have shape ({x.shape[0]}, {model.sizes[-1]}) (one row per sample of x, "
+            f"one column per output unit), got {d.shape}"
+        )
+    if x.shape[0] < 1:
+        raise ValueError("the batch is empty")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(d))):
+        raise ValueError("x and d must be finite")
+    return (
+        np.ascontiguousarray(x, dtype=model.dtype),
+        np.ascontiguousarray(d, dtype=model.dtype),
+    )
+
+
+def _check_state(model: StepModel, s: Any, batch: int, name: str) -> np.ndarray:
+    s = np.asarray(s)
+    if s.shape != (batch, model.n_state):
+        raise ValueError(f"{name} must have shape ({batch}, {model.n_state}), got {s.shape}")
+    return np.ascontiguousarray(s, dtype=model.dtype)
+
+
+def _dyn_value(dyn: Any, name: str, value: Any, default: Any) -> Any:
+    if value is not None:
+        return value
+    if dyn is not None and getattr(dyn, name, None) is not None:
+        return getattr(dyn, name)
+    return default
+
+
+def _finish(model, dW, db, batch, loss_value, method, info) -> ReferenceGradient:
+    return ReferenceGradient(
+        dW=[w / batch for w in dW],
+        db=[b / batch for b in db],
+        loss=float(loss_value),
+        method=method,
+        info=info,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Forward trajectory and loss
+# --------------------------------------------------------------------------------------
+
+
+def free_trajectory(
+    net: Any,
+    x: Any,
+    T: int | None = None,
+    *,
+    eps: float | None = None,
+    dyn: Any = None,
+    s0: Any = None,
+    dtype: Any = None,
+) -> np.ndarray:
+    """States of ``T`` free steps from ``s0`` (default zeros): array (T + 1, batch, n_state).
+
+    Row 0 is ``s0``; row ``t`` is :math:`G^t(s_0)`. Equals the state of
+    :func:`eqprop.free_phase` with ``Dynamics(T=T, method="fixed")`` at row ``T``.
+    Memory: ``(T + 1) * batch * n_state`` values (this is what BPTT stores).
+    """
+    T = int(_dyn_value(dyn, "T", T, None))
+    if T < 0:
+        raise ValueError(f"T must be >= 0, got {T}")
+    model = StepModel(net, eps=_dyn_value(dyn, "eps", eps, 0.5), dtype=dtype)
+    x = np.ascontiguousarray(x, dtype=model.dtype)
+    s = np.zeros((x.shape[0], model.n_state), model.dtype) if s0 is None else s0
+    s = _check_state(model, s, x.shape[0], "s0")
+    traj = np.empty((T + 1, *s.shape), dtype=model.dtype)
+    traj[0] = s
+    for t in range(T):
+        traj[t + 1] = model.step(x, traj[t])
+    return traj
+
+
+def loss(net: Any, x: Any, d: Any, s: Any, *, dtype: Any = None) -> float:
+    """Batch-mean loss at state ``s`` (see the module docstring for the costs)."""
+    model = StepModel(net, dtype=dtype)
+    x, d = _check_batch(model, x, d)
+    s = _check_state(model, s, x.shape[0], "s")
+    return float(np.mean(model.loss_per_sample(x, s, d)))
+
+
+# --------------------------------------------------------------------------------------
+# BPTT
+# --------------------------------------------------------------------------------------
+
+
+def bptt(
+    net: Any,
+    x: Any,
+    d: Any,
+    T: int | None = None,
+    *,
+    K: int | None = None,
+    eps: float | None = None,
+    dyn: Any = None,
+    s0: Any = None,
+    dtype: Any = None,
+    return_trajectory: bool = False,
+):
+    r"""Gradient of the loss after ``T`` free steps by backpropagation through time.
+
+    Forward: :math:`s_{t+1} = G(s_t)`, ``t = 0..T-1``, from ``s0`` (zeros by default),
+    storing all ``T + 1`` states. Backward (hand-derived adjoint):
+
+    .. math:: \lambda_T = \partial\ell/\partial s_T, \quad
+              \nabla_\theta \mathrel{+}= (\partial G/\partial\theta)^\top\lambda_{t+1},
+              \quad \lambda_t = J(s_t)^\top \lambda_{t+1}, \quad t = T-1, \dots, T-K.
+
+    Parameters
+    ----------
+    net, x, d
+        Network, input (batch, sizes[0]) and targets (batch, sizes[-1]).
+    T : int
+        Number of free steps (default ``dyn.T``).
+    K : int, optional
+        Truncation: backpropagate through the last ``K`` steps only (default ``T``).
+    eps : float, optional
+        Euler step of the energy-based network (default ``dyn.eps``, else 0.5).
+    s0 : array (batch, n_state), optional
+        Initial state (default zeros).
+    dtype : optional
+        Computation dtype (e.g. ``"float64"``).
+    return_trajectory : bool
+        Also return the stored trajectory (T + 1, batch, n_state).
+
+    Returns
+    -------
+    ReferenceGradient (and the trajectory when asked); ``info["lambda"]`` holds
+    :math:`\lambda_{T-K}` and ``info["trajectory_nbytes"]`` the memory stored.
+    """
+    T = int(_dyn_value(dyn, "T", T, None))
+    K = T if K is None else int(K)
+    if not 0 <= K <= T:
+        raise ValueError(f"K must be in [0, T={T}], got {K}")
+    eps = _dyn_value(dyn, "eps", eps, 0.5)
+    model = StepModel(net, eps=eps, dtype=dtype)
+    x, d = _check_batch(model, x, d)
+    traj = free_trajectory(net, x, T, eps=eps, s0=s0, dtype=model.dtype)
+    dW_, db_ = _bptt_backward(model, x, d, traj, K)
+    lam = dW_.pop()
+    g_loss = float(np.mean(model.loss_per_sample(x, traj[-1], d)))
+    info = {"T": T, "K": K, "lambda": lam, "trajectory_nbytes": int(traj.nbytes)}
+    res = _finish(model, dW_, db_, x.shape[0], g_loss, "bptt", info)
+    return (res, traj) if return_trajectory else res
+
+
+def _bptt_backward(model: StepModel, x, d, traj, K: int, per_step: bool = False):
+    """Backward pass over the stored trajectory; returns ``(dW + [lambda], db)``.
+
+    With ``per_step`` it returns ``(lams, grads)``: :math:`\\lambda_{T-t}` for
+    ``t = 0..K`` and the per-step parameter contributions for ``t = 0..K-1``
+    (batch sums).
+    """
+    T = traj.shape[0] - 1
+    lam, dW, db = model.loss_grad(x, traj[T], d)
+    lams = [lam.copy()]
+    grads = []
+    for t in range(T - 1, T - K - 1, -1):
+        coef = model.coefficients(x, traj[t])
+        if per_step:
+            gW = [np.zeros_like(w) for w in model.W]
+            gb = [np.zeros_like(b) for b in model.b]
+            model.vjp_params(coef, lam, gW, gb)
+            grads.append((gW, gb))
+        else:
+            model.vjp_params(coef, lam, dW, db)
+        lam = model.vjp_state(coef, lam)
+        lams.append(lam.copy())
+    if per_step:
+        return lams, grads
+    return [*dW, lam], db
+
+
+# --------------------------------------------------------------------------------------
+# Recurrent backprop (implicit differentiation at the fixed point)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _adjoint_map(lam, out, args):
+    """``out = g + c*lam + q * M(r*lam)`` for the layered coupling matrix ``M``.
+
+    ``args = (c, q, r, g, wflat, woff, offsets)``: ``wflat`` holds the couplings between
+    consecutive state layers (row-major, layer k-1 by layer k) at ``woff[k-1]``.
+    """
+    c, q, r, g, wflat, woff, offsets = args
+    batch, n = lam.shape
+    nl = offsets.shape[0] - 1
+    for b in range(batch):
+        for i in range(n):
+            out[b, i] = g[b, i] + c[b, i] * lam[b, i]
+        for k in range(1, nl):
+            a0 = offsets[k - 1]
+            a1 = offsets[k]
+            b1 = offsets[k + 1]
+            na = a1 - a0
+            nb = b1 - a1
+            base = woff[k - 1]
+            # rows: layer k-1 (i), cols: layer k (j); W[i, j] = wflat[base + i*nb + j]
+            for i in range(na):
+                mi = r[b, a0 + i] * lam[b, a0 + i]
+                acc = 0.0
+                for j in range(nb):
+                    w = wflat[base + i * nb + j]
+                    out[b, a1 + j] += q[b, a1 + j] * w * mi
+                    acc += w * r[b, a1 + j] * lam[b, a1 + j]
+                out[b, a0 + i] += q[b, a0 + i] * acc
+
+
+def _adjoint_args(model: StepModel, coef, g):
+    c, q, r, _ = coef
+    ws = [np.ravel(model.W[k]) for k in range(1, model.n_state_layers)]
+    wflat = np.ascontiguousarray(np.concatenate(ws) if ws else np.zeros(0), dtype=model.dtype)
+    woff = np.concatenate([[0], np.cumsum([w.size for w in ws])]).astype(np.int64)
+    return (c, q, r, np.ascontiguousarray(g), wflat, woff, model.offsets)
+
+
+def _free_state(net, x, dyn, model: StepModel):
+    """Run the network's free phase (``eqprop.phases``) and return ``(state, result)``."""
+    from eqprop.phases import free_phase
+
+    ph = free_phase(net, x.astype(net.weights[0].dtype), dyn)
+    return np.ascontiguousarray(ph.state, dtype=model.dtype), getattr(ph, "result", None)
+
+
+def recurrent_backprop(
+    net: Any,
+    x: Any,
+    d: Any,
+    *,
+    s_star: Any = None,
+    dyn: Any = None,
+    eps: float | None = None,
+    method: str = "dense",
+    atol: float = 1e-12,
+    max_iter: int = 100000,
+    dtype: Any = None,
+    check_fixed_point: float | None = 1e-6,
+) -> ReferenceGradient:
+    r"""Exact gradient at the free fixed point by implicit differentiation (RBP).
+
+    Solves the adjoint system at :math:`s^* = G(s^*)`,
+
+    .. math:: (I - J^\top)\,\lambda = \partial\ell/\partial s(s^*), \qquad
+              \nabla_\theta\mathcal L = (\partial G/\partial\theta)^\top\lambda
+              + \partial\ell/\partial\theta,
+
+    which for the energy-based network equals
+    :math:`-\partial^2 E/\partial\theta\,\partial s_A\, H_{AA}^{-1}\, \partial\ell/\partial s_A`
+    on the active set :math:`A` (units not held at a bound; the others carry no gradient),
+    independently of ``eps``.
+
+    Parameters
+    ----------
+    net, x, d
+        Network and batch.
+    s_star : array (batch, n_state), optional
+        The free fixed point; default: run :func:`eqprop.free_phase` with ``dyn``.
+    dyn : Dynamics, optional
+        Dynamics for the free phase and ``eps``.
+    eps : float, optional
+        Step of the energy-based map (only sets the active-set test); default ``dyn.eps``.
+    method : {"dense", "iterative"}
+        ``"dense"``: batched LU solve of the ``n_state x n_state`` system per sample
+        (O(batch n^3), small networks). ``"iterative"``: :func:`solvers.solve_fixed_point`
+        (Anderson) on :math:`\lambda \mapsto g + J^\top\lambda` to ``atol`` (max-norm).
+    check_fixed_point : float or None
+        Warn when :math:`\max|G(s^*) - s^*|` exceeds this (the gradient is then not exact).
+
+    Returns
+    -------
+    ReferenceGradient with ``info`` keys ``fixed_point_residual``, ``active_fraction``,
+    ``adjoint_residual``, and for the iterative method ``n_iter`` and ``converged``.
+    """
+    eps = _dyn_value(dyn, "eps", eps, 0.5)
+    model = StepModel(net, eps=eps, dtype=dtype)
+    x, d = _check_batch(model, x, d)
+    if s_star is None:
+        if dyn is None:
+            raise ValueError("give s_star or dyn (to run the free phase)")
+        s_star, _ = _free_state(net, x, dyn, model)
+    s = _check_state(model, s_star, x.shape[0], "s_star")
+    fp_res = float(np.max(np.abs(model.step(x, s) - s)))
+    if check_fixed_point is not None and not fp_res <= check_fixed_point:
+        warnings.warn(
+            f"s_star is not a fixed point (max |G(s) - s| = {fp_res:.3g} > "
+            f"{check_fixed_point:g}); the recurrent-backprop gradient is not exact there. "
+            "Run the free phase longer (larger T / max_iter).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    coef = model.coefficients(x, s)
+    g, dW, db = model.loss_grad(x, s, d)
+    info: dict[str, Any] = {
+        "fixed_point_residual": fp_res,
+        "active_fraction": float(np.mean(coef[2] != 0)),
+    }
+    if method == "dense":
+        jt = model.dense_jt(coef)
+        A = np.eye(model.n_state, dtype=model.dtype)[None] - jt
+        lam = np.linalg.solve(A, g[:, :, None])[:, :, 0]
+    elif method == "iterative":
+        lam, extra = _iterative_adjoint(model, coef, g, atol=atol, max_iter=max_iter)
+        info.update(extra)
+    else:
+        raise ValueError(f"method must be 'dense' or 'iterative', got {method!r}")
+    info["adjoint_residual"] = float(np.max(np.abs(g + model.vjp_state(coef, lam) - lam)))
+    info["lambda"] = lam
+    model.vjp_params(coef, lam, dW, db)
+    lval = float(np.mean(model.loss_per_sample(x, s, d)))
+    return _finish(model, dW, db, x.shape[0], lval, f"rbp-{method}", info)
+
+
+def _iterative_adjoint(model: StepModel, coef, g, *, atol: float, max_iter: int):
+    args = _adjoint_args(model, coef, g)
+    try:
+        from solvers import Anderson, solve_fixed_point
+    except ImportError:  # solvers not available: plain Picard iteration in numpy
+        lam = g.copy()
+        out = np.empty_like(lam)
+        for k in range(max_iter):
+            _adjoint_map(lam, out, args)
+            r = float(np.max(np.abs(out - lam)))
+            lam, out = out, lam
+            if r <= atol:
+                return lam, {"n_iter": k + 1, "converged": True, "solver": "picard-numpy"}
+        return lam, {"n_iter": max_iter, "converged": False, "solver": "picard-numpy"}
+    res = solve_fixed_point(
+        _adjoint_map, g.copy(), args, method=Anderson(), atol=atol, max_iter=max_iter
+    )
+    if not np.all(res.converged):
+        warnings.warn(
+            f"the adjoint solve did not converge for {int(np.sum(~res.converged))} sample(s) "
+            f"({res.message}); raise max_iter or use method='dense'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return np.ascontiguousarray(res.x), {
+        "n_iter": int(np.max(res.n_iter)),
+        "converged": bool(np.all(res.converged)),
+        "solver": res.method,
+        "nfev": int(res.nfev),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Finite differences
+# --------------------------------------------------------------------------------------
+
+
+def finite_difference(
+    net: Any,
+    x: Any,
+    d: Any,
+    T: int | None = None,
+    *,
+    eps: float | None = None,
+    dyn: Any = None,
+    h: float = 1e-6,
+    s0: Any = None,
+    dtype: Any = "float64",
+    forward: Any = None,
+) -> ReferenceGradient:
+    r"""Central differences of the batch-mean loss after ``T`` free steps.
+
+    :math:`\partial\mathcal L/\partial\theta_i \approx
+    (\mathcal L(\theta + h e_i) - \mathcal L(\theta - h e_i)) / (2h)`, truncation error
+    :math:`O(h^2)`, round-off :math:`O(\epsilon_{mach}/h)`: use float64 (default) and
+    ``h`` ~ 1e-6. Costs ``2 * n_params`` forward runs: small networks only.
+
+    ``forward(net_copy, x) -> state`` may replace the built-in ``T``-step map (e.g. the
+    network's own free phase); the network copy has perturbed weights.
+    """
+    T = int(_dyn_value(dyn, "T", T, None))
+    eps = _dyn_value(dyn, "eps", eps, 0.5)
+    if not h > 0:
+        raise ValueError(f"h must be > 0, got {h!r}")
+    base = StepModel(net, eps=eps, dtype=dtype)
+    x, d = _check_batch(base, x, d)
+
+    class _Net:  # minimal copy with float arrays of the computation dtype
+        pass
+
+    work = _Net()
+    for attr in ("sizes", "kind", "activation", "cost"):
+        setattr(work, attr, getattr(net, attr))
+    if hasattr(net, "bounds"):
+        work.bounds = net.bounds  # type: ignore[attr-defined]
+    work.weights = [w.copy() for w in base.W]  # type: ignore[attr-defined]
+    work.biases = [b.copy() for b in base.b]  # type: ignore[attr-defined]
+
+    def run() -> float:
+        if forward is not None:
+            s = np.asarray(forward(work, x), dtype=base.dtype)
+        else:
+            s = free_trajectory(work, x, T, eps=eps, s0=s0, dtype=base.dtype)[-1]
+        m = StepModel(work, eps=eps, dtype=base.dtype)
+        return float(np.mean(m.loss_per_sample(x, s, d)))
+
+    out_W: list[np.ndarray] = []
+    out_b: list[np.ndarray] = []
+    for group, out in ((work.weights, out_W), (work.biases, out_b)):  # type: ignore[attr-defined]
+        for arr in group:
+            gr = np.zeros_like(arr)
+            flat = arr.reshape(-1)
+            gflat = gr.reshape(-1)
+            for i in range(flat.size):
+                v = flat[i]
+                flat[i] = v + h
+                lp = run()
+                flat[i] = v - h
+                lm = run()
+                flat[i] = v
+                gflat[i] = (lp - lm) / (2 * h)
+            out.append(gr)
+    return ReferenceGradient(
+        dW=out_W, db=out_b, loss=run(), method="finite-difference", info={"h": h, "T": T}
+    )
+
+
+# --------------------------------------------------------------------------------------
+# EP estimates
+# --------------------------------------------------------------------------------------
+
+
+def ep_estimates(
+    net: Any,
+    x: Any,
+    d: Any,
+    dyn: Any,
+    betas: Sequence[float],
+    estimators: Sequence[str] = ("one-sided", "random-sign", "symmetric"),
+    *,
+    seed: int = 0,
+) -> dict[tuple[str, float], Any]:
+    """EP gradient estimates ``{(estimator, beta): RuleStep}`` via :mod:`eqprop.rules`.
+
+    Each estimate uses a fresh ``numpy.random.default_rng(seed)`` (the random-sign
+    estimator draws its sign from it), so results are reproducible.
+    ``beta`` must be > 0 (the sign is the estimator's business).
+    """
+    from eqprop.rules import EquilibriumPropagation
+
+    out = {}
+    for beta in betas:
+        b = float(beta)
+        if not (math.isfinite(b) and b > 0):
+            raise ValueError(f"beta must be finite and > 0, got {beta!r}")
+        for est in estimators:
+            rule = EquilibriumPropagation(beta=b, estimator=est)
+            out[(est, b)] = rule.estimate(net, x, d, dyn, rng=np.random.default_rng(seed))
+    return out
