@@ -1,1 +1,25 @@
-"""Equilibrium solvers for batched dynamical systems (no notion of networks)."""
+"""Equilibrium solvers for batched dynamical systems (no notion of networks).
+
+Fixed points ``x = g(x)`` (:func:`solve_fixed_point` with :class:`Picard`,
+:class:`Anderson`, :class:`GaussSeidel`) and steady states ``dx/dt = f(x) = 0``
+(:func:`solve_steady_state` with :class:`Euler`, :class:`RK4`, :class:`Dopri5`) of a
+batch of independent states, with the user's map given as a Numba ``@njit`` function.
+See ``docs/solvers.rst``.
+"""
+
+from ._result import SolveResult, SolverFailure, Status
+from .fixed_point import solve_fixed_point
+from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard
+
+__all__ = [
+    "RK4",
+    "Anderson",
+    "Dopri5",
+    "Euler",
+    "GaussSeidel",
+    "Picard",
+    "SolveResult",
+    "SolverFailure",
+    "Status",
+    "solve_fixed_point",
+]

@@ -1,0 +1,245 @@
+"""Numba driver of the fixed-point methods (Picard, Anderson, block Gauss-Seidel).
+
+One driver serves the three methods (chosen by an integer code at run time), so a
+process compiles it once per (dtype, args type, observe return type) and never per
+method or per user function: ``g``, ``g_block`` and ``observe`` arrive as first-class
+function values (``numba.types.FunctionType``), whose compiled code is cached on disk
+across processes (``cache=True``). See ``_compile.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._kernels import _TINY, cholesky_solve, diff_max_row, grow_rows, grow_vec, project_row
+
+PICARD = 0
+ANDERSON = 1
+GAUSS_SEIDEL = 2
+
+
+def fp_driver(
+    g,
+    g_block,
+    observe,
+    x,
+    args,
+    lo,
+    hi,
+    has_bounds,
+    method,
+    damping,
+    m,
+    reg,
+    restart_tol,
+    growth,
+    ranges,
+    group_ptr,
+    use_block,
+    atol,
+    rtol,
+    max_iter,
+    fixed_steps,
+    record_every,
+    divergence_bound,
+    do_observe,
+):
+    B = x.shape[0]
+    n = x.shape[1]
+    gx = np.empty_like(x)
+    limit = fixed_steps if fixed_steps >= 0 else max_iter
+    cap = min(limit + 1, 64)
+    res = np.full((cap, B), np.nan)
+    rel = np.full((cap, B), np.nan)
+    ocap = 16 if do_observe else 1
+    obs = np.full((ocap, B), np.nan)
+    obs_it = np.full(ocap, -1, dtype=np.int64)
+    n_obs = 0
+    n_iter = np.full(B, -1, dtype=np.int64)
+    conv = np.zeros(B, dtype=np.bool_)
+    failed = np.zeros(B, dtype=np.bool_)
+    fail_iter = np.full(B, -1, dtype=np.int64)
+    active = np.ones(B, dtype=np.bool_)
+    nfev = 0
+    nfev_block = 0
+    beta = damping
+    one_m_beta = 1.0 - damping
+    tmp = np.empty(1, dtype=x.dtype)
+    tmp[0] = damping
+    beta_t = tmp[0]  # damping in the state dtype, so float32 loops stay float32
+    # Anderson state (allocated once; size 1 along m for the other methods)
+    ma = m if method == ANDERSON else 1
+    nb = B if method == ANDERSON else 1
+    dF = np.zeros((nb, ma, n), dtype=x.dtype)
+    dG = np.zeros((nb, ma, n), dtype=x.dtype)
+    fprev = np.zeros((nb, n), dtype=x.dtype)
+    gprev = np.zeros((nb, n), dtype=x.dtype)
+    H = np.zeros((nb, ma, ma))
+    Hs = np.zeros((ma, ma))
+    L = np.zeros((ma, ma))
+    rhs = np.zeros(ma)
+    gam = np.zeros(ma)
+    cnt = np.zeros(nb, dtype=np.int64)
+    head = np.zeros(nb, dtype=np.int64)
+    has_prev = np.zeros(nb, dtype=np.bool_)
+    rprev = np.full(nb, np.inf)
+    n_groups = group_ptr.shape[0] - 1
+
+    k = 0
+    while True:
+        g(x, gx, args)
+        nfev += 1
+        if k >= res.shape[0]:
+            newcap = min(2 * res.shape[0], limit + 1)
+            res = grow_rows(res, newcap)
+            rel = grow_rows(rel, newcap)
+        n_active = 0
+        for b in range(B):
+            if not active[b]:
+                continue
+            if has_bounds:
+                project_row(gx, b, lo, hi)
+            r, xm = diff_max_row(gx, x, b)
+            res[k, b] = r
+            rel[k, b] = r / max(xm, _TINY)
+            if not r <= divergence_bound:
+                failed[b] = True
+                fail_iter[b] = k
+                active[b] = False
+                n_iter[b] = k
+            elif fixed_steps < 0 and r <= atol + rtol * xm:
+                conv[b] = True
+                active[b] = False
+                n_iter[b] = k
+            elif k >= limit:
+                conv[b] = r <= atol + rtol * xm
+                active[b] = False
+                n_iter[b] = k
+            else:
+                n_active += 1
+        if do_observe and (k % record_every == 0 or n_active == 0):
+            vals = observe(x, args)
+            if n_obs >= obs.shape[0]:
+                obs = grow_rows(obs, 2 * obs.shape[0])
+                obs_it = grow_vec(obs_it, 2 * obs_it.shape[0])
+            for b in range(B):
+                if n_iter[b] < 0 or n_iter[b] >= k:
+                    obs[n_obs, b] = vals[b]
+            obs_it[n_obs] = k
+            n_obs += 1
+        if n_active == 0:
+            break
+
+        if method == PICARD:
+            for b in range(B):
+                if not active[b]:
+                    continue
+                if beta == 1.0:
+                    for i in range(n):
+                        x[b, i] = gx[b, i]
+                else:
+                    for i in range(n):
+                        x[b, i] = x[b, i] + beta_t * (gx[b, i] - x[b, i])
+                if has_bounds and beta > 1.0:
+                    project_row(x, b, lo, hi)
+        elif method == ANDERSON:
+            for b in range(B):
+                if not active[b]:
+                    continue
+                r = res[k, b]
+                if has_prev[b]:
+                    slot = head[b]
+                    for i in range(n):
+                        fi = gx[b, i] - x[b, i]
+                        dF[b, slot, i] = fi - fprev[b, i]
+                        dG[b, slot, i] = gx[b, i] - gprev[b, i]
+                    c = min(cnt[b] + 1, ma)
+                    for j in range(c):
+                        s = 0.0
+                        for i in range(n):
+                            s += np.float64(dF[b, slot, i]) * np.float64(dF[b, j, i])
+                        H[b, slot, j] = s
+                        H[b, j, slot] = s
+                    cnt[b] = c
+                    head[b] = (slot + 1) % ma
+                for i in range(n):
+                    fprev[b, i] = gx[b, i] - x[b, i]
+                    gprev[b, i] = gx[b, i]
+                has_prev[b] = True
+                c = cnt[b]
+                plain = c == 0 or r > growth * rprev[b]
+                rprev[b] = r
+                if not plain:
+                    dmax = 0.0
+                    for j in range(c):
+                        dmax = max(dmax, H[b, j, j])
+                        s = 0.0
+                        for i in range(n):
+                            s += np.float64(dF[b, j, i]) * np.float64(fprev[b, i])
+                        rhs[j] = s
+                        for p in range(c):
+                            Hs[j, p] = H[b, j, p]
+                    for j in range(c):
+                        Hs[j, j] += reg * dmax
+                    if not cholesky_solve(Hs, rhs, c, L, gam, restart_tol):
+                        cnt[b] = 0
+                        head[b] = 0
+                        plain = True
+                if plain:
+                    for i in range(n):
+                        x[b, i] = x[b, i] + beta * fprev[b, i]
+                else:
+                    for i in range(n):
+                        s = np.float64(x[b, i]) + beta * np.float64(fprev[b, i])
+                        for j in range(c):
+                            s -= gam[j] * (
+                                np.float64(dG[b, j, i]) - one_m_beta * np.float64(dF[b, j, i])
+                            )
+                        x[b, i] = s
+                if has_bounds:
+                    project_row(x, b, lo, hi)
+        else:  # GAUSS_SEIDEL
+            for q in range(n_groups):
+                if q > 0:
+                    if use_block:
+                        for rr in range(group_ptr[q], group_ptr[q + 1]):
+                            g_block(x, gx, args, ranges[rr, 0], ranges[rr, 1])
+                            nfev_block += 1
+                    else:
+                        g(x, gx, args)
+                        nfev += 1
+                for rr in range(group_ptr[q], group_ptr[q + 1]):
+                    a0 = ranges[rr, 0]
+                    a1 = ranges[rr, 1]
+                    for b in range(B):
+                        if not active[b]:
+                            continue
+                        for i in range(a0, a1):
+                            v = gx[b, i]
+                            if q > 0 and has_bounds:
+                                if v < lo[i]:
+                                    v = lo[i]
+                                elif v > hi[i]:
+                                    v = hi[i]
+                            v = x[b, i] + beta_t * (v - x[b, i])
+                            if has_bounds and beta > 1.0:
+                                if v < lo[i]:
+                                    v = lo[i]
+                                elif v > hi[i]:
+                                    v = hi[i]
+                            x[b, i] = v
+        k += 1
+
+    rows = k + 1
+    return (
+        res[:rows].copy(),
+        rel[:rows].copy(),
+        obs[:n_obs].copy(),
+        obs_it[:n_obs].copy(),
+        n_iter,
+        conv,
+        failed,
+        fail_iter,
+        nfev,
+        nfev_block,
+    )

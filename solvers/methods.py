@@ -1,0 +1,241 @@
+"""Method descriptions: small immutable parameter records, validated on creation.
+
+Fixed-point methods (for :func:`solvers.solve_fixed_point`): :class:`Picard`,
+:class:`Anderson`, :class:`GaussSeidel`. ODE methods (for
+:func:`solvers.solve_steady_state`): :class:`Euler`, :class:`RK4`, :class:`Dopri5`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["RK4", "Anderson", "Dopri5", "Euler", "GaussSeidel", "Picard"]
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Picard:
+    """Damped Picard (fixed-point) iteration.
+
+    ``x_{k+1} = P((1 - damping) x_k + damping P(g(x_k)))`` where ``P`` projects onto the
+    bounds. ``damping`` in (0, 2): 1 is the plain iteration ``x <- g(x)``, < 1
+    under-relaxation (helps oscillating maps), > 1 over-relaxation.
+    """
+
+    damping: float = 1.0
+
+    def __post_init__(self) -> None:
+        d = _positive("Picard damping", self.damping)
+        if d >= 2:
+            raise ValueError(f"Picard damping must be in (0, 2), got {self.damping!r}")
+        object.__setattr__(self, "damping", d)
+
+    def describe(self) -> str:
+        return f"Picard(damping={self.damping:g})"
+
+
+@dataclass(frozen=True)
+class Anderson:
+    """Anderson acceleration (type II, per sample) of the damped Picard iteration.
+
+    With ``f_k = P(g(x_k)) - x_k`` and the last ``m`` differences
+    ``dF_j = f_{j+1} - f_j``, ``dG_j = P(g(x_{j+1})) - P(g(x_j))``, each sample solves the
+    ridge-regularised least-squares problem
+
+    ``gamma = argmin ||f_k - dF gamma||^2 + reg * max(diag(dF dF^T)) ||gamma||^2``
+
+    and steps to ``x_{k+1} = P(x_k + damping f_k - (dG - (1 - damping) dF) gamma)``.
+
+    Safeguards: when the Cholesky factorisation of the regularised normal equations has a
+    pivot below ``restart_tol`` times its largest diagonal (ill-conditioned history), the
+    sample's history is cleared and a plain damped step is taken; when the residual of a
+    sample grew by more than a factor ``growth`` since its previous iteration, the sample
+    takes a plain damped step (its history is kept).
+
+    Parameters
+    ----------
+    m : int
+        History length (>= 1).
+    reg : float
+        Relative Tikhonov regularisation (>= 0).
+    damping : float
+        Mixing parameter in (0, 1].
+    restart_tol : float
+        Relative pivot threshold of the restart safeguard (in [0, 1)).
+    growth : float
+        Residual growth factor (>= 1) above which a plain step is taken; ``inf``
+        disables the safeguard.
+    """
+
+    m: int = 5
+    reg: float = 1e-10
+    damping: float = 1.0
+    restart_tol: float = 1e-12
+    growth: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
+            raise ValueError(f"Anderson m (history length) must be an int >= 1, got {self.m!r}")
+        object.__setattr__(self, "reg", _positive("Anderson reg", self.reg, allow_zero=True))
+        d = _positive("Anderson damping", self.damping)
+        if d > 1:
+            raise ValueError(f"Anderson damping must be in (0, 1], got {self.damping!r}")
+        object.__setattr__(self, "damping", d)
+        rt = _positive("Anderson restart_tol", self.restart_tol, allow_zero=True)
+        if rt >= 1:
+            raise ValueError(f"Anderson restart_tol must be in [0, 1), got {self.restart_tol!r}")
+        object.__setattr__(self, "restart_tol", rt)
+        gr = float(self.growth)
+        if not gr >= 1:
+            raise ValueError(f"Anderson growth must be >= 1 (or inf), got {self.growth!r}")
+        object.__setattr__(self, "growth", gr)
+
+    def describe(self) -> str:
+        return (
+            f"Anderson(m={self.m}, reg={self.reg:g}, damping={self.damping:g}, "
+            f"restart_tol={self.restart_tol:g}, growth={self.growth:g})"
+        )
+
+
+@dataclass(frozen=True)
+class GaussSeidel:
+    """Block Gauss-Seidel (block-nonlinear) iteration over groups of column ranges.
+
+    ``groups`` is a sequence of groups, each a sequence of ``(start, stop)`` column
+    ranges; the ranges of one group are updated together from the same state, the groups
+    one after the other, each reading the columns the previous groups just wrote. The
+    ranges of all groups must partition ``[0, n)``. Example for a 500-10 layered state
+    updated hidden first, then output: ``GaussSeidel(groups=(((0, 500),), ((500, 510),)))``.
+    Each update is damped, ``x_S <- P((1 - damping) x_S + damping g(x)_S)``.
+    """
+
+    groups: tuple = ()
+    damping: float = 1.0
+
+    def __post_init__(self) -> None:
+        d = _positive("GaussSeidel damping", self.damping)
+        if d >= 2:
+            raise ValueError(f"GaussSeidel damping must be in (0, 2), got {self.damping!r}")
+        object.__setattr__(self, "damping", d)
+        try:
+            groups = tuple(tuple((int(a), int(b)) for a, b in grp) for grp in self.groups)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "GaussSeidel groups must be a sequence of groups of (start, stop) column "
+                f"ranges, e.g. (((0, 500),), ((500, 510),)); got {self.groups!r}"
+            ) from None
+        if len(groups) == 0 or any(len(grp) == 0 for grp in groups):
+            raise ValueError("GaussSeidel needs at least one group, and no group may be empty")
+        for grp in groups:
+            for a, b in grp:
+                if a < 0 or b <= a:
+                    raise ValueError(f"GaussSeidel range ({a}, {b}) must satisfy 0 <= start < stop")
+        object.__setattr__(self, "groups", groups)
+
+    def check_partition(self, n: int) -> None:
+        """Raise ValueError unless the ranges partition ``[0, n)``."""
+        ranges = sorted(r for grp in self.groups for r in grp)
+        pos = 0
+        for a, b in ranges:
+            if a != pos:
+                what = "overlap" if a < pos else f"leave columns [{pos}, {a}) out"
+                raise ValueError(
+                    f"GaussSeidel ranges must partition the {n} state columns; they {what}"
+                )
+            pos = b
+        if pos != n:
+            raise ValueError(
+                f"GaussSeidel ranges must partition the {n} state columns; they end at {pos}"
+            )
+
+    def describe(self) -> str:
+        return f"GaussSeidel(groups={self.groups}, damping={self.damping:g})"
+
+
+@dataclass(frozen=True)
+class Euler:
+    """Projected explicit Euler: ``x_{k+1} = P(x_k + dt f(x_k))``."""
+
+    dt: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dt", _positive("Euler dt", self.dt))
+
+    def describe(self) -> str:
+        return f"Euler(dt={self.dt:g})"
+
+
+@dataclass(frozen=True)
+class RK4:
+    """Projected classical Runge-Kutta 4 with a fixed step ``dt``.
+
+    The stage points ``x + c dt k`` are projected onto the bounds before ``f`` is
+    evaluated there, and the new state is projected.
+    """
+
+    dt: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dt", _positive("RK4 dt", self.dt))
+
+    def describe(self) -> str:
+        return f"RK4(dt={self.dt:g})"
+
+
+@dataclass(frozen=True)
+class Dopri5:
+    """Adaptive Dormand-Prince 5(4) with per-sample step-size control.
+
+    The local error estimate ``e`` of a step (difference of the 5th and embedded 4th
+    order solutions) is accepted when
+    ``max_i |e_i| / (step_atol + step_rtol * max(|x_i|, |x_new,i|)) <= 1``; the step size
+    then changes by ``clip(safety * err**(-1/5), min_factor, max_factor)``. These step
+    tolerances control the accuracy of the trajectory and are distinct from the
+    steady-state tolerance (``atol``/``rtol`` of the solve), which decides when to stop.
+    Rejected attempts are counted per sample in ``SolveResult.n_rejected``.
+    """
+
+    dt0: float = 0.1
+    step_atol: float = 1e-6
+    step_rtol: float = 1e-3
+    dt_max: float = math.inf
+    safety: float = 0.9
+    min_factor: float = 0.2
+    max_factor: float = 10.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dt0", _positive("Dopri5 dt0", self.dt0))
+        sa = _positive("Dopri5 step_atol", self.step_atol, allow_zero=True)
+        sr = _positive("Dopri5 step_rtol", self.step_rtol, allow_zero=True)
+        if sa == 0 and sr == 0:
+            raise ValueError("Dopri5 needs step_atol > 0 or step_rtol > 0")
+        object.__setattr__(self, "step_atol", sa)
+        object.__setattr__(self, "step_rtol", sr)
+        dm = float(self.dt_max)
+        if not dm > 0:
+            raise ValueError(f"Dopri5 dt_max must be > 0, got {self.dt_max!r}")
+        object.__setattr__(self, "dt_max", dm)
+        s = _positive("Dopri5 safety", self.safety)
+        if s >= 1:
+            raise ValueError(f"Dopri5 safety must be in (0, 1), got {self.safety!r}")
+        lo = _positive("Dopri5 min_factor", self.min_factor)
+        hi = _positive("Dopri5 max_factor", self.max_factor)
+        if not lo < 1 < hi:
+            raise ValueError("Dopri5 needs min_factor < 1 < max_factor")
+
+    def describe(self) -> str:
+        return (
+            f"Dopri5(dt0={self.dt0:g}, step_atol={self.step_atol:g}, "
+            f"step_rtol={self.step_rtol:g}, dt_max={self.dt_max:g})"
+        )
