@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import struct
@@ -492,7 +493,6 @@ def _check_limit(limit: int) -> int:
 
 def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
     """Download ``url`` to ``dest`` through a verified temporary file in dest's folder."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -517,6 +517,7 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
 def _download_file(
     fname: str, dest: Path, sha256: str, mirrors: Sequence[str], timeout: float
 ) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)  # a permission error surfaces as itself
     failures: list[str] = []
     integrity: ChecksumError | None = None
     for base in mirrors:
@@ -528,7 +529,7 @@ def _download_file(
         except ChecksumError as exc:
             integrity = integrity or exc
             failures.append(f"{url}: {exc}")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             failures.append(f"{url}: {exc}")
     detail = "; ".join(failures) if failures else "no mirror configured"
     if integrity is not None:
@@ -765,13 +766,13 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load a data set as train / validation / test splits.
 
-    ================  ===========  ======  ======  ======  ==========
-    name              n_features   train   valid   test    source
-    ================  ===========  ======  ======  ======  ==========
-    ``mnist``         784          50,000  10,000  10,000  IDX files
-    ``fashion-mnist`` 784          50,000  10,000  10,000  IDX files
-    ``digits``        64           1,197   300     300     scikit-learn
-    ================  ===========  ======  ======  ======  ==========
+    =================  ==========  ======  ======  ======  ============
+    name               n_features  train   valid   test    source
+    =================  ==========  ======  ======  ======  ============
+    ``mnist``          784         50,000  10,000  10,000  IDX files
+    ``fashion-mnist``  784         50,000  10,000  10,000  IDX files
+    ``digits``         64          1,197   300     300     scikit-learn
+    =================  ==========  ======  ======  ======  ============
 
     MNIST / Fashion-MNIST: ``train`` is the first 50,000 images of the official training
     set, ``valid`` its last 10,000 (Scellier & Bengio 2017), ``test`` the official test

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import sys
@@ -330,7 +331,11 @@ def test_unreachable_mirror(synthetic, tmp_path):
     assert files_in(cache) == []
 
 
-def test_interrupted_download_leaves_no_temp_file(synthetic, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "failure",
+    [TimeoutError("timed out"), http.client.IncompleteRead(b"ab", 10), ConnectionResetError()],
+)
+def test_interrupted_download_leaves_no_temp_file(synthetic, tmp_path, monkeypatch, failure):
     """A connection that dies mid-stream: the partial file is removed."""
 
     class Dying:
@@ -340,7 +345,7 @@ def test_interrupted_download_leaves_no_temp_file(synthetic, tmp_path, monkeypat
         def read(self, n):
             self.calls += 1
             if self.calls > 1:
-                raise TimeoutError("timed out")
+                raise failure
             return b"\x1f\x8b partial"
 
         def __enter__(self):
@@ -358,7 +363,7 @@ def test_interrupted_download_leaves_no_temp_file(synthetic, tmp_path, monkeypat
 
     monkeypatch.setattr(data.urllib.request, "urlopen", opener)
     cache = tmp_path / "c"
-    with pytest.raises(DownloadError, match="timed out"):
+    with pytest.raises(DownloadError, match="could not download"):
         load_dataset("mnist", cache_dir=cache, mirrors=["https://example.invalid/x"], timeout=3)
     assert seen == {"timeout": 3, "url": f"https://example.invalid/x/{FILES[0]}"}
     assert files_in(cache) == []
