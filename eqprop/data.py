@@ -27,6 +27,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -163,6 +164,8 @@ DIGITS_PER_CLASS_HELD_OUT = 30
 _ENV_DATA_DIR = "EQPROP_DATA_DIR"
 _ENV_CACHE_DIR = "EQPROP_CACHE_DIR"
 _CHUNK = 1 << 20
+#: Age after which a leftover ``.part`` download of a killed process is deleted.
+STALE_PART_SECONDS = 3600.0
 
 
 # --------------------------------------------------------------------------------------
@@ -514,10 +517,21 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
             tmp.unlink()
 
 
+def _remove_stale_parts(dest: Path) -> None:
+    """Remove temporary files of ``dest`` left by a killed process (older than
+    :data:`STALE_PART_SECONDS`; younger ones may belong to a running download)."""
+    now = time.time()
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+
+
 def _download_file(
     fname: str, dest: Path, sha256: str, mirrors: Sequence[str], timeout: float
 ) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)  # a permission error surfaces as itself
+    _remove_stale_parts(dest)
     failures: list[str] = []
     integrity: ChecksumError | None = None
     for base in mirrors:

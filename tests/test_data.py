@@ -308,6 +308,21 @@ def test_download_dataset_and_xdg(synthetic, tmp_path, monkeypatch):
     assert data.default_cache_dir() == Path.home() / ".cache" / "eqprop"
 
 
+def test_stale_partial_files_removed(synthetic, tmp_path):
+    """Leftovers of a killed download are cleaned up once old; fresh ones are kept."""
+    folder, _ = synthetic
+    cache = tmp_path / "c"
+    (cache / "mnist").mkdir(parents=True)
+    old = cache / "mnist" / f".{FILES[0]}.abc123.part"
+    young = cache / "mnist" / f".{FILES[0]}.def456.part"
+    old.write_bytes(b"partial")
+    young.write_bytes(b"partial")
+    past = old.stat().st_mtime - data.STALE_PART_SECONDS - 10
+    os.utime(old, (past, past))
+    data.download_dataset("mnist", cache, mirrors=[folder.as_uri()])
+    assert not old.exists() and young.exists()
+
+
 def test_failed_verification_leaves_nothing(synthetic, tmp_path):
     folder, _ = synthetic
     bad = folder / FILES[2]
