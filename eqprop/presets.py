@@ -23,10 +23,13 @@ Sources
     the command the authors publish to reproduce it: 784-512-10, ``T = 40``, ``K = 15``,
     ``beta = 0.1``, rates 0.08 (input-hidden) / 0.04 (hidden-output), minibatch 20,
     30 epochs. Their default activation for this run is the shifted sigmoid
-    ``sigma(x) = 1 / (1 + exp(-4 (x - 1/2)))``; the nudge has a fixed positive sign
-    (``beta`` is not randomised) and every phase starts from zero (no persistent
-    particles). The preset uses ``estimator="one-sided"``, ``persistent=False`` and the
-    library's ``"sigmoid"`` activation; see :data:`PRESET_NOTES` for how that maps.
+    ``sigma(x) = 1 / (1 + exp(-4 (x - 1/2)))``, which eqprop does not have; it has the
+    centre (1/2) and the slope there (1) of ``hardsigmoid(x) = clip(x, 0, 1)``, whereas
+    the logistic ``"sigmoid"`` has slope 1/4 at 0, so the preset uses ``"hardsigmoid"``.
+    In their code the nudge is added outside the activation,
+    ``y <- sigma(W h + b) + beta (d - y)`` (``nudge="outside"``), has a fixed positive
+    sign (``estimator="one-sided"``), and every phase starts from zero
+    (``persistent=False``).
 ``digits``
     Not from a paper: a small Hopfield network for the 8x8 digits set shipped with
     scikit-learn (64-64-10), chosen so that training takes well under a minute on two
@@ -151,7 +154,8 @@ PRESETS: dict[str, Preset] = {
             "dataset": "mnist",
             "architecture": "784-512-10",
             "kind": "prototypical",
-            "activation": "sigmoid",
+            "activation": "hardsigmoid",
+            "nudge": "outside",
             "cost": "squared",
             "method": "fixed",
             "T": 40,
@@ -173,9 +177,10 @@ PRESETS: dict[str, Preset] = {
 PRESET_NOTES: dict[str, str] = {
     "ernoult2019-p1h": (
         "Activation: the authors' code defaults to sigma(x) = 1/(1+exp(-4(x-1/2))) for this "
-        "run; eqprop's 'sigmoid' is used (see docs/training.rst for the exact function). "
-        "Sign of beta: fixed positive in the authors' training loop, hence 'one-sided'. "
-        "eps is unused by the prototypical (discrete-time) dynamics."
+        "run, which eqprop lacks; 'hardsigmoid' = clip(x, 0, 1) has the same centre and "
+        "slope (the logistic 'sigmoid' does not). Nudge outside the activation and a fixed "
+        "positive beta ('one-sided'), as in the authors' training loop. eps is unused by "
+        "the prototypical (discrete-time) dynamics."
     ),
     "scellier2017-1h": (
         "The authors' released script uses beta=0.5 for this network; the paper's table "

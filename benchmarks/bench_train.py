@@ -1,0 +1,196 @@
+"""Training throughput per preset, and how close it gets to the machine's matmul speed.
+
+For each preset (float32, batch 20, the preset's T/K/estimator), on synthetic inputs of the
+right size (the dynamics run a fixed number of steps, so the cost does not depend on the
+pixel values):
+
+- ``samples/s``: training samples per second of :meth:`eqprop.train.Trainer.train_epoch`
+  (free phase, nudged phase(s), EP update, optimizer, persistent particles, bookkeeping);
+- ``rule/s``: the same with ``rule.estimate`` + ``SGD.step`` alone in a bare loop, so
+  ``overhead = 1 - samples/s / rule/s`` is what the trainer adds per minibatch;
+- ``matmul``: the time of the bare ``numpy`` matrix products one step needs, same shapes,
+  same dtype, measured in the same run: per dynamics iteration ``a_{l-1} @ W_l`` for every
+  layer but the input one and ``a_{l+1} @ W_{l+1}.T`` for every hidden layer; per phase one
+  ``x @ W_1`` (the input drive is constant within a phase); per phase that enters the
+  update, ``a_{l-1}.T @ a_l`` for every layer. ``frac = matmul time / step time`` is the
+  fraction of the machine's matmul throughput (at these shapes) that training reaches.
+- ``GEMM GFLOP/s``: a large square product, for scale.
+
+Usage::
+
+    NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_train.py [--presets ...]
+        [--seconds 3] [--threads N]
+
+Prints a table; record it in docs/training.rst with the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def _synthetic(n_in: int, n_out: int, n: int, seed: int = 0):
+    from eqprop.data import DatasetSplits, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(m: int) -> Split:
+        x = np.ascontiguousarray(rng.random((m, n_in), dtype=np.float32))
+        y = rng.integers(0, n_out, size=m).astype(np.int64)
+        return Split(x, y, n_out)
+
+    return DatasetSplits(split(n), split(20), split(20), name="synthetic")
+
+
+def _time_matmuls(cfg, net, n_iter_phase: list[int], n_update_phases: int, reps: int) -> float:
+    """Seconds per step of the bare products (see module docstring)."""
+    dt = np.dtype(cfg.dtype)
+    sizes = cfg.sizes
+    B = cfg.batch_size
+    L = len(sizes) - 1
+    rng = np.random.default_rng(1)
+    acts = [rng.random((B, n)).astype(dt) for n in sizes]
+    Ws = [np.ascontiguousarray(W) for W in net.weights]
+    outs_f = [np.empty((B, sizes[l]), dt) for l in range(L + 1)]
+    outs_g = [np.empty((sizes[l - 1], sizes[l]), dt) for l in range(1, L + 1)]
+
+    def one_step() -> None:
+        for n_it in n_iter_phase:
+            np.matmul(acts[0], Ws[0], out=outs_f[1])  # input drive, once per phase
+            for _ in range(n_it):
+                for l in range(2, L + 1):
+                    np.matmul(acts[l - 1], Ws[l - 1], out=outs_f[l])
+                for l in range(1, L):
+                    np.matmul(acts[l + 1], Ws[l].T, out=outs_f[l])
+        for _ in range(n_update_phases):
+            for l in range(1, L + 1):
+                np.matmul(acts[l - 1].T, acts[l], out=outs_g[l - 1])
+
+    one_step()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            one_step()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def _gemm_gflops(dtype: str, n: int = 1024) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n)).astype(dtype)
+    b = rng.random((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype)
+    np.matmul(a, b, out=c)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def bench_preset(name: str, seconds: float) -> dict[str, float | str]:
+    from eqprop.presets import get_preset
+    from eqprop.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**get_preset(name).settings, "preset": name})
+    cfg = cfg.replace(dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
+    sizes = cfg.sizes
+    # one warm-up step with a tiny data set compiles everything
+    warm = Trainer(cfg, _synthetic(sizes[0], sizes[-1], 40), quiet=True)
+    warm.train_epoch()
+    t0 = time.perf_counter()
+    warm.train_epoch()
+    per_sample = (time.perf_counter() - t0) / 40
+    n = max(40, min(20000, int(seconds / max(per_sample, 1e-7)) // 20 * 20))
+    trainer = Trainer(cfg, _synthetic(sizes[0], sizes[-1], n), quiet=True)
+    row = trainer.train_epoch()
+    sps = float(row["samples_per_second"])
+
+    # bare rule + optimizer loop over the same minibatches
+    x, d = trainer.x_train, trainer.d_train
+    rng = np.random.default_rng(0)
+    n_b = n // 20
+    t0 = time.perf_counter()
+    for i in range(n_b):
+        sl = slice(20 * i, 20 * i + 20)
+        step = trainer.rule.estimate(trainer.net, x[sl], d[sl], trainer.dyn, rng=rng)
+        trainer.optimizer.step(trainer.net, step.gradient)
+    rule_sps = n_b * 20 / (time.perf_counter() - t0)
+
+    K_phases = [cfg.K, cfg.K] if cfg.estimator == "symmetric" else [cfg.K]
+    n_update = 2
+    reps = max(1, min(200, n_b))
+    t_mm = _time_matmuls(cfg, trainer.net, [cfg.T, *K_phases], n_update, reps)
+    t_step = 20.0 / sps
+    return {
+        "preset": name,
+        "arch": cfg.architecture,
+        "T+K": f"{cfg.T}+{'+'.join(str(k) for k in K_phases)}",
+        "samples": n,
+        "samples/s": sps,
+        "rule/s": rule_sps,
+        "overhead": 1.0 - sps / rule_sps,
+        "step ms": 1e3 * t_step,
+        "matmul ms": 1e3 * t_mm,
+        "frac": t_mm / t_step,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--presets",
+        nargs="+",
+        default=[
+            "digits",
+            "scellier2017-1h",
+            "ernoult2019-p1h",
+            "scellier2017-2h",
+            "scellier2017-3h",
+        ],
+    )
+    p.add_argument("--seconds", type=float, default=3.0, help="target seconds per preset")
+    args = p.parse_args(argv)
+    import numba
+
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, numpy {np.__version__}, numba {numba.__version__}, "
+        f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}"
+    )
+    print(f"# large float32 GEMM: {_gemm_gflops('float32'):.1f} GFLOP/s")
+    cols = [
+        "preset",
+        "arch",
+        "T+K",
+        "samples",
+        "samples/s",
+        "rule/s",
+        "overhead",
+        "step ms",
+        "matmul ms",
+        "frac",
+    ]
+    print(" | ".join(cols))
+    for name in args.presets:
+        r = bench_preset(name, args.seconds)
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float):
+                v = f"{v:.3f}" if c in ("overhead", "frac") else f"{v:.1f}"
+            cells.append(str(v))
+        print(" | ".join(cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

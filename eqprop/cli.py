@@ -1,0 +1,260 @@
+"""Command line interface: ``eqprop train``, and ``compare`` / ``study`` / ``plot``.
+
+``eqprop train`` builds a :class:`~eqprop.train.TrainConfig` from, in increasing order of
+priority, the defaults, a ``--preset`` and the options given explicitly, trains, and
+prints the final test error on stdout. Progress goes to stderr (a progress bar on a
+terminal, one line per epoch otherwise).
+
+Bad input (unknown preset or dataset, an architecture that does not fit the data, beta
+= 0, a learning-rate list of the wrong length, NaN in the inputs, ...) prints one line
+``eqprop: error: ...`` on stderr and exits with status 2.
+
+``eqprop compare ARGS`` runs ``eqprop.compare.compare_main(ARGS)``, ``eqprop study ARGS``
+runs ``studies.cli.study_main(ARGS)`` and ``eqprop plot ARGS`` runs
+``studies.cli.plot_main(ARGS)``; those modules are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["build_train_parser", "config_from_args", "main"]
+
+_PROG = "eqprop"
+
+#: Subcommands implemented in other modules: name -> (module, function, what it does).
+_DISPATCH: dict[str, tuple[str, str, str]] = {
+    "compare": ("eqprop.compare", "compare_main", "compare EP updates with reference gradients"),
+    "study": ("studies.cli", "study_main", "run a study (sweeps written as netCDF)"),
+    "plot": ("studies.cli", "plot_main", "plot a study's results"),
+}
+
+# TrainConfig fields settable from the command line (dest name == field name).
+_TRAIN_FIELDS = (
+    "dataset",
+    "data_dir",
+    "architecture",
+    "kind",
+    "activation",
+    "cost",
+    "method",
+    "atol",
+    "rtol",
+    "max_iter",
+    "T",
+    "K",
+    "eps",
+    "beta",
+    "estimator",
+    "nudge",
+    "lrs",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "seed",
+    "dtype",
+    "persistent",
+    "eval_batch_size",
+    "eval_T",
+    "limit",
+    "output",
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported as one line and exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises instead of exiting, so ``main`` decides the exit code."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    from eqprop import __version__
+
+    lines = ["commands:", "  train     train a network with Equilibrium Propagation"]
+    for name, (_, _, what) in _DISPATCH.items():
+        lines.append(f"  {name:<9} {what}")
+    p = _Parser(
+        prog=_PROG,
+        description="Equilibrium Propagation and friends: training, comparisons, studies.",
+        epilog="\n".join(lines) + "\n\nRun 'eqprop COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"eqprop {__version__}")
+    p.add_argument("command", choices=["train", *_DISPATCH], help=argparse.SUPPRESS)
+    return p
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    """Parser of ``eqprop train`` (every option defaults to None = not given)."""
+    from eqprop.presets import PRESETS, preset_names
+
+    presets = "\n".join(f"  {n:<16} {PRESETS[n].description}" for n in preset_names())
+    p = _Parser(
+        prog=f"{_PROG} train",
+        description=(
+            "Train a layered network with Equilibrium Propagation and print its test error. "
+            "Settings come from the defaults, then --preset, then the options given."
+        ),
+        epilog=f"presets:\n{presets}\n\nexample: eqprop train --preset digits",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None,
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--preset", help="named configuration (see below)")
+    g.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint .npz")
+    g.add_argument("--output", "-o", metavar="DIR", help="folder for history.nc/checkpoint.npz")
+    g.add_argument("--epochs", type=int, help="total number of epochs")
+    g.add_argument("--limit", type=int, help="use only the first N samples of each split")
+    g.add_argument("--seed", type=int, help="weights and training random generator seed")
+    g.add_argument("--quiet", "-q", action="store_true", default=False, help="no progress")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="mnist, fashion-mnist or digits")
+    g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="folder of dataset files")
+    g = p.add_argument_group("network")
+    g.add_argument("--architecture", "--arch", help="layer sizes input first, e.g. 784-500-10")
+    g.add_argument("--kind", help="hopfield or prototypical")
+    g.add_argument("--activation", help="hardsigmoid, sigmoid or tanh")
+    g.add_argument("--cost", help="squared or cross-entropy")
+    g.add_argument("--dtype", help="float32 or float64")
+    g = p.add_argument_group("dynamics")
+    g.add_argument("--method", help="solver method of the phases ('fixed' = exactly T/K steps)")
+    g.add_argument("--atol", type=float, help="solver absolute tolerance")
+    g.add_argument("--rtol", type=float, help="solver relative tolerance")
+    g.add_argument("--max-iter", dest="max_iter", type=int, help="solver iteration cap")
+    g.add_argument("-T", "--T", dest="T", type=int, help="free-phase steps")
+    g.add_argument("-K", "--K", dest="K", type=int, help="nudged-phase steps")
+    g.add_argument("--eps", type=float, help="step size of the Hopfield dynamics")
+    g.add_argument("--eval-T", dest="eval_T", type=int, help="free-phase steps for evaluation")
+    g = p.add_argument_group("learning")
+    g.add_argument("--beta", type=float, help="nudging strength (nonzero)")
+    g.add_argument("--estimator", help="one-sided, random-sign or symmetric")
+    g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
+    g.add_argument("--lrs", "--lr", dest="lrs", type=float, nargs="+", help="rate per layer")
+    g.add_argument("--momentum", type=float, help="SGD momentum in [0, 1)")
+    g.add_argument("--weight-decay", dest="weight_decay", type=float, help="L2 coefficient")
+    g.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
+    g.add_argument(
+        "--eval-batch-size", dest="eval_batch_size", type=int, help="batch of evaluation"
+    )
+    g.add_argument(
+        "--persistent",
+        action=argparse.BooleanOptionalAction,
+        help="persistent particles (stored free states per training sample)",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """TrainConfig from parsed ``eqprop train`` options (defaults < preset < options)."""
+    from eqprop.presets import get_preset
+    from eqprop.train import TrainConfig
+
+    settings: dict[str, Any] = {}
+    if args.preset is not None:
+        settings.update(get_preset(args.preset).settings)
+        settings["preset"] = args.preset
+    for name in _TRAIN_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    if "data_dir" in settings and settings["data_dir"] is not None:
+        settings["data_dir"] = str(settings["data_dir"])
+    return TrainConfig.from_dict(settings).validate()
+
+
+def _check_dataset_name(name: str) -> None:
+    from eqprop.data import DATASETS
+
+    canon = name.lower().replace("_", "-")
+    if canon not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def _train_main(argv: Sequence[str]) -> int:
+    parser = build_train_parser()
+    args = parser.parse_args(list(argv))
+    from eqprop.train import Trainer
+
+    command = ["eqprop", "train", *argv]
+    if args.resume is not None:
+        if args.preset is not None:
+            raise ValueError("--preset cannot be combined with --resume (the checkpoint has it)")
+        overrides = {
+            k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k, None) is not None
+        }
+        trainer = Trainer.from_checkpoint(
+            args.resume, overrides=overrides, command=command, quiet=args.quiet
+        )
+    else:
+        config = config_from_args(args)
+        _check_dataset_name(config.dataset)
+        trainer = Trainer(config, command=command, quiet=args.quiet)
+    result = trainer.run()
+    test = result.history["test_error"].values
+    if test.size:
+        n_test = int(result.history.attrs.get("n_test", 0))
+        wrong = round(float(test[-1]) * n_test)
+        print(
+            f"test error: {100 * float(test[-1]):.2f}% ({wrong}/{n_test}) after "
+            f"{trainer.epoch} epoch(s); valid error: "
+            f"{100 * float(result.history['valid_error'].values[-1]):.2f}%"
+        )
+    else:
+        print("test error: n/a (0 epochs)")
+    if result.output is not None:
+        print(f"history: {result.output / 'history.nc'}")
+        print(f"checkpoint: {result.output / 'checkpoint.npz'}")
+    return 0
+
+
+def _dispatch(name: str, argv: Sequence[str]) -> int:
+    module_name, func_name, _ = _DISPATCH[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise UsageError(
+                f"'eqprop {name}' is not available: module {module_name} is not installed "
+                "in this version of eqprop"
+            ) from None
+        raise
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise UsageError(f"'eqprop {name}' is not available: {module_name}.{func_name} missing")
+    return int(func(list(argv)) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``eqprop`` command; returns the exit status.
+
+    0 success, 2 bad input (one line ``eqprop: error: ...`` on stderr), 1 a run that
+    failed for another reason (the error is reported the same way).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in _DISPATCH:
+            return _dispatch(argv[0], argv[1:])
+        if argv and argv[0] == "train":
+            return _train_main(argv[1:])
+        _top_parser().parse_args(argv or ["--help"])
+        return 2  # pragma: no cover - parse_args exits or raises above
+    except UsageError as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"{_PROG}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130

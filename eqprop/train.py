@@ -1,0 +1,851 @@
+"""Training loop: minibatches, persistent particles, history, exact checkpoints.
+
+One epoch (see ``docs/training.rst``)::
+
+    perm = rng.permutation(n_train)                     # seeded numpy Generator
+    for each minibatch B = perm[i : i + batch_size]:
+        s0   = particles[B] if persistent else None      # stored free states
+        step = rule.estimate(net, x[B], d[B], dyn, rng=rng, s0=s0)
+        particles[B] = step.free.state                   # Scellier & Bengio (2017)
+        optimizer.step(net, step.gradient)               # W -= lr * dW (per layer)
+    evaluate valid and test with the free phase only, in large batches
+
+The training error and loss of an epoch are measured on the free phase of each
+minibatch *during* the epoch (the weights change as it runs), as in Scellier & Bengio
+(2017); validation and test errors use the weights at the end of the epoch.
+
+Everything needed to continue a run exactly is in the checkpoint (``.npz``, read with
+``allow_pickle=False``): weights, biases, optimizer buffers, the state of the random
+generator, the persistent particles, the epoch reached and the history so far. A run
+resumed from the checkpoint of epoch ``k`` gives bit-identical weights and history values
+(apart from wall times) to a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eqprop.optim import SGD
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "HISTORY_VARIABLES",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "load_checkpoint",
+    "parse_architecture",
+    "train",
+]
+
+#: Version tag stored in every checkpoint; bumped when the layout changes.
+CHECKPOINT_FORMAT = "eqprop-checkpoint-1"
+
+#: History variable -> (long_name, units). Dimension ``epoch`` for all.
+HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
+    "train_error": ("training error rate (free phase of each minibatch during the epoch)", "1"),
+    "train_loss": ("mean training cost at the free state during the epoch", "1"),
+    "valid_error": ("validation error rate at the end of the epoch", "1"),
+    "valid_loss": ("mean validation cost at the end of the epoch", "1"),
+    "test_error": ("test error rate at the end of the epoch", "1"),
+    "test_loss": ("mean test cost at the end of the epoch", "1"),
+    "free_converged": (
+        "fraction of training samples whose free phase met the solver tolerance",
+        "1",
+    ),
+    "free_iterations": ("mean solver iterations of the training free phase", "1"),
+    "train_time": ("wall time of the training part of the epoch", "s"),
+    "eval_time": ("wall time of validation and test evaluation", "s"),
+    "samples_per_second": ("training samples processed per second of training time", "s-1"),
+}
+
+# History values that are wall-clock measurements (excluded from exactness checks).
+TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second")
+
+_ESTIMATORS = ("one-sided", "random-sign", "symmetric")
+_DTYPES = ("float32", "float64")
+
+
+# ------------------------------------------------------------------------------------
+# configuration
+
+
+def parse_architecture(spec: str | Sequence[int]) -> tuple[int, ...]:
+    """Layer sizes from ``"784-500-10"`` (input first) or a sequence of ints.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two layers, or a size that is not a positive integer.
+    """
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.replace(",", "-").split("-")]
+        try:
+            sizes = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"architecture {spec!r}: write layer sizes joined by '-', input first, "
+                "e.g. '784-500-10'"
+            ) from None
+    else:
+        sizes = tuple(int(s) for s in spec)
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise ValueError(
+            f"architecture {spec!r}: need at least an input and an output layer, all sizes "
+            ">= 1, e.g. '784-500-10'"
+        )
+    return sizes
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; ``to_json``/``from_json`` round-trip exactly.
+
+    Parameters
+    ----------
+    dataset : str
+        ``"mnist"``, ``"fashion-mnist"`` or ``"digits"`` (see :func:`eqprop.data.load_dataset`).
+    architecture : str
+        Layer sizes input first, ``"784-500-10"``; the input size must match the data.
+    kind, activation, cost : str
+        Passed to :func:`eqprop.network.init_network`.
+    method : str
+        Solver method of the phases (:class:`eqprop.phases.Dynamics` ``method``);
+        ``"fixed"`` runs exactly ``T`` / ``K`` steps (the papers' setting).
+    atol, rtol, max_iter
+        Solver tolerances and iteration cap, used by tolerance-based methods (and to report
+        whether fixed-step phases converged).
+    T, K : int
+        Steps of the free and of each nudged phase.
+    eps : float
+        Step size of the (continuous Hopfield) dynamics.
+    beta : float
+        Nudging strength, nonzero.
+    estimator : {"one-sided", "random-sign", "symmetric"}
+        EP gradient estimator.
+    nudge : str
+        Where the nudge enters the dynamics (``"inside"`` / ``"outside"`` the activation).
+    lrs : tuple of float
+        One learning rate per weight layer, input side first.
+    momentum, weight_decay : float
+        See :class:`eqprop.optim.SGD`.
+    batch_size, epochs, seed : int
+        ``seed`` initialises the weights and the training random generator (shuffling,
+        random signs).
+    dtype : {"float32", "float64"}
+    persistent : bool
+        Start each training free phase from the sample's stored free state (persistent
+        particles, Scellier & Bengio 2017) instead of zero.
+    eval_batch_size : int
+        Batch size of the free phases that evaluate validation and test error.
+    eval_T : int or None
+        Free-phase steps used for evaluation; None means ``T``.
+    limit : int or None
+        Use only the first ``limit`` samples of each split (quick runs).
+    data_dir : str or None
+        Folder with the dataset files (default ``$EQPROP_DATA_DIR``).
+    output : str or None
+        Folder for ``config.json``, ``history.nc`` and ``checkpoint.npz``; None writes
+        nothing.
+    preset : str or None
+        Name of the preset the run started from (informational).
+    """
+
+    dataset: str = "digits"
+    architecture: str = "64-64-10"
+    kind: str = "hopfield"
+    activation: str = "hardsigmoid"
+    cost: str = "squared"
+    method: str = "fixed"
+    atol: float = 1e-4
+    rtol: float = 0.0
+    max_iter: int = 1000
+    T: int = 20
+    K: int = 4
+    eps: float = 0.5
+    beta: float = 1.0
+    estimator: str = "random-sign"
+    nudge: str = "inside"
+    lrs: tuple[float, ...] = (0.1, 0.05)
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 20
+    epochs: int = 30
+    seed: int = 0
+    dtype: str = "float32"
+    persistent: bool = True
+    eval_batch_size: int = 1000
+    eval_T: int | None = None
+    limit: int | None = None
+    data_dir: str | None = None
+    output: str | None = None
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lrs, (int, float)):
+            self.lrs = (float(self.lrs),)
+        self.lrs = tuple(float(v) for v in self.lrs)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer sizes parsed from :attr:`architecture`."""
+        return parse_architecture(self.architecture)
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError with a message saying what to change; return self if fine."""
+        sizes = self.sizes
+        n_layers = len(sizes) - 1
+        if len(self.lrs) != n_layers:
+            raise ValueError(
+                f"{len(self.lrs)} learning rate(s) given for architecture "
+                f"{self.architecture!r}, which has {n_layers} weight layer(s); give "
+                f"exactly {n_layers} (--lrs {' '.join(['0.1'] * n_layers)})"
+            )
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)):
+            raise ValueError(f"beta is {self.beta!r}; give a finite nonzero number")
+        if self.beta == 0:
+            raise ValueError(
+                "beta = 0 gives no learning signal (the nudged phase equals the free "
+                "phase); use a nonzero beta, e.g. --beta 1.0"
+            )
+        for name in ("T", "K", "batch_size", "eval_batch_size", "max_iter"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} is {value!r}; give an integer >= 1")
+        if not isinstance(self.epochs, (int, np.integer)) or self.epochs < 0:
+            raise ValueError(f"epochs is {self.epochs!r}; give an integer >= 0")
+        if self.eval_T is not None and self.eval_T < 1:
+            raise ValueError(f"eval_T is {self.eval_T!r}; give an integer >= 1 or None")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit is {self.limit!r}; give an integer >= 1")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps is {self.eps!r}; give a step size > 0")
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} is {value!r}; give a finite value >= 0")
+        if self.estimator not in _ESTIMATORS:
+            raise ValueError(
+                f"unknown estimator {self.estimator!r}; choose one of {', '.join(_ESTIMATORS)}"
+            )
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
+        SGD(self.lrs, self.momentum, self.weight_decay)  # checks rates, momentum, decay
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
+        return self
+
+    # ------------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (``lrs`` as a list), JSON-serialisable."""
+        d = dataclasses.asdict(self)
+        d["lrs"] = list(self.lrs)
+        return d
+
+    def to_json(self) -> str:
+        """JSON text with sorted keys."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        kwargs = dict(d)
+        if "lrs" in kwargs and kwargs["lrs"] is not None:
+            kwargs["lrs"] = tuple(float(v) for v in kwargs["lrs"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """Inverse of :meth:`to_json` (also reads the ``config`` attribute of a history)."""
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """Copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+# ------------------------------------------------------------------------------------
+# result
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    config : TrainConfig
+    net : Network
+        Trained network (the trainer's own object).
+    history : xarray.Dataset
+        Per-epoch history (dim ``epoch``), as written to ``history.nc``.
+    output : pathlib.Path or None
+        Folder written to, if any.
+    """
+
+    config: TrainConfig
+    net: Any
+    history: Any
+    output: Path | None = None
+
+    @property
+    def test_error(self) -> float:
+        """Test error rate of the last epoch (NaN before the first epoch)."""
+        values = np.asarray(self.history["test_error"].values)
+        return float(values[-1]) if values.size else float("nan")
+
+    @property
+    def valid_error(self) -> float:
+        """Validation error rate of the last epoch (NaN before the first epoch)."""
+        values = np.asarray(self.history["valid_error"].values)
+        return float(values[-1]) if values.size else float("nan")
+
+
+# ------------------------------------------------------------------------------------
+# progress reporting
+
+
+class _Progress:
+    """A tqdm bar over minibatches on a terminal, one plain line per epoch otherwise."""
+
+    def __init__(self, quiet: bool, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty()) and not quiet
+        self._bar: Any = None
+
+    def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None:
+        if self.tty:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=n_batches,
+                desc=f"epoch {epoch}/{epochs}",
+                unit="batch",
+                leave=False,
+                file=self.stream,
+                mininterval=0.2,
+            )
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def end_epoch(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.line(line)
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+
+# ------------------------------------------------------------------------------------
+# helpers
+
+
+def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` into a temp file in the same folder, fsync, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _one_hot(labels: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
+    out = np.zeros((labels.shape[0], n), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def _cost_per_sample(cost: str, out: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Cost of each sample at the prediction ``out`` (float64), target one-hot ``d``.
+
+    ``squared``: ``C = 1/2 ||out - d||^2``. ``cross-entropy``: ``C = -sum_k d_k log p_k``
+    with ``p = out`` when ``out`` rows are probabilities, else ``p = softmax(out)``.
+    """
+    o = out.astype(np.float64, copy=False)
+    if cost == "cross-entropy":
+        rowsum = o.sum(axis=1)
+        if np.all(o >= 0) and np.allclose(rowsum, 1.0, atol=1e-4):
+            logp = np.log(np.clip(o, 1e-300, None))
+        else:
+            z = o - o.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return -(d * logp).sum(axis=1)
+    return 0.5 * ((o - d) ** 2).sum(axis=1)
+
+
+# ------------------------------------------------------------------------------------
+# trainer
+
+
+class Trainer:
+    """Runs epochs of EP training on one network; see the module docstring.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Validated on construction (ValueError with a clear message).
+    data : DatasetSplits, optional
+        Data to use instead of ``load_dataset(config.dataset, ...)`` (tests, studies);
+        ``config.limit`` still applies.
+    command : str or sequence of str, optional
+        Command line recorded in the history (default ``sys.argv``).
+    quiet : bool
+        No progress output.
+    stream : file, optional
+        Where progress goes (default ``sys.stderr``).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: Any = None,
+        *,
+        command: str | Sequence[str] | None = None,
+        quiet: bool = False,
+        stream: Any = None,
+        _restore: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        from eqprop import network as _network
+        from eqprop import phases as _phases
+        from eqprop import rules as _rules
+
+        self.config = config.validate()
+        self.command = command
+        self.progress = _Progress(quiet, stream)
+        sizes = config.sizes
+        self.dtype = np.dtype(config.dtype)
+
+        # ---- data
+        if data is None:
+            from eqprop.data import load_dataset
+
+            data = load_dataset(config.dataset, data_dir=config.data_dir, limit=config.limit)
+        elif config.limit is not None:
+            data = type(data)(
+                data.train.head(config.limit),
+                data.valid.head(config.limit),
+                data.test.head(config.limit),
+                *[getattr(data, f.name) for f in dataclasses.fields(data)][3:],
+            )
+        self.data = data
+        self._check_data(sizes)
+        self.x_train = np.ascontiguousarray(data.train.x, dtype=self.dtype)
+        self.y_train = np.asarray(data.train.labels, dtype=np.int64)
+        self.d_train = _one_hot(self.y_train, sizes[-1], self.dtype)
+
+        # ---- model, dynamics, rule, optimizer
+        self.net = _network.init_network(
+            sizes,
+            kind=config.kind,
+            activation=config.activation,
+            cost=config.cost,
+            dtype=config.dtype,
+            seed=config.seed,
+        )
+        self.dyn = self._make_dynamics(_phases.Dynamics, config.T)
+        eval_T = config.eval_T if config.eval_T is not None else config.T
+        self.eval_dyn = self._make_dynamics(_phases.Dynamics, eval_T)
+        self.rule = _rules.EquilibriumPropagation(beta=config.beta, estimator=config.estimator)
+        self._predict = _phases.predict
+        self.optimizer = SGD(config.lrs, config.momentum, config.weight_decay)
+        self.optimizer.check(self.net)
+        self.rng = np.random.default_rng(config.seed)
+        self.particles: np.ndarray | None = None
+        if config.persistent:
+            self.particles = np.zeros((self.x_train.shape[0], self.net.n_state), self.dtype)
+        self.epoch = 0
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_VARIABLES}
+        if _restore is not None:
+            self._restore(_restore)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _make_dynamics(self, cls: Callable[..., Any], T: int) -> Any:
+        import inspect
+
+        c = self.config
+        wanted = {
+            "T": T,
+            "K": c.K,
+            "eps": c.eps,
+            "method": c.method,
+            "nudge": c.nudge,
+            "atol": c.atol,
+            "rtol": c.rtol,
+            "max_iter": c.max_iter,
+        }
+        try:
+            params = inspect.signature(cls).parameters
+            accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            kwargs = {k: v for k, v in wanted.items() if accepts_any or k in params}
+        except (TypeError, ValueError):  # pragma: no cover - builtins without signature
+            kwargs = wanted
+        return cls(**kwargs)
+
+    def _check_data(self, sizes: tuple[int, ...]) -> None:
+        data = self.data
+        name = self.config.dataset
+        for split_name in ("train", "valid", "test"):
+            split = getattr(data, split_name)
+            x = split.x
+            if x.ndim != 2 or x.shape[1] != sizes[0]:
+                raise ValueError(
+                    f"dataset {name!r} has {x.shape[1] if x.ndim == 2 else x.shape} input "
+                    f"features per sample but the architecture {self.config.architecture!r} "
+                    f"has an input layer of {sizes[0]}; start the architecture with "
+                    f"{x.shape[1] if x.ndim == 2 else '?'}"
+                )
+            if not np.all(np.isfinite(x)):
+                bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
+                raise ValueError(
+                    f"dataset {name!r}: {bad} {split_name} sample(s) contain NaN or inf "
+                    "inputs; clean the data"
+                )
+            n_classes = int(getattr(split, "n_classes", sizes[-1]))
+            if n_classes != sizes[-1]:
+                raise ValueError(
+                    f"dataset {name!r} has {n_classes} classes but the architecture's output "
+                    f"layer has {sizes[-1]} units; end the architecture with {n_classes}"
+                )
+        if data.train.x.shape[0] < 1:
+            raise ValueError(f"dataset {name!r} has no training samples")
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self) -> dict[str, float]:
+        """Run one epoch of minibatch training; returns the training measurements."""
+        c = self.config
+        n = self.x_train.shape[0]
+        bs = c.batch_size
+        n_batches = (n + bs - 1) // bs
+        perm = self.rng.permutation(n)
+        wrong = 0
+        loss_sum = 0.0
+        conv = 0
+        iters = 0
+        net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
+        x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
+        self.progress.start_epoch(self.epoch + 1, self._target_epochs, n_batches)
+        t0 = time.perf_counter()
+        for start in range(0, n, bs):
+            idx = perm[start : start + bs]
+            x = x_all[idx]
+            d = d_all[idx]
+            s0 = particles[idx] if particles is not None else None
+            step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0)
+            free = step.free
+            if particles is not None:
+                particles[idx] = free.state
+            opt.step(net, step.gradient)
+            pred = step.prediction
+            wrong += int(np.count_nonzero(pred.argmax(axis=1) != y_all[idx]))
+            loss_sum += float(step.loss) * idx.shape[0]
+            res = free.result
+            conv += int(np.count_nonzero(res.converged))
+            iters += int(res.n_iter.sum())
+            self.progress.update()
+        t_train = time.perf_counter() - t0
+        return {
+            "train_error": wrong / n,
+            "train_loss": loss_sum / n,
+            "free_converged": conv / n,
+            "free_iterations": iters / n,
+            "train_time": t_train,
+            "samples_per_second": n / t_train if t_train > 0 else float("nan"),
+        }
+
+    def evaluate(self, split: Any) -> tuple[float, float]:
+        """Error rate and mean cost of the free phase on a split, in large batches.
+
+        Returns NaN, NaN for an empty split.
+        """
+        n = split.x.shape[0]
+        if n == 0:
+            return float("nan"), float("nan")
+        bs = self.config.eval_batch_size
+        sizes = self.config.sizes
+        wrong = 0
+        loss = 0.0
+        predict = self._predict
+        for start in range(0, n, bs):
+            x = np.ascontiguousarray(split.x[start : start + bs], dtype=self.dtype)
+            y = np.asarray(split.labels[start : start + bs])
+            out = np.asarray(predict(self.net, x, self.eval_dyn))
+            wrong += int(np.count_nonzero(out.argmax(axis=1) != y))
+            d = _one_hot(y, sizes[-1], np.dtype(np.float64))
+            loss += float(_cost_per_sample(self.config.cost, out, d).sum())
+        return wrong / n, loss / n
+
+    # ------------------------------------------------------------------ full run
+    _target_epochs: int = 0
+
+    def run(self, epochs: int | None = None) -> TrainResult:
+        """Train until ``epochs`` epochs in total are done (default ``config.epochs``).
+
+        After every epoch: append to the history, print a line (or update the bar), and,
+        when ``config.output`` is set, write ``history.nc`` and ``checkpoint.npz``
+        (atomically).
+        """
+        target = self.config.epochs if epochs is None else int(epochs)
+        self._target_epochs = target
+        out = Path(self.config.output) if self.config.output else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(out / "config.json", self.config.to_json() + "\n")
+        while self.epoch < target:
+            tr = self.train_epoch()
+            t0 = time.perf_counter()
+            ve, vl = self.evaluate(self.data.valid)
+            te, tl = self.evaluate(self.data.test)
+            t_eval = time.perf_counter() - t0
+            self.epoch += 1
+            row = dict(tr)
+            row.update(valid_error=ve, valid_loss=vl, test_error=te, test_loss=tl, eval_time=t_eval)
+            for k in HISTORY_VARIABLES:
+                self.history[k].append(float(row[k]))
+            self.progress.end_epoch(
+                f"epoch {self.epoch}/{target}  train {100 * row['train_error']:.2f}%  "
+                f"valid {100 * ve:.2f}%  test {100 * te:.2f}%  loss {row['train_loss']:.4f}  "
+                f"{row['samples_per_second']:.0f} samples/s  "
+                f"{row['train_time']:.1f}+{t_eval:.1f} s"
+            )
+            if out is not None:
+                self.save_checkpoint(out / "checkpoint.npz")
+                self.write_history(out / "history.nc")
+        return TrainResult(self.config, self.net, self.history_dataset(), out)
+
+    # ------------------------------------------------------------------ history
+    def history_dataset(self) -> Any:
+        """The history as an :class:`xarray.Dataset` (dim ``epoch``, provenance attrs)."""
+        import xarray as xr
+
+        from eqprop.provenance import dataset_attrs, variable
+
+        n = self.epoch
+        data_vars = {
+            k: variable("epoch", np.asarray(self.history[k], dtype=np.float64), ln, u)
+            for k, (ln, u) in HISTORY_VARIABLES.items()
+        }
+        coords = {
+            "epoch": variable("epoch", np.arange(1, n + 1, dtype=np.int64), "epoch", "1"),
+        }
+        ds = xr.Dataset(data_vars, coords=coords)
+        title = (
+            f"eqprop training history: {self.config.dataset} {self.config.kind} "
+            f"{self.config.architecture}"
+        )
+        ds.attrs.update(
+            dataset_attrs(
+                title, self.config.to_dict(), command=self.command, seeds=[self.config.seed]
+            )
+        )
+        ds.attrs["n_train"] = int(self.x_train.shape[0])
+        ds.attrs["n_valid"] = int(self.data.valid.x.shape[0])
+        ds.attrs["n_test"] = int(self.data.test.x.shape[0])
+        return ds
+
+    def write_history(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`history_dataset` as netCDF (atomic, via provenance.write_netcdf)."""
+        from eqprop.provenance import write_netcdf
+
+        return write_netcdf(self.history_dataset(), path)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        """Everything :func:`load_checkpoint` needs, as plain (non-object) arrays."""
+        arrays: dict[str, np.ndarray] = {
+            "format": np.asarray(CHECKPOINT_FORMAT),
+            "config": np.asarray(self.config.to_json()),
+            "epoch": np.asarray(self.epoch, dtype=np.int64),
+            "rng_state": np.asarray(json.dumps(self.rng.bit_generator.state)),
+            "n_layers": np.asarray(len(self.net.weights), dtype=np.int64),
+        }
+        for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
+            arrays[f"W{l}"] = W
+            arrays[f"b{l}"] = b
+        for k, v in self.optimizer.state_dict().items():
+            arrays[f"opt_{k}"] = np.asarray(v)
+        if self.particles is not None:
+            arrays["particles"] = self.particles
+        for k, values in self.history.items():
+            arrays[f"history_{k}"] = np.asarray(values, dtype=np.float64)
+        return arrays
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Write the checkpoint ``.npz`` atomically (temp file + rename)."""
+        path = Path(path)
+        _atomic_savez(path, self.checkpoint_arrays())
+        return path
+
+    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        n_layers = int(arrays["n_layers"])
+        if n_layers != len(self.net.weights):
+            raise ValueError(
+                f"checkpoint has {n_layers} weight layers, the configured network "
+                f"{len(self.net.weights)}"
+            )
+        for l in range(n_layers):
+            W, b = arrays[f"W{l}"], arrays[f"b{l}"]
+            if W.shape != self.net.weights[l].shape or b.shape != self.net.biases[l].shape:
+                raise ValueError(f"checkpoint layer {l + 1} has shapes {W.shape}, {b.shape}")
+            self.net.weights[l][...] = W
+            self.net.biases[l][...] = b
+        self.optimizer.load_state_dict({k[4:]: arrays[k] for k in arrays if k.startswith("opt_")})
+        self.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+        if self.particles is not None:
+            if "particles" not in arrays or arrays["particles"].shape != self.particles.shape:
+                raise ValueError(
+                    "checkpoint has no persistent particles of the right shape "
+                    f"{self.particles.shape}; was it written with the same data and limit?"
+                )
+            self.particles[...] = arrays["particles"]
+        self.epoch = int(arrays["epoch"])
+        for k in HISTORY_VARIABLES:
+            self.history[k] = [float(v) for v in arrays[f"history_{k}"]]
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        data: Any = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        command: str | Sequence[str] | None = None,
+        quiet: bool = False,
+        stream: Any = None,
+    ) -> Trainer:
+        """A trainer in exactly the state saved at ``path``.
+
+        Parameters
+        ----------
+        overrides : mapping, optional
+            Settings to change on resume; only ``epochs``, ``output``, ``data_dir`` and
+            ``eval_batch_size`` may change (others would break exact continuation).
+        """
+        config, arrays = load_checkpoint(path)
+        allowed = {"epochs", "output", "data_dir", "eval_batch_size"}
+        changes = dict(overrides or {})
+        bad = sorted(k for k, v in changes.items() if k not in allowed and v != getattr(config, k))
+        if bad:
+            raise ValueError(
+                f"cannot change {', '.join(bad)} when resuming from {path}; only "
+                f"{', '.join(sorted(allowed))} may change"
+            )
+        config = config.replace(**{k: v for k, v in changes.items() if k in allowed})
+        return cls(config, data, command=command, quiet=quiet, stream=stream, _restore=arrays)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, np.ndarray]]:
+    """Read a checkpoint written by :meth:`Trainer.save_checkpoint`.
+
+    Returns
+    -------
+    config : TrainConfig
+    arrays : dict of str -> ndarray
+        All stored arrays (loaded into memory, ``allow_pickle=False``).
+
+    Raises
+    ------
+    ValueError
+        Not an eqprop checkpoint, or another format version.
+    FileNotFoundError
+        No such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable eqprop checkpoint ({exc})") from None
+    fmt = str(arrays.get("format", ""))
+    if fmt != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an {CHECKPOINT_FORMAT} checkpoint (format tag {fmt!r})")
+    return TrainConfig.from_json(str(arrays["config"])), arrays
+
+
+def train(
+    config: TrainConfig,
+    data: Any = None,
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    command: str | Sequence[str] | None = None,
+    quiet: bool = False,
+    stream: Any = None,
+) -> TrainResult:
+    """Train a network as ``config`` says (or continue the checkpoint ``resume``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        With ``resume``, only ``epochs``/``output``/``data_dir``/``eval_batch_size`` are
+        taken from it; the rest comes from the checkpoint.
+    data : DatasetSplits, optional
+        Use these splits instead of loading ``config.dataset``.
+    resume : path, optional
+        Checkpoint ``.npz`` to continue from.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if resume is not None:
+        trainer = Trainer.from_checkpoint(
+            resume,
+            data,
+            overrides={
+                "epochs": config.epochs,
+                "output": config.output,
+                "data_dir": config.data_dir,
+                "eval_batch_size": config.eval_batch_size,
+            },
+            command=command,
+            quiet=quiet,
+            stream=stream,
+        )
+    else:
+        trainer = Trainer(config, data, command=command, quiet=quiet, stream=stream)
+    return trainer.run()

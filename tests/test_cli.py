@@ -1,0 +1,158 @@
+"""The ``eqprop`` command: end-to-end train run, presets, bad input -> exit 2."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from eqprop import cli
+from eqprop.cli import main
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("eqprop: error:")
+    return lines[0]
+
+
+def test_train_preset_digits_end_to_end(tmp_path, capsys):
+    rc = main(
+        [
+            "train",
+            "--preset",
+            "digits",
+            "--epochs",
+            "1",
+            "--limit",
+            "100",
+            "--quiet",
+            "--output",
+            str(tmp_path),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "test error:" in out
+    assert err == ""  # --quiet
+    assert (tmp_path / "history.nc").is_file()
+    assert (tmp_path / "checkpoint.npz").is_file()
+    from eqprop.provenance import open_netcdf
+    from eqprop.train import TrainConfig
+
+    ds = open_netcdf(tmp_path / "history.nc")
+    cfg = TrainConfig.from_json(ds.attrs["config"])
+    assert cfg.preset == "digits" and cfg.epochs == 1 and cfg.limit == 100
+    assert ds.attrs["history"].startswith("eqprop train --preset digits")
+
+    # resume for one more epoch; the checkpoint carries the configuration
+    rc = main(["train", "--resume", str(tmp_path / "checkpoint.npz"), "--epochs", "2", "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "after 2 epoch(s)" in out
+
+
+def test_progress_lines_when_not_a_tty(capsys):
+    rc = main(["train", "--preset", "digits", "--epochs", "1", "--limit", "40"])
+    _, err = capsys.readouterr()
+    assert rc == 0
+    assert "epoch 1/1" in err and "samples/s" in err
+    assert "\r" not in err  # plain lines in logs, no progress bar
+
+
+def test_preset_values_overridden_by_options():
+    from eqprop.cli import build_train_parser, config_from_args
+
+    args = build_train_parser().parse_args(
+        ["--preset", "scellier2017-1h", "--epochs", "3", "--lrs", "0.2", "0.1", "--no-persistent"]
+    )
+    cfg = config_from_args(args)
+    assert cfg.architecture == "784-500-10" and cfg.T == 20 and cfg.K == 4
+    assert cfg.epochs == 3 and cfg.lrs == (0.2, 0.1) and cfg.persistent is False
+    assert cfg.estimator == "random-sign" and cfg.beta == 1.0
+
+
+@pytest.mark.parametrize(
+    "name", ["scellier2017-1h", "scellier2017-2h", "scellier2017-3h", "ernoult2019-p1h", "digits"]
+)
+def test_every_preset_is_a_valid_config(name):
+    from eqprop.cli import build_train_parser, config_from_args
+
+    cfg = config_from_args(build_train_parser().parse_args(["--preset", name]))
+    assert len(cfg.lrs) == len(cfg.sizes) - 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--preset", "nope"], "unknown preset"),
+        (["--dataset", "nope", "--architecture", "64-10", "--lrs", "0.1"], "unknown dataset"),
+        (["--preset", "digits", "--architecture", "784-20-10", "--lrs", "0.1", "0.1"], "784"),
+        (["--preset", "digits", "--beta", "0"], "beta = 0"),
+        (["--preset", "digits", "--lrs", "0.1"], "learning rate"),
+        (["--preset", "digits", "--architecture", "64-a-10"], "architecture"),
+        (["--preset", "digits", "--kind", "boltzmann"], "boltzmann"),
+        (["--preset", "digits", "--momentum", "1.5"], "momentum"),
+        (["--preset", "digits", "--batch-size", "0"], "batch_size"),
+        (["--preset", "digits", "--no-such-option"], "unrecognized"),
+        (["--preset", "digits", "--epochs", "two"], "invalid int"),
+        (["--resume", "/nonexistent/ckpt.npz"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, needle, capsys):
+    rc = main(["train", *argv, "--limit", "20", "-q"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    line = _one_error_line(err)
+    assert needle in line
+
+
+def test_nan_inputs_exit_2(monkeypatch, capsys):
+    import eqprop.data as data
+
+    real = data.load_dataset
+
+    def poisoned(*args, **kwargs):
+        splits = real(*args, **kwargs)
+        x = splits.train.x.copy()
+        x[0, 0] = np.nan
+        return data.DatasetSplits(data.Split(x, splits.train.labels), splits.valid, splits.test)
+
+    monkeypatch.setattr(data, "load_dataset", poisoned)
+    rc = main(["train", "--preset", "digits", "--epochs", "1", "--limit", "30", "-q"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "NaN" in _one_error_line(err)
+
+
+def test_subcommands_dispatch_lazily(monkeypatch, capsys):
+    calls = []
+    fake = types.ModuleType("_fake_eqprop_compare")
+    fake.compare_main = lambda argv: calls.append(argv) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "_fake_eqprop_compare", fake)
+    monkeypatch.setitem(
+        cli._DISPATCH, "compare", ("_fake_eqprop_compare", "compare_main", "compare")
+    )
+    assert main(["compare", "--a", "1"]) == 0
+    assert calls == [["--a", "1"]]
+
+    monkeypatch.setitem(cli._DISPATCH, "study", ("_no_such_module_xyz.cli", "study_main", "s"))
+    rc = main(["study", "run"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "not available" in _one_error_line(err)
+
+
+def test_top_level_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out, _ = capsys.readouterr()
+    assert "train" in out and "compare" in out and "study" in out
+    assert main(["frobnicate"]) == 2
+    _, err = capsys.readouterr()
+    _one_error_line(err)

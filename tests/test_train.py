@@ -1,0 +1,154 @@
+"""Trainer: learning on digits, exact resume, history file, config round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eqprop.train import (
+    HISTORY_VARIABLES,
+    TIMING_VARIABLES,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    parse_architecture,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from eqprop.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def _small(**kw):
+    base = dict(
+        dataset="digits",
+        architecture="64-32-10",
+        kind="hopfield",
+        activation="hardsigmoid",
+        T=15,
+        K=4,
+        eps=0.5,
+        beta=1.0,
+        estimator="random-sign",
+        lrs=(0.1, 0.05),
+        batch_size=20,
+        epochs=4,
+        seed=3,
+        persistent=True,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_lowers_test_error_far_below_chance(digits):
+    """Chance is 90 % error on 10 balanced classes; 6 epochs of EP must get below 20 %."""
+    trainer = Trainer(_small(epochs=6), digits, quiet=True)
+    before, _ = trainer.evaluate(digits.test)
+    assert before > 0.6  # untrained network: near chance
+    result = trainer.run()
+    err = result.history["test_error"].values
+    assert err.shape == (6,)
+    assert err[-1] < 0.20, err
+    assert err[-1] < before - 0.4
+    # training error measured during the epoch decreases too
+    assert result.history["train_error"].values[-1] < result.history["train_error"].values[0]
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_resume_is_bit_identical(tmp_path, digits, persistent):
+    cfg = _small(momentum=0.5, weight_decay=1e-4, limit=120, epochs=4, persistent=persistent)
+    full = Trainer(cfg.replace(output=str(tmp_path / "full")), digits, quiet=True)
+    full.run()
+
+    part = Trainer(cfg.replace(epochs=2, output=str(tmp_path / "part")), digits, quiet=True)
+    part.run()
+    ckpt = tmp_path / "part" / "checkpoint.npz"
+    resumed = Trainer.from_checkpoint(
+        ckpt, digits, overrides={"epochs": 4, "output": str(tmp_path / "part")}, quiet=True
+    )
+    assert resumed.epoch == 2
+    resumed.run()
+
+    for a, b in zip(full.net.weights + full.net.biases, resumed.net.weights + resumed.net.biases):
+        np.testing.assert_array_equal(a, b)
+    for k in HISTORY_VARIABLES:
+        if k not in TIMING_VARIABLES:
+            np.testing.assert_array_equal(full.history[k], resumed.history[k], err_msg=k)
+    if persistent:
+        np.testing.assert_array_equal(full.particles, resumed.particles)
+    assert full.optimizer.vW is not None
+    for a, b in zip(full.optimizer.vW, resumed.optimizer.vW):
+        np.testing.assert_array_equal(a, b)
+    assert full.rng.bit_generator.state == resumed.rng.bit_generator.state
+    # no temporary files left behind by the atomic writes
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == [
+        "checkpoint.npz",
+        "config.json",
+        "history.nc",
+    ]
+
+
+def test_checkpoint_contents_and_bad_resume(tmp_path, digits):
+    cfg = _small(limit=60, epochs=1, output=str(tmp_path))
+    Trainer(cfg, digits, quiet=True).run()
+    config, arrays = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert config == cfg
+    assert all(a.dtype != object for a in arrays.values())
+    assert int(arrays["epoch"]) == 1
+    assert arrays["particles"].shape == (60, 42)
+    with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as npz:
+        assert "rng_state" in npz.files
+    with pytest.raises(ValueError, match="cannot change"):
+        Trainer.from_checkpoint(tmp_path / "checkpoint.npz", digits, overrides={"beta": 0.5})
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="checkpoint"):
+        load_checkpoint(tmp_path / "junk.npz")
+
+
+def test_history_netcdf_roundtrip_recreates_config(tmp_path, digits):
+    from eqprop.provenance import open_netcdf
+
+    cfg = _small(limit=80, epochs=2, output=str(tmp_path), momentum=0.3)
+    trainer = Trainer(cfg, digits, quiet=True, command=["eqprop", "train", "--x"])
+    result = trainer.run()
+    ds = open_netcdf(tmp_path / "history.nc")
+    assert list(ds["epoch"].values) == [1, 2]
+    for k in HISTORY_VARIABLES:
+        np.testing.assert_array_equal(ds[k].values, result.history[k].values)
+        assert ds[k].attrs["long_name"] and ds[k].attrs["units"]
+    assert TrainConfig.from_json(ds.attrs["config"]) == cfg
+    assert ds.attrs["history"] == "eqprop train --x"
+    for key in ("created_at", "eqprop_version", "numpy_version", "numba_version"):
+        assert key in ds.attrs
+    assert json.loads((tmp_path / "config.json").read_text()) == cfg.to_dict()
+
+
+def test_config_json_roundtrip_and_validation():
+    cfg = _small(lrs=(0.3, 0.2), eval_T=50, limit=7, data_dir="/x")
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert parse_architecture("784-500-10") == (784, 500, 10)
+    with pytest.raises(ValueError, match="learning rate"):
+        _small(lrs=(0.1,)).validate()
+    with pytest.raises(ValueError, match="beta = 0"):
+        _small(beta=0.0).validate()
+    with pytest.raises(ValueError, match="architecture"):
+        _small(architecture="64-x-10").validate()
+    with pytest.raises(ValueError, match="unknown training setting"):
+        TrainConfig.from_dict({"betta": 1.0})
+
+
+def test_bad_data_is_rejected_before_training(digits):
+    with pytest.raises(ValueError, match="input layer of 784"):
+        Trainer(_small(architecture="784-32-10"), digits, quiet=True)
+    from eqprop.data import DatasetSplits, Split
+
+    x = digits.train.x.copy()
+    x[3, 5] = np.nan
+    bad = DatasetSplits(Split(x, digits.train.labels.copy()), digits.valid, digits.test)
+    with pytest.raises(ValueError, match="NaN"):
+        Trainer(_small(), bad, quiet=True)
