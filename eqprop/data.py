@@ -39,6 +39,8 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "MD5",
     "MIRRORS",
     "SHA256",
     "ChecksumError",
