@@ -1,0 +1,271 @@
+r"""Beta sweep: bias and variance of each EP estimator against the exact gradient.
+
+For one network and one batch (both fixed by ``net_seed``), the exact gradient
+:math:`g = \partial\mathcal L/\partial\theta` at the free fixed point is computed by
+recurrent backprop (:func:`eqprop.gradients.recurrent_backprop`, dense adjoint solve in
+float64). Each EP estimator (:class:`eqprop.EquilibriumPropagation`) then estimates it at
+every ``beta`` of a log grid, once per ``seed`` (the seed drives the estimator's random
+generator: the sign of the random-sign estimator; the one-sided and symmetric estimators
+are deterministic, so their spread over seeds is zero up to round-off).
+
+Per weight layer :math:`l` (entries of :math:`W_l` and :math:`b_l` together), with
+:math:`\hat g_s` the estimate of seed :math:`s` and :math:`\bar g` their mean over the
+:math:`S` seeds:
+
+* ``rel_error`` (beta, estimator, seed, layer): :math:`\|\hat g_s - g\| / \|g\|`;
+* ``cosine`` (beta, estimator, seed, layer): cosine similarity of :math:`\hat g_s` and
+  :math:`g`;
+* ``bias`` (beta, estimator, layer): :math:`\|\bar g - g\| / \|g\|`;
+* ``variance`` (beta, estimator, layer):
+  :math:`\frac1S\sum_s \|\hat g_s - \bar g\|^2 / \|g\|^2` (population variance, relative);
+* ``ref_norm`` (layer): :math:`\|g\|`.
+
+Expected behaviour as :math:`\beta \to 0` (Scellier & Bengio 2017; Laborieux et al. 2021):
+one-sided bias :math:`O(\beta)`; symmetric bias :math:`O(\beta^2)`; random-sign mean
+error :math:`O(\beta^2)` with a per-seed error (standard deviation) :math:`O(\beta)` —
+until the solver tolerance ``atol`` dominates (error floor about ``atol / beta``).
+
+The phases run to the tolerance ``atol`` (``Dynamics(method=..., fixed_steps=False)``),
+not for fixed step counts, so that the estimates approach the exact gradient.
+
+Dataset: dims ``beta``, ``estimator``, ``seed``, ``layer``, ``sample``;
+attribute ``study="beta-sweep"``. Each sweep point is one (beta, estimator) pair with
+all seeds inside (bias and variance need the full estimates, which are not stored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from eqprop.provenance import variable
+
+from .sweep import sweep
+
+__all__ = ["ESTIMATORS", "beta_point", "beta_sweep", "make_batch"]
+
+ESTIMATORS = ("one-sided", "random-sign", "symmetric")
+
+
+def make_batch(
+    sizes: Sequence[int], batch: int, seed: int, data: str | None = None, dtype: Any = "float64"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``x`` (batch, sizes[0]) and one-hot targets ``d`` (batch, sizes[-1]).
+
+    ``data=None``: uniform random inputs in [0, 1) and random classes (seeded).
+    ``data="digits"`` / ``"mnist"`` / ``"fashion-mnist"``: the first ``batch`` training
+    samples of :func:`eqprop.data.load_dataset` (``sizes[0]`` must match the data).
+    """
+    n_in, n_out = int(sizes[0]), int(sizes[-1])
+    if data is None:
+        rng = np.random.default_rng(seed)
+        x = rng.random((batch, n_in))
+        labels = rng.integers(0, n_out, size=batch)
+    else:
+        from eqprop.data import load_dataset
+
+        xs, labels = load_dataset(data, limit=batch).train
+        x, labels = np.asarray(xs)[:batch], np.asarray(labels)[:batch]
+        if x.shape[1] != n_in:
+            raise ValueError(f"data {data!r} has {x.shape[1]} features but sizes[0]={n_in}")
+    d = np.zeros((batch, n_out))
+    d[np.arange(batch), labels % n_out] = 1.0
+    return np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(d, dtype=dtype)
+
+
+def _flat_layers(g: Any) -> list[np.ndarray]:
+    return [
+        np.concatenate([np.ravel(w), np.ravel(b)]).astype(np.float64) for w, b in zip(g.dW, g.db)
+    ]
+
+
+def beta_point(
+    beta: float,
+    estimator: str,
+    *,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    sizes: Sequence[int] = (20, 16, 5),
+    batch: int = 8,
+    kind: str = "hopfield",
+    activation: str = "hardsigmoid",
+    cost: str = "squared",
+    eps: float = 0.5,
+    method: str = "picard",
+    atol: float = 1e-11,
+    max_iter: int = 20000,
+    dtype: str = "float64",
+    net_seed: int = 0,
+    data: str | None = None,
+) -> xr.Dataset:
+    """EP estimates of one estimator at one ``beta`` for every seed, against RBP.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables of the module docstring for this (beta, estimator), plus
+        ``free_residual`` (sample) and ``loss``.
+    """
+    from eqprop import gradients as G
+    from eqprop.network import init_network
+    from eqprop.phases import Dynamics, free_phase
+    from eqprop.rules import EquilibriumPropagation
+
+    net = init_network(
+        tuple(int(n) for n in sizes),
+        kind=kind,
+        activation=activation,
+        cost=cost,
+        dtype=dtype,
+        seed=net_seed,
+    )
+    x, d = make_batch(sizes, batch, net_seed + 7919, data, net.dtype)
+    dyn = Dynamics(eps=eps, method=method, fixed_steps=False, atol=atol, max_iter=max_iter)
+    free = free_phase(net, x, dyn)
+    ref = G.recurrent_backprop(
+        net,
+        x,
+        d,
+        s_star=free.state,
+        eps=eps,
+        method="dense",
+        dtype="float64",
+        check_fixed_point=None,
+    )
+    ref_layers = _flat_layers(ref)
+    ref_norm = np.array([np.linalg.norm(r) for r in ref_layers])
+    rule = EquilibriumPropagation(beta=float(beta), estimator=estimator)
+    L = len(ref_layers)
+    est = np.empty((len(seeds), L), dtype=object)
+    for i, seed in enumerate(seeds):
+        step = rule.estimate(net, x, d, dyn, rng=np.random.default_rng(int(seed)), s0=free.state)
+        for l, g in enumerate(_flat_layers(step.gradient)):
+            est[i, l] = g
+    rel = np.empty((len(seeds), L))
+    cos = np.empty((len(seeds), L))
+    bias = np.empty(L)
+    var = np.empty(L)
+    for l in range(L):
+        r = ref_layers[l]
+        gs = np.stack(list(est[:, l]))
+        err = gs - r
+        rel[:, l] = np.linalg.norm(err, axis=1) / ref_norm[l]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos[:, l] = gs @ r / (np.linalg.norm(gs, axis=1) * ref_norm[l])
+        mean = gs.mean(axis=0)
+        bias[l] = np.linalg.norm(mean - r) / ref_norm[l]
+        var[l] = np.mean(np.sum((gs - mean) ** 2, axis=1)) / ref_norm[l] ** 2
+    res = free.result
+    fres = _last(res.residual) if res is not None else np.zeros(batch)
+    return xr.Dataset(
+        {
+            "rel_error": variable(
+                ("seed", "layer"), rel, "relative error ||g_EP - g|| / ||g||", "1"
+            ),
+            "cosine": variable(("seed", "layer"), cos, "cosine of g_EP and g", "1"),
+            "bias": variable("layer", bias, "relative bias ||mean_seed(g_EP) - g|| / ||g||", "1"),
+            "variance": variable(
+                "layer",
+                var,
+                "relative variance mean_seed ||g_EP - mean g_EP||^2 / ||g||^2",
+                "1",
+            ),
+            "ref_norm": variable("layer", ref_norm, "norm of the exact gradient (RBP)", "1"),
+            "free_residual": variable("sample", fres, "last residual of the free phase", "1"),
+            "loss": variable((), float(ref.loss), "batch-mean loss at the free state", "1"),
+        },
+        coords={
+            "seed": variable("seed", np.array([int(s) for s in seeds]), "random seed", "1"),
+            "layer": variable(
+                "layer",
+                [f"W{l}" for l in range(1, L + 1)],
+                "weight layer (W_l and b_l together)",
+                "1",
+            ),
+            "sample": np.arange(batch),
+        },
+    )
+
+
+def _last(residual: np.ndarray) -> np.ndarray:
+    """Last non-NaN residual of each sample (column)."""
+    out = np.full(residual.shape[1], np.nan)
+    for j in range(residual.shape[1]):
+        col = residual[:, j]
+        ok = np.flatnonzero(~np.isnan(col))
+        if ok.size:
+            out[j] = col[ok[-1]]
+    return out
+
+
+def beta_sweep(
+    betas: Sequence[float] = tuple(np.logspace(-3, 0, 8)),
+    estimators: Sequence[str] = ESTIMATORS,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    *,
+    sizes: Sequence[int] = (20, 16, 5),
+    batch: int = 8,
+    kind: str = "hopfield",
+    activation: str = "hardsigmoid",
+    cost: str = "squared",
+    eps: float = 0.5,
+    method: str = "picard",
+    atol: float = 1e-11,
+    max_iter: int = 20000,
+    dtype: str = "float64",
+    net_seed: int = 0,
+    data: str | None = None,
+    **sweep_kwargs: Any,
+) -> xr.Dataset:
+    """Bias and variance of each EP estimator over a grid of beta (see module docstring).
+
+    Parameters
+    ----------
+    betas : sequence of float
+        Nudging strengths > 0 (default 8 values from 1e-3 to 1, log-spaced).
+    estimators : sequence of str
+        From ``("one-sided", "random-sign", "symmetric")``.
+    seeds : sequence of int
+        Seeds of the estimators' random generator.
+    sizes, batch, kind, activation, cost, dtype, net_seed, data
+        Network (``init_network(sizes, ..., seed=net_seed)``) and batch
+        (:func:`make_batch`).
+    eps, method, atol, max_iter
+        Dynamics of every phase (tolerance mode).
+    **sweep_kwargs
+        Passed to :func:`studies.sweep.sweep` (``out_dir``, ``path``, ``workers``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``study="beta-sweep"``; dims beta, estimator, seed, layer, sample.
+    """
+    for b in betas:
+        if not float(b) > 0:
+            raise ValueError(f"every beta must be > 0 (got {b}); the sign is the estimator's")
+    fixed = dict(
+        seeds=[int(s) for s in seeds],
+        sizes=[int(n) for n in sizes],
+        batch=int(batch),
+        kind=kind,
+        activation=activation,
+        cost=cost,
+        eps=float(eps),
+        method=method,
+        atol=float(atol),
+        max_iter=int(max_iter),
+        dtype=dtype,
+        net_seed=int(net_seed),
+        data=data,
+    )
+    return sweep(
+        beta_point,
+        {"beta": [float(b) for b in betas], "estimator": list(estimators)},
+        fixed=fixed,
+        title="Bias and variance of EP gradient estimators versus beta (reference: RBP)",
+        study="beta-sweep",
+        seeds=[int(s) for s in seeds],
+        **sweep_kwargs,
+    )
