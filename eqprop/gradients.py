@@ -93,11 +93,13 @@ from numba import njit
 __all__ = [
     "ReferenceGradient",
     "StepModel",
+    "as_dtype",
     "bptt",
     "ep_estimates",
     "finite_difference",
     "free_trajectory",
     "loss",
+    "make_step",
     "recurrent_backprop",
 ]
 
@@ -258,53 +260,6 @@ class StepModel:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    # -- forward -----------------------------------------------------------------------
-    def step(
-        self,
-        x: np.ndarray,
-        s: np.ndarray,
-        beta: float = 0.0,
-        d: np.ndarray | None = None,
-        nudge: str = "inside",
-    ) -> np.ndarray:
-        """One synchronous step :math:`s_{t+1} = G_\\beta(s_t)` (a new array).
-
-        The nudge (``beta != 0``) follows :mod:`eqprop.phases`: energy-based,
-        :math:`F = E + \\beta \\ell`; prototypical ``"inside"``
-        :math:`y \\leftarrow \\sigma(u_L + \\beta (d - y))`, ``"outside"``
-        :math:`y \\leftarrow \\sigma(u_L) + \\beta (d - y)`.
-        """
-        p, q = self.presyn(x, s)
-        u = self.drive(p)
-        layers = self.split(s)
-        ng = None
-        if beta != 0.0:
-            if d is None:
-                raise ValueError("a nudged step needs targets d")
-            ng = self.loss_grad_state(p, q, layers, d)  # dl/ds of the last state layer
-        out = []
-        last = self.n_state_layers - 1
-        for k in range(self.n_state_layers):
-            if self.kind == "hopfield":
-                grad = layers[k] - q[k] * u[k]
-                if k == last and ng is not None:
-                    grad = grad + beta * ng
-                v = layers[k] - self.eps * grad
-                if self.box is not None:
-                    v = np.clip(v, self.box[0], self.box[1])
-            else:
-                if k == last and ng is not None:
-                    if nudge == "inside":
-                        v = self.f(u[k] - beta * ng)
-                    elif nudge == "outside":
-                        v = self.f(u[k]) - beta * ng
-                    else:
-                        raise ValueError(f"nudge must be 'inside' or 'outside', got {nudge!r}")
-                else:
-                    v = self.f(u[k])
-            out.append(v)
-        return np.ascontiguousarray(np.concatenate(out, axis=1))
-
     # -- loss --------------------------------------------------------------------------
     def loss_per_sample(self, x: np.ndarray, s: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Per-sample loss :math:`\\ell` at state ``s`` (batch,) in float64."""
@@ -424,6 +379,77 @@ def _input_signal(model: StepModel, x: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# The forward step: the network's own kernel (eqprop.kernels), one place for the dynamics
+# --------------------------------------------------------------------------------------
+
+
+def as_dtype(net: Any, dtype: Any = None) -> Any:
+    """The network itself, or a copy with parameters cast to ``dtype`` (e.g. float64)."""
+    if dtype is None or np.dtype(dtype) == net.dtype:
+        return net
+    from eqprop.network import Network
+
+    dt = np.dtype(dtype)
+    return Network(
+        net.sizes,
+        net.kind,
+        net.activation,
+        net.cost,
+        [np.array(w, dtype=dt) for w in net.weights],
+        [np.array(b, dtype=dt) for b in net.biases],
+    )
+
+
+def make_step(
+    net: Any,
+    x: Any,
+    *,
+    beta: float = 0.0,
+    d: Any = None,
+    eps: float = 0.5,
+    nudge: str = "inside",
+):
+    """One synchronous step :math:`s \\mapsto \\Pi(g_\\beta(s))` of the network's dynamics.
+
+    Wraps :func:`eqprop.kernels.fixed_point_map` (the map every phase hands to
+    ``solvers``) and the projection onto ``net.bounds``, with the arguments built exactly
+    as :func:`eqprop.phases.run_phase` builds them, so a stored trajectory equals the
+    phase's output step for step. Returns ``step(s) -> new array``.
+    """
+    from eqprop import kernels as K
+    from eqprop.network import check_target
+    from eqprop.phases import clamp
+
+    cx = clamp(net, x)
+    B = cx.batch
+    if d is None:
+        if beta != 0.0:
+            raise ValueError("a nudged step (beta != 0) needs targets d")
+        target = np.zeros((B, net.n_out), dtype=net.dtype)
+    else:
+        target = check_target(net, d, B)
+    lay = net.layout(nudge)
+    args = (
+        cx.theta,
+        lay,
+        cx.drive,
+        target,
+        np.array([beta, eps], dtype=net.dtype),
+        K.make_work(lay, B, net.dtype),
+    )
+    bounds = net.bounds
+
+    def step(s: np.ndarray) -> np.ndarray:
+        out = np.empty_like(s)
+        K.fixed_point_map(s, out, args)
+        if bounds is not None:
+            np.clip(out, bounds[0], bounds[1], out=out)
+        return out
+
+    return step
+
+
+# --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------
 
@@ -499,14 +525,16 @@ def free_trajectory(
     T = int(_dyn_value(dyn, "T", T, None))
     if T < 0:
         raise ValueError(f"T must be >= 0, got {T}")
-    model = StepModel(net, eps=_dyn_value(dyn, "eps", eps, 0.5), dtype=dtype)
-    x = np.ascontiguousarray(x, dtype=model.dtype)
-    s = np.zeros((x.shape[0], model.n_state), model.dtype) if s0 is None else s0
+    net = as_dtype(net, dtype)
+    step = make_step(net, x, eps=float(_dyn_value(dyn, "eps", eps, 0.5)))
+    x = np.ascontiguousarray(x, dtype=net.dtype)
+    s = net.zero_state(x.shape[0]) if s0 is None else s0
+    model = StepModel(net)
     s = _check_state(model, s, x.shape[0], "s0")
-    traj = np.empty((T + 1, *s.shape), dtype=model.dtype)
+    traj = np.empty((T + 1, *s.shape), dtype=net.dtype)
     traj[0] = s
     for t in range(T):
-        traj[t + 1] = model.step(x, traj[t])
+        traj[t + 1] = step(traj[t])
     return traj
 
 
@@ -711,6 +739,8 @@ def recurrent_backprop(
     ReferenceGradient with ``info`` keys ``fixed_point_residual``, ``active_fraction``,
     ``adjoint_residual``, and for the iterative method ``n_iter`` and ``converged``.
     """
+    if method not in ("dense", "iterative"):
+        raise ValueError(f"method must be 'dense' or 'iterative', got {method!r}")
     eps = _dyn_value(dyn, "eps", eps, 0.5)
     model = StepModel(net, eps=eps, dtype=dtype)
     x, d = _check_batch(model, x, d)
@@ -719,7 +749,8 @@ def recurrent_backprop(
             raise ValueError("give s_star or dyn (to run the free phase)")
         s_star, _ = _free_state(net, x, dyn, model)
     s = _check_state(model, s_star, x.shape[0], "s_star")
-    fp_res = float(np.max(np.abs(model.step(x, s) - s)))
+    step = make_step(as_dtype(net, model.dtype), x, eps=float(eps))
+    fp_res = float(np.max(np.abs(step(s) - s)))
     if check_fixed_point is not None and not fp_res <= check_fixed_point:
         warnings.warn(
             f"s_star is not a fixed point (max |G(s) - s| = {fp_res:.3g} > "
@@ -816,29 +847,21 @@ def finite_difference(
         raise ValueError(f"h must be > 0, got {h!r}")
     base = StepModel(net, eps=eps, dtype=dtype)
     x, d = _check_batch(base, x, d)
-
-    class _Net:  # minimal copy with float arrays of the computation dtype
-        pass
-
-    work = _Net()
-    for attr in ("sizes", "kind", "activation", "cost"):
-        setattr(work, attr, getattr(net, attr))
-    if hasattr(net, "bounds"):
-        work.bounds = net.bounds  # type: ignore[attr-defined]
-    work.weights = [w.copy() for w in base.W]  # type: ignore[attr-defined]
-    work.biases = [b.copy() for b in base.b]  # type: ignore[attr-defined]
+    work = as_dtype(net, base.dtype)
+    if work is net:
+        work = net.copy()
 
     def run() -> float:
         if forward is not None:
             s = np.asarray(forward(work, x), dtype=base.dtype)
         else:
-            s = free_trajectory(work, x, T, eps=eps, s0=s0, dtype=base.dtype)[-1]
-        m = StepModel(work, eps=eps, dtype=base.dtype)
+            s = free_trajectory(work, x, T, eps=eps, s0=s0)[-1]
+        m = StepModel(work, eps=eps)
         return float(np.mean(m.loss_per_sample(x, s, d)))
 
     out_W: list[np.ndarray] = []
     out_b: list[np.ndarray] = []
-    for group, out in ((work.weights, out_W), (work.biases, out_b)):  # type: ignore[attr-defined]
+    for group, out in ((work.weights, out_W), (work.biases, out_b)):
         for arr in group:
             gr = np.zeros_like(arr)
             flat = arr.reshape(-1)
