@@ -34,6 +34,8 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
 
 def _synthetic(n_in: int, n_out: int, n: int, seed: int = 0):
     from eqprop.data import DatasetSplits, Split
