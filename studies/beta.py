@@ -67,8 +67,8 @@ def make_batch(
     else:
         from eqprop.data import load_dataset
 
-        xs, labels = load_dataset(data, limit=batch).train
-        x, labels = np.asarray(xs)[:batch], np.asarray(labels)[:batch]
+        train = load_dataset(data, limit=batch).train
+        x, labels = np.asarray(train.x)[:batch], np.asarray(train.labels)[:batch]
         if x.shape[1] != n_in:
             raise ValueError(f"data {data!r} has {x.shape[1]} features but sizes[0]={n_in}")
     d = np.zeros((batch, n_out))
