@@ -10,6 +10,7 @@ See ``docs/solvers.rst``.
 from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
 from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard
+from .steady_state import solve_steady_state
 
 __all__ = [
     "RK4",
@@ -22,4 +23,5 @@ __all__ = [
     "SolverFailure",
     "Status",
     "solve_fixed_point",
+    "solve_steady_state",
 ]

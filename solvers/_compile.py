@@ -26,6 +26,7 @@ from numba import njit, types
 from numba.core.dispatcher import Dispatcher
 
 from ._fp_driver import fp_driver
+from ._ss_driver import ss_driver
 
 _lock = threading.Lock()
 _drivers: dict[tuple, Any] = {}
@@ -72,7 +73,7 @@ def get_driver(name: str, key: tuple, argtypes: tuple) -> Any:
     with _lock:
         d = _drivers.get(full)
         if d is None:
-            py = {"fp": fp_driver}[name]
+            py = {"fp": fp_driver, "ss": ss_driver}[name]
             d = njit(argtypes, cache=True, nogil=True)(py)
             _drivers[full] = d
     return d

@@ -93,3 +93,12 @@ def contraction(n, rho, seed, dtype=np.float64):
     A = (Q * ev) @ Q.T
     c = rng.standard_normal(n)
     return np.ascontiguousarray(A, dtype=dtype), c.astype(dtype)
+
+
+@numba.njit(cache=True)
+def per_sample_field(x, out, args):
+    """dx/dt = S x + c - x per sample (unstable where S > 1)."""
+    S, c = args
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            out[b, i] = S[b, i] * x[b, i] + c[i] - x[b, i]
