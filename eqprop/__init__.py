@@ -1,3 +1,53 @@
 """eqprop: learning in energy-based networks without backpropagation."""
 
 __version__ = "0.1.0"
+
+from eqprop.network import (
+    Gradient,
+    Network,
+    activities,
+    contrast_gradient,
+    cost,
+    energy,
+    init_network,
+    output,
+    parameter_gradient,
+    state_gradient,
+)
+from eqprop.phases import (
+    Clamped,
+    Dynamics,
+    Phase,
+    clamp,
+    free_phase,
+    nudged_phase,
+    predict,
+    run_phase,
+)
+from eqprop.rules import EquilibriumPropagation, LearningRule, PhaseSpec, RuleStep
+
+__all__ = [
+    "Clamped",
+    "Dynamics",
+    "EquilibriumPropagation",
+    "Gradient",
+    "LearningRule",
+    "Network",
+    "Phase",
+    "PhaseSpec",
+    "RuleStep",
+    "__version__",
+    "activities",
+    "clamp",
+    "contrast_gradient",
+    "cost",
+    "energy",
+    "free_phase",
+    "init_network",
+    "nudged_phase",
+    "output",
+    "parameter_gradient",
+    "predict",
+    "run_phase",
+    "state_gradient",
+]

@@ -1,0 +1,544 @@
+"""Numba kernels of the layered networks (energies, primitive functions, maps, gradients).
+
+Everything here works on batched states and reads the network from three arrays:
+
+``theta``
+    all parameters, flat, C-contiguous, the network's dtype: ``W_1 .. W_L, b_1 .. b_L``
+    (``W_l`` row-major ``(sizes[l-1], sizes[l])``).
+``lay``
+    int64 description built by :func:`make_layout`:
+    ``[kind, activation, cost, nudge, L, nS, n_state, n_out | sizes[0..L] |
+    woff[1..L] | boff[1..L] | soff[0..nS]]`` with codes kind 0 = hopfield,
+    1 = prototypical; activation 0 = hardsigmoid, 1 = sigmoid, 2 = tanh; cost 0 = squared,
+    1 = cross-entropy; nudge 0 = inside, 1 = outside. ``nS`` is the number of layers in the
+    state (``L``, or ``L - 1`` with a cross-entropy readout).
+``sc``
+    scalars in the network's dtype: ``[beta, eps]``.
+
+The solver-facing functions (:func:`fixed_point_map`, :func:`vector_field`,
+:func:`fixed_point_block`, :func:`observe_energy`) take
+``args = (theta, lay, drive, target, sc, work)`` where ``drive = x W_1 + b_1`` is the
+input's contribution, computed once per phase (:func:`input_drive`), ``target`` the
+``(batch, n_out)`` targets and ``work`` a scratch buffer from :func:`make_work`; they
+allocate nothing per call. All kernels are ``@njit(cache=True)`` without fastmath and are
+compiled once per dtype; matrix products go through ``np.dot`` (BLAS) on C-contiguous
+blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HDR = 8
+KIND_HOPFIELD, KIND_PROTO = 0, 1
+ACT_HARD, ACT_SIGMOID, ACT_TANH = 0, 1, 2
+COST_SQUARED, COST_CE = 0, 1
+NUDGE_INSIDE, NUDGE_OUTSIDE = 0, 1
+MODE_MAP, MODE_FIELD, MODE_GRAD = 0, 1, 2
+
+
+def make_layout(kind, act, cost, nudge, sizes, woff, boff, soff) -> np.ndarray:
+    """Build the int64 ``lay`` array (see module docstring)."""
+    L = len(sizes) - 1
+    nS = len(soff) - 1
+    head = [kind, act, cost, nudge, L, nS, soff[-1], sizes[-1]]
+    return np.array(head + list(sizes) + list(woff) + list(boff) + list(soff), dtype=np.int64)
+
+
+@njit(cache=True)
+def _size(lay, l):
+    return lay[HDR + l]
+
+
+@njit(cache=True)
+def _woff(lay, l):
+    return lay[HDR + lay[4] + 1 + l - 1]
+
+
+@njit(cache=True)
+def _boff(lay, l):
+    return lay[HDR + 2 * lay[4] + 1 + l - 1]
+
+
+@njit(cache=True)
+def _soff(lay, l):
+    """Column offset of state layer l (1-based); l = nS + 1 gives n_state."""
+    return lay[HDR + 3 * lay[4] + 1 + l - 1]
+
+
+@njit(cache=True)
+def _W(theta, lay, l):
+    n_in = _size(lay, l - 1)
+    n_out = _size(lay, l)
+    o = _woff(lay, l)
+    return theta[o : o + n_in * n_out].reshape((n_in, n_out))
+
+
+@njit(cache=True)
+def _b(theta, lay, l):
+    o = _boff(lay, l)
+    return theta[o : o + _size(lay, l)]
+
+
+@njit(cache=True)
+def _block(buf, base, B, n):
+    """Contiguous (B, n) view of buf[base : base + B*n]."""
+    return buf[base : base + B * n].reshape((B, n))
+
+
+def make_work(lay: np.ndarray, batch: int, dtype) -> np.ndarray:
+    """Scratch buffer for the solver-facing kernels: activities, inputs, two temporaries."""
+    L, n_state = int(lay[4]), int(lay[6])
+    nmax = int(max(lay[HDR : HDR + L + 1]))
+    return np.zeros(batch * (2 * n_state + 3 * nmax), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- activations
+@njit(cache=True)
+def _act_into(src, dst, act):
+    """dst = rho(src) elementwise (2-D, same shape)."""
+    B, n = src.shape
+    if act == ACT_HARD:
+        for b in range(B):
+            for i in range(n):
+                v = src[b, i]
+                dst[b, i] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    elif act == ACT_SIGMOID:
+        for b in range(B):
+            for i in range(n):
+                dst[b, i] = 1.0 / (1.0 + np.exp(-src[b, i]))
+    else:
+        for b in range(B):
+            for i in range(n):
+                dst[b, i] = np.tanh(src[b, i])
+
+
+@njit(cache=True)
+def _rho(v, act):
+    if act == ACT_HARD:
+        return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    elif act == ACT_SIGMOID:
+        return 1.0 / (1.0 + np.exp(-v))
+    return np.tanh(v)
+
+
+@njit(cache=True)
+def _rhop(v, act):
+    """rho'(v); hardsigmoid: 1 on the closed interval [0, 1], else 0."""
+    if act == ACT_HARD:
+        return 1.0 if (v >= 0.0 and v <= 1.0) else 0.0
+    elif act == ACT_SIGMOID:
+        e = 1.0 / (1.0 + np.exp(-v))
+        return e * (1.0 - e)
+    t = np.tanh(v)
+    return 1.0 - t * t
+
+
+@njit(cache=True)
+def activate(s, act):
+    """Elementwise rho(s) of a 2-D array (new array)."""
+    out = np.empty_like(s)
+    _act_into(s, out, act)
+    return out
+
+
+def input_drive(theta: np.ndarray, lay: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x @ W_1 + b_1``, shape (batch, sizes[1]): constant within a phase.
+
+    A NumPy (BLAS) product on purpose: for this large product NumPy's BLAS is faster than
+    the one Numba links to.
+    """
+    n0, n1 = int(lay[HDR]), int(lay[HDR + 1])
+    wo, bo = int(lay[HDR + lay[4] + 1]), int(lay[HDR + 2 * lay[4] + 1])
+    W1 = theta[wo : wo + n0 * n1].reshape(n0, n1)
+    out = np.dot(x, W1)
+    out += theta[bo : bo + n1]
+    return out
+
+
+# --------------------------------------------------------------------------- core
+@njit(cache=True)
+def _activities(s, lay, A, B):
+    """Write a_l = rho(s_l) (hopfield) or s_l (prototypical) into per-layer blocks of A."""
+    kind, act, nS = lay[0], lay[1], lay[5]
+    for l in range(1, nS + 1):
+        o, n = _soff(lay, l), _size(lay, l)
+        Al = _block(A, B * o, B, n)
+        for r in range(B):
+            sr = s[r, o : o + n]
+            ar = Al[r]
+            if kind == KIND_PROTO:
+                for i in range(n):
+                    ar[i] = sr[i]
+            elif act == ACT_HARD:
+                for i in range(n):
+                    ar[i] = min(max(sr[i], 0.0), 1.0)
+            elif act == ACT_SIGMOID:
+                for i in range(n):
+                    ar[i] = 1.0 / (1.0 + np.exp(-sr[i]))
+            else:
+                for i in range(n):
+                    ar[i] = np.tanh(sr[i])
+
+
+@njit(cache=True)
+def _readout(theta, lay, A, B, Z):
+    """Z (B, n_out) <- softmax(a_{nS} W_L + b_L), row-wise, numerically stable."""
+    L, nS = lay[4], lay[5]
+    Atop = _block(A, B * _soff(lay, nS), B, _size(lay, nS))
+    np.dot(Atop, _W(theta, lay, L), Z)
+    bL = _b(theta, lay, L)
+    n = Z.shape[1]
+    for r in range(B):
+        m = -np.inf
+        for k in range(n):
+            Z[r, k] += bL[k]
+            if Z[r, k] > m:
+                m = Z[r, k]
+        tot = 0.0
+        for k in range(n):
+            Z[r, k] = np.exp(Z[r, k] - m)
+            tot += Z[r, k]
+        for k in range(n):
+            Z[r, k] /= tot
+
+
+@njit(cache=True)
+def _hop_assemble(s, out, Pl, o, lo, hi, act, eps, mode):
+    """Hopfield columns o+lo .. o+hi: dF = s - rho'(s) P, written per ``mode``."""
+    B = s.shape[0]
+    for r in range(B):
+        sr = s[r, o + lo : o + hi]
+        orow = out[r, o + lo : o + hi]
+        pr = Pl[r, lo:hi]
+        m = hi - lo
+        if act == ACT_HARD:
+            if mode == MODE_MAP:
+                for i in range(m):
+                    v = sr[i]
+                    orow[i] = v - eps * (v - pr[i] if (v >= 0.0 and v <= 1.0) else v)
+            else:
+                sign = -1.0 if mode == MODE_FIELD else 1.0
+                for i in range(m):
+                    v = sr[i]
+                    orow[i] = sign * (v - pr[i] if (v >= 0.0 and v <= 1.0) else v)
+        else:
+            for i in range(m):
+                v = sr[i]
+                dF = v - _rhop(v, act) * pr[i]
+                if mode == MODE_MAP:
+                    orow[i] = v - eps * dF
+                elif mode == MODE_FIELD:
+                    orow[i] = -dF
+                else:
+                    orow[i] = dF
+
+
+@njit(cache=True)
+def _proto_assemble(s, out, Pl, o, lo, hi, act, mode):
+    """Prototypical columns: sigma(P) (map), sigma(P) - s (field), -P (grad)."""
+    B = s.shape[0]
+    for r in range(B):
+        sr = s[r, o + lo : o + hi]
+        orow = out[r, o + lo : o + hi]
+        pr = Pl[r, lo:hi]
+        m = hi - lo
+        if mode == MODE_GRAD:
+            for i in range(m):
+                orow[i] = -pr[i]
+        elif act == ACT_HARD:
+            for i in range(m):
+                orow[i] = min(max(pr[i], 0.0), 1.0)
+        elif act == ACT_SIGMOID:
+            for i in range(m):
+                orow[i] = 1.0 / (1.0 + np.exp(-pr[i]))
+        else:
+            for i in range(m):
+                orow[i] = np.tanh(pr[i])
+        if mode == MODE_FIELD:
+            for i in range(m):
+                orow[i] -= sr[i]
+
+
+@njit(cache=True)
+def evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, mode):
+    """Evaluate the dynamics on the columns [start, stop) of ``out`` (all rows).
+
+    Let :math:`a = \\rho(s)` (hopfield) or :math:`a = s` (prototypical), :math:`a_0 = x`,
+    :math:`P_l = a_{l-1}W_l + b_l + a_{l+1}W_{l+1}^\\top` (the last term only when layer
+    l+1 is in the energy) and :math:`Q_l = -\\partial C/\\partial s_l` (squared:
+    :math:`d - s_L` on the output layer; cross-entropy: :math:`\\rho'(s)\\odot(d-o)W_L^\\top`
+    on the top state layer, without :math:`\\rho'` for prototypical).
+
+    ``mode`` 0, fixed-point map: hopfield :math:`s - \\epsilon\\,\\partial F/\\partial s`
+    (projection onto the bounds is the solver's job); prototypical
+    :math:`\\sigma(P + \\beta Q)` (nudge inside) or :math:`\\sigma(P) + \\beta Q` (outside).
+    ``mode`` 1, vector field: hopfield :math:`-\\partial F/\\partial s`, prototypical
+    map minus state. ``mode`` 2: :math:`\\partial F/\\partial s`. Allocation-free: all
+    temporaries live in ``work``.
+    """
+    B = s.shape[0]
+    kind, act, cost, nudge = lay[0], lay[1], lay[2], lay[3]
+    L, nS, n_state = lay[4], lay[5], lay[6]
+    beta = sc[0]
+    eps = sc[1]
+    nmax = 0
+    for l in range(L + 1):
+        if _size(lay, l) > nmax:
+            nmax = _size(lay, l)
+    A = work[0 : B * n_state]
+    P = work[B * n_state : 2 * B * n_state]
+    base_t = 2 * B * n_state
+    _activities(s, lay, A, B)
+    for l in range(1, nS + 1):
+        o, n = _soff(lay, l), _size(lay, l)
+        if o + n <= start or o >= stop:
+            continue
+        Pl = _block(P, B * o, B, n)
+        fb = l < nS
+        T1 = _block(work, base_t, B, n)
+        if fb:
+            Anext = _block(A, B * _soff(lay, l + 1), B, _size(lay, l + 1))
+            np.dot(Anext, _W(theta, lay, l + 1).T, T1)
+        if l == 1:
+            for r in range(B):
+                pr = Pl[r]
+                dr = drive[r]
+                if fb:
+                    tr = T1[r]
+                    for i in range(n):
+                        pr[i] = dr[i] + tr[i]
+                else:
+                    for i in range(n):
+                        pr[i] = dr[i]
+        else:
+            Aprev = _block(A, B * _soff(lay, l - 1), B, _size(lay, l - 1))
+            np.dot(Aprev, _W(theta, lay, l), Pl)
+            bl = _b(theta, lay, l)
+            for r in range(B):
+                pr = Pl[r]
+                if fb:
+                    tr = T1[r]
+                    for i in range(n):
+                        pr[i] += bl[i] + tr[i]
+                else:
+                    for i in range(n):
+                        pr[i] += bl[i]
+    # nudge on the top state layer: Q = -dC/ds
+    otop, ntop = _soff(lay, nS), _size(lay, nS)
+    Q = _block(work, base_t + B * nmax, B, ntop)
+    use_q = beta != 0.0 and otop < stop and otop + ntop > start
+    if use_q:
+        if cost == COST_SQUARED:
+            for r in range(B):
+                for i in range(ntop):
+                    Q[r, i] = target[r, i] - s[r, otop + i]
+        else:
+            nout = _size(lay, L)
+            Z = _block(work, base_t + 2 * B * nmax, B, nout)
+            _readout(theta, lay, A, B, Z)
+            for r in range(B):
+                for k in range(nout):
+                    Z[r, k] = target[r, k] - Z[r, k]
+            np.dot(Z, _W(theta, lay, L).T, Q)
+            if kind == KIND_HOPFIELD:
+                for r in range(B):
+                    for i in range(ntop):
+                        Q[r, i] *= _rhop(s[r, otop + i], act)
+        if kind == KIND_PROTO and (nudge == NUDGE_INSIDE or mode == MODE_GRAD):
+            Ptop = _block(P, B * otop, B, ntop)
+            for r in range(B):
+                for i in range(ntop):
+                    Ptop[r, i] += beta * Q[r, i]
+    # assemble
+    for l in range(1, nS + 1):
+        o, n = _soff(lay, l), _size(lay, l)
+        lo = max(start, o) - o
+        hi = min(stop, o + n) - o
+        if hi <= lo:
+            continue
+        Pl = _block(P, B * o, B, n)
+        if kind == KIND_HOPFIELD:
+            _hop_assemble(s, out, Pl, o, lo, hi, act, eps, mode)
+        else:
+            _proto_assemble(s, out, Pl, o, lo, hi, act, mode)
+        if not (use_q and l == nS):
+            continue
+        # hopfield: dF -= beta Q; prototypical outside: g += beta Q
+        if kind == KIND_HOPFIELD:
+            c = eps * beta if mode == MODE_MAP else (beta if mode == MODE_FIELD else -beta)
+        elif nudge == NUDGE_OUTSIDE and mode != MODE_GRAD:
+            c = beta
+        else:
+            continue
+        for r in range(B):
+            orow = out[r, o + lo : o + hi]
+            qr = Q[r, lo:hi]
+            for i in range(hi - lo):
+                orow[i] += c * qr[i]
+
+
+@njit(cache=True)
+def total_energy(s, theta, lay, drive, target, sc, work):
+    """Per-sample :math:`F = E + \\beta C` (hopfield) or :math:`-\\Phi + \\beta C`.
+
+    :math:`E = \\tfrac12\\sum s^2 - \\sum_l a_l\\cdot(a_{l-1}W_l + b_l)` (with
+    :math:`a_0 W_1 + b_1` = ``drive``); :math:`\\Phi = \\sum_l s_l\\cdot(s_{l-1}W_l + b_l)`.
+    Returns a new (batch,) array in the state's dtype.
+    """
+    B = s.shape[0]
+    kind = lay[0]
+    L, nS, n_state = lay[4], lay[5], lay[6]
+    beta = sc[0]
+    nmax = 0
+    for l in range(L + 1):
+        if _size(lay, l) > nmax:
+            nmax = _size(lay, l)
+    A = work[0 : B * n_state]
+    P = work[B * n_state : 2 * B * n_state]
+    _activities(s, lay, A, B)
+    res = np.zeros(B, dtype=s.dtype)
+    if kind == KIND_HOPFIELD:
+        for r in range(B):
+            acc = 0.0
+            for j in range(n_state):
+                acc += 0.5 * s[r, j] * s[r, j]
+            res[r] = acc
+    for l in range(1, nS + 1):
+        o, n = _soff(lay, l), _size(lay, l)
+        Al = _block(A, B * o, B, n)
+        Pl = _block(P, B * o, B, n)
+        if l == 1:
+            for r in range(B):
+                for i in range(n):
+                    Pl[r, i] = drive[r, i]
+        else:
+            Aprev = _block(A, B * _soff(lay, l - 1), B, _size(lay, l - 1))
+            np.dot(Aprev, _W(theta, lay, l), Pl)
+            bl = _b(theta, lay, l)
+            for r in range(B):
+                for i in range(n):
+                    Pl[r, i] += bl[i]
+        for r in range(B):
+            acc = 0.0
+            for i in range(n):
+                acc += Al[r, i] * Pl[r, i]
+            res[r] -= acc
+    if beta != 0.0:
+        res += beta * _cost(s, theta, lay, target, A, work, B, nmax)
+    return res
+
+
+@njit(cache=True)
+def _cost(s, theta, lay, target, A, work, B, nmax):
+    L, nS, n_state = lay[4], lay[5], lay[6]
+    c = np.zeros(B, dtype=s.dtype)
+    if lay[2] == COST_SQUARED:
+        otop, ntop = _soff(lay, nS), _size(lay, nS)
+        for r in range(B):
+            acc = 0.0
+            for i in range(ntop):
+                e = s[r, otop + i] - target[r, i]
+                acc += 0.5 * e * e
+            c[r] = acc
+    else:
+        nout = _size(lay, L)
+        Z = _block(work, 2 * B * n_state + 2 * B * nmax, B, nout)
+        Atop = _block(A, B * _soff(lay, nS), B, _size(lay, nS))
+        np.dot(Atop, _W(theta, lay, L), Z)
+        bL = _b(theta, lay, L)
+        for r in range(B):
+            m = -np.inf
+            for k in range(nout):
+                Z[r, k] += bL[k]
+                if Z[r, k] > m:
+                    m = Z[r, k]
+            tot = 0.0
+            for k in range(nout):
+                tot += np.exp(Z[r, k] - m)
+            lse = m + np.log(tot)
+            acc = 0.0
+            for k in range(nout):
+                acc -= target[r, k] * (Z[r, k] - lse)
+            c[r] = acc
+    return c
+
+
+@njit(cache=True)
+def cost_value(s, theta, lay, target, work):
+    """Per-sample cost C (squared error on the output state, or softmax cross-entropy)."""
+    B = s.shape[0]
+    L, n_state = lay[4], lay[6]
+    nmax = 0
+    for l in range(L + 1):
+        if _size(lay, l) > nmax:
+            nmax = _size(lay, l)
+    A = work[0 : B * n_state]
+    _activities(s, lay, A, B)
+    return _cost(s, theta, lay, target, A, work, B, nmax)
+
+
+# --------------------------------------------------------------------------- solver-facing
+@njit(cache=True)
+def fixed_point_map(s, out, args):
+    """``g(s)``: one synchronous step (projected Euler for hopfield; sigma(dPhi/ds) for
+    prototypical). ``args = (theta, lay, drive, target, sc, work)``."""
+    theta, lay, drive, target, sc, work = args
+    evaluate(s, out, theta, lay, drive, target, sc, work, 0, s.shape[1], MODE_MAP)
+
+
+@njit(cache=True)
+def fixed_point_block(s, out, args, start, stop):
+    """Columns [start, stop) of :func:`fixed_point_map` (for Gauss-Seidel sweeps)."""
+    theta, lay, drive, target, sc, work = args
+    evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, MODE_MAP)
+
+
+@njit(cache=True)
+def vector_field(s, out, args):
+    """``f(s) = ds/dt``: :math:`-\\partial F/\\partial s` (hopfield), ``g(s) - s``
+    (prototypical)."""
+    theta, lay, drive, target, sc, work = args
+    evaluate(s, out, theta, lay, drive, target, sc, work, 0, s.shape[1], MODE_FIELD)
+
+
+@njit(cache=True)
+def observe_energy(s, args):
+    """Per-sample total function F along a trajectory (for ``observe``)."""
+    theta, lay, drive, target, sc, work = args
+    return total_energy(s, theta, lay, drive, target, sc, work)
+
+
+# --------------------------------------------------------------------------- fused path
+@njit(cache=True)
+def fused_fixed_steps(s, n_steps, args, lo, hi, use_bounds):
+    """Run ``n_steps`` synchronous updates ``s <- proj(g(s))`` in place (fused path).
+
+    The same iteration as ``solve_fixed_point(fixed_point_map, s, args,
+    method=Picard(damping=1), fixed_steps=n_steps, bounds=(lo, hi))`` without residual
+    bookkeeping; kept as a clearly separate fast path (``Dynamics(method="fused")``).
+    Returns the max-norm residual ``max_i |proj(g(s)) - s|`` of each sample at the last
+    step.
+    """
+    B, n = s.shape
+    theta, lay, drive, target, sc, work = args
+    buf = np.empty_like(s)
+    res = np.zeros(B, dtype=np.float64)
+    for t in range(n_steps):
+        evaluate(s, buf, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+        last = t == n_steps - 1
+        for r in range(B):
+            m = 0.0
+            for i in range(n):
+                v = buf[r, i]
+                if use_bounds:
+                    v = lo if v < lo else (hi if v > hi else v)
+                if last:
+                    dv = abs(v - s[r, i])
+                    if dv > m:
+                        m = dv
+                s[r, i] = v
+            if last:
+                res[r] = m
+    return res

@@ -1,0 +1,361 @@
+"""Phases: the network's dynamics with the input clamped, handed to a ``solvers`` method.
+
+A phase relaxes the state ``s`` (layers 1..L, input clamped) of a batch under the total
+function :math:`F = E + \\beta C` (hopfield) or the map
+:math:`s \\leftarrow \\sigma(\\partial\\Phi/\\partial s - \\beta\\,\\partial C/\\partial s)`
+(prototypical, nudge inside) until a fixed number of steps or a tolerance:
+
+* free phase: :math:`\\beta = 0`, ``T`` steps, from zero, or from ``s0`` (persistent
+  particles: a stored per-sample state);
+* nudged phase: :math:`\\beta \\ne 0`, ``K`` steps, from the free state (``s0``).
+
+How a phase is solved is set by :class:`Dynamics`. ``method="fixed"`` (default) is the
+papers' mode: exactly ``T`` / ``K`` synchronous updates
+``s <- proj(g(s))`` through ``solvers.solve_fixed_point(..., method=Picard(),
+fixed_steps=...)``, where ``g`` is one projected Euler step of size ``eps``
+(hopfield, Scellier & Bengio 2017) or one step of the discrete-time map (prototypical,
+Ernoult et al. 2019). Any ``solvers`` method can be used instead, by name or as an
+object, run to tolerance or for fixed steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import solvers
+from eqprop import kernels as K
+from eqprop.network import Network, check_input, check_state, check_target, output
+
+__all__ = [
+    "METHOD_NAMES",
+    "Clamped",
+    "Dynamics",
+    "Phase",
+    "clamp",
+    "free_phase",
+    "nudged_phase",
+    "predict",
+    "run_phase",
+]
+
+_FP_NAMES = ("fixed", "fused", "picard", "anderson", "gauss-seidel")
+_ODE_NAMES = ("euler", "rk4", "dopri5")
+METHOD_NAMES = _FP_NAMES + _ODE_NAMES
+
+
+@dataclass(frozen=True)
+class Dynamics:
+    """How phases are run.
+
+    Parameters
+    ----------
+    T : int
+        Steps of the free phase (fixed-steps mode), >= 1.
+    K : int
+        Steps of a nudged phase (fixed-steps mode), >= 1.
+    eps : float
+        Step size > 0. Hopfield: the projected Euler step
+        :math:`s \\leftarrow \\mathrm{clip}(s - \\epsilon\\,\\partial F/\\partial s, 0, 1)`
+        (the fixed-point map's step, and the ``dt`` of named ODE methods).
+        Prototypical: the map has no step; ``eps`` is only the ``dt`` of named ODE
+        methods on :math:`ds/dt = g(s) - s` (``euler`` with ``eps=1`` is the map).
+    method : str or solvers method object
+        ``"fixed"`` (default: Picard, damping 1, ``T``/``K`` steps), ``"fused"`` (the
+        same iteration in one Numba loop, bypassing ``solvers``; see
+        :func:`eqprop.kernels.fused_fixed_steps`), ``"picard"``, ``"anderson"``,
+        ``"gauss-seidel"`` (one group per layer, in order), ``"euler"``, ``"rk4"``
+        (``dt=eps``), ``"dopri5"``; or an instance of ``solvers.Picard``, ``Anderson``,
+        ``GaussSeidel``, ``Euler``, ``RK4``, ``Dopri5``.
+    nudge : {"inside", "outside"}
+        Prototypical only. ``"inside"``: :math:`y \\leftarrow \\sigma(Wh + b + \\beta(d-y))`
+        (Laborieux et al. 2021; fixed points are stationary points of a primitive
+        function, EP exact as :math:`\\beta\\to0`); ``"outside"``:
+        :math:`y \\leftarrow \\sigma(Wh + b) + \\beta(d - y)` (Ernoult et al. 2019 code).
+        Ignored by the hopfield kind (its nudge is the gradient of :math:`\\beta C`).
+    fixed_steps : bool or None
+        Run exactly ``T``/``K`` updates (True) or until ``atol + rtol*max|s|`` (False,
+        up to ``max_iter``). None: True for ``"fixed"``/``"fused"``, False otherwise.
+    atol, rtol : float
+        Solver tolerance on the max-norm residual of each sample (see ``solvers``).
+    max_iter : int
+        Iteration cap in tolerance mode.
+    record_energy : bool
+        Record the total function :math:`F` along the trajectory (``result.observed``).
+    record_every : int
+        Recording period in iterations.
+    raise_on_failure : bool
+        Raise ``solvers.SolverFailure`` when a sample diverges.
+    """
+
+    T: int = 20
+    K: int = 4
+    eps: float = 0.5
+    method: Any = "fixed"
+    nudge: str = "inside"
+    fixed_steps: bool | None = None
+    atol: float = 1e-6
+    rtol: float = 0.0
+    max_iter: int = 1000
+    record_energy: bool = False
+    record_every: int = 1
+    raise_on_failure: bool = False
+    _solver: Any = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        for name in ("T", "K", "max_iter", "record_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"Dynamics.{name} must be an integer >= 1, got {v!r}")
+        if not np.isfinite(self.eps) or self.eps <= 0:
+            raise ValueError(f"Dynamics.eps must be a finite step size > 0, got {self.eps!r}")
+        if self.nudge not in ("inside", "outside"):
+            raise ValueError(f"unknown nudge {self.nudge!r}; choose 'inside' or 'outside'")
+        for name in ("atol", "rtol"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"Dynamics.{name} must be finite and >= 0, got {v!r}")
+        m = self.method
+        if m == "fused" and self.record_energy:
+            raise ValueError("method='fused' cannot record the energy; use method='fixed'")
+        if m == "fused" and self.fixed_steps is False:
+            raise ValueError("method='fused' runs fixed steps only; use another method")
+        if isinstance(m, str):
+            if m not in METHOD_NAMES:
+                raise ValueError(
+                    f"unknown method {m!r}; choose one of {', '.join(METHOD_NAMES)} "
+                    "or pass a solvers method object"
+                )
+        elif not isinstance(m, _fp_classes() + _ode_classes()):
+            raise ValueError(
+                f"method must be a name or a solvers method (Picard, Anderson, GaussSeidel, "
+                f"Euler, RK4, Dopri5), got {m!r}"
+            )
+
+    @property
+    def method_name(self) -> str:
+        m = self.method
+        return m if isinstance(m, str) else type(m).__name__.lower()
+
+    @property
+    def is_fixed_steps(self) -> bool:
+        if self.fixed_steps is None:
+            return self.method in ("fixed", "fused")
+        return bool(self.fixed_steps)
+
+
+def _fp_classes() -> tuple[type, ...]:
+    return (solvers.Picard, solvers.Anderson, solvers.GaussSeidel)
+
+
+def _ode_classes() -> tuple[type, ...]:
+    return tuple(getattr(solvers, n) for n in ("Euler", "RK4", "Dopri5") if hasattr(solvers, n))
+
+
+def _solver_method(net: Network, dyn: Dynamics):
+    """The solvers method object and whether it solves a fixed point (True) or an ODE."""
+    m = dyn.method
+    if not isinstance(m, str):
+        return m, isinstance(m, _fp_classes())
+    if m in ("fixed", "picard"):
+        return solvers.Picard(damping=1.0), True
+    if m == "anderson":
+        return solvers.Anderson(), True
+    if m == "gauss-seidel":
+        off = [int(v) for v in net.offsets]
+        groups = tuple(((off[i], off[i + 1]),) for i in range(len(off) - 1))
+        return solvers.GaussSeidel(groups=groups), True
+    if m == "euler":
+        return solvers.Euler(dt=dyn.eps), False
+    if m == "rk4":
+        return solvers.RK4(dt=dyn.eps), False
+    if m == "dopri5":
+        return solvers.Dopri5(), False
+    raise ValueError(f"method {m!r} has no solvers counterpart")  # "fused"
+
+
+@dataclass(eq=False)
+class Clamped:
+    """An input batch clamped on a network: ``x`` and its drive ``x W_1 + b_1``.
+
+    Computed once (:func:`clamp`) and shared by all phases of a training step. Valid only
+    while the network's parameters are unchanged.
+    """
+
+    x: np.ndarray
+    drive: np.ndarray
+    theta: np.ndarray
+
+    @property
+    def batch(self) -> int:
+        return int(self.x.shape[0])
+
+
+def clamp(net: Network, x) -> Clamped:
+    """Validate ``x`` (batch, sizes[0]) and precompute its drive on the first layer."""
+    if isinstance(x, Clamped):
+        return x
+    x = check_input(net, x)
+    theta = net.packed()
+    return Clamped(x, K.input_drive(theta, net.layout(), x), theta)
+
+
+@dataclass(eq=False)
+class Phase:
+    """Result of one phase.
+
+    Attributes
+    ----------
+    state : ndarray (batch, n_state)
+        Final state (network dtype, C-contiguous).
+    result : solvers.SolveResult
+        The solver's report (converged, n_iter, residual trace, observed energies, ...).
+    beta : float
+        Nudging strength of the phase (0 for the free phase).
+    """
+
+    state: np.ndarray
+    result: Any
+    beta: float = 0.0
+
+
+def run_phase(
+    net: Network,
+    x,
+    dyn: Dynamics,
+    *,
+    beta: float = 0.0,
+    d=None,
+    s0=None,
+    steps: int | None = None,
+) -> Phase:
+    """Relax the state with input ``x`` clamped and nudging strength ``beta``.
+
+    Parameters
+    ----------
+    net : Network
+    x : ndarray (batch, sizes[0]) or Clamped
+    dyn : Dynamics
+    beta : float
+        Nudging strength; targets ``d`` are required when nonzero.
+    d : ndarray (batch, n_out), optional
+    s0 : ndarray (batch, n_state), optional
+        Initial state (default zeros). Not modified.
+    steps : int, optional
+        Updates in fixed-steps mode (default ``dyn.T``).
+
+    Returns
+    -------
+    Phase
+    """
+    if not isinstance(dyn, Dynamics):
+        raise ValueError(f"dyn must be an eqprop.Dynamics, got {type(dyn).__name__}")
+    cx = clamp(net, x)
+    B = cx.batch
+    beta = float(beta)
+    if not np.isfinite(beta):
+        raise ValueError(f"beta must be finite, got {beta}")
+    if d is None:
+        if beta != 0.0:
+            raise ValueError("targets d are required for a nudged phase (beta != 0)")
+        target = np.zeros((B, net.n_out), dtype=net.dtype)
+    else:
+        target = check_target(net, d, B)
+    s = net.zero_state(B) if s0 is None else check_state(net, s0, B, name="s0").copy()
+    lay = net.layout(dyn.nudge)
+    sc = np.array([beta, dyn.eps], dtype=net.dtype)
+    work = K.make_work(lay, B, net.dtype)
+    args = (cx.theta, lay, cx.drive, target, sc, work)
+    n_steps = dyn.T if steps is None else int(steps)
+    fixed = n_steps if dyn.is_fixed_steps else None
+    if dyn.method == "fused":
+        return _run_fused(net, s, args, n_steps, dyn, beta)
+    method, is_fp = _solver_method(net, dyn)
+    common: dict[str, Any] = dict(
+        atol=dyn.atol,
+        rtol=dyn.rtol,
+        max_iter=max(dyn.max_iter, n_steps) if fixed else dyn.max_iter,
+        fixed_steps=fixed,
+        bounds=net.bounds,
+        observe=K.observe_energy if dyn.record_energy else None,
+        record_every=dyn.record_every,
+        raise_on_failure=dyn.raise_on_failure,
+    )
+    if is_fp:
+        res = solvers.solve_fixed_point(
+            K.fixed_point_map, s, args, method=method, g_block=K.fixed_point_block, **common
+        )
+    else:
+        res = solvers.solve_steady_state(K.vector_field, s, args, method=method, **common)  # type: ignore[attr-defined]
+    return Phase(np.ascontiguousarray(res.x), res, beta)
+
+
+def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
+    """The fused fixed-steps path (same iterates as method="fixed"), with a SolveResult
+    whose residual trace holds the initial row (NaN) and the last step's residual."""
+    bnd = net.bounds
+    lo, hi = (0.0, 0.0) if bnd is None else bnd
+    t0 = time.perf_counter()
+    r = K.fused_fixed_steps(s, n_steps, args, lo, hi, bnd is not None)
+    wall = time.perf_counter() - t0
+    B = s.shape[0]
+    ok = np.isfinite(r) & np.isfinite(s).all(axis=1)
+    conv = ok & (r <= dyn.atol + dyn.rtol * np.abs(s).max(axis=1))
+    status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
+    residual = np.full((2, B), np.nan)
+    residual[1] = r
+    scale = np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny)
+    res = solvers.SolveResult(
+        x=s,
+        converged=conv,
+        n_iter=np.full(B, n_steps, dtype=np.int64),
+        failed=~ok,
+        failure_iter=np.where(ok, -1, n_steps).astype(np.int64),
+        status=status,
+        message=f"fused: ran {n_steps} steps; {int(conv.sum())} of {B} samples meet the tolerance",
+        residual=residual,
+        residual_rel=residual / scale,
+        observed=None,
+        observed_iter=np.zeros(0, dtype=np.int64),
+        nfev=n_steps,
+        wall_time=wall,
+        method="fused Picard(damping=1.0)",
+    )
+    if dyn.raise_on_failure and status == solvers.Status.FAILED:
+        raise solvers.SolverFailure(f"fused: {int((~ok).sum())} samples failed", res)
+    return Phase(s, res, beta)
+
+
+def free_phase(net: Network, x, dyn: Dynamics, s0=None) -> Phase:
+    """Free phase (:math:`\\beta = 0`): ``dyn.T`` steps (or to tolerance), from zero or ``s0``.
+
+    ``s0`` is a stored per-sample state (persistent particles, Scellier & Bengio 2017).
+    """
+    return run_phase(net, x, dyn, beta=0.0, s0=s0, steps=dyn.T)
+
+
+def nudged_phase(net: Network, x, d, beta: float, dyn: Dynamics, s0=None) -> Phase:
+    """Nudged phase at ``beta`` (!= 0): ``dyn.K`` steps (or to tolerance) from ``s0``.
+
+    ``s0`` is normally the free state (``free.state``); None starts from zero.
+
+    Raises
+    ------
+    ValueError
+        ``beta == 0`` (use :func:`free_phase`), or missing/misshaped targets.
+    """
+    beta = float(beta)
+    if beta == 0.0:
+        raise ValueError("nudged_phase needs beta != 0 (beta = 0 is the free phase)")
+    if d is None:
+        raise ValueError("nudged_phase needs targets d of shape (batch, n_out)")
+    return run_phase(net, x, dyn, beta=beta, d=d, s0=s0, steps=dyn.K)
+
+
+def predict(net: Network, x, dyn: Dynamics, s0=None) -> np.ndarray:
+    """Free phase, then the output ``(batch, n_out)``: the output state (squared cost) or the
+    softmax readout's probabilities (cross-entropy)."""
+    return output(net, free_phase(net, x, dyn, s0=s0).state)
