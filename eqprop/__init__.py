@@ -14,6 +14,7 @@ from eqprop.network import (
     parameter_gradient,
     state_gradient,
 )
+from eqprop.optim import SGD
 from eqprop.phases import (
     Clamped,
     Dynamics,
@@ -25,8 +26,10 @@ from eqprop.phases import (
     run_phase,
 )
 from eqprop.rules import EquilibriumPropagation, LearningRule, PhaseSpec, RuleStep
+from eqprop.train import TrainConfig, Trainer, TrainResult, load_checkpoint
 
 __all__ = [
+    "SGD",
     "Clamped",
     "Dynamics",
     "EquilibriumPropagation",
@@ -36,6 +39,9 @@ __all__ = [
     "Phase",
     "PhaseSpec",
     "RuleStep",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
     "__version__",
     "activities",
     "clamp",
@@ -44,6 +50,7 @@ __all__ = [
     "energy",
     "free_phase",
     "init_network",
+    "load_checkpoint",
     "nudged_phase",
     "output",
     "parameter_gradient",
