@@ -303,7 +303,11 @@ def _encode_for_file(ds: xr.Dataset, engine: str) -> xr.Dataset:
         if target is not None:
             attrs[DTYPE_ATTR] = str(dtype)
             data = np.asarray(data).astype(target)
-        new = xr.Variable(var.dims, data, attrs=attrs, encoding=dict(var.encoding))
+        # encodings of a dataset read from a file (dtype, char_dim_name, _FillValue...)
+        # describe that file, not this write: keep them only for non-netCDF3 engines
+        encoding = {} if engine == "scipy" else dict(var.encoding)
+        encoding.pop("char_dim_name", None)
+        new = xr.Variable(var.dims, data, attrs=attrs, encoding=encoding)
         if name in out.coords:
             out = out.assign_coords({name: new})
         else:

@@ -566,6 +566,11 @@ def sweep(
         combine_attrs="override",
     )
     combined = combined.transpose(*names, ...)
+    # coordinates in grid order first, so that ds.sizes lists the sweep dims first
+    order = names + [c for c in combined.coords if c not in names]
+    combined = combined.drop_vars(list(combined.coords)).assign_coords(
+        {c: combined.coords[c].variable for c in order}
+    )
     full_config = {
         "func": _func_name(func),
         "grid": {n: [_plain(v) for v in grid[n]] for n in names},

@@ -153,3 +153,17 @@ def test_to_json_is_stable_for_numpy_values():
     a = to_json({"x": np.int64(3), "y": np.array([1.5, 2.0]), "z": (1, 2)})
     b = to_json({"z": [1, 2], "y": [1.5, 2.0], "x": 3})
     assert a == b
+
+
+def test_rewriting_an_opened_dataset_with_longer_strings(tmp_path):
+    """Encodings read from a file (e.g. the char dimension of short strings) must not
+    leak into a later write of a modified dataset."""
+    import warnings
+
+    ds = _example()
+    back = open_netcdf(write_netcdf(ds, tmp_path / "a.nc"))
+    longer = back.assign_coords(layer=variable("layer", ["W1", "W2-longer"], "weight layer", "1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = open_netcdf(write_netcdf(longer, tmp_path / "b.nc"))
+    assert list(again["layer"].values) == ["W1", "W2-longer"]
