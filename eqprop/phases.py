@@ -294,8 +294,12 @@ def run_phase(
 
 
 def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
-    """The fused fixed-steps path (same iterates as method="fixed"), with a SolveResult
-    whose residual trace holds the initial row (NaN) and the last step's residual."""
+    """The fused fixed-steps path (same iterates as method="fixed").
+
+    Its SolveResult holds one residual row: row ``n_steps - 1`` is the size of the last
+    update, ``max_i |x_n - x_{n-1}|`` (= the solvers' residual of ``x_{n-1}``); the other
+    rows are NaN; ``converged`` says whether that last update met the tolerance.
+    """
     bnd = net.bounds
     lo, hi = (0.0, 0.0) if bnd is None else bnd
     t0 = time.perf_counter()
@@ -305,8 +309,8 @@ def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
     ok = np.isfinite(r) & np.isfinite(s).all(axis=1)
     conv = ok & (r <= dyn.atol + dyn.rtol * np.abs(s).max(axis=1))
     status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
-    residual = np.full((2, B), np.nan)
-    residual[1] = r
+    residual = np.full((n_steps + 1, B), np.nan)
+    residual[n_steps - 1] = r
     scale = np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny)
     res = solvers.SolveResult(
         x=s,
