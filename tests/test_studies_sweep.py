@@ -152,13 +152,20 @@ def test_dict_results_and_bad_grids():
         as_dataset(xr.Dataset({"a": ("x", [1.0])}))
 
 
-def test_process_pool_matches_serial_and_limits_threads(tmp_path):
+def toy_env_point(beta, estimator):
+    ds = toy_point(beta, estimator)
+    for name, value in env_point(0).items():
+        ds[name] = variable((), value, name, "1")
+    return ds
+
+
+def test_process_pool_matches_serial_and_limits_threads():
     serial = sweep(toy_point, GRID, progress=False)
-    pooled = sweep(toy_point, GRID, processes=2, progress=False)
-    xr.testing.assert_identical(strip(serial), strip(pooled))
-    env = sweep(env_point, {"i": [0, 1, 2, 3]}, processes=2, progress=False)
-    assert set(env["numba_threads"].values.tolist()) == {1}
-    assert set(env["omp"].values.tolist()) == {1}
+    pooled = sweep(toy_env_point, GRID, processes=2, progress=False)
+    env = pooled[["numba_threads", "omp", "pid"]]
+    xr.testing.assert_identical(strip(serial), strip(pooled.drop_vars(list(env))))
+    assert set(env["numba_threads"].values.ravel().tolist()) == {1}
+    assert set(env["omp"].values.ravel().tolist()) == {1}
     assert os.getpid() not in env["pid"].values
 
 
@@ -178,3 +185,33 @@ def test_dask_local_cluster_matches_serial_and_resumes(tmp_path):
     )
     xr.testing.assert_identical(strip(serial), strip(distributed))
     assert n_before - n_serial == 2 and len(calls(marker)) - n_before == 4
+
+
+def crash_once_point(beta, estimator, marker):
+    """Kills its own worker process the first time it runs on (0.25, "symmetric")."""
+    flag = Path(marker, "crashed")
+    if (beta, estimator) == (0.25, "symmetric") and not flag.exists():
+        flag.touch()
+        os._exit(3)  # a worker dying abruptly, as when killed
+    return toy_point(beta, estimator, marker=marker)
+
+
+@pytest.mark.slow  # ~10 s each: worker start-up, a crash and a restart
+@pytest.mark.parametrize("backend", ["processes", "workers"])
+def test_killed_worker_points_are_recomputed(tmp_path, backend):
+    if backend == "workers":
+        pytest.importorskip("dask.distributed")
+    marker = tmp_path / "calls"
+    marker.mkdir()
+    ds = sweep(
+        crash_once_point,
+        GRID,
+        fixed={"marker": str(marker)},
+        out_dir=tmp_path / "pts",
+        progress=False,
+        **{backend: 2},
+    )
+    assert (marker / "crashed").exists()
+    reference = sweep(toy_point, GRID, progress=False)
+    xr.testing.assert_identical(strip(ds), strip(reference))
+    assert len(list((tmp_path / "pts").glob("point-*.nc"))) == 6
