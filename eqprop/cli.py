@@ -255,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(exc).split())
         print(f"{_PROG}: error: {msg}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"{_PROG}: error: {msg}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)
         return 130

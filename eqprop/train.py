@@ -45,6 +45,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingDiverged",
     "load_checkpoint",
     "parse_architecture",
     "train",
@@ -76,6 +77,10 @@ TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second")
 
 _ESTIMATORS = ("one-sided", "random-sign", "symmetric")
 _DTYPES = ("float32", "float64")
+
+
+class TrainingDiverged(RuntimeError):
+    """The parameters became non-finite during an epoch."""
 
 
 # ------------------------------------------------------------------------------------
@@ -555,7 +560,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self) -> dict[str, float]:
-        """Run one epoch of minibatch training; returns the training measurements."""
+        """Run one epoch of minibatch training; returns the training measurements.
+
+        Raises
+        ------
+        TrainingDiverged
+            The cost of a minibatch or the parameters at the end became non-finite.
+        """
         c = self.config
         n = self.x_train.shape[0]
         bs = c.batch_size
@@ -567,26 +578,40 @@ class Trainer:
         iters = 0
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
         x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
+        update = self.progress.update
         self.progress.start_epoch(self.epoch + 1, self._target_epochs, n_batches)
         t0 = time.perf_counter()
-        for start in range(0, n, bs):
-            idx = perm[start : start + bs]
-            x = x_all[idx]
-            d = d_all[idx]
-            s0 = particles[idx] if particles is not None else None
-            step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0)
-            free = step.free
-            if particles is not None:
-                particles[idx] = free.state
-            opt.step(net, step.gradient)
-            pred = step.prediction
-            wrong += int(np.count_nonzero(pred.argmax(axis=1) != y_all[idx]))
-            loss_sum += float(step.loss) * idx.shape[0]
-            res = free.result
-            conv += int(np.count_nonzero(res.converged))
-            iters += int(res.n_iter.sum())
-            self.progress.update()
+        # overflow in a diverging run is reported once, as TrainingDiverged, not as warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, n, bs):
+                idx = perm[start : start + bs]
+                x = x_all[idx]
+                d = d_all[idx]
+                s0 = particles[idx] if particles is not None else None
+                step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0)
+                free = step.free
+                if particles is not None:
+                    particles[idx] = free.state
+                loss = float(step.loss)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {self.epoch + 1}, minibatch "
+                        f"{start // bs + 1}: the cost is {loss}; lower the learning rates "
+                        f"(now {list(c.lrs)}) or beta"
+                    )
+                opt.step(net, step.gradient)
+                wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
+                loss_sum += loss * idx.shape[0]
+                res = free.result
+                conv += int(np.count_nonzero(res.converged))
+                iters += int(res.n_iter.sum())
+                update()
         t_train = time.perf_counter() - t0
+        if not all(np.isfinite(W).all() for W in net.weights + net.biases):
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.epoch + 1}: weights became NaN or "
+                f"infinite; lower the learning rates (now {list(c.lrs)}) or beta"
+            )
         return {
             "train_error": wrong / n,
             "train_loss": loss_sum / n,
@@ -612,7 +637,8 @@ class Trainer:
         for start in range(0, n, bs):
             x = np.ascontiguousarray(split.x[start : start + bs], dtype=self.dtype)
             y = np.asarray(split.labels[start : start + bs])
-            out = np.asarray(predict(self.net, x, self.eval_dyn))
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = np.asarray(predict(self.net, x, self.eval_dyn))
             wrong += int(np.count_nonzero(out.argmax(axis=1) != y))
             d = _one_hot(y, sizes[-1], np.dtype(np.float64))
             loss += float(_cost_per_sample(self.config.cost, out, d).sum())

@@ -156,3 +156,27 @@ def test_top_level_usage(capsys):
     assert main(["frobnicate"]) == 2
     _, err = capsys.readouterr()
     _one_error_line(err)
+
+
+def test_divergence_is_one_line_exit_1(capsys):
+    rc = main(
+        [
+            "train",
+            "--preset",
+            "digits",
+            "--activation",
+            "sigmoid",
+            "--lrs",
+            "1e30",
+            "1e30",
+            "--epochs",
+            "2",
+            "--limit",
+            "40",
+            "-q",
+        ]
+    )
+    _, err = capsys.readouterr()
+    assert rc == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in err
