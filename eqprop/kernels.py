@@ -91,7 +91,7 @@ def make_work(lay: np.ndarray, batch: int, dtype) -> np.ndarray:
     """Scratch buffer for the solver-facing kernels: activities, inputs, two temporaries."""
     L, n_state = int(lay[4]), int(lay[6])
     nmax = int(max(lay[HDR : HDR + L + 1]))
-    return np.zeros(batch * (2 * n_state + 3 * nmax), dtype=dtype)
+    return np.empty(batch * (2 * n_state + 3 * nmax), dtype=dtype)
 
 
 # --------------------------------------------------------------------------- activations
@@ -518,8 +518,8 @@ def fused_fixed_steps(s, n_steps, args, lo, hi, use_bounds):
     The same iteration as ``solve_fixed_point(fixed_point_map, s, args,
     method=Picard(damping=1), fixed_steps=n_steps, bounds=(lo, hi))`` without residual
     bookkeeping; kept as a clearly separate fast path (``Dynamics(method="fused")``).
-    Returns the max-norm residual ``max_i |proj(g(s)) - s|`` of each sample at the last
-    step.
+    Returns the size of the last update of each sample, ``max_i |s_n - s_{n-1}|``, NaN
+    when a state entry is not finite.
     """
     B, n = s.shape
     theta, lay, drive, target, sc, work = args
@@ -529,16 +529,21 @@ def fused_fixed_steps(s, n_steps, args, lo, hi, use_bounds):
         evaluate(s, buf, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
         last = t == n_steps - 1
         for r in range(B):
-            m = 0.0
-            for i in range(n):
-                v = buf[r, i]
-                if use_bounds:
-                    v = lo if v < lo else (hi if v > hi else v)
-                if last:
-                    dv = abs(v - s[r, i])
+            br = buf[r]
+            sr = s[r]
+            if use_bounds:
+                for i in range(n):
+                    br[i] = min(max(br[i], lo), hi)
+            if last:
+                m = 0.0
+                for i in range(n):
+                    dv = abs(br[i] - sr[i])
                     if dv > m:
                         m = dv
-                s[r, i] = v
-            if last:
+                    elif dv != dv:  # NaN
+                        m = np.nan
+                        break
                 res[r] = m
+            for i in range(n):
+                sr[i] = br[i]
     return res

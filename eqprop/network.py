@@ -158,6 +158,7 @@ class Network:
     weights: list[np.ndarray]
     biases: list[np.ndarray]
     _flat: np.ndarray = field(init=False, repr=False)
+    _cache: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sizes = tuple(int(n) for n in self.sizes)
@@ -207,7 +208,12 @@ class Network:
     @property
     def offsets(self) -> np.ndarray:
         """Column offsets of the state layers, length ``len(state_sizes) + 1``."""
-        return np.concatenate([[0], np.cumsum(self.state_sizes)]).astype(np.int64)
+        key = ("offsets", self.sizes, self.cost)
+        off = self._cache.get(key)
+        if off is None:
+            off = np.concatenate([[0], np.cumsum(self.state_sizes)]).astype(np.int64)
+            self._cache[key] = off
+        return off
 
     @property
     def n_out(self) -> int:
@@ -231,7 +237,11 @@ class Network:
 
     def _views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         s = self.sizes
-        wo, bo = self._param_offsets()
+        key = ("param_offsets", s)
+        po = self._cache.get(key)
+        if po is None:
+            po = self._cache[key] = self._param_offsets()
+        wo, bo = po
         ws = [flat[o : o + s[i] * s[i + 1]].reshape(s[i], s[i + 1]) for i, o in enumerate(wo)]
         bs = [flat[o : o + s[i + 1]] for i, o in enumerate(bo)]
         return ws, bs
@@ -278,7 +288,18 @@ class Network:
         return flat
 
     def layout(self, nudge: str = "inside") -> np.ndarray:
-        """Integer description of the network read by the kernels (see :mod:`eqprop.kernels`)."""
+        """Integer description of the network read by the kernels (see :mod:`eqprop.kernels`).
+
+        Cached per description and nudge: do not modify the returned array.
+        """
+        key = ("layout", self.sizes, self.kind, self.activation, self.cost, nudge)
+        lay = self._cache.get(key)
+        if lay is None:
+            lay = self._make_layout(nudge)
+            self._cache[key] = lay
+        return lay
+
+    def _make_layout(self, nudge: str) -> np.ndarray:
         nudge_code = {"inside": 0, "outside": 1}.get(nudge)
         if nudge_code is None:
             raise ValueError(f"unknown nudge {nudge!r}; choose 'inside' or 'outside'")

@@ -306,12 +306,12 @@ def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
     r = K.fused_fixed_steps(s, n_steps, args, lo, hi, bnd is not None)
     wall = time.perf_counter() - t0
     B = s.shape[0]
-    ok = np.isfinite(r) & np.isfinite(s).all(axis=1)
-    conv = ok & (r <= dyn.atol + dyn.rtol * np.abs(s).max(axis=1))
+    ok = np.isfinite(r)
+    tol = dyn.atol + (dyn.rtol * np.abs(s).max(axis=1) if dyn.rtol > 0 else 0.0)
+    conv = ok & (r <= tol)
     status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
     residual = np.full((n_steps + 1, B), np.nan)
     residual[n_steps - 1] = r
-    scale = np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny)
     res = solvers.SolveResult(
         x=s,
         converged=conv,
@@ -321,7 +321,7 @@ def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
         status=status,
         message=f"fused: ran {n_steps} steps; {int(conv.sum())} of {B} samples meet the tolerance",
         residual=residual,
-        residual_rel=residual / scale,
+        residual_rel=residual / np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny),
         observed=None,
         observed_iter=np.zeros(0, dtype=np.int64),
         nfev=n_steps,
