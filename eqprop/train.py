@@ -49,6 +49,7 @@ __all__ = [
     "load_checkpoint",
     "parse_architecture",
     "train",
+    "training_generator",
 ]
 
 #: Version tag stored in every checkpoint; bumped when the layout changes.
@@ -77,6 +78,13 @@ TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second")
 
 _ESTIMATORS = ("one-sided", "random-sign", "symmetric")
 _DTYPES = ("float32", "float64")
+
+
+def training_generator(seed: int) -> np.random.Generator:
+    """The generator of a run's shuffling and random signs: PCG64 seeded with
+    ``SeedSequence(seed, spawn_key=(1,))``, a stream independent of the weight
+    initialisation (``default_rng(seed)``) although both derive from ``seed``."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1,))))
 
 
 class TrainingDiverged(RuntimeError):
@@ -498,7 +506,8 @@ class Trainer:
         self._predict = _phases.predict
         self.optimizer = SGD(config.lrs, config.momentum, config.weight_decay)
         self.optimizer.check(self.net)
-        self.rng = np.random.default_rng(config.seed)
+        # independent of the weight initialisation's stream (same seed, other spawn key)
+        self.rng = training_generator(config.seed)
         self.particles: np.ndarray | None = None
         if config.persistent:
             self.particles = np.zeros((self.x_train.shape[0], self.net.n_state), self.dtype)
