@@ -246,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dispatch(argv[0], argv[1:])
         if argv and argv[0] == "train":
             return _train_main(argv[1:])
-        _top_parser().parse_args(argv or ["--help"])
+        if not argv:
+            _top_parser().print_help(sys.stderr)
+            return 2
+        _top_parser().parse_args(argv)
         return 2  # pragma: no cover - parse_args exits or raises above
     except UsageError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
