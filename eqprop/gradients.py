@@ -243,11 +243,17 @@ class StepModel:
             q = [np.ones_like(v) for v in layers]
         return p, q
 
-    def drive(self, p: list[np.ndarray]) -> list[np.ndarray]:
-        """:math:`u_l = p_{l-1} W_l + b_l + p_{l+1} W_{l+1}^T` per state layer."""
+    def drive(self, p: list[np.ndarray], drive0: np.ndarray | None = None) -> list[np.ndarray]:
+        """:math:`u_l = p_{l-1} W_l + b_l + p_{l+1} W_{l+1}^T` per state layer.
+
+        ``drive0``: the precomputed input drive :math:`x W_1 + b_1` (constant in time).
+        """
         u = []
         for k in range(self.n_state_layers):
-            v = p[k] @ self.W[k] + self.b[k]
+            if k == 0 and drive0 is not None:
+                v = drive0
+            else:
+                v = p[k] @ self.W[k] + self.b[k]
             if k + 1 < self.n_state_layers:
                 v = v + p[k + 2] @ self.W[k + 1].T
             u.append(v)
@@ -297,10 +303,13 @@ class StepModel:
         return g, dW, db
 
     # -- Jacobian structure ------------------------------------------------------------
-    def coefficients(self, x: np.ndarray, s: np.ndarray):
-        """``(c, q, r, p)`` of :math:`J^T \\lambda = c\\lambda + q M(r\\lambda)` at ``s``."""
+    def coefficients(self, x: np.ndarray, s: np.ndarray, drive0: np.ndarray | None = None):
+        """``(c, q, r, p)`` of :math:`J^T \\lambda = c\\lambda + q M(r\\lambda)` at ``s``.
+
+        ``drive0``: optional precomputed :math:`x W_1 + b_1`.
+        """
         p, q = self.presyn(x, s)
-        u = self.drive(p)
+        u = self.drive(p, drive0)
         layers = self.split(s)
         cs, rs = [], []
         for k in range(self.n_state_layers):
@@ -622,8 +631,9 @@ def _bptt_backward(model: StepModel, x, d, traj, K: int, per_step: bool = False)
     lam, dW, db = model.loss_grad(x, traj[T], d)
     lams = [lam.copy()]
     grads = []
+    drive0 = x @ model.W[0] + model.b[0]  # constant input drive, once
     for t in range(T - 1, T - K - 1, -1):
-        coef = model.coefficients(x, traj[t])
+        coef = model.coefficients(x, traj[t], drive0)
         if per_step:
             gW = [np.zeros_like(w) for w in model.W]
             gb = [np.zeros_like(b) for b in model.b]
@@ -749,7 +759,11 @@ def recurrent_backprop(
             raise ValueError("give s_star or dyn (to run the free phase)")
         s_star, _ = _free_state(net, x, dyn, model)
     s = _check_state(model, s_star, x.shape[0], "s_star")
-    step = make_step(as_dtype(net, model.dtype), x, eps=float(eps))
+    from eqprop.phases import clamp
+
+    net_c = as_dtype(net, model.dtype)
+    cx = clamp(net_c, x)  # the input drive x W_1 + b_1, computed once
+    step = make_step(net_c, cx, eps=float(eps))
     fp_res = float(np.max(np.abs(step(s) - s)))
     if check_fixed_point is not None and not fp_res <= check_fixed_point:
         warnings.warn(
@@ -759,7 +773,7 @@ def recurrent_backprop(
             RuntimeWarning,
             stacklevel=2,
         )
-    coef = model.coefficients(x, s)
+    coef = model.coefficients(x, s, cx.drive)
     g, dW, db = model.loss_grad(x, s, d)
     info: dict[str, Any] = {
         "fixed_point_residual": fp_res,
