@@ -70,18 +70,44 @@ def bench_rbp(batch, repeats):
     from eqprop.phases import Dynamics, free_phase
 
     print("\n== rbp: exact gradient by recurrent backprop / one free phase ==")
-    print(f"{'network':>34} {'free phase':>22} {'free s':>9} {'method':>9} "
-          f"{'rbp s':>9} {'ratio':>6} {'adj. it':>7}")
+    print(
+        f"{'network':>34} {'free phase':>22} {'free s':>9} {'method':>9} "
+        f"{'rbp s':>9} {'ratio':>6} {'adj. it':>7}"
+    )
     tol = dict(method="picard", atol=1e-6, max_iter=20000)
     cases = [
-        ("784-500-10 hopfield hardsigmoid", (784, 500, 10), "hopfield", "hardsigmoid",
-         Dynamics(eps=0.5, **tol), "picard to 1e-6"),
-        ("784-500-10 hopfield sigmoid", (784, 500, 10), "hopfield", "sigmoid",
-         Dynamics(eps=0.5, **tol), "picard to 1e-6"),
-        ("784-512-10 prototypical hardsig.", (784, 512, 10), "prototypical", "hardsigmoid",
-         Dynamics(**tol), "picard to 1e-6"),
-        ("784-500-500-10 hopfield hardsig.", (784, 500, 500, 10), "hopfield", "hardsigmoid",
-         Dynamics(eps=0.5, **tol), "picard to 1e-6"),
+        (
+            "784-500-10 hopfield hardsigmoid",
+            (784, 500, 10),
+            "hopfield",
+            "hardsigmoid",
+            Dynamics(eps=0.5, **tol),
+            "picard to 1e-6",
+        ),
+        (
+            "784-500-10 hopfield sigmoid",
+            (784, 500, 10),
+            "hopfield",
+            "sigmoid",
+            Dynamics(eps=0.5, **tol),
+            "picard to 1e-6",
+        ),
+        (
+            "784-512-10 prototypical hardsig.",
+            (784, 512, 10),
+            "prototypical",
+            "hardsigmoid",
+            Dynamics(**tol),
+            "picard to 1e-6",
+        ),
+        (
+            "784-500-500-10 hopfield hardsig.",
+            (784, 500, 500, 10),
+            "hopfield",
+            "hardsigmoid",
+            Dynamics(eps=0.5, **tol),
+            "picard to 1e-6",
+        ),
     ]
     rows = []
     for label, sizes, kind, act, dyn, dlabel in cases:
@@ -94,14 +120,22 @@ def bench_rbp(batch, repeats):
             if method == "dense" and net.n_state > 600:
                 continue
             tr, g = _best(
-                lambda net=net, x=x, d=d, ph=ph, method=method: G.recurrent_backprop(
-                    net, x, d, s_star=ph.state, eps=dyn.eps, method=method, atol=1e-6,
-                    check_fixed_point=None),
+                lambda net=net, x=x, d=d, ph=ph, method=method, dyn=dyn: G.recurrent_backprop(
+                    net,
+                    x,
+                    d,
+                    s_star=ph.state,
+                    eps=dyn.eps,
+                    method=method,
+                    atol=1e-6,
+                    check_fixed_point=None,
+                ),
                 repeats,
             )
             it = g.info.get("n_iter", "-")
-            print(f"{label:>34} {dlabel:>22} {tf:9.4f} {method:>9} {tr:9.4f} "
-                  f"{tr / tf:6.2f} {it!s:>7}")
+            print(
+                f"{label:>34} {dlabel:>22} {tf:9.4f} {method:>9} {tr:9.4f} {tr / tf:6.2f} {it!s:>7}"
+            )
             rows.append((label, dlabel, tf, method, tr, tr / tf, src))
     return rows
 
@@ -112,12 +146,14 @@ def bench_memory(batch):
     from eqprop.phases import Dynamics
     from eqprop.rules import EquilibriumPropagation
 
-    print("\n== memory: peak traced bytes, 784-500-10 hopfield, float32, batch "
-          f"{batch} ==")
-    print(f"{'T':>5} {'BPTT peak MB':>13} {'trajectory MB':>14} {'EP peak MB':>11} "
-          f"{'EP (fused) MB':>14}")
-    net = init_network((784, 500, 10), "hopfield", "hardsigmoid", "squared",
-                       dtype="float32", seed=0)
+    print(f"\n== memory: peak traced bytes, 784-500-10 hopfield, float32, batch {batch} ==")
+    print(
+        f"{'T':>5} {'BPTT peak MB':>13} {'trajectory MB':>14} {'EP peak MB':>11} "
+        f"{'EP (fused) MB':>14}"
+    )
+    net = init_network(
+        (784, 500, 10), "hopfield", "hardsigmoid", "squared", dtype="float32", seed=0
+    )
     x, d, _ = _inputs(784, 10, batch)
     rows = []
     for T in (25, 50, 100, 200, 400, 800):
@@ -136,8 +172,10 @@ def bench_memory(batch):
             tracemalloc.stop()
             peaks.append(peak)
         tb = g.info["trajectory_nbytes"]
-        print(f"{T:5d} {peak_b / 1e6:13.2f} {tb / 1e6:14.2f} {peaks[0] / 1e6:11.2f} "
-              f"{peaks[1] / 1e6:14.2f}")
+        print(
+            f"{T:5d} {peak_b / 1e6:13.2f} {tb / 1e6:14.2f} {peaks[0] / 1e6:11.2f} "
+            f"{peaks[1] / 1e6:14.2f}"
+        )
         rows.append((T, peak_b, tb, *peaks))
     return rows
 
@@ -159,22 +197,28 @@ def bench_gdu(batch):
         net = init_network(s["sizes"], s["kind"], act, "squared", dtype="float64", seed=0)
         x, d, src = _inputs(s["sizes"][0], s["sizes"][-1], batch, dtype="float64")
         t0 = time.perf_counter()
-        ds = gdu(net, x, d, beta=s["beta"], T=s["T"], K=s["K"], eps=s.get("eps", 0.5),
-                 nudge=nudge)
+        ds = gdu(net, x, d, beta=s["beta"], T=s["T"], K=s["K"], eps=s.get("eps", 0.5), nudge=nudge)
         el = time.perf_counter() - t0
-        print(f"-- {label}: {s}, inputs {src}, free residual "
-              f"{float(ds.free_residual):.2e}, {el:.1f} s")
+        print(
+            f"-- {label}: {s}, inputs {src}, free residual "
+            f"{float(ds.free_residual):.2e}, {el:.1f} s"
+        )
         for q in ("neurons", "weights"):
             for layer in ds.layer.values:
                 c = ds.cosine.sel(quantity=q, layer=layer).values
                 sg = ds.sign_agreement.sel(quantity=q, layer=layer).values
                 rr = ds.rel_rmse.sel(quantity=q, layer=layer).values
-                print(f"   {q:>8} {layer}: cosine min/median {np.nanmin(c):.4f}/"
-                      f"{np.nanmedian(c):.4f}  sign agreement min {np.nanmin(sg):.3f}  "
-                      f"rel. RMSE max {np.nanmax(rr):.2e}")
-        print("   final update vs truncated BPTT cosine:",
-              np.round(ds.final_cosine_bptt.values, 5),
-              " vs RBP:", np.round(ds.final_cosine_rbp.values, 5))
+                print(
+                    f"   {q:>8} {layer}: cosine min/median {np.nanmin(c):.4f}/"
+                    f"{np.nanmedian(c):.4f}  sign agreement min {np.nanmin(sg):.3f}  "
+                    f"rel. RMSE max {np.nanmax(rr):.2e}"
+                )
+        print(
+            "   final update vs truncated BPTT cosine:",
+            np.round(ds.final_cosine_bptt.values, 5),
+            " vs RBP:",
+            np.round(ds.final_cosine_rbp.values, 5),
+        )
 
 
 def main(argv=None):
@@ -183,8 +227,10 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args(argv)
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}"
+    )
     parts = a.parts.split(",")
     if "rbp" in parts:
         bench_rbp(a.batch, a.repeats)
