@@ -525,25 +525,33 @@ def fused_fixed_steps(s, n_steps, args, lo, hi, use_bounds):
     theta, lay, drive, target, sc, work = args
     buf = np.empty_like(s)
     res = np.zeros(B, dtype=np.float64)
-    for t in range(n_steps):
-        evaluate(s, buf, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
-        last = t == n_steps - 1
-        for r in range(B):
-            br = buf[r]
-            sr = s[r]
-            if use_bounds:
+    for _ in range(n_steps - 1):
+        # in place is safe in MODE_MAP: every input of the update is read before any
+        # element is written, and each element is written from itself
+        evaluate(s, s, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+        if use_bounds:
+            for r in range(B):
+                sr = s[r]
                 for i in range(n):
-                    br[i] = min(max(br[i], lo), hi)
-            if last:
-                m = 0.0
-                for i in range(n):
-                    dv = abs(br[i] - sr[i])
-                    if dv > m:
-                        m = dv
-                    elif dv != dv:  # NaN
-                        m = np.nan
-                        break
-                res[r] = m
+                    sr[i] = min(max(sr[i], lo), hi)
+    if n_steps < 1:
+        return res
+    evaluate(s, buf, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+    for r in range(B):
+        br = buf[r]
+        sr = s[r]
+        if use_bounds:
             for i in range(n):
-                sr[i] = br[i]
+                br[i] = min(max(br[i], lo), hi)
+        m = 0.0
+        for i in range(n):
+            dv = abs(br[i] - sr[i])
+            if dv > m:
+                m = dv
+            elif dv != dv:  # NaN
+                m = np.nan
+                break
+        res[r] = m
+        for i in range(n):
+            sr[i] = br[i]
     return res

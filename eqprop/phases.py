@@ -21,7 +21,7 @@ object, run to tolerance or for fixed steps.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,7 +103,6 @@ class Dynamics:
     record_energy: bool = False
     record_every: int = 1
     raise_on_failure: bool = False
-    _solver: Any = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for name in ("T", "K", "max_iter", "record_every"):
