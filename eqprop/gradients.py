@@ -642,7 +642,8 @@ def _bptt_backward(model: StepModel, x, d, traj, K: int, per_step: bool = False)
         else:
             model.vjp_params(coef, lam, dW, db)
         lam = model.vjp_state(coef, lam)
-        lams.append(lam.copy())
+        if per_step:
+            lams.append(lam.copy())
     if per_step:
         return lams, grads
     return [*dW, lam], db
