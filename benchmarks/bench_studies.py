@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Benchmark: a beta sweep run serially versus on a local Dask cluster of 2 workers.
+
+The workload is the beta-sweep study (:func:`studies.beta.beta_sweep`) on a 784-500-10
+Hopfield network: 8 betas x 3 estimators x 4 seeds (24 sweep points, each with the 4
+seeds inside: a free phase, recurrent backprop and 4 EP estimates per point).
+
+Both runs use single-threaded BLAS and numba (set below before numpy is imported, and in
+the workers' environment), so the speed-up measures the parallelism of the sweep runner
+over points. Numba's compilation is warmed up (in this process and in every worker)
+before timing; the cluster start-up is timed separately. The two datasets are checked to
+be identical (provenance attributes aside).
+
+Usage::
+
+    NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_studies.py
+    .venv/bin/python benchmarks/bench_studies.py --quick    # 20-16-5 network, seconds
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, ROOT)
+
+_ENV = {
+    "NUMBA_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+os.environ.update(_ENV)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+
+def _warm(sizes: list[int], batch: int) -> int:
+    """Compile/load numba kernels in this process (one tiny point)."""
+    from studies.beta import beta_point
+
+    beta_point(0.01, "symmetric", seeds=(0,), sizes=sizes, batch=batch)
+    return os.getpid()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--sizes", default="784-500-10")
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--atol", type=float, default=1e-10)
+    p.add_argument("--repeat", type=int, default=2, help="interleaved repetitions (min kept)")
+    p.add_argument("--quick", action="store_true", help="20-16-5 network (smoke run)")
+    args = p.parse_args()
+    sizes = [int(v) for v in ("20-16-5" if args.quick else args.sizes).split("-")]
+
+    from dask.distributed import Client, LocalCluster
+
+    from studies.beta import beta_sweep
+    from studies.sweep import DASK_WORKER_ENV
+
+    betas = list(np.logspace(-3, 0, 8))
+    kw = dict(
+        betas=betas,
+        estimators=("one-sided", "random-sign", "symmetric"),
+        seeds=(0, 1, 2, 3),
+        sizes=sizes,
+        batch=args.batch,
+        atol=args.atol,
+        progress=False,
+    )
+
+    load_before = os.getloadavg()[0]
+    _warm(sizes, args.batch)
+    t0 = time.perf_counter()
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={**_ENV, **DASK_WORKER_ENV},
+            silence_logs=logging.WARNING,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(args.workers)
+        t_start = time.perf_counter() - t0
+        client.run(_warm, sizes, args.batch)
+        executor = client.get_executor(pure=False)
+        t_serial, t_dask = [], []
+        # interleaved, so that both see the same background load on a shared machine
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            serial = beta_sweep(**kw)
+            t_serial.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            distributed = beta_sweep(**kw, executor=executor)
+            t_dask.append(time.perf_counter() - t0)
+            xr.testing.assert_identical(
+                serial.drop_attrs(deep=False), distributed.drop_attrs(deep=False)
+            )
+    t_serial_min, t_dask_min = min(t_serial), min(t_dask)
+    n_points = serial.sizes["beta"] * serial.sizes["estimator"]
+    result = {
+        "benchmark": "beta sweep, serial vs local Dask",
+        "sizes": sizes,
+        "grid": "8 betas x 3 estimators x 4 seeds",
+        "points": n_points,
+        "batch": args.batch,
+        "workers": args.workers,
+        "serial_s": [round(t, 2) for t in t_serial],
+        "dask_s": [round(t, 2) for t in t_dask],
+        "cluster_start_s": round(t_start, 2),
+        "speedup": round(t_serial_min / t_dask_min, 2),
+        "speedup_with_start": round(t_serial_min / (t_dask_min + t_start), 2),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+    print(
+        f"{n_points} points ({result['grid']}) on {'-'.join(map(str, sizes))}, batch "
+        f"{args.batch}: serial {t_serial_min:.1f} s, {args.workers} Dask workers "
+        f"{t_dask_min:.1f} s (min of {args.repeat}) "
+        f"(+{t_start:.1f} s cluster start): speed-up {result['speedup']:.2f}x "
+        f"({result['speedup_with_start']:.2f}x with start-up); identical results"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
