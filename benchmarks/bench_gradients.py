@@ -53,7 +53,11 @@ def _inputs(n_in, n_out, batch, seed=0, dtype="float32"):
         from eqprop.data import load_dataset
 
         if n_in == 784:
-            tr = load_dataset("mnist", download=False).train
+            root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+            data_dir = os.environ.get(
+                "EQPROP_DATA_DIR", os.path.join(root, os.pardir, "shared", "data")
+            )
+            tr = load_dataset("mnist", data_dir=data_dir, download=False).train
             x = np.ascontiguousarray(tr[0][:batch], dtype=dtype)
             y = tr[1][:batch]
             return x, np.eye(n_out, dtype=dtype)[y], "mnist"

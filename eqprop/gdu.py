@@ -44,6 +44,7 @@ cross-entropy readouts sit outside the dynamics and are not covered.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -136,8 +137,9 @@ def gdu(
     xarray.Dataset
         Per ``(t, layer, quantity)``: ``rmse`` (root mean square of
         :math:`\Delta^{EP} + \nabla^{BPTT}`), ``rel_rmse`` (divided by the RMS of
-        :math:`\nabla^{BPTT}`), ``cosine``, ``sign_agreement`` (fraction of entries where
-        :math:`\mathrm{sign}\,\Delta^{EP} = -\mathrm{sign}\,\nabla^{BPTT}`); per
+        :math:`\nabla^{BPTT}`), ``cosine``, ``sign_agreement`` (fraction of the entries with
+        :math:`\nabla^{BPTT} \ne 0` where :math:`\mathrm{sign}\,\Delta^{EP} =
+        -\mathrm{sign}\,\nabla^{BPTT}`); per
         ``(t, layer, quantity, element)``: ``ep`` and ``bptt`` (the traced
         :math:`\Delta^{EP}` and :math:`-\nabla^{BPTT}`); per ``layer``:
         ``final_cosine_bptt`` and ``final_cosine_rbp`` (cosine of the summed EP update
@@ -183,6 +185,16 @@ def gdu(
     for _ in range(K):
         nud.append(stepb(nud[-1]))
     bt = eps * beta if net.kind == "hopfield" else beta
+    signal = bt * float(np.max(np.abs(lams[0])))  # size of the first nudged step
+    if not free_res <= 0.01 * signal:
+        warnings.warn(
+            f"the free phase has not reached its steady state (max |G(s_T) - s_T| = "
+            f"{free_res:.3g}, more than 1% of the first nudged step {signal:.3g}): the EP "
+            "updates then mix the free drift with the nudge. Raise T (the dataset records "
+            "free_residual).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     L = len(net.weights)
     nS = model.n_state_layers
@@ -233,7 +245,10 @@ def gdu(
                 rms = float(np.sqrt(np.mean(bp**2)))
                 rel[t, l, q] = rmse[t, l, q] / rms if rms > 0 else math.nan
                 cos[t, l, q] = _cos(ep.ravel(), bp.ravel())
-                sgn[t, l, q] = float(np.mean(np.sign(ep) == np.sign(bp)))
+                nz = bp != 0  # BPTT exactly zero (not yet reached): no sign to agree with
+                sgn[t, l, q] = (
+                    float(np.mean(np.sign(ep[nz]) == np.sign(bp[nz]))) if nz.any() else math.nan
+                )
                 idx = picks[(l, q)]
                 src_ep = ep[0] if q == 0 else ep.ravel()
                 src_bp = bp[0] if q == 0 else bp.ravel()

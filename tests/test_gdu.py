@@ -40,7 +40,7 @@ def test_toy_energy_based_updates_match_bptt_at_every_step(toy):
     assert np.nanmin(cos) >= 0.999, ds.cosine.min("t").to_pandas()
     # first step: Delta_s(0) = -(s_L - d) on the output exactly (to O(beta))
     assert float(ds.rel_rmse.isel(t=0).sel(layer="W2", quantity="neurons")) < 1e-2
-    assert np.all(ds.sign_agreement.values[1:] > 0.9)
+    assert np.nanmin(ds.sign_agreement.values) > 0.9
     # the summed EP update is the truncated BPTT gradient over K steps
     assert np.all(ds.final_cosine_bptt.values > 0.9999)
 
@@ -50,7 +50,8 @@ def test_gdu_fails_when_not_at_steady_state():
     s = SETTINGS["toy"]
     net = init_network(s["sizes"], "hopfield", "tanh", "squared", dtype="float64", seed=0)
     x, d = _batch(s["sizes"])
-    ds = gdu(net, x, d, beta=1e-3, T=15, K=10, eps=s["eps"])
+    with pytest.warns(RuntimeWarning, match="steady state"):
+        ds = gdu(net, x, d, beta=1e-3, T=15, K=10, eps=s["eps"])
     assert float(ds.free_residual) > 1e-3
     assert np.nanmin(ds.cosine.sel(quantity="neurons").values) < 0.99
 
