@@ -58,8 +58,8 @@ def _inputs(n_in, n_out, batch, seed=0, dtype="float32"):
                 "EQPROP_DATA_DIR", os.path.join(root, os.pardir, "shared", "data")
             )
             tr = load_dataset("mnist", data_dir=data_dir, download=False).train
-            x = np.ascontiguousarray(tr[0][:batch], dtype=dtype)
-            y = tr[1][:batch]
+            x = np.ascontiguousarray(tr.x[:batch], dtype=dtype)
+            y = tr.labels[:batch]
             return x, np.eye(n_out, dtype=dtype)[y], "mnist"
     except Exception:  # no local MNIST: synthetic inputs of the right size
         pass
