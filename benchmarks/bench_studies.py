@@ -46,6 +46,29 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 
+def _spin(n: int = 6_000_000) -> float:
+    """A CPU-bound pure-Python loop; returns its wall time."""
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    return time.perf_counter() - t0
+
+
+def _capacity(client, workers: int) -> float:
+    """Parallel capacity the machine gives us right now: the time of ``workers`` spins
+    one after the other in this process over the time of the same spins run at once in
+    the ``workers`` worker processes (``workers`` on an idle machine with that many
+    cores; about 1 when the cores are saturated by other jobs)."""
+    from concurrent.futures import wait
+
+    t_one = sum(_spin() for _ in range(workers))
+    ex = client.get_executor(pure=False)
+    t0 = time.perf_counter()
+    wait([ex.submit(_spin) for _ in range(workers)])
+    return t_one / (time.perf_counter() - t0)
+
+
 def _warm(sizes: list[int], batch: int) -> int:
     """Compile/load numba kernels in this process (one tiny point)."""
     from studies.beta import beta_point
@@ -99,9 +122,10 @@ def main() -> None:
         t_start = time.perf_counter() - t0
         client.run(_warm, sizes, args.batch)
         executor = client.get_executor(pure=False)
-        t_serial, t_dask = [], []
+        t_serial, t_dask, capacity = [], [], []
         # interleaved, so that both see the same background load on a shared machine
         for _ in range(args.repeat):
+            capacity.append(_capacity(client, args.workers))
             t0 = time.perf_counter()
             serial = beta_sweep(**kw)
             t_serial.append(time.perf_counter() - t0)
@@ -125,6 +149,7 @@ def main() -> None:
         "cluster_start_s": round(t_start, 2),
         "speedup": round(t_serial_min / t_dask_min, 2),
         "speedup_with_start": round(t_serial_min / (t_dask_min + t_start), 2),
+        "parallel_capacity": [round(c, 2) for c in capacity],
         "cpu_count": os.cpu_count(),
         "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -133,7 +158,9 @@ def main() -> None:
         f"{args.batch}: serial {t_serial_min:.1f} s, {args.workers} Dask workers "
         f"{t_dask_min:.1f} s (min of {args.repeat}) "
         f"(+{t_start:.1f} s cluster start): speed-up {result['speedup']:.2f}x "
-        f"({result['speedup_with_start']:.2f}x with start-up); identical results"
+        f"({result['speedup_with_start']:.2f}x with start-up); identical results; "
+        f"parallel capacity of the machine meanwhile {result['parallel_capacity']} "
+        f"(pure-Python control: {args.workers} processes at once vs one after the other)"
     )
     print(json.dumps(result))
 
