@@ -512,17 +512,18 @@ def observe_energy(s, args):
 
 # --------------------------------------------------------------------------- fused path
 @njit(cache=True)
-def fused_fixed_steps(s, n_steps, args, lo, hi, use_bounds):
+def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, use_bounds):
     """Run ``n_steps`` synchronous updates ``s <- proj(g(s))`` in place (fused path).
 
     The same iteration as ``solve_fixed_point(fixed_point_map, s, args,
     method=Picard(damping=1), fixed_steps=n_steps, bounds=(lo, hi))`` without residual
     bookkeeping; kept as a clearly separate fast path (``Dynamics(method="fused")``).
+    The arrays are those of ``args = (theta, lay, drive, target, sc, work)``, passed
+    separately because Numba dispatches arrays much faster than a tuple of arrays.
     Returns the size of the last update of each sample, ``max_i |s_n - s_{n-1}|``, NaN
     when a state entry is not finite.
     """
     B, n = s.shape
-    theta, lay, drive, target, sc, work = args
     buf = np.empty_like(s)
     res = np.zeros(B, dtype=np.float64)
     for _ in range(n_steps - 1):

@@ -182,6 +182,8 @@ class Network:
         self._flat = np.empty(self.n_params, dtype=dt)
         self._write_flat(self._flat, self.weights, self.biases)
         self.weights, self.biases = self._views(self._flat)
+        # the view objects themselves: while the lists still hold them, packed() is free
+        self._cache["views"] = tuple(self.weights + self.biases)
 
     # ----------------------------------------------------------------- layout
     @property
@@ -267,22 +269,11 @@ class Network:
         Returns the internal buffer itself (no copy) while ``weights``/``biases`` are still
         its views; otherwise a freshly packed copy in the network's dtype.
         """
-        wv, bv = self._views(self._flat)
-        base = self._flat.__array_interface__["data"][0]
-        ok = True
-        for mine, theirs in zip(wv + bv, self.weights + self.biases, strict=True):
-            ai = getattr(theirs, "__array_interface__", None)
-            if (
-                ai is None
-                or ai["data"][0] != mine.__array_interface__["data"][0]
-                or theirs.shape != mine.shape
-                or theirs.dtype != self._flat.dtype
-                or not theirs.flags.c_contiguous
-            ):
-                ok = False
-                break
-        if ok and base == self._flat.__array_interface__["data"][0]:
-            return self._flat
+        mine = self._cache.get("views")
+        theirs = self.weights + self.biases
+        if mine is not None and len(mine) == len(theirs):
+            if all(a is b for a, b in zip(mine, theirs, strict=True)):
+                return self._flat
         flat = np.empty_like(self._flat)
         self._write_flat(flat, self.weights, self.biases)
         return flat
@@ -548,27 +539,29 @@ def _contrast(net, x, d, S, betas, coeffs, theta=None) -> Gradient:
     c = np.asarray(coeffs, dtype=dt)
     bt = np.asarray(betas, dtype=dt)
     A = _activities_np(net, S)
-    G = np.zeros(net.n_params, dtype=dt)
+    G = np.empty(net.n_params, dtype=dt)  # every entry is written below
     dW, db = net._views(G)
     off = net.offsets
-    scale = dt.type(-1.0 / B)
+    cs = c * dt.type(-1.0 / B)  # fold -1/B into the small factor, not the product
     for l in range(1, len(off)):
         al = A[:, :, off[l - 1] : off[l]]
         if l == 1:
-            csum = np.tensordot(c, al, axes=1)  # (B, n1)
+            csum = cs[0] * al[0]
+            for k in range(1, nK):
+                csum += cs[k] * al[k]
             np.dot(x.T, csum, out=dW[0])
-            dW[0] *= scale
             np.sum(csum, axis=0, out=db[0])
-            db[0] *= scale
         else:
             prev = np.ascontiguousarray(A[:, :, off[l - 2] : off[l - 1]]).reshape(nK * B, -1)
-            cl = (c[:, None, None] * al).reshape(nK * B, -1)
+            cl = (cs[:, None, None] * al).reshape(nK * B, -1)
             np.dot(prev.T, cl, out=dW[l - 1])
-            dW[l - 1] *= scale
             np.sum(cl, axis=0, out=db[l - 1])
-            db[l - 1] *= scale
-    cb = c * bt
-    if net.cost == "cross-entropy" and np.any(cb != 0):
+    cb = c * bt / dt.type(B)
+    if net.cost == "cross-entropy":
+        if not np.any(cb != 0):
+            dW[-1][...] = 0
+            db[-1][...] = 0
+            return Gradient(dW, db)
         top = np.ascontiguousarray(A[:, :, off[-2] : off[-1]]).reshape(nK * B, -1)
         z = top @ net.weights[-1] + net.biases[-1]
         z -= z.max(axis=1, keepdims=True)
@@ -579,9 +572,7 @@ def _contrast(net, x, d, S, betas, coeffs, theta=None) -> Gradient:
         z *= cb[:, None, None]
         z = z.reshape(nK * B, -1)
         np.dot(top.T, z, out=dW[-1])
-        dW[-1] /= B
         np.sum(z, axis=0, out=db[-1])
-        db[-1] /= B
     return Gradient(dW, db)
 
 
