@@ -19,7 +19,8 @@ by each method of :mod:`solvers` on the network's own kernels (:mod:`eqprop.kern
 The residual of a fixed-point method at iteration ``k`` is
 :math:`r_k = \max_i |g(s_k)_i - s_{k,i}|` (per sample); for an ODE method it is the
 max-norm of the projected field, :math:`\max_i |f(s_k)_i|` (for hopfield
-:math:`g(s) - s = \epsilon f(s)` inside the box, so the two differ by the factor ``eps``).
+:math:`g(s) - s = \epsilon f(s)` when no unit is clipped at a bound, so the two differ by
+the factor ``eps``; a clipped step makes the fixed-point residual smaller).
 The energy is the total function :math:`F(s) = E(s)` (hopfield) or :math:`-\Phi(s)`
 (prototypical) at :math:`\beta = 0` (:func:`eqprop.kernels.observe_energy`).
 

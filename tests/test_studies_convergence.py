@@ -93,3 +93,23 @@ def test_iterations_to_tol_are_first_crossings(study):
     )
     conv = ds["converged"].sel({"method": "picard"})
     assert bool(conv.all()), "Picard should converge on this small contracting network"
+
+
+def test_euler_with_dt_eps_is_picard_in_field_units():
+    """For the Hopfield network, projected Euler with dt = eps takes the same steps as
+    Picard on g(s) = P(s - eps dE/ds) (same energies); its residual is the projected field,
+    i.e. Picard's / eps, except where a step is clipped at a bound (Picard then measures
+    the shorter clipped step)."""
+    solvers = pytest.importorskip("solvers")
+    if not hasattr(solvers, "solve_steady_state"):
+        pytest.skip("solvers.solve_steady_state not available")
+    ds = solver_convergence(("picard", "euler"), (2,), tols=(1e-5,), progress=False, **SMALL)
+    pic = ds.sel({"method": "picard", "depth": 2})
+    eul = ds.sel({"method": "euler", "depth": 2})
+    n = 30
+    np.testing.assert_allclose(eul["energy"].values[:n], pic["energy"].values[:n], rtol=1e-10)
+    scaled = eul["residual"].values[:n] * SMALL["eps"]
+    fp = pic["residual"].values[:n]
+    assert np.all(scaled >= fp * (1 - 1e-9))
+    same = np.isclose(scaled, fp, rtol=1e-9, atol=1e-15)
+    assert same.mean() > 0.8, same
