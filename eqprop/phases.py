@@ -302,7 +302,7 @@ def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
     bnd = net.bounds
     lo, hi = (0.0, 0.0) if bnd is None else bnd
     t0 = time.perf_counter()
-    r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None)
+    r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None)  # type: ignore[call-arg]
     wall = time.perf_counter() - t0
     B = s.shape[0]
     ok = np.isfinite(r)
