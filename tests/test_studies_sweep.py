@@ -169,22 +169,40 @@ def test_process_pool_matches_serial_and_limits_threads():
     assert os.getpid() not in env["pid"].values
 
 
+def toy_env_marker_point(beta, estimator, seed=0, marker=None):
+    ds = toy_point(beta, estimator, seed=seed, marker=marker)
+    for name, value in env_point(0).items():
+        ds[name] = variable((), value, name, "1")
+    return ds
+
+
 def test_dask_local_cluster_matches_serial_and_resumes(tmp_path):
     pytest.importorskip("dask.distributed")
     marker = tmp_path / "calls"
     marker.mkdir()
     fixed = {"marker": str(marker), "seed": 5}
-    serial = sweep(toy_point, GRID, fixed=fixed, progress=False)
+    env = ["numba_threads", "omp", "pid"]
+    serial = sweep(toy_env_marker_point, GRID, fixed=fixed, progress=False)
     n_serial = len(calls(marker))
     # half the points are already done: the Dask run must only compute the other half
     half = {"beta": GRID["beta"][:1], "estimator": GRID["estimator"]}
-    sweep(toy_point, half, fixed=fixed, out_dir=tmp_path / "pts", progress=False)
+    sweep(toy_env_marker_point, half, fixed=fixed, out_dir=tmp_path / "pts", progress=False)
     n_before = len(calls(marker))
     distributed = sweep(
-        toy_point, GRID, fixed=fixed, workers=2, out_dir=tmp_path / "pts", progress=False
+        toy_env_marker_point,
+        GRID,
+        fixed=fixed,
+        workers=2,
+        out_dir=tmp_path / "pts",
+        progress=False,
     )
-    xr.testing.assert_identical(strip(serial), strip(distributed))
+    xr.testing.assert_identical(strip(serial.drop_vars(env)), strip(distributed.drop_vars(env)))
     assert n_before - n_serial == 2 and len(calls(marker)) - n_before == 4
+    # the points computed on the cluster ran in single-threaded worker processes
+    fresh = distributed.isel(beta=slice(1, None))
+    assert set(fresh["numba_threads"].values.ravel().tolist()) == {1}
+    assert set(fresh["omp"].values.ravel().tolist()) == {1}
+    assert os.getpid() not in fresh["pid"].values
 
 
 def crash_once_point(beta, estimator, marker):
