@@ -413,6 +413,25 @@ def _run(
     pending: dict[Future[Any], Point] = {}
     restarts = 0
     last_broken: BaseException | None = None
+
+    def finish(fut: Future[Any], p: Point) -> bool:
+        """Record a finished task; False when its pool broke (the point must rerun)."""
+        nonlocal last_broken
+        try:
+            ds = fut.result()
+        except BrokenProcessPool as exc:
+            last_broken = exc
+            return False
+        except Exception as exc:
+            failures[p.key] = (p.params, exc)
+            bar.update(p.params, f"FAILED: {type(exc).__name__}: {exc}")
+            return True
+        if out_dir is not None:
+            write_netcdf(ds, out_dir / f"point-{p.key}.nc")
+        results[p.key] = ds
+        bar.update(p.params, f"done in {ds.attrs['point_wall_time']:.3g} s")
+        return True
+
     try:
         while queue or pending:
             broken: list[Point] = []
@@ -425,26 +444,21 @@ def _run(
                     last_broken = exc
                     break
                 pending[fut] = p
-            done = wait(list(pending), return_when=FIRST_COMPLETED)[0] if not broken else set()
+            if broken:
+                done = {f for f in pending if f.done()}
+            else:
+                done = wait(list(pending), return_when=FIRST_COMPLETED)[0]
             for fut in done:
                 p = pending.pop(fut)
-                try:
-                    ds = fut.result()
-                except BrokenProcessPool as exc:
+                if not finish(fut, p):
                     broken.append(p)
-                    last_broken = exc
-                    continue
-                except Exception as exc:
-                    failures[p.key] = (p.params, exc)
-                    bar.update(p.params, f"FAILED: {type(exc).__name__}: {exc}")
-                    continue
-                if out_dir is not None:
-                    write_netcdf(ds, out_dir / f"point-{p.key}.nc")
-                results[p.key] = ds
-                bar.update(p.params, f"done in {ds.attrs['point_wall_time']:.3g} s")
             if broken:
-                # a worker died (killed, out of memory): the whole pool is unusable. Start
-                # a new one and resubmit every point that had not finished.
+                # a worker died (killed, out of memory): the whole pool is unusable. Keep
+                # what finished meanwhile, start a new pool, resubmit every other point.
+                for fut in [f for f in pending if f.done()]:
+                    p = pending.pop(fut)
+                    if not finish(fut, p):
+                        broken.append(p)
                 broken += list(pending.values())
                 pending.clear()
                 if handle.restart is None or restarts >= max_restarts:
