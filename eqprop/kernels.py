@@ -205,34 +205,43 @@ def _readout(theta, lay, A, B, Z):
 
 
 @njit(cache=True)
-def _hop_assemble(s, out, Pl, o, lo, hi, act, eps, mode):
-    """Hopfield columns o+lo .. o+hi: dF = s - rho'(s) P, written per ``mode``."""
+def _hop_assemble(s, out, Pl, Ql, qb, o, lo, hi, act, eps, mode):
+    """Hopfield columns o+lo .. o+hi: dF = s - rho'(s) P - qb Q, written per ``mode``.
+
+    ``qb`` is beta on the nudged layer and 0 elsewhere (``Ql`` is then not read). In
+    ``MODE_MAP`` with the hard sigmoid the step is projected onto [0, 1] here (the
+    solvers project again, which changes nothing), so that one pass does it all.
+    """
     B = s.shape[0]
+    m = hi - lo
     for r in range(B):
         sr = s[r, o + lo : o + hi]
         orow = out[r, o + lo : o + hi]
         pr = Pl[r, lo:hi]
-        m = hi - lo
-        if act == ACT_HARD:
-            if mode == MODE_MAP:
+        qr = Ql[r, lo:hi] if qb != 0.0 else pr
+        if act == ACT_HARD and mode == MODE_MAP:
+            if qb != 0.0:
                 for i in range(m):
                     v = sr[i]
-                    orow[i] = v - eps * (v - pr[i] if (v >= 0.0 and v <= 1.0) else v)
+                    dF = (v - pr[i] if (v >= 0.0 and v <= 1.0) else v) - qb * qr[i]
+                    orow[i] = min(max(v - eps * dF, 0.0), 1.0)
             else:
-                sign = -1.0 if mode == MODE_FIELD else 1.0
                 for i in range(m):
                     v = sr[i]
-                    orow[i] = sign * (v - pr[i] if (v >= 0.0 and v <= 1.0) else v)
-        else:
-            for i in range(m):
-                v = sr[i]
-                dF = v - _rhop(v, act) * pr[i]
-                if mode == MODE_MAP:
-                    orow[i] = v - eps * dF
-                elif mode == MODE_FIELD:
-                    orow[i] = -dF
-                else:
-                    orow[i] = dF
+                    dF = v - pr[i] if (v >= 0.0 and v <= 1.0) else v
+                    orow[i] = min(max(v - eps * dF, 0.0), 1.0)
+            continue
+        for i in range(m):
+            v = sr[i]
+            dF = v - _rhop(v, act) * pr[i]
+            if qb != 0.0:
+                dF -= qb * qr[i]
+            if mode == MODE_MAP:
+                orow[i] = v - eps * dF
+            elif mode == MODE_FIELD:
+                orow[i] = -dF
+            else:
+                orow[i] = dF
 
 
 @njit(cache=True)
@@ -272,8 +281,9 @@ def evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, mode):
     on the top state layer, without :math:`\\rho'` for prototypical).
 
     ``mode`` 0, fixed-point map: hopfield :math:`s - \\epsilon\\,\\partial F/\\partial s`
-    (projection onto the bounds is the solver's job); prototypical
-    :math:`\\sigma(P + \\beta Q)` (nudge inside) or :math:`\\sigma(P) + \\beta Q` (outside).
+    (with the hard sigmoid already projected onto [0, 1]; other activations
+    unbounded); prototypical :math:`\\sigma(P + \\beta Q)` (nudge inside) or
+    :math:`\\sigma(P) + \\beta Q` (outside).
     ``mode`` 1, vector field: hopfield :math:`-\\partial F/\\partial s`, prototypical
     map minus state. ``mode`` 2: :math:`\\partial F/\\partial s`. Allocation-free: all
     temporaries live in ``work``.
@@ -359,16 +369,13 @@ def evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, mode):
         if hi <= lo:
             continue
         Pl = _block(P, B * o, B, n)
+        q_here = use_q and l == nS
         if kind == KIND_HOPFIELD:
-            _hop_assemble(s, out, Pl, o, lo, hi, act, eps, mode)
-        else:
-            _proto_assemble(s, out, Pl, o, lo, hi, act, mode)
-        if not (use_q and l == nS):
+            _hop_assemble(s, out, Pl, Q, beta if q_here else 0.0, o, lo, hi, act, eps, mode)
             continue
-        # hopfield: dF -= beta Q; prototypical outside: g += beta Q
-        if kind == KIND_HOPFIELD:
-            c = eps * beta if mode == MODE_MAP else (beta if mode == MODE_FIELD else -beta)
-        elif nudge == NUDGE_OUTSIDE and mode != MODE_GRAD:
+        _proto_assemble(s, out, Pl, o, lo, hi, act, mode)
+        # prototypical, nudge outside the activation: g += beta Q
+        if q_here and nudge == NUDGE_OUTSIDE and mode != MODE_GRAD:
             c = beta
         else:
             continue
@@ -526,15 +533,16 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
     B, n = s.shape
     buf = np.empty_like(s)
     res = np.zeros(B, dtype=np.float64)
+    if use_bounds:  # like the solvers: project the initial state
+        for r in range(B):
+            sr = s[r]
+            for i in range(n):
+                sr[i] = min(max(sr[i], lo), hi)
     for _ in range(n_steps - 1):
         # in place is safe in MODE_MAP: every input of the update is read before any
-        # element is written, and each element is written from itself
+        # element is written, and each element is written from itself; the map of a
+        # bounded (hard-sigmoid Hopfield) network projects by itself
         evaluate(s, s, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
-        if use_bounds:
-            for r in range(B):
-                sr = s[r]
-                for i in range(n):
-                    sr[i] = min(max(sr[i], lo), hi)
     if n_steps < 1:
         return res
     evaluate(s, buf, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
