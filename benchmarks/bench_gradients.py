@@ -71,7 +71,7 @@ def _inputs(n_in, n_out, batch, seed=0, dtype="float32"):
 def bench_rbp(batch, repeats):
     from eqprop import gradients as G
     from eqprop.network import init_network
-    from eqprop.phases import Dynamics, free_phase
+    from eqprop.phases import Dynamics, clamp, free_phase
 
     print("\n== rbp: exact gradient by recurrent backprop / one free phase ==")
     print(
@@ -120,17 +120,19 @@ def bench_rbp(batch, repeats):
         tf, ph = _best(lambda net=net, x=x, dyn=dyn: free_phase(net, x, dyn), repeats)
         n_free = int(np.max(ph.result.n_iter))
         dlabel = f"{dlabel} ({n_free} it)"
-        for method in ("iterative", "dense"):
+        cx = clamp(net, x)
+        for method in ("iterative", "iterative+clamped", "dense"):
             if method == "dense" and net.n_state > 600:
                 continue
+            xin = cx if method.endswith("clamped") else x
             tr, g = _best(
-                lambda net=net, x=x, d=d, ph=ph, method=method, dyn=dyn: G.recurrent_backprop(
+                lambda net=net, xin=xin, d=d, ph=ph, method=method, dyn=dyn: G.recurrent_backprop(
                     net,
-                    x,
+                    xin,
                     d,
                     s_star=ph.state,
                     eps=dyn.eps,
-                    method=method,
+                    method=method.split("+")[0],
                     atol=1e-6,
                     check_fixed_point=None,
                 ),
@@ -191,14 +193,31 @@ def bench_gdu(batch):
 
     print(f"\n== gdu: EP updates vs BPTT gradients, batch {batch}, float64 ==")
     cfgs = [
-        ("prototypical (P, hardsigmoid, inside)", "prototypical", "hardsigmoid", "inside"),
-        ("prototypical (P, hardsigmoid, outside)", "prototypical", "hardsigmoid", "outside"),
-        ("energy-based (EB, hardsigmoid)", "energy-based", "hardsigmoid", "inside"),
-        ("energy-based (EB, sigmoid)", "energy-based", "sigmoid", "inside"),
-        ("toy (EB, tanh)", "toy", "tanh", "inside"),
+        ("prototypical (P, hardsigmoid, inside)", "prototypical", "hardsigmoid", "inside", None),
+        (
+            "prototypical (P, hardsigmoid, inside, T=1500)",
+            "prototypical",
+            "hardsigmoid",
+            "inside",
+            1500,
+        ),
+        (
+            "prototypical (P, hardsigmoid, outside, T=1500)",
+            "prototypical",
+            "hardsigmoid",
+            "outside",
+            1500,
+        ),
+        ("prototypical (P, sigmoid, inside)", "prototypical", "sigmoid", "inside", None),
+        ("energy-based (EB, hardsigmoid)", "energy-based", "hardsigmoid", "inside", None),
+        ("energy-based (EB, hardsigmoid, T=8000)", "energy-based", "hardsigmoid", "inside", 8000),
+        ("energy-based (EB, sigmoid)", "energy-based", "sigmoid", "inside", None),
+        ("toy (EB, tanh)", "toy", "tanh", "inside", None),
     ]
-    for label, key, act, nudge in cfgs:
-        s = SETTINGS[key]
+    for label, key, act, nudge, T in cfgs:
+        s = dict(SETTINGS[key])
+        if T is not None:
+            s["T"] = T
         net = init_network(s["sizes"], s["kind"], act, "squared", dtype="float64", seed=0)
         x, d, src = _inputs(s["sizes"][0], s["sizes"][-1], batch, dtype="float64")
         t0 = time.perf_counter()

@@ -463,6 +463,10 @@ def make_step(
 # --------------------------------------------------------------------------------------
 
 
+def _is_clamped(x: Any) -> bool:
+    return hasattr(x, "drive") and hasattr(x, "theta") and hasattr(x, "x")
+
+
 def _check_batch(model: StepModel, x: Any, d: Any) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x)
     d = np.asarray(d)
@@ -731,7 +735,9 @@ def recurrent_backprop(
     Parameters
     ----------
     net, x, d
-        Network and batch.
+        Network and batch; ``x`` may be the :class:`eqprop.phases.Clamped` input of the
+        free phase (its input drive is then reused, valid while the parameters are
+        unchanged).
     s_star : array (batch, n_state), optional
         The free fixed point; default: run :func:`eqprop.free_phase` with ``dyn``.
     dyn : Dynamics, optional
@@ -754,7 +760,8 @@ def recurrent_backprop(
         raise ValueError(f"method must be 'dense' or 'iterative', got {method!r}")
     eps = _dyn_value(dyn, "eps", eps, 0.5)
     model = StepModel(net, eps=eps, dtype=dtype)
-    x, d = _check_batch(model, x, d)
+    given = x if _is_clamped(x) else None
+    x, d = _check_batch(model, given.x if given is not None else x, d)
     if s_star is None:
         if dyn is None:
             raise ValueError("give s_star or dyn (to run the free phase)")
@@ -763,7 +770,10 @@ def recurrent_backprop(
     from eqprop.phases import clamp
 
     net_c = as_dtype(net, model.dtype)
-    cx = clamp(net_c, x)  # the input drive x W_1 + b_1, computed once
+    if given is not None and net_c is net and given.drive.dtype == model.dtype:
+        cx = given  # the caller's clamped input: its drive x W_1 + b_1 is reused
+    else:
+        cx = clamp(net_c, x)  # the input drive x W_1 + b_1, computed once
     step = make_step(net_c, cx, eps=float(eps))
     fp_res = float(np.max(np.abs(step(s) - s)))
     if check_fixed_point is not None and not fp_res <= check_fixed_point:

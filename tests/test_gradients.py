@@ -12,7 +12,7 @@ import pytest
 
 from eqprop import gradients as G
 from eqprop.network import init_network, output
-from eqprop.phases import Dynamics, free_phase
+from eqprop.phases import Dynamics, clamp, free_phase
 
 KINDS = ("hopfield", "prototypical")
 COSTS = ("squared", "cross-entropy")
@@ -149,6 +149,9 @@ def test_recurrent_backprop_equals_converged_bptt(kind, cost):
     # runs its own free phase when given dynamics
     own = G.recurrent_backprop(net, x, d, dyn=Dynamics(T=T, eps=0.5))
     assert _rel(own.flat(), dense.flat()) <= 1e-10
+    # the free phase's clamped input (precomputed drive) gives the same gradient
+    cl = G.recurrent_backprop(net, clamp(net, x), d, s_star=s_star, eps=0.5)
+    assert _rel(cl.flat(), dense.flat()) <= 1e-12
 
 
 def test_rbp_independent_of_eps_and_warns_off_fixed_point():
