@@ -76,6 +76,9 @@ SETTINGS = [
 
 
 def _best_rate(fn, batch, seconds, repeat):
+    """Best wall time per call over ``repeat`` blocks, its rate, and the best CPU time
+    (``time.process_time``: on a shared machine the CPU time is the cost of the work
+    itself, the wall time adds waiting for a core)."""
     fn()  # warm-up (compilation)
     n = 1
     while True:
@@ -87,13 +90,14 @@ def _best_rate(fn, batch, seconds, repeat):
             break
         n *= 2
     n = max(1, int(n * seconds / dt))
-    best = np.inf
+    best = best_cpu = np.inf
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             fn()
         best = min(best, (time.perf_counter() - t0) / n)
-    return best, batch / best
+        best_cpu = min(best_cpu, (time.process_time() - c0) / n)
+    return best, batch / best, best_cpu
 
 
 def _bare_matmuls(sizes, T, K, batch, dtype, rng):
@@ -131,7 +135,7 @@ def main() -> None:
     B = ARGS.batch
     header = (
         f"{'setting':<14} {'path':<6} {'samples/s':>10} {'ms/step':>8} {'bare mm ms':>10} "
-        f"{'fraction':>8}"
+        f"{'fraction':>8} | {'samples/cpu-s':>13} {'cpu ms':>7} {'bare cpu':>8} {'fraction':>8}"
     )
     print(header)
     for name, sizes, kind, act, T, K, eps, beta, est, nudge in SETTINGS:
@@ -139,21 +143,22 @@ def main() -> None:
         x = rng.random((B, sizes[0])).astype(np.float32)
         d = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], B)]
         rule = E.EquilibriumPropagation(beta, est)
-        bare, _ = _best_rate(
+        bare, _, bare_cpu = _best_rate(
             _bare_matmuls(sizes, T, K, B, np.float32, rng), B, ARGS.seconds, ARGS.repeat
         )
         for path in ARGS.paths.split(","):
             dyn = E.Dynamics(T=T, K=K, eps=eps, method=path, nudge=nudge)
             g = np.random.default_rng(1)
-            t, rate = _best_rate(
-                lambda: rule.estimate(net, x, d, dyn, rng=g),
-                B,  # noqa: B023
+            t, rate, cpu = _best_rate(
+                lambda: rule.estimate(net, x, d, dyn, rng=g),  # noqa: B023
+                B,
                 ARGS.seconds,
                 ARGS.repeat,
             )
             print(
                 f"{name:<14} {path:<6} {rate:>10.0f} {1e3 * t:>8.3f} {1e3 * bare:>10.3f} "
-                f"{bare / t:>8.2f}"
+                f"{bare / t:>8.2f} | {B / cpu:>13.0f} {1e3 * cpu:>7.3f} {1e3 * bare_cpu:>8.3f} "
+                f"{bare_cpu / cpu:>8.2f}"
             )
     print(f"# load average after: {os.getloadavg()}")
 
