@@ -26,8 +26,8 @@ References
 ``ep_estimates``
     EP estimates at given ``beta`` for each estimator, via :mod:`eqprop.rules`.
 
-The step map :math:`G` (one step of the free dynamics)
------------------------------------------------------
+The step map G (one step of the free dynamics)
+----------------------------------------------
 Write :math:`p_l` for what layer :math:`l` sends to its neighbours
 (:math:`p_l = \rho(s_l)` in the energy-based network, :math:`p_l = s_l` in the
 prototypical one; :math:`p_0` is the clamped input) and
