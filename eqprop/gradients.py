@@ -188,7 +188,8 @@ def _activation(name: str):
 
 
 class StepModel:
-    """One step :math:`G` of the free (or nudged) dynamics of a network, with its VJPs.
+    """Jacobian structure and loss of one free step :math:`G` of a network (the backward
+    side; the forward step itself is the network's kernel, see :func:`make_step`).
 
     Built from a network and the step size; holds float arrays in one dtype. See the
     module docstring for the equations.
