@@ -102,6 +102,7 @@ class SerialExecutor(Executor):
     """
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        """Run ``fn(*args, **kwargs)`` now; return a finished future with its outcome."""
         future: Future[Any] = Future()
         try:
             result = fn(*args, **kwargs)
