@@ -233,3 +233,15 @@ def test_killed_worker_points_are_recomputed(tmp_path, backend):
     reference = sweep(toy_point, GRID, progress=False)
     xr.testing.assert_identical(strip(ds), strip(reference))
     assert len(list((tmp_path / "pts").glob("point-*.nc"))) == 6
+
+
+@pytest.mark.slow  # starts its own cluster (~5-10 s)
+def test_existing_dask_scheduler_by_address():
+    distributed = pytest.importorskip("dask.distributed")
+    from studies.sweep import WORKER_ENV
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, dashboard_address=None, env=dict(WORKER_ENV)
+    ) as cluster:
+        ds = sweep(toy_point, GRID, scheduler=cluster.scheduler_address, progress=False)
+    xr.testing.assert_identical(strip(ds), strip(sweep(toy_point, GRID, progress=False)))
