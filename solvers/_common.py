@@ -22,7 +22,6 @@ def no_observe(x, args):  # pragma: no cover - compiled
 
 def build_result(
     *,
-    x: np.ndarray,
     out: tuple,
     fixed_steps: int | None,
     do_observe: bool,
@@ -31,7 +30,7 @@ def build_result(
     raise_on_failure: bool,
     n_rejected: np.ndarray | None = None,
 ) -> SolveResult:
-    res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev, nfev_block = out
+    res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev, nfev_block, x = out
     if failed.any():
         status = Status.FAILED
     elif fixed_steps is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import _TINY, cholesky_solve, diff_max_row, grow_rows, grow_vec, project_row
+from ._kernels import _TINY, absmax_diff, cholesky_solve, clip_row, dot, grow_rows, grow_vec
 
 PICARD = 0
 ANDERSON = 1
@@ -98,8 +98,8 @@ def fp_driver(
             if not active[b]:
                 continue
             if has_bounds:
-                project_row(gx, b, lo, hi)
-            r, xm = diff_max_row(gx, x, b)
+                clip_row(gx[b], lo, hi)
+            r, xm = absmax_diff(gx[b], x[b])
             res[k, b] = r
             rel[k, b] = r / max(xm, _TINY)
             if not r <= divergence_bound:
@@ -130,41 +130,67 @@ def fp_driver(
         if n_active == 0:
             break
 
-        if method == PICARD:
+        if method == PICARD and beta == 1.0:
+            # x_{k+1} = g(x_k) for the active rows. Copy whichever is fewer: the new
+            # values of the active rows into x, or the frozen rows of x into gx followed
+            # by a swap of the two buffers (then the loop copies nothing while every
+            # sample is still running).
+            if B - n_active < n_active:
+                for b in range(B):
+                    if not active[b]:
+                        xb = x[b]
+                        gb = gx[b]
+                        for i in range(n):
+                            gb[i] = xb[i]
+                x, gx = gx, x
+            else:
+                for b in range(B):
+                    if active[b]:
+                        xb = x[b]
+                        gb = gx[b]
+                        for i in range(n):
+                            xb[i] = gb[i]
+        elif method == PICARD:
             for b in range(B):
                 if not active[b]:
                     continue
-                if beta == 1.0:
-                    for i in range(n):
-                        x[b, i] = gx[b, i]
-                else:
-                    for i in range(n):
-                        x[b, i] = x[b, i] + beta_t * (gx[b, i] - x[b, i])
+                xb = x[b]
+                gb = gx[b]
+                for i in range(n):
+                    xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
                 if has_bounds and beta > 1.0:
-                    project_row(x, b, lo, hi)
+                    clip_row(xb, lo, hi)
         elif method == ANDERSON:
             for b in range(B):
                 if not active[b]:
                     continue
                 r = res[k, b]
+                xb = x[b]
+                gb = gx[b]
+                fp = fprev[b]
+                gp = gprev[b]
                 if has_prev[b]:
+                    # one pass: new differences, then the current f and g become previous
                     slot = head[b]
+                    dFs = dF[b, slot]
+                    dGs = dG[b, slot]
                     for i in range(n):
-                        fi = gx[b, i] - x[b, i]
-                        dF[b, slot, i] = fi - fprev[b, i]
-                        dG[b, slot, i] = gx[b, i] - gprev[b, i]
+                        fi = gb[i] - xb[i]
+                        dFs[i] = fi - fp[i]
+                        dGs[i] = gb[i] - gp[i]
+                        fp[i] = fi
+                        gp[i] = gb[i]
                     c = min(cnt[b] + 1, ma)
                     for j in range(c):
-                        s = 0.0
-                        for i in range(n):
-                            s += np.float64(dF[b, slot, i]) * np.float64(dF[b, j, i])
+                        s = dot(dFs, dF[b, j])
                         H[b, slot, j] = s
                         H[b, j, slot] = s
                     cnt[b] = c
                     head[b] = (slot + 1) % ma
-                for i in range(n):
-                    fprev[b, i] = gx[b, i] - x[b, i]
-                    gprev[b, i] = gx[b, i]
+                else:
+                    for i in range(n):
+                        fp[i] = gb[i] - xb[i]
+                        gp[i] = gb[i]
                 has_prev[b] = True
                 c = cnt[b]
                 plain = c == 0 or r > growth * rprev[b]
@@ -173,31 +199,29 @@ def fp_driver(
                     dmax = 0.0
                     for j in range(c):
                         dmax = max(dmax, H[b, j, j])
-                        s = 0.0
-                        for i in range(n):
-                            s += np.float64(dF[b, j, i]) * np.float64(fprev[b, i])
-                        rhs[j] = s
-                        for p in range(c):
-                            Hs[j, p] = H[b, j, p]
+                        rhs[j] = dot(dF[b, j], fp)
+                        for q in range(c):
+                            Hs[j, q] = H[b, j, q]
                     for j in range(c):
                         Hs[j, j] += reg * dmax
                     if not cholesky_solve(Hs, rhs, c, L, gam, restart_tol):
                         cnt[b] = 0
                         head[b] = 0
                         plain = True
-                if plain:
-                    for i in range(n):
-                        x[b, i] = x[b, i] + beta * fprev[b, i]
-                else:
-                    for i in range(n):
-                        s = np.float64(x[b, i]) + beta * np.float64(fprev[b, i])
-                        for j in range(c):
-                            s -= gam[j] * (
-                                np.float64(dG[b, j, i]) - one_m_beta * np.float64(dF[b, j, i])
-                            )
-                        x[b, i] = s
+                for i in range(n):
+                    xb[i] = xb[i] + beta_t * fp[i]
+                if not plain:
+                    for j in range(c):
+                        tmp[0] = gam[j]
+                        gj = tmp[0]
+                        tmp[0] = gam[j] * one_m_beta
+                        gjb = tmp[0]
+                        dGj = dG[b, j]
+                        dFj = dF[b, j]
+                        for i in range(n):
+                            xb[i] = xb[i] - gj * dGj[i] + gjb * dFj[i]
                 if has_bounds:
-                    project_row(x, b, lo, hi)
+                    clip_row(xb, lo, hi)
         else:  # GAUSS_SEIDEL
             for q in range(n_groups):
                 if q > 0:
@@ -242,4 +266,5 @@ def fp_driver(
         fail_iter,
         nfev,
         nfev_block,
+        x,
     )

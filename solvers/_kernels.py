@@ -1,80 +1,124 @@
 """Small Numba kernels shared by the drivers (no function arguments, so they cache).
 
-All work on one sample (row) of a C-contiguous (batch, n) array, so that the drivers
-touch every row once per pass and allocate nothing inside their loops.
+They work on one sample (a contiguous 1-D row) so that the drivers touch every row once
+per pass and allocate nothing inside their loops. The loops are written so that LLVM
+vectorises them without fast-math on NaN handling:
+
+* max-norms use the IEEE-754 fact that the bit patterns of non-negative floats, read as
+  integers, order like the floats (and every NaN of cleared sign sorts above inf). An
+  integer max reduction of ``bits(|v|)`` vectorises where a floating one (with its NaN
+  semantics) does not, and NaN propagates by construction;
+* dot products (Anderson only) may reassociate their sum (``fastmath={"reassoc"}``),
+  which changes rounding only, never NaN/inf propagation.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 _TINY = np.finfo(np.float64).tiny
 
 
-@njit(cache=True, inline="always")
-def project_row(y, b, lo, hi):
-    """Clip row ``b`` of ``y`` into ``[lo, hi]`` in place (NaN stays NaN)."""
-    n = y.shape[1]
-    for i in range(n):
-        v = y[b, i]
-        if v < lo[i]:
-            y[b, i] = lo[i]
-        elif v > hi[i]:
-            y[b, i] = hi[i]
+@njit(cache=True)
+def clip_row(y, lo, hi):
+    """Clip the 1-D row ``y`` into ``[lo, hi]`` in place (NaN stays NaN)."""
+    for i in range(y.shape[0]):
+        v = y[i]
+        v = lo[i] if v < lo[i] else v
+        y[i] = hi[i] if v > hi[i] else v
 
 
-@njit(cache=True, inline="always")
-def diff_max_row(gx, x, b):
-    """``(max_i |gx[b,i] - x[b,i]|, max_i |x[b,i]|)``; NaN/inf propagate to the first."""
-    n = x.shape[1]
-    r = 0.0
-    xm = 0.0
-    bad = False
+@intrinsic
+def _float_bits(typingctx, v):
+    """Reinterpret a float32/float64 as int32/int64 (LLVM bitcast, free)."""
+    if not isinstance(v, types.Float):
+        return None
+    it = types.int32 if v.bitwidth == 32 else types.int64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(it))
+
+    return it(v), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, bits, like):
+    """Reinterpret integer ``bits`` (truncated to the width of ``like``) as ``like``'s type."""
+    if not (isinstance(bits, types.Integer) and isinstance(like, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ft = context.get_value_type(like)
+        it = ir.IntType(like.bitwidth)
+        v = args[0]
+        if bits.bitwidth > like.bitwidth:
+            v = builder.trunc(v, it)
+        elif bits.bitwidth < like.bitwidth:
+            v = builder.zext(v, it)
+        return builder.bitcast(v, ft)
+
+    return like(bits, like), codegen
+
+
+@njit(cache=True)
+def absmax_diff(g, x):
+    """``(max_i |g_i - x_i|, max_i |x_i|)`` of 1-D rows, as float64; NaN if any is NaN.
+
+    One pass: the magnitudes' bit patterns are reduced with an integer max (see the
+    module docstring), so that the loop vectorises and NaN (which sorts above inf)
+    propagates.
+    """
+    n = x.shape[0]
+    rb = _float_bits(abs(g[0] - g[0]))  # zero of the right integer type
+    xb = rb
     for i in range(n):
-        xv = x[b, i]
-        d = abs(np.float64(gx[b, i]) - np.float64(xv))
-        if d > r:
-            r = d
-        elif not d <= r:  # NaN
-            bad = True
-        a = abs(np.float64(xv))
-        if a > xm:
-            xm = a
-    if bad or not np.isfinite(xm):
+        rb = max(rb, _float_bits(abs(g[i] - x[i])))
+        xb = max(xb, _float_bits(abs(x[i])))
+    r = np.float64(_bits_float(rb, x[0]))
+    xm = np.float64(_bits_float(xb, x[0]))
+    if not xm <= np.inf:
         r = np.nan
     return r, xm
 
 
-@njit(cache=True, inline="always")
-def field_max_row(fx, x, b, lo, hi, has_bounds):
-    """Max-norm of the projected field of row ``b`` and ``max_i |x[b,i]|``.
+@njit(cache=True)
+def absmax_field(f, x, lo, hi, has_bounds):
+    """Max-norm of the projected field of 1-D rows, and ``max_i |x_i|``, as float64.
 
     Components of ``f`` that push out of the box at an active bound count as 0.
     """
-    n = x.shape[1]
-    r = 0.0
-    xm = 0.0
-    bad = False
-    for i in range(n):
-        xv = x[b, i]
-        fv = np.float64(fx[b, i])
-        if has_bounds:
-            if xv <= lo[i] and fv < 0:
-                fv = 0.0
-            elif xv >= hi[i] and fv > 0:
-                fv = 0.0
-        d = abs(fv)
-        if d > r:
-            r = d
-        elif not d <= r:
-            bad = True
-        a = abs(np.float64(xv))
-        if a > xm:
-            xm = a
-    if bad or not np.isfinite(xm):
+    n = x.shape[0]
+    rb = _float_bits(abs(f[0] - f[0]))
+    xb = rb
+    if has_bounds:
+        for i in range(n):
+            fv = f[i]
+            xv = x[i]
+            out = ((xv <= lo[i]) & (fv < 0)) | ((xv >= hi[i]) & (fv > 0))
+            fv = fv - fv if out else fv
+            rb = max(rb, _float_bits(abs(fv)))
+            xb = max(xb, _float_bits(abs(xv)))
+    else:
+        for i in range(n):
+            rb = max(rb, _float_bits(abs(f[i])))
+            xb = max(xb, _float_bits(abs(x[i])))
+    r = np.float64(_bits_float(rb, x[0]))
+    xm = np.float64(_bits_float(xb, x[0]))
+    if not xm <= np.inf:
         r = np.nan
     return r, xm
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def dot(a, b):
+    """``sum_i a_i b_i`` of 1-D rows, accumulated in float64."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += np.float64(a[i]) * np.float64(b[i])
+    return s
 
 
 @njit(cache=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import _TINY, field_max_row, grow_rows, grow_vec, project_row
+from ._kernels import _TINY, absmax_field, clip_row, grow_rows, grow_vec
 
 EULER = 0
 RUNGE_KUTTA4 = 1
@@ -48,7 +48,7 @@ def ss_driver(
     xn = x.copy() if method == DOPRI5 else np.zeros((1, 1), dtype=x.dtype)
     tmp = np.empty(1, dtype=x.dtype)
     tmp[0] = dt
-    dt_t = tmp[0]
+    dt_t = tmp[0]  # step in the state dtype, so float32 loops stay float32
     tmp[0] = dt / 2
     half_t = tmp[0]
     tmp[0] = dt / 6
@@ -102,7 +102,7 @@ def ss_driver(
         for b in range(B):
             if not active[b]:
                 continue
-            r, xm = field_max_row(k1, x, b, lo, hi, has_bounds)
+            r, xm = absmax_field(k1[b], x[b], lo, hi, has_bounds)
             res[k, b] = r
             rel[k, b] = r / max(xm, _TINY)
             if not r <= divergence_bound:
@@ -143,10 +143,12 @@ def ss_driver(
             for b in range(B):
                 if not active[b]:
                     continue
+                xb = x[b]
+                kb = k1[b]
                 for i in range(n):
-                    x[b, i] = x[b, i] + dt_t * k1[b, i]
+                    xb[i] = xb[i] + dt_t * kb[i]
                 if has_bounds:
-                    project_row(x, b, lo, hi)
+                    clip_row(xb, lo, hi)
             f(x, k1, args)
             nfev += 1
         elif method == RUNGE_KUTTA4:
@@ -156,10 +158,13 @@ def ss_driver(
                 for b in range(B):
                     if not active[b]:
                         continue
+                    xsb = xs[b]
+                    xb = x[b]
+                    kb = kp[b]
                     for i in range(n):
-                        xs[b, i] = x[b, i] + cs * kp[b, i]
+                        xsb[i] = xb[i] + cs * kb[i]
                     if has_bounds:
-                        project_row(xs, b, lo, hi)
+                        clip_row(xsb, lo, hi)
                 f(xs, K[s], args)
                 nfev += 1
             k2 = K[1]
@@ -168,12 +173,15 @@ def ss_driver(
             for b in range(B):
                 if not active[b]:
                     continue
+                xb = x[b]
+                a1 = k1[b]
+                a2 = k2[b]
+                a3 = k3[b]
+                a4 = k4[b]
                 for i in range(n):
-                    x[b, i] = x[b, i] + sixth_t * (
-                        k1[b, i] + 2 * k2[b, i] + 2 * k3[b, i] + k4[b, i]
-                    )
+                    xb[i] = xb[i] + sixth_t * (a1[i] + 2 * a2[i] + 2 * a3[i] + a4[i])
                 if has_bounds:
-                    project_row(x, b, lo, hi)
+                    clip_row(xb, lo, hi)
             f(x, k1, args)
             nfev += 1
         else:  # DOPRI5
@@ -189,7 +197,7 @@ def ss_driver(
                             acc += A[s, p] * K[p, b, i]
                         dst[b, i] = x[b, i] + hb * acc
                     if has_bounds:
-                        project_row(dst, b, lo, hi)
+                        clip_row(dst[b], lo, hi)
                 f(dst, K[s], args)
                 nfev += 1
             # K[6] now holds f at the (projected) 5th-order solution xn
@@ -250,5 +258,6 @@ def ss_driver(
         fail_iter,
         nfev,
         0,
+        x,
         n_rej,
     )

@@ -221,7 +221,6 @@ def solve_fixed_point(
     )
     wall = time.perf_counter() - t0
     return build_result(
-        x=x,
         out=out,
         fixed_steps=fixed_steps,
         do_observe=observe is not None,

@@ -154,12 +154,11 @@ def solve_steady_state(
     )
     wall = time.perf_counter() - t0
     return build_result(
-        x=x,
-        out=out[:10],
+        out=out[:11],
         fixed_steps=fixed_steps,
         do_observe=observe is not None,
         wall_time=wall,
         method=method.describe(),
         raise_on_failure=raise_on_failure,
-        n_rejected=out[10] if code == DOPRI5 else np.zeros(x.shape[0], dtype=np.int64),
+        n_rejected=out[11] if code == DOPRI5 else np.zeros(x.shape[0], dtype=np.int64),
     )
