@@ -11,6 +11,7 @@ from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
 from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard
 from .steady_state import solve_steady_state
+from .warmup import warmup
 
 __all__ = [
     "RK4",
@@ -24,4 +25,5 @@ __all__ = [
     "Status",
     "solve_fixed_point",
     "solve_steady_state",
+    "warmup",
 ]

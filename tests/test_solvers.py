@@ -313,3 +313,89 @@ def test_noncontiguous_args_accepted():
     At = np.asfortranarray(A)
     res = solve_fixed_point(affine, np.zeros((1, N)), (At, c), atol=1e-12)
     np.testing.assert_allclose(res.x[0], exact(A, c), atol=1e-10)
+
+
+def test_anderson_rank_deficient_history_restarts_and_converges():
+    # one unknown: every difference is collinear, the Gram matrix of m > 1 differences is
+    # singular, so the restart safeguard must fire; the solve still converges
+    A = np.array([[0.9]])
+    c = np.array([1.0])
+    for m in (1, 3, 8):
+        res = solve_fixed_point(
+            affine, np.zeros((2, 1)), (A, c), method=Anderson(m=m, reg=0.0), atol=1e-12
+        )
+        assert res.converged.all()
+        np.testing.assert_allclose(res.x, 10.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("growth", [1.0, np.inf])
+def test_anderson_with_bounds_and_without_growth_safeguard(growth):
+    A, c = contraction(N, 0.95, seed=15)
+    res = solve_fixed_point(
+        affine,
+        np.zeros((3, N)),
+        (A, c),
+        method=Anderson(m=4, growth=growth),
+        bounds=(-0.5, 0.5),
+        atol=1e-11,
+        max_iter=3000,
+    )
+    assert res.converged.all()
+    x = res.x
+    np.testing.assert_allclose(x, np.clip(x @ A.T + c, -0.5, 0.5), atol=1e-10)
+
+
+hyp = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    batch=st.integers(1, 4),
+    rho=st.floats(0.05, 0.9),
+    seed=st.integers(0, 2**16),
+    which=st.sampled_from(["picard", "anderson", "gauss-seidel"]),
+)
+def test_random_contractions_property(n, batch, rho, seed, which):
+    A, c = contraction(n, rho, seed=seed)
+    x0 = np.random.default_rng(seed + 1).standard_normal((batch, n))
+    if which == "picard":
+        method = Picard()
+    elif which == "anderson":
+        method = Anderson(m=3)
+    else:
+        cut = max(1, n // 2)
+        groups = (((0, cut),),) if cut == n else (((0, cut),), ((cut, n),))
+        method = GaussSeidel(groups=groups)
+    res = solve_fixed_point(affine, x0, (A, c), method=method, atol=1e-11, max_iter=5000)
+    assert res.success
+    want = exact(A, c)
+    np.testing.assert_allclose(res.x, np.broadcast_to(want, (batch, n)), atol=1e-9)
+    # residual trace: finite up to n_iter, NaN after, last value within tolerance
+    for b in range(batch):
+        k = res.n_iter[b]
+        assert res.residual[k, b] <= 1e-11
+        assert np.isnan(res.residual[k + 1 :, b]).all()
+
+
+def test_warmup_compiles_and_returns_time():
+    from solvers import warmup
+
+    A, c = contraction(N, 0.5, seed=0)
+    t = warmup(affine, np.zeros((5, N)), (A, c), g_block=affine_block, observe=sq_norm)
+    assert t >= 0
+    # afterwards a solve with other method/batch/tolerance reuses the compiled driver
+    res = solve_fixed_point(
+        affine,
+        np.zeros((3, N)),
+        (A, c),
+        method=Anderson(),
+        atol=1e-12,
+        g_block=affine_block,
+        observe=sq_norm,
+    )
+    assert res.converged.all()
+    with pytest.raises(ValueError, match="njit"):
+        warmup(lambda x, out, args: None, np.zeros((1, N)))
