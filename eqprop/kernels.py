@@ -531,36 +531,42 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
     when a state entry is not finite.
     """
     B, n = s.shape
-    buf = np.empty_like(s)
     res = np.zeros(B, dtype=np.float64)
+    if n_steps < 1:
+        return res
     if use_bounds:  # like the solvers: project the initial state
         for r in range(B):
             sr = s[r]
             for i in range(n):
                 sr[i] = min(max(sr[i], lo), hi)
-    for _ in range(n_steps - 1):
-        # in place is safe in MODE_MAP: every input of the update is read before any
-        # element is written, and each element is written from itself; the map of a
-        # bounded (hard-sigmoid Hopfield) network projects by itself
-        evaluate(s, s, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
-    if n_steps < 1:
-        return res
-    evaluate(s, buf, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+    # ping-pong between two buffers: an in-place update (out is s) is correct but makes
+    # LLVM's runtime alias check fall back to scalar loops (about 1.7x slower)
+    cur = s
+    nxt = np.empty_like(s)
+    for _ in range(n_steps):
+        evaluate(cur, nxt, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+        cur, nxt = nxt, cur
+    # cur holds s_n, nxt holds s_{n-1}; the map of a bounded (hard-sigmoid Hopfield)
+    # network projects by itself, the clip below only guards other bounded maps
     for r in range(B):
-        br = buf[r]
-        sr = s[r]
+        cr = cur[r]
+        pr = nxt[r]
         if use_bounds:
             for i in range(n):
-                br[i] = min(max(br[i], lo), hi)
+                cr[i] = min(max(cr[i], lo), hi)
         m = 0.0
         for i in range(n):
-            dv = abs(br[i] - sr[i])
+            dv = abs(cr[i] - pr[i])
             if dv > m:
                 m = dv
             elif dv != dv:  # NaN
                 m = np.nan
                 break
         res[r] = m
-        for i in range(n):
-            sr[i] = br[i]
+    if n_steps % 2 == 1:  # the final state is in the scratch buffer
+        for r in range(B):
+            sr = s[r]
+            cr = cur[r]
+            for i in range(n):
+                sr[i] = cr[i]
     return res
