@@ -145,7 +145,11 @@ def gdu(
         ``final_cosine_bptt`` and ``final_cosine_rbp`` (cosine of the summed EP update
         with truncated BPTT over ``K`` steps and with recurrent backprop, weights and
         biases together); scalars ``free_residual`` (max :math:`|G(s_T) - s_T|`).
-        Neuron entries are per sample, synapse entries batch means.
+        Neuron entries are per sample and restricted to the active set at :math:`s^*`
+        (``active_fraction`` per layer: units held at a bound, or prototypical units
+        with :math:`\sigma'(u) = 0`, do not move in the nudged phase while BPTT's
+        :math:`\partial\mathcal L/\partial s` of them is not zero; they carry no
+        gradient); synapse entries are batch means.
     """
     beta = float(beta)
     if not (math.isfinite(beta) and beta > 0):
@@ -178,6 +182,13 @@ def gdu(
 
     # BPTT over the last K steps: lambda_{T-t} and per-step parameter contributions
     lams, grads = G._bptt_backward(model, x, d, traj, K, per_step=True)
+
+    # active set at s*: units neither held at a bound nor outside sigma's linear range
+    active = model.coefficients(x, s_star)[2] != 0
+    off = model.offsets
+    act_frac = np.full(len(net.weights), math.nan)
+    for l in range(model.n_state_layers):
+        act_frac[l] = float(np.mean(active[:, off[l] : off[l + 1]]))
 
     # EP: nudged phase from s*, K steps
     stepb = G.make_step(net, x, beta=beta, d=d, eps=eps, nudge=nudge)
@@ -240,6 +251,16 @@ def gdu(
             for q, ep, bp in pairs:
                 ep = np.asarray(ep, dtype=np.float64)
                 bp = np.asarray(bp, dtype=np.float64)
+                idx = picks[(l, q)]
+                src_ep = ep[0] if q == 0 else ep.ravel()
+                src_bp = bp[0] if q == 0 else bp.ravel()
+                ep_tr[t, l, q, : idx.size] = src_ep[idx]
+                bp_tr[t, l, q, : idx.size] = src_bp[idx]
+                if q == 0:  # neurons: the active set only (clipped units carry no gradient)
+                    m = active[:, o0:o1]
+                    ep, bp = ep[m], bp[m]
+                    if ep.size == 0:
+                        continue
                 diff = ep - bp
                 rmse[t, l, q] = float(np.sqrt(np.mean(diff**2)))
                 rms = float(np.sqrt(np.mean(bp**2)))
@@ -249,11 +270,6 @@ def gdu(
                 sgn[t, l, q] = (
                     float(np.mean(np.sign(ep[nz]) == np.sign(bp[nz]))) if nz.any() else math.nan
                 )
-                idx = picks[(l, q)]
-                src_ep = ep[0] if q == 0 else ep.ravel()
-                src_bp = bp[0] if q == 0 else bp.ravel()
-                ep_tr[t, l, q, : idx.size] = src_ep[idx]
-                bp_tr[t, l, q, : idx.size] = src_bp[idx]
             sum_ep[l] += np.concatenate([np.ravel(dth.dW[l]), np.ravel(dth.db[l])])
             sum_bp[l] += np.concatenate([np.ravel(-gW[l] / B), np.ravel(-gb[l] / B)])
 
@@ -329,6 +345,11 @@ def gdu(
                 "cosine of summed EP update and minus recurrent-backprop gradient",
             ),
             "free_residual": v((), free_res, "max |G(s_T) - s_T| at the end of the free phase"),
+            "active_fraction": v(
+                ("layer",),
+                act_frac,
+                "fraction of the units of layer l on the active set at the free steady state",
+            ),
         },
         coords={
             "t": v(("t",), np.arange(K), "step of the nudged phase / steps before T in BPTT"),

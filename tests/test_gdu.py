@@ -90,3 +90,16 @@ def test_bad_input_and_figure(toy):
     fig = plot_gdu(toy, "weights")
     assert len(fig.axes) == 2
     assert len(fig.axes[0].lines) == 2 * toy.sizes["element"]
+
+
+@pytest.mark.parametrize("kind", ["hopfield", "prototypical"])
+def test_hard_sigmoid_gdu_holds_on_the_active_set(kind):
+    """Clipped units carry no gradient; on the active set the processes coincide."""
+    net = init_network((5, 20, 4), kind, "hardsigmoid", "squared", dtype="float64", seed=0)
+    net.biases[0][:] = np.random.default_rng(0).normal(0.3, 0.8, 20)
+    net.biases[1][:] = 0.5
+    x, d = _batch(net.sizes)
+    ds = gdu(net, x, d, beta=1e-3, T=1000, K=30, eps=0.5)
+    frac = ds.active_fraction.values
+    assert np.all((frac > 0.05) & (frac < 0.95)), frac  # a mixed active set
+    assert np.nanmin(ds.cosine.values) >= 0.999, ds.cosine.min("t").to_pandas()
