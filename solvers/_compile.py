@@ -24,6 +24,8 @@ import numba
 import numpy as np
 from numba import njit, types
 from numba.core.dispatcher import Dispatcher
+from numba.core.types.function_type import CompileResultWAP
+from numba.extending import typeof_impl
 
 from ._fp_driver import fp_driver
 from ._ss_driver import ss_driver
@@ -49,6 +51,37 @@ def map_sig(xt: types.Type, at: types.Type) -> Any:
 def block_sig(xt: types.Type, at: types.Type) -> Any:
     """Signature ``(x, out, args, start, stop) -> None`` of ``g_block``."""
     return types.void(xt, xt, at, types.int64, types.int64)
+
+
+_waps: dict[tuple, Any] = {}
+
+
+class _FunctionValue(CompileResultWAP):
+    """A compiled function value whose Numba type is computed once (see ``typeof``)."""
+
+    def __init__(self, cres: Any) -> None:
+        super().__init__(cres)
+        self.numba_type = types.FunctionType(cres.signature)
+
+
+@typeof_impl.register(_FunctionValue)
+def _typeof_function_value(val: _FunctionValue, c: Any) -> types.Type:
+    return val.numba_type
+
+
+def function_value(fn: Dispatcher, argtypes: tuple) -> Any:
+    """``fn`` compiled for ``argtypes`` as a first-class function value (memoised).
+
+    A ``CompileResultWAP`` holds the address of the compiled C wrapper, so passing it to a
+    driver costs an attribute read; passing the dispatcher itself makes Numba look the
+    compiled code up (and the symbol address) on every call.
+    """
+    key = (fn, tuple(argtypes))
+    w = _waps.get(key)
+    if w is None:
+        w = _FunctionValue(fn.overloads[tuple(argtypes)])
+        _waps[key] = w
+    return w
 
 
 def compile_user(fn: Dispatcher, argtypes: tuple, what: str) -> types.Type:

@@ -42,23 +42,85 @@ def _prepare(g, x0, args, method, bounds, g_block, observe, *, kind: str):
         np.clip(x, lo, hi, out=x)
     xt = C.state_type(x.dtype)
     at = numba.typeof(args)
-    rt = C.compile_user(g, (xt, xt, at), f"{name}(x, out, args)")
+    key = (g, g_block, observe, xt, at)
+    prepared = _prepared.get(key)
+    if prepared is None:
+        prepared = _compile_callbacks(g, g_block, observe, xt, at, name)
+        _prepared[key] = prepared
+    gw, bw, ow, gsig, bsig, osig = prepared
+    return x, args, lo, hi, has_bounds, xt, at, gsig, bsig, osig, gw, bw, ow
+
+
+_prepared: dict[tuple, tuple] = {}
+
+
+def _compile_callbacks(g, g_block, observe, xt, at, name):
+    """Compile the callbacks for these types and wrap them as function values."""
+    gargs = (xt, xt, at)
+    rt = C.compile_user(g, gargs, f"{name}(x, out, args)")
     if rt != types.none:
         raise ValueError(f"{name}(x, out, args) must write into out and return None, got {rt}")
     gsig = C.map_sig(xt, at)
     bsig = C.block_sig(xt, at)
     gb = g_block if g_block is not None else no_block
-    rt = C.compile_user(gb, (xt, xt, at, types.int64, types.int64), "g_block")
+    bargs = (xt, xt, at, types.int64, types.int64)
+    rt = C.compile_user(gb, bargs, "g_block")
     if rt != types.none:
         raise ValueError(f"g_block(x, out, args, start, stop) must return None, got {rt}")
     ob = observe if observe is not None else no_observe
-    ort = C.compile_user(ob, (xt, at), "observe(x, args)")
+    oargs = (xt, at)
+    ort = C.compile_user(ob, oargs, "observe(x, args)")
     if not (isinstance(ort, types.Array) and ort.ndim == 1 and isinstance(ort.dtype, types.Float)):
         raise ValueError(
             f"observe(x, args) must return a 1-D float array of shape (batch,), got {ort}"
         )
     osig = ort(xt, at)
-    return x, args, lo, hi, has_bounds, xt, at, gsig, bsig, gb, osig, ob
+    return (
+        C.function_value(g, gargs),
+        C.function_value(gb, bargs),
+        C.function_value(ob, oargs),
+        gsig,
+        bsig,
+        osig,
+    )
+
+
+_drivers: dict[tuple, Any] = {}
+
+
+def _fp_driver_for(xt, at, gsig, bsig, osig):
+    """The fixed-point driver compiled (or loaded from cache) for these types."""
+    i64, f64, b1 = types.int64, types.float64, types.boolean
+    vt = types.Array(xt.dtype, 1, "C")
+    it2 = types.Array(i64, 2, "C")
+    it1 = types.Array(i64, 1, "C")
+    argtypes = (
+        types.FunctionType(gsig),
+        types.FunctionType(bsig),
+        types.FunctionType(osig),
+        xt,
+        at,
+        vt,
+        vt,
+        b1,
+        i64,
+        f64,
+        i64,
+        f64,
+        f64,
+        f64,
+        it2,
+        it1,
+        b1,
+        f64,
+        f64,
+        i64,
+        i64,
+        i64,
+        f64,
+        b1,
+    )
+    return C.get_driver("fp", (xt, at, osig), argtypes)
 
 
 def solve_fixed_point(
@@ -142,7 +204,7 @@ def solve_fixed_point(
     fs = -1 if fixed_steps is None else check_count("fixed_steps", fixed_steps, 1)
     record_every = check_count("record_every", record_every, 1)
     dbound = check_bound(divergence_bound)
-    x, args, lo, hi, has_bounds, xt, at, gsig, bsig, gb, osig, ob = _prepare(
+    x, args, lo, hi, has_bounds, xt, at, gsig, bsig, osig, gw, bw, ow = _prepare(
         g, x0, args, method, bounds, g_block, observe, kind="fp"
     )
     n = x.shape[1]
@@ -161,42 +223,15 @@ def solve_fixed_point(
         group_ptr = np.cumsum([0] + [len(grp) for grp in method.groups]).astype(np.int64)
     use_block = g_block is not None and code == GAUSS_SEIDEL
 
-    i64, f64, b1 = types.int64, types.float64, types.boolean
-    vt = types.Array(xt.dtype, 1, "C")
-    it2 = types.Array(i64, 2, "C")
-    it1 = types.Array(i64, 1, "C")
-    argtypes = (
-        types.FunctionType(gsig),
-        types.FunctionType(bsig),
-        types.FunctionType(osig),
-        xt,
-        at,
-        vt,
-        vt,
-        b1,
-        i64,
-        f64,
-        i64,
-        f64,
-        f64,
-        f64,
-        it2,
-        it1,
-        b1,
-        f64,
-        f64,
-        i64,
-        i64,
-        i64,
-        f64,
-        b1,
-    )
-    driver = C.get_driver("fp", (xt, at, osig), argtypes)
+    driver = _drivers.get((xt, at, osig))
+    if driver is None:
+        driver = _fp_driver_for(xt, at, gsig, bsig, osig)
+        _drivers[(xt, at, osig)] = driver
     t0 = time.perf_counter()
     out = driver(
-        g,
-        gb,
-        ob,
+        gw,
+        bw,
+        ow,
         x,
         args,
         lo,

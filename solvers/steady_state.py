@@ -20,6 +20,40 @@ from .methods import RK4, Dopri5, Euler
 __all__ = ["solve_steady_state"]
 
 
+_drivers: dict[tuple, Any] = {}
+
+
+def _ss_driver_for(xt, at, gsig, osig):
+    """The steady-state driver compiled (or loaded from cache) for these types."""
+    i64, f64, b1 = types.int64, types.float64, types.boolean
+    vt = types.Array(xt.dtype, 1, "C")
+    argtypes = (
+        types.FunctionType(gsig),
+        types.FunctionType(osig),
+        xt,
+        at,
+        vt,
+        vt,
+        b1,
+        i64,
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        i64,
+        i64,
+        i64,
+        f64,
+        b1,
+    )
+    return C.get_driver("ss", (xt, at, osig), argtypes)
+
+
 def solve_steady_state(
     f: Callable,
     x0: np.ndarray,
@@ -87,7 +121,7 @@ def solve_steady_state(
     fs = -1 if fixed_steps is None else check_count("fixed_steps", fixed_steps, 1)
     record_every = check_count("record_every", record_every, 1)
     dbound = check_bound(divergence_bound)
-    x, args, lo, hi, has_bounds, xt, at, gsig, _bsig, _gb, osig, ob = _prepare(
+    x, args, lo, hi, has_bounds, xt, at, gsig, _bsig, osig, fw, _bw, ow = _prepare(
         f, x0, args, method, bounds, None, observe, kind="ss"
     )
     sa, sr, dmax, safety, fmin, fmax = 0.0, 0.0, np.inf, 0.9, 0.2, 10.0
@@ -100,37 +134,14 @@ def solve_steady_state(
         sa, sr, dmax = method.step_atol, method.step_rtol, method.dt_max
         safety, fmin, fmax = method.safety, method.min_factor, method.max_factor
 
-    i64, f64, b1 = types.int64, types.float64, types.boolean
-    vt = types.Array(xt.dtype, 1, "C")
-    argtypes = (
-        types.FunctionType(gsig),
-        types.FunctionType(osig),
-        xt,
-        at,
-        vt,
-        vt,
-        b1,
-        i64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        i64,
-        i64,
-        i64,
-        f64,
-        b1,
-    )
-    driver = C.get_driver("ss", (xt, at, osig), argtypes)
+    driver = _drivers.get((xt, at, osig))
+    if driver is None:
+        driver = _ss_driver_for(xt, at, gsig, osig)
+        _drivers[(xt, at, osig)] = driver
     t0 = time.perf_counter()
     out = driver(
-        f,
-        ob,
+        fw,
+        ow,
         x,
         args,
         lo,
