@@ -225,7 +225,8 @@ def bench_gdu(batch):
         el = time.perf_counter() - t0
         print(
             f"-- {label}: {s}, inputs {src}, free residual "
-            f"{float(ds.free_residual):.2e}, {el:.1f} s"
+            f"{float(ds.free_residual):.2e}, active fraction "
+            f"{np.round(ds.active_fraction.values, 3)}, {el:.1f} s"
         )
         for q in ("neurons", "weights"):
             for layer in ds.layer.values:
