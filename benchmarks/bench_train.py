@@ -19,7 +19,7 @@ pixel values):
 Usage::
 
     NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_train.py [--presets ...]
-        [--seconds 3] [--threads N]
+        [--seconds 3] [--threads 1]
 
 Prints a table; record it in docs/training.rst with the machine and the command.
 """
@@ -32,7 +32,22 @@ import platform
 import sys
 import time
 
-import numpy as np
+
+def _threads_from_argv(argv: list[str]) -> str:
+    """``--threads N`` must act before numpy/numba are imported (default 1)."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "1"
+
+
+_THREADS = _threads_from_argv(sys.argv[1:])
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = _THREADS
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
@@ -76,7 +91,7 @@ def _time_matmuls(cfg, net, n_iter_phase: list[int], n_update_phases: int, reps:
 
     one_step()
     best = float("inf")
-    for _ in range(3):
+    for _ in range(2):
         t0 = time.perf_counter()
         for _ in range(reps):
             one_step()
@@ -98,51 +113,55 @@ def _gemm_gflops(dtype: str, n: int = 1024) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def bench_preset(name: str, seconds: float) -> dict[str, float | str]:
+def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float | str]:
+    """Interleave ``rounds`` measurements of trainer, bare rule loop and matmuls; keep
+    the best of each (the machine is shared, so the minimum is the least disturbed)."""
     from eqprop.presets import get_preset
     from eqprop.train import TrainConfig, Trainer
 
     cfg = TrainConfig.from_dict({**get_preset(name).settings, "preset": name})
     cfg = cfg.replace(dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
     sizes = cfg.sizes
-    # one warm-up step with a tiny data set compiles everything
+    # warm-up on a tiny data set compiles everything and sizes the measurement
     warm = Trainer(cfg, _synthetic(sizes[0], sizes[-1], 40), quiet=True)
     warm.train_epoch()
-    t0 = time.perf_counter()
-    warm.train_epoch()
-    per_sample = (time.perf_counter() - t0) / 40
-    n = max(40, min(20000, int(seconds / max(per_sample, 1e-7)) // 20 * 20))
+    per_sample = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        warm.train_epoch()
+        per_sample = min(per_sample, (time.perf_counter() - t0) / 40)
+    per_round = seconds / rounds / 2
+    n = max(100, min(20000, int(per_round / max(per_sample, 1e-7)) // 20 * 20))
     trainer = Trainer(cfg, _synthetic(sizes[0], sizes[-1], n), quiet=True)
-    row = trainer.train_epoch()
-    sps = float(row["samples_per_second"])
-
-    # bare rule + optimizer loop over the same minibatches
     x, d = trainer.x_train, trainer.d_train
     rng = np.random.default_rng(0)
     n_b = n // 20
-    t0 = time.perf_counter()
-    for i in range(n_b):
-        sl = slice(20 * i, 20 * i + 20)
-        step = trainer.rule.estimate(trainer.net, x[sl], d[sl], trainer.dyn, rng=rng)
-        trainer.optimizer.step(trainer.net, step.gradient)
-    rule_sps = n_b * 20 / (time.perf_counter() - t0)
-
     K_phases = [cfg.K, cfg.K] if cfg.estimator == "symmetric" else [cfg.K]
-    n_update = 2
-    reps = max(1, min(200, n_b))
-    t_mm = _time_matmuls(cfg, trainer.net, [cfg.T, *K_phases], n_update, reps)
-    t_step = 20.0 / sps
+    reps = max(1, min(50, n_b))
+    best_sps = best_rule = 0.0
+    best_mm = float("inf")
+    for _ in range(rounds):
+        row = trainer.train_epoch()
+        best_sps = max(best_sps, float(row["samples_per_second"]))
+        t0 = time.perf_counter()
+        for i in range(n_b):
+            sl = slice(20 * i, 20 * i + 20)
+            step = trainer.rule.estimate(trainer.net, x[sl], d[sl], trainer.dyn, rng=rng)
+            trainer.optimizer.step(trainer.net, step.gradient)
+        best_rule = max(best_rule, n_b * 20 / (time.perf_counter() - t0))
+        best_mm = min(best_mm, _time_matmuls(cfg, trainer.net, [cfg.T, *K_phases], 2, reps))
+    t_step = 20.0 / best_sps
     return {
         "preset": name,
         "arch": cfg.architecture,
         "T+K": f"{cfg.T}+{'+'.join(str(k) for k in K_phases)}",
         "samples": n,
-        "samples/s": sps,
-        "rule/s": rule_sps,
-        "overhead": 1.0 - sps / rule_sps,
+        "samples/s": best_sps,
+        "rule/s": best_rule,
+        "overhead": 1.0 - best_sps / best_rule,
         "step ms": 1e3 * t_step,
-        "matmul ms": 1e3 * t_mm,
-        "frac": t_mm / t_step,
+        "matmul ms": 1e3 * best_mm,
+        "frac": best_mm / t_step,
     }
 
 
@@ -160,13 +179,19 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     p.add_argument("--seconds", type=float, default=3.0, help="target seconds per preset")
+    p.add_argument(
+        "--threads",
+        default="1",
+        help="numba/BLAS threads (set before import; default 1: the machine is shared)",
+    )
     args = p.parse_args(argv)
     import numba
 
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cpus, numpy {np.__version__}, numba {numba.__version__}, "
-        f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}"
+        f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}, BLAS threads={_THREADS}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(f"# large float32 GEMM: {_gemm_gflops('float32'):.1f} GFLOP/s")
     cols = [

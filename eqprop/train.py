@@ -513,6 +513,7 @@ class Trainer:
             self.particles = np.zeros((self.x_train.shape[0], self.net.n_state), self.dtype)
         self.epoch = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_VARIABLES}
+        self._attrs: dict[str, Any] | None = None
         if _restore is not None:
             self._restore(_restore)
 
@@ -665,6 +666,8 @@ class Trainer:
         """
         target = self.config.epochs if epochs is None else int(epochs)
         self._target_epochs = target
+        if self._attrs is None:
+            self.history_dataset()  # fixes the provenance attributes at the start of the run
         out = Path(self.config.output) if self.config.output else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -711,11 +714,15 @@ class Trainer:
             f"eqprop training history: {self.config.dataset} {self.config.kind} "
             f"{self.config.architecture}"
         )
-        ds.attrs.update(
-            dataset_attrs(
+        if self._attrs is None:
+            # taken once, when the first history is made: the git commit is that of the
+            # code this process loaded, not of whatever HEAD is when a later epoch ends
+            self._attrs = dataset_attrs(
                 title, self.config.to_dict(), command=self.command, seeds=[self.config.seed]
             )
-        )
+        attrs = dict(self._attrs)
+        attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ds.attrs.update(attrs)
         ds.attrs["n_train"] = int(self.x_train.shape[0])
         ds.attrs["n_valid"] = int(self.data.valid.x.shape[0])
         ds.attrs["n_test"] = int(self.data.test.x.shape[0])
