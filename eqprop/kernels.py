@@ -90,7 +90,7 @@ def _block(buf, base, B, n):
 def make_work(lay: np.ndarray, batch: int, dtype) -> np.ndarray:
     """Scratch buffer for the solver-facing kernels: activities, inputs, two temporaries."""
     L, n_state = int(lay[4]), int(lay[6])
-    nmax = int(max(lay[HDR : HDR + L + 1]))
+    nmax = int(max(lay[HDR + 1 : HDR + L + 1]))  # largest non-input layer
     return np.empty(batch * (2 * n_state + 3 * nmax), dtype=dtype)
 
 
@@ -294,7 +294,7 @@ def evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, mode):
     beta = sc[0]
     eps = sc[1]
     nmax = 0
-    for l in range(L + 1):
+    for l in range(1, L + 1):
         if _size(lay, l) > nmax:
             nmax = _size(lay, l)
     A = work[0 : B * n_state]
@@ -399,7 +399,7 @@ def total_energy(s, theta, lay, drive, target, sc, work):
     L, nS, n_state = lay[4], lay[5], lay[6]
     beta = sc[0]
     nmax = 0
-    for l in range(L + 1):
+    for l in range(1, L + 1):
         if _size(lay, l) > nmax:
             nmax = _size(lay, l)
     A = work[0 : B * n_state]
@@ -478,7 +478,7 @@ def cost_value(s, theta, lay, target, work):
     B = s.shape[0]
     L, n_state = lay[4], lay[6]
     nmax = 0
-    for l in range(L + 1):
+    for l in range(1, L + 1):
         if _size(lay, l) > nmax:
             nmax = _size(lay, l)
     A = work[0 : B * n_state]
