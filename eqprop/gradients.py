@@ -90,6 +90,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from eqprop.network import Gradient
+
 __all__ = [
     "ReferenceGradient",
     "StepModel",
@@ -109,15 +111,16 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class ReferenceGradient:
-    """A reference gradient, shaped like the network's parameters.
+@dataclass(eq=False)
+class ReferenceGradient(Gradient):
+    """A reference gradient: an :class:`eqprop.network.Gradient` with diagnostics.
 
     Attributes
     ----------
     dW, db : list of ndarray
         :math:`\\partial \\mathcal L/\\partial W_l` and :math:`\\partial \\mathcal L/\\partial
-        b_l`, averaged over the batch, shapes of ``net.weights`` / ``net.biases``.
+        b_l`, averaged over the batch, shapes of ``net.weights`` / ``net.biases``
+        (``flat()`` packs them as ``W_1..W_L, b_1..b_L`` like the network).
     loss : float
         Batch-mean loss at the state the gradient refers to.
     method : str
@@ -126,18 +129,9 @@ class ReferenceGradient:
         Extra diagnostics (adjoint residual, iterations, active fraction, ...).
     """
 
-    dW: list[np.ndarray]
-    db: list[np.ndarray]
-    loss: float
-    method: str
+    loss: float = math.nan
+    method: str = ""
     info: dict[str, Any] = field(default_factory=dict)
-
-    def flat(self) -> np.ndarray:
-        """All entries concatenated (W1, b1, W2, b2, ...) as one float64 vector."""
-        parts = []
-        for w, b in zip(self.dW, self.db):
-            parts += [np.ravel(w), np.ravel(b)]
-        return np.concatenate(parts).astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------
