@@ -25,12 +25,19 @@ from eqprop.phases import (
     predict,
     run_phase,
 )
-from eqprop.rules import EquilibriumPropagation, LearningRule, PhaseSpec, RuleStep
+from eqprop.rules import (
+    ContrastiveHebbian,
+    EquilibriumPropagation,
+    LearningRule,
+    PhaseSpec,
+    RuleStep,
+)
 from eqprop.train import TrainConfig, Trainer, TrainResult, load_checkpoint
 
 __all__ = [
     "SGD",
     "Clamped",
+    "ContrastiveHebbian",
     "Dynamics",
     "EquilibriumPropagation",
     "Gradient",

@@ -10,8 +10,8 @@ Everything here works on batched states and reads the network from three arrays:
     ``[kind, activation, cost, nudge, L, nS, n_state, n_out | sizes[0..L] |
     woff[1..L] | boff[1..L] | soff[0..nS]]`` with codes kind 0 = hopfield,
     1 = prototypical; activation 0 = hardsigmoid, 1 = sigmoid, 2 = tanh; cost 0 = squared,
-    1 = cross-entropy; nudge 0 = inside, 1 = outside. ``nS`` is the number of layers in the
-    state (``L``, or ``L - 1`` with a cross-entropy readout).
+    1 = cross-entropy; nudge 0 = inside, 1 = outside, 2 = output clamped to the target.
+    ``nS`` is the number of layers in the state (``L``, or ``L - 1`` with a cross-entropy readout).
 ``sc``
     scalars in the network's dtype: ``[beta, eps]``.
 
@@ -34,7 +34,7 @@ HDR = 8
 KIND_HOPFIELD, KIND_PROTO = 0, 1
 ACT_HARD, ACT_SIGMOID, ACT_TANH = 0, 1, 2
 COST_SQUARED, COST_CE = 0, 1
-NUDGE_INSIDE, NUDGE_OUTSIDE = 0, 1
+NUDGE_INSIDE, NUDGE_OUTSIDE, NUDGE_CLAMP = 0, 1, 2
 MODE_MAP, MODE_FIELD, MODE_GRAD = 0, 1, 2
 
 
@@ -338,7 +338,7 @@ def evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, mode):
     # nudge on the top state layer: Q = -dC/ds
     otop, ntop = _soff(lay, nS), _size(lay, nS)
     Q = _block(work, base_t + B * nmax, B, ntop)
-    use_q = beta != 0.0 and otop < stop and otop + ntop > start
+    use_q = beta != 0.0 and nudge != NUDGE_CLAMP and otop < stop and otop + ntop > start
     if use_q:
         if cost == COST_SQUARED:
             for r in range(B):
@@ -384,6 +384,18 @@ def evaluate(s, out, theta, lay, drive, target, sc, work, start, stop, mode):
             qr = Q[r, lo:hi]
             for i in range(hi - lo):
                 orow[i] += c * qr[i]
+    # output clamped to the target (squared cost; CHL-style phases): the map returns d,
+    # the vector field (d - s)/eps (one Euler step of size eps lands on d)
+    if nudge == NUDGE_CLAMP and mode != MODE_GRAD:
+        lo = max(start, otop) - otop
+        hi = min(stop, otop + ntop) - otop
+        inv_eps = 1.0 / eps
+        for r in range(B):
+            for i in range(lo, hi):
+                if mode == MODE_MAP:
+                    out[r, otop + i] = target[r, i]
+                else:
+                    out[r, otop + i] = (target[r, i] - s[r, otop + i]) * inv_eps
 
 
 @njit(cache=True)

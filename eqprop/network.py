@@ -291,9 +291,14 @@ class Network:
         return lay
 
     def _make_layout(self, nudge: str) -> np.ndarray:
-        nudge_code = {"inside": 0, "outside": 1}.get(nudge)
+        nudge_code = {"inside": 0, "outside": 1, "clamp": 2}.get(nudge)
         if nudge_code is None:
             raise ValueError(f"unknown nudge {nudge!r}; choose 'inside' or 'outside'")
+        if nudge == "clamp" and self.cost != "squared":
+            raise ValueError(
+                "clamping the output needs cost='squared' (with cross-entropy the output is a "
+                "readout outside the state)"
+            )
         wo, bo = self._param_offsets()
         return K.make_layout(
             KINDS.index(self.kind),

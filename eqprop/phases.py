@@ -214,11 +214,14 @@ class Phase:
         The solver's report (converged, n_iter, residual trace, observed energies, ...).
     beta : float
         Nudging strength of the phase (0 for the free phase).
+    clamped : bool
+        Whether the output layer was clamped to the targets.
     """
 
     state: np.ndarray
     result: Any
     beta: float = 0.0
+    clamped: bool = False
 
 
 def run_phase(
@@ -230,6 +233,7 @@ def run_phase(
     d=None,
     s0=None,
     steps: int | None = None,
+    clamp_output: bool = False,
 ) -> Phase:
     """Relax the state with input ``x`` clamped and nudging strength ``beta``.
 
@@ -245,6 +249,11 @@ def run_phase(
         Initial state (default zeros). Not modified.
     steps : int, optional
         Updates in fixed-steps mode (default ``dyn.T``).
+    clamp_output : bool
+        Clamp the output layer to ``d`` instead of nudging it (contrastive Hebbian
+        learning, GeneRec, coupled learning with a computed ``d``): the map sets the
+        output to ``d``, the vector field is :math:`(d - y)/\\epsilon`. Needs
+        ``cost="squared"`` and ``d``; ``beta`` must be 0.
 
     Returns
     -------
@@ -257,6 +266,8 @@ def run_phase(
     beta = float(beta)
     if not np.isfinite(beta):
         raise ValueError(f"beta must be finite, got {beta}")
+    if clamp_output and (d is None or beta != 0.0):
+        raise ValueError("a clamped phase needs targets d and beta = 0")
     if d is None:
         if beta != 0.0:
             raise ValueError("targets d are required for a nudged phase (beta != 0)")
@@ -264,14 +275,14 @@ def run_phase(
     else:
         target = check_target(net, d, B)
     s = net.zero_state(B) if s0 is None else check_state(net, s0, B, name="s0").copy()
-    lay = net.layout(dyn.nudge)
+    lay = net.layout("clamp" if clamp_output else dyn.nudge)
     sc = np.array([beta, dyn.eps], dtype=net.dtype)
     work = K.make_work(lay, B, net.dtype)
     args = (cx.theta, lay, cx.drive, target, sc, work)
     n_steps = dyn.T if steps is None else int(steps)
     fixed = n_steps if dyn.is_fixed_steps else None
     if dyn.method == "fused":
-        return _run_fused(net, s, args, n_steps, dyn, beta)
+        return _run_fused(net, s, args, n_steps, dyn, beta, clamp_output)
     method, is_fp = _solver_method(net, dyn)
     common: dict[str, Any] = dict(
         atol=dyn.atol,
@@ -289,10 +300,10 @@ def run_phase(
         )
     else:
         res = solvers.solve_steady_state(K.vector_field, s, args, method=method, **common)  # type: ignore[attr-defined]
-    return Phase(np.ascontiguousarray(res.x), res, beta)
+    return Phase(np.ascontiguousarray(res.x), res, beta, clamp_output)
 
 
-def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
+def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     """The fused fixed-steps path (same iterates as method="fixed").
 
     Its SolveResult holds one residual row: row ``n_steps - 1`` is the size of the last
@@ -329,7 +340,7 @@ def _run_fused(net, s, args, n_steps, dyn, beta) -> Phase:
     )
     if dyn.raise_on_failure and status == solvers.Status.FAILED:
         raise solvers.SolverFailure(f"fused: {int((~ok).sum())} samples failed", res)
-    return Phase(s, res, beta)
+    return Phase(s, res, beta, clamped)
 
 
 def free_phase(net: Network, x, dyn: Dynamics, s0=None) -> Phase:

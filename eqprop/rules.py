@@ -40,6 +40,7 @@ from eqprop.phases import Clamped, Dynamics, Phase, clamp, free_phase, run_phase
 
 __all__ = [
     "ESTIMATORS",
+    "ContrastiveHebbian",
     "EquilibriumPropagation",
     "Gradient",
     "LearningRule",
@@ -65,12 +66,16 @@ class PhaseSpec:
         given to :meth:`LearningRule.estimate` (zeros when none).
     steps : {"K", "T"}
         Step budget in fixed-steps mode: ``dyn.K`` (default) or ``dyn.T``.
+    clamp : bool
+        Clamp the output layer to the targets instead of nudging it (``beta`` must then
+        be 0; squared cost only).
     """
 
     name: str
     beta: float
     start: str = "free"
     steps: str = "K"
+    clamp: bool = False
 
     def __post_init__(self) -> None:
         if self.start not in ("free", "zero", "s0"):
@@ -79,6 +84,8 @@ class PhaseSpec:
             raise ValueError(f"PhaseSpec.steps must be 'K' or 'T', got {self.steps!r}")
         if self.name == "free":
             raise ValueError("the name 'free' is reserved for the free phase")
+        if self.clamp and self.beta != 0:
+            raise ValueError("a clamped phase (clamp=True) takes beta = 0")
 
 
 @dataclass(eq=False)
@@ -163,7 +170,9 @@ class LearningRule:
             else:
                 start = None
             steps = dyn.K if spec.steps == "K" else dyn.T
-            phases[spec.name] = run_phase(net, cx, dyn, beta=spec.beta, d=d, s0=start, steps=steps)
+            phases[spec.name] = run_phase(
+                net, cx, dyn, beta=spec.beta, d=d, s0=start, steps=steps, clamp_output=spec.clamp
+            )
         grad = self.combine(net, cx, d, phases)
         lay = net.layout()
         c = K.cost_value(free.state, cx.theta, lay, d, K.make_work(lay, cx.batch, net.dtype))
@@ -227,3 +236,36 @@ class EquilibriumPropagation(LearningRule):
             diff = n.beta
         S = np.stack(states)
         return _contrast(net, cx.x, d, S, betas, [-1.0 / diff, 1.0 / diff], cx.theta)
+
+
+class ContrastiveHebbian(LearningRule):
+    """Contrastive Hebbian learning (Movellan 1991): free phase vs output-clamped phase.
+
+    :math:`\\widehat{\\nabla}_\\theta = \\partial_\\theta F(s^{c}) -
+    \\partial_\\theta F(s^{0})` (both at :math:`\\beta = 0`), with :math:`s^c` the
+    equilibrium with the output clamped to the targets, reached from the free state in
+    ``dyn.K`` steps (``dyn.T`` with ``steps="T"``). For the Hopfield kind this is
+    :math:`dW_{ij} = -(\\rho_i^c\\rho_j^c - \\rho_i^0\\rho_j^0)`, batch mean.
+    Squared cost only (the output must be part of the state). Not a gradient of the loss
+    in general; written here as the second member of the rule family.
+
+    Parameters
+    ----------
+    steps : {"K", "T"}
+        Step budget of the clamped phase in fixed-steps mode.
+    """
+
+    name = "chl"
+
+    def __init__(self, steps: str = "K"):
+        self.spec = PhaseSpec("clamped", 0.0, start="free", steps=steps, clamp=True)
+
+    def __repr__(self) -> str:
+        return f"ContrastiveHebbian(steps={self.spec.steps!r})"
+
+    def plan(self, rng):
+        return (self.spec,)
+
+    def combine(self, net, cx, d, phases):
+        S = np.stack([phases["free"].state, phases["clamped"].state])
+        return _contrast(net, cx.x, d, S, [0.0, 0.0], [-1.0, 1.0], cx.theta)

@@ -167,3 +167,46 @@ def test_bad_rule_inputs():
         E.EquilibriumPropagation(1.0).estimate(net, x, d[:, :2], dyn)
     with pytest.raises(ValueError, match="start"):
         E.PhaseSpec("x", 1.0, start="middle")
+
+
+@pytest.mark.parametrize("kind", ["hopfield", "prototypical"])
+@pytest.mark.parametrize("method", ["fixed", "fused"])
+def test_contrastive_hebbian_clamps_output_and_matches_hand_formula(kind, method):
+    net = E.init_network((6, 5, 3), kind=kind, dtype="float64", seed=8)
+    x, d = _data((6, 5, 3), seed=8)
+    dyn = E.Dynamics(T=20, K=6, method=method)
+    step = E.ContrastiveHebbian().estimate(net, x, d, dyn)
+    assert list(step.phases) == ["free", "clamped"] and step.phases["clamped"].clamped
+    s0, sc = step.free.state, step.phases["clamped"].state
+    np.testing.assert_array_equal(sc[:, 5:], d)  # output clamped to the targets
+    # hidden layer of the clamped phase follows the dynamics with y = d held fixed
+    ref = E.run_phase(net, x, dyn, d=d, s0=s0, steps=6, clamp_output=True).state
+    np.testing.assert_array_equal(sc, ref)
+    a = (lambda v: np.clip(v, 0, 1)) if kind == "hopfield" else (lambda v: v)
+    hc, yc, h0, y0 = a(sc[:, :5]), a(sc[:, 5:]), a(s0[:, :5]), a(s0[:, 5:])
+    B = x.shape[0]
+    np.testing.assert_allclose(step.gradient.dW[0], -(x.T @ hc - x.T @ h0) / B, atol=1e-14)
+    np.testing.assert_allclose(step.gradient.dW[1], -(hc.T @ yc - h0.T @ y0) / B, atol=1e-14)
+    np.testing.assert_allclose(step.gradient.db[1], -(yc - y0).mean(0), atol=1e-14)
+
+
+def test_clamped_phase_bad_inputs():
+    net = E.init_network((6, 5, 3), cost="cross-entropy")
+    x, d = _data((6, 5, 3), dtype="float32")
+    with pytest.raises(ValueError, match="cost='squared'"):
+        E.ContrastiveHebbian().estimate(net, x, d, E.Dynamics(T=3, K=2))
+    with pytest.raises(ValueError, match="beta = 0"):
+        E.PhaseSpec("c", 1.0, clamp=True)
+    with pytest.raises(ValueError, match="targets d"):
+        E.run_phase(net, x, E.Dynamics(), clamp_output=True)
+
+
+def test_clamped_phase_through_an_ode_method_and_gauss_seidel():
+    net = E.init_network((6, 5, 3), activation="sigmoid", dtype="float64", seed=9)
+    x, d = _data((6, 5, 3), seed=9)
+    ref = E.run_phase(net, x, CONVERGED, d=d, clamp_output=True).state
+    np.testing.assert_array_equal(ref[:, 5:], d)
+    for method in ("euler", "gauss-seidel"):
+        dyn = E.Dynamics(method=method, eps=0.5, atol=1e-12, max_iter=20000)
+        s = E.run_phase(net, x, dyn, d=d, clamp_output=True).state
+        np.testing.assert_allclose(s, ref, atol=1e-9)
