@@ -14,7 +14,9 @@ pixel values):
   ``x @ W_1`` (the input drive is constant within a phase); per phase that enters the
   update, ``a_{l-1}.T @ a_l`` for every layer. ``frac = matmul time / step time`` is the
   fraction of the machine's matmul throughput (at these shapes) that training reaches.
-- ``GEMM GFLOP/s``: a large square product, for scale.
+- ``GFLOP/s``: the floating-point operations of those products per second of training
+  step, and ``of GEMM`` that rate over the rate of one large square float32 product (the
+  machine's best matmul throughput, same run).
 
 Usage::
 
@@ -63,6 +65,16 @@ def _synthetic(n_in: int, n_out: int, n: int, seed: int = 0):
         return Split(x, y, n_out)
 
     return DatasetSplits(split(n), split(20), split(20), name="synthetic")
+
+
+def _matmul_flops(sizes: tuple[int, ...], B: int, n_iter_phase: list[int], n_upd: int) -> float:
+    """Floating-point operations of the products one step needs (2 m n k per product)."""
+    L = len(sizes) - 1
+    per_iter = sum(2 * B * sizes[l - 1] * sizes[l] for l in range(2, L + 1))
+    per_iter += sum(2 * B * sizes[l + 1] * sizes[l] for l in range(1, L))
+    drive = 2 * B * sizes[0] * sizes[1]
+    update = sum(2 * B * sizes[l - 1] * sizes[l] for l in range(1, L + 1))
+    return float(sum(drive + n * per_iter for n in n_iter_phase) + n_upd * update)
 
 
 def _time_matmuls(cfg, net, n_iter_phase: list[int], n_update_phases: int, reps: int) -> float:
@@ -151,6 +163,7 @@ def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float 
         best_rule = max(best_rule, n_b * 20 / (time.perf_counter() - t0))
         best_mm = min(best_mm, _time_matmuls(cfg, trainer.net, [cfg.T, *K_phases], 2, reps))
     t_step = 20.0 / best_sps
+    flops = _matmul_flops(sizes, 20, [cfg.T, *K_phases], 2)
     return {
         "preset": name,
         "arch": cfg.architecture,
@@ -162,6 +175,7 @@ def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float 
         "step ms": 1e3 * t_step,
         "matmul ms": 1e3 * best_mm,
         "frac": best_mm / t_step,
+        "GFLOP/s": flops / t_step / 1e9,
     }
 
 
@@ -193,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}, BLAS threads={_THREADS}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"# large float32 GEMM: {_gemm_gflops('float32'):.1f} GFLOP/s")
+    gemm = _gemm_gflops("float32")
+    print(f"# large float32 GEMM (1024^3): {gemm:.1f} GFLOP/s")
     cols = [
         "preset",
         "arch",
@@ -205,15 +220,18 @@ def main(argv: list[str] | None = None) -> int:
         "step ms",
         "matmul ms",
         "frac",
+        "GFLOP/s",
+        "of GEMM",
     ]
     print(" | ".join(cols))
     for name in args.presets:
         r = bench_preset(name, args.seconds)
+        r["of GEMM"] = float(r["GFLOP/s"]) / gemm
         cells = []
         for c in cols:
             v = r[c]
             if isinstance(v, float):
-                v = f"{v:.3f}" if c in ("overhead", "frac") else f"{v:.1f}"
+                v = f"{v:.3f}" if c in ("overhead", "frac", "of GEMM") else f"{v:.1f}"
             cells.append(str(v))
         print(" | ".join(cells), flush=True)
     return 0
