@@ -318,6 +318,21 @@ class Network:
             return (0.0, 1.0)
         return None
 
+    def __reduce__(self):
+        # rebuild through the constructor so that weights/biases are views of the new
+        # flat buffer again (pickle and deepcopy would otherwise restore independent arrays)
+        return (
+            type(self),
+            (
+                self.sizes,
+                self.kind,
+                self.activation,
+                self.cost,
+                [np.array(w) for w in self.weights],
+                [np.array(b) for b in self.biases],
+            ),
+        )
+
     def copy(self) -> Network:
         """Deep copy (own parameter buffer)."""
         return dataclasses.replace(

@@ -215,3 +215,16 @@ def test_bad_inputs_raise_clear_errors():
             [np.zeros((3, 4)), np.zeros((3, 2))],
             [np.zeros(3), np.zeros(2)],
         )
+
+
+def test_pickle_and_deepcopy_keep_the_packed_fast_path_consistent():
+    import copy
+    import pickle
+
+    net = E.init_network((4, 3, 2), dtype="float64", seed=3)
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        np.testing.assert_array_equal(clone.packed(), net.packed())
+        clone.weights[1] += 1.0  # in place, as an optimizer does
+        np.testing.assert_array_equal(clone.packed()[12:18], net.weights[1].ravel() + 1.0)
+        assert np.shares_memory(clone.weights[0], clone.packed())
+    assert not np.shares_memory(net.packed(), clone.packed())
