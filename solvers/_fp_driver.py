@@ -170,15 +170,18 @@ def fp_driver(
                 fp = fprev[b]
                 gp = gprev[b]
                 if has_prev[b]:
-                    # one pass: new differences, then the current f and g become previous
+                    # new differences, then the current f and g become the previous ones
+                    # (one output array per loop: LLVM vectorises those, not the fused one)
                     slot = head[b]
                     dFs = dF[b, slot]
                     dGs = dG[b, slot]
                     for i in range(n):
-                        fi = gb[i] - xb[i]
-                        dFs[i] = fi - fp[i]
+                        dFs[i] = (gb[i] - xb[i]) - fp[i]
+                    for i in range(n):
                         dGs[i] = gb[i] - gp[i]
-                        fp[i] = fi
+                    for i in range(n):
+                        fp[i] = gb[i] - xb[i]
+                    for i in range(n):
                         gp[i] = gb[i]
                     c = min(cnt[b] + 1, ma)
                     for j in range(c):
@@ -190,6 +193,7 @@ def fp_driver(
                 else:
                     for i in range(n):
                         fp[i] = gb[i] - xb[i]
+                    for i in range(n):
                         gp[i] = gb[i]
                 has_prev[b] = True
                 c = cnt[b]

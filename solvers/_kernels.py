@@ -85,6 +85,15 @@ def absmax_diff(g, x):
 
 
 @njit(cache=True)
+def absmax(v):
+    """``max_i |v_i|`` of a 1-D row as float64 (NaN if any entry is NaN); vectorised."""
+    rb = _float_bits(abs(v[0] - v[0]))
+    for i in range(v.shape[0]):
+        rb = max(rb, _float_bits(abs(v[i])))
+    return np.float64(_bits_float(rb, v[0]))
+
+
+@njit(cache=True)
 def absmax_field(f, x, lo, hi, has_bounds):
     """Max-norm of the projected field of 1-D rows, and ``max_i |x_i|``, as float64.
 
