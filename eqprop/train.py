@@ -377,12 +377,20 @@ class _Progress:
 # helpers
 
 
+def _usual_mode(fd: int) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode a plain ``open`` would (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """``np.savez`` into a temp file in the same folder, fsync, then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        _usual_mode(fd)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
             fh.flush()
@@ -398,6 +406,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        _usual_mode(fd)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)

@@ -85,7 +85,13 @@ def test_resume_is_bit_identical(tmp_path, digits, persistent):
     for a, b in zip(full.optimizer.vW, resumed.optimizer.vW):
         np.testing.assert_array_equal(a, b)
     assert full.rng.bit_generator.state == resumed.rng.bit_generator.state
-    # no temporary files left behind by the atomic writes
+    # files get the usual mode (not mkstemp's 0600); no temporary files left behind
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint.npz", "config.json", "history.nc"):
+        assert (tmp_path / "part" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert sorted(p.name for p in (tmp_path / "part").iterdir()) == [
         "checkpoint.npz",
         "config.json",
