@@ -818,7 +818,10 @@ class Trainer:
         config, arrays = load_checkpoint(path)
         allowed = {"epochs", "output", "data_dir", "eval_batch_size"}
         changes = dict(overrides or {})
-        bad = sorted(k for k, v in changes.items() if k not in allowed and v != getattr(config, k))
+        wanted = TrainConfig.from_dict({**config.to_dict(), **changes})  # normalises lrs etc.
+        bad = sorted(
+            k for k in changes if k not in allowed and getattr(wanted, k) != getattr(config, k)
+        )
         if bad:
             raise ValueError(
                 f"cannot change {', '.join(bad)} when resuming from {path}; only "

@@ -50,10 +50,15 @@ def test_train_preset_digits_end_to_end(tmp_path, capsys):
     assert ds.attrs["history"].startswith("eqprop train --preset digits")
 
     # resume for one more epoch; the checkpoint carries the configuration
-    rc = main(["train", "--resume", str(tmp_path / "checkpoint.npz"), "--epochs", "2", "-q"])
+    ckpt = str(tmp_path / "checkpoint.npz")
+    rc = main(["train", "--resume", ckpt, "--epochs", "2", "--lrs", "0.1", "0.05", "-q"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "after 2 epoch(s)" in out
+    assert "after 2 epoch(s)" in out  # restating an unchanged setting is allowed
+    rc = main(["train", "--resume", ckpt, "--epochs", "3", "--beta", "0.5", "-q"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "cannot change beta" in _one_error_line(err)
 
 
 def test_progress_lines_when_not_a_tty(capsys):
