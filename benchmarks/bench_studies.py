@@ -40,7 +40,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import multiprocessing  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, wait  # noqa: E402
 
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
@@ -60,13 +62,27 @@ def _capacity(client, workers: int) -> float:
     one after the other in this process over the time of the same spins run at once in
     the ``workers`` worker processes (``workers`` on an idle machine with that many
     cores; about 1 when the cores are saturated by other jobs)."""
-    from concurrent.futures import wait
-
     t_one = sum(_spin() for _ in range(workers))
     ex = client.get_executor(pure=False)
     t0 = time.perf_counter()
     wait([ex.submit(_spin) for _ in range(workers)])
     return t_one / (time.perf_counter() - t0)
+
+
+def _pool_cpu(pool) -> dict[int, float]:
+    """CPU time (user + system) of each process of a ProcessPoolExecutor, by pid."""
+    import psutil
+
+    out = {}
+    for pid in list(pool._processes):
+        t = psutil.Process(pid).cpu_times()
+        out[pid] = t.user + t.system
+    return out
+
+
+def _cpu() -> float:
+    """CPU time of this process (user + system), in seconds."""
+    return time.process_time()
 
 
 def _warm(sizes: list[int], batch: int) -> int:
@@ -91,7 +107,7 @@ def main() -> None:
     from dask.distributed import Client, LocalCluster
 
     from studies.beta import beta_sweep
-    from studies.sweep import DASK_WORKER_ENV
+    from studies.sweep import DASK_WORKER_CONFIG
 
     betas = list(np.logspace(-3, 0, 8))
     kw = dict(
@@ -107,13 +123,16 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     _warm(sizes, args.batch)
     t0 = time.perf_counter()
+    import dask
+
     with (
+        dask.config.set(DASK_WORKER_CONFIG),
         LocalCluster(
             n_workers=args.workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            env={**_ENV, **DASK_WORKER_ENV},
+            env=dict(_ENV),
             silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster) as client,
@@ -122,20 +141,42 @@ def main() -> None:
         t_start = time.perf_counter() - t0
         client.run(_warm, sizes, args.batch)
         executor = client.get_executor(pure=False)
-        t_serial, t_dask, capacity = [], [], []
+        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+        wait([pool.submit(_warm, sizes, args.batch) for _ in range(args.workers)])
+        t_serial, t_dask, capacity, t_pool = [], [], [], []
+        cpu_serial, cpu_workers, cpu_main, cpu_pool = [], [], [], []
         # interleaved, so that both see the same background load on a shared machine
         for _ in range(args.repeat):
             capacity.append(_capacity(client, args.workers))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu()
             serial = beta_sweep(**kw)
             t_serial.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            cpu_serial.append(_cpu() - c0)
+            w0 = client.run(_cpu)
+            t0, c0 = time.perf_counter(), _cpu()
             distributed = beta_sweep(**kw, executor=executor)
             t_dask.append(time.perf_counter() - t0)
+            cpu_main.append(_cpu() - c0)
+            w1 = client.run(_cpu)
+            cpu_workers.append([w1[k] - w0[k] for k in w0])
             xr.testing.assert_identical(
                 serial.drop_attrs(deep=False), distributed.drop_attrs(deep=False)
             )
+            p0 = _pool_cpu(pool)
+            t0, c0 = time.perf_counter(), _cpu()
+            pooled = beta_sweep(**kw, executor=pool)
+            t_pool.append(time.perf_counter() - t0)
+            p1 = _pool_cpu(pool)
+            cpu_pool.append((max(p1[k] - p0.get(k, 0.0) for k in p1), _cpu() - c0))
+            xr.testing.assert_identical(
+                serial.drop_attrs(deep=False), pooled.drop_attrs(deep=False)
+            )
+        pool.shutdown()
     t_serial_min, t_dask_min = min(t_serial), min(t_dask)
+    # CPU-time view, independent of other jobs' load: serial CPU time over (busiest
+    # worker's CPU time + the client process's CPU time, counted as if it never overlapped)
+    # = a conservative estimate of the wall speed-up on idle cores
+    cpu_bound = [cs / (max(cw) + cm) for cs, cw, cm in zip(cpu_serial, cpu_workers, cpu_main)]
     n_points = serial.sizes["beta"] * serial.sizes["estimator"]
     result = {
         "benchmark": "beta sweep, serial vs local Dask",
@@ -150,6 +191,15 @@ def main() -> None:
         "speedup": round(t_serial_min / t_dask_min, 2),
         "speedup_with_start": round(t_serial_min / (t_dask_min + t_start), 2),
         "parallel_capacity": [round(c, 2) for c in capacity],
+        "cpu_serial_s": [round(c, 2) for c in cpu_serial],
+        "cpu_workers_s": [[round(c, 2) for c in cw] for cw in cpu_workers],
+        "cpu_client_s": [round(c, 2) for c in cpu_main],
+        "cpu_speedup": [round(c, 2) for c in cpu_bound],
+        "process_pool_s": [round(t, 2) for t in t_pool],
+        "process_pool_speedup": round(t_serial_min / min(t_pool), 2),
+        "process_pool_cpu_speedup": [
+            round(cs / (w + m), 2) for cs, (w, m) in zip(cpu_serial, cpu_pool)
+        ],
         "cpu_count": os.cpu_count(),
         "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -160,7 +210,10 @@ def main() -> None:
         f"(+{t_start:.1f} s cluster start): speed-up {result['speedup']:.2f}x "
         f"({result['speedup_with_start']:.2f}x with start-up); identical results; "
         f"parallel capacity of the machine meanwhile {result['parallel_capacity']} "
-        f"(pure-Python control: {args.workers} processes at once vs one after the other)"
+        f"(pure-Python control: {args.workers} processes at once vs one after the other); "
+        f"CPU-time speed-up (serial CPU / (busiest worker + client CPU)) {result['cpu_speedup']}; "
+        f"process pool of {args.workers}: {min(t_pool):.1f} s, speed-up "
+        f"{result['process_pool_speedup']:.2f}x, CPU-time {result['process_pool_cpu_speedup']}"
     )
     print(json.dumps(result))
 

@@ -47,7 +47,7 @@ from eqprop.provenance import dataset_attrs, open_netcdf, to_json, write_netcdf
 from .schema import coord_attrs
 
 __all__ = [
-    "DASK_WORKER_ENV",
+    "DASK_WORKER_CONFIG",
     "WORKER_ENV",
     "Point",
     "SerialExecutor",
@@ -69,9 +69,11 @@ WORKER_ENV: dict[str, str] = {
     "NUMEXPR_NUM_THREADS": "1",
 }
 
-#: Extra environment of local Dask workers: no statistical profiler (it samples every
-#: worker's stack every 10 ms under the GIL, slowing numba/numpy tasks measurably).
-DASK_WORKER_ENV: dict[str, str] = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+#: Dask configuration of local clusters: no statistical profiler in the workers (it samples
+#: each worker's stack every 10 ms under the GIL). Set in this process when the cluster
+#: starts; the nanny hands this process's configuration to its workers (an environment
+#: variable in the workers would be overridden by it).
+DASK_WORKER_CONFIG: dict[str, object] = {"distributed.worker.profile.enabled": False}
 
 _POINT_ATTR = "sweep_point"  # JSON of the point's parameters, stored in each point file
 
@@ -327,13 +329,17 @@ def open_executor(
                 stack.enter_context(_environ(WORKER_ENV))
                 import logging
 
+                import dask
+
+                stack.enter_context(dask.config.set(DASK_WORKER_CONFIG))
+
                 cluster = stack.enter_context(
                     LocalCluster(
                         n_workers=workers,
                         threads_per_worker=1,
                         processes=True,
                         dashboard_address=None,
-                        env={**WORKER_ENV, **DASK_WORKER_ENV},
+                        env=dict(WORKER_ENV),
                         silence_logs=logging.WARNING,
                     )
                 )
