@@ -245,6 +245,9 @@ def beta_sweep(
     for b in betas:
         if not float(b) > 0:
             raise ValueError(f"every beta must be > 0 (got {b}); the sign is the estimator's")
+    for e in estimators:
+        if e not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {e!r}; choose from {', '.join(ESTIMATORS)}")
     fixed = dict(
         seeds=[int(s) for s in seeds],
         sizes=[int(n) for n in sizes],

@@ -239,6 +239,11 @@ def solver_convergence(
     xarray.Dataset
         ``study="solver-convergence"``; dims method, depth, iteration, sample, tol.
     """
+    for m in methods:
+        if m not in FIXED_POINT_METHODS + ODE_METHODS:
+            raise ValueError(
+                f"unknown method {m!r}; choose from {', '.join(FIXED_POINT_METHODS + ODE_METHODS)}"
+            )
     fixed = dict(
         tols=[float(t) for t in tols],
         hidden=int(hidden),

@@ -67,6 +67,12 @@ def test_bad_arguments(tmp_path):
         study_main(["beta-sweep", "--betas", "a,b", "--out", str(tmp_path / "x.nc")])
     with pytest.raises(FileNotFoundError):
         plot_main([str(tmp_path / "missing.nc")])
+    # bad names are caught before any point runs (eqprop turns ValueError into exit 2)
+    with pytest.raises(ValueError, match="unknown method"):
+        study_main(["convergence", "--methods", "foo", "--out", str(tmp_path / "x.nc")])
+    with pytest.raises(ValueError, match="unknown estimator"):
+        study_main(["beta-sweep", "--estimators", "two-sided", "--out", str(tmp_path / "x.nc")])
+    assert not (tmp_path / "x.nc.points").exists() or not any((tmp_path / "x.nc.points").iterdir())
 
 
 def _fake(kind: str) -> xr.Dataset:
