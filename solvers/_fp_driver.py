@@ -75,6 +75,7 @@ def fp_driver(
     fprev = np.zeros((nb, n), dtype=x.dtype)
     gprev = np.zeros((nb, n), dtype=x.dtype)
     H = np.zeros((nb, ma, ma))
+    R = np.zeros((nb, ma))
     Hs = np.zeros((ma, ma))
     L = np.zeros((ma, ma))
     rhs = np.zeros(ma)
@@ -188,6 +189,13 @@ def fp_driver(
                         s = dot(dFs, dF[b, j])
                         H[b, slot, j] = s
                         H[b, j, slot] = s
+                    # right-hand sides R_j = dF_j . f_k, updated incrementally: for an old
+                    # slot, f_k = f_{k-1} + dF_slot gives R_j += H[slot, j]; only the new
+                    # slot needs a dot product (a slot lives at most m iterations)
+                    for j in range(c):
+                        if j != slot:
+                            R[b, j] += H[b, slot, j]
+                    R[b, slot] = dot(dFs, fp)
                     cnt[b] = c
                     head[b] = (slot + 1) % ma
                 else:
@@ -203,7 +211,7 @@ def fp_driver(
                     dmax = 0.0
                     for j in range(c):
                         dmax = max(dmax, H[b, j, j])
-                        rhs[j] = dot(dF[b, j], fp)
+                        rhs[j] = R[b, j]
                         for q in range(c):
                             Hs[j, q] = H[b, j, q]
                     for j in range(c):
@@ -221,9 +229,12 @@ def fp_driver(
                         tmp[0] = gam[j] * one_m_beta
                         gjb = tmp[0]
                         dGj = dG[b, j]
-                        dFj = dF[b, j]
                         for i in range(n):
-                            xb[i] = xb[i] - gj * dGj[i] + gjb * dFj[i]
+                            xb[i] = xb[i] - gj * dGj[i]
+                        if beta != 1.0:
+                            dFj = dF[b, j]
+                            for i in range(n):
+                                xb[i] = xb[i] + gjb * dFj[i]
                 if has_bounds:
                     clip_row(xb, lo, hi)
         else:  # GAUSS_SEIDEL
