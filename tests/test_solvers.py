@@ -399,3 +399,59 @@ def test_warmup_compiles_and_returns_time():
     assert res.converged.all()
     with pytest.raises(ValueError, match="njit"):
         warmup(lambda x, out, args: None, np.zeros((1, N)))
+
+
+def test_new_map_of_same_types_reuses_the_compiled_driver():
+    # the driver is compiled per (dtype, args type, observe type), never per function
+    import numba
+
+    from solvers import fixed_point
+
+    A, c = contraction(N, 0.5, seed=16)
+    solve_fixed_point(affine, np.zeros((1, N)), (A, c), fixed_steps=1)
+    n_drivers = len(fixed_point._drivers)
+    driver = next(iter(fixed_point._drivers.values()))
+    n_sigs = [len(d.signatures) for d in fixed_point._drivers.values()]
+
+    @numba.njit
+    def another(x, out, args):
+        _, c = args
+        for b in range(x.shape[0]):
+            for i in range(x.shape[1]):
+                out[b, i] = 0.5 * x[b, i] + c[i]
+
+    for method in (Picard(), Anderson(), GaussSeidel(groups=GS_GROUPS)):
+        res = solve_fixed_point(another, np.zeros((2, N)), (A, c), method=method, atol=1e-12)
+        np.testing.assert_allclose(res.x, np.broadcast_to(2 * c, (2, N)), atol=1e-10)
+    assert len(fixed_point._drivers) == n_drivers
+    assert [len(d.signatures) for d in fixed_point._drivers.values()] == n_sigs
+    assert driver.signatures
+
+
+@pytest.mark.slow
+def test_driver_is_loaded_from_the_disk_cache_in_a_new_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import numpy as np, numba\n"
+        "from solvers import solve_fixed_point, fixed_point\n"
+        "@numba.njit\n"
+        "def g(x, out, args):\n"
+        "    out[:] = 0.5 * x\n"
+        "solve_fixed_point(g, np.ones((2, 3)), fixed_steps=2)\n"
+        "d = next(iter(fixed_point._drivers.values()))\n"
+        "print(sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values()))\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(root))
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert outs[0] == ["0", "1"]  # first process: compiled (and written to the cache)
+    assert outs[1] == ["1", "0"]  # second process: loaded, no compilation
