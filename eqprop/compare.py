@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from eqprop import gradients as G
+from eqprop._cli_options import float_list, int_list, name_list
 
 __all__ = ["REFERENCES", "compare", "compare_main", "layer_metrics"]
 
@@ -296,28 +297,6 @@ def _dyn_config(dyn: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eqprop compare",
@@ -326,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sizes",
-        type=_ints,
+        type=int_list,
         default=[20, 30, 10],
         help="layer sizes, input first (default 20,30,10)",
     )
@@ -335,14 +314,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", default="squared", choices=["squared", "cross-entropy"])
     p.add_argument(
         "--betas",
-        type=_floats,
+        type=float_list,
         default=[1e-3, 1e-2, 1e-1],
         help="comma-separated nudging strengths > 0",
     )
-    p.add_argument("--estimators", type=_names, default=list(ESTIMATORS))
+    p.add_argument("--estimators", type=name_list, default=list(ESTIMATORS))
     p.add_argument(
         "--references",
-        type=_names,
+        type=name_list,
         default=["rbp", "bptt"],
         help="comma-separated subset of rbp,bptt,finite-difference",
     )

@@ -22,31 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eqprop._cli_options import float_list, int_list, name_list
+
 __all__ = ["STUDIES", "plot_main", "study_main"]
 
 STUDIES = ("convergence", "beta-sweep", "gdu", "training")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _sizes(text: str) -> list[int]:
@@ -87,9 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="kind", required=True, metavar="KIND")
 
     p = sub.add_parser("convergence", help="solver residual/energy per iteration")
-    p.add_argument("--methods", type=_names, default=["picard", "anderson", "gauss-seidel"])
-    p.add_argument("--depths", type=_ints, default=[1, 2, 3])
-    p.add_argument("--tols", type=_floats, default=[1e-2, 1e-4, 1e-6])
+    p.add_argument("--methods", type=name_list, default=["picard", "anderson", "gauss-seidel"])
+    p.add_argument("--depths", type=int_list, default=[1, 2, 3])
+    p.add_argument("--tols", type=float_list, default=[1e-2, 1e-4, 1e-6])
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--n-in", type=int, default=64)
     p.add_argument("--n-out", type=int, default=10)
@@ -105,9 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("beta-sweep", help="bias/variance of EP estimators versus beta")
-    p.add_argument("--betas", type=_floats, default=None, help="default: 8 from 1e-3 to 1")
-    p.add_argument("--estimators", type=_names, default=["one-sided", "random-sign", "symmetric"])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3])
+    p.add_argument("--betas", type=float_list, default=None, help="default: 8 from 1e-3 to 1")
+    p.add_argument(
+        "--estimators", type=name_list, default=["one-sided", "random-sign", "symmetric"]
+    )
+    p.add_argument("--seeds", type=int_list, default=[0, 1, 2, 3])
     p.add_argument("--sizes", type=_sizes, default=[20, 16, 5])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument(
@@ -125,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("gdu", help="EP nudged-phase updates versus BPTT (GDU)")
-    p.add_argument("--betas", type=_floats, default=[1e-3, 1e-2, 1e-1])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    p.add_argument("--betas", type=float_list, default=[1e-3, 1e-2, 1e-1])
+    p.add_argument("--seeds", type=int_list, default=[0, 1, 2])
     p.add_argument("--setting", default="toy", help="toy, prototypical or energy-based")
     p.add_argument("--sizes", type=_sizes, default=None)
     p.add_argument("--T", type=int, default=None)
@@ -137,9 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("training", help="train/test error per epoch")
-    p.add_argument("--estimators", type=_names, default=["one-sided", "random-sign", "symmetric"])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
-    p.add_argument("--costs", type=_names, default=["squared"])
+    p.add_argument(
+        "--estimators", type=name_list, default=["one-sided", "random-sign", "symmetric"]
+    )
+    p.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    p.add_argument("--costs", type=name_list, default=["squared"])
     p.add_argument("--preset", default=None, help="start from an eqprop preset")
     p.add_argument(
         "--set",
