@@ -107,6 +107,17 @@ def to_json(obj: Any) -> str:
     return json.dumps(_jsonable(obj), sort_keys=True, default=str)
 
 
+def _git(cwd: Path, *args: str) -> str:
+    """Stripped standard output of ``git ARGS`` run in ``cwd`` (10 s limit).
+
+    Raises :class:`OSError` (no git) or :class:`subprocess.SubprocessError` (non-zero exit,
+    timeout); :func:`git_info` turns both into "not known".
+    """
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Commit and dirty flag of the git checkout containing ``path``.
 
@@ -126,22 +137,8 @@ def git_info(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     if here.is_file():
         here = here.parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = _git(here, "rev-parse", "HEAD")
+        status = _git(here, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return {}
     if len(commit) < 7:
