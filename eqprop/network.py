@@ -400,6 +400,14 @@ def init_network(
 
 
 # --------------------------------------------------------------------------- validation
+def _finite_in_dtype(net: Network, arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` as a C-contiguous array in ``net.dtype``; ValueError on NaN or inf entries."""
+    arr = np.ascontiguousarray(arr, dtype=net.dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
 def check_input(net: Network, x, name: str = "x") -> np.ndarray:
     """Return ``x`` as a C-contiguous ``(batch, sizes[0])`` array in the network's dtype.
 
@@ -417,10 +425,7 @@ def check_input(net: Network, x, name: str = "x") -> np.ndarray:
         )
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=net.dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    return _finite_in_dtype(net, arr, name)
 
 
 def check_target(net: Network, d, batch: int, name: str = "d") -> np.ndarray:
@@ -431,10 +436,7 @@ def check_target(net: Network, d, batch: int, name: str = "d") -> np.ndarray:
             f"{name} must have shape (batch, n_out) = ({batch}, {net.n_out}) (one-hot or "
             f"real targets), got {arr.shape}"
         )
-    arr = np.ascontiguousarray(arr, dtype=net.dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    return _finite_in_dtype(net, arr, name)
 
 
 def check_state(net: Network, s, batch: int, name: str = "s") -> np.ndarray:
@@ -444,10 +446,7 @@ def check_state(net: Network, s, batch: int, name: str = "s") -> np.ndarray:
         raise ValueError(
             f"{name} must have shape (batch, n_state) = ({batch}, {net.n_state}), got {arr.shape}"
         )
-    arr = np.ascontiguousarray(arr, dtype=net.dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    return _finite_in_dtype(net, arr, name)
 
 
 def _target_or_zeros(net, d, batch):
