@@ -158,3 +158,48 @@ def test_plot_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"eqprop\[plot\]"):
         plot_study(_fake("gdu"), tmp_path / "f.png")
+
+
+def test_list_options_are_shared_with_eqprop_compare():
+    """Both commands parse comma lists with the same types (one place: eqprop._cli_options)."""
+    import argparse
+
+    from eqprop import _cli_options as O
+    from eqprop.compare import _parser as compare_parser
+    from studies.cli import _parser as study_parser
+
+    assert O.float_list("1e-3, 0.5,") == [1e-3, 0.5]
+    assert O.int_list("0,1,,2") == [0, 1, 2]
+    assert O.name_list(" rbp , bptt,") == ["rbp", "bptt"]
+    for f, bad, what in ((O.float_list, "1,x", "numbers"), (O.int_list, "1.5", "integers")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"comma-separated {what}"):
+            f(bad)
+    a = study_parser().parse_args(
+        ["beta-sweep", "--betas", "0.1,1", "--seeds", "3,4", "--estimators", "symmetric", "-o", "x"]
+    )
+    assert (a.betas, a.seeds, a.estimators) == ([0.1, 1.0], [3, 4], ["symmetric"])
+    c = compare_parser().parse_args(["--betas", "0.1,1", "--sizes", "4,6,3", "--estimators", "a"])
+    assert (c.betas, c.sizes, c.estimators) == ([0.1, 1.0], [4, 6, 3], ["a"])
+
+
+@pytest.mark.parametrize(
+    "point, study",
+    [
+        ("studies.beta:beta_point", "studies.beta:beta_sweep"),
+        ("studies.convergence:convergence_point", "studies.convergence:solver_convergence"),
+    ],
+)
+def test_point_and_study_defaults_agree(point, study):
+    """A study's keyword defaults are its point function's: one grid, one meaning."""
+    import importlib
+    import inspect
+
+    def params(spec):
+        mod, name = spec.split(":")
+        return inspect.signature(getattr(importlib.import_module(mod), name)).parameters
+
+    p, s = params(point), params(study)
+    shared = [k for k in p if k in s and p[k].kind is inspect.Parameter.KEYWORD_ONLY]
+    assert len(shared) >= 8
+    for k in shared:
+        assert p[k].default == s[k].default, k
