@@ -408,6 +408,18 @@ def _finite_in_dtype(net: Network, arr: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
+def _batch_columns(
+    net: Network, a, batch: int, what: str, n: int, name: str, note: str = ""
+) -> np.ndarray:
+    """``a`` as a finite C-contiguous ``(batch, n)`` array in ``net.dtype`` (``what``: n's name)."""
+    arr = np.asarray(a)
+    if arr.ndim != 2 or arr.shape != (batch, n):
+        raise ValueError(
+            f"{name} must have shape (batch, {what}) = ({batch}, {n}){note}, got {arr.shape}"
+        )
+    return _finite_in_dtype(net, arr, name)
+
+
 def check_input(net: Network, x, name: str = "x") -> np.ndarray:
     """Return ``x`` as a C-contiguous ``(batch, sizes[0])`` array in the network's dtype.
 
@@ -430,23 +442,12 @@ def check_input(net: Network, x, name: str = "x") -> np.ndarray:
 
 def check_target(net: Network, d, batch: int, name: str = "d") -> np.ndarray:
     """Return targets as a C-contiguous ``(batch, n_out)`` array in the network's dtype."""
-    arr = np.asarray(d)
-    if arr.ndim != 2 or arr.shape != (batch, net.n_out):
-        raise ValueError(
-            f"{name} must have shape (batch, n_out) = ({batch}, {net.n_out}) (one-hot or "
-            f"real targets), got {arr.shape}"
-        )
-    return _finite_in_dtype(net, arr, name)
+    return _batch_columns(net, d, batch, "n_out", net.n_out, name, " (one-hot or real targets)")
 
 
 def check_state(net: Network, s, batch: int, name: str = "s") -> np.ndarray:
     """Return a state as a C-contiguous ``(batch, n_state)`` array in the network's dtype."""
-    arr = np.asarray(s)
-    if arr.ndim != 2 or arr.shape != (batch, net.n_state):
-        raise ValueError(
-            f"{name} must have shape (batch, n_state) = ({batch}, {net.n_state}), got {arr.shape}"
-        )
-    return _finite_in_dtype(net, arr, name)
+    return _batch_columns(net, s, batch, "n_state", net.n_state, name)
 
 
 def _target_or_zeros(net, d, batch):
