@@ -1,0 +1,321 @@
+"""Free-phase iterations of every ``solvers`` method on the deep presets (a script, not a test).
+
+Scellier & Bengio (2017) run the free phase of their deep hopfield networks for a fixed
+number of projected Euler steps, ``s <- clip(s - eps dE/ds, 0, 1)`` with ``eps = 0.5``:
+``T = 100`` for 784-500-500-10 and ``T = 500`` for 784-500-500-500-10 (hard sigmoid).
+This script measures the residual that those ``T`` steps reach and how many iterations
+each ``solvers`` method needs to reach the same residual.
+
+For each network (Glorot init of :func:`eqprop.init_network`, seed 0; and the weights of
+the ``scellier2017-2h`` checkpoint when it exists) and a batch of 128 MNIST images:
+
+1. ``fixed``: the paper's path, ``T`` synchronous steps (``Dynamics(method="fixed")``),
+   from zero (the paper's first epoch) and, for the checkpoint, from the stored
+   persistent particles of the first 128 training images. The per-sample residual
+   reached is the solvers' fixed-point residual of the eps-map,
+   :math:`r(s) = \\max_i |P(g(s))_i - s_i|` at :math:`s_T`.
+2. The target is ``atol = max over samples of r(s_T)`` (every sample of the fixed path
+   meets it; ``--target median`` uses the median instead, which half of the fixed path's
+   samples miss).
+3. Every method runs from the same start to ``atol`` (``fixed_steps=False``); the ODE
+   methods (on :math:`\\dot s = -\\partial E/\\partial s`, whose projected field is
+   about ``r / eps``) get ``atol / eps`` and their final states are checked with the
+   fixed-point residual of the eps-map, like every other method (column ``r_fp``).
+
+Columns: ``iters`` iterations of the slowest sample (what a batched solve costs) and the
+mean over samples; ``evals`` full map/field evaluations (``nfev``; RK4 uses 4 per step,
+Dopri5 6) plus block evaluations of Gauss-Seidel (``+b``); ``iters/T``; ``time/fixed``
+the median wall time of the solve over the median wall time of the fixed path, both
+timed in this run (the machine is shared: ratios only); ``r_fp`` the largest
+fixed-point residual of the final states; ``|ds|`` ``max |s_method - s_fixed|``;
+``|ds*|`` ``max |s_method - s*|`` with ``s*`` the limit of the fixed path's own
+trajectory (Picard continued from ``s_T`` in a float64 copy of the network to residual
+1e-6); ``pred`` / ``pred*`` the number of samples whose predicted class (argmax of the
+output layer) differs from that of ``s_T`` / of ``s*``.
+
+Run from the repository root::
+
+    NUMBA_CACHE_DIR=.numba_cache OPENBLAS_NUM_THREADS=1 \\
+        .venv/bin/python benchmarks/bench_deep_phases.py
+
+Options: ``--repeat R`` timing repeats (median), ``--batch B``, ``--target max|median``,
+``--checkpoint PATH`` (default ``/work/runs/scellier2017-2h/checkpoint.npz``; ``none``
+skips it), ``--nets 2h,3h``, ``--data-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import solvers
+from eqprop import Dynamics, init_network, load_checkpoint
+from eqprop import kernels as K
+from eqprop.data import load_dataset
+from eqprop.network import Network
+from eqprop.phases import clamp, free_phase
+
+EPS = 0.5
+PAPER = {"2h": ((784, 500, 500, 10), 100), "3h": ((784, 500, 500, 500, 10), 500)}
+
+
+@dataclass
+class Case:
+    """One network, input batch and start state."""
+
+    name: str
+    net: Network
+    x: np.ndarray
+    s0: np.ndarray | None
+    T: int
+
+
+def fp_residual(net: Network, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per-sample fixed-point residual ``max_i |clip(g(s))_i - s_i|`` of the eps-map (float64)."""
+    cx = clamp(net, x)
+    B = s.shape[0]
+    lay = net.layout("inside")
+    target = np.zeros((B, net.n_out), dtype=net.dtype)
+    sc = np.array([0.0, EPS], dtype=net.dtype)
+    args = (cx.theta, lay, cx.drive, target, sc, K.make_work(lay, B, net.dtype))
+    s = np.ascontiguousarray(s, dtype=net.dtype)
+    out = np.empty_like(s)
+    K.fixed_point_map(s, out, args)
+    if net.bounds is not None:
+        np.clip(out, net.bounds[0], net.bounds[1], out=out)
+    return np.abs(out.astype(np.float64) - s.astype(np.float64)).max(axis=1)
+
+
+def layer_groups(net: Network) -> dict[str, tuple]:
+    """Gauss-Seidel groups: per layer in order, and odd layers then even layers."""
+    off = [int(v) for v in net.offsets]
+    layers = [(off[i], off[i + 1]) for i in range(len(off) - 1)]
+    return {
+        "layers": tuple((r,) for r in layers),
+        "odd/even": (tuple(layers[0::2]), tuple(layers[1::2])),
+        "even/odd": (tuple(layers[1::2]), tuple(layers[0::2])),
+    }
+
+
+HYBRID_STEPS = 20  # plain steps before Anderson in the two-stage contender
+
+
+def methods(net: Network) -> list[tuple[str, Any]]:
+    """(label, solvers method) of every contender; ``("hybrid", m)``: Picard then ``m``."""
+    g = layer_groups(net)
+    out: list[tuple[str, Any]] = [
+        ("Picard", solvers.Picard()),
+        ("Picard(damping=1.5)", solvers.Picard(damping=1.5)),
+        ("Picard(damping=1.9)", solvers.Picard(damping=1.9)),
+    ]
+    for m in (1, 2, 3, 5, 10):
+        out.append((f"Anderson(m={m})", solvers.Anderson(m=m)))
+    out.append(("Anderson(m=5,damping=0.5)", solvers.Anderson(m=5, damping=0.5)))
+    out.append(("Anderson(m=5,restart_tol=1e-3)", solvers.Anderson(m=5, restart_tol=1e-3)))
+    out.append(("Anderson(m=5,growth=inf)", solvers.Anderson(m=5, growth=float("inf"))))
+    out.append((f"{HYBRID_STEPS} Picard + Anderson(m=5)", ("hybrid", solvers.Anderson(m=5))))
+    out.append((f"{HYBRID_STEPS} Picard + Anderson(m=3)", ("hybrid", solvers.Anderson(m=3))))
+    for label, groups in g.items():
+        out.append((f"GaussSeidel({label})", solvers.GaussSeidel(groups=groups)))
+    out.append(
+        ("GaussSeidel(odd/even,d=1.5)", solvers.GaussSeidel(groups=g["odd/even"], damping=1.5))
+    )
+    out += [
+        (f"Euler(dt={EPS})", solvers.Euler(dt=EPS)),
+        ("Euler(dt=0.9)", solvers.Euler(dt=0.9)),
+        (f"RK4(dt={EPS})", solvers.RK4(dt=EPS)),
+        ("RK4(dt=1.0)", solvers.RK4(dt=1.0)),
+        ("Dopri5", solvers.Dopri5(dt0=EPS)),
+    ]
+    return out
+
+
+@dataclass
+class Solve:
+    """What one contender did (summed over its stages)."""
+
+    state: np.ndarray
+    n_iter: np.ndarray
+    nfev: int
+    nfev_block: int
+    converged: np.ndarray
+    failed: np.ndarray
+
+
+def solve(case: Case, meth: Any, atol: float, max_iter: int) -> Solve:
+    """Run one contender from the case's start to ``atol`` (ODE methods: ``atol / eps``)."""
+    net, x, s0 = case.net, case.x, case.s0
+    n0, nf0 = 0, 0
+    if isinstance(meth, tuple):  # two stages: HYBRID_STEPS plain steps, then the method
+        pre = free_phase(net, x, Dynamics(T=HYBRID_STEPS, eps=EPS, method="fixed"), s0=s0)
+        s0, n0, nf0, meth = pre.state, HYBRID_STEPS, pre.result.nfev, meth[1]
+    is_ode = isinstance(meth, solvers.Euler | solvers.RK4 | solvers.Dopri5)
+    dyn = Dynamics(
+        T=case.T,
+        eps=EPS,
+        method=meth,
+        fixed_steps=False,
+        atol=atol / EPS if is_ode else atol,
+        max_iter=max_iter,
+    )
+    res = free_phase(net, x, dyn, s0=s0).result
+    return Solve(
+        np.ascontiguousarray(res.x),
+        res.n_iter + n0,
+        res.nfev + nf0,
+        res.nfev_block,
+        res.converged,
+        res.failed,
+    )
+
+
+def timed(fn, repeat: int):
+    """(result of the last call, median seconds over ``repeat`` calls)."""
+    times, res = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = fn()
+        times.append(time.perf_counter() - t0)
+    return res, statistics.median(times)
+
+
+def reference_state(case: Case, s_T: np.ndarray) -> np.ndarray:
+    """The limit of the fixed path's own trajectory: Picard continued from ``s_T`` in a
+    float64 copy of the network to residual 1e-6 (up to 20000 more steps)."""
+    net = case.net
+    net64 = init_network(net.sizes, kind=net.kind, activation=net.activation, dtype="float64")
+    for l, (W, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+        net64.weights[l][...] = W
+        net64.biases[l][...] = b
+    dyn = Dynamics(T=1, eps=EPS, method="picard", fixed_steps=False, atol=1e-6, max_iter=20000)
+    ph = free_phase(net64, case.x.astype(np.float64), dyn, s0=s_T.astype(np.float64))
+    return ph.state
+
+
+def predictions(net: Network, s: np.ndarray) -> np.ndarray:
+    return np.argmax(s[:, int(net.offsets[-2]) : int(net.offsets[-1])], axis=1)
+
+
+def run_case(case: Case, repeat: int, target: str, max_iter: int) -> list[str]:
+    """Table rows of one case."""
+    net, x, T = case.net, case.x, case.T
+    fixed_dyn = Dynamics(T=T, eps=EPS, method="fixed")
+    free_phase(net, x, Dynamics(T=2, eps=EPS, method="fixed"), s0=case.s0)  # warm-up
+    ph_fixed, t_fixed = timed(lambda: free_phase(net, x, fixed_dyn, s0=case.s0), repeat)
+    s_fixed = ph_fixed.state
+    r_T = ph_fixed.result.residual[T]
+    r_check = fp_residual(net, x, s_fixed)
+    atol = float(np.max(r_T) if target == "max" else np.median(r_T))
+    s_star = reference_state(case, s_fixed)
+    pred_fixed = predictions(net, s_fixed)
+    pred_star = predictions(net, s_star)
+    lines = [
+        f"## {case.name}: T={T}, eps={EPS}, batch {x.shape[0]}, start "
+        f"{'zero' if case.s0 is None else 'persistent particles'}",
+        f"# residual of s_T per sample: min {r_T.min():.3g}, median {np.median(r_T):.3g}, "
+        f"max {r_T.max():.3g} (recomputed: max {r_check.max():.3g}); "
+        f"target atol = {target} = {atol:.3g}",
+        f"# fixed path: {t_fixed * 1e3:.1f} ms (median of {repeat}); "
+        f"max|s_T - s*| = {np.abs(s_fixed - s_star).max():.2g}; "
+        f"samples of the fixed path meeting atol: {(r_T <= atol).sum()}/{x.shape[0]}",
+        f"{'method':30s} {'iters':>6s} {'mean':>6s} {'evals':>11s} {'iters/T':>7s} "
+        f"{'time/fixed':>10s} {'r_fp':>8s} {'|ds|':>8s} {'|ds*|':>8s} {'pred':>4s} "
+        f"{'pred*':>5s} ok",
+        "-" * 118,
+    ]
+    lines.append(
+        f"{'fixed (paper, T steps)':30s} {T:6d} {T:6.1f} {ph_fixed.result.nfev:11d} "
+        f"{1.0:7.3f} {1.0:10.2f} {r_T.max():8.2g} {0.0:8.2g} "
+        f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
+        f"{int((pred_fixed != pred_star).sum()):5d} yes"
+    )
+    for label, meth in methods(net):
+        solve(case, meth, atol, 2)  # compile / load the driver before timing
+        res, t = timed(lambda meth=meth: solve(case, meth, atol, max_iter), repeat)
+        r_fp = fp_residual(net, x, res.state)
+        it = res.n_iter
+        evals = f"{res.nfev}" + (f"+{res.nfev_block}b" if res.nfev_block else "")
+        ok = bool(res.converged.all() and not res.failed.any() and r_fp.max() <= atol * 1.0001)
+        note = "" if ok else f" ({int(res.converged.sum())}/{len(it)} converged)"
+        lines.append(
+            f"{label:30s} {it.max():6d} {it.mean():6.1f} {evals:>11s} {it.max() / T:7.3f} "
+            f"{t / t_fixed:10.2f} {r_fp.max():8.2g} {np.abs(res.state - s_fixed).max():8.2g} "
+            f"{np.abs(res.state - s_star).max():8.2g} "
+            f"{int((predictions(net, res.state) != pred_fixed).sum()):4d} "
+            f"{int((predictions(net, res.state) != pred_star).sum()):5d} "
+            f"{'yes' if ok else 'NO'}{note}"
+        )
+    return lines
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for ln in out.splitlines():
+            if ln.startswith("Model name:"):
+                model = ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return (
+        f"{model}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} at start; numpy {np.__version__}; "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--target", choices=("max", "median"), default="max")
+    p.add_argument("--max-iter-factor", type=int, default=3, help="max_iter = factor * T")
+    p.add_argument("--nets", default="2h,3h")
+    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--checkpoint", default="/work/runs/scellier2017-2h/checkpoint.npz")
+    a = p.parse_args(argv)
+
+    data = load_dataset("mnist", data_dir=a.data_dir)
+    x_test = np.ascontiguousarray(data.test.x[: a.batch], dtype=np.float32)
+    cases: list[Case] = []
+    for key in a.nets.split(","):
+        sizes, T = PAPER[key]
+        net = init_network(sizes, kind="hopfield", activation="hardsigmoid", seed=0)
+        cases.append(
+            Case(f"{key} Glorot init (seed 0), MNIST test[:{a.batch}]", net, x_test, None, T)
+        )
+        if key == "2h" and a.checkpoint != "none" and os.path.isfile(a.checkpoint):
+            _cfg, arr = load_checkpoint(a.checkpoint)
+            tnet = init_network(sizes, kind="hopfield", activation="hardsigmoid", seed=0)
+            for l in range(len(tnet.weights)):
+                tnet.weights[l][...] = arr[f"W{l}"]
+                tnet.biases[l][...] = arr[f"b{l}"]
+            tag = f"{key} trained ({a.checkpoint}, epoch {int(arr['epoch'])})"
+            cases.append(Case(f"{tag}, MNIST test[:{a.batch}]", tnet, x_test, None, T))
+            if "particles" in arr:
+                x_train = np.ascontiguousarray(data.train.x[: a.batch], dtype=np.float32)
+                s0 = np.ascontiguousarray(arr["particles"][: a.batch])
+                cases.append(Case(f"{tag}, MNIST train[:{a.batch}]", tnet, x_train, s0, T))
+            del arr
+    print(f"# bench_deep_phases: {machine()}")
+    print(
+        "# iters: iterations of the slowest sample (mean: over samples); evals: nfev (+ block "
+        "evaluations b); time/fixed: median wall time over the fixed path's, same run"
+    )
+    for case in cases:
+        print()
+        print("\n".join(run_case(case, a.repeat, a.target, a.max_iter_factor * case.T)), flush=True)
+    print(f"\n# load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
