@@ -1,11 +1,49 @@
-"""Shared pieces of the public solvers: dummy callbacks, result assembly, failure raising."""
+"""Shared pieces of the public solvers: input preparation, driver lookup, result assembly.
+
+Both :func:`solvers.solve_fixed_point` and :func:`solvers.solve_steady_state` validate the
+same stopping controls and inputs (:func:`prepare`), compile the user's callbacks into
+function values, look their driver up per (state type, ``args`` type, ``observe``
+signature) (:func:`driver_for`), and turn the driver's output into a
+:class:`SolveResult` (:func:`run`). The drivers take the same leading arguments
+(callbacks, ``x``, ``args``, ``lo``, ``hi``, ``has_bounds``, method code), then their
+method parameters, then the stopping controls (one tuple, :data:`CONTROL_TYPE`).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import numba
+import numpy as np
+from numba import njit, types
+
+from . import _compile as C
 from ._result import SolveResult, SolverFailure, Status
+from ._validate import (
+    check_args,
+    check_bound,
+    check_bounds,
+    check_count,
+    check_jitted,
+    check_state,
+    check_tolerances,
+)
+
+#: Type of the drivers' last argument, the stopping controls ``(atol, rtol, max_iter,
+#: fixed_steps, record_every, divergence_bound, do_observe)``.
+CONTROL_TYPE = types.Tuple(
+    (
+        types.float64,
+        types.float64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.float64,
+        types.boolean,
+    )
+)
 
 
 @njit(cache=True)
@@ -28,9 +66,14 @@ def build_result(
     wall_time: float,
     method: str,
     raise_on_failure: bool,
-    n_rejected: np.ndarray | None = None,
 ) -> SolveResult:
-    res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev, nfev_block, x = out
+    """The :class:`SolveResult` of a driver's output ``out``; raise if asked and failed.
+
+    ``out`` is ``(res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev,
+    nfev_block, x)``, followed by ``n_rejected`` for the steady-state driver.
+    """
+    res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev, nfev_block, x = out[:11]
+    n_rejected = out[11] if len(out) > 11 else None
     if failed.any():
         status = Status.FAILED
     elif fixed_steps is not None:
@@ -77,3 +120,155 @@ def build_result(
     if raise_on_failure and status == Status.FAILED:
         raise SolverFailure(f"{method}: {message}", result)
     return result
+
+
+class Prepared(NamedTuple):
+    """Validated inputs of one solve, in the form the drivers take them."""
+
+    x: np.ndarray
+    args: tuple
+    lo: np.ndarray
+    hi: np.ndarray
+    has_bounds: bool
+    xt: Any  # numba type of x
+    at: Any  # numba type of args
+    gsig: Any  # signatures of g/f, g_block, observe
+    bsig: Any
+    osig: Any
+    gw: Any  # compiled function values of g/f, g_block, observe
+    bw: Any
+    ow: Any
+    control: tuple  # values for CONTROL_TYPE
+
+
+def prepare(
+    fn: Callable,
+    x0: Any,
+    args: Any,
+    *,
+    name: str,
+    bounds: Any,
+    g_block: Callable | None,
+    observe: Callable | None,
+    atol: float,
+    rtol: float,
+    max_iter: int,
+    fixed_steps: int | None,
+    record_every: int,
+    divergence_bound: float,
+) -> Prepared:
+    """Validate the controls and inputs, compile the callbacks; ValueError if bad.
+
+    ``x0`` is copied (C-contiguous, dtype kept) and projected onto ``bounds``;
+    ``fixed_steps=None`` becomes -1 in ``control``.
+    """
+    atol, rtol = check_tolerances(atol, rtol)
+    max_iter = check_count("max_iter", max_iter, 1)
+    fs = -1 if fixed_steps is None else check_count("fixed_steps", fixed_steps, 1)
+    record_every = check_count("record_every", record_every, 1)
+    dbound = check_bound(divergence_bound)
+    check_jitted(fn, name)
+    check_jitted(g_block, "g_block", required=False)
+    check_jitted(observe, "observe", required=False)
+    x = check_state(x0)
+    args = check_args(args, x.dtype)
+    lo, hi, has_bounds = check_bounds(bounds, x.shape[1], x.dtype)
+    if has_bounds:
+        np.clip(x, lo, hi, out=x)
+    xt = C.state_type(x.dtype)
+    at = numba.typeof(args)
+    key = (fn, g_block, observe, xt, at)
+    compiled = _callbacks.get(key)
+    if compiled is None:
+        compiled = _compile_callbacks(fn, g_block, observe, xt, at, name)
+        _callbacks[key] = compiled
+    gw, bw, ow, gsig, bsig, osig = compiled
+    control = (atol, rtol, max_iter, fs, record_every, dbound, observe is not None)
+    return Prepared(x, args, lo, hi, has_bounds, xt, at, gsig, bsig, osig, gw, bw, ow, control)
+
+
+_callbacks: dict[tuple, tuple] = {}
+
+
+def _compile_callbacks(g, g_block, observe, xt, at, name):
+    """Compile the callbacks for these types and wrap them as function values."""
+    gargs = (xt, xt, at)
+    rt = C.compile_user(g, gargs, f"{name}(x, out, args)")
+    if rt != types.none:
+        raise ValueError(f"{name}(x, out, args) must write into out and return None, got {rt}")
+    gsig = C.map_sig(xt, at)
+    bsig = C.block_sig(xt, at)
+    gb = g_block if g_block is not None else no_block
+    bargs = (xt, xt, at, types.int64, types.int64)
+    rt = C.compile_user(gb, bargs, "g_block")
+    if rt != types.none:
+        raise ValueError(f"g_block(x, out, args, start, stop) must return None, got {rt}")
+    ob = observe if observe is not None else no_observe
+    oargs = (xt, at)
+    ort = C.compile_user(ob, oargs, "observe(x, args)")
+    if not (isinstance(ort, types.Array) and ort.ndim == 1 and isinstance(ort.dtype, types.Float)):
+        raise ValueError(
+            f"observe(x, args) must return a 1-D float array of shape (batch,), got {ort}"
+        )
+    osig = ort(xt, at)
+    return (
+        C.function_value(g, gargs),
+        C.function_value(gb, bargs),
+        C.function_value(ob, oargs),
+        gsig,
+        bsig,
+        osig,
+    )
+
+
+def driver_for(
+    cache: dict[tuple, Any], name: str, p: Prepared, fn_sigs: tuple, method_types: tuple
+) -> Any:
+    """Driver ``name`` for ``p``'s types, memoised in ``cache`` by (x, args, observe) type.
+
+    Its arguments: function values typed by ``fn_sigs``, ``x``, ``args``, ``lo``, ``hi``,
+    ``has_bounds``, the method code (int64), ``method_types``, then :data:`CONTROL_TYPE`.
+    """
+    key = (p.xt, p.at, p.osig)
+    driver = cache.get(key)
+    if driver is None:
+        vt = types.Array(p.xt.dtype, 1, "C")
+        argtypes = (
+            *(types.FunctionType(sig) for sig in fn_sigs),
+            p.xt,
+            p.at,
+            vt,
+            vt,
+            types.boolean,
+            types.int64,
+            *method_types,
+            CONTROL_TYPE,
+        )
+        driver = C.get_driver(name, key, argtypes)
+        cache[key] = driver
+    return driver
+
+
+def run(
+    driver: Any,
+    fns: tuple,
+    p: Prepared,
+    code: int,
+    params: tuple,
+    *,
+    fixed_steps: int | None,
+    method: str,
+    raise_on_failure: bool,
+) -> SolveResult:
+    """Call ``driver`` on ``p`` (timed) and assemble the :class:`SolveResult`."""
+    t0 = time.perf_counter()
+    out = driver(*fns, p.x, p.args, p.lo, p.hi, p.has_bounds, code, *params, p.control)
+    wall = time.perf_counter() - t0
+    return build_result(
+        out=out,
+        fixed_steps=fixed_steps,
+        do_observe=p.control[-1],
+        wall_time=wall,
+        method=method,
+        raise_on_failure=raise_on_failure,
+    )

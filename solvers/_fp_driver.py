@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import _TINY, absmax_diff, cholesky_solve, clip_row, dot, grow_rows, grow_vec
+from ._bookkeeping import (
+    RUNNING,
+    driver_output,
+    new_records,
+    record_observed,
+    reserve_row,
+    sample_verdict,
+    stop_sample,
+)
+from ._kernels import _TINY, absmax_diff, cholesky_solve, clip_row, dot
 
 PICARD = 0
 ANDERSON = 1
@@ -36,30 +45,17 @@ def fp_driver(
     ranges,
     group_ptr,
     use_block,
-    atol,
-    rtol,
-    max_iter,
-    fixed_steps,
-    record_every,
-    divergence_bound,
-    do_observe,
+    control,
 ):
+    atol, rtol, max_iter, fixed_steps, record_every, divergence_bound, do_observe = control
     B = x.shape[0]
     n = x.shape[1]
     gx = np.empty_like(x)
     limit = fixed_steps if fixed_steps >= 0 else max_iter
-    cap = min(limit + 1, 64)
-    res = np.full((cap, B), np.nan)
-    rel = np.full((cap, B), np.nan)
-    ocap = 16 if do_observe else 1
-    obs = np.full((ocap, B), np.nan)
-    obs_it = np.full(ocap, -1, dtype=np.int64)
+    res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, active = new_records(
+        B, limit, do_observe
+    )
     n_obs = 0
-    n_iter = np.full(B, -1, dtype=np.int64)
-    conv = np.zeros(B, dtype=np.bool_)
-    failed = np.zeros(B, dtype=np.bool_)
-    fail_iter = np.full(B, -1, dtype=np.int64)
-    active = np.ones(B, dtype=np.bool_)
     nfev = 0
     nfev_block = 0
     beta = damping
@@ -90,10 +86,7 @@ def fp_driver(
     while True:
         g(x, gx, args)
         nfev += 1
-        if k >= res.shape[0]:
-            newcap = min(2 * res.shape[0], limit + 1)
-            res = grow_rows(res, newcap)
-            rel = grow_rows(rel, newcap)
+        res, rel = reserve_row(res, rel, k, limit)
         n_active = 0
         for b in range(B):
             if not active[b]:
@@ -103,31 +96,13 @@ def fp_driver(
             r, xm = absmax_diff(gx[b], x[b])
             res[k, b] = r
             rel[k, b] = r / max(xm, _TINY)
-            if not r <= divergence_bound:
-                failed[b] = True
-                fail_iter[b] = k
-                active[b] = False
-                n_iter[b] = k
-            elif fixed_steps < 0 and r <= atol + rtol * xm:
-                conv[b] = True
-                active[b] = False
-                n_iter[b] = k
-            elif k >= limit:
-                conv[b] = r <= atol + rtol * xm
-                active[b] = False
-                n_iter[b] = k
-            else:
+            v = sample_verdict(r, xm, k, atol, rtol, limit, fixed_steps, divergence_bound)
+            if v == RUNNING:
                 n_active += 1
+            else:
+                stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
         if do_observe and (k % record_every == 0 or n_active == 0):
-            vals = observe(x, args)
-            if n_obs >= obs.shape[0]:
-                obs = grow_rows(obs, 2 * obs.shape[0])
-                obs_it = grow_vec(obs_it, 2 * obs_it.shape[0])
-            for b in range(B):
-                if n_iter[b] < 0 or n_iter[b] >= k:
-                    obs[n_obs, b] = vals[b]
-            obs_it[n_obs] = k
-            n_obs += 1
+            obs, obs_it, n_obs = record_observed(observe(x, args), k, obs, obs_it, n_obs, n_iter)
         if n_active == 0:
             break
 
@@ -269,17 +244,6 @@ def fp_driver(
                             x[b, i] = v
         k += 1
 
-    rows = k + 1
-    return (
-        res[:rows].copy(),
-        rel[:rows].copy(),
-        obs[:n_obs].copy(),
-        obs_it[:n_obs].copy(),
-        n_iter,
-        conv,
-        failed,
-        fail_iter,
-        nfev,
-        nfev_block,
-        x,
+    return driver_output(
+        res, rel, obs, obs_it, n_obs, k, n_iter, conv, failed, fail_iter, nfev, nfev_block, x
     )

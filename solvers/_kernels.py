@@ -31,6 +31,27 @@ def clip_row(y, lo, hi):
         y[i] = hi[i] if v > hi[i] else v
 
 
+@njit(cache=True)
+def step_rows(dst, x, v, c, active, lo, hi, has_bounds):
+    """``dst[b] = P(x[b] + c v[b])`` for the active rows ``b``; others left untouched.
+
+    ``c`` is a scalar of the state dtype; ``P`` clips into ``[lo, hi]`` when
+    ``has_bounds``. Correct with ``dst`` being ``x``, but then the loop's run-time alias
+    check fails and it runs unvectorised (measured: Euler steps 1.5x slower), so in-place
+    updates keep their own loop.
+    """
+    for b in range(x.shape[0]):
+        if not active[b]:
+            continue
+        db = dst[b]
+        xb = x[b]
+        vb = v[b]
+        for i in range(x.shape[1]):
+            db[i] = xb[i] + c * vb[i]
+        if has_bounds:
+            clip_row(db, lo, hi)
+
+
 @intrinsic
 def _float_bits(typingctx, v):
     """Reinterpret a float32/float64 as int32/int64 (LLVM bitcast, free)."""
@@ -64,6 +85,19 @@ def _bits_float(typingctx, bits, like):
 
 
 @njit(cache=True)
+def _norm_pair(rb, xb, like):
+    """``(r, xm)`` as float64 from the bit-pattern maxima ``rb`` and ``xb``.
+
+    ``r`` becomes NaN when ``xm`` is NaN (a NaN state makes the residual NaN too).
+    """
+    r = np.float64(_bits_float(rb, like))
+    xm = np.float64(_bits_float(xb, like))
+    if not xm <= np.inf:
+        r = np.nan
+    return r, xm
+
+
+@njit(cache=True)
 def absmax_diff(g, x):
     """``(max_i |g_i - x_i|, max_i |x_i|)`` of 1-D rows, as float64; NaN if any is NaN.
 
@@ -77,11 +111,7 @@ def absmax_diff(g, x):
     for i in range(n):
         rb = max(rb, _float_bits(abs(g[i] - x[i])))
         xb = max(xb, _float_bits(abs(x[i])))
-    r = np.float64(_bits_float(rb, x[0]))
-    xm = np.float64(_bits_float(xb, x[0]))
-    if not xm <= np.inf:
-        r = np.nan
-    return r, xm
+    return _norm_pair(rb, xb, x[0])
 
 
 @njit(cache=True)
@@ -114,11 +144,7 @@ def absmax_field(f, x, lo, hi, has_bounds):
         for i in range(n):
             rb = max(rb, _float_bits(abs(f[i])))
             xb = max(xb, _float_bits(abs(x[i])))
-    r = np.float64(_bits_float(rb, x[0]))
-    xm = np.float64(_bits_float(xb, x[0]))
-    if not xm <= np.inf:
-        r = np.nan
-    return r, xm
+    return _norm_pair(rb, xb, x[0])
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import _TINY, absmax, absmax_diff, absmax_field, clip_row, grow_rows, grow_vec
+from ._bookkeeping import (
+    FAILED,
+    RUNNING,
+    driver_output,
+    new_records,
+    record_observed,
+    reserve_row,
+    sample_verdict,
+    stop_sample,
+)
+from ._kernels import _TINY, absmax, absmax_diff, absmax_field, clip_row, step_rows
 
 EULER = 0
 RUNGE_KUTTA4 = 1
@@ -32,14 +42,9 @@ def ss_driver(
     safety,
     min_factor,
     max_factor,
-    atol,
-    rtol,
-    max_iter,
-    fixed_steps,
-    record_every,
-    divergence_bound,
-    do_observe,
+    control,
 ):
+    atol, rtol, max_iter, fixed_steps, record_every, divergence_bound, do_observe = control
     B = x.shape[0]
     n = x.shape[1]
     nstage = 7 if method == DOPRI5 else (4 if method == RUNGE_KUTTA4 else 1)
@@ -76,18 +81,10 @@ def ss_driver(
     n_rej = np.zeros(B, dtype=np.int64)
 
     limit = fixed_steps if fixed_steps >= 0 else max_iter
-    cap = min(limit + 1, 64)
-    res = np.full((cap, B), np.nan)
-    rel = np.full((cap, B), np.nan)
-    ocap = 16 if do_observe else 1
-    obs = np.full((ocap, B), np.nan)
-    obs_it = np.full(ocap, -1, dtype=np.int64)
+    res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, active = new_records(
+        B, limit, do_observe
+    )
     n_obs = 0
-    n_iter = np.full(B, -1, dtype=np.int64)
-    conv = np.zeros(B, dtype=np.bool_)
-    failed = np.zeros(B, dtype=np.bool_)
-    fail_iter = np.full(B, -1, dtype=np.int64)
-    active = np.ones(B, dtype=np.bool_)
     nfev = 0
     k1 = K[0]
 
@@ -95,10 +92,7 @@ def ss_driver(
     nfev += 1
     k = 0
     while True:
-        if k >= res.shape[0]:
-            newcap = min(2 * res.shape[0], limit + 1)
-            res = grow_rows(res, newcap)
-            rel = grow_rows(rel, newcap)
+        res, rel = reserve_row(res, rel, k, limit)
         n_active = 0
         for b in range(B):
             if not active[b]:
@@ -106,37 +100,15 @@ def ss_driver(
             r, xm = absmax_field(k1[b], x[b], lo, hi, has_bounds)
             res[k, b] = r
             rel[k, b] = r / max(xm, _TINY)
-            if not r <= divergence_bound:
-                failed[b] = True
-                fail_iter[b] = k
-                active[b] = False
-                n_iter[b] = k
-            elif fixed_steps < 0 and r <= atol + rtol * xm:
-                conv[b] = True
-                active[b] = False
-                n_iter[b] = k
-            elif k >= limit:
-                conv[b] = r <= atol + rtol * xm
-                active[b] = False
-                n_iter[b] = k
-            elif method == DOPRI5 and not h[b] > 1e-14 * max(t[b], dt):
-                # step size underflow: the error control cannot make progress
-                failed[b] = True
-                fail_iter[b] = k
-                active[b] = False
-                n_iter[b] = k
-            else:
+            v = sample_verdict(r, xm, k, atol, rtol, limit, fixed_steps, divergence_bound)
+            if v == RUNNING and method == DOPRI5 and not h[b] > 1e-14 * max(t[b], dt):
+                v = FAILED  # step size underflow: the error control cannot make progress
+            if v == RUNNING:
                 n_active += 1
+            else:
+                stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
         if do_observe and (k % record_every == 0 or n_active == 0):
-            vals = observe(x, args)
-            if n_obs >= obs.shape[0]:
-                obs = grow_rows(obs, 2 * obs.shape[0])
-                obs_it = grow_vec(obs_it, 2 * obs_it.shape[0])
-            for b in range(B):
-                if n_iter[b] < 0 or n_iter[b] >= k:
-                    obs[n_obs, b] = vals[b]
-            obs_it[n_obs] = k
-            n_obs += 1
+            obs, obs_it, n_obs = record_observed(observe(x, args), k, obs, obs_it, n_obs, n_iter)
         if n_active == 0:
             break
 
@@ -155,17 +127,7 @@ def ss_driver(
         elif method == RUNGE_KUTTA4:
             for s in range(1, 4):
                 cs = half_t if s < 3 else dt_t
-                kp = K[s - 1]
-                for b in range(B):
-                    if not active[b]:
-                        continue
-                    xsb = xs[b]
-                    xb = x[b]
-                    kb = kp[b]
-                    for i in range(n):
-                        xsb[i] = xb[i] + cs * kb[i]
-                    if has_bounds:
-                        clip_row(xsb, lo, hi)
+                step_rows(xs, x, K[s - 1], cs, active, lo, hi, has_bounds)
                 f(xs, K[s], args)
                 nfev += 1
             k2 = K[1]
@@ -260,18 +222,7 @@ def ss_driver(
                     h[b] = hb * fac
         k += 1
 
-    rows = k + 1
-    return (
-        res[:rows].copy(),
-        rel[:rows].copy(),
-        obs[:n_obs].copy(),
-        obs_it[:n_obs].copy(),
-        n_iter,
-        conv,
-        failed,
-        fail_iter,
-        nfev,
-        0,
-        x,
-        n_rej,
+    out = driver_output(
+        res, rel, obs, obs_it, n_obs, k, n_iter, conv, failed, fail_iter, nfev, 0, x
     )
+    return out + (n_rej,)  # noqa: RUF005 (tuple concatenation, typed by Numba)

@@ -2,56 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numba import types
 
-from . import _compile as C
-from ._common import build_result
+from ._common import driver_for, prepare, run
 from ._result import SolveResult
 from ._ss_driver import DOPRI5, EULER, RUNGE_KUTTA4
-from ._validate import check_bound, check_count, check_tolerances
-from .fixed_point import _prepare
 from .methods import RK4, Dopri5, Euler
 
 __all__ = ["solve_steady_state"]
 
 
-_drivers: dict[tuple, Any] = {}
+_drivers: dict[tuple, Any] = {}  # steady-state drivers by (x, args, observe) type
 
-
-def _ss_driver_for(xt, at, gsig, osig):
-    """The steady-state driver compiled (or loaded from cache) for these types."""
-    i64, f64, b1 = types.int64, types.float64, types.boolean
-    vt = types.Array(xt.dtype, 1, "C")
-    argtypes = (
-        types.FunctionType(gsig),
-        types.FunctionType(osig),
-        xt,
-        at,
-        vt,
-        vt,
-        b1,
-        i64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        f64,
-        i64,
-        i64,
-        i64,
-        f64,
-        b1,
-    )
-    return C.get_driver("ss", (xt, at, osig), argtypes)
+# types of the method parameters (dt, step_atol, step_rtol, dt_max, safety, min_factor,
+# max_factor) between the method code and the stopping controls
+_METHOD_TYPES = (types.float64,) * 7
 
 
 def solve_steady_state(
@@ -116,13 +85,20 @@ def solve_steady_state(
             f"method must be Euler(...), RK4(...) or Dopri5(...) for a steady state, got "
             f"{method!r} (fixed-point methods go to solve_fixed_point)"
         )
-    atol, rtol = check_tolerances(atol, rtol)
-    max_iter = check_count("max_iter", max_iter, 1)
-    fs = -1 if fixed_steps is None else check_count("fixed_steps", fixed_steps, 1)
-    record_every = check_count("record_every", record_every, 1)
-    dbound = check_bound(divergence_bound)
-    x, args, lo, hi, has_bounds, xt, at, gsig, _bsig, osig, fw, _bw, ow = _prepare(
-        f, x0, args, method, bounds, None, observe, kind="ss"
+    p = prepare(
+        f,
+        x0,
+        args,
+        name="f",
+        bounds=bounds,
+        g_block=None,
+        observe=observe,
+        atol=atol,
+        rtol=rtol,
+        max_iter=max_iter,
+        fixed_steps=fixed_steps,
+        record_every=record_every,
+        divergence_bound=divergence_bound,
     )
     sa, sr, dmax, safety, fmin, fmax = 0.0, 0.0, np.inf, 0.9, 0.2, 10.0
     if isinstance(method, Euler):
@@ -133,43 +109,15 @@ def solve_steady_state(
         code, dt = DOPRI5, method.dt0
         sa, sr, dmax = method.step_atol, method.step_rtol, method.dt_max
         safety, fmin, fmax = method.safety, method.min_factor, method.max_factor
-
-    driver = _drivers.get((xt, at, osig))
-    if driver is None:
-        driver = _ss_driver_for(xt, at, gsig, osig)
-        _drivers[(xt, at, osig)] = driver
-    t0 = time.perf_counter()
-    out = driver(
-        fw,
-        ow,
-        x,
-        args,
-        lo,
-        hi,
-        has_bounds,
+    driver = driver_for(_drivers, "ss", p, (p.gsig, p.osig), _METHOD_TYPES)
+    params = tuple(float(v) for v in (dt, sa, sr, dmax, safety, fmin, fmax))
+    return run(
+        driver,
+        (p.gw, p.ow),
+        p,
         code,
-        float(dt),
-        sa,
-        sr,
-        float(dmax),
-        float(safety),
-        float(fmin),
-        float(fmax),
-        atol,
-        rtol,
-        max_iter,
-        fs,
-        record_every,
-        dbound,
-        observe is not None,
-    )
-    wall = time.perf_counter() - t0
-    return build_result(
-        out=out[:11],
+        params,
         fixed_steps=fixed_steps,
-        do_observe=observe is not None,
-        wall_time=wall,
         method=method.describe(),
         raise_on_failure=raise_on_failure,
-        n_rejected=out[11] if code == DOPRI5 else np.zeros(x.shape[0], dtype=np.int64),
     )
