@@ -39,6 +39,7 @@ Run from the repository root::
         .venv/bin/python benchmarks/bench_deep_phases.py
 
 Options: ``--repeat R`` timing repeats (median), ``--batch B``, ``--target max|median``,
+``--max-iter-factor F`` (``max_iter = F * T``, default 3),
 ``--checkpoint PATH`` (default ``/work/runs/scellier2017-2h/checkpoint.npz``; ``none``
 skips it), ``--nets 2h,3h``, ``--data-dir``.
 """
