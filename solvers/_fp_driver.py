@@ -20,7 +20,7 @@ from ._bookkeeping import (
     sample_verdict,
     stop_sample,
 )
-from ._kernels import _TINY, absmax_diff, cholesky_solve, clip_row, dot
+from ._kernels import _TINY, absmax_diff, active_set_signature, cholesky_solve, clip_row, dot
 
 PICARD = 0
 ANDERSON = 1
@@ -80,6 +80,7 @@ def fp_driver(
     head = np.zeros(nb, dtype=np.int64)
     has_prev = np.zeros(nb, dtype=np.bool_)
     rprev = np.full(nb, np.inf)
+    sig_prev = np.full(nb, -1, dtype=np.int64)
     n_groups = group_ptr.shape[0] - 1
 
     k = 0
@@ -179,6 +180,17 @@ def fp_driver(
                     for i in range(n):
                         gp[i] = gb[i]
                 has_prev[b] = True
+                # restart: under the projection the map is only piecewise smooth (affine
+                # for a clipped affine map); differences from two pieces make a wrong
+                # secant model, so when the set of components of P(g) at a bound changes
+                # (signature: sums of their indices) the history, including the newest
+                # difference, is discarded and a plain step is taken
+                if has_bounds:
+                    sig = active_set_signature(gb, lo, hi)
+                    if sig != sig_prev[b]:
+                        cnt[b] = 0
+                        head[b] = 0
+                    sig_prev[b] = sig
                 c = cnt[b]
                 plain = c == 0 or r > growth * rprev[b]
                 rprev[b] = r

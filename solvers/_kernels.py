@@ -32,6 +32,24 @@ def clip_row(y, lo, hi):
 
 
 @njit(cache=True)
+def active_set_signature(y, lo, hi):
+    """Signature of the set of components of the 1-D row ``y`` at a bound (int64).
+
+    ``sum_{i: y_i <= lo_i} (i + 1) + (n + 1) * sum_{i: y_i >= hi_i} (i + 1)``: equal sets
+    give equal signatures; different sets almost always differ (a swap of components
+    with equal index sums goes unnoticed, which only delays a restart).
+    """
+    n = y.shape[0]
+    s_lo = 0
+    s_hi = 0
+    for i in range(n):
+        v = y[i]
+        s_lo += (i + 1) if v <= lo[i] else 0
+        s_hi += (i + 1) if v >= hi[i] else 0
+    return s_lo + (n + 1) * s_hi
+
+
+@njit(cache=True)
 def step_rows(dst, x, v, c, active, lo, hi, has_bounds):
     """``dst[b] = P(x[b] + c v[b])`` for the active rows ``b``; others left untouched.
 

@@ -61,7 +61,12 @@ class Anderson:
     pivot below ``restart_tol`` times its largest diagonal (ill-conditioned history), the
     sample's history is cleared and a plain damped step is taken; when the residual of a
     sample grew by more than a factor ``growth`` since its previous iteration, the sample
-    takes a plain damped step (its history is kept).
+    takes a plain damped step (its history is kept). With ``bounds``, the history of a
+    sample is also cleared (and a plain damped step taken) whenever the set of components
+    of ``P(g(x_k))`` at a bound differs from that of the previous iteration: the projected
+    map is only piecewise smooth (piecewise affine for a clipped affine map), and a secant
+    model mixing differences from two pieces is wrong. While the active set keeps
+    changing, Anderson runs as damped Picard; once it is fixed, the history builds up.
 
     Parameters
     ----------

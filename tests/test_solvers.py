@@ -345,6 +345,34 @@ def test_anderson_with_bounds_and_without_growth_safeguard(growth):
     np.testing.assert_allclose(x, np.clip(x @ A.T + c, -0.5, 0.5), atol=1e-10)
 
 
+def test_anderson_on_clipped_affine_map_whose_active_set_changes():
+    # x -> clip(A x + c, 0, 1) is piecewise affine; its fixed point has components at
+    # both bounds, and the starts (all 0, all 1, mixed) have other sets of clipped units,
+    # so the set changes during the solve. Reference: Picard (a contraction in the
+    # max-norm under the projection) to the same tolerance.
+    n = 40
+    A, _ = contraction(n, 0.95, seed=21)
+    c = np.random.default_rng(22).uniform(-1.5, 2.5, n)
+    x0 = np.zeros((3, n))
+    x0[1] = 1.0
+    x0[2, ::2] = 1.0
+    pic = solve_fixed_point(affine, x0, (A, c), bounds=(0.0, 1.0), atol=1e-11, max_iter=20000)
+    aa = solve_fixed_point(
+        affine, x0, (A, c), method=Anderson(m=5), bounds=(0.0, 1.0), atol=1e-11, max_iter=3000
+    )
+    assert pic.converged.all() and aa.converged.all(), (aa.residual[-1], aa.n_iter)
+    xs = pic.x[0]
+    lower, upper = xs <= 0.0, xs >= 1.0
+    assert lower.any() and upper.any() and not (lower | upper).all()
+    for b in range(3):  # the start's clipped set differs from the fixed point's
+        g0 = np.clip(A @ x0[b] + c, 0.0, 1.0)
+        assert not np.array_equal(g0 <= 0.0, lower) or not np.array_equal(g0 >= 1.0, upper)
+    np.testing.assert_allclose(aa.x, pic.x, atol=1e-9)
+    np.testing.assert_allclose(aa.x, np.clip(aa.x @ A.T + c, 0.0, 1.0), atol=1e-10)
+    # Picard until the clipped set settles, then accelerated: fewer iterations than Picard
+    assert aa.n_iter.max() < pic.n_iter.min(), (aa.n_iter, pic.n_iter)
+
+
 hyp = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
