@@ -133,7 +133,8 @@ PRESETS: dict[str, Preset] = {
             "epochs": 60,
         },
         _SCELLIER,
-        "MNIST hopfield 784-500-500-10, T=100 K=6 (Scellier 2017)",
+        "MNIST hopfield 784-500-500-10, T=100 K=6 (Scellier 2017; these paper rates stall "
+        "here, --lrs 0.2 0.05 0.005 learns: see docs/training.rst)",
     ),
     "scellier2017-3h": Preset(
         "scellier2017-3h",
