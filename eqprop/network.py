@@ -461,6 +461,17 @@ def _scalars(net, beta: float, eps: float = 0.0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- evaluation
+def _prepare(net: Network, x, s, d):
+    """Checked state and targets plus the kernel inputs shared by energy and state_gradient."""
+    x = check_input(net, x)
+    s = check_state(net, s, x.shape[0])
+    d = _target_or_zeros(net, d, x.shape[0])
+    theta, lay = net.packed(), net.layout()
+    drive = K.input_drive(theta, lay, x)
+    work = K.make_work(lay, x.shape[0], net.dtype)
+    return s, theta, lay, drive, d, work
+
+
 def energy(net: Network, x, s, d=None, beta: float = 0.0) -> np.ndarray:
     """Total function :math:`F = E + \\beta C` (hopfield) or :math:`-\\Phi + \\beta C`.
 
@@ -478,12 +489,7 @@ def energy(net: Network, x, s, d=None, beta: float = 0.0) -> np.ndarray:
     ndarray (batch,)
         One value per sample, in the network's dtype.
     """
-    x = check_input(net, x)
-    s = check_state(net, s, x.shape[0])
-    d = _target_or_zeros(net, d, x.shape[0])
-    theta, lay = net.packed(), net.layout()
-    drive = K.input_drive(theta, lay, x)
-    work = K.make_work(lay, x.shape[0], net.dtype)
+    s, theta, lay, drive, d, work = _prepare(net, x, s, d)
     return K.total_energy(s, theta, lay, drive, d, _scalars(net, beta), work)
 
 
@@ -496,12 +502,7 @@ def state_gradient(net: Network, x, s, d=None, beta: float = 0.0) -> np.ndarray:
     C/\\partial s_l`. For ``hardsigmoid`` :math:`\\rho'(s) = 1` on the closed interval
     [0, 1] and 0 outside (a one-sided choice at the kinks).
     """
-    x = check_input(net, x)
-    s = check_state(net, s, x.shape[0])
-    d = _target_or_zeros(net, d, x.shape[0])
-    theta, lay = net.packed(), net.layout()
-    drive = K.input_drive(theta, lay, x)
-    work = K.make_work(lay, x.shape[0], net.dtype)
+    s, theta, lay, drive, d, work = _prepare(net, x, s, d)
     out = np.empty_like(s)
     K.evaluate(s, out, theta, lay, drive, d, _scalars(net, beta), work, 0, s.shape[1], 2)
     return out
