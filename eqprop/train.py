@@ -384,15 +384,15 @@ def _usual_mode(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~umask)
 
 
-def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """``np.savez`` into a temp file in the same folder, fsync, then ``os.replace``."""
+def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
+    """Call ``write`` on a temp file in path's folder, fsync, then ``os.replace`` it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         _usual_mode(fd)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -401,18 +401,13 @@ def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         raise
 
 
+def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` into ``path`` atomically."""
+    _atomic_write(path, "wb", lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        _usual_mode(fd)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _atomic_write(path, "w", lambda fh: fh.write(text))
 
 
 def _one_hot(labels: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
