@@ -196,10 +196,10 @@ def _compile_callbacks(g, g_block, observe, xt, at, name):
     rt = C.compile_user(g, gargs, f"{name}(x, out, args)")
     if rt != types.none:
         raise ValueError(f"{name}(x, out, args) must write into out and return None, got {rt}")
-    gsig = C.map_sig(xt, at)
-    bsig = C.block_sig(xt, at)
+    gsig = types.void(*gargs)
     gb = g_block if g_block is not None else no_block
     bargs = (xt, xt, at, types.int64, types.int64)
+    bsig = types.void(*bargs)
     rt = C.compile_user(gb, bargs, "g_block")
     if rt != types.none:
         raise ValueError(f"g_block(x, out, args, start, stop) must return None, got {rt}")

@@ -43,16 +43,6 @@ def state_type(dtype: np.dtype) -> types.Array:
     return types.Array(numba.from_dtype(dtype), 2, "C")
 
 
-def map_sig(xt: types.Type, at: types.Type) -> Any:
-    """Signature ``(x, out, args) -> None`` of ``g`` / ``f``."""
-    return types.void(xt, xt, at)
-
-
-def block_sig(xt: types.Type, at: types.Type) -> Any:
-    """Signature ``(x, out, args, start, stop) -> None`` of ``g_block``."""
-    return types.void(xt, xt, at, types.int64, types.int64)
-
-
 _waps: dict[tuple, Any] = {}
 
 
