@@ -67,16 +67,16 @@ def _network_problem(
     """Network, input batch and the kernel arguments of its free phase."""
     from eqprop import kernels as K
     from eqprop.network import init_network
+    from eqprop.phases import clamp
 
     if depth < 1:
         raise ValueError(f"depth={depth}; give at least one hidden layer")
     sizes = (n_in, *([hidden] * depth), n_out)
     net = init_network(sizes, kind=kind, activation=activation, dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed + 1000)
-    x = np.ascontiguousarray(rng.random((batch, n_in)), dtype=net.dtype)
-    theta = np.ascontiguousarray(net.packed())
+    cx = clamp(net, rng.random((batch, n_in)))  # input drive, as every phase builds it
+    x, theta, drive = cx.x, cx.theta, cx.drive
     lay = net.layout("inside")
-    drive = np.ascontiguousarray(K.input_drive(theta, lay, x))
     target = np.zeros((batch, sizes[-1]), dtype=net.dtype)
     sc = np.array([0.0, eps], dtype=net.dtype)
     work = K.make_work(lay, batch, net.dtype)
