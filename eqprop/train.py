@@ -377,6 +377,10 @@ class _Progress:
 # helpers
 
 
+# settings that may change when resuming from a checkpoint (others break exact continuation)
+_RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size")
+
+
 def _usual_mode(fd: int) -> None:
     """Give a ``mkstemp`` file (mode 0600) the mode a plain ``open`` would (0666 & ~umask)."""
     umask = os.umask(0)
@@ -811,7 +815,7 @@ class Trainer:
             ``eval_batch_size`` may change (others would break exact continuation).
         """
         config, arrays = load_checkpoint(path)
-        allowed = {"epochs", "output", "data_dir", "eval_batch_size"}
+        allowed = set(_RESUME_CHANGEABLE)
         changes = dict(overrides or {})
         wanted = TrainConfig.from_dict({**config.to_dict(), **changes})  # normalises lrs etc.
         bad = sorted(
@@ -885,12 +889,7 @@ def train(
         trainer = Trainer.from_checkpoint(
             resume,
             data,
-            overrides={
-                "epochs": config.epochs,
-                "output": config.output,
-                "data_dir": config.data_dir,
-                "eval_batch_size": config.eval_batch_size,
-            },
+            overrides={k: getattr(config, k) for k in _RESUME_CHANGEABLE},
             command=command,
             quiet=quiet,
             stream=stream,
