@@ -1,4 +1,8 @@
-"""Solver-convergence study: end to end, checked against an independent dynamics code."""
+"""Solver-convergence study: end to end, checked against step-by-step iteration.
+
+The reference (eqprop.gradients.free_trajectory, eqprop.network.energy) runs the same
+numba kernels as the study, so it checks the solver loop, the residual/energy records
+and their padding, not the dynamics themselves."""
 
 from __future__ import annotations
 
@@ -43,7 +47,8 @@ def test_schema_and_file(study):
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_picard_trace_matches_independent_trajectory(study, depth):
-    """Residual and energy per iteration equal those of eqprop.gradients' numpy dynamics."""
+    """Residual and energy per iteration equal those of plain repeated steps
+    (eqprop.gradients.free_trajectory: same kernel, no solver)."""
     ds, _ = study
     p = ds.sel({"method": "picard", "depth": depth})  # `method=` is a sel() keyword
     net, x, _ = _network_problem(
