@@ -600,7 +600,6 @@ def _contrast(net, x, d, S, betas, coeffs, theta=None) -> Gradient:
 def parameter_gradient(net: Network, x, s, d=None, beta: float = 0.0) -> Gradient:
     """:math:`\\partial F/\\partial\\theta(s, \\beta)` averaged over the batch (see
     :func:`contrast_gradient`)."""
-    x = check_input(net, x)
     return contrast_gradient(net, x, d, [s], [beta], [1.0])
 
 
