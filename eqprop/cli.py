@@ -123,7 +123,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("network")
     g.add_argument("--architecture", "--arch", help="layer sizes input first, e.g. 784-500-10")
     g.add_argument("--kind", help="hopfield or prototypical")
-    g.add_argument("--activation", help="hardsigmoid, sigmoid or tanh")
+    g.add_argument(
+        "--activation", help="hardsigmoid, sigmoid, tanh or shifted-sigmoid (1/(1+exp(-4(s-1/2))))"
+    )
     g.add_argument("--cost", help="squared or cross-entropy")
     g.add_argument("--dtype", help="float32 or float64")
     g = p.add_argument_group("dynamics")

@@ -32,6 +32,7 @@ import xarray as xr
 
 from eqprop import gradients as G
 from eqprop._cli_options import float_list, int_list, name_list
+from eqprop.network import ACTIVATIONS
 
 __all__ = ["REFERENCES", "compare", "compare_main", "layer_metrics"]
 
@@ -310,7 +311,7 @@ def _parser() -> argparse.ArgumentParser:
         help="layer sizes, input first (default 20,30,10)",
     )
     p.add_argument("--kind", default="hopfield", choices=["hopfield", "prototypical"])
-    p.add_argument("--activation", default="sigmoid", choices=["hardsigmoid", "sigmoid", "tanh"])
+    p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS))
     p.add_argument("--cost", default="squared", choices=["squared", "cross-entropy"])
     p.add_argument(
         "--betas",

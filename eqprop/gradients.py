@@ -90,7 +90,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from eqprop.network import Gradient
+from eqprop.network import Gradient, activation_functions
 
 __all__ = [
     "ReferenceGradient",
@@ -139,43 +139,6 @@ class ReferenceGradient(Gradient):
 # --------------------------------------------------------------------------------------
 
 
-def _activation(name: str):
-    """Return ``(f, f', f'', box)`` with :mod:`eqprop.kernels`' conventions.
-
-    Hard-sigmoid: ``f' = 1`` on the closed interval [0, 1] (one-sided at the kinks), 0
-    outside. ``box`` is the default clipping box (the network's ``bounds`` wins).
-    """
-    if name == "hardsigmoid":
-        return (
-            lambda v: np.clip(v, 0.0, 1.0),
-            lambda v: ((v >= 0.0) & (v <= 1.0)).astype(v.dtype),
-            np.zeros_like,
-            (0.0, 1.0),
-        )
-    if name == "sigmoid":
-
-        def sig(v):
-            return 0.5 * (1.0 + np.tanh(0.5 * v))
-
-        def dsig(v):
-            y = sig(v)
-            return y * (1.0 - y)
-
-        def d2sig(v):
-            y = sig(v)
-            return y * (1.0 - y) * (1.0 - 2.0 * y)
-
-        return sig, dsig, d2sig, (0.0, 1.0)
-    if name == "tanh":
-        return (
-            np.tanh,
-            lambda v: 1.0 - np.tanh(v) ** 2,
-            lambda v: -2.0 * np.tanh(v) * (1.0 - np.tanh(v) ** 2),
-            None,
-        )
-    raise ValueError(f"unknown activation {name!r}; use 'hardsigmoid', 'sigmoid' or 'tanh'")
-
-
 # --------------------------------------------------------------------------------------
 # The step map and its Jacobian structure
 # --------------------------------------------------------------------------------------
@@ -212,7 +175,7 @@ class StepModel:
         self.eps = float(eps)
         if self.kind == "hopfield" and not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.f, self.df, self.d2f, box = _activation(str(net.activation))
+        self.f, self.df, self.d2f, box = activation_functions(str(net.activation))
         self.box = _bounds_of(net, box) if self.kind == "hopfield" else None
         self.n_layers = len(self.sizes) - 1
         self.readout = self.cost == "cross-entropy"

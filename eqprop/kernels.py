@@ -9,7 +9,8 @@ Everything here works on batched states and reads the network from three arrays:
     int64 description built by :func:`make_layout`:
     ``[kind, activation, cost, nudge, L, nS, n_state, n_out | sizes[0..L] |
     woff[1..L] | boff[1..L] | soff[0..nS]]`` with codes kind 0 = hopfield,
-    1 = prototypical; activation 0 = hardsigmoid, 1 = sigmoid, 2 = tanh; cost 0 = squared,
+    1 = prototypical; activation 0 = hardsigmoid, 1 = sigmoid, 2 = tanh,
+    3 = shifted-sigmoid (``1 / (1 + exp(-4 (s - 1/2)))``); cost 0 = squared,
     1 = cross-entropy; nudge 0 = inside, 1 = outside, 2 = output clamped to the target.
     ``nS`` is the number of layers in the state (``L``, or ``L - 1`` with a cross-entropy readout).
 ``sc``
@@ -32,7 +33,7 @@ from numba import njit
 
 HDR = 8
 KIND_HOPFIELD, KIND_PROTO = 0, 1
-ACT_HARD, ACT_SIGMOID, ACT_TANH = 0, 1, 2
+ACT_HARD, ACT_SIGMOID, ACT_TANH, ACT_SHIFTED = 0, 1, 2, 3
 COST_SQUARED, COST_CE = 0, 1
 NUDGE_INSIDE, NUDGE_OUTSIDE, NUDGE_CLAMP = 0, 1, 2
 MODE_MAP, MODE_FIELD, MODE_GRAD = 0, 1, 2
@@ -99,27 +100,20 @@ def make_work(lay: np.ndarray, batch: int, dtype) -> np.ndarray:
 def _act_into(src, dst, act):
     """dst = rho(src) elementwise (2-D, same shape)."""
     B, n = src.shape
-    if act == ACT_HARD:
-        for b in range(B):
-            for i in range(n):
-                v = src[b, i]
-                dst[b, i] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
-    elif act == ACT_SIGMOID:
-        for b in range(B):
-            for i in range(n):
-                dst[b, i] = 1.0 / (1.0 + np.exp(-src[b, i]))
-    else:
-        for b in range(B):
-            for i in range(n):
-                dst[b, i] = np.tanh(src[b, i])
+    for b in range(B):
+        for i in range(n):
+            dst[b, i] = _rho(src[b, i], act)
 
 
 @njit(cache=True)
 def _rho(v, act):
+    """rho(v): clip(v, 0, 1), 1/(1+exp(-v)), tanh(v) or 1/(1+exp(-4(v-1/2)))."""
     if act == ACT_HARD:
         return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
     elif act == ACT_SIGMOID:
         return 1.0 / (1.0 + np.exp(-v))
+    elif act == ACT_SHIFTED:
+        return 1.0 / (1.0 + np.exp(-4.0 * (v - 0.5)))
     return np.tanh(v)
 
 
@@ -131,6 +125,9 @@ def _rhop(v, act):
     elif act == ACT_SIGMOID:
         e = 1.0 / (1.0 + np.exp(-v))
         return e * (1.0 - e)
+    elif act == ACT_SHIFTED:
+        e = 1.0 / (1.0 + np.exp(-4.0 * (v - 0.5)))
+        return 4.0 * e * (1.0 - e)
     t = np.tanh(v)
     return 1.0 - t * t
 
@@ -174,12 +171,9 @@ def _activities(s, lay, A, B):
             elif act == ACT_HARD:
                 for i in range(n):
                     ar[i] = min(max(sr[i], 0.0), 1.0)
-            elif act == ACT_SIGMOID:
-                for i in range(n):
-                    ar[i] = 1.0 / (1.0 + np.exp(-sr[i]))
             else:
                 for i in range(n):
-                    ar[i] = np.tanh(sr[i])
+                    ar[i] = _rho(sr[i], act)
 
 
 @njit(cache=True)
@@ -259,12 +253,9 @@ def _proto_assemble(s, out, Pl, o, lo, hi, act, mode):
         elif act == ACT_HARD:
             for i in range(m):
                 orow[i] = min(max(pr[i], 0.0), 1.0)
-        elif act == ACT_SIGMOID:
-            for i in range(m):
-                orow[i] = 1.0 / (1.0 + np.exp(-pr[i]))
         else:
             for i in range(m):
-                orow[i] = np.tanh(pr[i])
+                orow[i] = _rho(pr[i], act)
         if mode == MODE_FIELD:
             for i in range(m):
                 orow[i] -= sr[i]

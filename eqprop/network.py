@@ -67,6 +67,7 @@ __all__ = [
     "KINDS",
     "Gradient",
     "Network",
+    "activation_functions",
     "activities",
     "contrast_gradient",
     "cost",
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 KINDS = ("hopfield", "prototypical")
-ACTIVATIONS = ("hardsigmoid", "sigmoid", "tanh")
+ACTIVATIONS = ("hardsigmoid", "sigmoid", "tanh", "shifted-sigmoid")
 COSTS = ("squared", "cross-entropy")
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -96,6 +97,54 @@ def _as_dtype(dtype) -> np.dtype:
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return dt
+
+
+def _logistic(v, gain=1.0, centre=0.0):
+    return 0.5 * (1.0 + np.tanh(0.5 * gain * (v - centre)))
+
+
+def activation_functions(name: str):
+    """NumPy ``(f, f', f'', box)`` of an activation, with :mod:`eqprop.kernels`' conventions.
+
+    ``hardsigmoid``: :math:`f(v) = \\min(\\max(v, 0), 1)`, ``f' = 1`` on the closed
+    interval [0, 1] (one-sided at the kinks) and 0 outside. ``sigmoid``:
+    :math:`f(v) = 1/(1 + e^{-v})`. ``tanh``. ``shifted-sigmoid``:
+    :math:`f(v) = 1/(1 + e^{-4(v - 1/2)})`, the default activation of Ernoult et al.
+    (2019)'s code, with the centre (1/2) and central slope (1) of the hard sigmoid.
+    ``box`` is the default clipping box of the state (a network's ``bounds`` wins).
+    Element-wise on arrays of any shape and float dtype.
+    """
+    if name == "hardsigmoid":
+        return (
+            lambda v: np.clip(v, 0.0, 1.0),
+            lambda v: ((v >= 0.0) & (v <= 1.0)).astype(v.dtype),
+            np.zeros_like,
+            (0.0, 1.0),
+        )
+    if name in ("sigmoid", "shifted-sigmoid"):
+        gain, centre = (1.0, 0.0) if name == "sigmoid" else (4.0, 0.5)
+
+        def sig(v):
+            return _logistic(v, gain, centre)
+
+        def dsig(v):
+            y = sig(v)
+            return gain * y * (1.0 - y)
+
+        def d2sig(v):
+            y = sig(v)
+            return gain * gain * y * (1.0 - y) * (1.0 - 2.0 * y)
+
+        return sig, dsig, d2sig, (0.0, 1.0)
+    if name == "tanh":
+        return (
+            np.tanh,
+            lambda v: 1.0 - np.tanh(v) ** 2,
+            lambda v: -2.0 * np.tanh(v) * (1.0 - np.tanh(v) ** 2),
+            None,
+        )
+    _check_choice("activation", name, ACTIVATIONS)
+    raise AssertionError(f"activation {name!r} is listed but not implemented")
 
 
 @dataclass(eq=False)
@@ -131,11 +180,11 @@ class Network:
         Layer sizes, input first: ``(n_in, n_1, ..., n_L)``; at least one weight layer
         (two for ``cost="cross-entropy"``, whose last layer is the readout).
     kind : {"hopfield", "prototypical"}
-    activation : {"hardsigmoid", "sigmoid", "tanh"}
-        :math:`\\rho` (hopfield) or :math:`\\sigma` (prototypical). ``hardsigmoid`` is
-        ``clip(s, 0, 1)``; for the hopfield kind the state is then projected onto [0, 1]
-        after every update (the paper's projected Euler step). ``sigmoid`` and ``tanh``
-        leave the state unbounded (smooth energies, for gradient checks).
+    activation : {"hardsigmoid", "sigmoid", "tanh", "shifted-sigmoid"}
+        :math:`\\rho` (hopfield) or :math:`\\sigma` (prototypical), see
+        :func:`activation_functions`. ``hardsigmoid`` is ``clip(s, 0, 1)``; for the
+        hopfield kind the state is then projected onto [0, 1] after every update (the
+        paper's projected Euler step). The smooth ones leave the state unbounded.
     cost : {"squared", "cross-entropy"}
     weights : list of ndarray
         ``weights[l-1]`` is ``W_l`` with shape ``(sizes[l-1], sizes[l])``.
@@ -542,11 +591,7 @@ def contrast_gradient(
 def _activities_np(net: Network, S: np.ndarray) -> np.ndarray:
     if net.kind == "prototypical":
         return S
-    if net.activation == "hardsigmoid":
-        return np.clip(S, 0.0, 1.0)
-    if net.activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-S))
-    return np.tanh(S)
+    return activation_functions(net.activation)[0](S)
 
 
 def _contrast(net, x, d, S, betas, coeffs, theta=None) -> Gradient:

@@ -9,7 +9,7 @@ from eqprop.network import check_input
 SMOOTH = [
     (kind, act, cost)
     for kind in ("hopfield", "prototypical")
-    for act in ("sigmoid", "tanh")
+    for act in ("sigmoid", "tanh", "shifted-sigmoid")
     for cost in ("squared", "cross-entropy")
 ]
 
@@ -59,6 +59,41 @@ def test_parameter_gradient_matches_central_differences(kind, act, cost):
     np.testing.assert_allclose(G.flat(), fd, rtol=1e-6, atol=1e-8)
     assert [w.shape for w in G.dW] == [w.shape for w in net.weights]
     assert [b.shape for b in G.db] == [b.shape for b in net.biases]
+
+
+HAND_ACTIVATIONS = {
+    "hardsigmoid": lambda v: np.minimum(np.maximum(v, 0.0), 1.0),
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    "tanh": lambda v: (np.exp(v) - np.exp(-v)) / (np.exp(v) + np.exp(-v)),
+    "shifted-sigmoid": lambda v: 1.0 / (1.0 + np.exp(-4.0 * (v - 0.5))),
+}
+
+
+@pytest.mark.parametrize("act", E.network.ACTIVATIONS)
+def test_activation_kernels_match_hand_formulas(act):
+    """Kernel rho (Numba) and activation_functions (NumPy) against the written formula;
+    f' and f'' against central differences of f away from the hard sigmoid's kinks."""
+    net = E.init_network((3, 4, 2), kind="hopfield", activation=act, dtype="float64")
+    v = np.linspace(-2.3, 2.7, 24).reshape(4, 6)
+    v[np.isclose(v, 0.0) | np.isclose(v, 1.0)] += 0.01
+    expected = HAND_ACTIVATIONS[act](v)
+    np.testing.assert_allclose(E.activities(net, v), expected, rtol=1e-13, atol=1e-15)
+    f, df, d2f, _ = E.network.activation_functions(act)
+    np.testing.assert_allclose(f(v), expected, rtol=1e-13, atol=1e-15)
+    h = 1e-5
+    np.testing.assert_allclose(df(v), (f(v + h) - f(v - h)) / (2 * h), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(d2f(v), (df(v + h) - df(v - h)) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+def test_shifted_sigmoid_has_the_hard_sigmoids_centre_and_slope():
+    f, df, _, _ = E.network.activation_functions("shifted-sigmoid")
+    assert f(np.array(0.5)) == 0.5
+    assert df(np.array(0.5)) == 1.0
+
+
+def test_unknown_activation_is_rejected_with_the_choices():
+    with pytest.raises(ValueError, match="shifted-sigmoid"):
+        E.network.activation_functions("relu")
 
 
 @pytest.mark.parametrize("kind", ["hopfield", "prototypical"])
