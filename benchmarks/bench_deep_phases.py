@@ -100,32 +100,50 @@ def layer_groups(net: Network) -> dict[str, tuple]:
 HYBRID_STEPS = 20  # plain steps before Anderson in the two-stage contender
 
 
-def methods(net: Network) -> list[tuple[str, Any]]:
-    """(label, solvers method) of every contender; ``("hybrid", m)``: Picard then ``m``."""
+def methods(net: Network) -> list[tuple[str, Any, float]]:
+    """(label, solvers method, eps of the map it iterates) of every contender.
+
+    ``("hybrid", m)`` as method: ``HYBRID_STEPS`` Picard steps, then ``m``. Contenders
+    with ``eps = 1`` iterate the map ``s <- clip(s - dE/ds, 0, 1)``, which for the hard
+    sigmoid sets a layer to the exact minimiser of the energy given its neighbours
+    (``clip(drive)``): Gauss-Seidel on that map over odd/even layers is block coordinate
+    descent (the asynchronous updates of Scellier et al. 2023, arXiv:2312.15103), and
+    ``damping > 1`` over-relaxes it (SOR). They stop on the residual of their own map,
+    which is at least that of the ``eps = 0.5`` map (``r_fp`` checks the latter).
+    """
     g = layer_groups(net)
-    out: list[tuple[str, Any]] = [
-        ("Picard", solvers.Picard()),
-        ("Picard(damping=1.5)", solvers.Picard(damping=1.5)),
-        ("Picard(damping=1.9)", solvers.Picard(damping=1.9)),
+    out: list[tuple[str, Any, float]] = [
+        ("Picard", solvers.Picard(), EPS),
+        ("Picard(damping=1.5)", solvers.Picard(damping=1.5), EPS),
+        ("Picard(damping=1.9)", solvers.Picard(damping=1.9), EPS),
     ]
     for m in (1, 2, 3, 5, 10):
-        out.append((f"Anderson(m={m})", solvers.Anderson(m=m)))
-    out.append(("Anderson(m=5,damping=0.5)", solvers.Anderson(m=5, damping=0.5)))
-    out.append(("Anderson(m=5,restart_tol=1e-3)", solvers.Anderson(m=5, restart_tol=1e-3)))
-    out.append(("Anderson(m=5,growth=inf)", solvers.Anderson(m=5, growth=float("inf"))))
-    out.append((f"{HYBRID_STEPS} Picard + Anderson(m=5)", ("hybrid", solvers.Anderson(m=5))))
-    out.append((f"{HYBRID_STEPS} Picard + Anderson(m=3)", ("hybrid", solvers.Anderson(m=3))))
+        out.append((f"Anderson(m={m})", solvers.Anderson(m=m), EPS))
+    out.append(("Anderson(m=5,damping=0.5)", solvers.Anderson(m=5, damping=0.5), EPS))
+    out.append(("Anderson(m=5,restart_tol=1e-3)", solvers.Anderson(m=5, restart_tol=1e-3), EPS))
+    out.append(("Anderson(m=5,growth=inf)", solvers.Anderson(m=5, growth=float("inf")), EPS))
+    out.append((f"{HYBRID_STEPS} Picard + Anderson(m=5)", ("hybrid", solvers.Anderson(m=5)), EPS))
+    out.append((f"{HYBRID_STEPS} Picard + Anderson(m=3)", ("hybrid", solvers.Anderson(m=3)), EPS))
     for label, groups in g.items():
-        out.append((f"GaussSeidel({label})", solvers.GaussSeidel(groups=groups)))
-    out.append(
-        ("GaussSeidel(odd/even,d=1.5)", solvers.GaussSeidel(groups=g["odd/even"], damping=1.5))
-    )
+        out.append((f"GaussSeidel({label})", solvers.GaussSeidel(groups=groups), EPS))
+    oe = g["odd/even"]
+    out.append(("GaussSeidel(odd/even,d=1.5)", solvers.GaussSeidel(groups=oe, damping=1.5), EPS))
     out += [
-        (f"Euler(dt={EPS})", solvers.Euler(dt=EPS)),
-        ("Euler(dt=0.9)", solvers.Euler(dt=0.9)),
-        (f"RK4(dt={EPS})", solvers.RK4(dt=EPS)),
-        ("RK4(dt=1.0)", solvers.RK4(dt=1.0)),
-        ("Dopri5", solvers.Dopri5(dt0=EPS)),
+        ("eps=1: Picard (Jacobi)", solvers.Picard(), 1.0),
+        ("eps=1: Anderson(m=2)", solvers.Anderson(m=2), 1.0),
+        ("eps=1: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.0),
+        ("eps=1: GaussSeidel(odd/even,d=1.2)", solvers.GaussSeidel(groups=oe, damping=1.2), 1.0),
+        ("eps=1: GaussSeidel(odd/even,d=1.5)", solvers.GaussSeidel(groups=oe, damping=1.5), 1.0),
+        ("eps=1.3: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.3),
+        ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
+        ("eps=1.7: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.7),
+    ]
+    out += [
+        (f"Euler(dt={EPS})", solvers.Euler(dt=EPS), EPS),
+        ("Euler(dt=0.9)", solvers.Euler(dt=0.9), EPS),
+        (f"RK4(dt={EPS})", solvers.RK4(dt=EPS), EPS),
+        ("RK4(dt=1.0)", solvers.RK4(dt=1.0), EPS),
+        ("Dopri5", solvers.Dopri5(dt0=EPS), EPS),
     ]
     return out
 
@@ -142,8 +160,9 @@ class Solve:
     failed: np.ndarray
 
 
-def solve(case: Case, meth: Any, atol: float, max_iter: int) -> Solve:
-    """Run one contender from the case's start to ``atol`` (ODE methods: ``atol / eps``)."""
+def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -> Solve:
+    """Run one contender on the ``eps``-map from the case's start to ``atol`` (ODE methods:
+    ``atol / eps``)."""
     net, x, s0 = case.net, case.x, case.s0
     n0, nf0 = 0, 0
     if isinstance(meth, tuple):  # two stages: HYBRID_STEPS plain steps, then the method
@@ -152,7 +171,7 @@ def solve(case: Case, meth: Any, atol: float, max_iter: int) -> Solve:
     is_ode = isinstance(meth, solvers.Euler | solvers.RK4 | solvers.Dopri5)
     dyn = Dynamics(
         T=case.T,
-        eps=EPS,
+        eps=eps,
         method=meth,
         fixed_steps=False,
         atol=atol / EPS if is_ode else atol,
@@ -196,8 +215,11 @@ def predictions(net: Network, s: np.ndarray) -> np.ndarray:
     return np.argmax(s[:, int(net.offsets[-2]) : int(net.offsets[-1])], axis=1)
 
 
-def run_case(case: Case, repeat: int, target: str, max_iter: int) -> list[str]:
-    """Table rows of one case."""
+def run_case(
+    case: Case, repeat: int, target: str, max_iter: int, only: tuple[str, ...] = ()
+) -> list[str]:
+    """Table rows of one case (of the contenders whose label starts with one of ``only``,
+    or all)."""
     net, x, T = case.net, case.x, case.T
     fixed_dyn = Dynamics(T=T, eps=EPS, method="fixed")
     free_phase(net, x, Dynamics(T=2, eps=EPS, method="fixed"), s0=case.s0)  # warm-up
@@ -229,9 +251,11 @@ def run_case(case: Case, repeat: int, target: str, max_iter: int) -> list[str]:
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
         f"{int((pred_fixed != pred_star).sum()):5d} yes"
     )
-    for label, meth in methods(net):
-        solve(case, meth, atol, 2)  # compile / load the driver before timing
-        res, t = timed(lambda meth=meth: solve(case, meth, atol, max_iter), repeat)
+    for label, meth, eps in methods(net):
+        if only and not label.startswith(only):
+            continue
+        solve(case, meth, atol, 2, eps)  # compile / load the driver before timing
+        res, t = timed(lambda meth=meth, eps=eps: solve(case, meth, atol, max_iter, eps), repeat)
         r_fp = fp_residual(net, x, res.state)
         it = res.n_iter
         evals = f"{res.nfev}" + (f"+{res.nfev_block}b" if res.nfev_block else "")
@@ -274,6 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nets", default="2h,3h")
     p.add_argument("--data-dir", default="/work/shared/data")
     p.add_argument("--checkpoint", default="/work/runs/scellier2017-2h/checkpoint.npz")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated label prefixes: run only those contenders (default: all)",
+    )
+    p.add_argument("--no-init", action="store_true", help="skip the Glorot-init cases")
     a = p.parse_args(argv)
 
     data = load_dataset("mnist", data_dir=a.data_dir)
@@ -282,9 +312,10 @@ def main(argv: list[str] | None = None) -> None:
     for key in a.nets.split(","):
         sizes, T = PAPER[key]
         net = init_network(sizes, kind="hopfield", activation="hardsigmoid", seed=0)
-        cases.append(
-            Case(f"{key} Glorot init (seed 0), MNIST test[:{a.batch}]", net, x_test, None, T)
-        )
+        if not a.no_init:
+            cases.append(
+                Case(f"{key} Glorot init (seed 0), MNIST test[:{a.batch}]", net, x_test, None, T)
+            )
         if key == "2h" and a.checkpoint != "none" and os.path.isfile(a.checkpoint):
             _cfg, arr = load_checkpoint(a.checkpoint)
             tnet = init_network(sizes, kind="hopfield", activation="hardsigmoid", seed=0)
@@ -305,7 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for case in cases:
         print()
-        print("\n".join(run_case(case, a.repeat, a.target, a.max_iter_factor * case.T)), flush=True)
+        only = tuple(v for v in a.only.split(",") if v)
+        rows = run_case(case, a.repeat, a.target, a.max_iter_factor * case.T, only)
+        print("\n".join(rows), flush=True)
     print(f"\n# load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

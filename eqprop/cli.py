@@ -42,6 +42,9 @@ _TRAIN_FIELDS = (
     "activation",
     "cost",
     "method",
+    "free_method",
+    "free_eps",
+    "free_damping",
     "atol",
     "rtol",
     "max_iter",
@@ -130,6 +133,15 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", help="float32 or float64")
     g = p.add_argument_group("dynamics")
     g.add_argument("--method", help="solver method of the phases ('fixed' = exactly T/K steps)")
+    g.add_argument(
+        "--free-method",
+        dest="free_method",
+        help="solver of the free phases if not --method, e.g. gauss-seidel-parity (to --atol)",
+    )
+    g.add_argument("--free-eps", dest="free_eps", type=float, help="step size of the free phases")
+    g.add_argument(
+        "--free-damping", dest="free_damping", type=float, help="damping of --free-method"
+    )
     g.add_argument("--atol", type=float, help="solver absolute tolerance")
     g.add_argument("--rtol", type=float, help="solver relative tolerance")
     g.add_argument("--max-iter", dest="max_iter", type=int, help="solver iteration cap")

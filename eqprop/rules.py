@@ -138,6 +138,7 @@ class LearningRule:
         dyn: Dynamics,
         rng: np.random.Generator | None = None,
         s0=None,
+        free_dyn: Dynamics | None = None,
     ) -> RuleStep:
         """Run the free phase and the planned phases, then combine them.
 
@@ -153,6 +154,10 @@ class LearningRule:
             Needed by rules that draw (random-sign EP).
         s0 : ndarray (batch, n_state), optional
             Initial state of the free phase (persistent particles); default zeros.
+        free_dyn : Dynamics, optional
+            How to run the free phase when it differs from the other phases (e.g. a
+            fast solver to tolerance for the free phase, the papers' ``K`` fixed steps
+            for the nudged ones); default ``dyn``.
 
         Returns
         -------
@@ -160,7 +165,7 @@ class LearningRule:
         """
         cx = clamp(net, x)
         d = check_target(net, d, cx.batch)
-        free = free_phase(net, cx, dyn, s0=s0)
+        free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
         phases: dict[str, Phase] = {"free": free}
         for spec in self.plan(rng):
             if spec.start == "free":

@@ -140,6 +140,14 @@ class TrainConfig:
     atol, rtol, max_iter
         Solver tolerances and iteration cap, used by tolerance-based methods (and to report
         whether fixed-step phases converged).
+    free_method, free_eps, free_damping
+        How the free phases (training and evaluation) are solved when that differs from
+        the nudged phases: method name, step size and damping of
+        :class:`eqprop.phases.Dynamics`; None means ``method`` / ``eps``. A method other
+        than ``"fixed"``/``"fused"`` runs to ``atol`` (at most ``max_iter`` iterations),
+        e.g. ``free_method="gauss-seidel-parity", free_eps=1.0, free_damping=1.5`` (the
+        fastest method of ``benchmarks/bench_deep_phases.py`` on the deep nets). The
+        nudged phases keep ``method``, ``eps`` and ``K``.
     T, K : int
         Steps of the free and of each nudged phase.
     eps : float
@@ -182,6 +190,9 @@ class TrainConfig:
     activation: str = "hardsigmoid"
     cost: str = "squared"
     method: str = "fixed"
+    free_method: str | None = None
+    free_eps: float | None = None
+    free_damping: float = 1.0
     atol: float = 1e-4
     rtol: float = 0.0
     max_iter: int = 1000
@@ -246,6 +257,8 @@ class TrainConfig:
             raise ValueError(f"limit is {self.limit!r}; give an integer >= 1")
         if not (math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps is {self.eps!r}; give a step size > 0")
+        if self.free_eps is not None and not (math.isfinite(self.free_eps) and self.free_eps > 0):
+            raise ValueError(f"free_eps is {self.free_eps!r}; give a step size > 0 or None")
         for name in ("atol", "rtol"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -508,8 +521,9 @@ class Trainer:
             seed=config.seed,
         )
         self.dyn = self._make_dynamics(_phases.Dynamics, config.T)
+        self.free_dyn = self._make_dynamics(_phases.Dynamics, config.T, free=True)
         eval_T = config.eval_T if config.eval_T is not None else config.T
-        self.eval_dyn = self._make_dynamics(_phases.Dynamics, eval_T)
+        self.eval_dyn = self._make_dynamics(_phases.Dynamics, eval_T, free=True)
         self.rule = _rules.EquilibriumPropagation(beta=config.beta, estimator=config.estimator)
         self._predict = _phases.predict
         self.optimizer = SGD(config.lrs, config.momentum, config.weight_decay)
@@ -526,15 +540,18 @@ class Trainer:
             self._restore(_restore)
 
     # ------------------------------------------------------------------ setup helpers
-    def _make_dynamics(self, cls: Callable[..., Any], T: int) -> Any:
+    def _make_dynamics(self, cls: Callable[..., Any], T: int, free: bool = False) -> Any:
+        """The Dynamics of the nudged phases, or with ``free`` that of the free phases."""
         import inspect
 
         c = self.config
+        free_method = c.free_method if free and c.free_method is not None else c.method
         wanted = {
             "T": T,
             "K": c.K,
-            "eps": c.eps,
-            "method": c.method,
+            "eps": c.free_eps if free and c.free_eps is not None else c.eps,
+            "method": free_method,
+            "damping": c.free_damping if free else 1.0,
             "nudge": c.nudge,
             "atol": c.atol,
             "rtol": c.rtol,
@@ -595,6 +612,7 @@ class Trainer:
         conv = 0
         iters = 0
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
+        free_dyn = self.free_dyn
         x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
         update = self.progress.update
         self.progress.start_epoch(self.epoch + 1, self._target_epochs, n_batches)
@@ -606,7 +624,7 @@ class Trainer:
                 x = x_all[idx]
                 d = d_all[idx]
                 s0 = particles[idx] if particles is not None else None
-                step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0)
+                step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
                 free = step.free
                 if particles is not None:
                     particles[idx] = free.state
