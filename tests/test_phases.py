@@ -186,3 +186,46 @@ def test_bad_phase_inputs():
         E.Dynamics(eps=-1.0)
     with pytest.raises(ValueError, match="fused"):
         E.Dynamics(method="fused", record_energy=True)
+
+
+@pytest.mark.parametrize(("eps", "damping"), [(0.5, 1.0), (1.0, 1.0), (1.0, 1.5)])
+def test_gauss_seidel_parity_reaches_the_picard_fixed_point(eps, damping):
+    """Odd/even layer blocks (3 hidden layers + output: groups {1, 3}, {2, 4}) with a
+    damping reach the fixed point that plain Picard steps of the eps=0.5 map reach.
+    Weak couplings (gain 0.7) keep the energy convex, so that fixed point is unique; with
+    strong ones, different iterations may settle in different minima."""
+    net, x, _ = _net(sizes=(6, 7, 5, 6, 3), gain=0.7)
+    ref = E.free_phase(net, x, E.Dynamics(method="picard", atol=1e-13, max_iter=20000))
+    assert ref.result.converged.all()
+    dyn = E.Dynamics(
+        method="gauss-seidel-parity", eps=eps, damping=damping, atol=1e-12, max_iter=5000
+    )
+    ph = E.free_phase(net, x, dyn)
+    assert ph.result.converged.all(), ph.result.message
+    np.testing.assert_allclose(ph.state, ref.state, atol=1e-10)
+    assert np.abs(ref.state).max() > 0.05
+    # exact block updates need fewer sweeps than the eps=0.5 Picard steps
+    if eps == 1.0:
+        assert ph.result.n_iter.max() < ref.result.n_iter.max()
+
+
+def test_gauss_seidel_parity_groups_are_odd_then_even_layers():
+    net, _, _ = _net(sizes=(6, 7, 5, 6, 3))
+    method, is_fp = E.phases._solver_method(net, E.Dynamics(method="gauss-seidel-parity"))
+    off = [int(v) for v in net.offsets]
+    assert is_fp
+    odd, even = ((off[0], off[1]), (off[2], off[3])), ((off[1], off[2]), (off[3], off[4]))
+    assert method.groups == (odd, even)
+    parity = E.Dynamics(method="gauss-seidel-parity")
+    one, _ = E.phases._solver_method(_net(sizes=(6, 3))[0], parity)
+    assert one.groups == (((0, 3),),)
+
+
+def test_dynamics_damping_is_checked():
+    assert E.Dynamics(method="picard", damping=1.5).damping == 1.5
+    with pytest.raises(ValueError, match=r"damping must be in \(0, 2\)"):
+        E.Dynamics(method="picard", damping=2.0)
+    with pytest.raises(ValueError, match="damping applies to the methods"):
+        E.Dynamics(method="fixed", damping=1.5)
+    with pytest.raises(ValueError, match="damping applies to the methods"):
+        E.Dynamics(method="rk4", damping=0.5)

@@ -210,3 +210,35 @@ def test_clamped_phase_through_an_ode_method_and_gauss_seidel():
         dyn = E.Dynamics(method=method, eps=0.5, atol=1e-12, max_iter=20000)
         s = E.run_phase(net, x, dyn, d=d, clamp_output=True).state
         np.testing.assert_allclose(s, ref, atol=1e-9)
+
+
+def test_free_dyn_runs_only_the_free_phase():
+    """estimate(..., free_dyn=F): the free phase is F's (here block Gauss-Seidel to
+    tolerance), the nudged phase keeps dyn's K fixed steps from that free state."""
+    net = E.init_network((6, 5, 4, 3), dtype="float64", seed=2, gain=2.0)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 6))
+    d = np.eye(3)[rng.integers(0, 3, 4)]
+    dyn = E.Dynamics(T=3, K=4, eps=0.5)
+    free_dyn = E.Dynamics(method="gauss-seidel-parity", eps=1.0, damping=1.5, atol=1e-12)
+    rule = E.EquilibriumPropagation(beta=0.5, estimator="one-sided")
+    step = rule.estimate(net, x, d, dyn, free_dyn=free_dyn)
+    free = E.free_phase(net, x, free_dyn)
+    np.testing.assert_array_equal(step.free.state, free.state)
+    nudged = E.run_phase(net, x, dyn, beta=0.5, d=d, s0=free.state, steps=4)
+    assert nudged.result.n_iter.max() == 4
+    # the EP formula by hand: dW_l = -(1/beta) mean(rho_{l-1}^b rho_l^b - rho_{l-1}^0 rho_l^0)
+    off = net.offsets
+
+    def acts(s):
+        return [x] + [np.clip(s[:, off[k] : off[k + 1]], 0, 1) for k in range(len(off) - 1)]
+
+    a0, ab = acts(free.state), acts(nudged.state)
+    for k in range(3):
+        dW = -(ab[k].T @ ab[k + 1] - a0[k].T @ a0[k + 1]) / (0.5 * 4)
+        db = -(ab[k + 1] - a0[k + 1]).mean(axis=0) / 0.5
+        np.testing.assert_allclose(step.gradient.dW[k], dW, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(step.gradient.db[k], db, rtol=1e-12, atol=1e-14)
+    # and it differs from the same rule with T fixed free steps (the free phase mattered)
+    plain = rule.estimate(net, x, d, dyn)
+    assert np.abs(plain.free.state - free.state).max() > 1e-3

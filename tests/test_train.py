@@ -158,3 +158,29 @@ def test_bad_data_is_rejected_before_training(digits):
     bad = DatasetSplits(Split(x, digits.train.labels.copy()), digits.valid, digits.test)
     with pytest.raises(ValueError, match="NaN"):
         Trainer(_small(), bad, quiet=True)
+
+
+def test_free_solver_settings_reach_the_free_phases_only(digits):
+    """free_method/free_eps/free_damping: the training and evaluation free phases run
+    block Gauss-Seidel to atol (fewer iterations than T), the nudged phases keep K
+    fixed steps, and training follows the run with T fixed steps (T = 40 reaches the
+    same equilibria); the settings round-trip through JSON and bad ones are rejected."""
+    cfg = _small(epochs=3, T=40, free_method="gauss-seidel-parity", free_eps=1.0, free_damping=1.5)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    trainer = Trainer(cfg, digits, quiet=True)
+    assert trainer.free_dyn.method == "gauss-seidel-parity"
+    assert (trainer.free_dyn.eps, trainer.free_dyn.damping) == (1.0, 1.5)
+    assert not trainer.free_dyn.is_fixed_steps
+    assert trainer.eval_dyn.method == "gauss-seidel-parity"
+    assert (trainer.dyn.method, trainer.dyn.eps, trainer.dyn.damping) == ("fixed", 0.5, 1.0)
+    h = trainer.run().history
+    plain = Trainer(_small(epochs=3, T=40), digits, quiet=True).run().history
+    assert (h["free_converged"].values == 1.0).all()
+    assert (h["free_iterations"].values < 20).all()
+    assert (plain["free_iterations"].values == 40).all()
+    np.testing.assert_allclose(h["test_error"].values, plain["test_error"].values, atol=0.03)
+    assert h["test_error"].values[-1] < 0.45
+    with pytest.raises(ValueError, match="damping applies"):
+        Trainer(_small(free_damping=1.5), digits, quiet=True)
+    with pytest.raises(ValueError, match="free_eps"):
+        _small(free_eps=0.0).validate()
