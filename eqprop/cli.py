@@ -41,6 +41,7 @@ _TRAIN_FIELDS = (
     "kind",
     "activation",
     "cost",
+    "init",
     "method",
     "free_method",
     "free_eps",
@@ -130,6 +131,7 @@ def build_train_parser() -> argparse.ArgumentParser:
         "--activation", help="hardsigmoid, sigmoid, tanh or shifted-sigmoid (1/(1+exp(-4(s-1/2))))"
     )
     g.add_argument("--cost", help="squared or cross-entropy")
+    g.add_argument("--init", help="glorot (default) or fan-in (U(+-1/sqrt(n_in)), torch's default)")
     g.add_argument("--dtype", help="float32 or float64")
     g = p.add_argument_group("dynamics")
     g.add_argument("--method", help="solver method of the phases ('fixed' = exactly T/K steps)")

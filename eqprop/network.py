@@ -64,6 +64,7 @@ from eqprop import kernels as K
 __all__ = [
     "ACTIVATIONS",
     "COSTS",
+    "INITS",
     "KINDS",
     "Gradient",
     "Network",
@@ -81,6 +82,7 @@ __all__ = [
 KINDS = ("hopfield", "prototypical")
 ACTIVATIONS = ("hardsigmoid", "sigmoid", "tanh", "shifted-sigmoid")
 COSTS = ("squared", "cross-entropy")
+INITS = ("glorot", "fan-in")
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -403,11 +405,16 @@ def init_network(
     dtype: str | np.dtype | type = "float32",
     seed: int | np.random.Generator | None = 0,
     gain: float | Sequence[float] = 1.0,
+    init: str = "glorot",
 ) -> Network:
-    """Create a network with Glorot-uniform weights and zero biases.
+    """Create a network with random weights (Glorot-uniform by default).
 
-    :math:`W_l \\sim \\mathcal{U}(-a_l, a_l)`, :math:`a_l = g_l\\sqrt{6/(n_{l-1} + n_l)}`
-    (Glorot & Bengio 2010, as used by Scellier & Bengio 2017); :math:`b_l = 0`.
+    ``init="glorot"``: :math:`W_l \\sim \\mathcal{U}(-a_l, a_l)`,
+    :math:`a_l = g_l\\sqrt{6/(n_{l-1} + n_l)}` (Glorot & Bengio 2010, as used by
+    Scellier & Bengio 2017), :math:`b_l = 0`. ``init="fan-in"``: :math:`W_l` and
+    :math:`b_l` both :math:`\\sim \\mathcal{U}(-a_l, a_l)` with
+    :math:`a_l = g_l/\\sqrt{n_{l-1}}`, the default initialisation of PyTorch's
+    ``nn.Linear``, which the code of Ernoult et al. (2019) keeps.
 
     Parameters
     ----------
@@ -419,7 +426,9 @@ def init_network(
     seed : int, Generator or None
         Seed of ``numpy.random.default_rng`` (or a Generator used as is).
     gain : float or sequence of float
-        Multiplier :math:`g_l` of the Glorot bound, one for all layers or one per layer.
+        Multiplier :math:`g_l` of the bound, one for all layers or one per layer.
+    init : {"glorot", "fan-in"}
+        See above.
 
     Returns
     -------
@@ -428,6 +437,7 @@ def init_network(
     _check_choice("kind", kind, KINDS)
     _check_choice("activation", activation, ACTIVATIONS)
     _check_choice("cost", cost, COSTS)
+    _check_choice("init", init, INITS)
     dt = _as_dtype(dtype)
     sizes = tuple(int(n) for n in sizes)
     if len(sizes) < 2 or min(sizes) < 1:
@@ -442,9 +452,14 @@ def init_network(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     weights, biases = [], []
     for l in range(1, L + 1):
-        a = gains[l - 1] * np.sqrt(6.0 / (sizes[l - 1] + sizes[l]))
-        weights.append(rng.uniform(-a, a, size=(sizes[l - 1], sizes[l])).astype(dt))
-        biases.append(np.zeros(sizes[l], dtype=dt))
+        if init == "glorot":
+            a = gains[l - 1] * np.sqrt(6.0 / (sizes[l - 1] + sizes[l]))
+            weights.append(rng.uniform(-a, a, size=(sizes[l - 1], sizes[l])).astype(dt))
+            biases.append(np.zeros(sizes[l], dtype=dt))
+        else:
+            a = gains[l - 1] / np.sqrt(sizes[l - 1])
+            weights.append(rng.uniform(-a, a, size=(sizes[l - 1], sizes[l])).astype(dt))
+            biases.append(rng.uniform(-a, a, size=sizes[l]).astype(dt))
     return Network(sizes, kind, activation, cost, weights, biases)
 
 

@@ -132,8 +132,9 @@ class TrainConfig:
         ``"mnist"``, ``"fashion-mnist"`` or ``"digits"`` (see :func:`eqprop.data.load_dataset`).
     architecture : str
         Layer sizes input first, ``"784-500-10"``; the input size must match the data.
-    kind, activation, cost : str
-        Passed to :func:`eqprop.network.init_network`.
+    kind, activation, cost, init : str
+        Passed to :func:`eqprop.network.init_network` (``init``: ``"glorot"`` or
+        ``"fan-in"``).
     method : str
         Solver method of the phases (:class:`eqprop.phases.Dynamics` ``method``);
         ``"fixed"`` runs exactly ``T`` / ``K`` steps (the papers' setting).
@@ -189,6 +190,7 @@ class TrainConfig:
     kind: str = "hopfield"
     activation: str = "hardsigmoid"
     cost: str = "squared"
+    init: str = "glorot"
     method: str = "fixed"
     free_method: str | None = None
     free_eps: float | None = None
@@ -519,6 +521,7 @@ class Trainer:
             cost=config.cost,
             dtype=config.dtype,
             seed=config.seed,
+            init=config.init,
         )
         self.dyn = self._make_dynamics(_phases.Dynamics, config.T)
         self.free_dyn = self._make_dynamics(_phases.Dynamics, config.T, free=True)

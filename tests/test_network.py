@@ -263,3 +263,23 @@ def test_pickle_and_deepcopy_keep_the_packed_fast_path_consistent():
         np.testing.assert_array_equal(clone.packed()[12:18], net.weights[1].ravel() + 1.0)
         assert np.shares_memory(clone.weights[0], clone.packed())
     assert not np.shares_memory(net.packed(), clone.packed())
+
+
+def test_init_schemes_draw_the_documented_distributions():
+    """glorot: W ~ U(+-g sqrt(6/(n_in+n_out))), b = 0, drawn layer by layer from
+    default_rng(seed); fan-in: W and b ~ U(+-g/sqrt(n_in)) (torch.nn.Linear's default)."""
+    sizes = (300, 200, 10)
+    g = E.init_network(sizes, dtype="float64", seed=4)
+    rng = np.random.default_rng(4)
+    for l, (W, b) in enumerate(zip(g.weights, g.biases, strict=True)):
+        a = np.sqrt(6.0 / (sizes[l] + sizes[l + 1]))
+        np.testing.assert_array_equal(W, rng.uniform(-a, a, size=W.shape))
+        assert not b.any()
+    f = E.init_network(sizes, dtype="float64", seed=5, gain=2.0, init="fan-in")
+    for l, (W, b) in enumerate(zip(f.weights, f.biases, strict=True)):
+        a = 2.0 / np.sqrt(sizes[l])
+        assert max(np.abs(W).max(), np.abs(b).max()) <= a
+        assert np.abs(W).max() > 0.99 * a and abs(W.mean()) < 0.02 * a  # fills U(-a, a)
+        assert b.min() < 0 < b.max()
+    with pytest.raises(ValueError, match="unknown init 'he'"):
+        E.init_network(sizes, init="he")
