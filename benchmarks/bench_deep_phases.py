@@ -240,13 +240,13 @@ def run_case(
         f"# fixed path: {t_fixed * 1e3:.1f} ms (median of {repeat}); "
         f"max|s_T - s*| = {np.abs(s_fixed - s_star).max():.2g}; "
         f"samples of the fixed path meeting atol: {(r_T <= atol).sum()}/{x.shape[0]}",
-        f"{'method':30s} {'iters':>6s} {'mean':>6s} {'evals':>11s} {'iters/T':>7s} "
+        f"{'method':34s} {'iters':>6s} {'mean':>6s} {'evals':>11s} {'iters/T':>7s} "
         f"{'time/fixed':>10s} {'r_fp':>8s} {'|ds|':>8s} {'|ds*|':>8s} {'pred':>4s} "
         f"{'pred*':>5s} ok",
-        "-" * 118,
+        "-" * 122,
     ]
     lines.append(
-        f"{'fixed (paper, T steps)':30s} {T:6d} {T:6.1f} {ph_fixed.result.nfev:11d} "
+        f"{'fixed (paper, T steps)':34s} {T:6d} {T:6.1f} {ph_fixed.result.nfev:11d} "
         f"{1.0:7.3f} {1.0:10.2f} {r_T.max():8.2g} {0.0:8.2g} "
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
         f"{int((pred_fixed != pred_star).sum()):5d} yes"
@@ -262,7 +262,7 @@ def run_case(
         ok = bool(res.converged.all() and not res.failed.any() and r_fp.max() <= atol * 1.0001)
         note = "" if ok else f" ({int(res.converged.sum())}/{len(it)} converged)"
         lines.append(
-            f"{label:30s} {it.max():6d} {it.mean():6.1f} {evals:>11s} {it.max() / T:7.3f} "
+            f"{label:34s} {it.max():6d} {it.mean():6.1f} {evals:>11s} {it.max() / T:7.3f} "
             f"{t / t_fixed:10.2f} {r_fp.max():8.2g} {np.abs(res.state - s_fixed).max():8.2g} "
             f"{np.abs(res.state - s_star).max():8.2g} "
             f"{int((predictions(net, res.state) != pred_fixed).sum()):4d} "
