@@ -26,7 +26,6 @@ import http.client
 import logging
 import os
 import struct
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from eqprop._files import atomic_path
 
 __all__ = [
     "DATASETS",
@@ -498,25 +499,16 @@ def _check_limit(limit: int) -> int:
 
 def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
     """Download ``url`` to ``dest`` through a verified temporary file in dest's folder."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(dest, suffix=".part") as tmp:
         digest = hashlib.sha256()
         request = urllib.request.Request(url, headers={"User-Agent": "eqprop"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
+        with open(tmp, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
             while chunk := r.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         actual = digest.hexdigest()
         if actual != sha256:
             raise ChecksumError(url, sha256, actual, "The download was discarded")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _remove_stale_parts(dest: Path) -> None:

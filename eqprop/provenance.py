@@ -35,13 +35,14 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from eqprop._files import atomic_path
 
 __all__ = [
     "DTYPE_ATTR",
@@ -348,18 +349,8 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], engine: str = "sc
     kwargs: dict[str, Any] = {"engine": engine}
     if engine == "scipy":
         kwargs["format"] = "NETCDF3_64BIT"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; use the usual mode
+    with atomic_path(path) as tmp:
         encoded.to_netcdf(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

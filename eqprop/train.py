@@ -28,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from eqprop._files import atomic_path
 from eqprop.optim import SGD
 
 __all__ = [
@@ -396,28 +396,11 @@ class _Progress:
 _RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size")
 
 
-def _usual_mode(fd: int) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the mode a plain ``open`` would (0666 & ~umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-
-
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
-    """Call ``write`` on a temp file in path's folder, fsync, then ``os.replace`` it."""
+    """Call ``write`` on a file object that atomically becomes ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        _usual_mode(fd)
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        write(fh)
 
 
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

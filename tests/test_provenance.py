@@ -167,3 +167,25 @@ def test_rewriting_an_opened_dataset_with_longer_strings(tmp_path):
         warnings.simplefilter("error")
         again = open_netcdf(write_netcdf(longer, tmp_path / "b.nc"))
     assert list(again["layer"].values) == ["W1", "W2-longer"]
+
+
+def test_atomic_path_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
+    import os
+
+    from eqprop._files import atomic_path
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    with atomic_path(target, suffix=".part") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".part")
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
