@@ -82,6 +82,10 @@ def test_dataset_layout_attrs_and_round_trip(tmp_path):
     np.testing.assert_allclose(
         c.sel(reference="finite-difference"), c.sel(reference="rbp"), atol=1e-6
     )
+    # and small-beta symmetric EP matches them (the estimate is O(beta^2) off)
+    assert (c.sel(reference="rbp") > 0.999).all(), c.values
+    assert (ds.rel_error.sel(estimator="symmetric", beta=0.01, reference="rbp") < 1e-3).all()
+    assert (ds.sign_agreement.sel(estimator="symmetric", beta=0.01) > 0.95).all()
     assert np.all(ds.sign_agreement.values <= 1) and np.all(ds.sign_agreement.values >= 0)
     path = write_netcdf(ds, tmp_path / "cmp.nc")
     back = open_netcdf(path)

@@ -460,11 +460,16 @@ def test_random_contractions_property(n, batch, rho, seed, which):
 
 
 def test_warmup_compiles_and_returns_time():
-    from solvers import warmup
+    import time
+
+    from solvers import fixed_point, warmup
 
     A, c = contraction(N, 0.5, seed=0)
+    t0 = time.perf_counter()
     t = warmup(affine, np.zeros((5, N)), (A, c), g_block=affine_block, observe=sq_norm)
-    assert t >= 0
+    assert 0 < t <= time.perf_counter() - t0
+    sigs = {k: len(d.signatures) for k, d in fixed_point._drivers.items()}
+    assert sigs and all(sigs.values())
     # afterwards a solve with other method/batch/tolerance reuses the compiled driver
     res = solve_fixed_point(
         affine,
@@ -476,6 +481,7 @@ def test_warmup_compiles_and_returns_time():
         observe=sq_norm,
     )
     assert res.converged.all()
+    assert {k: len(d.signatures) for k, d in fixed_point._drivers.items()} == sigs
     with pytest.raises(ValueError, match="njit"):
         warmup(lambda x, out, args: None, np.zeros((1, N)))
 
