@@ -543,7 +543,7 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
             for i in range(n):
                 sr[i] = min(max(sr[i], lo), hi)
     # ping-pong between two buffers: an in-place update (out is s) is correct but makes
-    # LLVM's runtime alias check fall back to scalar loops (about 1.7x slower)
+    # LLVM's runtime alias check fall back to scalar (unvectorised) loops
     cur = s
     nxt = np.empty_like(s)
     for _ in range(n_steps):

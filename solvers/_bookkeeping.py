@@ -8,8 +8,8 @@ the end. The helpers below hold that logic once. They allocate only when a buffe
 grow (geometrically) and at the start and the end of a solve, never per sample.
 
 What runs for every sample and iteration takes scalars only (:func:`sample_verdict`):
-a helper there that took the record arrays cost 35 % on a 200-step Picard solve of a
-cheap map (batch 128, n 510), even with ``inline="always"``, so the two stores of the
+a helper there that took the record arrays made a 200-step Picard solve of a cheap map
+(batch 128, n 510) markedly slower, even with ``inline="always"``, so the two stores of the
 residual stay in the drivers' loops and the array updates run only when a sample stops
 (:func:`stop_sample`).
 """
