@@ -242,3 +242,61 @@ def test_free_dyn_runs_only_the_free_phase():
     # and it differs from the same rule with T fixed free steps (the free phase mattered)
     plain = rule.estimate(net, x, d, dyn)
     assert np.abs(plain.free.state - free.state).max() > 1e-3
+
+
+def _relax_by_hand(x, hs, Ws, bs, n, eps, beta=0.0, d=None):
+    """Scellier & Bengio (2017)'s projected Euler steps, all layers at once, in NumPy:
+    s_l <- clip(s_l - eps (s_l - rho(s_{l-1}) W_l - b_l - rho(s_{l+1}) W_{l+1}^T
+    [+ beta (s_L - d) on the output]), 0, 1), rho = clip(., 0, 1)."""
+    hs = [h.copy() for h in hs]
+    for _ in range(n):
+        rho = [x] + [np.clip(h, 0, 1) for h in hs]
+        new = []
+        for l, h in enumerate(hs, start=1):
+            drive = rho[l - 1] @ Ws[l - 1] + bs[l - 1]
+            if l < len(hs):
+                drive = drive + rho[l + 1] @ Ws[l].T
+            g = h - drive
+            if l == len(hs) and beta != 0.0:
+                g = g + beta * (h - d)
+            new.append(np.clip(h - eps * g, 0, 1))
+        hs = new
+    return hs
+
+
+@pytest.mark.parametrize("method", ["fixed", "fused"])
+def test_training_step_of_a_deep_network_equals_the_papers_equations(method):
+    """One random-sign EP step with persistent particles on 6-5-4-3 (two hidden layers),
+    T=30 / K=6, followed by SGD with per-layer rates, against an independent NumPy
+    transcription of the paper's dynamics and update (float64, to rounding)."""
+    net = E.init_network((6, 5, 4, 3), dtype="float64", seed=5, gain=1.5)
+    rng = np.random.default_rng(9)
+    for b in net.biases:
+        b[:] = rng.normal(scale=0.2, size=b.shape)
+    x, d = _data((6, 5, 4, 3))
+    s0 = rng.random((x.shape[0], net.n_state))
+    Ws = [w.copy() for w in net.weights]
+    bs = [b.copy() for b in net.biases]
+    lrs = (0.3, 0.2, 0.1)
+    rule = E.EquilibriumPropagation(0.7, "random-sign")
+    step = rule.estimate(
+        net, x, d, E.Dynamics(T=30, K=6, method=method), rng=np.random.default_rng(3), s0=s0
+    )
+    (name,) = set(step.phases) - {"free"}
+    beta = step.phases[name].beta
+    assert abs(beta) == 0.7 and name == ("nudged+" if beta > 0 else "nudged-")
+    E.SGD(lrs).step(net, step.gradient)
+
+    off = net.offsets
+    h0 = [s0[:, off[k] : off[k + 1]] for k in range(3)]
+    free = _relax_by_hand(x, h0, Ws, bs, 30, 0.5)
+    nudged = _relax_by_hand(x, free, Ws, bs, 6, 0.5, beta, d)
+    np.testing.assert_allclose(step.free.state, np.concatenate(free, axis=1), atol=1e-13)
+    a0, ab = [x, *free], [x, *nudged]
+    B = x.shape[0]
+    for k in range(3):
+        dW = (ab[k].T @ ab[k + 1] - a0[k].T @ a0[k + 1]) / (beta * B)
+        db = (ab[k + 1] - a0[k + 1]).mean(axis=0) / beta
+        np.testing.assert_allclose(net.weights[k], Ws[k] + lrs[k] * dW, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(net.biases[k], bs[k] + lrs[k] * db, rtol=0, atol=1e-13)
+    assert max(np.abs(w - w0).max() for w, w0 in zip(net.weights, Ws, strict=True)) > 1e-3
