@@ -394,6 +394,9 @@ class _Progress:
 
 # settings that may change when resuming from a checkpoint (others break exact continuation)
 _RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size")
+# solver settings that may also change on resume: the run then continues with the new
+# solver (e.g. a faster free phase), which is no longer an exact continuation
+_RESUME_SOLVER = ("free_method", "free_eps", "free_damping", "atol", "rtol", "max_iter")
 
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
@@ -815,11 +818,15 @@ class Trainer:
         Parameters
         ----------
         overrides : mapping, optional
-            Settings to change on resume; only ``epochs``, ``output``, ``data_dir`` and
-            ``eval_batch_size`` may change (others would break exact continuation).
+            Settings to change on resume. ``epochs``, ``output``, ``data_dir`` and
+            ``eval_batch_size`` keep the continuation exact. The solver settings
+            ``free_method``, ``free_eps``, ``free_damping``, ``atol``, ``rtol`` and
+            ``max_iter`` may change too (e.g. to continue with a faster free phase); the
+            run then differs from an uninterrupted one, and a progress line says so.
+            Any other change raises ValueError.
         """
         config, arrays = load_checkpoint(path)
-        allowed = set(_RESUME_CHANGEABLE)
+        allowed = set(_RESUME_CHANGEABLE) | set(_RESUME_SOLVER)
         changes = dict(overrides or {})
         wanted = TrainConfig.from_dict({**config.to_dict(), **changes})  # normalises lrs etc.
         bad = sorted(
@@ -830,8 +837,18 @@ class Trainer:
                 f"cannot change {', '.join(bad)} when resuming from {path}; only "
                 f"{', '.join(sorted(allowed))} may change"
             )
+        solver = {
+            k: v for k, v in changes.items() if k in _RESUME_SOLVER and getattr(config, k) != v
+        }
         config = config.replace(**{k: v for k, v in changes.items() if k in allowed})
-        return cls(config, data, command=command, quiet=quiet, stream=stream, _restore=arrays)
+        trainer = cls(config, data, command=command, quiet=quiet, stream=stream, _restore=arrays)
+        if solver:
+            listed = ", ".join(f"{k}={v!r}" for k, v in sorted(solver.items()))
+            trainer.progress.line(
+                f"resuming epoch {trainer.epoch} with changed solver settings ({listed}): "
+                "not an exact continuation"
+            )
+        return trainer
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, np.ndarray]]:

@@ -184,3 +184,27 @@ def test_free_solver_settings_reach_the_free_phases_only(digits):
         Trainer(_small(free_damping=1.5), digits, quiet=True)
     with pytest.raises(ValueError, match="free_eps"):
         _small(free_eps=0.0).validate()
+
+
+def test_resume_may_switch_the_free_phase_solver(tmp_path, digits):
+    """The free-phase solver settings may change on resume (announced, not exact): the
+    continued run uses the new solver, the other settings and the state come from the
+    checkpoint."""
+    import io
+
+    cfg = _small(limit=200, epochs=1, T=40, output=str(tmp_path))
+    Trainer(cfg, digits, quiet=True).run()
+    stream = io.StringIO()
+    changes = {"epochs": 2, "free_method": "gauss-seidel-parity", "free_eps": 1.0}
+    ckpt = tmp_path / "checkpoint.npz"
+    t = Trainer.from_checkpoint(ckpt, digits, overrides=changes, stream=stream)
+    assert "changed solver settings" in stream.getvalue() and "free_method" in stream.getvalue()
+    assert (t.config.free_method, t.config.free_eps, t.config.T) == ("gauss-seidel-parity", 1.0, 40)
+    assert t.free_dyn.method == "gauss-seidel-parity" and t.dyn.method == "fixed"
+    h = t.run().history
+    assert h["free_iterations"].values[0] == 40 and h["free_iterations"].values[1] < 40
+    # settings equal to the checkpoint's (now the resumed run's) are not a change
+    stream = io.StringIO()
+    same = {"free_method": "gauss-seidel-parity", "free_eps": 1.0, "atol": cfg.atol}
+    Trainer.from_checkpoint(tmp_path / "checkpoint.npz", digits, overrides=same, stream=stream)
+    assert "changed solver" not in stream.getvalue()
