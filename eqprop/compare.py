@@ -168,7 +168,7 @@ def compare(
     free = free_phase(net, x, dyn)
     res = free.result
     conv = np.asarray(res.converged, dtype=bool) if res is not None else np.ones(len(x), bool)
-    fres = _last_residual(res) if res is not None else np.zeros(len(x), dtype=np.float64)
+    fres = res.final_residual if res is not None else np.zeros(len(x), dtype=np.float64)
     all_conv = bool(np.all(conv))
     if not all_conv:
         warnings.warn(
@@ -274,18 +274,6 @@ def compare(
     )
     ds.attrs["free_phase_converged"] = int(all_conv)
     return ds
-
-
-def _last_residual(res: Any) -> np.ndarray:
-    r = np.asarray(getattr(res, "residual", np.zeros((0, 0))), dtype=np.float64)
-    if r.ndim != 2 or r.shape[0] == 0:
-        return np.zeros(np.shape(res.converged), dtype=np.float64)
-    out = np.empty(r.shape[1])
-    for b in range(r.shape[1]):
-        col = r[:, b]
-        ok = col[np.isfinite(col)]
-        out[b] = ok[-1] if ok.size else np.nan
-    return out
 
 
 def _dyn_config(dyn: Any) -> dict[str, Any]:

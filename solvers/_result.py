@@ -118,3 +118,20 @@ class SolveResult:
     def batch(self) -> int:
         """Number of samples."""
         return int(self.x.shape[0])
+
+    @property
+    def final_residual(self) -> np.ndarray:
+        """Last finite entry of each sample's column of ``residual``, shape (batch,).
+
+        For a sample that converged or ran its fixed steps this is the residual of the
+        returned state; NaN where the column has no finite entry.
+        """
+        r = np.asarray(self.residual, dtype=np.float64)
+        out = np.full(r.shape[1] if r.ndim == 2 else self.batch, np.nan)
+        if r.ndim != 2 or r.shape[0] == 0:
+            return out
+        finite = np.isfinite(r)
+        last = r.shape[0] - 1 - np.argmax(finite[::-1], axis=0)
+        has = finite.any(axis=0)
+        out[has] = r[last[has], np.flatnonzero(has)]
+        return out

@@ -158,7 +158,7 @@ def beta_point(
         bias[l] = np.linalg.norm(mean - r) / ref_norm[l]
         var[l] = np.mean(np.sum((gs - mean) ** 2, axis=1)) / ref_norm[l] ** 2
     res = free.result
-    fres = _last(res.residual) if res is not None else np.zeros(batch)
+    fres = res.final_residual if res is not None else np.zeros(batch)
     return xr.Dataset(
         {
             "rel_error": variable(
@@ -187,17 +187,6 @@ def beta_point(
             "sample": np.arange(batch),
         },
     )
-
-
-def _last(residual: np.ndarray) -> np.ndarray:
-    """Last non-NaN residual of each sample (column)."""
-    out = np.full(residual.shape[1], np.nan)
-    for j in range(residual.shape[1]):
-        col = residual[:, j]
-        ok = np.flatnonzero(~np.isnan(col))
-        if ok.size:
-            out[j] = col[ok[-1]]
-    return out
 
 
 def beta_sweep(

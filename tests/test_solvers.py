@@ -540,3 +540,17 @@ def test_driver_is_loaded_from_the_disk_cache_in_a_new_process(tmp_path):
     ]
     assert outs[0] == ["0", "1"]  # first process: compiled (and written to the cache)
     assert outs[1] == ["1", "0"]  # second process: loaded, no compilation
+
+
+def test_final_residual_is_each_samples_last_recorded_residual():
+    A, c = contraction(N, 0.5, seed=21)
+    x0 = np.zeros((3, N))
+    x0[1] = 5.0  # starts farther away: more iterations
+    res = solve_fixed_point(affine, x0, (A, c), atol=1e-10)
+    fr = res.final_residual
+    assert fr.shape == (3,)
+    for b in range(3):
+        assert fr[b] == res.residual[res.n_iter[b], b] <= 1e-10
+    assert res.n_iter[1] > res.n_iter[0]
+    res.residual[:, 2] = np.nan
+    assert np.isnan(res.final_residual[2]) and res.final_residual[0] == fr[0]
