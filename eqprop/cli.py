@@ -63,6 +63,8 @@ _TRAIN_FIELDS = (
     "seed",
     "dtype",
     "persistent",
+    "shuffle",
+    "eval_persistent",
     "eval_batch_size",
     "eval_T",
     "limit",
@@ -166,6 +168,17 @@ def build_train_parser() -> argparse.ArgumentParser:
         "--persistent",
         action=argparse.BooleanOptionalAction,
         help="persistent particles (stored free states per training sample)",
+    )
+    g.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        help="new random order of the training set every epoch (default on)",
+    )
+    g.add_argument(
+        "--eval-persistent",
+        dest="eval_persistent",
+        action=argparse.BooleanOptionalAction,
+        help="evaluation free phases start from each sample's previous evaluation state",
     )
     return p
 

@@ -170,6 +170,13 @@ class TrainConfig:
     persistent : bool
         Start each training free phase from the sample's stored free state (persistent
         particles, Scellier & Bengio 2017) instead of zero.
+    shuffle : bool
+        Visit the training set in a new random order every epoch (default); False keeps
+        the data order, as the released script of Scellier & Bengio (2017) does.
+    eval_persistent : bool
+        Start each validation/test free phase from the state that sample reached at the
+        previous evaluation (zero at the first), as the released script of Scellier &
+        Bengio (2017) does for its validation set; default False (from zero).
     eval_batch_size : int
         Batch size of the free phases that evaluate validation and test error.
     eval_T : int or None
@@ -212,6 +219,8 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     persistent: bool = True
+    shuffle: bool = True
+    eval_persistent: bool = False
     eval_batch_size: int = 1000
     eval_T: int | None = None
     limit: int | None = None
@@ -514,7 +523,8 @@ class Trainer:
         eval_T = config.eval_T if config.eval_T is not None else config.T
         self.eval_dyn = self._make_dynamics(_phases.Dynamics, eval_T, free=True)
         self.rule = _rules.EquilibriumPropagation(beta=config.beta, estimator=config.estimator)
-        self._predict = _phases.predict
+        self._free_phase = _phases.free_phase
+        self._output = _network.output
         self.optimizer = SGD(config.lrs, config.momentum, config.weight_decay)
         self.optimizer.check(self.net)
         # independent of the weight initialisation's stream (same seed, other spawn key)
@@ -522,6 +532,13 @@ class Trainer:
         self.particles: np.ndarray | None = None
         if config.persistent:
             self.particles = np.zeros((self.x_train.shape[0], self.net.n_state), self.dtype)
+        # per-split evaluation particles (eval_persistent): the state of each sample at the
+        # end of its last evaluation
+        self.eval_particles: dict[str, np.ndarray] = {}
+        if config.eval_persistent:
+            for name in ("valid", "test"):
+                n_split = getattr(data, name).x.shape[0]
+                self.eval_particles[name] = np.zeros((n_split, self.net.n_state), self.dtype)
         self.epoch = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_VARIABLES}
         self._attrs: dict[str, Any] | None = None
@@ -595,7 +612,7 @@ class Trainer:
         n = self.x_train.shape[0]
         bs = c.batch_size
         n_batches = (n + bs - 1) // bs
-        perm = self.rng.permutation(n)
+        perm = self.rng.permutation(n) if c.shuffle else np.arange(n)
         wrong = 0
         loss_sum = 0.0
         conv = 0
@@ -646,9 +663,11 @@ class Trainer:
             "samples_per_second": n / t_train if t_train > 0 else float("nan"),
         }
 
-    def evaluate(self, split: Any) -> tuple[float, float]:
+    def evaluate(self, split: Any, particles: np.ndarray | None = None) -> tuple[float, float]:
         """Error rate and mean cost of the free phase on a split, in large batches.
 
+        With ``particles`` (``(n, n_state)``, updated in place) each free phase starts
+        from the sample's stored state and stores where it ended; otherwise from zero.
         Returns NaN, NaN for an empty split.
         """
         n = split.x.shape[0]
@@ -658,12 +677,15 @@ class Trainer:
         sizes = self.config.sizes
         wrong = 0
         loss = 0.0
-        predict = self._predict
         for start in range(0, n, bs):
             x = np.ascontiguousarray(split.x[start : start + bs], dtype=self.dtype)
             y = np.asarray(split.labels[start : start + bs])
+            s0 = None if particles is None else particles[start : start + bs]
             with np.errstate(over="ignore", invalid="ignore"):
-                out = np.asarray(predict(self.net, x, self.eval_dyn))
+                state = self._free_phase(self.net, x, self.eval_dyn, s0=s0).state
+            if particles is not None:
+                particles[start : start + bs] = state
+            out = np.asarray(self._output(self.net, state))
             wrong += int(np.count_nonzero(out.argmax(axis=1) != y))
             d = _one_hot(y, sizes[-1], np.dtype(np.float64))
             loss += float(_cost_per_sample(self.config.cost, out, d).sum())
@@ -690,8 +712,8 @@ class Trainer:
         while self.epoch < target:
             tr = self.train_epoch()
             t0 = time.perf_counter()
-            ve, vl = self.evaluate(self.data.valid)
-            te, tl = self.evaluate(self.data.test)
+            ve, vl = self.evaluate(self.data.valid, self.eval_particles.get("valid"))
+            te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"))
             t_eval = time.perf_counter() - t0
             self.epoch += 1
             row = dict(tr)
@@ -766,6 +788,8 @@ class Trainer:
             arrays[f"opt_{k}"] = np.asarray(v)
         if self.particles is not None:
             arrays["particles"] = self.particles
+        for name, p in self.eval_particles.items():
+            arrays[f"{name}_particles"] = p
         for k, values in self.history.items():
             arrays[f"history_{k}"] = np.asarray(values, dtype=np.float64)
         return arrays
@@ -798,6 +822,13 @@ class Trainer:
                     f"{self.particles.shape}; was it written with the same data and limit?"
                 )
             self.particles[...] = arrays["particles"]
+        for name, p in self.eval_particles.items():
+            key = f"{name}_particles"
+            if key not in arrays or arrays[key].shape != p.shape:
+                raise ValueError(
+                    f"checkpoint has no {name} evaluation particles of shape {p.shape}"
+                )
+            p[...] = arrays[key]
         self.epoch = int(arrays["epoch"])
         for k in HISTORY_VARIABLES:
             self.history[k] = [float(v) for v in arrays[f"history_{k}"]]

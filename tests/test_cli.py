@@ -85,6 +85,10 @@ def test_preset_values_overridden_by_options():
     cfg = config_from_args(args)
     assert (cfg.free_method, cfg.free_eps, cfg.free_damping) == ("gauss-seidel-parity", 1.0, 1.5)
     assert (cfg.method, cfg.eps, cfg.T, cfg.K) == ("fused", 0.5, 100, 6)
+    assert (cfg.shuffle, cfg.eval_persistent) == (True, False)
+    options = ["--preset", "digits", "--no-shuffle", "--eval-persistent"]
+    cfg = config_from_args(build_train_parser().parse_args(options))
+    assert (cfg.shuffle, cfg.eval_persistent) == (False, True)
 
 
 @pytest.mark.parametrize(

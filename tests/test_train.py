@@ -208,3 +208,47 @@ def test_resume_may_switch_the_free_phase_solver(tmp_path, digits):
     same = {"free_method": "gauss-seidel-parity", "free_eps": 1.0, "atol": cfg.atol}
     Trainer.from_checkpoint(tmp_path / "checkpoint.npz", digits, overrides=same, stream=stream)
     assert "changed solver" not in stream.getvalue()
+
+
+def test_script_protocol_options_no_shuffle_and_eval_particles(tmp_path, digits):
+    """shuffle=False visits the data in order (the generator is not drawn from);
+    eval_persistent=True starts each evaluation free phase from the sample's state at the
+    previous evaluation, and a resumed run continues it bit-identically."""
+    from eqprop.phases import free_phase
+
+    cfg = _small(
+        limit=120, epochs=1, estimator="one-sided", shuffle=False, eval_persistent=True, T=5
+    )
+    t = Trainer(cfg, digits, quiet=True)
+    state0 = json.dumps(t.rng.bit_generator.state)
+    t.train_epoch()
+    assert json.dumps(t.rng.bit_generator.state) == state0  # nothing drawn: data order kept
+    shuffled = Trainer(cfg.replace(shuffle=True), digits, quiet=True)
+    shuffled.train_epoch()
+    assert json.dumps(shuffled.rng.bit_generator.state) != state0
+
+    valid = t.data.valid
+    p = t.eval_particles["valid"]
+    assert p.shape == (valid.x.shape[0], t.net.n_state) and not p.any()
+    t.evaluate(valid, p)
+    first = p.copy()
+    expected = free_phase(t.net, valid.x.astype(np.float32), t.eval_dyn).state
+    np.testing.assert_array_equal(first, expected)  # from zero the first time
+    t.evaluate(valid, p)
+    np.testing.assert_array_equal(p, free_phase(t.net, valid.x, t.eval_dyn, s0=first).state)
+    assert not np.array_equal(p, first)  # T=5 steps more: the particles moved on
+
+    # exact resume with evaluation particles
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    full = Trainer(cfg.replace(epochs=3, output=str(out_a)), digits, quiet=True).run()
+    Trainer(cfg.replace(epochs=2, output=str(out_b)), digits, quiet=True).run()
+    resumed = Trainer.from_checkpoint(
+        out_b / "checkpoint.npz", digits, overrides={"epochs": 3}, quiet=True
+    ).run()
+    np.testing.assert_array_equal(
+        full.history["valid_error"].values, resumed.history["valid_error"].values
+    )
+    _, arr_a = load_checkpoint(out_a / "checkpoint.npz")
+    _, arr_b = load_checkpoint(out_b / "checkpoint.npz")
+    for key in ("valid_particles", "test_particles", "W0", "particles"):
+        np.testing.assert_array_equal(arr_a[key], arr_b[key])
