@@ -122,12 +122,9 @@ def _rhop(v, act):
     """rho'(v); hardsigmoid: 1 on the closed interval [0, 1], else 0."""
     if act == ACT_HARD:
         return 1.0 if (v >= 0.0 and v <= 1.0) else 0.0
-    elif act == ACT_SIGMOID:
-        e = 1.0 / (1.0 + np.exp(-v))
-        return e * (1.0 - e)
-    elif act == ACT_SHIFTED:
-        e = 1.0 / (1.0 + np.exp(-4.0 * (v - 0.5)))
-        return 4.0 * e * (1.0 - e)
+    elif act == ACT_SIGMOID or act == ACT_SHIFTED:
+        e = _rho(v, act)
+        return (1.0 if act == ACT_SIGMOID else 4.0) * e * (1.0 - e)
     t = np.tanh(v)
     return 1.0 - t * t
 

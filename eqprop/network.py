@@ -454,11 +454,12 @@ def init_network(
     for l in range(1, L + 1):
         if init == "glorot":
             a = gains[l - 1] * np.sqrt(6.0 / (sizes[l - 1] + sizes[l]))
-            weights.append(rng.uniform(-a, a, size=(sizes[l - 1], sizes[l])).astype(dt))
-            biases.append(np.zeros(sizes[l], dtype=dt))
         else:
             a = gains[l - 1] / np.sqrt(sizes[l - 1])
-            weights.append(rng.uniform(-a, a, size=(sizes[l - 1], sizes[l])).astype(dt))
+        weights.append(rng.uniform(-a, a, size=(sizes[l - 1], sizes[l])).astype(dt))
+        if init == "glorot":
+            biases.append(np.zeros(sizes[l], dtype=dt))
+        else:
             biases.append(rng.uniform(-a, a, size=sizes[l]).astype(dt))
     return Network(sizes, kind, activation, cost, weights, biases)
 
