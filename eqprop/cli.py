@@ -52,6 +52,7 @@ _TRAIN_FIELDS = (
     "T",
     "K",
     "eps",
+    "damping",
     "beta",
     "estimator",
     "nudge",
@@ -144,7 +145,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--free-eps", dest="free_eps", type=float, help="step size of the free phases")
     g.add_argument(
-        "--free-damping", dest="free_damping", type=float, help="damping of --free-method"
+        "--free-damping", dest="free_damping", type=float, help="damping of the free phases"
     )
     g.add_argument("--atol", type=float, help="solver absolute tolerance")
     g.add_argument("--rtol", type=float, help="solver relative tolerance")
@@ -152,6 +153,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("-T", "--T", dest="T", type=int, help="free-phase steps")
     g.add_argument("-K", "--K", dest="K", type=int, help="nudged-phase steps")
     g.add_argument("--eps", type=float, help="step size of the Hopfield dynamics")
+    g.add_argument(
+        "--damping",
+        type=float,
+        help="damping a of every phase, s <- (1-a) s + a g(s) (prototypical: Ernoult's dt)",
+    )
     g.add_argument("--eval-T", dest="eval_T", type=int, help="free-phase steps for evaluation")
     g = p.add_argument_group("learning")
     g.add_argument("--beta", type=float, help="nudging strength (nonzero)")

@@ -519,12 +519,13 @@ def observe_energy(s, args):
 
 # --------------------------------------------------------------------------- fused path
 @njit(cache=True)
-def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, use_bounds):
-    """Run ``n_steps`` synchronous updates ``s <- proj(g(s))`` in place (fused path).
+def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, use_bounds, damping):
+    """Run ``n_steps`` synchronous updates ``s <- proj((1 - a) s + a g(s))`` in place.
 
-    The same iteration as ``solve_fixed_point(fixed_point_map, s, args,
-    method=Picard(damping=1), fixed_steps=n_steps, bounds=(lo, hi))`` without residual
-    bookkeeping; kept as a clearly separate fast path (``Dynamics(method="fused")``).
+    The fused path, ``a = damping``: the same iteration as ``solve_fixed_point(
+    fixed_point_map, s, args, method=Picard(damping=a), fixed_steps=n_steps,
+    bounds=(lo, hi))`` without residual bookkeeping; kept as a clearly separate fast path
+    (``Dynamics(method="fused")``). ``a = 1`` is the plain map.
     The arrays are those of ``args = (theta, lay, drive, target, sc, work)``, passed
     separately because Numba dispatches arrays much faster than a tuple of arrays.
     Returns the size of the last update of each sample, ``max_i |s_n - s_{n-1}|``, NaN
@@ -543,8 +544,20 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
     # LLVM's runtime alias check fall back to scalar (unvectorised) loops
     cur = s
     nxt = np.empty_like(s)
+    keep = 1.0 - damping
     for _ in range(n_steps):
         evaluate(cur, nxt, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+        if damping != 1.0:
+            for r in range(B):
+                cr = cur[r]
+                nr = nxt[r]
+                for i in range(n):
+                    nr[i] = keep * cr[i] + damping * nr[i]
+            if use_bounds and damping > 1.0:  # over-relaxation may leave the box
+                for r in range(B):
+                    nr = nxt[r]
+                    for i in range(n):
+                        nr[i] = min(max(nr[i], lo), hi)
         cur, nxt = nxt, cur
     # cur holds s_n, nxt holds s_{n-1}; the map of a bounded (hard-sigmoid Hopfield)
     # network projects by itself, the clip below only guards other bounded maps

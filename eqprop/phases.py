@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 _FP_NAMES = ("fixed", "fused", "picard", "anderson", "gauss-seidel", "gauss-seidel-parity")
-_DAMPED_NAMES = ("picard", "anderson", "gauss-seidel", "gauss-seidel-parity")
+_DAMPED_NAMES = ("fixed", "fused", "picard", "anderson", "gauss-seidel", "gauss-seidel-parity")
 _ODE_NAMES = ("euler", "rk4", "dopri5")
 METHOD_NAMES = _FP_NAMES + _ODE_NAMES
 
@@ -65,7 +65,7 @@ class Dynamics:
         Prototypical: the map has no step; ``eps`` is only the ``dt`` of named ODE
         methods on :math:`ds/dt = g(s) - s` (``euler`` with ``eps=1`` is the map).
     method : str or solvers method object
-        ``"fixed"`` (default: Picard, damping 1, ``T``/``K`` steps), ``"fused"`` (the
+        ``"fixed"`` (default: Picard, ``T``/``K`` steps), ``"fused"`` (the
         same iteration in one Numba loop, bypassing ``solvers``; see
         :func:`eqprop.kernels.fused_fixed_steps`), ``"picard"``, ``"anderson"``,
         ``"gauss-seidel"`` (one group per layer, in order), ``"gauss-seidel-parity"``
@@ -74,9 +74,12 @@ class Dynamics:
         update), ``"euler"``, ``"rk4"`` (``dt=eps``), ``"dopri5"``; or an instance of
         ``solvers.Picard``, ``Anderson``, ``GaussSeidel``, ``Euler``, ``RK4``, ``Dopri5``.
     damping : float
-        Damping of the named methods ``"picard"``, ``"anderson"``, ``"gauss-seidel"`` and
-        ``"gauss-seidel-parity"``: ``s <- P((1 - damping) s + damping g(s))``; must stay
-        1 for the others. With the hard-sigmoid hopfield map at ``eps = 1``,
+        Damping of the named fixed-point methods (``"fixed"``, ``"fused"``,
+        ``"picard"``, ``"anderson"``, ``"gauss-seidel"``, ``"gauss-seidel-parity"``):
+        ``s <- P((1 - damping) s + damping g(s))``; must stay 1 for the ODE methods.
+        Prototypical: ``damping`` is the ``dt`` of the code of Ernoult et al. (2019),
+        ``s <- s + dt (g(s) - s)`` (its default ``dt = 0.2``; the paper's map is
+        ``dt = 1``). With the hard-sigmoid hopfield map at ``eps = 1``,
         ``g(s)_l = clip(drive_l)`` is the exact minimiser of the energy over layer ``l``
         given its neighbours, so ``"gauss-seidel-parity"`` is block coordinate descent and
         ``damping`` in (1, 2) over-relaxes it (``benchmarks/bench_deep_phases.py``:
@@ -332,13 +335,17 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     """The fused fixed-steps path (same iterates as method="fixed").
 
     Its SolveResult holds one residual row: row ``n_steps - 1`` is the size of the last
-    update, ``max_i |x_n - x_{n-1}|`` (= the solvers' residual of ``x_{n-1}``); the other
-    rows are NaN; ``converged`` says whether that last update met the tolerance.
+    update over the damping, ``max_i |x_n - x_{n-1}| / damping`` (= the solvers' residual
+    ``max_i |g(x_{n-1}) - x_{n-1}|`` of ``x_{n-1}``, bounds aside); the other rows are NaN;
+    ``converged`` says whether that last update met the tolerance.
     """
     bnd = net.bounds
     lo, hi = (0.0, 0.0) if bnd is None else bnd
     t0 = time.perf_counter()
-    r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None)  # type: ignore[call-arg]
+    damping = float(dyn.damping)
+    r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None, damping)  # type: ignore[call-arg]
+    if damping != 1.0:  # the last update is damping * (g(x) - x): report the map's residual
+        r = r / damping
     wall = time.perf_counter() - t0
     B = s.shape[0]
     ok = np.isfinite(r)
@@ -361,7 +368,7 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
         observed_iter=np.zeros(0, dtype=np.int64),
         nfev=n_steps,
         wall_time=wall,
-        method="fused Picard(damping=1.0)",
+        method=f"fused Picard(damping={dyn.damping:g})",
     )
     if dyn.raise_on_failure and status == solvers.Status.FAILED:
         raise solvers.SolverFailure(f"fused: {int((~ok).sum())} samples failed", res)

@@ -144,15 +144,20 @@ class TrainConfig:
     free_method, free_eps, free_damping
         How the free phases (training and evaluation) are solved when that differs from
         the nudged phases: method name, step size and damping of
-        :class:`eqprop.phases.Dynamics`; None means ``method`` / ``eps``. A method other
-        than ``"fixed"``/``"fused"`` runs to ``atol`` (at most ``max_iter`` iterations),
-        e.g. ``free_method="gauss-seidel-parity", free_eps=1.0, free_damping=1.5`` (the
+        :class:`eqprop.phases.Dynamics`; None means ``method`` / ``eps`` / ``damping``. A
+        method other than ``"fixed"``/``"fused"`` runs to ``atol`` (at most ``max_iter``
+        iterations), e.g. ``free_method="gauss-seidel-parity", free_eps=1.0, free_damping=1.5`` (the
         fastest method of ``benchmarks/bench_deep_phases.py`` on the deep nets). The
         nudged phases keep ``method``, ``eps`` and ``K``.
     T, K : int
         Steps of the free and of each nudged phase.
     eps : float
         Step size of the (continuous Hopfield) dynamics.
+    damping : float
+        Damping ``a`` in (0, 2) of the fixed-point updates of every phase,
+        ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
+        the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
+        et al. (2019), ``s <- s + dt (g(s) - s)``.
     beta : float
         Nudging strength, nonzero.
     estimator : {"one-sided", "random-sign", "symmetric"}
@@ -201,13 +206,14 @@ class TrainConfig:
     method: str = "fixed"
     free_method: str | None = None
     free_eps: float | None = None
-    free_damping: float = 1.0
+    free_damping: float | None = None
     atol: float = 1e-4
     rtol: float = 0.0
     max_iter: int = 1000
     T: int = 20
     K: int = 4
     eps: float = 0.5
+    damping: float = 1.0
     beta: float = 1.0
     estimator: str = "random-sign"
     nudge: str = "inside"
@@ -270,6 +276,12 @@ class TrainConfig:
             raise ValueError(f"eps is {self.eps!r}; give a step size > 0")
         if self.free_eps is not None and not (math.isfinite(self.free_eps) and self.free_eps > 0):
             raise ValueError(f"free_eps is {self.free_eps!r}; give a step size > 0 or None")
+        for name in ("damping", "free_damping"):
+            value = getattr(self, name)
+            if value is None and name == "free_damping":
+                continue
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 2):
+                raise ValueError(f"{name} is {value!r}; give a damping in (0, 2)")
         for name in ("atol", "rtol"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -518,10 +530,10 @@ class Trainer:
             seed=config.seed,
             init=config.init,
         )
-        self.dyn = self._make_dynamics(_phases.Dynamics, config.T)
-        self.free_dyn = self._make_dynamics(_phases.Dynamics, config.T, free=True)
+        self.dyn = self._make_dynamics(config.T)
+        self.free_dyn = self._make_dynamics(config.T, free=True)
         eval_T = config.eval_T if config.eval_T is not None else config.T
-        self.eval_dyn = self._make_dynamics(_phases.Dynamics, eval_T, free=True)
+        self.eval_dyn = self._make_dynamics(eval_T, free=True)
         self.rule = _rules.EquilibriumPropagation(beta=config.beta, estimator=config.estimator)
         self._free_phase = _phases.free_phase
         self._output = _network.output
@@ -546,30 +558,23 @@ class Trainer:
             self._restore(_restore)
 
     # ------------------------------------------------------------------ setup helpers
-    def _make_dynamics(self, cls: Callable[..., Any], T: int, free: bool = False) -> Any:
+    def _make_dynamics(self, T: int, free: bool = False) -> Any:
         """The Dynamics of the nudged phases, or with ``free`` that of the free phases."""
-        import inspect
+        from eqprop import phases as _phases
 
         c = self.config
-        free_method = c.free_method if free and c.free_method is not None else c.method
-        wanted = {
-            "T": T,
-            "K": c.K,
-            "eps": c.free_eps if free and c.free_eps is not None else c.eps,
-            "method": free_method,
-            "damping": c.free_damping if free else 1.0,
-            "nudge": c.nudge,
-            "atol": c.atol,
-            "rtol": c.rtol,
-            "max_iter": c.max_iter,
-        }
-        try:
-            params = inspect.signature(cls).parameters
-            accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-            kwargs = {k: v for k, v in wanted.items() if accepts_any or k in params}
-        except (TypeError, ValueError):  # pragma: no cover - builtins without signature
-            kwargs = wanted
-        return cls(**kwargs)
+        free_damping = c.free_damping if c.free_damping is not None else c.damping
+        return _phases.Dynamics(
+            T=T,
+            K=c.K,
+            eps=c.free_eps if free and c.free_eps is not None else c.eps,
+            method=c.free_method if free and c.free_method is not None else c.method,
+            damping=free_damping if free else c.damping,
+            nudge=c.nudge,
+            atol=c.atol,
+            rtol=c.rtol,
+            max_iter=c.max_iter,
+        )
 
     def _check_data(self, sizes: tuple[int, ...]) -> None:
         data = self.data

@@ -79,7 +79,7 @@ def test_preset_values_overridden_by_options():
     assert cfg.architecture == "784-500-10" and cfg.T == 20 and cfg.K == 4
     assert cfg.epochs == 3 and cfg.lrs == (0.2, 0.1) and cfg.persistent is False
     assert cfg.estimator == "random-sign" and cfg.beta == 1.0
-    assert (cfg.free_method, cfg.free_eps, cfg.free_damping) == (None, None, 1.0)
+    assert (cfg.free_method, cfg.free_eps, cfg.free_damping, cfg.damping) == (None, None, None, 1)
     options = ["--free-method", "gauss-seidel-parity", "--free-eps", "1", "--free-damping", "1.5"]
     args = build_train_parser().parse_args(["--preset", "scellier2017-2h", *options])
     cfg = config_from_args(args)
@@ -112,7 +112,8 @@ def test_every_preset_is_a_valid_config(name):
         (["--preset", "digits", "--architecture", "64-a-10"], "architecture"),
         (["--preset", "digits", "--kind", "boltzmann"], "boltzmann"),
         (["--preset", "digits", "--free-method", "newton"], "unknown method 'newton'"),
-        (["--preset", "digits", "--free-damping", "1.5"], "damping applies"),
+        (["--preset", "digits", "--free-method", "rk4", "--free-damping", "2"], "damping applies"),
+        (["--preset", "digits", "--damping", "2"], "damping in (0, 2)"),
         (["--preset", "digits", "--momentum", "1.5"], "momentum"),
         (["--preset", "digits", "--batch-size", "0"], "batch_size"),
         (["--preset", "digits", "--no-such-option"], "unrecognized"),

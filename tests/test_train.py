@@ -181,7 +181,7 @@ def test_free_solver_settings_reach_the_free_phases_only(digits):
     np.testing.assert_allclose(h["test_error"].values, plain["test_error"].values, atol=0.03)
     assert h["test_error"].values[-1] < 0.45
     with pytest.raises(ValueError, match="damping applies"):
-        Trainer(_small(free_damping=1.5), digits, quiet=True)
+        Trainer(_small(free_method="rk4", free_damping=1.5), digits, quiet=True)
     with pytest.raises(ValueError, match="free_eps"):
         _small(free_eps=0.0).validate()
 
