@@ -65,6 +65,7 @@ _TRAIN_FIELDS = (
     "dtype",
     "persistent",
     "shuffle",
+    "train_on_valid",
     "eval_persistent",
     "eval_batch_size",
     "eval_T",
@@ -181,6 +182,12 @@ def build_train_parser() -> argparse.ArgumentParser:
         help="new random order of the training set every epoch (default on)",
     )
     g.add_argument(
+        "--train-on-valid",
+        dest="train_on_valid",
+        action=argparse.BooleanOptionalAction,
+        help="train on train + validation (60,000 MNIST images; valid error NaN)",
+    )
+    g.add_argument(
         "--eval-persistent",
         dest="eval_persistent",
         action=argparse.BooleanOptionalAction,
@@ -239,10 +246,11 @@ def _train_main(argv: Sequence[str]) -> int:
     if test.size:
         n_test = int(result.history.attrs.get("n_test", 0))
         wrong = round(float(test[-1]) * n_test)
+        valid = float(result.history["valid_error"].values[-1])
+        valid_text = "n/a (no validation split)" if valid != valid else f"{100 * valid:.2f}%"
         print(
             f"test error: {100 * float(test[-1]):.2f}% ({wrong}/{n_test}) after "
-            f"{trainer.epoch} epoch(s); valid error: "
-            f"{100 * float(result.history['valid_error'].values[-1]):.2f}%"
+            f"{trainer.epoch} epoch(s); valid error: {valid_text}"
         )
     else:
         print("test error: n/a (0 epochs)")

@@ -178,6 +178,11 @@ class TrainConfig:
     shuffle : bool
         Visit the training set in a new random order every epoch (default); False keeps
         the data order, as the released script of Scellier & Bengio (2017) does.
+    train_on_valid : bool
+        Train on the training and the validation split together (all 60,000 MNIST
+        training images), as the code of Ernoult et al. (2019) and Laborieux et al.
+        (2021) does; the validation split is then empty and ``valid_error`` NaN. Default
+        False (Scellier & Bengio's 50,000 / 10,000).
     eval_persistent : bool
         Start each validation/test free phase from the state that sample reached at the
         previous evaluation (zero at the first), as the released script of Scellier &
@@ -226,6 +231,7 @@ class TrainConfig:
     dtype: str = "float32"
     persistent: bool = True
     shuffle: bool = True
+    train_on_valid: bool = False
     eval_persistent: bool = False
     eval_batch_size: int = 1000
     eval_T: int | None = None
@@ -464,6 +470,21 @@ def _cost_per_sample(cost: str, out: np.ndarray, d: np.ndarray) -> np.ndarray:
 # trainer
 
 
+def _merge_valid_into_train(data: Any) -> Any:
+    """``data`` with the validation samples appended to the training split and an empty
+    validation split (same feature count and classes)."""
+    from eqprop.data import Split
+
+    tr, va = data.train, data.valid
+    train = Split(
+        np.ascontiguousarray(np.concatenate([tr.x, va.x])),
+        np.concatenate([tr.labels, va.labels]),
+        tr.n_classes,
+    )
+    empty = Split(np.zeros((0, va.x.shape[1]), np.float32), np.zeros(0, np.int64), va.n_classes)
+    return dataclasses.replace(data, train=train, valid=empty)
+
+
 class Trainer:
     """Runs epochs of EP training on one network; see the module docstring.
 
@@ -514,6 +535,8 @@ class Trainer:
                 data.test.head(config.limit),
                 *[getattr(data, f.name) for f in dataclasses.fields(data)][3:],
             )
+        if config.train_on_valid:
+            data = _merge_valid_into_train(data)
         self.data = data
         self._check_data(sizes)
         self.x_train = np.ascontiguousarray(data.train.x, dtype=self.dtype)

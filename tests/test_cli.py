@@ -198,3 +198,12 @@ def test_divergence_is_one_line_exit_1(capsys):
     assert rc == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in err
+
+
+def test_train_on_valid_prints_no_validation_error(tmp_path, capsys):
+    from eqprop.cli import main
+
+    argv = ["train", "--preset", "digits", "--epochs", "1", "--limit", "200"]
+    assert main([*argv, "--train-on-valid", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "valid error: n/a (no validation split)" in out and "test error:" in out

@@ -252,3 +252,24 @@ def test_script_protocol_options_no_shuffle_and_eval_particles(tmp_path, digits)
     _, arr_b = load_checkpoint(out_b / "checkpoint.npz")
     for key in ("valid_particles", "test_particles", "W0", "particles"):
         np.testing.assert_array_equal(arr_a[key], arr_b[key])
+
+
+def test_train_on_valid_trains_on_both_splits(tmp_path, digits):
+    """train_on_valid: the training set is train + valid in that order (Ernoult et al.
+    2019 train on all 60,000 MNIST images), the validation error is NaN, the particles
+    cover every training sample, and the setting cannot change on resume."""
+    cfg = _small(epochs=1, train_on_valid=True, output=str(tmp_path))
+    t = Trainer(cfg, digits, quiet=True)
+    n_tr, n_va = digits.train.x.shape[0], digits.valid.x.shape[0]
+    assert t.x_train.shape[0] == n_tr + n_va
+    np.testing.assert_array_equal(t.x_train[n_tr:], digits.valid.x)
+    np.testing.assert_array_equal(t.y_train[:n_tr], digits.train.labels)
+    assert t.particles is not None and t.particles.shape[0] == n_tr + n_va
+    h = t.run().history
+    assert np.isnan(h["valid_error"].values).all()
+    assert np.isfinite(h["test_error"].values).all()
+    assert (h.attrs["n_train"], h.attrs["n_valid"]) == (n_tr + n_va, 0)
+    with pytest.raises(ValueError, match="train_on_valid"):
+        Trainer.from_checkpoint(
+            tmp_path / "checkpoint.npz", digits, overrides={"train_on_valid": False}
+        )
