@@ -112,7 +112,7 @@ def test_every_preset_is_a_valid_config(name):
         (["--preset", "digits", "--architecture", "64-a-10"], "architecture"),
         (["--preset", "digits", "--kind", "boltzmann"], "boltzmann"),
         (["--preset", "digits", "--free-method", "newton"], "unknown method 'newton'"),
-        (["--preset", "digits", "--free-method", "rk4", "--free-damping", "2"], "damping applies"),
+        (["--preset", "digits", "--free-method", "rk4", "--free-damping", ".5"], "damping applies"),
         (["--preset", "digits", "--damping", "2"], "damping in (0, 2)"),
         (["--preset", "digits", "--momentum", "1.5"], "momentum"),
         (["--preset", "digits", "--batch-size", "0"], "batch_size"),
