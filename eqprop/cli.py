@@ -240,6 +240,18 @@ def _train_main(argv: Sequence[str]) -> int:
     else:
         config = config_from_args(args)
         _check_dataset_name(config.dataset)
+        biased = (config.kind, config.cost, config.nudge) == (
+            "prototypical",
+            "cross-entropy",
+            "outside",
+        )
+        if biased and not args.quiet:
+            print(
+                "eqprop: note: nudge 'outside' with the cross-entropy readout adds the "
+                "nudge to the top hidden layer after its activation, a biased EP "
+                "estimate; --nudge inside is the exact one (docs/training.rst)",
+                file=sys.stderr,
+            )
         trainer = Trainer(config, command=command, quiet=args.quiet)
     result = trainer.run()
     test = result.history["test_error"].values
