@@ -68,6 +68,11 @@ HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
         "1",
     ),
     "free_iterations": ("mean solver iterations of the training free phase", "1"),
+    "stuck_outputs": (
+        "output units whose net input keeps them at 0 on every test sample of their class "
+        "(or at 1 on every other) in both phases (hard-sigmoid Hopfield, squared cost)",
+        "1",
+    ),
     "train_time": ("wall time of the training part of the epoch", "s"),
     "eval_time": ("wall time of validation and test evaluation", "s"),
     "samples_per_second": ("training samples processed per second of training time", "s-1"),
@@ -470,6 +475,20 @@ def _cost_per_sample(cost: str, out: np.ndarray, d: np.ndarray) -> np.ndarray:
 # trainer
 
 
+def _stuck_warning(dead: list[int], full: list[int]) -> str:
+    """One warning line naming the output units clipped for every test sample."""
+    parts = []
+    if dead:
+        parts.append(f"output unit(s) {', '.join(map(str, dead))} at 0 (class never predicted)")
+    if full:
+        parts.append(f"output unit(s) {', '.join(map(str, full))} at 1 (class always predicted)")
+    return (
+        f"warning: {'; '.join(parts)} for every test sample; a clipped hard-sigmoid unit "
+        "passes no gradient, so training cannot repair it: restart with lower learning "
+        "rates or another seed (docs/training.rst)"
+    )
+
+
 def _merge_valid_into_train(data: Any) -> Any:
     """``data`` with the validation samples appended to the training split and an empty
     validation split (same feature count and classes)."""
@@ -705,6 +724,9 @@ class Trainer:
         sizes = self.config.sizes
         wrong = 0
         loss = 0.0
+        track = self._tracks_stuck_outputs()
+        own_max = np.full(sizes[-1], -np.inf)
+        other_min = np.full(sizes[-1], np.inf)
         for start in range(0, n, bs):
             x = np.ascontiguousarray(split.x[start : start + bs], dtype=self.dtype)
             y = np.asarray(split.labels[start : start + bs])
@@ -714,13 +736,53 @@ class Trainer:
             if particles is not None:
                 particles[start : start + bs] = state
             out = np.asarray(self._output(self.net, state))
+            if track:  # own class: the largest net input; other classes: the smallest
+                drive = self._output_drive(x, state)
+                rows = np.arange(drive.shape[0])
+                np.maximum.at(own_max, y, drive[rows, y])
+                drive[rows, y] = np.inf
+                np.minimum(other_min, drive.min(axis=0), out=other_min)
             wrong += int(np.count_nonzero(out.argmax(axis=1) != y))
             d = _one_hot(y, sizes[-1], np.dtype(np.float64))
             loss += float(_cost_per_sample(self.config.cost, out, d).sum())
+        self.last_drive_range = (own_max, other_min) if track else None
         return wrong / n, loss / n
+
+    def _tracks_stuck_outputs(self) -> bool:
+        c = self.config
+        return (c.kind, c.activation, c.cost) == ("hopfield", "hardsigmoid", "squared")
+
+    def _output_drive(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Net input of the output units, ``rho(s_{L-1}) W_L + b_L`` (batch, n_out)."""
+        off = [int(v) for v in self.net.offsets]
+        below = x if len(off) < 3 else np.clip(state[:, off[-3] : off[-2]], 0.0, 1.0)
+        return np.asarray(below @ self.net.weights[-1] + self.net.biases[-1], np.float64)
+
+    def stuck_output_units(self) -> tuple[list[int], list[int]]:
+        """Output units stuck at 0 / at 1 over the samples of the last :meth:`evaluate`.
+
+        Hard-sigmoid Hopfield nets with the squared cost. At ``s = 0`` the nudge
+        ``beta (d - s)`` lifts output unit ``k`` only for samples of class ``k``
+        (``d_k = 1``) and only if its net input ``u_k`` exceeds ``-|beta|``; at ``s = 1``
+        it lowers the unit only for other classes and only if ``u_k < 1 + |beta|``. A
+        unit with ``u_k < -|beta|`` on every sample of its class (or ``u_k > 1 + |beta|``
+        on every other sample) keeps its state in both phases where it matters, so it gets
+        no EP update (and no gradient: a clipped unit passes none): its class is never
+        (always) predicted and training cannot repair it. Empty lists for other networks
+        or before any evaluation.
+        """
+        if self.last_drive_range is None:
+            return [], []
+        own_max, other_min = self.last_drive_range
+        b = abs(self.config.beta)
+        dead = [int(i) for i in np.flatnonzero(own_max < -b)]
+        full = [int(i) for i in np.flatnonzero(other_min > 1.0 + b)]
+        return dead, full
 
     # ------------------------------------------------------------------ full run
     _target_epochs: int = 0
+    last_drive_range: tuple[np.ndarray, np.ndarray] | None = None
+    _reported_stuck: tuple[list[int], list[int]] = ([], [])
 
     def run(self, epochs: int | None = None) -> TrainResult:
         """Train until ``epochs`` epochs in total are done (default ``config.epochs``).
@@ -744,8 +806,10 @@ class Trainer:
             te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"))
             t_eval = time.perf_counter() - t0
             self.epoch += 1
+            dead, full = self.stuck_output_units()
             row = dict(tr)
             row.update(valid_error=ve, valid_loss=vl, test_error=te, test_loss=tl, eval_time=t_eval)
+            row["stuck_outputs"] = len(dead) + len(full)
             for k in HISTORY_VARIABLES:
                 self.history[k].append(float(row[k]))
             self.progress.end_epoch(
@@ -754,6 +818,9 @@ class Trainer:
                 f"{row['samples_per_second']:.0f} samples/s  "
                 f"{row['train_time']:.1f}+{t_eval:.1f} s"
             )
+            if (dead or full) and (dead, full) != self._reported_stuck:
+                self.progress.line(_stuck_warning(dead, full))
+            self._reported_stuck = (dead, full)
             if out is not None:
                 self.save_checkpoint(out / "checkpoint.npz")
                 self.write_history(out / "history.nc")
@@ -859,7 +926,11 @@ class Trainer:
             p[...] = arrays[key]
         self.epoch = int(arrays["epoch"])
         for k in HISTORY_VARIABLES:
-            self.history[k] = [float(v) for v in arrays[f"history_{k}"]]
+            key = f"history_{k}"
+            if key in arrays:
+                self.history[k] = [float(v) for v in arrays[key]]
+            else:  # a variable added after the checkpoint was written
+                self.history[k] = [float("nan")] * self.epoch
 
     @classmethod
     def from_checkpoint(

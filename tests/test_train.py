@@ -273,3 +273,23 @@ def test_train_on_valid_trains_on_both_splits(tmp_path, digits):
         Trainer.from_checkpoint(
             tmp_path / "checkpoint.npz", digits, overrides={"train_on_valid": False}
         )
+
+
+def test_stuck_output_units_are_counted_and_reported(digits):
+    """An output unit clipped for every test input (bias far below 0 or above 1) is
+    counted in the history and named once in a warning line; a healthy run reports 0."""
+    import io
+
+    cfg = _small(epochs=2, lrs=(1e-6, 1e-6))
+    stream = io.StringIO()
+    t = Trainer(cfg, digits, stream=stream)
+    t.net.biases[-1][3] = -50.0  # unit 3 dead: its drive is far below 0 for every input
+    t.net.biases[-1][7] = 50.0  # unit 7 saturated at 1
+    h = t.run().history
+    assert t.stuck_output_units() == ([3], [7])
+    np.testing.assert_array_equal(h["stuck_outputs"].values, [2.0, 2.0])
+    warnings = [line for line in stream.getvalue().splitlines() if "warning:" in line]
+    assert len(warnings) == 1, warnings
+    assert "unit(s) 3 at 0" in warnings[0] and "unit(s) 7 at 1" in warnings[0]
+    healthy = Trainer(_small(epochs=1), digits, quiet=True).run().history
+    np.testing.assert_array_equal(healthy["stuck_outputs"].values, [0.0])
