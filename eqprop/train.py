@@ -476,16 +476,22 @@ def _cost_per_sample(cost: str, out: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def _stuck_warning(dead: list[int], full: list[int]) -> str:
-    """One warning line naming the output units clipped for every test sample."""
+    """One warning line naming the stuck output units (see Trainer.stuck_output_units)."""
     parts = []
     if dead:
-        parts.append(f"output unit(s) {', '.join(map(str, dead))} at 0 (class never predicted)")
+        parts.append(
+            f"output unit(s) {', '.join(map(str, dead))} at 0 on every test sample of their "
+            "class (never predicted)"
+        )
     if full:
-        parts.append(f"output unit(s) {', '.join(map(str, full))} at 1 (class always predicted)")
+        parts.append(
+            f"output unit(s) {', '.join(map(str, full))} at 1 on every test sample of the "
+            "other classes (always predicted)"
+        )
     return (
-        f"warning: {'; '.join(parts)} for every test sample; a clipped hard-sigmoid unit "
-        "passes no gradient, so training cannot repair it: restart with lower learning "
-        "rates or another seed (docs/training.rst)"
+        f"warning: {'; '.join(parts)}, in both phases: they get no EP update (and no "
+        "gradient), so training cannot repair them; restart with lower learning rates or "
+        "another seed (docs/training.rst)"
     )
 
 
@@ -775,8 +781,9 @@ class Trainer:
             return [], []
         own_max, other_min = self.last_drive_range
         b = abs(self.config.beta)
-        dead = [int(i) for i in np.flatnonzero(own_max < -b)]
-        full = [int(i) for i in np.flatnonzero(other_min > 1.0 + b)]
+        # a class absent from the split leaves -inf / inf: no evidence, not flagged
+        dead = [int(i) for i in np.flatnonzero(np.isfinite(own_max) & (own_max < -b))]
+        full = [int(i) for i in np.flatnonzero(np.isfinite(other_min) & (other_min > 1.0 + b))]
         return dead, full
 
     # ------------------------------------------------------------------ full run

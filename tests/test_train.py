@@ -293,3 +293,14 @@ def test_stuck_output_units_are_counted_and_reported(digits):
     assert "unit(s) 3 at 0" in warnings[0] and "unit(s) 7 at 1" in warnings[0]
     healthy = Trainer(_small(epochs=1), digits, quiet=True).run().history
     np.testing.assert_array_equal(healthy["stuck_outputs"].values, [0.0])
+    # a class missing from the evaluated samples is no evidence of a dead unit
+    few = Trainer(_small(epochs=0, lrs=(1e-6, 1e-6)), digits, quiet=True)
+    few.net.biases[-1][3] = -50.0
+    keep = digits.test.labels != 3
+    from eqprop.data import Split
+
+    without_3 = Split(np.ascontiguousarray(digits.test.x[keep]), digits.test.labels[keep], 10)
+    few.evaluate(without_3)
+    assert few.stuck_output_units() == ([], [])
+    few.evaluate(digits.test)
+    assert few.stuck_output_units()[0] == [3]
