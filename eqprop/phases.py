@@ -78,8 +78,9 @@ class Dynamics:
         ``"picard"``, ``"anderson"``, ``"gauss-seidel"``, ``"gauss-seidel-parity"``):
         ``s <- P((1 - damping) s + damping g(s))``; must stay 1 for the ODE methods.
         Prototypical: ``damping`` is the ``dt`` of the code of Ernoult et al. (2019),
-        ``s <- s + dt (g(s) - s)`` (its default ``dt = 0.2``; the paper's map is
-        ``dt = 1``). With the hard-sigmoid hopfield map at ``eps = 1``,
+        ``s <- s + dt (g(s) - s)`` (their current code defaults to ``dt = 0.2``; the
+        paper's map is ``dt = 1``). Hopfield: damping ``a`` inside the box is the step
+        ``a * eps``. With the hard-sigmoid hopfield map at ``eps = 1``,
         ``g(s)_l = clip(drive_l)`` is the exact minimiser of the energy over layer ``l``
         given its neighbours, so ``"gauss-seidel-parity"`` is block coordinate descent and
         ``damping`` in (1, 2) over-relaxes it (``benchmarks/bench_deep_phases.py``:
