@@ -548,16 +548,13 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
     for _ in range(n_steps):
         evaluate(cur, nxt, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
         if damping != 1.0:
+            clip = use_bounds and damping > 1.0  # over-relaxation may leave the box
             for r in range(B):
                 cr = cur[r]
                 nr = nxt[r]
                 for i in range(n):
-                    nr[i] = keep * cr[i] + damping * nr[i]
-            if use_bounds and damping > 1.0:  # over-relaxation may leave the box
-                for r in range(B):
-                    nr = nxt[r]
-                    for i in range(n):
-                        nr[i] = min(max(nr[i], lo), hi)
+                    v = keep * cr[i] + damping * nr[i]
+                    nr[i] = min(max(v, lo), hi) if clip else v
         cur, nxt = nxt, cur
     # cur holds s_n, nxt holds s_{n-1}; the map of a bounded (hard-sigmoid Hopfield)
     # network projects by itself, the clip below only guards other bounded maps

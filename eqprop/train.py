@@ -716,12 +716,16 @@ class Trainer:
             "samples_per_second": n / t_train if t_train > 0 else float("nan"),
         }
 
-    def evaluate(self, split: Any, particles: np.ndarray | None = None) -> tuple[float, float]:
+    def evaluate(
+        self, split: Any, particles: np.ndarray | None = None, *, track_outputs: bool = True
+    ) -> tuple[float, float]:
         """Error rate and mean cost of the free phase on a split, in large batches.
 
         With ``particles`` (``(n, n_state)``, updated in place) each free phase starts
         from the sample's stored state and stores where it ended; otherwise from zero.
-        Returns NaN, NaN for an empty split.
+        ``track_outputs`` records the output units' net inputs for
+        :meth:`stuck_output_units` (hard-sigmoid Hopfield, squared cost). Returns NaN, NaN
+        for an empty split.
         """
         n = split.x.shape[0]
         if n == 0:
@@ -730,7 +734,7 @@ class Trainer:
         sizes = self.config.sizes
         wrong = 0
         loss = 0.0
-        track = self._tracks_stuck_outputs()
+        track = track_outputs and self._tracks_stuck_outputs()
         own_max = np.full(sizes[-1], -np.inf)
         other_min = np.full(sizes[-1], np.inf)
         for start in range(0, n, bs):
@@ -809,7 +813,10 @@ class Trainer:
         while self.epoch < target:
             tr = self.train_epoch()
             t0 = time.perf_counter()
-            ve, vl = self.evaluate(self.data.valid, self.eval_particles.get("valid"))
+            # the stuck-unit check reads the test split only: no tracking on valid
+            ve, vl = self.evaluate(
+                self.data.valid, self.eval_particles.get("valid"), track_outputs=False
+            )
             te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"))
             t_eval = time.perf_counter() - t0
             self.epoch += 1
