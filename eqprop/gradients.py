@@ -641,7 +641,8 @@ def free_trajectory(
             traj[t + 1] = g
     bad = ~np.isfinite(traj[-1]).all(axis=1)
     if bad.any():
-        first = int(np.argmax(~np.isfinite(traj).all(axis=2).any(axis=1)))
+        finite_steps = np.isfinite(traj).all(axis=(1, 2))  # (T + 1,)
+        first = int(np.argmin(finite_steps))
         raise ValueError(
             f"the free trajectory is not finite from step {first} on for {int(bad.sum())} "
             f"of {bad.size} samples (eps={eps_v:g}, damping={a:g}); lower eps or damping"
