@@ -25,6 +25,8 @@ References
 ``finite_difference``
     Central differences of the loss after ``T`` free steps (checking only: two forward
     runs per parameter).
+``ep_estimates``
+    EP estimates at given ``beta`` for each estimator, via :mod:`eqprop.rules`.
 
 Every function here that takes a :class:`eqprop.Dynamics` follows each of its fields that
 changes the result, or raises ``ValueError`` naming the field (never drops it):
@@ -33,8 +35,6 @@ changes the result, or raises ``ValueError`` naming the field (never drops it):
 other methods, tolerance mode and ``record_energy`` (:func:`iteration_damping`);
 ``recurrent_backprop`` runs the free phase with any ``Dynamics`` and solves the adjoint of
 the damped map, whose gradient at a fixed point does not depend on the damping.
-``ep_estimates``
-    EP estimates at given ``beta`` for each estimator, via :mod:`eqprop.rules`.
 
 The step map G (one step of the free dynamics)
 ----------------------------------------------
