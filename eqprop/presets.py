@@ -6,30 +6,44 @@ to :func:`preset_config`) replace the preset's values.
 
 Sources
 -------
+Where a paper's table and the authors' released code differ, the published numbers came
+from the code: each preset follows the code, and its ``notes`` give the paper's value.
+
 ``scellier2017-*``
     B. Scellier and Y. Bengio, "Equilibrium Propagation: Bridging the Gap between
     Energy-Based Models and Backpropagation", *Front. Comput. Neurosci.* 11:24 (2017),
-    doi:10.3389/fncom.2017.00024, Section 4 and the hyperparameter table (first/second
-    phase iterations ``T``/``K``, step ``eps``, ``beta`` with a random sign, per-layer
-    learning rates, minibatch 20, persistent particles). Epoch counts: 25 (1 hidden
-    layer) and 60 (2 hidden layers) as in the paper's figures; 500 for 3 hidden layers as
-    in the authors' released training script. Note that the released script differs from
-    the paper's table in two places (``beta = 0.5`` for the 1-hidden-layer net and
-    ``T = 150`` for the 2-hidden-layer net); the presets follow the paper.
+    doi:10.3389/fncom.2017.00024, and the authors' released script
+    (github.com/bscellier/Towards-a-Biologically-Plausible-Backprop, ``train_model.py``
+    and ``model.py``, commit 36ad1f6): dictionaries ``net1`` / ``net2`` / ``net3`` give
+    ``n_it_neg`` (free steps ``T``), ``n_it_pos`` (nudged steps ``K``), ``epsilon``,
+    ``beta``, ``alphas``, minibatch 20 and the epochs (25 / 60 / 500). The script's cost
+    has no 1/2, ``C = ((y - d)**2).sum(1)``, so its nudged dynamics at ``beta`` are
+    eqprop's at ``2 beta``, and its update ``W -= alpha * d[(E(s^beta) - E(s^0)) / beta]/dW``
+    is eqprop's at ``2 beta`` with rate ``2 alpha``: the presets hold eqprop's values
+    (beta and rates doubled). The script draws the sign of beta at random for every
+    minibatch (``estimator="random-sign"``), starts every free phase from the sample's
+    persistent particle (zeros at first) and also relaxes the validation samples from
+    theirs (``eval_persistent=True``), visits the 50,000 training images in their order
+    (``shuffle=False``; validation: the next 10,000), initialises the weights
+    Glorot-uniform with zero biases (``init="glorot"``) and uses ``rho = clip(s, 0, 1)``
+    (``"hardsigmoid"``) in float32.
 ``ernoult2019-p1h``
     M. Ernoult, J. Grollier, D. Querlioz, Y. Bengio and B. Scellier, "Updates of
     Equilibrium Prop Match Gradients of Backprop Through Time in an RNN with Static
     Input", NeurIPS 2019, Table 1, row "P-1h" (prototypical, discrete-time setting), and
-    the command the authors publish to reproduce it: 784-512-10, ``T = 40``, ``K = 15``,
-    ``beta = 0.1``, rates 0.08 (input-hidden) / 0.04 (hidden-output), minibatch 20,
-    30 epochs. Their default activation for this run is the shifted sigmoid
-    ``sigma(x) = 1 / (1 + exp(-4 (x - 1/2)))``, which eqprop does not have; it has the
-    centre (1/2) and the slope there (1) of ``hardsigmoid(x) = clip(x, 0, 1)``, whereas
-    the logistic ``"sigmoid"`` has slope 1/4 at 0, so the preset uses ``"hardsigmoid"``.
-    In their code the nudge is added outside the activation,
-    ``y <- sigma(W h + b) + beta (d - y)`` (``nudge="outside"``), has a fixed positive
-    sign (``estimator="one-sided"``), and every phase starts from zero
-    (``persistent=False``).
+    the command the authors' README gives for it
+    (github.com/ernoult/updatesEPgradientsBPTT, commit 5606eab): ``main.py --action
+    'train' --discrete --size_tab 10 512 784 --lr_tab 0.04 0.08 --epochs 30 --T 40
+    --Kmax 15 --beta 0.1``, with ``main.py``'s defaults for the rest: minibatch 20,
+    activation ``'sigm'`` = ``1 / (1 + exp(-4 (x - 1/2)))`` (``"shifted-sigmoid"``), all
+    60,000 training images shuffled each epoch (``train_on_valid=True``), PyTorch's
+    ``nn.Linear`` initialisation (``init="fan-in"``). ``--lr_tab`` lists the layers output
+    first (0.04 for hidden-output, 0.08 for input-hidden). In ``netClasses.py``
+    (``EPdisc``) the nudge is added outside the activation, ``y <- sigma(W h + b) +
+    beta (d - y)`` (``nudge="outside"``), with a fixed positive beta
+    (``estimator="one-sided"``), every phase starts from zero (``persistent=False``) and
+    the update is ``W += lr (s^beta s^beta - s^0 s^0) / (beta B)``, eqprop's convention
+    (no factor to convert).
 ``digits``
     Not from a paper: a small Hopfield network for the 8x8 digits set shipped with
     scikit-learn (64-64-10), chosen so that training takes well under a minute on two
@@ -58,6 +72,8 @@ class Preset:
         Where the values come from (empty for presets of our own).
     description : str
         One line for ``eqprop train --help``.
+    notes : tuple of str
+        Where the preset departs from the paper's text (the paper's value) or had to choose.
     """
 
     name: str
@@ -67,10 +83,15 @@ class Preset:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-_SCELLIER = "Scellier & Bengio (2017), Front. Comput. Neurosci. 11:24, doi:10.3389/fncom.2017.00024"
+_SCELLIER = (
+    "Scellier & Bengio (2017), Front. Comput. Neurosci. 11:24, doi:10.3389/fncom.2017.00024; "
+    "released script github.com/bscellier/Towards-a-Biologically-Plausible-Backprop "
+    "train_model.py (commit 36ad1f6)"
+)
 _ERNOULT = (
     "Ernoult, Grollier, Querlioz, Bengio & Scellier (2019), NeurIPS, "
-    "'Updates of Equilibrium Prop Match Gradients of Backprop Through Time...', Table 1 P-1h"
+    "'Updates of Equilibrium Prop Match Gradients of Backprop Through Time...', Table 1 P-1h; "
+    "README command of github.com/ernoult/updatesEPgradientsBPTT (commit 5606eab)"
 )
 
 _COMMON_SCELLIER: dict[str, Any] = {
@@ -84,7 +105,49 @@ _COMMON_SCELLIER: dict[str, Any] = {
     "estimator": "random-sign",
     "batch_size": 20,
     "persistent": True,
+    "shuffle": False,
+    "eval_persistent": True,
+    "init": "glorot",
+    "dtype": "float32",
 }
+
+_SCELLIER_NOTES: dict[str, tuple[str, ...]] = {
+    "scellier2017-1h": (
+        "Script net1: n_it_neg 20, n_it_pos 4, epsilon 0.5, beta 0.5, alphas 0.1 / 0.05, "
+        "which is eqprop's beta = 1 and rates 0.2 / 0.1 (cost without the 1/2).",
+        "The paper's table: beta = 1 and rates 0.1 / 0.05 (the rates of the script, without "
+        "the doubling its cost convention needs).",
+    ),
+    "scellier2017-2h": (
+        "Script net2: n_it_neg 150, n_it_pos 6, epsilon 0.5, beta 1, alphas 0.4 / 0.1 / "
+        "0.01, which is eqprop's T = 150, beta = 2 and rates 0.8 / 0.2 / 0.02.",
+        "The paper's table: T = 100, beta = 1 and rates 0.4 / 0.1 / 0.01.",
+        "Not yet trained here with these settings; the paper's rates (0.4 / 0.1 / 0.01 at "
+        "beta = 1, T = 100) stalled, --lrs 0.2 0.05 0.005 learnt for some seeds (see "
+        "docs/training.rst).",
+    ),
+    "scellier2017-3h": (
+        "Script net3: n_it_neg 500, n_it_pos 8, epsilon 0.5, beta 1, alphas 0.128 / 0.032 "
+        "/ 0.008 / 0.002, which is eqprop's beta = 2 and rates 0.256 / 0.064 / 0.016 / "
+        "0.004.",
+        "The paper's table: beta = 1 and rates 0.128 / 0.032 / 0.008 / 0.002.",
+    ),
+}
+
+_ERNOULT_NOTES: tuple[str, ...] = (
+    "Damping (their dt): the README command passes no --dt. At commit ec9c1b1 main.py "
+    "builds EPdisc without dt, whose default is dt = 1 (the paper's map, damping 1, the "
+    "preset); from commit cf35e63 on it passes the parsed arguments, whose --dt default "
+    "0.2 then applies to the discrete dynamics too (--damping 0.2, which trained worse "
+    "here).",
+    "Activation: main.py's default 'sigm' is sigma(x) = 1/(1+exp(-4(x-1/2))) "
+    "('shifted-sigmoid', the preset). The earlier preset used 'hardsigmoid' = clip(x, 0, "
+    "1), with the same centre and slope, which trained better here (docs/training.rst, "
+    "--activation hardsigmoid).",
+    "Data: torchvision's 60,000 training images, shuffled each epoch (--train-on-valid), "
+    "test on the 10,000 test images. eps is unused by the prototypical (discrete-time) "
+    "dynamics.",
+)
 
 PRESETS: dict[str, Preset] = {
     "digits": Preset(
@@ -116,26 +179,31 @@ PRESETS: dict[str, Preset] = {
             "architecture": "784-500-10",
             "T": 20,
             "K": 4,
-            "lrs": (0.1, 0.05),
+            "beta": 1.0,
+            "lrs": (0.2, 0.1),
             "epochs": 25,
         },
         _SCELLIER,
-        "MNIST hopfield 784-500-10, T=20 K=4 eps=0.5 beta=1 random sign (Scellier 2017)",
+        "MNIST hopfield 784-500-10, T=20 K=4 eps=0.5 beta=1 random sign, rates 0.2 0.1 "
+        "(Scellier 2017's released script net1)",
+        _SCELLIER_NOTES["scellier2017-1h"],
     ),
     "scellier2017-2h": Preset(
         "scellier2017-2h",
         {
             **_COMMON_SCELLIER,
             "architecture": "784-500-500-10",
-            "T": 100,
+            "T": 150,
             "K": 6,
-            "lrs": (0.4, 0.1, 0.01),
+            "beta": 2.0,
+            "lrs": (0.8, 0.2, 0.02),
             "epochs": 60,
         },
         _SCELLIER,
-        "MNIST hopfield 784-500-500-10, T=100 K=6 (Scellier 2017; these paper rates stall "
-        "here, --lrs 0.2 0.05 0.005 learns for some seeds; --free-method gauss-seidel-parity "
-        "--free-eps 1 --free-damping 1.5 relaxes ~4x faster: see docs/training.rst)",
+        "MNIST hopfield 784-500-500-10, T=150 K=6 beta=2, rates 0.8 0.2 0.02 (Scellier "
+        "2017's released script net2; --free-method gauss-seidel-parity --free-eps 1 "
+        "--free-damping 1.5 relaxes ~4x faster: see docs/training.rst)",
+        _SCELLIER_NOTES["scellier2017-2h"],
     ),
     "scellier2017-3h": Preset(
         "scellier2017-3h",
@@ -144,12 +212,14 @@ PRESETS: dict[str, Preset] = {
             "architecture": "784-500-500-500-10",
             "T": 500,
             "K": 8,
-            "lrs": (0.128, 0.032, 0.008, 0.002),
+            "beta": 2.0,
+            "lrs": (0.256, 0.064, 0.016, 0.004),
             "epochs": 500,
         },
         _SCELLIER,
-        "MNIST hopfield 784-500-500-500-10, T=500 K=8 (Scellier 2017; the fast free phase "
-        "of scellier2017-2h needs ~0.13 T here)",
+        "MNIST hopfield 784-500-500-500-10, T=500 K=8 beta=2 (Scellier 2017's released "
+        "script net3; the fast free phase of scellier2017-2h needs ~0.13 T here)",
+        _SCELLIER_NOTES["scellier2017-3h"],
     ),
     "ernoult2019-p1h": Preset(
         "ernoult2019-p1h",
@@ -157,41 +227,34 @@ PRESETS: dict[str, Preset] = {
             "dataset": "mnist",
             "architecture": "784-512-10",
             "kind": "prototypical",
-            "activation": "hardsigmoid",
+            "activation": "shifted-sigmoid",
             "nudge": "outside",
             "cost": "squared",
+            "init": "fan-in",
             "method": "fused",
             "T": 40,
             "K": 15,
             "eps": 0.5,
+            "damping": 1.0,
             "beta": 0.1,
             "estimator": "one-sided",
             "lrs": (0.08, 0.04),
             "batch_size": 20,
             "epochs": 30,
             "persistent": False,
+            "shuffle": True,
+            "train_on_valid": True,
         },
         _ERNOULT,
-        "MNIST prototypical 784-512-10, T=40 K=15 beta=0.1 one-sided (Ernoult 2019)",
+        "MNIST prototypical 784-512-10, T=40 K=15 beta=0.1 one-sided, shifted sigmoid "
+        "(Ernoult 2019's README command for P-1h)",
+        _ERNOULT_NOTES,
     ),
 }
 
-#: Free-text remarks on choices made where a source is ambiguous, shown in the docs.
-PRESET_NOTES: dict[str, str] = {
-    "ernoult2019-p1h": (
-        "Activation: the authors' code defaults to sigma(x) = 1/(1+exp(-4(x-1/2))) for this "
-        "run ('shifted-sigmoid'); the preset keeps 'hardsigmoid' = clip(x, 0, 1), with the "
-        "same centre and slope, which trained better here. Nudge outside the activation and "
-        "a fixed positive beta ('one-sided'), as in the authors' training loop. Their current "
-        "code iterates the map with dt = 0.2 (--damping 0.2, which trained worse); the "
-        "paper's map is dt = 1. They train on all 60,000 images (--train-on-valid). eps is "
-        "unused by the prototypical (discrete-time) dynamics."
-    ),
-    "scellier2017-1h": (
-        "The authors' released script (cost without the 1/2, beta = 0.5, rates 0.1/0.05) is "
-        "eqprop's beta = 1 with --lrs 0.2 0.1; the preset follows the paper's table."
-    ),
-}
+#: Free-text remarks on choices made where a source is ambiguous, shown in the docs
+#: (each preset's ``notes``, joined).
+PRESET_NOTES: dict[str, str] = {name: " ".join(p.notes) for name, p in PRESETS.items() if p.notes}
 
 
 def preset_names() -> tuple[str, ...]:

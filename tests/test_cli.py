@@ -84,8 +84,8 @@ def test_preset_values_overridden_by_options():
     args = build_train_parser().parse_args(["--preset", "scellier2017-2h", *options])
     cfg = config_from_args(args)
     assert (cfg.free_method, cfg.free_eps, cfg.free_damping) == ("gauss-seidel-parity", 1.0, 1.5)
-    assert (cfg.method, cfg.eps, cfg.T, cfg.K) == ("fused", 0.5, 100, 6)
-    assert (cfg.shuffle, cfg.eval_persistent) == (True, False)
+    assert (cfg.method, cfg.eps, cfg.T, cfg.K) == ("fused", 0.5, 150, 6)  # script net2
+    assert (cfg.shuffle, cfg.eval_persistent) == (False, True)  # as the script
     options = ["--preset", "digits", "--no-shuffle", "--eval-persistent"]
     cfg = config_from_args(build_train_parser().parse_args(options))
     assert (cfg.shuffle, cfg.eval_persistent) == (False, True)

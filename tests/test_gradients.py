@@ -212,3 +212,214 @@ def test_bad_input_raises():
         G.ep_estimates(net, x, d, Dynamics(), betas=[0.0])
     with pytest.raises(ValueError, match="beta"):
         G.ep_estimates(net, x, d, Dynamics(), betas=[-0.1])
+
+
+# ------------------------------------------------------------------ damping (issue 10)
+DAMPED = [
+    # (kind, cost, activation, damping): a < 1 is Ernoult et al.'s dt; a > 1 with the
+    # hard-sigmoid Hopfield box exercises the outer projection of over-relaxation
+    ("hopfield", "squared", "sigmoid", 0.2),
+    ("hopfield", "cross-entropy", "tanh", 0.5),
+    ("prototypical", "squared", "sigmoid", 0.2),
+    ("prototypical", "cross-entropy", "sigmoid", 0.6),
+    ("hopfield", "squared", "hardsigmoid", 1.5),
+]
+
+
+def _damped_case(kind, cost, activation):
+    sizes = (5, 8, 6, 4) if cost == "cross-entropy" else (5, 8, 4)
+    net = _net(kind, cost, activation, sizes=sizes, gain=1.5)
+    rng = np.random.default_rng(0)
+    if activation == "hardsigmoid":  # a mixed active set: some units clipped
+        net.biases[0][:] = rng.normal(0.3, 0.8, net.biases[0].shape)
+        net.biases[1][:] = rng.normal(0.3, 0.5, net.biases[1].shape)
+    return net, *_batch(net.sizes, batch=4)
+
+
+def _interior_start(net, batch=4):
+    """A random initial state inside (0, 1): away from the kinks of the box and of the
+    hard sigmoid, where central differences are not defined (zero state, zero bias)."""
+    return np.random.default_rng(7).uniform(0.1, 0.9, (batch, net.n_state))
+
+
+@pytest.mark.parametrize(("kind", "cost", "activation", "damping"), DAMPED)
+def test_damped_trajectory_is_the_damped_phase(kind, cost, activation, damping):
+    net, x, _ = _damped_case(kind, cost, activation)
+    dyn = Dynamics(T=25, eps=0.4, damping=damping)
+    traj = G.free_trajectory(net, x, dyn=dyn)
+    np.testing.assert_array_equal(traj[-1], free_phase(net, x, dyn).state)
+    fused = free_phase(net, x, Dynamics(T=25, eps=0.4, damping=damping, method="fused"))
+    np.testing.assert_allclose(traj[-1], fused.state, rtol=0, atol=1e-13)
+    undamped = G.free_trajectory(net, x, 25, eps=0.4)
+    assert np.max(np.abs(traj[5] - undamped[5])) > 1e-3  # the damping is not dropped
+
+
+@pytest.mark.parametrize(("kind", "cost", "activation", "damping"), DAMPED)
+def test_damped_bptt_equals_finite_differences_of_the_damped_phase(kind, cost, activation, damping):
+    """BPTT through T damped steps = central differences (float64) of the loss after the
+    network's own damped free phase (eqprop.phases, an independent forward route)."""
+    net, x, d = _damped_case(kind, cost, activation)
+    s0 = _interior_start(net)
+    dyn = Dynamics(T=10, eps=0.4, damping=damping)  # short: far from the fixed point
+    g = G.bptt(net, x, d, dyn=dyn, s0=s0)
+    assert g.info["damping"] == damping
+
+    def forward(work, xx):
+        return free_phase(work, xx, dyn, s0=s0).state
+
+    fd = G.finite_difference(net, x, d, dyn=dyn, h=1e-6, forward=forward)
+    assert np.linalg.norm(fd.flat()) > 1e-3
+    assert _rel(g.flat(), fd.flat()) <= 1e-6
+    assert g.loss == pytest.approx(fd.loss, rel=1e-12)
+    # and it is not the undamped gradient (the bug: damping silently dropped)
+    plain = G.bptt(net, x, d, 10, eps=0.4, s0=s0)
+    assert _rel(plain.flat(), g.flat()) > 1e-3
+    # the keyword gives the same as the Dynamics field
+    kw = G.bptt(net, x, d, 10, eps=0.4, damping=damping, s0=s0)
+    assert _rel(kw.flat(), g.flat()) == 0.0
+
+
+def test_damped_bptt_as_in_issue_10():
+    """bptt(dyn=Dynamics(T=40, damping=0.2)) used to equal the undamped result exactly."""
+    net = _net("prototypical", "squared", gain=5.0)
+    x, d = _batch(net.sizes)
+    damped = G.bptt(net, x, d, dyn=Dynamics(T=40, damping=0.2))
+    plain = G.bptt(net, x, d, dyn=Dynamics(T=40))
+    assert _rel(damped.flat(), plain.flat()) > 1e-2
+    fd = G.finite_difference(net, x, d, dyn=Dynamics(T=40, damping=0.2))
+    assert _rel(damped.flat(), fd.flat()) <= 1e-6
+
+
+@pytest.mark.parametrize(("kind", "cost", "activation"), [d[:3] for d in DAMPED])
+def test_rbp_is_invariant_to_damping_while_bptt_is_not(kind, cost, activation):
+    net, x, d = _damped_case(kind, cost, activation)
+    s_star = G.free_trajectory(net, x, 800, eps=0.4)[-1]
+    ref = G.recurrent_backprop(net, x, d, s_star=s_star, eps=0.4)
+    assert ref.info["fixed_point_residual"] < 1e-13
+    for a in (0.2, 0.7, 1.5):
+        dense = G.recurrent_backprop(net, x, d, s_star=s_star, eps=0.4, damping=a)
+        assert dense.info["damping"] == a
+        assert _rel(dense.flat(), ref.flat()) <= 1e-10
+        it = G.recurrent_backprop(
+            net, x, d, s_star=s_star, dyn=Dynamics(eps=0.4, damping=a), method="iterative"
+        )
+        assert it.info["damping"] == a and it.info["converged"]
+        assert _rel(it.flat(), ref.flat()) <= 1e-8
+    # the adjoint of the damped map is lambda / a: the damping is really used
+    lam1 = ref.info["lambda"]
+    lam_a = G.recurrent_backprop(net, x, d, s_star=s_star, eps=0.4, damping=0.5).info["lambda"]
+    np.testing.assert_allclose(lam_a, lam1 / 0.5, rtol=1e-9, atol=1e-12)
+    # BPTT over a short horizon does depend on it
+    b1 = G.bptt(net, x, d, 10, eps=0.4)
+    b2 = G.bptt(net, x, d, 10, eps=0.4, damping=0.2)
+    assert _rel(b2.flat(), b1.flat()) > 1e-2
+
+
+def test_equivalent_fixed_step_methods_are_followed():
+    import solvers
+
+    net = _net("hopfield", "squared", "tanh")
+    x, d = _batch(net.sizes)
+    ref = G.bptt(net, x, d, dyn=Dynamics(T=20, damping=0.5))
+    for dyn in (
+        Dynamics(T=20, damping=0.5, method="fused"),
+        Dynamics(T=20, damping=0.5, method="picard", fixed_steps=True),
+        Dynamics(T=20, method=solvers.Picard(damping=0.5), fixed_steps=True),
+    ):
+        assert _rel(G.bptt(net, x, d, dyn=dyn).flat(), ref.flat()) == 0.0
+
+
+def _refused():
+    import solvers
+
+    return [
+        (Dynamics(method="anderson"), r"method='anderson'"),
+        (Dynamics(method="anderson", fixed_steps=True), r"method='anderson'"),
+        (Dynamics(method="gauss-seidel"), r"method='gauss-seidel'"),
+        (Dynamics(method="gauss-seidel-parity"), r"method='gauss-seidel-parity'"),
+        (Dynamics(method="euler"), r"method='euler'"),
+        (Dynamics(method="rk4"), r"method='rk4'"),
+        (Dynamics(method="dopri5"), r"method='dopri5'"),
+        (Dynamics(method=solvers.Anderson()), r"method=Anderson"),
+        (Dynamics(method=solvers.RK4(dt=0.5)), r"method=RK4"),
+        (Dynamics(method="picard"), r"fixed_steps=None with method 'picard'"),
+        (Dynamics(method="fixed", fixed_steps=False), r"fixed_steps=False"),
+        (Dynamics(method=solvers.Picard()), r"fixed_steps=None with method 'picard'"),
+        (Dynamics(record_energy=True), r"record_energy=True"),
+    ]
+
+
+REFUSED_IDS = [
+    "anderson",
+    "anderson-fixed",
+    "gauss-seidel",
+    "gauss-seidel-parity",
+    "euler",
+    "rk4",
+    "dopri5",
+    "Anderson-object",
+    "RK4-object",
+    "picard-tolerance",
+    "fixed-tolerance",
+    "Picard-object-tolerance",
+    "record-energy",
+]
+
+
+def _call(name, net, x, d, dyn):
+    if name == "bptt":
+        return G.bptt(net, x, d, dyn=dyn)
+    if name == "free_trajectory":
+        return G.free_trajectory(net, x, dyn=dyn)
+    if name == "finite_difference":
+        return G.finite_difference(net, x, d, dyn=dyn)
+    from eqprop.compare import compare
+
+    ref = {"compare-bptt": "bptt", "compare-fd": "finite-difference"}[name]
+    return compare(net, x, d, dyn, betas=(0.1,), estimators=("one-sided",), references=(ref,))
+
+
+@pytest.mark.parametrize(
+    "func", ["bptt", "free_trajectory", "finite_difference", "compare-bptt", "compare-fd"]
+)
+@pytest.mark.parametrize("case", range(13), ids=REFUSED_IDS)
+def test_a_dynamics_field_that_cannot_be_followed_raises(func, case):
+    net = _net("hopfield", "squared", sizes=(3, 4, 2))
+    x, d = _batch(net.sizes, batch=2)
+    dyn, match = _refused()[case]
+    with pytest.raises(ValueError, match=match):
+        _call(func, net, x, d, dyn)
+
+
+def test_references_name_the_missing_steps_and_a_divergence():
+    net = _net("hopfield", "squared", "tanh")
+    x, d = _batch(net.sizes)
+    with pytest.raises(ValueError, match="give the number of free steps T"):
+        G.bptt(net, x, d)
+    with pytest.raises(ValueError, match="T must be an integer >= 0"):
+        G.free_trajectory(net, x, -1)
+    with pytest.raises(ValueError, match=r"damping must be in \(0, 2\), got 2.5"):
+        G.bptt(net, x, d, 5, damping=2.5)
+    with pytest.raises(ValueError, match=r"not finite from step \d+ on for 3 of 3 samples"):
+        G.bptt(net, x, d, 600, eps=5.0)  # s <- -4 s + ... : overflows
+
+
+def test_compare_follows_the_damping():
+    """compare(..., Dynamics(damping=0.2)) used to report rel. error ~2 against an undamped
+    BPTT; now BPTT through the damped steps equals recurrent backprop once converged."""
+    from eqprop.compare import compare
+
+    net = _net("prototypical", "squared", gain=1.0)
+    x, d = _batch(net.sizes, batch=4)
+    dyn = Dynamics(T=300, K=300, damping=0.2)
+    ds = compare(
+        net, x, d, dyn, betas=(1e-3,), estimators=("symmetric",), references=("rbp", "bptt")
+    )
+    assert ds.attrs["free_phase_converged"] == 1
+    rb = ds.ref_norm.sel(reference="rbp").values
+    bp = ds.ref_norm.sel(reference="bptt").values
+    np.testing.assert_allclose(bp, rb, rtol=1e-8)
+    err = ds.rel_error.sel(estimator="symmetric").values[:, 0, :]  # (layer, reference)
+    assert np.all(err < 1e-4), err
+    np.testing.assert_allclose(err[:, 1], err[:, 0], rtol=1e-4, atol=1e-9)
+    assert '"damping": 0.2' in ds.attrs["config"]
