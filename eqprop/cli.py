@@ -71,6 +71,7 @@ _TRAIN_FIELDS = (
     "eval_T",
     "limit",
     "output",
+    "threads",
 )
 
 
@@ -125,6 +126,18 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, help="use only the first N samples of each split")
     g.add_argument("--seed", type=int, help="weights and training random generator seed")
     g.add_argument("--quiet", "-q", action="store_true", default=False, help="no progress")
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="BLAS threads (default: 1 for minibatches up to 256, else one per core)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=False,
+        help="replace the run already in --output (default: refuse)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="mnist, fashion-mnist or digits")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="folder of dataset files")

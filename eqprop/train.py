@@ -23,13 +23,14 @@ resumed from the checkpoint of epoch ``k`` gives bit-identical weights and histo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,12 @@ from eqprop.optim import SGD
 __all__ = [
     "CHECKPOINT_FORMAT",
     "HISTORY_VARIABLES",
+    "PhaseDiverged",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "TrainingDiverged",
+    "failed_samples",
     "load_checkpoint",
     "parse_architecture",
     "train",
@@ -65,6 +68,10 @@ HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
     "test_loss": ("mean test cost at the end of the epoch", "1"),
     "free_converged": (
         "fraction of training samples whose free phase met the solver tolerance",
+        "1",
+    ),
+    "nudged_converged": (
+        "fraction of the training nudged phases (samples x phases) that met the solver tolerance",
         "1",
     ),
     "free_iterations": ("mean solver iterations of the training free phase", "1"),
@@ -93,7 +100,47 @@ def training_generator(seed: int) -> np.random.Generator:
 
 
 class TrainingDiverged(RuntimeError):
-    """The parameters became non-finite during an epoch."""
+    """The cost or the parameters became non-finite during training (the learning rates
+    moved the weights too far); the CLI exits with status 1."""
+
+
+class PhaseDiverged(TrainingDiverged, ValueError):
+    """A phase's dynamics diverged (non-finite state, or a residual past the solvers'
+    divergence bound) with the weights the run started from: the phase settings
+    (``eps``, ``damping``, ``method``, the activation) do not give a stable iteration.
+
+    A ``ValueError`` as well (the CLI exits with status 2). The message names the phase,
+    the epoch and minibatch, how many samples failed, what blew up, and the settings that
+    control it.
+    """
+
+
+#: Residual above which a sample's phase counts as diverged: the ``divergence_bound``
+#: default of :func:`solvers.solve_fixed_point`, applied to the fused path as well
+#: (which runs without the solvers' bookkeeping).
+def _divergence_bound() -> float:
+    import inspect
+
+    import solvers
+
+    bound = inspect.signature(solvers.solve_fixed_point).parameters["divergence_bound"].default
+    return float(bound)
+
+
+def failed_samples(phase: Any) -> np.ndarray:
+    """Boolean mask ``(batch,)`` of the samples whose phase diverged.
+
+    A sample failed when the solver says so (``result.failed``: non-finite state or
+    residual, or a residual above the solvers' ``divergence_bound``), when its final state
+    holds inf or NaN, or, on the fused path (whose result records only the residual of
+    the last update), when that residual is non-finite or above the same bound.
+    """
+    res = phase.result
+    bad = np.asarray(res.failed, dtype=bool) | ~np.isfinite(phase.state).all(axis=1)
+    if str(getattr(res, "method", "")).startswith("fused"):
+        last = np.asarray(res.residual)[np.asarray(res.n_iter) - 1, np.arange(bad.shape[0])]
+        bad |= ~(last <= _divergence_bound())
+    return bad
 
 
 # ------------------------------------------------------------------------------------
@@ -203,6 +250,12 @@ class TrainConfig:
     output : str or None
         Folder for ``config.json``, ``history.nc`` and ``checkpoint.npz``; None writes
         nothing.
+    threads : int or None
+        BLAS threads during the run (every loaded BLAS library, through threadpoolctl;
+        the limit is lifted when the run ends). None chooses: one thread for minibatches
+        of up to ``SMALL_BATCH`` samples (their products are too small to split, and two
+        OpenBLAS copies, numpy's and scipy's, each starting one thread per core
+        oversubscribe the cores), else one per available core. See :func:`choose_threads`.
     preset : str or None
         Name of the preset the run started from (informational).
     """
@@ -244,6 +297,7 @@ class TrainConfig:
     data_dir: str | None = None
     output: str | None = None
     preset: str | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lrs, (int, float)):
@@ -279,6 +333,12 @@ class TrainConfig:
                 raise ValueError(f"{name} is {value!r}; give an integer >= 1")
         if not isinstance(self.epochs, (int, np.integer)) or self.epochs < 0:
             raise ValueError(f"epochs is {self.epochs!r}; give an integer >= 0")
+        if self.threads is not None and (
+            isinstance(self.threads, bool)
+            or not isinstance(self.threads, (int, np.integer))
+            or self.threads < 1
+        ):
+            raise ValueError(f"threads is {self.threads!r}; give an integer >= 1 or None (auto)")
         if self.eval_T is not None and self.eval_T < 1:
             raise ValueError(f"eval_T is {self.eval_T!r}; give an integer >= 1 or None")
         if self.limit is not None and self.limit < 1:
@@ -425,10 +485,68 @@ class _Progress:
 
 
 # settings that may change when resuming from a checkpoint (others break exact continuation)
-_RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size")
+_RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size", "threads")
 # solver settings that may also change on resume: the run then continues with the new
 # solver (e.g. a faster free phase), which is no longer an exact continuation
 _RESUME_SOLVER = ("free_method", "free_eps", "free_damping", "atol", "rtol", "max_iter")
+
+
+#: Largest minibatch for which :func:`choose_threads` picks one BLAS thread by default.
+SMALL_BATCH = 256
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def choose_threads(config: TrainConfig) -> tuple[int, str]:
+    """BLAS thread count for a training run and why.
+
+    ``config.threads`` when given; otherwise 1 for minibatches of at most
+    :data:`SMALL_BATCH` samples: a step's products (``(20, 784) @ (784, 500)`` for
+    MNIST) take microseconds, so threads only add synchronisation, and with numpy's and
+    scipy's OpenBLAS both loaded, each spinning one thread per core, two cores ran
+    ``scellier2017-1h`` 11-40 times slower than with one thread (issue #10). Larger
+    minibatches get one thread per available core.
+
+    Returns
+    -------
+    threads : int
+    reason : str
+        Where the number came from, for the progress line.
+    """
+    if config.threads is not None:
+        return int(config.threads), "threads setting (--threads)"
+    if config.batch_size <= SMALL_BATCH:
+        return 1, f"auto: minibatches of {config.batch_size} are too small to split"
+    n = _available_cores()
+    return n, f"auto: minibatches of {config.batch_size}, one thread per core"
+
+
+@contextlib.contextmanager
+def thread_limits(n: int) -> Iterator[str]:
+    """Limit every loaded BLAS library to ``n`` threads (threadpoolctl) and Numba's
+    parallel regions to ``min(n, NUMBA_NUM_THREADS)``; restore both on exit.
+
+    Yields a short description of the libraries limited. eqprop's own kernels are serial,
+    so the Numba setting only matters to user code called inside the block.
+    """
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import eqprop.optim  # noqa: F401  scipy's BLAS must be loaded to be limited
+
+    before = numba.get_num_threads()
+    with threadpool_limits(limits=n, user_api="blas"):
+        libs = [lib["internal_api"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        numba.set_num_threads(max(1, min(n, getattr(numba.config, "NUMBA_NUM_THREADS", n))))
+        try:
+            yield f"{len(libs)} BLAS librar{'y' if len(libs) == 1 else 'ies'} ({', '.join(libs)})"
+        finally:
+            numba.set_num_threads(before)
 
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
@@ -493,6 +611,44 @@ def _stuck_warning(dead: list[int], full: list[int]) -> str:
         "gradient), so training cannot repair them; restart with lower learning rates or "
         "another seed (docs/training.rst)"
     )
+
+
+def _phase_settings(config: TrainConfig, phase: str, T: int | None = None) -> str:
+    """The settings that control the dynamics of ``phase`` (``"free"`` or a nudged one),
+    as ``name=value`` pairs in the spelling of :class:`TrainConfig` (``T`` overrides the
+    free phase's step count, e.g. ``eval_T``)."""
+    c = config
+    free = phase == "free"
+    pairs: list[tuple[str, Any]] = []
+    for name in ("method", "eps", "damping"):
+        own = getattr(c, f"free_{name}") if free else None
+        pairs.append((f"free_{name}", own) if own is not None else (name, getattr(c, name)))
+    pairs.append(("T", c.T if T is None else T) if free else ("K", c.K))
+    pairs.append(("max_iter", c.max_iter))
+    if not free:
+        pairs.append(("beta", c.beta))
+    pairs += [("kind", c.kind), ("activation", c.activation)]
+    return ", ".join(f"{k}={v!r}" for k, v in pairs)
+
+
+def _describe_failure(phase: Any, bad: np.ndarray) -> str:
+    """What blew up in the failed samples ``bad`` of ``phase`` and at which iteration."""
+    res = phase.result
+    state = phase.state[bad]
+    n_bad, batch = int(bad.sum()), bad.shape[0]
+    iters = np.asarray(res.failure_iter)[bad]
+    iters = iters[iters >= 0]
+    at = f" at iteration {int(iters.min())}" if iters.size else ""
+    if str(getattr(res, "method", "")).startswith("fused"):
+        at = f" within its {int(np.asarray(res.n_iter).max())} steps"
+    if not np.isfinite(state).all():
+        what = "the state became inf or NaN"
+    else:
+        what = (
+            f"the residual max|g(s) - s| passed the divergence bound {_divergence_bound():.0e} "
+            f"(largest |s| {float(np.abs(state).max()):.3g})"
+        )
+    return f"{n_bad} of {batch} samples failed{at}: {what}"
 
 
 def _merge_valid_into_train(data: Any) -> Any:
@@ -601,9 +757,11 @@ class Trainer:
                 self.eval_particles[name] = np.zeros((n_split, self.net.n_state), self.dtype)
         self.epoch = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_VARIABLES}
+        self._steps_at_start = 0  # optimizer steps of the checkpoint this run resumed
         self._attrs: dict[str, Any] | None = None
         if _restore is not None:
             self._restore(_restore)
+            self._steps_at_start = self.optimizer.n_steps
 
     # ------------------------------------------------------------------ setup helpers
     def _make_dynamics(self, T: int, free: bool = False) -> Any:
@@ -670,6 +828,7 @@ class Trainer:
         loss_sum = 0.0
         conv = 0
         iters = 0
+        nudged_conv = nudged_total = 0
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
         free_dyn = self.free_dyn
         x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
@@ -685,14 +844,21 @@ class Trainer:
                 s0 = particles[idx] if particles is not None else None
                 step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
                 free = step.free
+                for name, phase in step.phases.items():
+                    bad = failed_samples(phase)
+                    if bad.any():
+                        raise self._phase_failure(name, phase, bad, start)
                 if particles is not None:
                     particles[idx] = free.state
                 loss = float(step.loss)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"training diverged in epoch {self.epoch + 1}, minibatch "
-                        f"{start // bs + 1}: the cost is {loss}; lower the learning rates "
-                        f"(now {list(c.lrs)}) or beta"
+                        f"{start // bs + 1} (after {start} of {n} samples): the mean cost at "
+                        f"the free state is {loss} although every phase stayed finite, so the "
+                        f"output or the cost overflowed; settings that control it: "
+                        f"lrs={list(c.lrs)}, beta={c.beta!r}, cost={c.cost!r}, "
+                        f"{_phase_settings(c, 'free')}"
                     )
                 opt.step(net, step.gradient)
                 wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
@@ -700,32 +866,103 @@ class Trainer:
                 res = free.result
                 conv += int(np.count_nonzero(res.converged))
                 iters += int(res.n_iter.sum())
+                for name, phase in step.phases.items():
+                    if name != "free":
+                        nudged_conv += int(np.count_nonzero(phase.result.converged))
+                        nudged_total += int(phase.state.shape[0])
                 update()
         t_train = time.perf_counter() - t0
-        if not all(np.isfinite(W).all() for W in net.weights + net.biases):
+        bad_params = self._non_finite_parameters()
+        if bad_params:
             raise TrainingDiverged(
-                f"training diverged in epoch {self.epoch + 1}: weights became NaN or "
-                f"infinite; lower the learning rates (now {list(c.lrs)}) or beta"
+                f"training diverged in epoch {self.epoch + 1}: {', '.join(bad_params)} became "
+                f"NaN or infinite during the update of the epoch's {n} samples; settings that "
+                f"control it: lrs={list(c.lrs)}, momentum={c.momentum!r}, beta={c.beta!r}; "
+                "lower the learning rates"
             )
         return {
             "train_error": wrong / n,
             "train_loss": loss_sum / n,
             "free_converged": conv / n,
+            "nudged_converged": nudged_conv / nudged_total if nudged_total else float("nan"),
             "free_iterations": iters / n,
             "train_time": t_train,
             "samples_per_second": n / t_train if t_train > 0 else float("nan"),
         }
 
+    def _non_finite_parameters(self) -> list[str]:
+        """Names (``W1``, ``b2``, ...) of the parameter arrays holding inf or NaN."""
+        names = []
+        for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
+            names += [f"{p}{l + 1}" for p, a in (("W", W), ("b", b)) if not np.isfinite(a).all()]
+        return names
+
+    def _phase_failure(
+        self, name: str, phase: Any, bad: np.ndarray, start: int, split: str | None = None
+    ) -> TrainingDiverged:
+        """The error of a failed phase: where, what blew up, the settings that control it.
+
+        ``start`` is the index of the minibatch's first sample in the epoch (training) or
+        in ``split`` (evaluation). :class:`PhaseDiverged` when the phase fails with the
+        weights the run started from (the dynamics settings are the cause),
+        :class:`TrainingDiverged` when it fails only after this run's updates or the
+        parameters are no longer finite (the learning rates are).
+        """
+        c = self.config
+        n_batch = bad.shape[0]
+        if split is None:
+            n = self.x_train.shape[0]
+            where = (
+                f"the {name} phase of epoch {self.epoch + 1}, minibatch "
+                f"{start // c.batch_size + 1} (training samples {start + 1}-{start + n_batch} "
+                f"of {n} in this epoch's order)"
+            )
+            T = None
+        else:
+            where = (
+                f"the free phase evaluating the {split} split after epoch {self.epoch + 1} "
+                f"(samples {start + 1}-{start + n_batch})"
+            )
+            T = c.eval_T if c.eval_T is not None else c.T
+        bad_params = self._non_finite_parameters()
+        updates = self.optimizer.n_steps - self._steps_at_start
+        settings = _phase_settings(c, "free" if split else name, T)
+        if bad_params:
+            cause = (
+                f"; the parameters {', '.join(bad_params)} were already NaN or infinite, so "
+                f"lower the learning rates (lrs={list(c.lrs)}, momentum={c.momentum!r})"
+            )
+        elif updates:
+            cause = (
+                f"; the phase ran with the run's starting weights, and fails after {updates} "
+                f"update(s) at lrs={list(c.lrs)}: lower the learning rates, or make the "
+                f"dynamics more stable (settings that control it: {settings})"
+            )
+        else:
+            cause = (
+                f"; it fails with the run's starting weights, so the dynamics settings are "
+                f"the cause: {settings} (lower eps or damping, or choose a bounded "
+                "activation such as hardsigmoid)"
+            )
+        message = f"{where} diverged: {_describe_failure(phase, bad)}{cause}"
+        return TrainingDiverged(message) if bad_params or updates else PhaseDiverged(message)
+
     def evaluate(
-        self, split: Any, particles: np.ndarray | None = None, *, track_outputs: bool = True
+        self,
+        split: Any,
+        particles: np.ndarray | None = None,
+        *,
+        track_outputs: bool = True,
+        name: str = "evaluated",
     ) -> tuple[float, float]:
         """Error rate and mean cost of the free phase on a split, in large batches.
 
         With ``particles`` (``(n, n_state)``, updated in place) each free phase starts
         from the sample's stored state and stores where it ended; otherwise from zero.
         ``track_outputs`` records the output units' net inputs for
-        :meth:`stuck_output_units` (hard-sigmoid Hopfield, squared cost). Returns NaN, NaN
-        for an empty split.
+        :meth:`stuck_output_units` (hard-sigmoid Hopfield, squared cost). ``name`` names
+        the split in the error raised when a free phase diverges (:class:`TrainingDiverged`).
+        Returns NaN, NaN for an empty split.
         """
         n = split.x.shape[0]
         if n == 0:
@@ -742,7 +979,11 @@ class Trainer:
             y = np.asarray(split.labels[start : start + bs])
             s0 = None if particles is None else particles[start : start + bs]
             with np.errstate(over="ignore", invalid="ignore"):
-                state = self._free_phase(self.net, x, self.eval_dyn, s0=s0).state
+                phase = self._free_phase(self.net, x, self.eval_dyn, s0=s0)
+            bad = failed_samples(phase)
+            if bad.any():
+                raise self._phase_failure("free", phase, bad, start, name)
+            state = phase.state
             if particles is not None:
                 particles[start : start + bs] = state
             out = np.asarray(self._output(self.net, state))
@@ -757,6 +998,31 @@ class Trainer:
             loss += float(_cost_per_sample(self.config.cost, out, d).sum())
         self.last_drive_range = (own_max, other_min) if track else None
         return wrong / n, loss / n
+
+    def _tolerance_warning(self, row: Mapping[str, float]) -> str:
+        """One warning line when phases solved to a tolerance missed it on some samples.
+
+        Only phases whose method runs to ``atol`` (not the fixed ``T``/``K`` steps of
+        ``"fixed"``/``"fused"``, where the tolerance is only reported) are counted; the
+        fractions are the history's ``free_converged`` and ``nudged_converged``. Empty
+        when every such phase met its tolerance.
+        """
+        c = self.config
+        parts = []
+        for label, key, dyn in (
+            ("free", "free_converged", self.free_dyn),
+            ("nudged", "nudged_converged", self.dyn),
+        ):
+            frac = row[key]
+            if not dyn.is_fixed_steps and frac < 1.0:
+                parts.append(f"the {label} phase ({dyn.method_name}) on {100 * frac:.1f}%")
+        if not parts:
+            return ""
+        return (
+            f"warning: epoch {self.epoch}: {' and '.join(parts)} of the training samples "
+            f"met atol={c.atol:g}, rtol={c.rtol:g} within max_iter={c.max_iter} iterations "
+            "(history: free_converged, nudged_converged); raise max_iter or loosen atol"
+        )
 
     def _tracks_stuck_outputs(self) -> bool:
         c = self.config
@@ -794,6 +1060,7 @@ class Trainer:
     _target_epochs: int = 0
     last_drive_range: tuple[np.ndarray, np.ndarray] | None = None
     _reported_stuck: tuple[list[int], list[int]] = ([], [])
+    _told_threads: bool = False
 
     def run(self, epochs: int | None = None) -> TrainResult:
         """Train until ``epochs`` epochs in total are done (default ``config.epochs``).
@@ -810,14 +1077,27 @@ class Trainer:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             _atomic_write_text(out / "config.json", self.config.to_json() + "\n")
+        n_threads, reason = choose_threads(self.config)
+        with thread_limits(n_threads) as limited:
+            if not self._told_threads:
+                self.progress.line(
+                    f"threads: {n_threads} BLAS thread(s) in {limited}; {reason}"
+                    + ("" if self.config.threads is not None else "; --threads N to change")
+                )
+                self._told_threads = True
+            self._run_epochs(target, out)
+        return TrainResult(self.config, self.net, self.history_dataset(), out)
+
+    def _run_epochs(self, target: int, out: Path | None) -> None:
+        """The epoch loop of :meth:`run` (inside its thread limits)."""
         while self.epoch < target:
             tr = self.train_epoch()
             t0 = time.perf_counter()
             # the stuck-unit check reads the test split only: no tracking on valid
             ve, vl = self.evaluate(
-                self.data.valid, self.eval_particles.get("valid"), track_outputs=False
+                self.data.valid, self.eval_particles.get("valid"), track_outputs=False, name="valid"
             )
-            te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"))
+            te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"), name="test")
             t_eval = time.perf_counter() - t0
             self.epoch += 1
             dead, full = self.stuck_output_units()
@@ -832,13 +1112,15 @@ class Trainer:
                 f"{row['samples_per_second']:.0f} samples/s  "
                 f"{row['train_time']:.1f}+{t_eval:.1f} s"
             )
+            warning = self._tolerance_warning(row)
+            if warning:
+                self.progress.line(warning)
             if (dead or full) and (dead, full) != self._reported_stuck:
                 self.progress.line(_stuck_warning(dead, full))
             self._reported_stuck = (dead, full)
             if out is not None:
                 self.save_checkpoint(out / "checkpoint.npz")
                 self.write_history(out / "history.nc")
-        return TrainResult(self.config, self.net, self.history_dataset(), out)
 
     # ------------------------------------------------------------------ history
     def history_dataset(self) -> Any:

@@ -304,3 +304,113 @@ def test_stuck_output_units_are_counted_and_reported(digits):
     assert few.stuck_output_units() == ([], [])
     few.evaluate(digits.test)
     assert few.stuck_output_units()[0] == [3]
+
+
+# ------------------------------------------------------------------------------------
+# failed phases stop training loudly; missed tolerances warn (issue #10)
+
+
+@pytest.mark.parametrize("method", ["picard", "fused"])
+def test_a_diverging_phase_stops_training_naming_phase_epoch_and_settings(digits, method):
+    """tanh with eps = 5 blows the free state up (|s| > 1e7 within 20 steps): training
+    must stop at the first minibatch with PhaseDiverged (a ValueError) naming the phase,
+    epoch, minibatch, the failed sample count and the settings that control it, and
+    must not blame the learning rates (the weights are still the initial ones)."""
+    from eqprop.train import PhaseDiverged, TrainingDiverged
+
+    cfg = _small(activation="tanh", eps=5.0, method=method, epochs=3, limit=100)
+    trainer = Trainer(cfg, digits, quiet=True)
+    with pytest.raises(PhaseDiverged) as info:
+        trainer.run()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TrainingDiverged)
+    msg = str(info.value)
+    for needle in (
+        "free phase of epoch 1, minibatch 1",
+        "20 of 20 samples failed",
+        "divergence bound",
+        "eps=5.0",
+        f"method={method!r}",
+        "damping=1.0",
+        "activation='tanh'",
+    ):
+        assert needle in msg, (needle, msg)
+    assert "learning rate" not in msg and "lrs" not in msg
+    assert trainer.epoch == 0 and trainer.history["test_error"] == []
+
+
+def test_a_phase_that_misses_its_tolerance_warns_once_per_epoch(digits):
+    """Phases solved to a tolerance (picard) that stop at max_iter before atol: one
+    warning line per epoch with the fractions, which the history records; fixed-step
+    runs (the papers' T/K steps) get no such warning."""
+    import io
+
+    stream = io.StringIO()
+    cfg = _small(method="picard", max_iter=3, atol=1e-9, epochs=2, limit=60)
+    h = Trainer(cfg, digits, stream=stream).run().history
+    warnings = [ln for ln in stream.getvalue().splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2, stream.getvalue()
+    assert "epoch 1:" in warnings[0] and "epoch 2:" in warnings[1]
+    assert "free phase (picard) on 0.0%" in warnings[0] and "nudged phase" in warnings[0]
+    assert "max_iter=3" in warnings[0]
+    np.testing.assert_array_equal(h["free_converged"].values, [0.0, 0.0])
+    np.testing.assert_array_equal(h["nudged_converged"].values, [0.0, 0.0])
+    stream = io.StringIO()
+    Trainer(_small(epochs=1, limit=60), digits, stream=stream).run()
+    assert "warning:" not in stream.getvalue()
+
+
+def test_cli_issue_case_fails_loudly_with_exit_2(capsys):
+    """The command of issue #10 ran 3 epochs at loss 2.8e14 and exited 0."""
+    from eqprop.cli import main
+
+    argv = "train --preset digits --epochs 3 --activation tanh --method picard --eps 5"
+    rc = main(argv.split())
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.startswith("eqprop: error:")]
+    assert rc == 2, err
+    assert len(lines) == 1 and "free phase of epoch 1" in lines[0] and "eps=5.0" in lines[0]
+
+
+# ------------------------------------------------------------------------------------
+# thread counts chosen on purpose (issue #10)
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(None, 1), (2, 2)])
+def test_run_sets_the_blas_threads_then_restores_them(digits, threads, expected):
+    """Inside the epochs every loaded BLAS library (numpy's and scipy's OpenBLAS) runs
+    the chosen count: 1 by default for minibatches of 20, or --threads; afterwards the
+    caller's setting is back. The choice is printed once."""
+    import io
+
+    from threadpoolctl import threadpool_limits
+
+    from eqprop.train import choose_threads
+
+    seen: list[list[int]] = []
+    stream = io.StringIO()
+    with threadpool_limits(limits=3, user_api="blas"):
+        t = Trainer(_small(epochs=2, limit=40, threads=threads), digits, stream=stream)
+        epoch = t.train_epoch
+
+        def spy():
+            seen.append(_blas_threads())
+            return epoch()
+
+        t.train_epoch = spy  # type: ignore[method-assign]
+        t.run()
+        after = _blas_threads()
+    assert len(seen) == 2 and len(seen[0]) >= 2  # numpy's and scipy's copies
+    assert all(n == expected for row in seen for n in row), seen
+    assert all(n == 3 for n in after)
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("threads:")]
+    assert len(lines) == 1 and f"threads: {expected} BLAS thread(s)" in lines[0], lines
+    assert choose_threads(_small(batch_size=1000))[0] >= 1
+    assert choose_threads(_small(threads=5)) == (5, "threads setting (--threads)")
+    with pytest.raises(ValueError, match="threads is 0"):
+        _small(threads=0).validate()
