@@ -83,10 +83,15 @@ HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
     "train_time": ("wall time of the training part of the epoch", "s"),
     "eval_time": ("wall time of validation and test evaluation", "s"),
     "samples_per_second": ("training samples processed per second of training time", "s-1"),
+    "compile_time": (
+        "wall time of Numba compilation (or loading compiled code from its cache) within "
+        "the epoch's training and evaluation",
+        "s",
+    ),
 }
 
 # History values that are wall-clock measurements (excluded from exactness checks).
-TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second")
+TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second", "compile_time")
 
 _ESTIMATORS = ("one-sided", "random-sign", "symmetric")
 _DTYPES = ("float32", "float64")
@@ -547,6 +552,19 @@ def thread_limits(n: int) -> Iterator[str]:
             yield f"{len(libs)} BLAS librar{'y' if len(libs) == 1 else 'ies'} ({', '.join(libs)})"
         finally:
             numba.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _numba_compile_timer() -> Iterator[Any]:
+    """Time Numba's compilation inside the block: a ``numba.core.event.TimingListener``
+    on ``"numba:compiler_lock"``, held while Numba compiles a function or loads it from
+    its on-disk cache (nested acquisitions counted once). Read ``.duration`` when
+    ``.done`` after the block."""
+    from numba.core import event
+
+    listener = event.TimingListener()
+    with event.install_listener("numba:compiler_lock", listener):
+        yield listener
 
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
@@ -1091,26 +1109,35 @@ class Trainer:
     def _run_epochs(self, target: int, out: Path | None) -> None:
         """The epoch loop of :meth:`run` (inside its thread limits)."""
         while self.epoch < target:
-            tr = self.train_epoch()
-            t0 = time.perf_counter()
-            # the stuck-unit check reads the test split only: no tracking on valid
-            ve, vl = self.evaluate(
-                self.data.valid, self.eval_particles.get("valid"), track_outputs=False, name="valid"
-            )
-            te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"), name="test")
-            t_eval = time.perf_counter() - t0
+            with _numba_compile_timer() as compiling:
+                tr = self.train_epoch()
+                t0 = time.perf_counter()
+                # the stuck-unit check reads the test split only: no tracking on valid
+                ve, vl = self.evaluate(
+                    self.data.valid,
+                    self.eval_particles.get("valid"),
+                    track_outputs=False,
+                    name="valid",
+                )
+                te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"), name="test")
+                t_eval = time.perf_counter() - t0
+            t_compile = compiling.duration if compiling.done else 0.0
             self.epoch += 1
             dead, full = self.stuck_output_units()
             row = dict(tr)
             row.update(valid_error=ve, valid_loss=vl, test_error=te, test_loss=tl, eval_time=t_eval)
             row["stuck_outputs"] = len(dead) + len(full)
+            row["compile_time"] = t_compile
             for k in HISTORY_VARIABLES:
                 self.history[k].append(float(row[k]))
+            compiled = (
+                f" (of which {t_compile:.1f} s Numba compilation)" if t_compile >= 0.05 else ""
+            )
             self.progress.end_epoch(
                 f"epoch {self.epoch}/{target}  train {100 * row['train_error']:.2f}%  "
                 f"valid {100 * ve:.2f}%  test {100 * te:.2f}%  loss {row['train_loss']:.4f}  "
                 f"{row['samples_per_second']:.0f} samples/s  "
-                f"{row['train_time']:.1f}+{t_eval:.1f} s"
+                f"{row['train_time']:.1f}+{t_eval:.1f} s{compiled}"
             )
             warning = self._tolerance_warning(row)
             if warning:

@@ -414,3 +414,31 @@ def test_run_sets_the_blas_threads_then_restores_them(digits, threads, expected)
     assert choose_threads(_small(threads=5)) == (5, "threads setting (--threads)")
     with pytest.raises(ValueError, match="threads is 0"):
         _small(threads=0).validate()
+
+
+def test_first_epoch_line_reports_numba_compilation(digits):
+    """A kernel compiled during epoch 1 shows as "(of which X s Numba compilation)" on
+    that epoch's line and in history.compile_time; epoch 2 compiles nothing."""
+    import io
+
+    import numba
+
+    @numba.njit(cache=False)
+    def fresh(a):  # compiled at its first call, inside epoch 1
+        return a.sum() * 2.0
+
+    stream = io.StringIO()
+    t = Trainer(_small(epochs=2, limit=40), digits, stream=stream)
+    epoch = t.train_epoch
+
+    def with_fresh_kernel():
+        fresh(np.ones(3))
+        return epoch()
+
+    t.train_epoch = with_fresh_kernel  # type: ignore[method-assign]
+    h = t.run().history
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("epoch ")]
+    assert "Numba compilation)" in lines[0], lines
+    assert "Numba compilation" not in lines[1], lines
+    compile_time = h["compile_time"].values
+    assert compile_time[0] >= 0.05 and compile_time[1] < 0.05
