@@ -248,7 +248,11 @@ def _train_main(argv: Sequence[str]) -> int:
             k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k, None) is not None
         }
         trainer = Trainer.from_checkpoint(
-            args.resume, overrides=overrides, command=command, quiet=args.quiet
+            args.resume,
+            overrides=overrides,
+            command=command,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
         )
     else:
         config = config_from_args(args)
@@ -265,7 +269,7 @@ def _train_main(argv: Sequence[str]) -> int:
                 "estimate; --nudge inside is the exact one (docs/training.rst)",
                 file=sys.stderr,
             )
-        trainer = Trainer(config, command=command, quiet=args.quiet)
+        trainer = Trainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
     result = trainer.run()
     test = result.history["test_error"].values
     if test.size:

@@ -183,9 +183,7 @@ class StepModel:
         :math:`a > 1`). 1 is the plain step :math:`G`.
     """
 
-    def __init__(
-        self, net: Any, eps: float = 0.5, dtype: Any = None, damping: float = 1.0
-    ) -> None:
+    def __init__(self, net: Any, eps: float = 0.5, dtype: Any = None, damping: float = 1.0) -> None:
         self.kind = str(net.kind)
         if self.kind not in ("hopfield", "prototypical"):
             raise ValueError(f"unknown network kind {self.kind!r}")

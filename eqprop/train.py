@@ -43,14 +43,19 @@ from eqprop.optim import SGD
 __all__ = [
     "CHECKPOINT_FORMAT",
     "HISTORY_VARIABLES",
+    "RUN_FILES",
+    "OutputExists",
     "PhaseDiverged",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "TrainingDiverged",
+    "check_output_folder",
+    "choose_threads",
     "failed_samples",
     "load_checkpoint",
     "parse_architecture",
+    "thread_limits",
     "train",
     "training_generator",
 ]
@@ -567,6 +572,51 @@ def _numba_compile_timer() -> Iterator[Any]:
         yield listener
 
 
+#: The files a run writes into its output folder.
+RUN_FILES = ("checkpoint.npz", "history.nc", "config.json")
+
+
+class OutputExists(ValueError):
+    """The output folder already holds a run (neither resumed nor to be overwritten)."""
+
+
+def check_output_folder(
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Check that a run may write into the folder ``output``; return it as a Path.
+
+    Raises
+    ------
+    ValueError
+        ``output`` (or a folder above it) is a file.
+    OutputExists
+        ``output`` holds a run's files (:data:`RUN_FILES`), ``overwrite`` is false and
+        ``resume`` is not that folder's own checkpoint.
+    """
+    folder = Path(output)
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == folder else f"is inside {p}, which is a file"
+            raise ValueError(
+                f"output {str(folder)!r} {what}; give a folder for config.json, history.nc "
+                "and checkpoint.npz (-o/--output)"
+            )
+    existing = [name for name in RUN_FILES if (folder / name).exists()]
+    if not existing or overwrite:
+        return folder
+    own = folder / "checkpoint.npz"
+    if resume is not None and own.exists() and Path(resume).resolve() == own.resolve():
+        return folder
+    raise OutputExists(
+        f"output folder {str(folder)!r} already holds a run ({', '.join(existing)}); "
+        f"continue it with --resume {own} (train(resume=...)), replace it with --overwrite "
+        "(overwrite=True), or choose another -o/--output"
+    )
+
+
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
     """Call ``write`` on a file object that atomically becomes ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -700,6 +750,11 @@ class Trainer:
         No progress output.
     stream : file, optional
         Where progress goes (default ``sys.stderr``).
+    overwrite : bool
+        Replace a run already in ``config.output`` (its ``checkpoint.npz``,
+        ``history.nc`` and ``config.json`` are deleted when the run starts); without it
+        such a folder is refused (:class:`OutputExists`), unless this trainer resumes
+        that folder's own checkpoint.
     """
 
     def __init__(
@@ -710,13 +765,18 @@ class Trainer:
         command: str | Sequence[str] | None = None,
         quiet: bool = False,
         stream: Any = None,
+        overwrite: bool = False,
         _restore: Mapping[str, np.ndarray] | None = None,
+        _resumed_from: str | os.PathLike[str] | None = None,
     ) -> None:
         from eqprop import network as _network
         from eqprop import phases as _phases
         from eqprop import rules as _rules
 
         self.config = config.validate()
+        self._overwrite = bool(overwrite)
+        if config.output:  # before the data loads: a wrong folder fails at once
+            check_output_folder(config.output, overwrite=overwrite, resume=_resumed_from)
         self.command = command
         self.progress = _Progress(quiet, stream)
         sizes = config.sizes
@@ -1079,6 +1139,7 @@ class Trainer:
     last_drive_range: tuple[np.ndarray, np.ndarray] | None = None
     _reported_stuck: tuple[list[int], list[int]] = ([], [])
     _told_threads: bool = False
+    _cleared_output: bool = False
 
     def run(self, epochs: int | None = None) -> TrainResult:
         """Train until ``epochs`` epochs in total are done (default ``config.epochs``).
@@ -1094,6 +1155,10 @@ class Trainer:
         out = Path(self.config.output) if self.config.output else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
+            if self._overwrite and self.epoch == 0 and not self._cleared_output:
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+            self._cleared_output = True
             _atomic_write_text(out / "config.json", self.config.to_json() + "\n")
         n_threads, reason = choose_threads(self.config)
         with thread_limits(n_threads) as limited:
@@ -1265,6 +1330,7 @@ class Trainer:
         command: str | Sequence[str] | None = None,
         quiet: bool = False,
         stream: Any = None,
+        overwrite: bool = False,
     ) -> Trainer:
         """A trainer in exactly the state saved at ``path``.
 
@@ -1294,7 +1360,16 @@ class Trainer:
             k: v for k, v in changes.items() if k in _RESUME_SOLVER and getattr(config, k) != v
         }
         config = config.replace(**{k: v for k, v in changes.items() if k in allowed})
-        trainer = cls(config, data, command=command, quiet=quiet, stream=stream, _restore=arrays)
+        trainer = cls(
+            config,
+            data,
+            command=command,
+            quiet=quiet,
+            stream=stream,
+            overwrite=overwrite,
+            _restore=arrays,
+            _resumed_from=path,
+        )
         if solver:
             listed = ", ".join(f"{k}={v!r}" for k, v in sorted(solver.items()))
             trainer.progress.line(
@@ -1342,6 +1417,7 @@ def train(
     command: str | Sequence[str] | None = None,
     quiet: bool = False,
     stream: Any = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a network as ``config`` says (or continue the checkpoint ``resume``).
 
@@ -1354,6 +1430,9 @@ def train(
         Use these splits instead of loading ``config.dataset``.
     resume : path, optional
         Checkpoint ``.npz`` to continue from.
+    overwrite : bool
+        Replace a run already in ``config.output`` instead of refusing it
+        (:class:`OutputExists`).
 
     Returns
     -------
@@ -1367,7 +1446,10 @@ def train(
             command=command,
             quiet=quiet,
             stream=stream,
+            overwrite=overwrite,
         )
     else:
-        trainer = Trainer(config, data, command=command, quiet=quiet, stream=stream)
+        trainer = Trainer(
+            config, data, command=command, quiet=quiet, stream=stream, overwrite=overwrite
+        )
     return trainer.run()

@@ -442,3 +442,117 @@ def test_first_epoch_line_reports_numba_compilation(digits):
     assert "Numba compilation" not in lines[1], lines
     compile_time = h["compile_time"].values
     assert compile_time[0] >= 0.05 and compile_time[1] < 0.05
+
+
+# ------------------------------------------------------------------------------------
+# faults: stale temporary files, output folders (issue #10)
+
+
+def test_stale_checkpoint_temporaries_are_removed_by_the_next_write(tmp_path, digits):
+    """A checkpoint temporary left by a killed writer (unlocked) goes at the next write;
+    one a live writer holds (flock) and files not of eqprop's pattern stay."""
+    import fcntl
+    import os
+
+    stale = tmp_path / ".checkpoint.npz.ab_cd123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / ".checkpoint.npz.live0000.tmp"
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    foreign = [tmp_path / ".checkpoint.npz.short.tmp", tmp_path / "notes.tmp"]
+    for p in foreign:
+        p.write_text("not eqprop's")
+    try:
+        Trainer(_small(epochs=1, limit=40, output=str(tmp_path)), digits, quiet=True).run()
+        assert not stale.exists()
+        assert live.exists() and all(p.exists() for p in foreign)
+    finally:
+        os.close(fd)
+    from eqprop._files import remove_stale_temporaries
+
+    assert remove_stale_temporaries(tmp_path / "checkpoint.npz") == [live]  # lock released
+
+
+def test_kill_9_during_a_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    """A real SIGKILL inside atomic_path (the checkpoint writer) leaves its temporary
+    file; the kernel drops the writer's lock, so the next write removes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from eqprop._files import atomic_path
+
+    target = tmp_path / "checkpoint.npz"
+    code = (
+        "import sys, time\n"
+        "from eqprop._files import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'x' * 1000)\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        left = list(tmp_path.glob(".checkpoint.npz.*.tmp"))
+        assert len(left) == 1
+        from eqprop._files import remove_stale_temporaries
+
+        assert remove_stale_temporaries(target) == []  # its writer is alive: kept
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    time.sleep(0.05)
+    assert left[0].exists() and not target.exists()
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+
+
+def test_an_output_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, digits):
+    from eqprop.train import OutputExists, train
+
+    cfg = _small(epochs=1, limit=40, output=str(tmp_path / "run"))
+    train(cfg, digits, quiet=True)
+    with pytest.raises(OutputExists) as info:
+        Trainer(cfg.replace(architecture="64-16-10"), digits, quiet=True)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "--resume" in msg and "--overwrite" in msg and str(tmp_path / "run") in msg
+    # its own checkpoint may be resumed into it
+    resumed = train(cfg.replace(epochs=2), digits, resume=tmp_path / "run" / "checkpoint.npz")
+    assert resumed.history.sizes["epoch"] == 2
+    # overwrite: the old run's files are replaced by the new run's
+    other = cfg.replace(architecture="64-16-10")
+    train(other, digits, quiet=True, overwrite=True)
+    config, arrays = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert config.architecture == "64-16-10" and int(arrays["epoch"]) == 1
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_an_output_that_is_a_file_is_a_clear_error(tmp_path, digits, where):
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "run"
+    with pytest.raises(ValueError, match="is a file") as info:
+        Trainer(_small(epochs=1, limit=20, output=str(out)), digits, quiet=True)
+    assert str(out) in str(info.value) and "Errno" not in str(info.value)
+
+
+def test_cli_output_checks_exit_2(tmp_path, capsys):
+    from eqprop.cli import main
+
+    run = tmp_path / "run"
+    base = ["train", "--preset", "digits", "--epochs", "1", "--limit", "40", "-q"]
+    assert main([*base, "-o", str(run)]) == 0
+    capsys.readouterr()
+    assert main([*base, "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and err.count("eqprop: error:") == 1
+    assert main([*base, "-o", str(run), "--overwrite"]) == 0
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    assert main([*base, "-o", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Errno" not in err
