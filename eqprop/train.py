@@ -44,6 +44,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "HISTORY_VARIABLES",
     "RUN_FILES",
+    "CheckpointError",
     "OutputExists",
     "PhaseDiverged",
     "TrainConfig",
@@ -367,6 +368,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} is {value!r}; give a finite value >= 0")
+        self._validate_names()
         if self.estimator not in _ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {self.estimator!r}; choose one of {', '.join(_ESTIMATORS)}"
@@ -377,6 +379,32 @@ class TrainConfig:
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
         return self
+
+    def _validate_names(self) -> None:
+        """The string settings must be names eqprop knows (the message lists them)."""
+        from eqprop.data import DATASETS
+        from eqprop.network import ACTIVATIONS, COSTS, INITS, KINDS
+        from eqprop.phases import METHOD_NAMES
+
+        choices: list[tuple[str, str, Any, Sequence[str]]] = [
+            ("kind", "kind", self.kind, KINDS),
+            ("activation", "activation", self.activation, ACTIVATIONS),
+            ("cost", "cost", self.cost, COSTS),
+            ("init", "init", self.init, INITS),
+            ("method", "method", self.method, METHOD_NAMES),
+            ("nudge", "nudge", self.nudge, ("inside", "outside")),
+        ]
+        if self.free_method is not None:
+            choices.append(("free_method", "method", self.free_method, METHOD_NAMES))
+        canon = self.dataset.lower().replace("_", "-") if isinstance(self.dataset, str) else None
+        if canon not in DATASETS:
+            choices.append(("dataset", "dataset", self.dataset, DATASETS))
+        for field, what, value, known in choices:
+            if not isinstance(value, str) or value not in known:
+                setting = "" if field == what else f" ({field})"
+                raise ValueError(
+                    f"unknown {what} {value!r}{setting}; choose one of {', '.join(known)}"
+                )
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -775,6 +803,7 @@ class Trainer:
 
         self.config = config.validate()
         self._overwrite = bool(overwrite)
+        self._resumed_from = _resumed_from
         if config.output:  # before the data loads: a wrong folder fails at once
             check_output_folder(config.output, overwrite=overwrite, resume=_resumed_from)
         self.command = command
@@ -1138,7 +1167,7 @@ class Trainer:
     _target_epochs: int = 0
     last_drive_range: tuple[np.ndarray, np.ndarray] | None = None
     _reported_stuck: tuple[list[int], list[int]] = ([], [])
-    _told_threads: bool = False
+    _has_run: bool = False
     _cleared_output: bool = False
 
     def run(self, epochs: int | None = None) -> TrainResult:
@@ -1149,6 +1178,17 @@ class Trainer:
         (atomically).
         """
         target = self.config.epochs if epochs is None else int(epochs)
+        if target < self.epoch or (target == self.epoch and self._resume_pending()):
+            where = (
+                f"the checkpoint {str(self._resumed_from)!r} is"
+                if self._resumed_from is not None
+                else "this trainer is"
+            )
+            raise ValueError(
+                f"epochs = {target} counts the epochs in total and {where} already at epoch "
+                f"{self.epoch}: nothing to train; give --epochs (epochs=) greater than "
+                f"{self.epoch} to continue"
+            )
         self._target_epochs = target
         if self._attrs is None:
             self.history_dataset()  # fixes the provenance attributes at the start of the run
@@ -1162,14 +1202,18 @@ class Trainer:
             _atomic_write_text(out / "config.json", self.config.to_json() + "\n")
         n_threads, reason = choose_threads(self.config)
         with thread_limits(n_threads) as limited:
-            if not self._told_threads:
+            if not self._has_run:
                 self.progress.line(
                     f"threads: {n_threads} BLAS thread(s) in {limited}; {reason}"
                     + ("" if self.config.threads is not None else "; --threads N to change")
                 )
-                self._told_threads = True
+                self._has_run = True
             self._run_epochs(target, out)
         return TrainResult(self.config, self.net, self.history_dataset(), out)
+
+    def _resume_pending(self) -> bool:
+        """Resumed from a checkpoint and not run since (a resume is meant to train)."""
+        return self._resumed_from is not None and not self._has_run
 
     def _run_epochs(self, target: int, out: Path | None) -> None:
         """The epoch loop of :meth:`run` (inside its thread limits)."""
@@ -1379,8 +1423,148 @@ class Trainer:
         return trainer
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be resumed: unreadable, not an eqprop checkpoint, or
+    with missing or inconsistent contents. The message names the file and the entry."""
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of the ``.npz`` at ``path`` (``allow_pickle=False``) or CheckpointError."""
+    import zipfile
+    import zlib
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {str(path)!r} is not a readable eqprop checkpoint: {why}; give the "
+            "checkpoint.npz a run wrote (an interrupted copy or another file will not do)"
+        )
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError:  # numpy's advice to unpickle: neither an .npz nor an .npy
+        raise bad("not an .npz archive (neither a zip archive nor a .npy array)") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise bad(f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise bad(f"a single .npy array of shape {np.shape(loaded)}, not an .npz archive")
+    try:
+        with loaded as npz:
+            return {k: np.array(npz[k]) for k in npz.files}
+    except ValueError as exc:  # an object array (needs pickle)
+        raise bad(f"an entry needs pickle ({exc})") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise bad(f"damaged archive ({type(exc).__name__}: {exc})") from None
+
+
+def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConfig:
+    """Validate the contents of a checkpoint; return its configuration.
+
+    Checks the format tag, that every entry :meth:`Trainer.checkpoint_arrays` writes is
+    there with the right type and shape for the stored configuration, that parameters,
+    optimizer buffers and particles are finite, the random generator state is one
+    PCG64 accepts, and every history has one value per epoch.
+    """
+
+    def bad(entry: str, why: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {str(path)!r}: {entry} {why}; the file is damaged or was not "
+            "written by this version of eqprop (resume from another checkpoint or start again)"
+        )
+
+    fmt = str(arrays["format"]) if "format" in arrays else ""
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not an {CHECKPOINT_FORMAT} checkpoint (format tag "
+            f"{fmt!r}); give the checkpoint.npz an eqprop run wrote"
+        )
+    for key in ("config", "epoch", "rng_state", "n_layers"):
+        if key not in arrays:
+            raise bad(key, "is missing")
+    try:
+        config = TrainConfig.from_json(str(arrays["config"])).validate()
+    except (ValueError, TypeError) as exc:
+        raise bad("config", f"is not a valid training configuration ({exc})") from None
+
+    def integer(key: str, low: int) -> int:
+        a = arrays[key]
+        if a.shape != () or a.dtype.kind not in "iu" or int(a) < low:
+            raise bad(key, f"is {a.tolist()!r} ({a.dtype}); expected an integer >= {low}")
+        return int(a)
+
+    epoch = integer("epoch", 0)
+    n_layers = integer("n_layers", 1)
+    sizes = config.sizes
+    if n_layers != len(sizes) - 1:
+        raise bad(
+            "n_layers",
+            f"is {n_layers} but the architecture {config.architecture!r} has "
+            f"{len(sizes) - 1} weight layers",
+        )
+    try:
+        rng_state = json.loads(str(arrays["rng_state"]))
+        np.random.PCG64().state = rng_state
+    except (ValueError, TypeError, KeyError) as exc:
+        raise bad(
+            "rng_state", f"is not a PCG64 generator state ({type(exc).__name__}: {exc})"
+        ) from None
+
+    def finite_float(key: str, shape: tuple[int, ...] | None) -> None:
+        if key not in arrays:
+            raise bad(key, "is missing")
+        a = arrays[key]
+        if a.dtype.kind != "f" or (shape is not None and a.shape != shape):
+            raise bad(key, f"has dtype {a.dtype} and shape {a.shape}; expected float {shape}")
+        n_bad = int(np.count_nonzero(~np.isfinite(a)))
+        if n_bad:
+            raise bad(
+                key,
+                f"holds {n_bad} NaN or infinite value(s): the run had diverged "
+                "before this checkpoint was written",
+            )
+
+    for l in range(n_layers):
+        finite_float(f"W{l}", (sizes[l], sizes[l + 1]))
+        finite_float(f"b{l}", (sizes[l + 1],))
+    opt_keys = [k for k in arrays if k.startswith("opt_")]
+    for key in ("opt_lrs", "opt_momentum", "opt_weight_decay", "opt_n_steps"):
+        if key not in arrays:
+            raise bad(key, "is missing")
+    integer("opt_n_steps", 0)
+    finite_float("opt_lrs", (n_layers,))
+    try:
+        SGD(
+            arrays["opt_lrs"].tolist(),
+            float(arrays["opt_momentum"]),
+            float(arrays["opt_weight_decay"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise bad(
+            "the optimizer settings (opt_lrs, opt_momentum, opt_weight_decay)",
+            f"are invalid ({exc})",
+        ) from None
+    for key in sorted(k for k in opt_keys if k[4:6] in ("vW", "vb")):
+        l = int(key[6:]) if key[6:].isdigit() else -1
+        if not 0 <= l < n_layers:
+            raise bad(key, f"names a layer outside 0..{n_layers - 1}")
+        finite_float(key, (sizes[l], sizes[l + 1]) if key[4:6] == "vW" else (sizes[l + 1],))
+    for key in ("particles", "valid_particles", "test_particles"):
+        if key in arrays:
+            finite_float(key, None)
+            if arrays[key].ndim != 2:
+                raise bad(key, f"has shape {arrays[key].shape}; expected (samples, state)")
+    for key in (k for k in arrays if k.startswith("history_")):
+        a = arrays[key]
+        if a.shape != (epoch,) or a.dtype.kind != "f":
+            raise bad(
+                key,
+                f"has shape {a.shape} ({a.dtype}) but the checkpoint is at epoch "
+                f"{epoch}; expected {epoch} float value(s)",
+            )
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, np.ndarray]]:
-    """Read a checkpoint written by :meth:`Trainer.save_checkpoint`.
+    """Read and validate a checkpoint written by :meth:`Trainer.save_checkpoint`.
 
     Returns
     -------
@@ -1390,23 +1574,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str
 
     Raises
     ------
-    ValueError
-        Not an eqprop checkpoint, or another format version.
+    CheckpointError
+        A ``ValueError`` naming the file and what is wrong: not a readable ``.npz``
+        (truncated, bad CRC, a ``.npy`` or text file), another format tag, a missing or
+        malformed entry (configuration, generator state, epoch, layer count, shapes),
+        non-finite parameters, optimizer buffers or particles, or a history whose
+        length differs from the epoch.
     FileNotFoundError
         No such file.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.array(npz[k]) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable eqprop checkpoint ({exc})") from None
-    fmt = str(arrays.get("format", ""))
-    if fmt != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an {CHECKPOINT_FORMAT} checkpoint (format tag {fmt!r})")
-    return TrainConfig.from_json(str(arrays["config"])), arrays
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give its checkpoint.npz")
+    arrays = _read_npz(path)
+    return _check_checkpoint(path, arrays), arrays
 
 
 def train(
