@@ -556,3 +556,59 @@ def test_cli_output_checks_exit_2(tmp_path, capsys):
     assert main([*base, "-o", str(tmp_path / "file")]) == 2
     err = capsys.readouterr().err
     assert "is a file" in err and "Errno" not in err
+
+
+# ------------------------------------------------------------------------------------
+# persistent particles (Scellier & Bengio 2017): stored, and used as the next start
+
+
+def _spy_on_estimates(trainer):
+    """Record (s0, x, free state) of every rule.estimate call of ``trainer``."""
+    calls = []
+    estimate = trainer.rule.estimate
+
+    def spy(net, x, d, dyn, rng=None, s0=None, free_dyn=None):
+        step = estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
+        calls.append((None if s0 is None else s0.copy(), x.copy(), step.free.state.copy()))
+        return step
+
+    trainer.rule.estimate = spy
+    return calls
+
+
+def _epoch_order(trainer) -> np.ndarray:
+    """The permutation the next epoch will draw (a copy of the training generator)."""
+    g = np.random.Generator(np.random.PCG64())
+    g.bit_generator.state = trainer.rng.bit_generator.state
+    return g.permutation(trainer.x_train.shape[0])
+
+
+def test_persistent_particles_store_each_free_state_and_start_the_next_epoch(digits):
+    """After an epoch, particle i equals the free state sample i reached in that epoch
+    (shuffled order), and the next epoch's free phase of sample i starts from it; the
+    first epoch starts from zero."""
+    t = Trainer(_small(epochs=2, limit=60, T=3), digits, quiet=True)
+    bs = t.config.batch_size
+    calls = _spy_on_estimates(t)
+    order1 = _epoch_order(t)
+    t.train_epoch()
+    assert len(calls) == 3
+    stored = np.zeros_like(t.particles)
+    for k, (s0, x, free) in enumerate(calls):
+        idx = order1[k * bs : (k + 1) * bs]
+        np.testing.assert_array_equal(x, t.x_train[idx])  # the order is the one predicted
+        assert s0 is not None and not s0.any()  # epoch 1: from zero
+        stored[idx] = free
+    assert stored.any()
+    np.testing.assert_array_equal(t.particles, stored)
+    calls.clear()
+    order2 = _epoch_order(t)
+    assert not np.array_equal(order1, order2)
+    t.train_epoch()
+    for k, (s0, _, _) in enumerate(calls):
+        np.testing.assert_array_equal(s0, stored[order2[k * bs : (k + 1) * bs]])
+    # without persistence every free phase starts from zero (s0 None)
+    plain = Trainer(_small(epochs=1, limit=40, persistent=False), digits, quiet=True)
+    plain_calls = _spy_on_estimates(plain)
+    plain.train_epoch()
+    assert plain.particles is None and all(s0 is None for s0, _, _ in plain_calls)
