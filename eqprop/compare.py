@@ -121,13 +121,8 @@ def compare(
     x : ndarray (batch, sizes[0])
     d : ndarray (batch, sizes[-1])
     dyn : Dynamics
-        Dynamics of every phase. The references follow it: ``"rbp"`` solves the adjoint at
-        the free phase's state (any method), ``"bptt"`` and ``"finite-difference"``
-        follow the ``dyn.T`` steps of the damped iteration
-        :math:`s \\leftarrow \\Pi((1 - a) s + a G(s))` (``eps``, ``damping``); a ``dyn``
-        they cannot follow (another method, tolerance mode, ``record_energy``) raises
-        ``ValueError`` naming the field before anything runs
-        (:func:`eqprop.gradients.iteration_damping`).
+        Dynamics of every phase; ``dyn.T`` also sets the number of BPTT / finite-difference
+        steps and ``dyn.eps`` the Euler step.
     betas : sequence of float
         Nudging strengths, each finite and > 0 (ValueError otherwise).
     estimators : sequence of {"one-sided", "random-sign", "symmetric"}
@@ -165,15 +160,10 @@ def compare(
         if r not in REFERENCES:
             raise ValueError(f"unknown reference {r!r}; choose from {REFERENCES}")
     from eqprop.network import check_input, check_target
-    from eqprop.phases import Dynamics, free_phase
+    from eqprop.phases import free_phase
 
     x = check_input(net, x)
     d = check_target(net, d, x.shape[0])
-    if not isinstance(dyn, Dynamics):
-        raise ValueError(f"dyn must be an eqprop.Dynamics, got {type(dyn).__name__}")
-    for r in references:
-        if r in ("bptt", "finite-difference"):
-            G.iteration_damping(dyn, None, f"compare(references=[{r!r}])")
 
     free = free_phase(net, x, dyn)
     res = free.result
@@ -190,6 +180,8 @@ def compare(
             stacklevel=2,
         )
 
+    eps = getattr(dyn, "eps", 0.5)
+    T = int(getattr(dyn, "T", 0))
     refs: dict[str, Any] = {}
     for r in references:
         if r == "rbp":
@@ -198,15 +190,15 @@ def compare(
                 x,
                 d,
                 s_star=free.state,
-                dyn=dyn,
+                eps=eps,
                 method=rbp_method,
                 dtype=dtype,
                 check_fixed_point=None,
             )
         elif r == "bptt":
-            refs[r] = G.bptt(net, x, d, dyn=dyn, dtype=dtype)
+            refs[r] = G.bptt(net, x, d, T, eps=eps, dtype=dtype)
         else:
-            refs[r] = G.finite_difference(net, x, d, dyn=dyn, h=fd_step, dtype=dtype)
+            refs[r] = G.finite_difference(net, x, d, T, eps=eps, h=fd_step, dtype=dtype)
 
     est = G.ep_estimates(net, x, d, dyn, betas, estimators, seed=seed)
     L = len(net.weights)
@@ -285,11 +277,8 @@ def compare(
 
 
 def _dyn_config(dyn: Any) -> dict[str, Any]:
-    keys = ("T", "K", "eps", "method", "damping", "nudge", "fixed_steps", "atol", "max_iter")
-    out = {k: getattr(dyn, k) for k in keys if getattr(dyn, k, None) is not None}
-    if not isinstance(out.get("method", ""), str):
-        out["method"] = repr(out["method"])  # a solvers method object
-    return out
+    keys = ("T", "K", "eps", "method", "nudge", "atol", "max_iter")
+    return {k: getattr(dyn, k) for k in keys if getattr(dyn, k, None) is not None}
 
 
 # --------------------------------------------------------------------------------------

@@ -18,21 +18,11 @@ References
     ``method="dense"`` factorises :math:`I - J^\top` per sample (small networks),
     ``method="iterative"`` runs :func:`solvers.solve_fixed_point` on the adjoint map.
 ``bptt``
-    Backpropagation through exactly the ``T`` stored steps
-    :math:`s_{t+1} = \Pi((1 - a)\,s_t + a\,G(s_t))` of the free phase, :math:`a` its
-    ``damping`` (1: :math:`s_{t+1} = G(s_t)`; ``K`` < ``T``: truncated to the last ``K``
-    steps).
+    Backpropagation through exactly the ``T`` stored steps :math:`s_{t+1} = G(s_t)` of the
+    free phase (``K`` < ``T``: truncated to the last ``K`` steps).
 ``finite_difference``
     Central differences of the loss after ``T`` free steps (checking only: two forward
     runs per parameter).
-
-Every function here that takes a :class:`eqprop.Dynamics` follows each of its fields that
-changes the result, or raises ``ValueError`` naming the field (never drops it):
-``bptt``, ``free_trajectory`` and ``finite_difference`` follow ``T``, ``eps`` and
-``damping`` of ``method="fixed"``/``"fused"``/``"picard"`` run for fixed steps and refuse
-other methods, tolerance mode and ``record_energy`` (:func:`iteration_damping`);
-``recurrent_backprop`` runs the free phase with any ``Dynamics`` and solves the adjoint of
-the damped map, whose gradient at a fixed point does not depend on the damping.
 ``ep_estimates``
     EP estimates at given ``beta`` for each estimator, via :mod:`eqprop.rules`.
 
@@ -73,12 +63,6 @@ strictly inside the box and 0 otherwise. A unit held at 0 or 1 by the projection
 hard-sigmoid unit outside its linear range, :math:`\sigma'(u_i) = 0`) has a zero row in
 :math:`J` and zero :math:`\mu_i`: it carries no gradient.
 
-**Damping.** The damped step :math:`D(s) = \Pi_o((1 - a)\,s + a\,G(s))`
-(``Dynamics.damping`` :math:`a`; :math:`\Pi_o` clips only for :math:`a > 1`) has the same
-structure with :math:`c \to O\,(1 - a + a c)` and :math:`r \to a\,O\,r`, :math:`O_i = 1`
-when :math:`(1 - a) s_i + a G(s)_i` lies strictly inside the box (always for
-:math:`a \le 1`). A unit clipped by :math:`G` then keeps the diagonal :math:`1 - a`.
-
 Loss
 ----
 ``cost="squared"``: :math:`\ell = \tfrac12 \|s_L - d\|^2` per sample on the output layer
@@ -109,7 +93,6 @@ from numba import njit
 from eqprop.network import Gradient, activation_functions
 
 __all__ = [
-    "FIXED_STEP_METHODS",
     "ReferenceGradient",
     "StepModel",
     "as_dtype",
@@ -117,7 +100,6 @@ __all__ = [
     "ep_estimates",
     "finite_difference",
     "free_trajectory",
-    "iteration_damping",
     "loss",
     "make_step",
     "recurrent_backprop",
@@ -163,7 +145,7 @@ class ReferenceGradient(Gradient):
 
 
 class StepModel:
-    r"""Jacobian structure and loss of one free step :math:`G` of a network (the backward
+    """Jacobian structure and loss of one free step :math:`G` of a network (the backward
     side; the forward step itself is the network's kernel, see :func:`make_step`).
 
     Built from a network and the step size; holds float arrays in one dtype. See the
@@ -177,13 +159,9 @@ class StepModel:
         Euler step of the energy-based network (ignored by the prototypical one).
     dtype : str or numpy dtype, optional
         Computation dtype; default the network's.
-    damping : float
-        Damping :math:`a` in (0, 2) of the step, :math:`D(s) = \Pi((1 - a)\,s + a\,G(s))`
-        (:class:`eqprop.phases.Dynamics` ``damping``; the outer projection only acts for
-        :math:`a > 1`). 1 is the plain step :math:`G`.
     """
 
-    def __init__(self, net: Any, eps: float = 0.5, dtype: Any = None, damping: float = 1.0) -> None:
+    def __init__(self, net: Any, eps: float = 0.5, dtype: Any = None) -> None:
         self.kind = str(net.kind)
         if self.kind not in ("hopfield", "prototypical"):
             raise ValueError(f"unknown network kind {self.kind!r}")
@@ -197,9 +175,6 @@ class StepModel:
         self.eps = float(eps)
         if self.kind == "hopfield" and not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.damping = float(damping)
-        if not (math.isfinite(self.damping) and 0 < self.damping < 2):
-            raise ValueError(f"damping must be in (0, 2), got {damping!r}")
         self.f, self.df, self.d2f, box = activation_functions(str(net.activation))
         self.box = _bounds_of(net, box) if self.kind == "hopfield" else None
         self.n_layers = len(self.sizes) - 1
@@ -294,13 +269,12 @@ class StepModel:
         p, q = self.presyn(x, s)
         u = self.drive(p, drive0)
         layers = self.split(s)
-        cs, rs, gs = [], [], []
+        cs, rs = [], []
         for k in range(self.n_state_layers):
             if self.kind == "hopfield":
                 z = layers[k] - self.eps * (layers[k] - q[k] * u[k])
                 if self.box is not None:
                     act = ((z > self.box[0]) & (z < self.box[1])).astype(s.dtype)
-                    gs.append(np.clip(z, self.box[0], self.box[1]))
                 else:
                     act = np.ones_like(z)
                 cs.append(act * (1.0 - self.eps + self.eps * self.d2f(layers[k]) * u[k]))
@@ -308,20 +282,10 @@ class StepModel:
             else:
                 cs.append(np.zeros_like(u[k]))
                 rs.append(self.df(u[k]))
-        c = np.concatenate(cs, axis=1)
-        r = np.concatenate(rs, axis=1)
-        a = self.damping
-        if a != 1.0:
-            # D = P((1 - a) s + a G(s)): J_D = O ((1 - a) I + a J_G), O the outer active set
-            c = (1.0 - a) + a * c
-            r = a * r
-            if a > 1.0 and self.box is not None:
-                zo = s + a * (np.concatenate(gs, axis=1) - s)
-                outer = ((zo > self.box[0]) & (zo < self.box[1])).astype(s.dtype)
-                c = c * outer
-                r = r * outer
+        c = np.ascontiguousarray(np.concatenate(cs, axis=1))
+        r = np.ascontiguousarray(np.concatenate(rs, axis=1))
         qq = np.ascontiguousarray(np.concatenate(q, axis=1))
-        return np.ascontiguousarray(c), qq, np.ascontiguousarray(r), p
+        return c, qq, r, p
 
     def mprod(self, mu: np.ndarray) -> np.ndarray:
         """:math:`(M \\mu)_l = \\mu_{l-1} W_l + \\mu_{l+1} W_{l+1}^T` between state layers."""
@@ -498,83 +462,6 @@ def _dyn_value(dyn: Any, name: str, value: Any, default: Any) -> Any:
     return default
 
 
-#: Names of the ``Dynamics.method`` values whose ``T`` fixed steps are the iteration
-#: :math:`s_{t+1} = \Pi((1 - a) s_t + a G(s_t))` that BPTT and finite differences follow.
-FIXED_STEP_METHODS = ("fixed", "fused", "picard")
-
-
-def _steps_of(dyn: Any, T: Any, caller: str) -> int:
-    """``T`` given, else ``dyn.T``; a one-line ValueError when neither is."""
-    T = _dyn_value(dyn, "T", T, None)
-    if T is None:
-        raise ValueError(f"{caller}: give the number of free steps T or a Dynamics (dyn=...)")
-    if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 0:
-        raise ValueError(f"{caller}: T must be an integer >= 0, got {T!r}")
-    return int(T)
-
-
-def iteration_damping(dyn: Any, damping: float | None, caller: str) -> float:
-    r"""Damping :math:`a` of the fixed-step iteration that ``caller`` differentiates.
-
-    The references that follow the free trajectory step by step (:func:`bptt`,
-    :func:`free_trajectory`, :func:`finite_difference`) reproduce exactly
-    ``Dynamics(method="fixed" | "fused" | "picard", fixed_steps=True)`` or a
-    ``solvers.Picard`` object run for fixed steps: ``T`` synchronous steps
-    :math:`s_{t+1} = \Pi((1 - a)\,s_t + a\,G(s_t))`. A ``Dynamics`` field they cannot
-    follow raises ``ValueError`` naming it:
-
-    * ``method`` other than those (Anderson, Gauss-Seidel, the ODE methods): their
-      iterates are another map, and BPTT through the Picard steps would answer another
-      question;
-    * ``fixed_steps=False`` (or ``method="picard"`` left to its tolerance default): the
-      number of steps then depends on ``atol`` / ``rtol`` / ``max_iter`` per sample;
-    * ``record_energy=True``: nothing here records the energy.
-
-    In fixed-steps mode ``atol``, ``rtol`` and ``max_iter`` do not change the iterates
-    (they only set the phase's ``converged`` flag), ``K`` and ``nudge`` belong to nudged
-    phases and ``record_every`` / ``raise_on_failure`` to the phase's report; they are
-    not used. ``damping`` given explicitly replaces ``dyn``'s.
-    """
-    a = damping
-    if dyn is not None:
-        import solvers
-
-        m = dyn.method
-        if isinstance(m, str):
-            if m not in FIXED_STEP_METHODS:
-                raise ValueError(
-                    f"{caller} follows T fixed synchronous steps s <- (1 - a) s + a G(s) and "
-                    f"cannot differentiate Dynamics.method={m!r}; use method='fixed' "
-                    "(or 'fused'/'picard' with fixed_steps=True)"
-                )
-            dyn_a = float(dyn.damping)
-        elif type(m) is solvers.Picard:
-            dyn_a = float(m.damping)
-        else:
-            raise ValueError(
-                f"{caller} follows T fixed synchronous (Picard) steps and cannot "
-                f"differentiate Dynamics.method={m!r}; use method='fixed'"
-            )
-        if not dyn.is_fixed_steps:
-            raise ValueError(
-                f"{caller} differentiates exactly T steps, but Dynamics.fixed_steps="
-                f"{dyn.fixed_steps!r} with method {dyn.method_name!r} runs each sample to "
-                f"its tolerance (atol={dyn.atol:g}, rtol={dyn.rtol:g}, max_iter="
-                f"{dyn.max_iter}); pass fixed_steps=True or method='fixed'"
-            )
-        if dyn.record_energy:
-            raise ValueError(
-                f"{caller} records no energy (Dynamics.record_energy=True); run "
-                "eqprop.free_phase for that"
-            )
-        if a is None:
-            a = dyn_a
-    a = 1.0 if a is None else float(a)
-    if not (math.isfinite(a) and 0 < a < 2):
-        raise ValueError(f"{caller}: damping must be in (0, 2), got {a!r}")
-    return a
-
-
 def _finish(model, dW, db, batch, loss_value, method, info) -> ReferenceGradient:
     return ReferenceGradient(
         dW=[w / batch for w in dW],
@@ -596,56 +483,29 @@ def free_trajectory(
     T: int | None = None,
     *,
     eps: float | None = None,
-    damping: float | None = None,
     dyn: Any = None,
     s0: Any = None,
     dtype: Any = None,
 ) -> np.ndarray:
-    r"""States of ``T`` free steps from ``s0`` (default zeros): array (T + 1, batch, n_state).
+    """States of ``T`` free steps from ``s0`` (default zeros): array (T + 1, batch, n_state).
 
-    Row 0 is ``s0`` (projected onto ``net.bounds``, as the solvers do); row ``t + 1`` is
-    :math:`\Pi((1 - a)\,s_t + a\,G(s_t))` with :math:`G` one step of the network's
-    free dynamics (:func:`make_step`) and :math:`a` the damping (``dyn.damping``, or the
-    ``damping`` given; the outer projection :math:`\Pi` only acts for :math:`a > 1`).
-    Row ``T`` equals the state of :func:`eqprop.free_phase` with the same ``Dynamics``
-    (``method="fixed"``; ``"fused"`` to round-off). ``dyn`` fields that change the
-    iterates but cannot be followed raise ``ValueError`` (see :func:`iteration_damping`).
+    Row 0 is ``s0``; row ``t`` is :math:`G^t(s_0)`. Equals the state of
+    :func:`eqprop.free_phase` with ``Dynamics(T=T, method="fixed")`` at row ``T``.
     Memory: ``(T + 1) * batch * n_state`` values (this is what BPTT stores).
-
-    Raises
-    ------
-    ValueError
-        A state became non-finite (the dynamics diverged): the message names the step
-        and the number of samples.
     """
-    T = _steps_of(dyn, T, "free_trajectory")
-    a = iteration_damping(dyn, damping, "free_trajectory")
+    T = int(_dyn_value(dyn, "T", T, None))
+    if T < 0:
+        raise ValueError(f"T must be >= 0, got {T}")
     net = as_dtype(net, dtype)
-    eps_v = float(_dyn_value(dyn, "eps", eps, 0.5))
-    step = make_step(net, x, eps=eps_v)
+    step = make_step(net, x, eps=float(_dyn_value(dyn, "eps", eps, 0.5)))
     x = np.ascontiguousarray(x, dtype=net.dtype)
     s = net.zero_state(x.shape[0]) if s0 is None else s0
     model = StepModel(net)
     s = _check_state(model, s, x.shape[0], "s0")
-    bounds = net.bounds
     traj = np.empty((T + 1, *s.shape), dtype=net.dtype)
-    traj[0] = s if bounds is None else np.clip(s, bounds[0], bounds[1])
-    a_t = np.asarray(a, dtype=net.dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # a divergence is raised below
-        for t in range(T):
-            g = step(traj[t])
-            if a != 1.0:  # the solvers' damped Picard update, in the state dtype
-                g = traj[t] + a_t * (g - traj[t])
-                if bounds is not None and a > 1.0:
-                    np.clip(g, bounds[0], bounds[1], out=g)
-            traj[t + 1] = g
-    bad = ~np.isfinite(traj[-1]).all(axis=1)
-    if bad.any():
-        first = int(np.argmax(~np.isfinite(traj).all(axis=2).any(axis=1)))
-        raise ValueError(
-            f"the free trajectory is not finite from step {first} on for {int(bad.sum())} "
-            f"of {bad.size} samples (eps={eps_v:g}, damping={a:g}); lower eps or damping"
-        )
+    traj[0] = s
+    for t in range(T):
+        traj[t + 1] = step(traj[t])
     return traj
 
 
@@ -670,7 +530,6 @@ def bptt(
     *,
     K: int | None = None,
     eps: float | None = None,
-    damping: float | None = None,
     dyn: Any = None,
     s0: Any = None,
     dtype: Any = None,
@@ -678,19 +537,12 @@ def bptt(
 ):
     r"""Gradient of the loss after ``T`` free steps by backpropagation through time.
 
-    Forward: :math:`s_{t+1} = D(s_t) = \Pi\big((1 - a)\,s_t + a\,G(s_t)\big)`,
-    ``t = 0..T-1``, from ``s0`` (zeros by default), storing all ``T + 1`` states
-    (:func:`free_trajectory`; :math:`a` = ``damping``, 1 is the plain step :math:`G`;
-    :math:`a = 0.2` with the prototypical kind is the ``dt = 0.2`` iteration of the code
-    of Ernoult et al. 2019). Backward (hand-derived adjoint):
+    Forward: :math:`s_{t+1} = G(s_t)`, ``t = 0..T-1``, from ``s0`` (zeros by default),
+    storing all ``T + 1`` states. Backward (hand-derived adjoint):
 
     .. math:: \lambda_T = \partial\ell/\partial s_T, \quad
-              \nabla_\theta \mathrel{+}= (\partial D/\partial\theta)^\top\lambda_{t+1},
-              \quad \lambda_t = J_D(s_t)^\top \lambda_{t+1}, \quad t = T-1, \dots, T-K,
-
-    with :math:`J_D = O\,((1 - a) I + a J_G)` and :math:`\partial D/\partial\theta =
-    a\,O\,\partial G/\partial\theta` (:math:`O` the units the outer projection leaves
-    free; all of them for :math:`a \le 1`).
+              \nabla_\theta \mathrel{+}= (\partial G/\partial\theta)^\top\lambda_{t+1},
+              \quad \lambda_t = J(s_t)^\top \lambda_{t+1}, \quad t = T-1, \dots, T-K.
 
     Parameters
     ----------
@@ -700,16 +552,8 @@ def bptt(
         Number of free steps (default ``dyn.T``).
     K : int, optional
         Truncation: backpropagate through the last ``K`` steps only (default ``T``).
-        Not ``dyn.K`` (the nudged phases' steps).
     eps : float, optional
         Euler step of the energy-based network (default ``dyn.eps``, else 0.5).
-    damping : float, optional
-        Damping :math:`a` in (0, 2) (default ``dyn.damping``, else 1).
-    dyn : Dynamics, optional
-        ``T``, ``eps``, ``damping`` and the method: ``"fixed"``, ``"fused"``,
-        ``"picard"`` (fixed steps) or a ``solvers.Picard`` (its damping); any other method,
-        tolerance mode or ``record_energy`` raises ``ValueError`` naming the field
-        (:func:`iteration_damping`).
     s0 : array (batch, n_state), optional
         Initial state (default zeros).
     dtype : optional
@@ -720,22 +564,20 @@ def bptt(
     Returns
     -------
     ReferenceGradient (and the trajectory when asked); ``info["lambda"]`` holds
-    :math:`\lambda_{T-K}`, ``info["damping"]`` the damping and
-    ``info["trajectory_nbytes"]`` the memory stored.
+    :math:`\lambda_{T-K}` and ``info["trajectory_nbytes"]`` the memory stored.
     """
-    T = _steps_of(dyn, T, "bptt")
+    T = int(_dyn_value(dyn, "T", T, None))
     K = T if K is None else int(K)
     if not 0 <= K <= T:
         raise ValueError(f"K must be in [0, T={T}], got {K}")
-    a = iteration_damping(dyn, damping, "bptt")
     eps = _dyn_value(dyn, "eps", eps, 0.5)
-    model = StepModel(net, eps=eps, dtype=dtype, damping=a)
+    model = StepModel(net, eps=eps, dtype=dtype)
     x, d = _check_batch(model, x, d)
-    traj = free_trajectory(net, x, T, eps=eps, damping=a, s0=s0, dtype=model.dtype)
+    traj = free_trajectory(net, x, T, eps=eps, s0=s0, dtype=model.dtype)
     dW_, db_ = _bptt_backward(model, x, d, traj, K)
     lam = dW_.pop()
     g_loss = float(np.mean(model.loss_per_sample(x, traj[-1], d)))
-    info = {"T": T, "K": K, "damping": a, "lambda": lam, "trajectory_nbytes": int(traj.nbytes)}
+    info = {"T": T, "K": K, "lambda": lam, "trajectory_nbytes": int(traj.nbytes)}
     res = _finish(model, dW_, db_, x.shape[0], g_loss, "bptt", info)
     return (res, traj) if return_trajectory else res
 
@@ -829,7 +671,6 @@ def recurrent_backprop(
     s_star: Any = None,
     dyn: Any = None,
     eps: float | None = None,
-    damping: float | None = None,
     method: str = "dense",
     atol: float = 1e-12,
     max_iter: int = 100000,
@@ -849,15 +690,6 @@ def recurrent_backprop(
     on the active set :math:`A` (units not held at a bound; the others carry no gradient),
     independently of ``eps``.
 
-    **Damping.** The system is solved for the damped map
-    :math:`D(s) = \Pi((1 - a)\,s + a\,G(s))` of the phases (``damping`` :math:`a`):
-    :math:`D` has the fixed points of :math:`G`, and there
-    :math:`I - J_D^\top = a\,(I - J_G^\top)` and :math:`\partial D/\partial\theta =
-    a\,\partial G/\partial\theta` (units left free by the outer projection), so
-    :math:`\lambda_D = \lambda_G / a` and the gradient does not depend on :math:`a` at an
-    exact fixed point (tested to round-off). BPTT through ``T`` damped steps does depend on
-    it: it differentiates the trajectory, which is slower for :math:`a < 1`.
-
     Parameters
     ----------
     net, x, d
@@ -867,14 +699,9 @@ def recurrent_backprop(
     s_star : array (batch, n_state), optional
         The free fixed point; default: run :func:`eqprop.free_phase` with ``dyn``.
     dyn : Dynamics, optional
-        Dynamics of the free phase (any method: only its fixed point matters), ``eps``
-        and ``damping``.
+        Dynamics for the free phase and ``eps``.
     eps : float, optional
         Step of the energy-based map (only sets the active-set test); default ``dyn.eps``.
-    damping : float, optional
-        Damping :math:`a` of the map whose adjoint is solved; default ``dyn.damping``
-        (a ``solvers.Picard`` method's own damping), else 1. Does not change the gradient
-        at a fixed point (see above).
     method : {"dense", "iterative"}
         ``"dense"``: batched LU solve of the ``n_state x n_state`` system per sample
         (O(batch n^3), small networks). ``"iterative"``: :func:`solvers.solve_fixed_point`
@@ -890,12 +717,7 @@ def recurrent_backprop(
     if method not in ("dense", "iterative"):
         raise ValueError(f"method must be 'dense' or 'iterative', got {method!r}")
     eps = _dyn_value(dyn, "eps", eps, 0.5)
-    if damping is None and dyn is not None:
-        m = getattr(dyn, "method", None)
-        damping = getattr(m, "damping", None) if not isinstance(m, str) else None
-        if damping is None:
-            damping = getattr(dyn, "damping", 1.0)
-    model = StepModel(net, eps=eps, dtype=dtype, damping=1.0 if damping is None else damping)
+    model = StepModel(net, eps=eps, dtype=dtype)
     given = x if _is_clamped(x) else None
     x, d = _check_batch(model, given.x if given is not None else x, d)
     if s_star is None:
@@ -923,7 +745,6 @@ def recurrent_backprop(
     coef = model.coefficients(x, s, cx.drive)
     g, dW, db = model.loss_grad(x, s, d)
     info: dict[str, Any] = {
-        "damping": model.damping,
         "fixed_point_residual": fp_res,
         "active_fraction": float(np.mean(coef[2] != 0)),
     }
@@ -987,7 +808,6 @@ def finite_difference(
     T: int | None = None,
     *,
     eps: float | None = None,
-    damping: float | None = None,
     dyn: Any = None,
     h: float = 1e-6,
     s0: Any = None,
@@ -1001,13 +821,10 @@ def finite_difference(
     :math:`O(h^2)`, round-off :math:`O(\epsilon_{mach}/h)`: use float64 (default) and
     ``h`` ~ 1e-6. Costs ``2 * n_params`` forward runs: small networks only.
 
-    The forward run is :func:`free_trajectory` with ``T``, ``eps`` and ``damping`` (given,
-    else from ``dyn``; a ``dyn`` it cannot follow raises, see :func:`iteration_damping`).
-    ``forward(net_copy, x) -> state`` may replace it (e.g. the network's own free phase);
-    the network copy has perturbed weights, and ``dyn`` then only supplies ``T``/``eps``.
+    ``forward(net_copy, x) -> state`` may replace the built-in ``T``-step map (e.g. the
+    network's own free phase); the network copy has perturbed weights.
     """
-    T = _steps_of(dyn, T, "finite_difference")
-    a = iteration_damping(dyn if forward is None else None, damping, "finite_difference")
+    T = int(_dyn_value(dyn, "T", T, None))
     eps = _dyn_value(dyn, "eps", eps, 0.5)
     if not h > 0:
         raise ValueError(f"h must be > 0, got {h!r}")
@@ -1021,7 +838,7 @@ def finite_difference(
         if forward is not None:
             s = np.asarray(forward(work, x), dtype=base.dtype)
         else:
-            s = free_trajectory(work, x, T, eps=eps, damping=a, s0=s0)[-1]
+            s = free_trajectory(work, x, T, eps=eps, s0=s0)[-1]
         m = StepModel(work, eps=eps)
         return float(np.mean(m.loss_per_sample(x, s, d)))
 
@@ -1042,11 +859,7 @@ def finite_difference(
                 gflat[i] = (lp - lm) / (2 * h)
             out.append(gr)
     return ReferenceGradient(
-        dW=out_W,
-        db=out_b,
-        loss=run(),
-        method="finite-difference",
-        info={"h": h, "T": T, "damping": a},
+        dW=out_W, db=out_b, loss=run(), method="finite-difference", info={"h": h, "T": T}
     )
 
 
