@@ -24,6 +24,15 @@ Usage::
         [--seconds 3] [--threads 1]
 
 Prints a table; record it in docs/training.rst with the machine and the command.
+
+``--cli PRESET`` measures instead what a user of ``eqprop train`` gets: the CLI run as a
+subprocess (``--limit``, ``--epochs``), back to back with no thread environment
+variable and with ``OPENBLAS_NUM_THREADS=1``, alternating, ``--rounds`` times each; the
+samples/s of the epochs after the first (which includes Numba compilation), median over
+epochs and rounds. Issue #10's bar: no-variable / one-thread >= 0.9::
+
+    NUMBA_CACHE_DIR=.numba_cache EQPROP_DATA_DIR=... .venv/bin/python \
+        benchmarks/bench_train.py --cli scellier2017-1h --limit 2000 --epochs 3 --rounds 2
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ def _threads_from_argv(argv: list[str]) -> str:
 
 
 _THREADS = _threads_from_argv(sys.argv[1:])
+#: The environment this script was started with (before it sets the thread variables).
+_ORIGINAL_ENV = dict(os.environ)
+_THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = _THREADS
 
@@ -179,6 +191,43 @@ def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float 
     }
 
 
+def _cli_samples_per_second(
+    preset: str, limit: int, epochs: int, env: dict[str, str]
+) -> list[float]:
+    """samples/s of epochs 2.. of one ``eqprop train`` subprocess (progress lines)."""
+    import re
+    import subprocess
+    import tempfile
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    env = {**env, "PYTHONPATH": os.pathsep.join([root, env.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory() as out:
+        argv = [sys.executable, "-m", "eqprop", "train", "--preset", preset, "--limit",
+                str(limit), "--epochs", str(epochs), "-o", out, "--overwrite"]  # fmt: skip
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    rates = [float(m) for m in re.findall(r"epoch \d+/\d+ .* (\d+) samples/s", proc.stderr)]
+    return rates[1:]
+
+
+def cli_thread_bar(preset: str, limit: int, epochs: int, rounds: int) -> None:
+    """Print the CLI's samples/s with no thread variable vs OPENBLAS_NUM_THREADS=1."""
+    bare = {k: v for k, v in _ORIGINAL_ENV.items() if k not in _THREAD_VARS}
+    cases = {"no variable": bare, "OPENBLAS_NUM_THREADS=1": {**bare, "OPENBLAS_NUM_THREADS": "1"}}
+    rates: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, env in cases.items():
+            rates[name] += _cli_samples_per_second(preset, limit, epochs, env)
+    print(f"# eqprop train --preset {preset} --limit {limit} --epochs {epochs}, {rounds} "
+          f"round(s), {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    for name, values in rates.items():
+        print(f"{name:>24}: {med[name]:8.0f} samples/s (epochs 2..: {values})")
+    ratio = med["no variable"] / med["OPENBLAS_NUM_THREADS=1"]
+    print(f"{'ratio':>24}: {ratio:8.2f} (bar >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -198,7 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         default="1",
         help="numba/BLAS threads (set before import; default 1: the machine is shared)",
     )
+    p.add_argument("--cli", metavar="PRESET", help="measure the CLI thread bar for PRESET")
+    p.add_argument("--limit", type=int, default=2000, help="--cli: samples per split")
+    p.add_argument("--epochs", type=int, default=3, help="--cli: epochs per run (>= 2)")
+    p.add_argument("--rounds", type=int, default=2, help="--cli: runs per environment")
     args = p.parse_args(argv)
+    if args.cli:
+        cli_thread_bar(args.cli, args.limit, args.epochs, args.rounds)
+        return 0
     import numba
 
     print(

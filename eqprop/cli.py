@@ -71,6 +71,7 @@ _TRAIN_FIELDS = (
     "eval_T",
     "limit",
     "output",
+    "threads",
 )
 
 
@@ -125,6 +126,18 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, help="use only the first N samples of each split")
     g.add_argument("--seed", type=int, help="weights and training random generator seed")
     g.add_argument("--quiet", "-q", action="store_true", default=False, help="no progress")
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="BLAS threads (default: 1 for minibatches up to 256, else one per core)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=False,
+        help="replace the run already in --output (default: refuse)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="mnist, fashion-mnist or digits")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="folder of dataset files")
@@ -235,7 +248,11 @@ def _train_main(argv: Sequence[str]) -> int:
             k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k, None) is not None
         }
         trainer = Trainer.from_checkpoint(
-            args.resume, overrides=overrides, command=command, quiet=args.quiet
+            args.resume,
+            overrides=overrides,
+            command=command,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
         )
     else:
         config = config_from_args(args)
@@ -252,7 +269,7 @@ def _train_main(argv: Sequence[str]) -> int:
                 "estimate; --nudge inside is the exact one (docs/training.rst)",
                 file=sys.stderr,
             )
-        trainer = Trainer(config, command=command, quiet=args.quiet)
+        trainer = Trainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
     result = trainer.run()
     test = result.history["test_error"].values
     if test.size:

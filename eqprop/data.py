@@ -45,6 +45,7 @@ __all__ = [
     "MIRRORS",
     "SHA256",
     "ChecksumError",
+    "DataFileMissing",
     "DataIntegrityError",
     "DatasetSplits",
     "DownloadError",
@@ -206,7 +207,19 @@ class IdxFormatError(DataIntegrityError):
 
 
 class DownloadError(OSError):
-    """No mirror delivered a file (network unreachable, HTTP error, timeout)."""
+    """No mirror delivered a file (network unreachable, HTTP error, timeout).
+
+    ``detail`` holds what each mirror answered.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class DataFileMissing(DownloadError, FileNotFoundError):
+    """A file is neither in the ``data_dir`` given nor in the cache, and could not be
+    downloaded (the CLI reports it as bad input, exit status 2)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -544,7 +557,8 @@ def _download_file(
         raise ChecksumError(integrity.path, integrity.expected, integrity.actual, detail)
     raise DownloadError(
         f"could not download {fname} ({detail}). Offline? Put the files in a folder and pass "
-        f"data_dir= or set {_ENV_DATA_DIR}"
+        f"data_dir= or set {_ENV_DATA_DIR}",
+        detail,
     )
 
 
@@ -597,7 +611,18 @@ def _obtain(
             f"{fname} of {key} not found (looked in: {where}) and download=False. Pass "
             f"data_dir= or set {_ENV_DATA_DIR} to a folder holding {_SUBDIRS[key][0]}/{fname}"
         )
-    _download_file(fname, cached, sha, mirrors, timeout)
+    try:
+        _download_file(fname, cached, sha, mirrors, timeout)
+    except DownloadError as exc:
+        if not data_dirs:
+            raise
+        # the user gave a data folder: say it lacks the file, not "pass data_dir="
+        folders = ", ".join(repr(str(d)) for d in data_dirs)
+        raise DataFileMissing(
+            f"{fname} of {key} is not in the data folder {folders} (looked for "
+            f"{', '.join(str(p) for p in searched[:-1])}) nor in the cache, and the download "
+            f"failed: {exc.detail}. Put {fname} into {data_dirs[0] / _SUBDIRS[key][0]}"
+        ) from None
     raw = cached.read_bytes()
     actual = _sha256(raw)
     if actual != sha:  # changed on disk between the rename and now

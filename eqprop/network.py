@@ -397,6 +397,38 @@ class Network:
         return np.zeros((int(batch), self.n_state), dtype=self.dtype)
 
 
+def _check_sizes(sizes: object) -> tuple[int, ...]:
+    """Layer sizes as a tuple of ints, or ValueError naming the offending value.
+
+    Rejects a string (``"4-3-2"``: pass ``[4, 3, 2]``), sizes that are not whole
+    numbers (``2.5`` is not rounded), booleans, fewer than two layers and sizes < 1.
+    """
+    if isinstance(sizes, (str, bytes)):
+        raise ValueError(
+            f"sizes is the string {sizes!r}; pass a sequence of ints, input first, e.g. "
+            "[4, 3, 2] (eqprop.train.parse_architecture turns '4-3-2' into one)"
+        )
+    try:
+        values = list(sizes)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(
+            f"sizes is {sizes!r}; pass a sequence of layer sizes, e.g. [4, 3, 2]"
+        ) from None
+    out = []
+    for v in values:
+        whole = isinstance(v, (int, np.integer)) or (
+            isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer()
+        )
+        if isinstance(v, (bool, np.bool_)) or not whole:
+            raise ValueError(
+                f"layer size {v!r} in sizes {values!r} is not a whole number; give integers"
+            )
+        out.append(int(v))
+    if len(out) < 2 or min(out) < 1:
+        raise ValueError(f"sizes must list >= 2 positive layer sizes, got {tuple(out)}")
+    return tuple(out)
+
+
 def init_network(
     sizes: Sequence[int],
     kind: str = "hopfield",
@@ -439,16 +471,25 @@ def init_network(
     _check_choice("cost", cost, COSTS)
     _check_choice("init", init, INITS)
     dt = _as_dtype(dtype)
-    sizes = tuple(int(n) for n in sizes)
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must list >= 2 positive layer sizes, got {sizes}")
+    sizes = _check_sizes(sizes)
     L = len(sizes) - 1
-    if np.ndim(gain) == 0:
-        gains = [float(gain)] * L  # type: ignore[arg-type]
-    else:
-        gains = [float(g) for g in gain]  # type: ignore[union-attr]
+    try:
+        if np.ndim(gain) == 0:
+            gains = [float(gain)] * L  # type: ignore[arg-type]
+        else:
+            gains = [float(g) for g in gain]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"gain is {gain!r}; give a number or one number per weight layer"
+        ) from None
     if len(gains) != L:
         raise ValueError(f"gain needs one value or {L} values (one per weight layer)")
+    bad_gains = [g for g in gains if not (np.isfinite(g) and g >= 0)]
+    if bad_gains:
+        raise ValueError(
+            f"gain {bad_gains[0]!r}: the bound of the initial weights must be finite and >= 0 "
+            "(e.g. gain=1.0; 0 gives zero weights)"
+        )
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     weights, biases = [], []
     for l in range(1, L + 1):

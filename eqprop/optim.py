@@ -218,7 +218,12 @@ class SGD:
         self.lrs = _as_rates(np.asarray(state["lrs"]).tolist())
         self.momentum = float(state["momentum"])
         self.weight_decay = float(state["weight_decay"])
-        self.n_steps = int(state["n_steps"])
+        n_steps = np.asarray(state["n_steps"])
+        if n_steps.shape != () or n_steps.dtype.kind not in "iu" or int(n_steps) < 0:
+            raise ValueError(
+                f"optimizer state n_steps is {n_steps.tolist()!r}; expected an integer >= 0"
+            )
+        self.n_steps = int(n_steps)
         n = sum(1 for k in state if k.startswith("vW"))
         if n:
             self.vW = [np.ascontiguousarray(np.array(state[f"vW{l}"])) for l in range(n)]

@@ -23,13 +23,14 @@ resumed from the checkpoint of epoch ``k`` gives bit-identical weights and histo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,20 @@ from eqprop.optim import SGD
 __all__ = [
     "CHECKPOINT_FORMAT",
     "HISTORY_VARIABLES",
+    "RUN_FILES",
+    "CheckpointError",
+    "OutputExists",
+    "PhaseDiverged",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "TrainingDiverged",
+    "check_output_folder",
+    "choose_threads",
+    "failed_samples",
     "load_checkpoint",
     "parse_architecture",
+    "thread_limits",
     "train",
     "training_generator",
 ]
@@ -67,6 +76,10 @@ HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
         "fraction of training samples whose free phase met the solver tolerance",
         "1",
     ),
+    "nudged_converged": (
+        "fraction of the training nudged phases (samples x phases) that met the solver tolerance",
+        "1",
+    ),
     "free_iterations": ("mean solver iterations of the training free phase", "1"),
     "stuck_outputs": (
         "output units whose net input keeps them at 0 on every test sample of their class "
@@ -76,10 +89,15 @@ HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
     "train_time": ("wall time of the training part of the epoch", "s"),
     "eval_time": ("wall time of validation and test evaluation", "s"),
     "samples_per_second": ("training samples processed per second of training time", "s-1"),
+    "compile_time": (
+        "wall time of Numba compilation (or loading compiled code from its cache) within "
+        "the epoch's training and evaluation",
+        "s",
+    ),
 }
 
 # History values that are wall-clock measurements (excluded from exactness checks).
-TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second")
+TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second", "compile_time")
 
 _ESTIMATORS = ("one-sided", "random-sign", "symmetric")
 _DTYPES = ("float32", "float64")
@@ -93,7 +111,47 @@ def training_generator(seed: int) -> np.random.Generator:
 
 
 class TrainingDiverged(RuntimeError):
-    """The parameters became non-finite during an epoch."""
+    """The cost or the parameters became non-finite during training (the learning rates
+    moved the weights too far); the CLI exits with status 1."""
+
+
+class PhaseDiverged(TrainingDiverged, ValueError):
+    """A phase's dynamics diverged (non-finite state, or a residual past the solvers'
+    divergence bound) with the weights the run started from: the phase settings
+    (``eps``, ``damping``, ``method``, the activation) do not give a stable iteration.
+
+    A ``ValueError`` as well (the CLI exits with status 2). The message names the phase,
+    the epoch and minibatch, how many samples failed, what blew up, and the settings that
+    control it.
+    """
+
+
+#: Residual above which a sample's phase counts as diverged: the ``divergence_bound``
+#: default of :func:`solvers.solve_fixed_point`, applied to the fused path as well
+#: (which runs without the solvers' bookkeeping).
+def _divergence_bound() -> float:
+    import inspect
+
+    import solvers
+
+    bound = inspect.signature(solvers.solve_fixed_point).parameters["divergence_bound"].default
+    return float(bound)
+
+
+def failed_samples(phase: Any) -> np.ndarray:
+    """Boolean mask ``(batch,)`` of the samples whose phase diverged.
+
+    A sample failed when the solver says so (``result.failed``: non-finite state or
+    residual, or a residual above the solvers' ``divergence_bound``), when its final state
+    holds inf or NaN, or, on the fused path (whose result records only the residual of
+    the last update), when that residual is non-finite or above the same bound.
+    """
+    res = phase.result
+    bad = np.asarray(res.failed, dtype=bool) | ~np.isfinite(phase.state).all(axis=1)
+    if str(getattr(res, "method", "")).startswith("fused"):
+        last = np.asarray(res.residual)[np.asarray(res.n_iter) - 1, np.arange(bad.shape[0])]
+        bad |= ~(last <= _divergence_bound())
+    return bad
 
 
 # ------------------------------------------------------------------------------------
@@ -203,6 +261,12 @@ class TrainConfig:
     output : str or None
         Folder for ``config.json``, ``history.nc`` and ``checkpoint.npz``; None writes
         nothing.
+    threads : int or None
+        BLAS threads during the run (every loaded BLAS library, through threadpoolctl;
+        the limit is lifted when the run ends). None chooses: one thread for minibatches
+        of up to ``SMALL_BATCH`` samples (their products are too small to split, and two
+        OpenBLAS copies, numpy's and scipy's, each starting one thread per core
+        oversubscribe the cores), else one per available core. See :func:`choose_threads`.
     preset : str or None
         Name of the preset the run started from (informational).
     """
@@ -244,6 +308,7 @@ class TrainConfig:
     data_dir: str | None = None
     output: str | None = None
     preset: str | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lrs, (int, float)):
@@ -279,6 +344,12 @@ class TrainConfig:
                 raise ValueError(f"{name} is {value!r}; give an integer >= 1")
         if not isinstance(self.epochs, (int, np.integer)) or self.epochs < 0:
             raise ValueError(f"epochs is {self.epochs!r}; give an integer >= 0")
+        if self.threads is not None and (
+            isinstance(self.threads, bool)
+            or not isinstance(self.threads, (int, np.integer))
+            or self.threads < 1
+        ):
+            raise ValueError(f"threads is {self.threads!r}; give an integer >= 1 or None (auto)")
         if self.eval_T is not None and self.eval_T < 1:
             raise ValueError(f"eval_T is {self.eval_T!r}; give an integer >= 1 or None")
         if self.limit is not None and self.limit < 1:
@@ -297,6 +368,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} is {value!r}; give a finite value >= 0")
+        self._validate_names()
         if self.estimator not in _ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {self.estimator!r}; choose one of {', '.join(_ESTIMATORS)}"
@@ -307,6 +379,32 @@ class TrainConfig:
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
         return self
+
+    def _validate_names(self) -> None:
+        """The string settings must be names eqprop knows (the message lists them)."""
+        from eqprop.data import DATASETS
+        from eqprop.network import ACTIVATIONS, COSTS, INITS, KINDS
+        from eqprop.phases import METHOD_NAMES
+
+        choices: list[tuple[str, str, Any, Sequence[str]]] = [
+            ("kind", "kind", self.kind, KINDS),
+            ("activation", "activation", self.activation, ACTIVATIONS),
+            ("cost", "cost", self.cost, COSTS),
+            ("init", "init", self.init, INITS),
+            ("method", "method", self.method, METHOD_NAMES),
+            ("nudge", "nudge", self.nudge, ("inside", "outside")),
+        ]
+        if self.free_method is not None:
+            choices.append(("free_method", "method", self.free_method, METHOD_NAMES))
+        canon = self.dataset.lower().replace("_", "-") if isinstance(self.dataset, str) else None
+        if canon not in DATASETS:
+            choices.append(("dataset", "dataset", self.dataset, DATASETS))
+        for field, what, value, known in choices:
+            if not isinstance(value, str) or value not in known:
+                setting = "" if field == what else f" ({field})"
+                raise ValueError(
+                    f"unknown {what} {value!r}{setting}; choose one of {', '.join(known)}"
+                )
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -425,10 +523,126 @@ class _Progress:
 
 
 # settings that may change when resuming from a checkpoint (others break exact continuation)
-_RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size")
+_RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size", "threads")
 # solver settings that may also change on resume: the run then continues with the new
 # solver (e.g. a faster free phase), which is no longer an exact continuation
 _RESUME_SOLVER = ("free_method", "free_eps", "free_damping", "atol", "rtol", "max_iter")
+
+
+#: Largest minibatch for which :func:`choose_threads` picks one BLAS thread by default.
+SMALL_BATCH = 256
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def choose_threads(config: TrainConfig) -> tuple[int, str]:
+    """BLAS thread count for a training run and why.
+
+    ``config.threads`` when given; otherwise 1 for minibatches of at most
+    :data:`SMALL_BATCH` samples: a step's products (``(20, 784) @ (784, 500)`` for
+    MNIST) take microseconds, so threads only add synchronisation, and with numpy's and
+    scipy's OpenBLAS both loaded, each spinning one thread per core, two cores ran
+    ``scellier2017-1h`` 11-40 times slower than with one thread (issue #10). Larger
+    minibatches get one thread per available core.
+
+    Returns
+    -------
+    threads : int
+    reason : str
+        Where the number came from, for the progress line.
+    """
+    if config.threads is not None:
+        return int(config.threads), "threads setting (--threads)"
+    if config.batch_size <= SMALL_BATCH:
+        return 1, f"auto: minibatches of {config.batch_size} are too small to split"
+    n = _available_cores()
+    return n, f"auto: minibatches of {config.batch_size}, one thread per core"
+
+
+@contextlib.contextmanager
+def thread_limits(n: int) -> Iterator[str]:
+    """Limit every loaded BLAS library to ``n`` threads (threadpoolctl) and Numba's
+    parallel regions to ``min(n, NUMBA_NUM_THREADS)``; restore both on exit.
+
+    Yields a short description of the libraries limited. eqprop's own kernels are serial,
+    so the Numba setting only matters to user code called inside the block.
+    """
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import eqprop.optim  # noqa: F401  scipy's BLAS must be loaded to be limited
+
+    before = numba.get_num_threads()
+    with threadpool_limits(limits=n, user_api="blas"):
+        libs = [lib["internal_api"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        numba.set_num_threads(max(1, min(n, getattr(numba.config, "NUMBA_NUM_THREADS", n))))
+        try:
+            yield f"{len(libs)} BLAS librar{'y' if len(libs) == 1 else 'ies'} ({', '.join(libs)})"
+        finally:
+            numba.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _numba_compile_timer() -> Iterator[Any]:
+    """Time Numba's compilation inside the block: a ``numba.core.event.TimingListener``
+    on ``"numba:compiler_lock"``, held while Numba compiles a function or loads it from
+    its on-disk cache (nested acquisitions counted once). Read ``.duration`` when
+    ``.done`` after the block."""
+    from numba.core import event
+
+    listener = event.TimingListener()
+    with event.install_listener("numba:compiler_lock", listener):
+        yield listener
+
+
+#: The files a run writes into its output folder.
+RUN_FILES = ("checkpoint.npz", "history.nc", "config.json")
+
+
+class OutputExists(ValueError):
+    """The output folder already holds a run (neither resumed nor to be overwritten)."""
+
+
+def check_output_folder(
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Check that a run may write into the folder ``output``; return it as a Path.
+
+    Raises
+    ------
+    ValueError
+        ``output`` (or a folder above it) is a file.
+    OutputExists
+        ``output`` holds a run's files (:data:`RUN_FILES`), ``overwrite`` is false and
+        ``resume`` is not that folder's own checkpoint.
+    """
+    folder = Path(output)
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == folder else f"is inside {p}, which is a file"
+            raise ValueError(
+                f"output {str(folder)!r} {what}; give a folder for config.json, history.nc "
+                "and checkpoint.npz (-o/--output)"
+            )
+    existing = [name for name in RUN_FILES if (folder / name).exists()]
+    if not existing or overwrite:
+        return folder
+    own = folder / "checkpoint.npz"
+    if resume is not None and own.exists() and Path(resume).resolve() == own.resolve():
+        return folder
+    raise OutputExists(
+        f"output folder {str(folder)!r} already holds a run ({', '.join(existing)}); "
+        f"continue it with --resume {own} (train(resume=...)), replace it with --overwrite "
+        "(overwrite=True), or choose another -o/--output"
+    )
 
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
@@ -495,6 +709,44 @@ def _stuck_warning(dead: list[int], full: list[int]) -> str:
     )
 
 
+def _phase_settings(config: TrainConfig, phase: str, T: int | None = None) -> str:
+    """The settings that control the dynamics of ``phase`` (``"free"`` or a nudged one),
+    as ``name=value`` pairs in the spelling of :class:`TrainConfig` (``T`` overrides the
+    free phase's step count, e.g. ``eval_T``)."""
+    c = config
+    free = phase == "free"
+    pairs: list[tuple[str, Any]] = []
+    for name in ("method", "eps", "damping"):
+        own = getattr(c, f"free_{name}") if free else None
+        pairs.append((f"free_{name}", own) if own is not None else (name, getattr(c, name)))
+    pairs.append(("T", c.T if T is None else T) if free else ("K", c.K))
+    pairs.append(("max_iter", c.max_iter))
+    if not free:
+        pairs.append(("beta", c.beta))
+    pairs += [("kind", c.kind), ("activation", c.activation)]
+    return ", ".join(f"{k}={v!r}" for k, v in pairs)
+
+
+def _describe_failure(phase: Any, bad: np.ndarray) -> str:
+    """What blew up in the failed samples ``bad`` of ``phase`` and at which iteration."""
+    res = phase.result
+    state = phase.state[bad]
+    n_bad, batch = int(bad.sum()), bad.shape[0]
+    iters = np.asarray(res.failure_iter)[bad]
+    iters = iters[iters >= 0]
+    at = f" at iteration {int(iters.min())}" if iters.size else ""
+    if str(getattr(res, "method", "")).startswith("fused"):
+        at = f" within its {int(np.asarray(res.n_iter).max())} steps"
+    if not np.isfinite(state).all():
+        what = "the state became inf or NaN"
+    else:
+        what = (
+            f"the residual max|g(s) - s| passed the divergence bound {_divergence_bound():.0e} "
+            f"(largest |s| {float(np.abs(state).max()):.3g})"
+        )
+    return f"{n_bad} of {batch} samples failed{at}: {what}"
+
+
 def _merge_valid_into_train(data: Any) -> Any:
     """``data`` with the validation samples appended to the training split and an empty
     validation split (same feature count and classes)."""
@@ -526,6 +778,11 @@ class Trainer:
         No progress output.
     stream : file, optional
         Where progress goes (default ``sys.stderr``).
+    overwrite : bool
+        Replace a run already in ``config.output`` (its ``checkpoint.npz``,
+        ``history.nc`` and ``config.json`` are deleted when the run starts); without it
+        such a folder is refused (:class:`OutputExists`), unless this trainer resumes
+        that folder's own checkpoint.
     """
 
     def __init__(
@@ -536,13 +793,19 @@ class Trainer:
         command: str | Sequence[str] | None = None,
         quiet: bool = False,
         stream: Any = None,
+        overwrite: bool = False,
         _restore: Mapping[str, np.ndarray] | None = None,
+        _resumed_from: str | os.PathLike[str] | None = None,
     ) -> None:
         from eqprop import network as _network
         from eqprop import phases as _phases
         from eqprop import rules as _rules
 
         self.config = config.validate()
+        self._overwrite = bool(overwrite)
+        self._resumed_from = _resumed_from
+        if config.output:  # before the data loads: a wrong folder fails at once
+            check_output_folder(config.output, overwrite=overwrite, resume=_resumed_from)
         self.command = command
         self.progress = _Progress(quiet, stream)
         sizes = config.sizes
@@ -601,9 +864,11 @@ class Trainer:
                 self.eval_particles[name] = np.zeros((n_split, self.net.n_state), self.dtype)
         self.epoch = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_VARIABLES}
+        self._steps_at_start = 0  # optimizer steps of the checkpoint this run resumed
         self._attrs: dict[str, Any] | None = None
         if _restore is not None:
             self._restore(_restore)
+            self._steps_at_start = self.optimizer.n_steps
 
     # ------------------------------------------------------------------ setup helpers
     def _make_dynamics(self, T: int, free: bool = False) -> Any:
@@ -670,6 +935,7 @@ class Trainer:
         loss_sum = 0.0
         conv = 0
         iters = 0
+        nudged_conv = nudged_total = 0
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
         free_dyn = self.free_dyn
         x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
@@ -685,14 +951,21 @@ class Trainer:
                 s0 = particles[idx] if particles is not None else None
                 step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
                 free = step.free
+                for name, phase in step.phases.items():
+                    bad = failed_samples(phase)
+                    if bad.any():
+                        raise self._phase_failure(name, phase, bad, start)
                 if particles is not None:
                     particles[idx] = free.state
                 loss = float(step.loss)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"training diverged in epoch {self.epoch + 1}, minibatch "
-                        f"{start // bs + 1}: the cost is {loss}; lower the learning rates "
-                        f"(now {list(c.lrs)}) or beta"
+                        f"{start // bs + 1} (after {start} of {n} samples): the mean cost at "
+                        f"the free state is {loss} although every phase stayed finite, so the "
+                        f"output or the cost overflowed; settings that control it: "
+                        f"lrs={list(c.lrs)}, beta={c.beta!r}, cost={c.cost!r}, "
+                        f"{_phase_settings(c, 'free')}"
                     )
                 opt.step(net, step.gradient)
                 wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
@@ -700,32 +973,103 @@ class Trainer:
                 res = free.result
                 conv += int(np.count_nonzero(res.converged))
                 iters += int(res.n_iter.sum())
+                for name, phase in step.phases.items():
+                    if name != "free":
+                        nudged_conv += int(np.count_nonzero(phase.result.converged))
+                        nudged_total += int(phase.state.shape[0])
                 update()
         t_train = time.perf_counter() - t0
-        if not all(np.isfinite(W).all() for W in net.weights + net.biases):
+        bad_params = self._non_finite_parameters()
+        if bad_params:
             raise TrainingDiverged(
-                f"training diverged in epoch {self.epoch + 1}: weights became NaN or "
-                f"infinite; lower the learning rates (now {list(c.lrs)}) or beta"
+                f"training diverged in epoch {self.epoch + 1}: {', '.join(bad_params)} became "
+                f"NaN or infinite during the update of the epoch's {n} samples; settings that "
+                f"control it: lrs={list(c.lrs)}, momentum={c.momentum!r}, beta={c.beta!r}; "
+                "lower the learning rates"
             )
         return {
             "train_error": wrong / n,
             "train_loss": loss_sum / n,
             "free_converged": conv / n,
+            "nudged_converged": nudged_conv / nudged_total if nudged_total else float("nan"),
             "free_iterations": iters / n,
             "train_time": t_train,
             "samples_per_second": n / t_train if t_train > 0 else float("nan"),
         }
 
+    def _non_finite_parameters(self) -> list[str]:
+        """Names (``W1``, ``b2``, ...) of the parameter arrays holding inf or NaN."""
+        names = []
+        for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
+            names += [f"{p}{l + 1}" for p, a in (("W", W), ("b", b)) if not np.isfinite(a).all()]
+        return names
+
+    def _phase_failure(
+        self, name: str, phase: Any, bad: np.ndarray, start: int, split: str | None = None
+    ) -> TrainingDiverged:
+        """The error of a failed phase: where, what blew up, the settings that control it.
+
+        ``start`` is the index of the minibatch's first sample in the epoch (training) or
+        in ``split`` (evaluation). :class:`PhaseDiverged` when the phase fails with the
+        weights the run started from (the dynamics settings are the cause),
+        :class:`TrainingDiverged` when it fails only after this run's updates or the
+        parameters are no longer finite (the learning rates are).
+        """
+        c = self.config
+        n_batch = bad.shape[0]
+        if split is None:
+            n = self.x_train.shape[0]
+            where = (
+                f"the {name} phase of epoch {self.epoch + 1}, minibatch "
+                f"{start // c.batch_size + 1} (training samples {start + 1}-{start + n_batch} "
+                f"of {n} in this epoch's order)"
+            )
+            T = None
+        else:
+            where = (
+                f"the free phase evaluating the {split} split after epoch {self.epoch + 1} "
+                f"(samples {start + 1}-{start + n_batch})"
+            )
+            T = c.eval_T if c.eval_T is not None else c.T
+        bad_params = self._non_finite_parameters()
+        updates = self.optimizer.n_steps - self._steps_at_start
+        settings = _phase_settings(c, "free" if split else name, T)
+        if bad_params:
+            cause = (
+                f"; the parameters {', '.join(bad_params)} were already NaN or infinite, so "
+                f"lower the learning rates (lrs={list(c.lrs)}, momentum={c.momentum!r})"
+            )
+        elif updates:
+            cause = (
+                f"; the phase ran with the run's starting weights, and fails after {updates} "
+                f"update(s) at lrs={list(c.lrs)}: lower the learning rates, or make the "
+                f"dynamics more stable (settings that control it: {settings})"
+            )
+        else:
+            cause = (
+                f"; it fails with the run's starting weights, so the dynamics settings are "
+                f"the cause: {settings} (lower eps or damping, or choose a bounded "
+                "activation such as hardsigmoid)"
+            )
+        message = f"{where} diverged: {_describe_failure(phase, bad)}{cause}"
+        return TrainingDiverged(message) if bad_params or updates else PhaseDiverged(message)
+
     def evaluate(
-        self, split: Any, particles: np.ndarray | None = None, *, track_outputs: bool = True
+        self,
+        split: Any,
+        particles: np.ndarray | None = None,
+        *,
+        track_outputs: bool = True,
+        name: str = "evaluated",
     ) -> tuple[float, float]:
         """Error rate and mean cost of the free phase on a split, in large batches.
 
         With ``particles`` (``(n, n_state)``, updated in place) each free phase starts
         from the sample's stored state and stores where it ended; otherwise from zero.
         ``track_outputs`` records the output units' net inputs for
-        :meth:`stuck_output_units` (hard-sigmoid Hopfield, squared cost). Returns NaN, NaN
-        for an empty split.
+        :meth:`stuck_output_units` (hard-sigmoid Hopfield, squared cost). ``name`` names
+        the split in the error raised when a free phase diverges (:class:`TrainingDiverged`).
+        Returns NaN, NaN for an empty split.
         """
         n = split.x.shape[0]
         if n == 0:
@@ -742,7 +1086,11 @@ class Trainer:
             y = np.asarray(split.labels[start : start + bs])
             s0 = None if particles is None else particles[start : start + bs]
             with np.errstate(over="ignore", invalid="ignore"):
-                state = self._free_phase(self.net, x, self.eval_dyn, s0=s0).state
+                phase = self._free_phase(self.net, x, self.eval_dyn, s0=s0)
+            bad = failed_samples(phase)
+            if bad.any():
+                raise self._phase_failure("free", phase, bad, start, name)
+            state = phase.state
             if particles is not None:
                 particles[start : start + bs] = state
             out = np.asarray(self._output(self.net, state))
@@ -757,6 +1105,31 @@ class Trainer:
             loss += float(_cost_per_sample(self.config.cost, out, d).sum())
         self.last_drive_range = (own_max, other_min) if track else None
         return wrong / n, loss / n
+
+    def _tolerance_warning(self, row: Mapping[str, float]) -> str:
+        """One warning line when phases solved to a tolerance missed it on some samples.
+
+        Only phases whose method runs to ``atol`` (not the fixed ``T``/``K`` steps of
+        ``"fixed"``/``"fused"``, where the tolerance is only reported) are counted; the
+        fractions are the history's ``free_converged`` and ``nudged_converged``. Empty
+        when every such phase met its tolerance.
+        """
+        c = self.config
+        parts = []
+        for label, key, dyn in (
+            ("free", "free_converged", self.free_dyn),
+            ("nudged", "nudged_converged", self.dyn),
+        ):
+            frac = row[key]
+            if not dyn.is_fixed_steps and frac < 1.0:
+                parts.append(f"the {label} phase ({dyn.method_name}) on {100 * frac:.1f}%")
+        if not parts:
+            return ""
+        return (
+            f"warning: epoch {self.epoch}: {' and '.join(parts)} of the training samples "
+            f"met atol={c.atol:g}, rtol={c.rtol:g} within max_iter={c.max_iter} iterations "
+            "(history: free_converged, nudged_converged); raise max_iter or loosen atol"
+        )
 
     def _tracks_stuck_outputs(self) -> bool:
         c = self.config
@@ -794,6 +1167,8 @@ class Trainer:
     _target_epochs: int = 0
     last_drive_range: tuple[np.ndarray, np.ndarray] | None = None
     _reported_stuck: tuple[list[int], list[int]] = ([], [])
+    _has_run: bool = False
+    _cleared_output: bool = False
 
     def run(self, epochs: int | None = None) -> TrainResult:
         """Train until ``epochs`` epochs in total are done (default ``config.epochs``).
@@ -803,42 +1178,85 @@ class Trainer:
         (atomically).
         """
         target = self.config.epochs if epochs is None else int(epochs)
+        if target < self.epoch or (target == self.epoch and self._resume_pending()):
+            where = (
+                f"the checkpoint {str(self._resumed_from)!r} is"
+                if self._resumed_from is not None
+                else "this trainer is"
+            )
+            raise ValueError(
+                f"epochs = {target} counts the epochs in total and {where} already at epoch "
+                f"{self.epoch}: nothing to train; give --epochs (epochs=) greater than "
+                f"{self.epoch} to continue"
+            )
         self._target_epochs = target
         if self._attrs is None:
             self.history_dataset()  # fixes the provenance attributes at the start of the run
         out = Path(self.config.output) if self.config.output else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
+            if self._overwrite and self.epoch == 0 and not self._cleared_output:
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+            self._cleared_output = True
             _atomic_write_text(out / "config.json", self.config.to_json() + "\n")
+        n_threads, reason = choose_threads(self.config)
+        with thread_limits(n_threads) as limited:
+            if not self._has_run:
+                self.progress.line(
+                    f"threads: {n_threads} BLAS thread(s) in {limited}; {reason}"
+                    + ("" if self.config.threads is not None else "; --threads N to change")
+                )
+                self._has_run = True
+            self._run_epochs(target, out)
+        return TrainResult(self.config, self.net, self.history_dataset(), out)
+
+    def _resume_pending(self) -> bool:
+        """Resumed from a checkpoint and not run since (a resume is meant to train)."""
+        return self._resumed_from is not None and not self._has_run
+
+    def _run_epochs(self, target: int, out: Path | None) -> None:
+        """The epoch loop of :meth:`run` (inside its thread limits)."""
         while self.epoch < target:
-            tr = self.train_epoch()
-            t0 = time.perf_counter()
-            # the stuck-unit check reads the test split only: no tracking on valid
-            ve, vl = self.evaluate(
-                self.data.valid, self.eval_particles.get("valid"), track_outputs=False
-            )
-            te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"))
-            t_eval = time.perf_counter() - t0
+            with _numba_compile_timer() as compiling:
+                tr = self.train_epoch()
+                t0 = time.perf_counter()
+                # the stuck-unit check reads the test split only: no tracking on valid
+                ve, vl = self.evaluate(
+                    self.data.valid,
+                    self.eval_particles.get("valid"),
+                    track_outputs=False,
+                    name="valid",
+                )
+                te, tl = self.evaluate(self.data.test, self.eval_particles.get("test"), name="test")
+                t_eval = time.perf_counter() - t0
+            t_compile = compiling.duration if compiling.done else 0.0
             self.epoch += 1
             dead, full = self.stuck_output_units()
             row = dict(tr)
             row.update(valid_error=ve, valid_loss=vl, test_error=te, test_loss=tl, eval_time=t_eval)
             row["stuck_outputs"] = len(dead) + len(full)
+            row["compile_time"] = t_compile
             for k in HISTORY_VARIABLES:
                 self.history[k].append(float(row[k]))
+            compiled = (
+                f" (of which {t_compile:.1f} s Numba compilation)" if t_compile >= 0.05 else ""
+            )
             self.progress.end_epoch(
                 f"epoch {self.epoch}/{target}  train {100 * row['train_error']:.2f}%  "
                 f"valid {100 * ve:.2f}%  test {100 * te:.2f}%  loss {row['train_loss']:.4f}  "
                 f"{row['samples_per_second']:.0f} samples/s  "
-                f"{row['train_time']:.1f}+{t_eval:.1f} s"
+                f"{row['train_time']:.1f}+{t_eval:.1f} s{compiled}"
             )
+            warning = self._tolerance_warning(row)
+            if warning:
+                self.progress.line(warning)
             if (dead or full) and (dead, full) != self._reported_stuck:
                 self.progress.line(_stuck_warning(dead, full))
             self._reported_stuck = (dead, full)
             if out is not None:
                 self.save_checkpoint(out / "checkpoint.npz")
                 self.write_history(out / "history.nc")
-        return TrainResult(self.config, self.net, self.history_dataset(), out)
 
     # ------------------------------------------------------------------ history
     def history_dataset(self) -> Any:
@@ -956,6 +1374,7 @@ class Trainer:
         command: str | Sequence[str] | None = None,
         quiet: bool = False,
         stream: Any = None,
+        overwrite: bool = False,
     ) -> Trainer:
         """A trainer in exactly the state saved at ``path``.
 
@@ -985,7 +1404,16 @@ class Trainer:
             k: v for k, v in changes.items() if k in _RESUME_SOLVER and getattr(config, k) != v
         }
         config = config.replace(**{k: v for k, v in changes.items() if k in allowed})
-        trainer = cls(config, data, command=command, quiet=quiet, stream=stream, _restore=arrays)
+        trainer = cls(
+            config,
+            data,
+            command=command,
+            quiet=quiet,
+            stream=stream,
+            overwrite=overwrite,
+            _restore=arrays,
+            _resumed_from=path,
+        )
         if solver:
             listed = ", ".join(f"{k}={v!r}" for k, v in sorted(solver.items()))
             trainer.progress.line(
@@ -995,8 +1423,148 @@ class Trainer:
         return trainer
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be resumed: unreadable, not an eqprop checkpoint, or
+    with missing or inconsistent contents. The message names the file and the entry."""
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of the ``.npz`` at ``path`` (``allow_pickle=False``) or CheckpointError."""
+    import zipfile
+    import zlib
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {str(path)!r} is not a readable eqprop checkpoint: {why}; give the "
+            "checkpoint.npz a run wrote (an interrupted copy or another file will not do)"
+        )
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError:  # numpy's advice to unpickle: neither an .npz nor an .npy
+        raise bad("not an .npz archive (neither a zip archive nor a .npy array)") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise bad(f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise bad(f"a single .npy array of shape {np.shape(loaded)}, not an .npz archive")
+    try:
+        with loaded as npz:
+            return {k: np.array(npz[k]) for k in npz.files}
+    except ValueError as exc:  # an object array (needs pickle)
+        raise bad(f"an entry needs pickle ({exc})") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise bad(f"damaged archive ({type(exc).__name__}: {exc})") from None
+
+
+def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConfig:
+    """Validate the contents of a checkpoint; return its configuration.
+
+    Checks the format tag, that every entry :meth:`Trainer.checkpoint_arrays` writes is
+    there with the right type and shape for the stored configuration, that parameters,
+    optimizer buffers and particles are finite, the random generator state is one
+    PCG64 accepts, and every history has one value per epoch.
+    """
+
+    def bad(entry: str, why: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {str(path)!r}: {entry} {why}; the file is damaged or was not "
+            "written by this version of eqprop (resume from another checkpoint or start again)"
+        )
+
+    fmt = str(arrays["format"]) if "format" in arrays else ""
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not an {CHECKPOINT_FORMAT} checkpoint (format tag "
+            f"{fmt!r}); give the checkpoint.npz an eqprop run wrote"
+        )
+    for key in ("config", "epoch", "rng_state", "n_layers"):
+        if key not in arrays:
+            raise bad(key, "is missing")
+    try:
+        config = TrainConfig.from_json(str(arrays["config"])).validate()
+    except (ValueError, TypeError) as exc:
+        raise bad("config", f"is not a valid training configuration ({exc})") from None
+
+    def integer(key: str, low: int) -> int:
+        a = arrays[key]
+        if a.shape != () or a.dtype.kind not in "iu" or int(a) < low:
+            raise bad(key, f"is {a.tolist()!r} ({a.dtype}); expected an integer >= {low}")
+        return int(a)
+
+    epoch = integer("epoch", 0)
+    n_layers = integer("n_layers", 1)
+    sizes = config.sizes
+    if n_layers != len(sizes) - 1:
+        raise bad(
+            "n_layers",
+            f"is {n_layers} but the architecture {config.architecture!r} has "
+            f"{len(sizes) - 1} weight layers",
+        )
+    try:
+        rng_state = json.loads(str(arrays["rng_state"]))
+        np.random.PCG64().state = rng_state
+    except (ValueError, TypeError, KeyError) as exc:
+        raise bad(
+            "rng_state", f"is not a PCG64 generator state ({type(exc).__name__}: {exc})"
+        ) from None
+
+    def finite_float(key: str, shape: tuple[int, ...] | None) -> None:
+        if key not in arrays:
+            raise bad(key, "is missing")
+        a = arrays[key]
+        if a.dtype.kind != "f" or (shape is not None and a.shape != shape):
+            raise bad(key, f"has dtype {a.dtype} and shape {a.shape}; expected float {shape}")
+        n_bad = int(np.count_nonzero(~np.isfinite(a)))
+        if n_bad:
+            raise bad(
+                key,
+                f"holds {n_bad} NaN or infinite value(s): the run had diverged "
+                "before this checkpoint was written",
+            )
+
+    for l in range(n_layers):
+        finite_float(f"W{l}", (sizes[l], sizes[l + 1]))
+        finite_float(f"b{l}", (sizes[l + 1],))
+    opt_keys = [k for k in arrays if k.startswith("opt_")]
+    for key in ("opt_lrs", "opt_momentum", "opt_weight_decay", "opt_n_steps"):
+        if key not in arrays:
+            raise bad(key, "is missing")
+    integer("opt_n_steps", 0)
+    finite_float("opt_lrs", (n_layers,))
+    try:
+        SGD(
+            arrays["opt_lrs"].tolist(),
+            float(arrays["opt_momentum"]),
+            float(arrays["opt_weight_decay"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise bad(
+            "the optimizer settings (opt_lrs, opt_momentum, opt_weight_decay)",
+            f"are invalid ({exc})",
+        ) from None
+    for key in sorted(k for k in opt_keys if k[4:6] in ("vW", "vb")):
+        l = int(key[6:]) if key[6:].isdigit() else -1
+        if not 0 <= l < n_layers:
+            raise bad(key, f"names a layer outside 0..{n_layers - 1}")
+        finite_float(key, (sizes[l], sizes[l + 1]) if key[4:6] == "vW" else (sizes[l + 1],))
+    for key in ("particles", "valid_particles", "test_particles"):
+        if key in arrays:
+            finite_float(key, None)
+            if arrays[key].ndim != 2:
+                raise bad(key, f"has shape {arrays[key].shape}; expected (samples, state)")
+    for key in (k for k in arrays if k.startswith("history_")):
+        a = arrays[key]
+        if a.shape != (epoch,) or a.dtype.kind != "f":
+            raise bad(
+                key,
+                f"has shape {a.shape} ({a.dtype}) but the checkpoint is at epoch "
+                f"{epoch}; expected {epoch} float value(s)",
+            )
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, np.ndarray]]:
-    """Read a checkpoint written by :meth:`Trainer.save_checkpoint`.
+    """Read and validate a checkpoint written by :meth:`Trainer.save_checkpoint`.
 
     Returns
     -------
@@ -1006,23 +1574,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str
 
     Raises
     ------
-    ValueError
-        Not an eqprop checkpoint, or another format version.
+    CheckpointError
+        A ``ValueError`` naming the file and what is wrong: not a readable ``.npz``
+        (truncated, bad CRC, a ``.npy`` or text file), another format tag, a missing or
+        malformed entry (configuration, generator state, epoch, layer count, shapes),
+        non-finite parameters, optimizer buffers or particles, or a history whose
+        length differs from the epoch.
     FileNotFoundError
         No such file.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.array(npz[k]) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable eqprop checkpoint ({exc})") from None
-    fmt = str(arrays.get("format", ""))
-    if fmt != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an {CHECKPOINT_FORMAT} checkpoint (format tag {fmt!r})")
-    return TrainConfig.from_json(str(arrays["config"])), arrays
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give its checkpoint.npz")
+    arrays = _read_npz(path)
+    return _check_checkpoint(path, arrays), arrays
 
 
 def train(
@@ -1033,6 +1600,7 @@ def train(
     command: str | Sequence[str] | None = None,
     quiet: bool = False,
     stream: Any = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a network as ``config`` says (or continue the checkpoint ``resume``).
 
@@ -1045,6 +1613,9 @@ def train(
         Use these splits instead of loading ``config.dataset``.
     resume : path, optional
         Checkpoint ``.npz`` to continue from.
+    overwrite : bool
+        Replace a run already in ``config.output`` instead of refusing it
+        (:class:`OutputExists`).
 
     Returns
     -------
@@ -1058,7 +1629,10 @@ def train(
             command=command,
             quiet=quiet,
             stream=stream,
+            overwrite=overwrite,
         )
     else:
-        trainer = Trainer(config, data, command=command, quiet=quiet, stream=stream)
+        trainer = Trainer(
+            config, data, command=command, quiet=quiet, stream=stream, overwrite=overwrite
+        )
     return trainer.run()

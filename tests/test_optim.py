@@ -130,3 +130,12 @@ def test_bad_settings_raise_clear_errors():
         SGD([0.1, float("nan")])
     with pytest.raises(ValueError, match="2 weight layer"):
         SGD([0.1]).step(_net(), _grads(1)[0])
+
+
+@pytest.mark.parametrize("n_steps", [-1, 1.5, [1, 2]])
+def test_load_state_dict_rejects_a_bad_step_count(n_steps):
+    opt = SGD([0.1])
+    state = opt.state_dict()
+    state["n_steps"] = np.asarray(n_steps)
+    with pytest.raises(ValueError, match="n_steps"):
+        opt.load_state_dict(state)

@@ -300,3 +300,25 @@ def test_training_step_of_a_deep_network_equals_the_papers_equations(method):
         np.testing.assert_allclose(net.weights[k], Ws[k] + lrs[k] * dW, rtol=0, atol=1e-13)
         np.testing.assert_allclose(net.biases[k], bs[k] + lrs[k] * db, rtol=0, atol=1e-13)
     assert max(np.abs(w - w0).max() for w, w0 in zip(net.weights, Ws, strict=True)) > 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_sign_is_a_fair_coin(seed):
+    """Random-sign EP is unbiased at first order only if + and - are equally likely and
+    drawn afresh each minibatch (Scellier & Bengio 2017). Over 4000 draws from a seeded
+    generator: a two-sided binomial test for p = 1/2, and the fraction of sign changes
+    between consecutive draws (1/2 for independent fair draws; 0 for a stuck sign, 1
+    for alternation). A coin landing + nine times in ten fails both by far."""
+    from scipy.stats import binomtest
+
+    rule = E.EquilibriumPropagation(0.5, "random-sign")
+    rng = np.random.default_rng(seed)
+    signs = []
+    for _ in range(4000):
+        (spec,) = rule.plan(rng)
+        assert abs(spec.beta) == 0.5 and spec.name == ("nudged+" if spec.beta > 0 else "nudged-")
+        signs.append(spec.beta > 0)
+    s = np.array(signs)
+    assert binomtest(int(s.sum()), s.size, 0.5).pvalue > 1e-3, s.mean()
+    changes = np.mean(s[1:] != s[:-1])
+    assert abs(changes - 0.5) < 0.05, changes

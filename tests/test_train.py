@@ -304,3 +304,311 @@ def test_stuck_output_units_are_counted_and_reported(digits):
     assert few.stuck_output_units() == ([], [])
     few.evaluate(digits.test)
     assert few.stuck_output_units()[0] == [3]
+
+
+# ------------------------------------------------------------------------------------
+# failed phases stop training loudly; missed tolerances warn (issue #10)
+
+
+@pytest.mark.parametrize("method", ["picard", "fused"])
+def test_a_diverging_phase_stops_training_naming_phase_epoch_and_settings(digits, method):
+    """tanh with eps = 5 blows the free state up (|s| > 1e7 within 20 steps): training
+    must stop at the first minibatch with PhaseDiverged (a ValueError) naming the phase,
+    epoch, minibatch, the failed sample count and the settings that control it, and
+    must not blame the learning rates (the weights are still the initial ones)."""
+    from eqprop.train import PhaseDiverged, TrainingDiverged
+
+    cfg = _small(activation="tanh", eps=5.0, method=method, epochs=3, limit=100)
+    trainer = Trainer(cfg, digits, quiet=True)
+    with pytest.raises(PhaseDiverged) as info:
+        trainer.run()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TrainingDiverged)
+    msg = str(info.value)
+    for needle in (
+        "free phase of epoch 1, minibatch 1",
+        "20 of 20 samples failed",
+        "divergence bound",
+        "eps=5.0",
+        f"method={method!r}",
+        "damping=1.0",
+        "activation='tanh'",
+    ):
+        assert needle in msg, (needle, msg)
+    assert "learning rate" not in msg and "lrs" not in msg
+    assert trainer.epoch == 0 and trainer.history["test_error"] == []
+
+
+def test_a_phase_that_misses_its_tolerance_warns_once_per_epoch(digits):
+    """Phases solved to a tolerance (picard) that stop at max_iter before atol: one
+    warning line per epoch with the fractions, which the history records; fixed-step
+    runs (the papers' T/K steps) get no such warning."""
+    import io
+
+    stream = io.StringIO()
+    cfg = _small(method="picard", max_iter=3, atol=1e-9, epochs=2, limit=60)
+    h = Trainer(cfg, digits, stream=stream).run().history
+    warnings = [ln for ln in stream.getvalue().splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2, stream.getvalue()
+    assert "epoch 1:" in warnings[0] and "epoch 2:" in warnings[1]
+    assert "free phase (picard) on 0.0%" in warnings[0] and "nudged phase" in warnings[0]
+    assert "max_iter=3" in warnings[0]
+    np.testing.assert_array_equal(h["free_converged"].values, [0.0, 0.0])
+    np.testing.assert_array_equal(h["nudged_converged"].values, [0.0, 0.0])
+    stream = io.StringIO()
+    Trainer(_small(epochs=1, limit=60), digits, stream=stream).run()
+    assert "warning:" not in stream.getvalue()
+
+
+def test_cli_issue_case_fails_loudly_with_exit_2(capsys):
+    """The command of issue #10 ran 3 epochs at loss 2.8e14 and exited 0."""
+    from eqprop.cli import main
+
+    argv = "train --preset digits --epochs 3 --activation tanh --method picard --eps 5"
+    rc = main(argv.split())
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.startswith("eqprop: error:")]
+    assert rc == 2, err
+    assert len(lines) == 1 and "free phase of epoch 1" in lines[0] and "eps=5.0" in lines[0]
+
+
+# ------------------------------------------------------------------------------------
+# thread counts chosen on purpose (issue #10)
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(None, 1), (2, 2)])
+def test_run_sets_the_blas_threads_then_restores_them(digits, threads, expected):
+    """Inside the epochs every loaded BLAS library (numpy's and scipy's OpenBLAS) runs
+    the chosen count: 1 by default for minibatches of 20, or --threads; afterwards the
+    caller's setting is back. The choice is printed once."""
+    import io
+
+    from threadpoolctl import threadpool_limits
+
+    from eqprop.train import choose_threads
+
+    seen: list[list[int]] = []
+    stream = io.StringIO()
+    with threadpool_limits(limits=3, user_api="blas"):
+        t = Trainer(_small(epochs=2, limit=40, threads=threads), digits, stream=stream)
+        epoch = t.train_epoch
+
+        def spy():
+            seen.append(_blas_threads())
+            return epoch()
+
+        t.train_epoch = spy  # type: ignore[method-assign]
+        t.run()
+        after = _blas_threads()
+    assert len(seen) == 2 and len(seen[0]) >= 2  # numpy's and scipy's copies
+    assert all(n == expected for row in seen for n in row), seen
+    assert all(n == 3 for n in after)
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("threads:")]
+    assert len(lines) == 1 and f"threads: {expected} BLAS thread(s)" in lines[0], lines
+    assert choose_threads(_small(batch_size=1000))[0] >= 1
+    assert choose_threads(_small(threads=5)) == (5, "threads setting (--threads)")
+    with pytest.raises(ValueError, match="threads is 0"):
+        _small(threads=0).validate()
+
+
+def test_first_epoch_line_reports_numba_compilation(digits):
+    """A kernel compiled during epoch 1 shows as "(of which X s Numba compilation)" on
+    that epoch's line and in history.compile_time; epoch 2 compiles nothing."""
+    import io
+
+    import numba
+
+    @numba.njit(cache=False)
+    def fresh(a):  # compiled at its first call, inside epoch 1
+        return a.sum() * 2.0
+
+    stream = io.StringIO()
+    t = Trainer(_small(epochs=2, limit=40), digits, stream=stream)
+    epoch = t.train_epoch
+
+    def with_fresh_kernel():
+        fresh(np.ones(3))
+        return epoch()
+
+    t.train_epoch = with_fresh_kernel  # type: ignore[method-assign]
+    h = t.run().history
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("epoch ")]
+    assert "Numba compilation)" in lines[0], lines
+    assert "Numba compilation" not in lines[1], lines
+    compile_time = h["compile_time"].values
+    assert compile_time[0] >= 0.05 and compile_time[1] < 0.05
+
+
+# ------------------------------------------------------------------------------------
+# faults: stale temporary files, output folders (issue #10)
+
+
+def test_stale_checkpoint_temporaries_are_removed_by_the_next_write(tmp_path, digits):
+    """A checkpoint temporary left by a killed writer (unlocked) goes at the next write;
+    one a live writer holds (flock) and files not of eqprop's pattern stay."""
+    import fcntl
+    import os
+
+    stale = tmp_path / ".checkpoint.npz.ab_cd123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / ".checkpoint.npz.live0000.tmp"
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    foreign = [tmp_path / ".checkpoint.npz.short.tmp", tmp_path / "notes.tmp"]
+    for p in foreign:
+        p.write_text("not eqprop's")
+    try:
+        Trainer(_small(epochs=1, limit=40, output=str(tmp_path)), digits, quiet=True).run()
+        assert not stale.exists()
+        assert live.exists() and all(p.exists() for p in foreign)
+    finally:
+        os.close(fd)
+    from eqprop._files import remove_stale_temporaries
+
+    assert remove_stale_temporaries(tmp_path / "checkpoint.npz") == [live]  # lock released
+
+
+def test_kill_9_during_a_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    """A real SIGKILL inside atomic_path (the checkpoint writer) leaves its temporary
+    file; the kernel drops the writer's lock, so the next write removes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from eqprop._files import atomic_path
+
+    target = tmp_path / "checkpoint.npz"
+    code = (
+        "import sys, time\n"
+        "from eqprop._files import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'x' * 1000)\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        left = list(tmp_path.glob(".checkpoint.npz.*.tmp"))
+        assert len(left) == 1
+        from eqprop._files import remove_stale_temporaries
+
+        assert remove_stale_temporaries(target) == []  # its writer is alive: kept
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    time.sleep(0.05)
+    assert left[0].exists() and not target.exists()
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+
+
+def test_an_output_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, digits):
+    from eqprop.train import OutputExists, train
+
+    cfg = _small(epochs=1, limit=40, output=str(tmp_path / "run"))
+    train(cfg, digits, quiet=True)
+    with pytest.raises(OutputExists) as info:
+        Trainer(cfg.replace(architecture="64-16-10"), digits, quiet=True)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "--resume" in msg and "--overwrite" in msg and str(tmp_path / "run") in msg
+    # its own checkpoint may be resumed into it
+    resumed = train(cfg.replace(epochs=2), digits, resume=tmp_path / "run" / "checkpoint.npz")
+    assert resumed.history.sizes["epoch"] == 2
+    # overwrite: the old run's files are replaced by the new run's
+    other = cfg.replace(architecture="64-16-10")
+    train(other, digits, quiet=True, overwrite=True)
+    config, arrays = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert config.architecture == "64-16-10" and int(arrays["epoch"]) == 1
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_an_output_that_is_a_file_is_a_clear_error(tmp_path, digits, where):
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "run"
+    with pytest.raises(ValueError, match="is a file") as info:
+        Trainer(_small(epochs=1, limit=20, output=str(out)), digits, quiet=True)
+    assert str(out) in str(info.value) and "Errno" not in str(info.value)
+
+
+def test_cli_output_checks_exit_2(tmp_path, capsys):
+    from eqprop.cli import main
+
+    run = tmp_path / "run"
+    base = ["train", "--preset", "digits", "--epochs", "1", "--limit", "40", "-q"]
+    assert main([*base, "-o", str(run)]) == 0
+    capsys.readouterr()
+    assert main([*base, "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and err.count("eqprop: error:") == 1
+    assert main([*base, "-o", str(run), "--overwrite"]) == 0
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    assert main([*base, "-o", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Errno" not in err
+
+
+# ------------------------------------------------------------------------------------
+# persistent particles (Scellier & Bengio 2017): stored, and used as the next start
+
+
+def _spy_on_estimates(trainer):
+    """Record (s0, x, free state) of every rule.estimate call of ``trainer``."""
+    calls = []
+    estimate = trainer.rule.estimate
+
+    def spy(net, x, d, dyn, rng=None, s0=None, free_dyn=None):
+        step = estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
+        calls.append((None if s0 is None else s0.copy(), x.copy(), step.free.state.copy()))
+        return step
+
+    trainer.rule.estimate = spy
+    return calls
+
+
+def _epoch_order(trainer) -> np.ndarray:
+    """The permutation the next epoch will draw (a copy of the training generator)."""
+    g = np.random.Generator(np.random.PCG64())
+    g.bit_generator.state = trainer.rng.bit_generator.state
+    return g.permutation(trainer.x_train.shape[0])
+
+
+def test_persistent_particles_store_each_free_state_and_start_the_next_epoch(digits):
+    """After an epoch, particle i equals the free state sample i reached in that epoch
+    (shuffled order), and the next epoch's free phase of sample i starts from it; the
+    first epoch starts from zero."""
+    t = Trainer(_small(epochs=2, limit=60, T=3), digits, quiet=True)
+    bs = t.config.batch_size
+    calls = _spy_on_estimates(t)
+    order1 = _epoch_order(t)
+    t.train_epoch()
+    assert len(calls) == 3
+    stored = np.zeros_like(t.particles)
+    for k, (s0, x, free) in enumerate(calls):
+        idx = order1[k * bs : (k + 1) * bs]
+        np.testing.assert_array_equal(x, t.x_train[idx])  # the order is the one predicted
+        assert s0 is not None and not s0.any()  # epoch 1: from zero
+        stored[idx] = free
+    assert stored.any()
+    np.testing.assert_array_equal(t.particles, stored)
+    calls.clear()
+    order2 = _epoch_order(t)
+    assert not np.array_equal(order1, order2)
+    t.train_epoch()
+    for k, (s0, _, _) in enumerate(calls):
+        np.testing.assert_array_equal(s0, stored[order2[k * bs : (k + 1) * bs]])
+    # without persistence every free phase starts from zero (s0 None)
+    plain = Trainer(_small(epochs=1, limit=40, persistent=False), digits, quiet=True)
+    plain_calls = _spy_on_estimates(plain)
+    plain.train_epoch()
+    assert plain.particles is None and all(s0 is None for s0, _, _ in plain_calls)
