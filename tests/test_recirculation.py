@@ -170,9 +170,38 @@ def test_restricted_case_recirculation_is_gradient_descent(hidden_regression):
     descent = LoopWeights(tuple(-g for g in gradient.weights), tuple(-g for g in gradient.biases))
     cosines = cosine_by_parameter(update, descent)
     for name in ("W0", "W1", "b0", "b1"):
-        assert cosines[name] >= 0.99, (name, cosines)
-    # The decoder's rule is the delta rule: exactly (1 - lambda) / 2 times -dE/dW here.
+        assert cosines[name] >= 0.9999, (name, cosines)  # the issue asks for >= 0.99
+    # The decoder's rule is the delta rule: exactly (1 - lambda) / 2 times -dE/dW here; the
+    # encoder's is (1 - lambda)(1 - lambda_h) / 2 times it to first order in 1 - lambda.
+    lam_h = settings.hidden_lambda
     np.testing.assert_allclose(update.weights[1], (1 - lam) / 2 * descent.weights[1], rtol=1e-9)
+    np.testing.assert_allclose(update.biases[0], (1 - lam) / 2 * descent.biases[0], rtol=1e-9)
+    scale = (1 - lam) * (1 - lam_h) / 2
+    for got, want in (
+        (update.weights[0], descent.weights[0]),
+        (update.biases[1], descent.biases[1]),
+    ):
+        assert np.linalg.norm(got - scale * want) <= 1e-2 * np.linalg.norm(scale * want)
+    # So the whole update is the gradient step once the encoder's rate is divided by
+    # (1 - lambda_h) (nothing to divide when the hidden group is not regressed).
+    rescaled = LoopWeights(
+        (update.weights[0] / (1 - lam_h), update.weights[1]),
+        (update.biases[0], update.biases[1] / (1 - lam_h)),
+    )
+    assert cosine_by_parameter(rescaled, descent)["all"] >= 0.9999
+
+
+def test_restricted_case_cosine_tends_to_one_as_lambda_tends_to_one():
+    rng = np.random.default_rng(7)
+    loop = symmetric_loop(rng)
+    v = rng.uniform(0, 1, size=(8, 6))
+    cosines = []
+    for lam in (0.5, 0.9, 0.99, 0.999):
+        settings = RecirculationSettings(regression=lam, visible_activation="linear")
+        update = recirculation_update(loop, recirculate(loop, v, settings), settings)
+        gradient = reconstruction_gradient(loop, v, settings)
+        cosines.append(-cosine_by_parameter(update, gradient)["W0"])
+    assert np.all(np.diff(cosines) > 0) and 1 - cosines[-1] < 1e-4 < 1 - cosines[0], cosines
 
 
 def test_outside_the_restricted_case_the_encoder_update_is_not_the_gradient():
