@@ -80,6 +80,7 @@ __all__ = [
     "LoopWeights",
     "RecirculationRun",
     "RecirculationSettings",
+    "SeedStudy",
     "cosine_by_parameter",
     "encoder_patterns",
     "init_loop",
@@ -88,6 +89,7 @@ __all__ = [
     "recirculation_update",
     "reconstruction_gradient",
     "squared_reconstruction_error",
+    "train_seeds",
     "train_until_criterion",
 ]
 
@@ -184,11 +186,15 @@ class LoopWeights:
     biases : tuple of ndarray
         ``biases[g]``, float64 of shape ``(n_g,)``, bias of group ``g`` (0 is visible).
 
+    A *stack* of independent loops of the same sizes (one per seed, say) has the same
+    leading axes ``lead`` on every array: weights ``(*lead, n_k, n_{k+1})``, biases
+    ``(*lead, n_g)``; every function here then works on all of them at once.
+
     Raises
     ------
     ValueError
-        Fewer than two groups, arrays that are not 2-D / 1-D, or sizes that do not close
-        the loop (the error names the coupling and both sizes).
+        Fewer than two groups, arrays of the wrong rank or leading shape, or sizes that do
+        not close the loop (the error names the coupling and both sizes).
     """
 
     weights: tuple[np.ndarray, ...]
@@ -207,22 +213,27 @@ class LoopWeights:
             raise ValueError(
                 f"a loop of {n_groups} groups needs {n_groups} bias vectors, got {len(biases)}"
             )
+        lead = weights[0].shape[:-2]
         for k, w in enumerate(weights):
-            if w.ndim != 2:
-                raise ValueError(f"weights[{k}] must be 2-D (fan_in, fan_out), got shape {w.shape}")
+            if w.ndim < 2 or w.shape[:-2] != lead:
+                raise ValueError(
+                    f"weights[{k}] must have shape (*lead, fan_in, fan_out) with the leading "
+                    f"shape {lead} of weights[0], got shape {w.shape}"
+                )
         for k, w in enumerate(weights):
-            nxt = weights[(k + 1) % n_groups]
-            if w.shape[1] != nxt.shape[0]:
+            k_next = (k + 1) % n_groups
+            nxt = weights[k_next]
+            if w.shape[-1] != nxt.shape[-2]:
                 raise ValueError(
                     f"the loop does not close: weights[{k}] has shape {w.shape} (group "
-                    f"{(k + 1) % n_groups} of size {w.shape[1]}) but weights[{(k + 1) % n_groups}] "
-                    f"has shape {nxt.shape} (it reads a group of size {nxt.shape[0]})"
+                    f"{k_next} of size {w.shape[-1]}) but weights[{k_next}] has shape "
+                    f"{nxt.shape} (it reads a group of size {nxt.shape[-2]})"
                 )
         for g, b in enumerate(biases):
-            size = weights[g].shape[0]
-            if b.shape != (size,):
+            size = weights[g].shape[-2]
+            if b.shape != (*lead, size):
                 raise ValueError(
-                    f"biases[{g}] must have shape ({size},) for group {g} of size {size}, "
+                    f"biases[{g}] must have shape {(*lead, size)} for group {g} of size {size}, "
                     f"got {b.shape}"
                 )
         object.__setattr__(self, "weights", weights)
@@ -236,7 +247,12 @@ class LoopWeights:
     @property
     def sizes(self) -> tuple[int, ...]:
         """Group sizes, visible first."""
-        return tuple(w.shape[0] for w in self.weights)
+        return tuple(w.shape[-2] for w in self.weights)
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        """Leading (stack) shape shared by every array; ``()`` for a single loop."""
+        return self.weights[0].shape[:-2]
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Named arrays: ``W{k}`` (coupling ``k``) and ``b{g}`` (bias of group ``g``)."""
@@ -246,8 +262,11 @@ class LoopWeights:
 
     def plus(self, update: LoopWeights) -> LoopWeights:
         """``self + update`` array by array (apply a recirculation update)."""
-        if update.sizes != self.sizes:
-            raise ValueError(f"update of a {update.sizes} loop applied to a {self.sizes} loop")
+        if update.sizes != self.sizes or update.lead_shape != self.lead_shape:
+            raise ValueError(
+                f"update of a {update.sizes} loop (stack {update.lead_shape}) applied to a "
+                f"{self.sizes} loop (stack {self.lead_shape})"
+            )
         return LoopWeights(
             tuple(w + dw for w, dw in zip(self.weights, update.weights)),
             tuple(b + db for b, db in zip(self.biases, update.biases)),
@@ -329,10 +348,11 @@ def encoder_patterns(n: int) -> np.ndarray:
 
 def _check_visible(loop: LoopWeights, v) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64)
-    if v.ndim != 2 or v.shape[1] != loop.sizes[0]:
+    if v.ndim < 2 or v.shape[-1] != loop.sizes[0]:
         raise ValueError(
-            f"visible batch must have shape (batch, {loop.sizes[0]}) for a loop of sizes "
-            f"{loop.sizes}, got {v.shape}"
+            f"visible batch must have shape (batch, {loop.sizes[0]}) (or (*lead, batch, "
+            f"{loop.sizes[0]}) for a stack of loops) for a loop of sizes {loop.sizes}, "
+            f"got {v.shape}"
         )
     if not np.all(np.isfinite(v)):
         raise ValueError("visible batch has non-finite entries")
@@ -355,7 +375,7 @@ def recirculate(loop: LoopWeights, v, settings: RecirculationSettings) -> LoopPa
     reconstruction = v
     for t in range(1, 2 * n_groups):
         g = t % n_groups
-        net = states[t - 1] @ loop.weights[(g - 1) % n_groups] + loop.biases[g]
+        net = states[t - 1] @ loop.weights[(g - 1) % n_groups] + loop.biases[g][..., None, :]
         out = funcs[g](net)
         if t < n_groups:
             state = out
@@ -367,6 +387,10 @@ def recirculate(loop: LoopWeights, v, settings: RecirculationSettings) -> LoopPa
         nets.append(net)
         states.append(state)
     return LoopPasses(tuple(states), tuple(nets), reconstruction)
+
+
+def _transpose(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
 
 
 def _reduce_factor(reduce: str, batch: int) -> float:
@@ -397,23 +421,27 @@ def recirculation_update(
         raise ValueError(
             f"passes of a {len(passes.states) // 2}-group loop given for a {n_groups}-group loop"
         )
-    factor = settings.learning_rate * _reduce_factor(reduce, passes.states[0].shape[0])
+    factor = settings.learning_rate * _reduce_factor(reduce, passes.states[0].shape[-2])
     d_weights: list[np.ndarray] = [np.empty(0)] * n_groups
     d_biases: list[np.ndarray] = [np.empty(0)] * n_groups
     for g in range(n_groups):
         t1 = g
         t2 = t1 + n_groups
         difference = passes.states[t1] - passes.states[t2]
-        d_weights[(g - 1) % n_groups] = factor * (passes.states[t2 - 1].T @ difference)
-        d_biases[g] = factor * difference.sum(axis=0)
+        d_weights[(g - 1) % n_groups] = factor * (_transpose(passes.states[t2 - 1]) @ difference)
+        d_biases[g] = factor * difference.sum(axis=-2)
     return LoopWeights(tuple(d_weights), tuple(d_biases))
 
 
-def squared_reconstruction_error(loop: LoopWeights, v, settings: RecirculationSettings) -> float:
+def squared_reconstruction_error(loop: LoopWeights, v, settings: RecirculationSettings):
     """:math:`E = \\sum_{c, i} (v_{ci} - r_{ci})^2`, the first pass's squared reconstruction
-    error summed over the batch and the visible units (no factor 1/2)."""
+    error summed over the batch and the visible units (no factor 1/2).
+
+    A float for one loop; an array of the stack's leading shape for a stack of loops.
+    """
     passes = recirculate(loop, v, settings)
-    return float(np.sum((passes.states[0] - passes.reconstruction) ** 2))
+    error = np.sum((passes.states[0] - passes.reconstruction) ** 2, axis=(-2, -1))
+    return float(error) if np.ndim(error) == 0 else error
 
 
 def reconstruction_gradient(
@@ -431,7 +459,7 @@ def reconstruction_gradient(
     passes = recirculate(loop, v, settings)
     n_groups = loop.n_groups
     derivs = [_activation(settings.activation_of(g))[1] for g in range(n_groups)]
-    factor = _reduce_factor(reduce, passes.states[0].shape[0])
+    factor = _reduce_factor(reduce, passes.states[0].shape[-2])
     d_weights: list[np.ndarray] = [np.empty(0)] * n_groups
     d_biases: list[np.ndarray] = [np.empty(0)] * n_groups
     delta = (
@@ -442,10 +470,10 @@ def reconstruction_gradient(
     for t in range(n_groups, 0, -1):
         g = t % n_groups
         k = (g - 1) % n_groups
-        d_weights[k] = factor * (passes.states[t - 1].T @ delta)
-        d_biases[g] = factor * delta.sum(axis=0)
+        d_weights[k] = factor * (_transpose(passes.states[t - 1]) @ delta)
+        d_biases[g] = factor * delta.sum(axis=-2)
         if t > 1:
-            delta = (delta @ loop.weights[k].T) * derivs[t - 1](passes.net_inputs[t - 2])
+            delta = (delta @ _transpose(loop.weights[k])) * derivs[t - 1](passes.net_inputs[t - 2])
     return LoopWeights(tuple(d_weights), tuple(d_biases))
 
 
@@ -464,6 +492,38 @@ def cosine_by_parameter(a: LoopWeights, b: LoopWeights) -> dict[str, float]:
         np.concatenate([x.ravel() for x in pb.values()]),
     )
     return out
+
+
+def _train_stack(loop: LoopWeights, patterns, settings, criterion, max_updates):
+    """Batch recirculation on a loop or a stack of loops; a member stops changing once its
+    error is below ``criterion``. Returns ``(updates, errors, loop)``: ``updates`` of the
+    stack's shape (-1 where the criterion was never reached), ``errors`` of shape
+    ``(n_recorded, *lead)``."""
+    if not (np.isfinite(criterion) and criterion > 0):
+        raise ValueError(f"criterion must be a finite number > 0, got {criterion!r}")
+    if int(max_updates) < 0:
+        raise ValueError(f"max_updates must be >= 0, got {max_updates!r}")
+    patterns = _check_visible(loop, patterns)
+    lead = loop.lead_shape
+    updates = np.full(lead, -1, dtype=np.int64)
+    errors: list[np.ndarray] = []
+    for update in range(int(max_updates) + 1):
+        passes = recirculate(loop, patterns, settings)
+        error = np.sum((patterns - passes.reconstruction) ** 2, axis=(-2, -1))
+        errors.append(error)
+        newly = (error < criterion) & (updates < 0)
+        updates = np.where(newly, update, updates)
+        active = updates < 0
+        if update == max_updates or not np.any(active):
+            break
+        step = recirculation_update(loop, passes, settings)
+        mask = active.astype(np.float64)
+        step = LoopWeights(
+            tuple(dw * mask[..., None, None] for dw in step.weights),
+            tuple(db * mask[..., None] for db in step.biases),
+        )
+        loop = loop.plus(step)
+    return updates, np.asarray(errors), loop
 
 
 @dataclass(frozen=True)
@@ -503,21 +563,64 @@ def train_until_criterion(
     (summed over all patterns and visible units) is below ``criterion``.
 
     One update = both passes for every pattern, then the summed
-    :func:`recirculation_update` is added to the weights.
+    :func:`recirculation_update` is added to the weights. ``loop`` must be a single loop
+    (see :func:`train_seeds` for many).
     """
-    if not (np.isfinite(criterion) and criterion > 0):
-        raise ValueError(f"criterion must be a finite number > 0, got {criterion!r}")
-    if int(max_updates) < 0:
-        raise ValueError(f"max_updates must be >= 0, got {max_updates!r}")
-    patterns = _check_visible(loop, patterns)
-    errors: list[float] = []
-    for update in range(int(max_updates) + 1):
-        passes = recirculate(loop, patterns, settings)
-        error = float(np.sum((patterns - passes.reconstruction) ** 2))
-        errors.append(error)
-        if error < criterion:
-            return RecirculationRun(update, np.asarray(errors), loop)
-        if update == max_updates:
-            break
-        loop = loop.plus(recirculation_update(loop, passes, settings))
-    return RecirculationRun(None, np.asarray(errors), loop)
+    if loop.lead_shape != ():
+        raise ValueError(
+            f"train_until_criterion trains one loop, got a stack of shape {loop.lead_shape}; "
+            f"use train_seeds"
+        )
+    updates, errors, final = _train_stack(loop, patterns, settings, criterion, max_updates)
+    count = int(updates)
+    return RecirculationRun(None if count < 0 else count, errors, final)
+
+
+@dataclass(frozen=True)
+class SeedStudy:
+    """Outcome of :func:`train_seeds`.
+
+    Attributes
+    ----------
+    seeds : ndarray of int
+    updates_to_criterion : ndarray of float
+        Per seed; ``nan`` where the criterion was not reached within ``max_updates``.
+    loop : LoopWeights
+        The final weights, stacked over seeds (leading axis = seed).
+    """
+
+    seeds: np.ndarray
+    updates_to_criterion: np.ndarray
+    loop: LoopWeights
+
+    @property
+    def converged(self) -> np.ndarray:
+        """Boolean per seed."""
+        return np.isfinite(self.updates_to_criterion)
+
+
+def train_seeds(
+    sizes: Sequence[int],
+    seeds: Sequence[int],
+    patterns,
+    settings: RecirculationSettings,
+    scale: float = 0.5,
+    criterion: float = 0.1,
+    max_updates: int = 5000,
+) -> SeedStudy:
+    """:func:`train_until_criterion` for every seed at once (one stacked NumPy run).
+
+    Seed ``s`` starts from ``init_loop(sizes, np.random.default_rng(s), scale)``, so each
+    member follows the same arithmetic as a single run from that seed.
+    """
+    seeds = np.asarray(list(seeds), dtype=np.int64)
+    if seeds.ndim != 1 or seeds.size == 0:
+        raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
+    members = [init_loop(sizes, np.random.default_rng(int(s)), scale) for s in seeds]
+    stack = LoopWeights(
+        tuple(np.stack([m.weights[k] for m in members]) for k in range(len(members[0].weights))),
+        tuple(np.stack([m.biases[g] for m in members]) for g in range(len(members[0].biases))),
+    )
+    updates, _, final = _train_stack(stack, patterns, settings, criterion, max_updates)
+    counts = np.where(updates < 0, np.nan, updates.astype(np.float64))
+    return SeedStudy(seeds, counts, final)

@@ -21,6 +21,7 @@ from eqprop.recirculation import (
     recirculation_update,
     reconstruction_gradient,
     squared_reconstruction_error,
+    train_seeds,
     train_until_criterion,
 )
 
@@ -234,6 +235,42 @@ def test_4_2_4_encoder_reaches_criterion():
         np.testing.assert_array_equal(final.argmax(axis=1), np.arange(4))
         counts.append(run.updates_to_criterion)
     assert 10 < np.mean(counts) < 150
+
+
+def test_a_stack_of_loops_is_every_loop_at_once():
+    rng = np.random.default_rng(8)
+    members = [init_loop((4, 3, 2), rng, scale=1.0) for _ in range(3)]
+    stack = LoopWeights(
+        tuple(np.stack([m.weights[k] for m in members]) for k in range(3)),
+        tuple(np.stack([m.biases[g] for m in members]) for g in range(3)),
+    )
+    settings = RecirculationSettings(learning_rate=0.3, regression=0.6)
+    v = rng.uniform(0, 1, size=(5, 4))
+    update = recirculation_update(stack, recirculate(stack, v, settings), settings)
+    gradient = reconstruction_gradient(stack, v, settings)
+    errors = squared_reconstruction_error(stack, v, settings)
+    for i, m in enumerate(members):
+        one = recirculation_update(m, recirculate(m, v, settings), settings)
+        grad = reconstruction_gradient(m, v, settings)
+        for name, array in one.parameters().items():
+            np.testing.assert_allclose(update.parameters()[name][i], array, rtol=1e-12)
+            np.testing.assert_allclose(gradient.parameters()[name][i], grad.parameters()[name])
+        assert errors[i] == pytest.approx(squared_reconstruction_error(m, v, settings), rel=1e-12)
+
+
+def test_train_seeds_matches_one_run_per_seed():
+    patterns = encoder_patterns(4)
+    settings = RecirculationSettings(learning_rate=40.0, regression=0.75)
+    study = train_seeds((4, 2), range(12), patterns, settings, max_updates=300)
+    single = []
+    for seed in range(12):
+        loop = init_loop((4, 2), np.random.default_rng(seed))
+        run = train_until_criterion(loop, patterns, settings, 0.1, 300)
+        single.append(np.nan if run.updates_to_criterion is None else run.updates_to_criterion)
+        if run.converged:
+            np.testing.assert_allclose(study.loop.weights[0][seed], run.loop.weights[0])
+    np.testing.assert_array_equal(study.updates_to_criterion, single)
+    assert 0 < study.converged.sum() < 12  # epsilon = 40 is too large for some seeds
 
 
 def test_train_reports_non_convergence():
