@@ -71,9 +71,9 @@ def _symmetry(loop: LoopWeights) -> np.ndarray:
     return dot / (np.linalg.norm(enc, axis=(-2, -1)) * np.linalg.norm(dec, axis=(-2, -1)))
 
 
-def run_problem(problem, lr, lam, args):
+def run_problem(problem, lr, lam, lam_h, args):
     sizes = parse_sizes(problem)
-    settings = RecirculationSettings(learning_rate=lr, regression=lam)
+    settings = RecirculationSettings(learning_rate=lr, regression=lam, hidden_regression=lam_h)
     study = train_seeds(
         sizes,
         range(args.seeds),
@@ -95,9 +95,9 @@ def part_encoders(args):
     results = {}
     for problem in args.problems.split(","):
         for lr in args.lr:
-            for lam in args.lam:
+            for lam, lam_h in ((a, b) for a in args.lam for b in args.hidden_lam):
                 t0 = time.perf_counter()
-                counts, symmetry = run_problem(problem, lr, lam, args)
+                counts, symmetry = run_problem(problem, lr, lam, lam_h, args)
                 wall = time.perf_counter() - t0
                 ok = counts[np.isfinite(counts)]
                 results[(problem, lr, lam)] = counts
@@ -111,6 +111,7 @@ def part_encoders(args):
                         problem,
                         f"{lr:g}",
                         f"{lam:g}",
+                        f"{lam if lam_h is None else lam_h:g}",
                         f"{ok.size}/{counts.size}",
                         *(f"{x:.1f}" for x in stats),
                         f"{np.mean(symmetry):.2f}" if symmetry.size else "-",
@@ -121,6 +122,7 @@ def part_encoders(args):
         "problem",
         "epsilon",
         "lambda",
+        "lambda_h",
         "converged",
         "mean",
         "median",
@@ -156,12 +158,13 @@ def _histogram(results, args):
     fig, ax = plt.subplots(figsize=(5.0, 3.0), dpi=110)
     finite = [c[np.isfinite(c)] for c in results.values()]
     top = max((c.max() for c in finite if c.size), default=1.0)
-    bins = np.linspace(0, top, 40)
+    bins = np.logspace(0, np.log10(max(top, 10.0)) + 0.05, 40)
     for (problem, lr, lam), counts in results.items():
         ok = counts[np.isfinite(counts)]
         label = f"{problem}, eps={lr:g}, lambda={lam:g}: {ok.size}/{counts.size} converged"
         ax.hist(ok, bins=bins, histtype="step", linewidth=1.5, label=label)
-    ax.set_xlabel("weight updates to criterion")
+    ax.set_xscale("log")
+    ax.set_xlabel("weight updates to criterion (log scale)")
     ax.set_ylabel("seeds")
     ax.set_title(f"recirculation, error < {args.criterion:g}, {args.seeds} seeds", fontsize=9)
     ax.legend(fontsize=6)
@@ -171,49 +174,65 @@ def _histogram(results, args):
 
 
 CASES = (
-    ("linear visible, symmetric weights", "linear", True),
-    ("logistic visible, symmetric weights", "sigmoid", True),
-    ("logistic visible, independent weights", "sigmoid", False),
+    ("linear visible, symmetric weights", "linear", "symmetric"),
+    ("logistic visible, symmetric weights", "sigmoid", "symmetric"),
+    ("logistic visible, independent weights", "sigmoid", "independent"),
+    ("logistic visible, after 20 recirculation updates", "sigmoid", "trained"),
 )
+PANELS = (("W0", "encoder weights"), ("W1", "decoder weights"), ("all", "all weights and biases"))
+
+
+def _cosine_loop(seed, weights, patterns):
+    loop = init_loop((4, 2), np.random.default_rng(seed), scale=1.0)
+    if weights == "symmetric":
+        return LoopWeights((loop.weights[0], loop.weights[0].T.copy()), loop.biases)
+    if weights == "trained":
+        loop = init_loop((4, 2), np.random.default_rng(seed), scale=0.5)
+        settings = RecirculationSettings(learning_rate=20.0, regression=0.75)
+        for _ in range(20):
+            loop = loop.plus(
+                recirculation_update(loop, recirculate(loop, patterns, settings), settings)
+            )
+    return loop
 
 
 def part_cosine(args):
     lams = np.concatenate([np.linspace(0.0, 0.9, 10), [0.95, 0.99, 0.999]])
     patterns = encoder_patterns(4)
     table = {}
-    for label, visible, symmetric in CASES:
-        enc_cos = np.zeros((args.cosine_seeds, lams.size))
-        all_cos = np.zeros_like(enc_cos)
+    for label, visible, weights in CASES:
+        cos = {name: np.zeros((args.cosine_seeds, lams.size)) for name, _ in PANELS}
         for seed in range(args.cosine_seeds):
-            loop = init_loop((4, 2), np.random.default_rng(seed), scale=1.0)
-            if symmetric:
-                loop = LoopWeights((loop.weights[0], loop.weights[0].T.copy()), loop.biases)
+            loop = _cosine_loop(seed, weights, patterns)
             for i, lam in enumerate(lams):
                 settings = RecirculationSettings(regression=lam, visible_activation=visible)
                 update = recirculation_update(loop, recirculate(loop, patterns, settings), settings)
-                cos = cosine_by_parameter(update, reconstruction_gradient(loop, patterns, settings))
-                enc_cos[seed, i] = -cos["W0"]
-                all_cos[seed, i] = -cos["all"]
-        table[label] = (enc_cos.mean(0), all_cos.mean(0))
-    print("\ncosine(recirculation update, -dE/dtheta), mean over seeds; encoder W0 | all:")
-    print("lambda  " + "  ".join(f"{lam:6.3f}" for lam in lams))
-    for label, (enc, whole) in table.items():
-        print(f"{label}\n  W0   " + "  ".join(f"{x:6.3f}" for x in enc))
-        print("  all  " + "  ".join(f"{x:6.3f}" for x in whole))
+                c = cosine_by_parameter(update, reconstruction_gradient(loop, patterns, settings))
+                for name in cos:
+                    cos[name][seed, i] = -c[name]
+        table[label] = {name: values.mean(0) for name, values in cos.items()}
+    print(
+        f"\ncosine(recirculation update, -dE/dtheta), 4-2-4 patterns, mean over "
+        f"{args.cosine_seeds} loops:"
+    )
+    print("lambda      " + "  ".join(f"{lam:6.3f}" for lam in lams))
+    for label, rows in table.items():
+        print(label)
+        for name, values in rows.items():
+            print(f"  {name:<8s}  " + "  ".join(f"{x:6.3f}" for x in values))
     if args.cosine_figure:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.0), dpi=110, sharey=True)
+        fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.0), dpi=100, sharey=True)
         x = 1.0 - lams
-        for label, (enc, whole) in table.items():
-            axes[0].semilogx(x, enc, marker=".", label=label)
-            axes[1].semilogx(x, whole, marker=".", label=label)
-        axes[0].set_title("encoder weights", fontsize=9)
-        axes[1].set_title("all weights and biases", fontsize=9)
-        for ax in axes:
+        for label, rows in table.items():
+            for ax, (name, _) in zip(axes, PANELS):
+                ax.semilogx(x, rows[name], marker=".", label=label)
+        for ax, (_, title) in zip(axes, PANELS):
+            ax.set_title(title, fontsize=9)
             ax.set_xlabel("1 - lambda")
             ax.invert_xaxis()
             ax.axhline(0.99, color="grey", linewidth=0.5, linestyle="--")
@@ -232,6 +251,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=100, help="seeds per setting (default 100)")
     parser.add_argument("--lr", type=_floats, default=[20.0], help="epsilon list (default 20)")
     parser.add_argument("--lam", type=_floats, default=[0.75], help="lambda list (default 0.75)")
+    parser.add_argument(
+        "--hidden-lam",
+        type=_floats,
+        default=[None],
+        help="hidden groups' lambda list (default: the same as --lam)",
+    )
     parser.add_argument("--scale", type=float, default=0.5, help="init half-width (default 0.5)")
     parser.add_argument("--criterion", type=float, default=0.1, help="error criterion (0.1)")
     parser.add_argument("--max-updates", type=int, default=5000, help="cap (default 5000)")
