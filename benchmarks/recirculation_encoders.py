@@ -197,7 +197,7 @@ def _cosine_loop(seed, weights, patterns):
 
 
 def part_cosine(args):
-    lams = np.concatenate([np.linspace(0.0, 0.9, 10), [0.95, 0.99, 0.999]])
+    lams = np.sort(np.concatenate([np.linspace(0.0, 0.9, 10), [0.75, 0.95, 0.99, 0.999]]))
     patterns = encoder_patterns(4)
     table = {}
     for label, visible, weights in CASES:
