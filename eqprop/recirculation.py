@@ -613,14 +613,14 @@ def train_seeds(
     Seed ``s`` starts from ``init_loop(sizes, np.random.default_rng(s), scale)``, so each
     member follows the same arithmetic as a single run from that seed.
     """
-    seeds = np.asarray(list(seeds), dtype=np.int64)
-    if seeds.ndim != 1 or seeds.size == 0:
+    seed_array = np.asarray(list(seeds), dtype=np.int64)
+    if seed_array.ndim != 1 or seed_array.size == 0:
         raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
-    members = [init_loop(sizes, np.random.default_rng(int(s)), scale) for s in seeds]
+    members = [init_loop(sizes, np.random.default_rng(int(s)), scale) for s in seed_array]
     stack = LoopWeights(
         tuple(np.stack([m.weights[k] for m in members]) for k in range(len(members[0].weights))),
         tuple(np.stack([m.biases[g] for m in members]) for g in range(len(members[0].biases))),
     )
     updates, _, final = _train_stack(stack, patterns, settings, criterion, max_updates)
     counts = np.where(updates < 0, np.nan, updates.astype(np.float64))
-    return SeedStudy(seeds, counts, final)
+    return SeedStudy(seed_array, counts, final)
