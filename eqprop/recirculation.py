@@ -55,10 +55,11 @@ lacks the factor :math:`\\sigma'(a_i)`). For the encoder,
 \\sum_i w_{ji} (v_i - r_i)` to first order in :math:`1 - \\lambda`: backprop's error signal,
 carried back by the encoder weights instead of the decoder's transpose. With linear visible
 units, symmetric weights (encoder = decoder transpose) and :math:`\\lambda \\to 1` the
-update is therefore parallel to :math:`-\\partial E / \\partial W` group by group, which is
-the restricted case in which the paper shows recirculation performs gradient descent in the
-squared reconstruction error (tested in ``tests/test_recirculation.py``; the docs page
-``docs/recirculation.rst`` plots the cosine outside that case).
+update is therefore parallel to :math:`-\\partial E / \\partial W` group by group: this is
+the kind of restricted case in which, as the paper's abstract states, recirculation performs
+gradient descent in the squared reconstruction error (tested in
+``tests/test_recirculation.py``; ``docs/recirculation.rst`` plots the cosine outside that
+case).
 
 Everything here is float64 NumPy, batched over the leading axis (``(batch, n)`` states);
 updates are summed over the batch (the weight change of one sweep through the cases, as in
