@@ -1,0 +1,627 @@
+"""Recirculation: learning codes in a closed loop of unit groups (Hinton & McClelland, 1988).
+
+The rule of G. E. Hinton and J. L. McClelland, "Learning representations by
+recirculation", *Neural Information Processing Systems* (NIPS 1987), D. Z. Anderson (ed.),
+American Institute of Physics, 1988, pp. 358-366, on plain NumPy arrays.
+
+A **loop** is ``K >= 2`` groups of units: group 0 is the *visible* group, groups
+``1 .. K-1`` are *hidden*, and coupling ``k`` maps group ``k`` to group ``(k + 1) % K``
+(so for ``K = 2`` the couplings are the encoder, visible -> hidden, and the decoder,
+hidden -> visible; the two are separate matrices, not each other's transpose). A vector
+goes round the loop twice, one group per time step ``t = 0, 1, ..., 2K - 1``; the group
+active at time ``t`` is ``t % K``. With :math:`y(t)` the activity at time ``t``,
+:math:`a(t) = y(t-1) W + b` its net input (``W`` of shape ``(fan_in, fan_out)``, ``b`` the
+bias of the receiving group) and :math:`\\sigma` the group's activation:
+
+.. math::
+
+    y(0) &= v \\\\
+    y(t) &= \\sigma(a(t)), \\qquad 1 \\le t \\le K - 1
+        \\quad\\text{(first pass)} \\\\
+    y(K) &= \\lambda_v\\, y(0) + (1 - \\lambda_v)\\, \\sigma(a(K))
+        \\quad\\text{(regressed reconstruction)} \\\\
+    y(t) &= \\lambda_h\\, y(t - K) + (1 - \\lambda_h)\\, \\sigma(a(t)),
+        \\qquad K + 1 \\le t \\le 2K - 1
+
+The regression parameter :math:`\\lambda` makes the second pass an average of the first
+pass and the recirculated vector: the paper regresses both the visible group (its
+"reconstruction") and the hidden group on the second pass. For ``K = 2`` these are the
+paper's four states: :math:`y_i(0)`, :math:`y_j(1) = \\sigma(\\sum_i w_{ji} y_i(0))`,
+:math:`y_i(2) = \\lambda y_i(0) + (1 - \\lambda)\\sigma(\\sum_j w_{ij} y_j(1))` and
+:math:`y_j(3) = \\lambda y_j(1) + (1 - \\lambda)\\sigma(\\sum_i w_{ji} y_i(2))` (biases as
+weights from an always-on unit).
+
+**Learning rule.** Every weight changes by its presynaptic activity times the difference
+of its postsynaptic activity between the two passes:
+
+.. math::
+
+    \\Delta w_{ij} = \\varepsilon\\, y_j(1)\\,[y_i(0) - y_i(2)] \\quad\\text{(decoder)},\\qquad
+    \\Delta w_{ji} = \\varepsilon\\, y_i(2)\\,[y_j(1) - y_j(3)] \\quad\\text{(encoder)},
+
+and a bias by the postsynaptic difference alone. For a group ``g`` visited at times
+``t1 = g`` and ``t2 = g + K`` (``t1 = 0``, ``t2 = K`` for the visible group) the
+presynaptic activity is the state that drove ``y(t2)``, that is ``y(t2 - 1)``; deeper loops
+(``K > 2``) use the same two-pass schedule and rule group by group.
+
+**Relation to gradient descent.** The error minimised is the squared reconstruction error
+of the first pass, :math:`E = \\sum_{c, i} (v_i - r_i)^2` with
+:math:`r = \\sigma(a(K))` computed from the first-pass states
+(:func:`squared_reconstruction_error`, exact gradient :func:`reconstruction_gradient`).
+The decoder rule is a delta rule: :math:`y_i(0) - y_i(2) = (1 - \\lambda)(v_i - r_i)`, so it
+is gradient descent on ``E`` exactly when the visible units are linear (for logistic ones it
+lacks the factor :math:`\\sigma'(a_i)`). For the encoder,
+:math:`y_j(1) - y_j(3) \\approx (1 - \\lambda_h)(1 - \\lambda)\\,\\sigma'(a_j)
+\\sum_i w_{ji} (v_i - r_i)` to first order in :math:`1 - \\lambda`: backprop's error signal,
+carried back by the encoder weights instead of the decoder's transpose. With linear visible
+units, symmetric weights (encoder = decoder transpose) and :math:`\\lambda \\to 1` the
+update is therefore parallel to :math:`-\\partial E / \\partial W` group by group: this is
+the kind of restricted case in which, as the paper's abstract states, recirculation performs
+gradient descent in the squared reconstruction error (tested in
+``tests/test_recirculation.py``; ``docs/recirculation.rst`` plots the cosine outside that
+case).
+
+Everything here is float64 NumPy, batched over the leading axis (``(batch, n)`` states);
+updates are summed over the batch (the weight change of one sweep through the cases, as in
+the paper's batch training) unless ``reduce="mean"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eqprop.network import activation_functions
+
+__all__ = [
+    "ACTIVATIONS",
+    "LoopPasses",
+    "LoopWeights",
+    "RecirculationRun",
+    "RecirculationSettings",
+    "SeedStudy",
+    "cosine_by_parameter",
+    "encoder_patterns",
+    "init_loop",
+    "parse_sizes",
+    "recirculate",
+    "recirculation_update",
+    "reconstruction_gradient",
+    "squared_reconstruction_error",
+    "train_seeds",
+    "train_until_criterion",
+]
+
+#: Activations a group may use: the logistic function of the paper, or the identity
+#: (linear units, the case of the paper's gradient-descent analysis).
+ACTIVATIONS = ("sigmoid", "linear")
+
+#: How updates and gradients are reduced over the batch.
+REDUCTIONS = ("sum", "mean")
+
+
+def _check_name(kind: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(map(repr, choices))}")
+
+
+def _activation(name: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable]:
+    """``(f, f')`` of a group's activation (the logistic one is eqprop's ``sigmoid``)."""
+    _check_name("activation", name, ACTIVATIONS)
+    if name == "linear":
+        return (lambda a: a), np.ones_like
+    f, df, _, _ = activation_functions("sigmoid")
+    return f, df
+
+
+def _check_fraction(name: str, value: float) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(
+            f"{name} must lie in [0, 1) (lambda = 1 would make both passes equal and the "
+            f"update zero), got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RecirculationSettings:
+    """Settings of the two-pass loop and its learning rule.
+
+    Parameters
+    ----------
+    learning_rate : float
+        :math:`\\varepsilon > 0`, multiplies every weight and bias change.
+    regression : float
+        :math:`\\lambda_v \\in [0, 1)`: the visible group's second-pass state is
+        ``regression * v + (1 - regression) * reconstruction``. Paper's encoder runs: 0.75.
+    hidden_regression : float or None
+        :math:`\\lambda_h \\in [0, 1)` of the hidden groups' second-pass states; ``None``
+        (default) uses ``regression`` (the paper regresses both groups).
+    visible_activation, hidden_activation : {"sigmoid", "linear"}
+        Activations of the visible group and of every hidden group (logistic in the paper).
+    """
+
+    learning_rate: float = 1.0
+    regression: float = 0.75
+    hidden_regression: float | None = None
+    visible_activation: str = "sigmoid"
+    hidden_activation: str = "sigmoid"
+
+    def __post_init__(self):
+        lr = float(self.learning_rate)
+        if not (np.isfinite(lr) and lr > 0.0):
+            raise ValueError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
+            )
+        object.__setattr__(self, "learning_rate", lr)
+        object.__setattr__(self, "regression", _check_fraction("regression", self.regression))
+        if self.hidden_regression is not None:
+            value = _check_fraction("hidden_regression", self.hidden_regression)
+            object.__setattr__(self, "hidden_regression", value)
+        _check_name("visible_activation", self.visible_activation, ACTIVATIONS)
+        _check_name("hidden_activation", self.hidden_activation, ACTIVATIONS)
+
+    @property
+    def hidden_lambda(self) -> float:
+        """The hidden groups' regression (``regression`` when not set)."""
+        return self.regression if self.hidden_regression is None else self.hidden_regression
+
+    def activation_of(self, group: int) -> str:
+        """Activation name of ``group`` (0 is the visible group)."""
+        return self.visible_activation if group == 0 else self.hidden_activation
+
+
+@dataclass(frozen=True)
+class LoopWeights:
+    """Parameters of a closed loop of ``K >= 2`` groups, or an update or gradient of them.
+
+    Parameters
+    ----------
+    weights : tuple of ndarray
+        ``weights[k]``, float64 of shape ``(n_k, n_{(k+1) % K})``, maps group ``k`` to group
+        ``(k + 1) % K``. For ``K = 2``: ``weights[0]`` is the encoder (visible -> hidden),
+        ``weights[1]`` the decoder (hidden -> visible).
+    biases : tuple of ndarray
+        ``biases[g]``, float64 of shape ``(n_g,)``, bias of group ``g`` (0 is visible).
+
+    A *stack* of independent loops of the same sizes (one per seed, say) has the same
+    leading axes ``lead`` on every array: weights ``(*lead, n_k, n_{k+1})``, biases
+    ``(*lead, n_g)``; every function here then works on all of them at once.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two groups, arrays of the wrong rank or leading shape, or sizes that do
+        not close the loop (the error names the coupling and both sizes).
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    def __post_init__(self):
+        weights = tuple(np.ascontiguousarray(w, dtype=np.float64) for w in self.weights)
+        biases = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in self.biases)
+        n_groups = len(weights)
+        if n_groups < 2:
+            raise ValueError(
+                f"a recirculation loop needs at least 2 groups (visible and hidden), got "
+                f"{n_groups} weight matrices"
+            )
+        if len(biases) != n_groups:
+            raise ValueError(
+                f"a loop of {n_groups} groups needs {n_groups} bias vectors, got {len(biases)}"
+            )
+        lead = weights[0].shape[:-2]
+        for k, w in enumerate(weights):
+            if w.ndim < 2 or w.shape[:-2] != lead:
+                raise ValueError(
+                    f"weights[{k}] must have shape (*lead, fan_in, fan_out) with the leading "
+                    f"shape {lead} of weights[0], got shape {w.shape}"
+                )
+        for k, w in enumerate(weights):
+            k_next = (k + 1) % n_groups
+            nxt = weights[k_next]
+            if w.shape[-1] != nxt.shape[-2]:
+                raise ValueError(
+                    f"the loop does not close: weights[{k}] has shape {w.shape} (group "
+                    f"{k_next} of size {w.shape[-1]}) but weights[{k_next}] has shape "
+                    f"{nxt.shape} (it reads a group of size {nxt.shape[-2]})"
+                )
+        for g, b in enumerate(biases):
+            size = weights[g].shape[-2]
+            if b.shape != (*lead, size):
+                raise ValueError(
+                    f"biases[{g}] must have shape {(*lead, size)} for group {g} of size {size}, "
+                    f"got {b.shape}"
+                )
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "biases", biases)
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups ``K`` in the loop."""
+        return len(self.weights)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Group sizes, visible first."""
+        return tuple(w.shape[-2] for w in self.weights)
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        """Leading (stack) shape shared by every array; ``()`` for a single loop."""
+        return self.weights[0].shape[:-2]
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Named arrays: ``W{k}`` (coupling ``k``) and ``b{g}`` (bias of group ``g``)."""
+        named = {f"W{k}": w for k, w in enumerate(self.weights)}
+        named.update({f"b{g}": b for g, b in enumerate(self.biases)})
+        return named
+
+    def plus(self, update: LoopWeights) -> LoopWeights:
+        """``self + update`` array by array (apply a recirculation update)."""
+        if update.sizes != self.sizes or update.lead_shape != self.lead_shape:
+            raise ValueError(
+                f"update of a {update.sizes} loop (stack {update.lead_shape}) applied to a "
+                f"{self.sizes} loop (stack {self.lead_shape})"
+            )
+        return LoopWeights(
+            tuple(w + dw for w, dw in zip(self.weights, update.weights)),
+            tuple(b + db for b, db in zip(self.biases, update.biases)),
+        )
+
+
+@dataclass(frozen=True)
+class LoopPasses:
+    """States of the two passes round a loop of ``K`` groups.
+
+    Attributes
+    ----------
+    states : tuple of ndarray
+        ``2K`` arrays; ``states[t]`` of shape ``(batch, n_{t % K})`` is the activity at time
+        ``t`` (``states[0]`` is the original visible batch).
+    net_inputs : tuple of ndarray
+        ``net_inputs[t - 1]`` is :math:`a(t) = y(t-1) W + b`, for ``t = 1 .. 2K - 1``.
+    reconstruction : ndarray
+        The unregressed reconstruction :math:`r = \\sigma(a(K))`, shape ``(batch, n_0)``.
+    """
+
+    states: tuple[np.ndarray, ...]
+    net_inputs: tuple[np.ndarray, ...]
+    reconstruction: np.ndarray
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """Group sizes from ``"4-2-4"`` (encoder notation: visible, hidden..., visible again) or
+    ``"4-2"`` (the loop's groups).
+
+    A trailing size equal to the first closes the loop and is dropped: ``"4-2-4"`` and
+    ``"4-2"`` are the same two-group loop; ``"8-4-3-8"`` is a three-group loop.
+    """
+    try:
+        sizes = [int(s) for s in text.split("-")]
+    except ValueError as exc:
+        raise ValueError(f"sizes must look like '4-2-4', got {text!r}") from exc
+    if len(sizes) >= 3 and sizes[-1] == sizes[0]:
+        sizes = sizes[:-1]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(
+            f"sizes {text!r}: a loop needs a visible and at least one hidden group, each of "
+            f"size >= 1 (e.g. '4-2-4')"
+        )
+    return tuple(sizes)
+
+
+def init_loop(sizes: Sequence[int], rng: np.random.Generator, scale: float = 0.5) -> LoopWeights:
+    """A loop with weights and biases drawn uniformly from ``[-scale, scale]``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Group sizes, visible first (``(4, 2)`` for the 4-2-4 encoder).
+    rng : numpy.random.Generator
+    scale : float
+        Half-width of the uniform initialisation (> 0).
+    """
+    sizes = tuple(int(n) for n in sizes)
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"a loop needs >= 2 groups of size >= 1, got sizes {sizes}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    n_groups = len(sizes)
+    weights = tuple(
+        rng.uniform(-scale, scale, size=(sizes[k], sizes[(k + 1) % n_groups]))
+        for k in range(n_groups)
+    )
+    biases = tuple(rng.uniform(-scale, scale, size=n) for n in sizes)
+    return LoopWeights(weights, biases)
+
+
+def encoder_patterns(n: int) -> np.ndarray:
+    """The ``n`` one-hot patterns of an ``n``-unit encoder problem, shape ``(n, n)``."""
+    if n < 1:
+        raise ValueError(f"an encoder problem needs n >= 1 visible units, got {n}")
+    return np.eye(n)
+
+
+def _check_visible(loop: LoopWeights, v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim < 2 or v.shape[-1] != loop.sizes[0]:
+        raise ValueError(
+            f"visible batch must have shape (batch, {loop.sizes[0]}) (or (*lead, batch, "
+            f"{loop.sizes[0]}) for a stack of loops) for a loop of sizes {loop.sizes}, "
+            f"got {v.shape}"
+        )
+    if not np.all(np.isfinite(v)):
+        raise ValueError("visible batch has non-finite entries")
+    return np.ascontiguousarray(v)
+
+
+def recirculate(loop: LoopWeights, v, settings: RecirculationSettings) -> LoopPasses:
+    """Run the two passes of the loop on a visible batch ``v`` of shape ``(batch, n_0)``.
+
+    The equations are in the module docstring: the first pass is ``y(1 .. K-1)`` and the
+    reconstruction ``sigma(a(K))``; the second pass regresses every group towards its
+    first-pass state with ``settings.regression`` (visible) and
+    ``settings.hidden_lambda`` (hidden).
+    """
+    v = _check_visible(loop, v)
+    n_groups = loop.n_groups
+    funcs = [_activation(settings.activation_of(g))[0] for g in range(n_groups)]
+    states: list[np.ndarray] = [v]
+    nets: list[np.ndarray] = []
+    reconstruction = v
+    for t in range(1, 2 * n_groups):
+        g = t % n_groups
+        net = states[t - 1] @ loop.weights[(g - 1) % n_groups] + loop.biases[g][..., None, :]
+        out = funcs[g](net)
+        if t < n_groups:
+            state = out
+        else:
+            lam = settings.regression if g == 0 else settings.hidden_lambda
+            state = lam * states[t - n_groups] + (1.0 - lam) * out
+            if t == n_groups:
+                reconstruction = out
+        nets.append(net)
+        states.append(state)
+    return LoopPasses(tuple(states), tuple(nets), reconstruction)
+
+
+def _transpose(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
+
+
+def _reduce_factor(reduce: str, batch: int) -> float:
+    _check_name("reduce", reduce, REDUCTIONS)
+    return 1.0 if reduce == "sum" else 1.0 / batch
+
+
+def recirculation_update(
+    loop: LoopWeights, passes: LoopPasses, settings: RecirculationSettings, reduce: str = "sum"
+) -> LoopWeights:
+    """The recirculation weight and bias changes (to be *added* to the loop).
+
+    For group ``g`` visited at ``t1`` and ``t2 = t1 + K`` (``t1 = g``, or 0 for the visible
+    group), with the coupling ``k = (g - 1) % K`` feeding it:
+
+    .. math::
+
+        \\Delta W_k = \\varepsilon\\, y(t_2 - 1)^\\top [y(t_1) - y(t_2)], \\qquad
+        \\Delta b_g = \\varepsilon \\textstyle\\sum_c [y(t_1) - y(t_2)],
+
+    summed over the batch (``reduce="sum"``, the paper's update after a sweep through the
+    cases) or averaged (``"mean"``). For ``K = 2`` this is Hinton & McClelland's
+    :math:`\\Delta w_{ij} = \\varepsilon y_j(1)[y_i(0) - y_i(2)]` (decoder) and
+    :math:`\\Delta w_{ji} = \\varepsilon y_i(2)[y_j(1) - y_j(3)]` (encoder).
+    """
+    n_groups = loop.n_groups
+    if len(passes.states) != 2 * n_groups:
+        raise ValueError(
+            f"passes of a {len(passes.states) // 2}-group loop given for a {n_groups}-group loop"
+        )
+    factor = settings.learning_rate * _reduce_factor(reduce, passes.states[0].shape[-2])
+    d_weights: list[np.ndarray] = [np.empty(0)] * n_groups
+    d_biases: list[np.ndarray] = [np.empty(0)] * n_groups
+    for g in range(n_groups):
+        t1 = g
+        t2 = t1 + n_groups
+        difference = passes.states[t1] - passes.states[t2]
+        d_weights[(g - 1) % n_groups] = factor * (_transpose(passes.states[t2 - 1]) @ difference)
+        d_biases[g] = factor * difference.sum(axis=-2)
+    return LoopWeights(tuple(d_weights), tuple(d_biases))
+
+
+def squared_reconstruction_error(loop: LoopWeights, v, settings: RecirculationSettings):
+    """:math:`E = \\sum_{c, i} (v_{ci} - r_{ci})^2`, the first pass's squared reconstruction
+    error summed over the batch and the visible units (no factor 1/2).
+
+    A float for one loop; an array of the stack's leading shape for a stack of loops.
+    """
+    passes = recirculate(loop, v, settings)
+    error = np.sum((passes.states[0] - passes.reconstruction) ** 2, axis=(-2, -1))
+    return float(error) if np.ndim(error) == 0 else error
+
+
+def reconstruction_gradient(
+    loop: LoopWeights, v, settings: RecirculationSettings, reduce: str = "sum"
+) -> LoopWeights:
+    """Exact gradient :math:`\\partial E / \\partial \\theta` of
+    :func:`squared_reconstruction_error` through the first pass of the loop (backprop).
+
+    With :math:`\\delta(K) = -2 (v - r) \\odot \\sigma'(a(K))` and
+    :math:`\\delta(t-1) = \\delta(t) W^\\top \\odot \\sigma'(a(t-1))`, the coupling feeding
+    the group active at ``t`` gets :math:`y(t-1)^\\top \\delta(t)` and that group's bias
+    :math:`\\sum_c \\delta(t)`, for ``t = K, ..., 1``. The regression does not enter: ``E``
+    is defined on the first pass. ``reduce="mean"`` divides by the batch size.
+    """
+    passes = recirculate(loop, v, settings)
+    n_groups = loop.n_groups
+    derivs = [_activation(settings.activation_of(g))[1] for g in range(n_groups)]
+    factor = _reduce_factor(reduce, passes.states[0].shape[-2])
+    d_weights: list[np.ndarray] = [np.empty(0)] * n_groups
+    d_biases: list[np.ndarray] = [np.empty(0)] * n_groups
+    delta = (
+        -2.0
+        * (passes.states[0] - passes.reconstruction)
+        * derivs[0](passes.net_inputs[n_groups - 1])
+    )
+    for t in range(n_groups, 0, -1):
+        g = t % n_groups
+        k = (g - 1) % n_groups
+        d_weights[k] = factor * (_transpose(passes.states[t - 1]) @ delta)
+        d_biases[g] = factor * delta.sum(axis=-2)
+        if t > 1:
+            delta = (delta @ _transpose(loop.weights[k])) * derivs[t - 1](passes.net_inputs[t - 2])
+    return LoopWeights(tuple(d_weights), tuple(d_biases))
+
+
+def cosine_by_parameter(a: LoopWeights, b: LoopWeights) -> dict[str, float]:
+    """Cosine similarity of two updates, per named array (``W0``, ``W1``, ..., ``b0``, ...)
+    and over all of them concatenated (``"all"``); ``nan`` where either array is zero."""
+
+    def cosine(x: np.ndarray, y: np.ndarray) -> float:
+        nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+        return float(np.dot(x.ravel(), y.ravel()) / (nx * ny)) if nx > 0 and ny > 0 else np.nan
+
+    pa, pb = a.parameters(), b.parameters()
+    out = {name: cosine(pa[name], pb[name]) for name in pa}
+    out["all"] = cosine(
+        np.concatenate([x.ravel() for x in pa.values()]),
+        np.concatenate([x.ravel() for x in pb.values()]),
+    )
+    return out
+
+
+def _train_stack(loop: LoopWeights, patterns, settings, criterion, max_updates):
+    """Batch recirculation on a loop or a stack of loops; a member stops changing once its
+    error is below ``criterion``. Returns ``(updates, errors, loop)``: ``updates`` of the
+    stack's shape (-1 where the criterion was never reached), ``errors`` of shape
+    ``(n_recorded, *lead)``."""
+    if not (np.isfinite(criterion) and criterion > 0):
+        raise ValueError(f"criterion must be a finite number > 0, got {criterion!r}")
+    if int(max_updates) < 0:
+        raise ValueError(f"max_updates must be >= 0, got {max_updates!r}")
+    patterns = _check_visible(loop, patterns)
+    lead = loop.lead_shape
+    updates = np.full(lead, -1, dtype=np.int64)
+    errors: list[np.ndarray] = []
+    for update in range(int(max_updates) + 1):
+        passes = recirculate(loop, patterns, settings)
+        error = np.sum((patterns - passes.reconstruction) ** 2, axis=(-2, -1))
+        errors.append(error)
+        newly = (error < criterion) & (updates < 0)
+        updates = np.where(newly, update, updates)
+        active = updates < 0
+        if update == max_updates or not np.any(active):
+            break
+        step = recirculation_update(loop, passes, settings)
+        mask = active.astype(np.float64)
+        step = LoopWeights(
+            tuple(dw * mask[..., None, None] for dw in step.weights),
+            tuple(db * mask[..., None] for db in step.biases),
+        )
+        loop = loop.plus(step)
+    return updates, np.asarray(errors), loop
+
+
+@dataclass(frozen=True)
+class RecirculationRun:
+    """Outcome of :func:`train_until_criterion`.
+
+    Attributes
+    ----------
+    updates_to_criterion : int or None
+        Number of weight updates after which the squared reconstruction error first fell
+        below the criterion (0 if it started below); ``None`` if it never did within
+        ``max_updates``.
+    errors : ndarray
+        Squared reconstruction error before each update and after the last one.
+    loop : LoopWeights
+        The final weights.
+    """
+
+    updates_to_criterion: int | None
+    errors: np.ndarray
+    loop: LoopWeights
+
+    @property
+    def converged(self) -> bool:
+        """Whether the criterion was reached."""
+        return self.updates_to_criterion is not None
+
+
+def train_until_criterion(
+    loop: LoopWeights,
+    patterns,
+    settings: RecirculationSettings,
+    criterion: float = 0.1,
+    max_updates: int = 5000,
+) -> RecirculationRun:
+    """Batch recirculation learning on ``patterns`` until :func:`squared_reconstruction_error`
+    (summed over all patterns and visible units) is below ``criterion``.
+
+    One update = both passes for every pattern, then the summed
+    :func:`recirculation_update` is added to the weights. ``loop`` must be a single loop
+    (see :func:`train_seeds` for many).
+    """
+    if loop.lead_shape != ():
+        raise ValueError(
+            f"train_until_criterion trains one loop, got a stack of shape {loop.lead_shape}; "
+            f"use train_seeds"
+        )
+    updates, errors, final = _train_stack(loop, patterns, settings, criterion, max_updates)
+    count = int(updates)
+    return RecirculationRun(None if count < 0 else count, errors, final)
+
+
+@dataclass(frozen=True)
+class SeedStudy:
+    """Outcome of :func:`train_seeds`.
+
+    Attributes
+    ----------
+    seeds : ndarray of int
+    updates_to_criterion : ndarray of float
+        Per seed; ``nan`` where the criterion was not reached within ``max_updates``.
+    loop : LoopWeights
+        The final weights, stacked over seeds (leading axis = seed).
+    """
+
+    seeds: np.ndarray
+    updates_to_criterion: np.ndarray
+    loop: LoopWeights
+
+    @property
+    def converged(self) -> np.ndarray:
+        """Boolean per seed."""
+        return np.isfinite(self.updates_to_criterion)
+
+
+def train_seeds(
+    sizes: Sequence[int],
+    seeds: Sequence[int],
+    patterns,
+    settings: RecirculationSettings,
+    scale: float = 0.5,
+    criterion: float = 0.1,
+    max_updates: int = 5000,
+) -> SeedStudy:
+    """:func:`train_until_criterion` for every seed at once (one stacked NumPy run).
+
+    Seed ``s`` starts from ``init_loop(sizes, np.random.default_rng(s), scale)``, so each
+    member follows the same arithmetic as a single run from that seed.
+    """
+    seed_array = np.asarray(list(seeds), dtype=np.int64)
+    if seed_array.ndim != 1 or seed_array.size == 0:
+        raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
+    members = [init_loop(sizes, np.random.default_rng(int(s)), scale) for s in seed_array]
+    stack = LoopWeights(
+        tuple(np.stack([m.weights[k] for m in members]) for k in range(len(members[0].weights))),
+        tuple(np.stack([m.biases[g] for m in members]) for g in range(len(members[0].biases))),
+    )
+    updates, _, final = _train_stack(stack, patterns, settings, criterion, max_updates)
+    counts = np.where(updates < 0, np.nan, updates.astype(np.float64))
+    return SeedStudy(seed_array, counts, final)
