@@ -221,3 +221,51 @@ def test_cross_entropy_with_the_outside_nudge_gets_a_note(capsys):
     assert "--nudge inside is the exact one" in capsys.readouterr().err
     assert main([*argv, "--nudge", "inside"]) == 0
     assert "--nudge inside" not in capsys.readouterr().err
+
+
+_CACHE_PROBE = """
+import json, os, sys
+import numba
+import eqprop, eqprop.kernels, solvers._kernels
+paths = {}
+for mod in (eqprop.kernels, solvers._kernels):
+    for name, obj in vars(mod).items():
+        cache = getattr(obj, "_cache", None)
+        if cache is not None and hasattr(cache, "_cache_path"):
+            paths[f"{mod.__name__}.{name}"] = cache._cache_path
+print(json.dumps({"env": os.environ.get("NUMBA_CACHE_DIR"), "config": numba.config.CACHE_DIR,
+                  "paths": paths}))
+"""
+
+
+@pytest.mark.parametrize("preset_env", [False, True])
+def test_numba_cache_is_never_inside_the_package(tmp_path, preset_env):
+    """Without NUMBA_CACHE_DIR, every cache=True function of eqprop and solvers caches
+    under the user cache folder (XDG_CACHE_HOME/eqprop/numba), not in a __pycache__ beside
+    its source (which, in site-packages, outlives the install: README's two commands)."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "EQPROP_CACHE_DIR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    want = tmp_path / "xdg" / "eqprop" / "numba"
+    if preset_env:  # the user's choice wins
+        want = tmp_path / "mine"
+        env["NUMBA_CACHE_DIR"] = str(want)
+    run = subprocess.run(
+        [sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["env"] == got["config"] == str(want)
+    assert len(got["paths"]) >= 5
+    package_dirs = [Path(cli.__file__).parent, Path(cli.__file__).parents[1] / "solvers"]
+    for name, path in got["paths"].items():
+        assert Path(path).is_relative_to(want), (name, path)
+        assert not any(Path(path).is_relative_to(p) for p in package_dirs), (name, path)
+
+    from eqprop.data import default_cache_dir
+    from solvers._numba_cache import default_numba_cache_dir
+
+    assert default_numba_cache_dir() == default_cache_dir() / "numba"
