@@ -242,6 +242,45 @@ def _check_paths(output: Path, points: Path) -> None:
         raise ValueError(f"--points {points} is a file; give a folder (or remove the file)")
 
 
+def _check_before_running(args: argparse.Namespace, base: dict[str, Any] | None) -> None:
+    """Refuse settings that every point of the study would fail on, before any runs.
+
+    A point's own ValueError would otherwise surface only after the sweep, as failed
+    points (exit status 1) rather than one line about the value (exit status 2).
+    """
+    if args.study == "convergence" and any(d < 1 for d in args.depths):
+        raise ValueError(
+            f"--depths {','.join(map(str, args.depths))}: each depth (number of hidden "
+            "layers) must be >= 1"
+        )
+    if getattr(args, "method", None) is not None:
+        from eqprop.phases import METHOD_NAMES
+
+        if args.method not in METHOD_NAMES:
+            raise ValueError(
+                f"--method {args.method!r}: unknown method; choose one of {', '.join(METHOD_NAMES)}"
+            )
+    if getattr(args, "dataset", None) is not None:
+        from eqprop.data import _canonical
+
+        _canonical(args.dataset)  # ValueError naming the data set and the valid names
+    if args.study == "training":
+        from eqprop.network import COSTS
+        from eqprop.train import TrainConfig
+
+        for cost in args.costs:
+            if cost not in COSTS:
+                raise ValueError(f"--costs: unknown cost {cost!r}; choose from {', '.join(COSTS)}")
+        for estimator in args.estimators:
+            settings = dict(base or {})
+            settings.update(estimator=estimator, cost=args.costs[0], seed=args.seeds[0])
+            settings["output"] = None
+            try:
+                TrainConfig.from_dict(settings).validate()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"--set/--preset/--estimators: {exc}") from None
+
+
 def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
     out = Path(args.output)
     points = Path(args.points) if args.points else out.with_name(out.name + ".points")
@@ -260,6 +299,8 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
         progress=False if args.quiet else None,
         command=list(command),
     )
+    if args.study != "training":
+        _check_before_running(args, None)
     if args.study == "convergence":
         from .convergence import solver_convergence
 
@@ -317,6 +358,7 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
 
         base = dict(get_preset(args.preset).settings)
     base.update(dict(args.overrides))
+    _check_before_running(args, base)
     return training_curves(args.estimators, args.seeds, args.costs, base=base, **sweep_kwargs)
 
 
