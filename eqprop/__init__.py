@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+# isort: off
+# Numba's cache folder is chosen on this import, before eqprop.kernels defines its
+# cache=True functions (solvers/_numba_cache.py says why).
+import solvers._numba_cache  # noqa: F401
+
+# isort: on
 from eqprop.network import (
     Gradient,
     Network,

@@ -22,9 +22,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["build_train_parser", "config_from_args", "main"]
+from eqprop._cli_options import (
+    PROG,
+    Parser,
+    UsageError,
+    deprecated_alias,
+    error_line,
+    sizes,
+)
 
-_PROG = "eqprop"
+__all__ = ["UsageError", "build_train_parser", "config_from_args", "main"]
+
+_PROG = PROG
 
 #: Subcommands implemented in other modules: name -> (module, function, what it does).
 _DISPATCH: dict[str, tuple[str, str, str]] = {
@@ -33,11 +42,12 @@ _DISPATCH: dict[str, tuple[str, str, str]] = {
     "plot": ("studies.cli", "plot_main", "plot a study's results"),
 }
 
-# TrainConfig fields settable from the command line (dest name == field name).
+# TrainConfig fields settable from the command line (dest name == field name, except
+# the layer sizes: option --sizes, dest "sizes", field "architecture").
 _TRAIN_FIELDS = (
     "dataset",
     "data_dir",
-    "architecture",
+    "sizes",
     "kind",
     "activation",
     "cost",
@@ -75,28 +85,16 @@ _TRAIN_FIELDS = (
 )
 
 
-class UsageError(Exception):
-    """Bad command-line input; reported as one line and exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser that raises instead of exiting, so ``main`` decides the exit code."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
 def _top_parser() -> argparse.ArgumentParser:
     from eqprop import __version__
 
     lines = ["commands:", "  train     train a network with Equilibrium Propagation"]
     for name, (_, _, what) in _DISPATCH.items():
         lines.append(f"  {name:<9} {what}")
-    p = _Parser(
+    p = Parser(
         prog=_PROG,
         description="Equilibrium Propagation and friends: training, comparisons, studies.",
         epilog="\n".join(lines) + "\n\nRun 'eqprop COMMAND --help' for a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"eqprop {__version__}")
     p.add_argument("command", choices=["train", *_DISPATCH], help=argparse.SUPPRESS)
@@ -108,14 +106,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     from eqprop.presets import PRESETS, preset_names
 
     presets = "\n".join(f"  {n:<16} {PRESETS[n].description}" for n in preset_names())
-    p = _Parser(
+    p = Parser(
         prog=f"{_PROG} train",
         description=(
             "Train a layered network with Equilibrium Propagation and print its test error. "
             "Settings come from the defaults, then --preset, then the options given."
         ),
         epilog=f"presets:\n{presets}\n\nexample: eqprop train --preset digits",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=None,
     )
     g = p.add_argument_group("run")
@@ -142,7 +139,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", help="mnist, fashion-mnist or digits")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="folder of dataset files")
     g = p.add_argument_group("network")
-    g.add_argument("--architecture", "--arch", help="layer sizes input first, e.g. 784-500-10")
+    arch = g.add_argument(
+        "--sizes", type=sizes, help="layer sizes, input first: 784-500-10 or 784,500,10"
+    )
+    deprecated_alias(g, "--architecture", arch)
+    deprecated_alias(g, "--arch", arch)
     g.add_argument("--kind", help="hopfield or prototypical")
     g.add_argument(
         "--activation", help="hardsigmoid, sigmoid, tanh or shifted-sigmoid (1/(1+exp(-4(s-1/2))))"
@@ -177,7 +178,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta", type=float, help="nudging strength (nonzero)")
     g.add_argument("--estimator", help="one-sided, random-sign or symmetric")
     g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
-    g.add_argument("--lrs", "--lr", dest="lrs", type=float, nargs="+", help="rate per layer")
+    lrs = g.add_argument("--lrs", type=float, nargs="+", help="learning rate per weight layer")
+    deprecated_alias(g, "--lr", lrs)
     g.add_argument("--momentum", type=float, help="SGD momentum in [0, 1)")
     g.add_argument("--weight-decay", dest="weight_decay", type=float, help="L2 coefficient")
     g.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
@@ -206,7 +208,68 @@ def build_train_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="evaluation free phases start from each sample's previous evaluation state",
     )
+    _show_train_defaults(p)
     return p
+
+
+# Help text of train options whose TrainConfig default is None: what None means.
+_NONE_MEANS = {
+    "free_method": "--method",
+    "free_eps": "--eps",
+    "free_damping": "--damping",
+    "eval_T": "-T",
+    "limit": "every sample",
+    "data_dir": "$EQPROP_DATA_DIR, else the user cache, downloading once",
+    "output": "nothing written",
+    "preset": "none",
+    "resume": "a new run",
+}
+
+
+def _field(dest: str) -> str:
+    return "architecture" if dest == "sizes" else dest
+
+
+def _show_train_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` to each train option's help, X from TrainConfig."""
+    import dataclasses
+
+    from eqprop.train import TrainConfig
+
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(TrainConfig)
+        if f.init and f.default is not dataclasses.MISSING
+    }
+    for action in parser._actions:
+        field = _field(action.dest)
+        if action.help in (None, argparse.SUPPRESS) or "default" in action.help:
+            continue
+        if field in _NONE_MEANS and defaults.get(field, None) is None:
+            shown = _NONE_MEANS[field]
+        elif field in defaults:
+            value = defaults[field]
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            if isinstance(value, bool):
+                shown = "on" if value else "off"
+        else:
+            continue
+        action.help += f" (default: {shown.replace('%', '%%')})"
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig settings given explicitly on the command line (field name -> value)."""
+    settings: dict[str, Any] = {}
+    for name in _TRAIN_FIELDS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name == "sizes":
+            value = "-".join(str(v) for v in value)
+        if name == "data_dir":
+            value = str(value)
+        settings[_field(name)] = value
+    return settings
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -218,12 +281,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.preset is not None:
         settings.update(get_preset(args.preset).settings)
         settings["preset"] = args.preset
-    for name in _TRAIN_FIELDS:
-        value = getattr(args, name, None)
-        if value is not None:
-            settings[name] = value
-    if "data_dir" in settings and settings["data_dir"] is not None:
-        settings["data_dir"] = str(settings["data_dir"])
+    settings.update(_given(args))
     return TrainConfig.from_dict(settings).validate()
 
 
@@ -244,9 +302,7 @@ def _train_main(argv: Sequence[str]) -> int:
     if args.resume is not None:
         if args.preset is not None:
             raise ValueError("--preset cannot be combined with --resume (the checkpoint has it)")
-        overrides = {
-            k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k, None) is not None
-        }
+        overrides = _given(args)
         trainer = Trainer.from_checkpoint(
             args.resume,
             overrides=overrides,
@@ -323,16 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         _top_parser().parse_args(argv)
         return 2  # pragma: no cover - parse_args exits or raises above
-    except UsageError as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as exc:
-        msg = " ".join(str(exc).split())
-        print(f"{_PROG}: error: {msg}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as exc:  # UsageError is a ValueError
+        print(error_line(exc), file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as exc:
-        msg = " ".join(str(exc).split())
-        print(f"{_PROG}: error: {msg}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)

@@ -31,7 +31,17 @@ import numpy as np
 import xarray as xr
 
 from eqprop import gradients as G
-from eqprop._cli_options import float_list, int_list, name_list
+from eqprop._cli_options import (
+    Parser,
+    UsageError,
+    error_line,
+    float_list,
+    name_list,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    sizes,
+)
 from eqprop.network import ACTIVATIONS
 
 __all__ = ["REFERENCES", "compare", "compare_main", "layer_metrics"]
@@ -298,42 +308,59 @@ def _dyn_config(dyn: Any) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="eqprop compare",
         description="Compare EP gradient estimates with recurrent backprop, BPTT and finite "
         "differences on a random batch; writes an xarray dataset (netCDF).",
     )
+    p.add_argument("--sizes", type=sizes, default=[20, 30, 10], help="layer sizes, input first")
     p.add_argument(
-        "--sizes",
-        type=int_list,
-        default=[20, 30, 10],
-        help="layer sizes, input first (default 20,30,10)",
+        "--kind", default="hopfield", choices=["hopfield", "prototypical"], help="network kind"
     )
-    p.add_argument("--kind", default="hopfield", choices=["hopfield", "prototypical"])
-    p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS))
-    p.add_argument("--cost", default="squared", choices=["squared", "cross-entropy"])
+    p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS), help="activation")
+    p.add_argument(
+        "--cost", default="squared", choices=["squared", "cross-entropy"], help="output cost"
+    )
     p.add_argument(
         "--betas",
         type=float_list,
         default=[1e-3, 1e-2, 1e-1],
         help="comma-separated nudging strengths > 0",
     )
-    p.add_argument("--estimators", type=name_list, default=list(ESTIMATORS))
+    p.add_argument(
+        "--estimators",
+        type=name_list,
+        default=list(ESTIMATORS),
+        help="comma-separated EP estimators",
+    )
     p.add_argument(
         "--references",
         type=name_list,
         default=["rbp", "bptt"],
         help="comma-separated subset of rbp,bptt,finite-difference",
     )
-    p.add_argument("--T", type=int, default=200, help="free-phase steps (default 200)")
-    p.add_argument("--K", type=int, default=None, help="nudged-phase steps (default: T)")
-    p.add_argument("--eps", type=float, default=0.5, help="Euler step of the hopfield kind")
-    p.add_argument("--gain", type=float, default=1.0, help="Glorot gain of the weights")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--rbp-method", default="dense", choices=["dense", "iterative"])
-    p.add_argument("--output", "-o", default=None, help="write the dataset to this .nc file")
+    p.add_argument("-T", "--T", type=positive_int, default=200, help="free-phase steps")
+    p.add_argument(
+        "-K", "--K", type=positive_int, default=None, help="nudged-phase steps (default: T)"
+    )
+    p.add_argument(
+        "--eps", type=positive_float, default=0.5, help="Euler step of the hopfield kind"
+    )
+    p.add_argument("--gain", type=positive_float, default=1.0, help="Glorot gain of the weights")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="weights seed (data: seed + 1)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="samples in the batch")
+    p.add_argument(
+        "--dtype", default="float64", choices=["float32", "float64"], help="floating type"
+    )
+    p.add_argument(
+        "--rbp-method",
+        default="dense",
+        choices=["dense", "iterative"],
+        help="recurrent backprop: dense linear solve or iterated adjoint",
+    )
+    p.add_argument(
+        "-o", "--output", default=None, help="write the dataset to this .nc file (default: none)"
+    )
     return p
 
 
@@ -346,8 +373,11 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         a = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # argparse exits on --help (0) and on bad options (2)
+    except SystemExit as exc:  # argparse exits on --help (0)
         return int(exc.code or 0)
+    except UsageError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 2
     try:
         from eqprop.network import init_network
         from eqprop.phases import Dynamics
@@ -361,8 +391,6 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
             seed=a.seed,
             gain=a.gain,
         )
-        if a.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
         rng = np.random.default_rng(a.seed + 1)
         x = rng.uniform(0.0, 1.0, (a.batch_size, a.sizes[0])).astype(a.dtype)
         d = np.eye(a.sizes[-1], dtype=a.dtype)[rng.integers(0, a.sizes[-1], a.batch_size)]
@@ -390,7 +418,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except ValueError as exc:
-        print(f"eqprop compare: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     _print_table(ds)
     if a.output:

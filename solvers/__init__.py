@@ -7,6 +7,8 @@ batch of independent states, with the user's map given as a Numba ``@njit`` func
 See ``docs/solvers.rst``.
 """
 
+# First: chooses Numba's cache folder before any cache=True function is defined.
+from . import _numba_cache  # noqa: F401
 from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
 from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard

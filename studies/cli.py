@@ -1,16 +1,21 @@
 """``eqprop study`` and ``eqprop plot``: run a study to a netCDF file, draw its figure.
 
-``eqprop study KIND --out FILE.nc [study options] [--workers N | --processes N |
+``eqprop study KIND -o FILE.nc [study options] [--workers N | --processes N |
 --scheduler ADDRESS] [--points DIR] [--plot FIG.png] [--quiet]``
 
 KIND is ``convergence``, ``beta-sweep``, ``gdu`` or ``training``. Finished points are kept
 in ``--points`` (default ``FILE.nc.points/``), so running the same command again after an
 interruption computes only the missing points. Lists are comma-separated
-(``--betas 0.001,0.01,0.1``), layer sizes dash-separated (``--sizes 784-500-10``).
+(``--betas 0.001,0.01,0.1``), layer sizes as in ``eqprop train`` (``--sizes 784-500-10`` or
+``784,500,10``). The flags are those of ``eqprop train`` and ``eqprop compare`` where the
+concept is the same (``docs/cli.rst``); the old ``--out``, ``--batch``, ``--kind-net`` and
+``--data`` still work, with a note.
 
 ``eqprop plot FILE.nc [-o FIG.png]`` draws the study's standard figure.
 
-Both return 0 on success; bad input raises ValueError (``eqprop`` prints it and exits 2).
+Both return 0 on success; bad input raises ValueError (a
+:class:`~eqprop._cli_options.UsageError` for the options themselves; ``eqprop`` prints it
+as one line and exits 2).
 """
 
 from __future__ import annotations
@@ -22,24 +27,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eqprop._cli_options import float_list, int_list, name_list
+from eqprop._cli_options import (
+    Parser,
+    UsageError,
+    deprecated_alias,
+    float_list,
+    int_list,
+    name_list,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    sizes,
+)
+from eqprop.network import ACTIVATIONS
 
 __all__ = ["STUDIES", "plot_main", "study_main"]
 
 STUDIES = ("convergence", "beta-sweep", "gdu", "training")
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.replace(",", "-").split("-") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 784-500-10, got {text!r}") from None
-
-
 def _keyvalue(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r} (empty KEY)")
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
@@ -47,84 +59,168 @@ def _keyvalue(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+_KINDS = ["hopfield", "prototypical"]
+_DTYPES = ["float32", "float64"]
+_DATASETS_HELP = "digits, mnist or fashion-mnist"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output and execution")
-    g.add_argument("--out", "-o", required=True, help="netCDF file of the combined dataset")
-    g.add_argument("--points", help="folder of per-point files (default: OUT.points)")
+    # Not required=True: argparse would then refuse the hidden alias --out (study_main
+    # checks it instead).
+    out = g.add_argument(
+        "-o", "--output", help="netCDF file of the combined dataset (required, no default)"
+    )
+    deprecated_alias(g, "--out", out)
+    g.add_argument(
+        "--points", help="folder of per-point files, reused on a rerun (default: OUTPUT.points)"
+    )
     ex = g.add_mutually_exclusive_group()
-    ex.add_argument("--workers", type=int, help="local Dask cluster of N worker processes")
-    ex.add_argument("--processes", type=int, help="local process pool of N processes")
-    ex.add_argument("--scheduler", help="address of a running Dask scheduler")
-    g.add_argument("--plot", help="also draw the standard figure to this file")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    ex.add_argument(
+        "--workers",
+        type=positive_int,
+        help="local Dask cluster of N worker processes (default: run in this process)",
+    )
+    ex.add_argument(
+        "--processes",
+        type=positive_int,
+        help="local process pool of N processes (default: run in this process)",
+    )
+    ex.add_argument("--scheduler", help="address of a running Dask scheduler (default: none)")
+    g.add_argument("--plot", help="also draw the standard figure to this file (default: no figure)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _network(p: argparse.ArgumentParser, kind: bool = True) -> None:
+    """Options naming a network's kind, activation and dtype, as in eqprop train."""
+    if kind:
+        k = p.add_argument("--kind", default="hopfield", choices=_KINDS, help="network kind")
+        deprecated_alias(p, "--kind-net", k)
+    p.add_argument(
+        "--activation", default="hardsigmoid", choices=list(ACTIVATIONS), help="activation"
+    )
+    p.add_argument("--dtype", default="float64", choices=_DTYPES, help="floating type")
+
+
+def _batch_size(p: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    b = p.add_argument("--batch-size", type=positive_int, default=default, help=help)
+    deprecated_alias(p, "--batch", b)
+
+
+def _dataset(p: argparse.ArgumentParser, help: str) -> None:
+    d = p.add_argument("--dataset", default=None, help=help)
+    deprecated_alias(p, "--data", d)
 
 
 def _parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = Parser(
         prog="eqprop study",
         description="Run a study; each grid point is saved as it finishes (resumable).",
     )
-    sub = top.add_subparsers(dest="kind", required=True, metavar="KIND")
+    sub = top.add_subparsers(dest="study", required=True, metavar="KIND", parser_class=Parser)
 
     p = sub.add_parser("convergence", help="solver residual/energy per iteration")
-    p.add_argument("--methods", type=name_list, default=["picard", "anderson", "gauss-seidel"])
-    p.add_argument("--depths", type=int_list, default=[1, 2, 3])
-    p.add_argument("--tols", type=float_list, default=[1e-2, 1e-4, 1e-6])
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--n-in", type=int, default=64)
-    p.add_argument("--n-out", type=int, default=10)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--max-iter", type=int, default=500)
-    p.add_argument("--eps", type=float, default=0.5)
     p.add_argument(
-        "--kind-net", dest="net_kind", default="hopfield", choices=["hopfield", "prototypical"]
+        "--methods",
+        type=name_list,
+        default=["picard", "anderson", "gauss-seidel"],
+        help="comma-separated solver methods",
     )
-    p.add_argument("--activation", default="hardsigmoid")
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--depths", type=int_list, default=[1, 2, 3], help="comma-separated hidden-layer counts"
+    )
+    p.add_argument(
+        "--tols", type=float_list, default=[1e-2, 1e-4, 1e-6], help="comma-separated tolerances"
+    )
+    p.add_argument("--hidden", type=positive_int, default=32, help="units per hidden layer")
+    p.add_argument("--n-in", type=positive_int, default=64, help="input units")
+    p.add_argument("--n-out", type=positive_int, default=10, help="output units")
+    _batch_size(p, 8, "samples per point")
+    p.add_argument("--max-iter", type=positive_int, default=500, help="solver iteration cap")
+    p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
+    _network(p)
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="network and batch seed")
     _common(p)
 
     p = sub.add_parser("beta-sweep", help="bias/variance of EP estimators versus beta")
-    p.add_argument("--betas", type=float_list, default=None, help="default: 8 from 1e-3 to 1")
     p.add_argument(
-        "--estimators", type=name_list, default=["one-sided", "random-sign", "symmetric"]
+        "--betas",
+        type=float_list,
+        default=None,
+        help="comma-separated nudging strengths > 0 (default: 8 from 1e-3 to 1)",
     )
-    p.add_argument("--seeds", type=int_list, default=[0, 1, 2, 3])
-    p.add_argument("--sizes", type=_sizes, default=[20, 16, 5])
-    p.add_argument("--batch", type=int, default=8)
     p.add_argument(
-        "--kind-net", dest="net_kind", default="hopfield", choices=["hopfield", "prototypical"]
+        "--estimators",
+        type=name_list,
+        default=["one-sided", "random-sign", "symmetric"],
+        help="comma-separated EP estimators",
     )
-    p.add_argument("--activation", default="hardsigmoid")
-    p.add_argument("--cost", default="squared")
-    p.add_argument("--eps", type=float, default=0.5)
-    p.add_argument("--method", default="picard")
-    p.add_argument("--atol", type=float, default=1e-11)
-    p.add_argument("--max-iter", type=int, default=20000)
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--net-seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="digits, mnist or fashion-mnist (default random)")
+    p.add_argument(
+        "--seeds", type=int_list, default=[0, 1, 2, 3], help="comma-separated batch seeds"
+    )
+    p.add_argument("--sizes", type=sizes, default=[20, 16, 5], help="layer sizes, input first")
+    _batch_size(p, 8, "samples per seed")
+    _network(p)
+    p.add_argument(
+        "--cost", default="squared", choices=["squared", "cross-entropy"], help="output cost"
+    )
+    p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
+    p.add_argument("--method", default="picard", help="solver method of the phases")
+    p.add_argument("--atol", type=positive_float, default=1e-11, help="solver tolerance")
+    p.add_argument("--max-iter", type=positive_int, default=20000, help="solver iteration cap")
+    p.add_argument("--net-seed", type=nonnegative_int, default=0, help="weights seed")
+    _dataset(p, f"{_DATASETS_HELP} (default: uniform random inputs)")
     _common(p)
 
     p = sub.add_parser("gdu", help="EP nudged-phase updates versus BPTT (GDU)")
-    p.add_argument("--betas", type=float_list, default=[1e-3, 1e-2, 1e-1])
-    p.add_argument("--seeds", type=int_list, default=[0, 1, 2])
-    p.add_argument("--setting", default="toy", help="toy, prototypical or energy-based")
-    p.add_argument("--sizes", type=_sizes, default=None)
-    p.add_argument("--T", type=int, default=None)
-    p.add_argument("--K", type=int, default=None)
-    p.add_argument("--eps", type=float, default=None)
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--data", default=None)
+    p.add_argument(
+        "--betas",
+        type=float_list,
+        default=[1e-3, 1e-2, 1e-1],
+        help="comma-separated nudging strengths > 0",
+    )
+    p.add_argument(
+        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated network/batch seeds"
+    )
+    p.add_argument(
+        "--setting",
+        default="toy",
+        help="toy, prototypical or energy-based (the paper code's settings), or none",
+    )
+    p.add_argument(
+        "--sizes", type=sizes, default=None, help="layer sizes, input first (default: --setting's)"
+    )
+    p.add_argument(
+        "-T", "--T", type=positive_int, default=None, help="free-phase steps (default: --setting's)"
+    )
+    p.add_argument(
+        "-K", "--K", type=positive_int, default=None, help="nudged steps (default: --setting's)"
+    )
+    p.add_argument(
+        "--eps", type=positive_float, default=None, help="step size (default: --setting's)"
+    )
+    _batch_size(p, None, "samples per seed (default: --setting's)")
+    _dataset(p, f"{_DATASETS_HELP} (default: --setting's)")
     _common(p)
 
     p = sub.add_parser("training", help="train/test error per epoch")
     p.add_argument(
-        "--estimators", type=name_list, default=["one-sided", "random-sign", "symmetric"]
+        "--estimators",
+        type=name_list,
+        default=["one-sided", "random-sign", "symmetric"],
+        help="comma-separated EP estimators",
     )
-    p.add_argument("--seeds", type=int_list, default=[0, 1, 2])
-    p.add_argument("--costs", type=name_list, default=["squared"])
-    p.add_argument("--preset", default=None, help="start from an eqprop preset")
+    p.add_argument(
+        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated training seeds"
+    )
+    p.add_argument(
+        "--costs", type=name_list, default=["squared"], help="comma-separated output costs"
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="start from an eqprop train preset (default: a quick digits setting)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -132,18 +228,70 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="TrainConfig setting (JSON value), repeatable",
+        help="TrainConfig setting (JSON value), repeatable (default: none)",
     )
     _common(p)
     return top
 
 
+def _check_paths(output: Path, points: Path) -> None:
+    """Refuse an output that is a folder and a points folder that is a file, up front."""
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; give a .nc file name")
+    if points.exists() and not points.is_dir():
+        raise ValueError(f"--points {points} is a file; give a folder (or remove the file)")
+
+
+def _check_before_running(args: argparse.Namespace, base: dict[str, Any] | None) -> None:
+    """Refuse settings that every point of the study would fail on, before any runs.
+
+    A point's own ValueError would otherwise surface only after the sweep, as failed
+    points (exit status 1) rather than one line about the value (exit status 2).
+    """
+    if args.study == "convergence" and any(d < 1 for d in args.depths):
+        raise ValueError(
+            f"--depths {','.join(map(str, args.depths))}: each depth (number of hidden "
+            "layers) must be >= 1"
+        )
+    if getattr(args, "method", None) is not None:
+        from eqprop.phases import METHOD_NAMES
+
+        if args.method not in METHOD_NAMES:
+            raise ValueError(
+                f"--method {args.method!r}: unknown method; choose one of {', '.join(METHOD_NAMES)}"
+            )
+    if getattr(args, "dataset", None) is not None:
+        from eqprop.data import _canonical
+
+        _canonical(args.dataset)  # ValueError naming the data set and the valid names
+    if args.study == "training":
+        from eqprop.network import COSTS
+        from eqprop.train import TrainConfig
+
+        for cost in args.costs:
+            if cost not in COSTS:
+                raise ValueError(f"--costs: unknown cost {cost!r}; choose from {', '.join(COSTS)}")
+        for estimator in args.estimators:
+            settings = dict(base or {})
+            settings.update(estimator=estimator, cost=args.costs[0], seed=args.seeds[0])
+            settings["output"] = None
+            try:
+                TrainConfig.from_dict(settings).validate()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"--set/--preset/--estimators: {exc}") from None
+
+
 def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
-    out = Path(args.out)
+    out = Path(args.output)
+    points = Path(args.points) if args.points else out.with_name(out.name + ".points")
+    _check_paths(out, points)
+    seeds = getattr(args, "seeds", None) or []
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds {','.join(map(str, seeds))}: seeds must be integers >= 0")
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     sweep_kwargs: dict[str, Any] = dict(
-        out_dir=Path(args.points) if args.points else out.with_name(out.name + ".points"),
+        out_dir=points,
         path=out,
         workers=args.workers,
         processes=args.processes,
@@ -151,7 +299,9 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
         progress=False if args.quiet else None,
         command=list(command),
     )
-    if args.kind == "convergence":
+    if args.study != "training":
+        _check_before_running(args, None)
+    if args.study == "convergence":
         from .convergence import solver_convergence
 
         return solver_convergence(
@@ -161,16 +311,16 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             hidden=args.hidden,
             n_in=args.n_in,
             n_out=args.n_out,
-            batch=args.batch,
+            batch=args.batch_size,
             max_iter=args.max_iter,
             eps=args.eps,
-            kind=args.net_kind,
+            kind=args.kind,
             activation=args.activation,
             dtype=args.dtype,
             seed=args.seed,
             **sweep_kwargs,
         )
-    if args.kind == "beta-sweep":
+    if args.study == "beta-sweep":
         from .beta import beta_sweep
 
         extra = {} if args.betas is None else {"betas": args.betas}
@@ -178,8 +328,8 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             estimators=args.estimators,
             seeds=args.seeds,
             sizes=args.sizes,
-            batch=args.batch,
-            kind=args.net_kind,
+            batch=args.batch_size,
+            kind=args.kind,
             activation=args.activation,
             cost=args.cost,
             eps=args.eps,
@@ -188,15 +338,16 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             max_iter=args.max_iter,
             dtype=args.dtype,
             net_seed=args.net_seed,
-            data=args.data,
+            data=args.dataset,
             **extra,
             **sweep_kwargs,
         )
-    if args.kind == "gdu":
+    if args.study == "gdu":
         from .gdu import gdu_study
 
-        over = {k: getattr(args, k) for k in ("sizes", "T", "K", "eps", "batch", "data")}
-        over = {k: v for k, v in over.items() if v is not None}
+        given = {"sizes": args.sizes, "T": args.T, "K": args.K, "eps": args.eps}
+        given |= {"batch": args.batch_size, "data": args.dataset}
+        over = {k: v for k, v in given.items() if v is not None}
         setting = None if args.setting in ("", "none") else args.setting
         return gdu_study(args.betas, args.seeds, setting=setting, **over, **sweep_kwargs)
     from .training import QUICK, training_curves
@@ -207,15 +358,22 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
 
         base = dict(get_preset(args.preset).settings)
     base.update(dict(args.overrides))
+    _check_before_running(args, base)
     return training_curves(args.estimators, args.seeds, args.costs, base=base, **sweep_kwargs)
 
 
 def study_main(argv: Sequence[str]) -> int:
     """Entry point of ``eqprop study``; returns the exit status (0 on success)."""
     argv = list(argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.output is None:
+        raise UsageError(
+            f"the following argument is required: -o/--output (see 'eqprop study "
+            f"{args.study} --help')"
+        )
     ds = _run(args, ["eqprop", "study", *argv])
-    print(f"wrote {args.out} ({', '.join(f'{k}={v}' for k, v in ds.sizes.items())})")
+    print(f"wrote {args.output} ({', '.join(f'{k}={v}' for k, v in ds.sizes.items())})")
     if args.plot:
         from .plot import plot_study
 
@@ -224,22 +382,29 @@ def study_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _plot_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="eqprop plot", description="Draw a study's figure.")
+    p.add_argument("path", help="netCDF file written by 'eqprop study'")
+    out = p.add_argument("-o", "--output", help="image file (default: PATH with suffix .png)")
+    deprecated_alias(p, "--out", out)
+    p.add_argument("--dpi", type=positive_int, default=120, help="resolution of the image")
+    return p
+
+
 def plot_main(argv: Sequence[str]) -> int:
     """Entry point of ``eqprop plot FILE.nc [-o FIG.png]``; returns 0 on success."""
-    p = argparse.ArgumentParser(prog="eqprop plot", description="Draw a study's figure.")
-    p.add_argument("path", help="netCDF file written by 'eqprop study'")
-    p.add_argument("-o", "--out", help="image file (default: PATH with suffix .png)")
-    p.add_argument("--dpi", type=int, default=120)
-    args = p.parse_args(list(argv))
+    args = _plot_parser().parse_args(list(argv))
     if not Path(args.path).exists():
         raise FileNotFoundError(f"no such file: {args.path}")
     from .plot import plot_study
 
-    out = args.out or str(Path(args.path).with_suffix(".png"))
+    out = args.output or str(Path(args.path).with_suffix(".png"))
     plot_study(args.path, out, dpi=args.dpi)
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(study_main(sys.argv[1:]))
+    from eqprop.cli import main
+
+    sys.exit(main(["study", *sys.argv[1:]]))

@@ -16,6 +16,11 @@ counts of 1 in their environment before they import numpy or numba (see
 :data:`WORKER_ENV`), so N workers use N cores. Workers of an existing Dask cluster must be
 started with that environment by whoever starts them.
 
+A process-pool worker exits when the process that started it dies, however it dies
+(``kill -9`` included): :func:`_exit_with_parent` asks Linux for a signal on the parent's
+death (``prctl(PR_SET_PDEATHSIG)``) and, on every platform, starts a thread that polls
+the parent's process id. Nothing then keeps the pool's resource tracker alive either.
+
 With ``out_dir``, each finished point is written atomically
 (:func:`eqprop.provenance.write_netcdf`) to ``out_dir/point-<hash>.nc``, where the hash is a
 stable function of the function's name, the point's parameters and ``fixed``. Running the
@@ -27,10 +32,13 @@ only from complete point files, so it never holds a half-written point.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import itertools
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -252,8 +260,49 @@ def _environ(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+#: Seconds between two looks of a worker's watchdog thread at its parent's process id.
+PARENT_POLL_INTERVAL = 0.5
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent_pid:  # re-parented: the parent is gone
+            os._exit(1)
+
+
+def _exit_with_parent(parent_pid: int, interval: float = PARENT_POLL_INTERVAL) -> None:
+    """Make this (worker) process exit when ``parent_pid``, its parent, dies.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, so the kernel signals this process when
+    the parent thread that started it ends (the sweep's thread; the pool lives inside the
+    sweep call), even while this process runs compiled code without the GIL. Everywhere:
+    a daemon thread that calls ``os._exit(1)`` once ``os.getppid()`` is no longer
+    ``parent_pid``. A parent that died before this ran is caught by the first check.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, interval), daemon=True, name="parent-watch"
+    ).start()
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Process-pool initializer: exit with the parent, single-threaded BLAS."""
+    _exit_with_parent(parent_pid)
+    _limit_threads()
+
+
 def _limit_threads() -> None:
-    """Process-pool initializer: single-threaded BLAS even if it was imported already."""
+    """Single-threaded BLAS in this process even if it was imported already."""
     os.environ.update(WORKER_ENV)
     try:
         from threadpoolctl import threadpool_limits  # optional
@@ -304,7 +353,9 @@ def open_executor(
         ctx = multiprocessing.get_context("spawn")
 
         def make() -> Executor:
-            return ProcessPoolExecutor(processes, mp_context=ctx, initializer=_limit_threads)
+            return ProcessPoolExecutor(
+                processes, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+            )
 
         with _environ(WORKER_ENV):
             handle = _ExecutorHandle(make(), 2 * processes, make)

@@ -33,11 +33,11 @@ def test_study_main_writes_resumes_and_plots(tmp_path, capsys):
         "3",
         "--n-out",
         "2",
-        "--batch",
+        "--batch-size",
         "2",
         "--max-iter",
         "60",
-        "--out",
+        "--output",
         str(out),
         "--quiet",
         "--plot",
@@ -61,17 +61,19 @@ def test_study_main_writes_resumes_and_plots(tmp_path, capsys):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(SystemExit):
-        study_main(["no-such-study", "--out", str(tmp_path / "x.nc")])
-    with pytest.raises(SystemExit):
-        study_main(["beta-sweep", "--betas", "a,b", "--out", str(tmp_path / "x.nc")])
+    from eqprop._cli_options import UsageError
+
+    with pytest.raises(UsageError, match="no-such-study"):
+        study_main(["no-such-study", "-o", str(tmp_path / "x.nc")])
+    with pytest.raises(UsageError, match="a,b"):
+        study_main(["beta-sweep", "--betas", "a,b", "-o", str(tmp_path / "x.nc")])
     with pytest.raises(FileNotFoundError):
         plot_main([str(tmp_path / "missing.nc")])
     # bad names are caught before any point runs (eqprop turns ValueError into exit 2)
     with pytest.raises(ValueError, match="unknown method"):
-        study_main(["convergence", "--methods", "foo", "--out", str(tmp_path / "x.nc")])
+        study_main(["convergence", "--methods", "foo", "-o", str(tmp_path / "x.nc")])
     with pytest.raises(ValueError, match="unknown estimator"):
-        study_main(["beta-sweep", "--estimators", "two-sided", "--out", str(tmp_path / "x.nc")])
+        study_main(["beta-sweep", "--estimators", "two-sided", "-o", str(tmp_path / "x.nc")])
     assert not (tmp_path / "x.nc.points").exists() or not any((tmp_path / "x.nc.points").iterdir())
 
 

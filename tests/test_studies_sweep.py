@@ -245,3 +245,78 @@ def test_existing_dask_scheduler_by_address():
     ) as cluster:
         ds = sweep(toy_point, GRID, scheduler=cluster.scheduler_address, progress=False)
     xr.testing.assert_identical(strip(ds), strip(sweep(toy_point, GRID, progress=False)))
+
+
+_SLOW_POINT = """
+import time
+
+
+def point(x):
+    time.sleep(300)
+    return {"y": float(x)}
+"""
+
+_KILLED_SWEEP = """
+import slow_point_mod
+from studies.sweep import sweep
+
+sweep(slow_point_mod.point, {"x": [1, 2, 3, 4]}, processes=2, progress=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_exit_when_the_sweep_is_killed(tmp_path):
+    """kill -9 of a --processes 2 sweep: its workers (and so the pool's resource tracker)
+    are gone within seconds instead of running on, re-parented to PID 1."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_point_mod.py").write_text(_SLOW_POINT)
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(tmp_path)]))
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SWEEP], env=env, cwd=tmp_path)
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(started) < 3:  # 2 workers + tracker
+            time.sleep(0.5)
+            started = _children(proc.pid)
+            assert proc.poll() is None, "the sweep ended before it was killed"
+        assert len(started) >= 3, started
+        time.sleep(2.0)  # let the workers finish their initializer and start a point
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in started):
+            time.sleep(0.2)
+        assert not [p for p in started if _alive(p)], "workers outlived the killed sweep"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in started:  # only the processes this test started
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
