@@ -146,6 +146,10 @@ def test_beta_sweep_says_why_a_std_curve_is_missing(tmp_path):
     assert "random-sign std over seeds" in texts
     assert "one-sided, symmetric" in texts and "deterministic" in texts
     assert "same" not in texts
+    # round-off spread of a deterministic estimator (std 1e-16 of its bias) is no curve
+    ds["variance"].loc[{"estimator": "symmetric"}] = 1e-32 * ds["bias"].sel(estimator="symmetric")
+    texts = " ".join(_legend_texts(plot_study(ds, tmp_path / "b.png")))
+    assert "symmetric std over seeds" not in texts and "one-sided, symmetric" in texts
     ds["variance"].loc[{"estimator": "random-sign"}] = 0.0  # every seed drew one sign
     fig = plot_study(ds, tmp_path / "b.png")
     texts = " ".join(_legend_texts(fig))
