@@ -43,8 +43,10 @@ html_theme_options = {
     "navigation_depth": 2,
     "show_nav_level": 1,
 }
-# pages without children still get the site navigation in the left sidebar
-html_sidebars = {"**": ["sidebar-nav-bs"]}
+# the left sidebar shows the whole site (_templates/sidebar-site-nav.html), also on
+# pages without children, where the theme's section navigation would be empty
+templates_path = ["_templates"]
+html_sidebars = {"**": ["sidebar-site-nav"]}
 
 
 sphinx_gallery_conf = {
