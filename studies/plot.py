@@ -337,6 +337,8 @@ def _open(source: Path) -> xr.Dataset:
     """Open a study file; anything unreadable becomes one :class:`StudyFileError` line."""
     from eqprop.provenance import open_netcdf
 
+    if source.is_dir():
+        raise StudyFileError(f"{source} is a folder; give the .nc file 'eqprop study' wrote")
     if not source.is_file():
         raise FileNotFoundError(f"no such file: {source}")
     try:

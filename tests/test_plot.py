@@ -173,6 +173,11 @@ def test_truncated_file_names_the_file(tmp_path):
     assert not path.with_suffix(".png").exists()
 
 
+def test_a_folder_is_not_a_study_file(tmp_path):
+    with pytest.raises(StudyFileError, match="is a folder"):
+        plot_study(tmp_path)
+
+
 def test_not_a_netcdf_file(tmp_path):
     path = tmp_path / "notes.nc"
     path.write_text("hello\n")
