@@ -4,18 +4,28 @@
 dataset's ``study`` attribute and saves it:
 
 ``solver-convergence``
-    residual versus iteration per method (largest in the batch, band min-max), log y, one
-    panel per depth, tolerances as dotted lines.
+    top row: residual versus iteration per solver (largest in the batch, band min-max),
+    log y, one panel per depth, the tolerances as labelled dotted lines; bottom row
+    (when the dataset has ``energy``): the energy gap :math:`F(s_k) - F_{\\min}` per
+    solver, largest in the batch, with :math:`F_{\\min}` the lowest energy any solver
+    reached for that sample.
 ``beta-sweep``
     relative bias (solid) and standard deviation over seeds (dashed) of each estimator
-    versus beta, log-log, one panel per layer, with O(beta) and O(beta^2) guides.
+    versus beta, log-log, one panel per layer, with O(beta) and O(beta^2) guides; an
+    estimator without spread over seeds (deterministic, or every seed drew the same
+    sign) is named in the panel instead of drawing nothing.
 ``gdu``
-    traced EP updates (solid) and minus BPTT gradients (dashed) of a few weights versus
-    the step t (smallest beta, first seed), and the relative RMS difference versus t per
-    beta (mean over seeds, log y).
+    traced EP updates (wide, solid) and minus BPTT gradients (thin, dashed, drawn on top)
+    of a few weights versus the step t (smallest beta, first seed), and the relative RMS
+    difference versus t per beta (mean over seeds, log y).
 ``training-curves``
     test error (solid) and training error (dashed) versus epoch per estimator and cost,
     mean over seeds with a min-max band.
+
+Bad input raises :class:`StudyFileError` (a ``ValueError``) with one line naming the
+file or variable and what to do: a file that is not a readable netCDF study, a missing
+variable or dimension, an empty dimension, or a variable the figure needs that is NaN
+everywhere (a figure with nothing on it is never drawn silently).
 
 matplotlib is imported only here and only when a figure is drawn; the figure is built
 with the object API (no pyplot state), so it works without a display.
@@ -30,7 +40,28 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["plot_study"]
+__all__ = ["REQUIRED", "StudyFileError", "plot_study"]
+
+
+class StudyFileError(ValueError):
+    """A study dataset (or its file) cannot give its figure; the message says why."""
+
+
+#: Per figure: the variables it draws and the dimensions each must have (non-empty).
+#: The solver dimension is spelled ``solver`` (``method`` in older files; both accepted).
+REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
+    "solver-convergence": {"residual": ("solver", "depth", "iteration", "sample")},
+    "beta-sweep": {
+        "bias": ("beta", "estimator", "layer"),
+        "variance": ("beta", "estimator", "layer"),
+    },
+    "gdu": {
+        "ep": ("beta", "seed", "t", "layer", "quantity", "element"),
+        "bptt": ("beta", "seed", "t", "layer", "quantity", "element"),
+        "rel_rmse": ("beta", "seed", "t", "layer", "quantity"),
+    },
+    "training-curves": {"test_error": ("estimator", "seed", "epoch")},
+}
 
 
 def _mpl() -> Any:
@@ -43,29 +74,65 @@ def _mpl() -> Any:
     return Figure
 
 
+def _solver_dim(ds: xr.Dataset) -> str:
+    """Name of the solver dimension: ``solver`` (current) or ``method`` (older files)."""
+    return "solver" if "solver" in ds.dims else "method"
+
+
 def _sel(da: xr.DataArray, **index: Any) -> xr.DataArray:
     """``sel`` that also works for dims named like sel's keywords (``method``)."""
     return da.sel(index)
 
 
-def _label(ds: xr.Dataset, name: str) -> str:
-    attrs = ds[name].attrs
-    units = attrs.get("units", "1")
-    text = attrs.get("long_name", name)
-    return text if units == "1" else f"{text} [{units}]"
+def _check(ds: xr.Dataset, kind: str, where: str) -> None:
+    """Raise :class:`StudyFileError` unless ``ds`` has what the ``kind`` figure draws."""
+    for name, dims in REQUIRED[kind].items():
+        if name not in ds.data_vars:
+            raise StudyFileError(
+                f"{where}: no variable {name!r} (a {kind} figure needs "
+                f"{', '.join(sorted(REQUIRED[kind]))}); rerun the 'eqprop study' command "
+                "in its 'history' attribute to rewrite the file"
+            )
+        for dim in dims:
+            dim = _solver_dim(ds) if dim == "solver" else dim
+            if dim not in ds[name].dims:
+                raise StudyFileError(
+                    f"{where}: variable {name!r} has dims {ds[name].dims}, lacks {dim!r}; "
+                    f"a {kind} figure needs {dims}"
+                )
+            if ds.sizes[dim] == 0:
+                raise StudyFileError(
+                    f"{where}: dimension {dim!r} is empty (variable {name!r}); the study "
+                    f"has no points to draw: rerun it with at least one {dim}"
+                )
+        values = np.asarray(ds[name].values, dtype=float)
+        if not np.any(np.isfinite(values)):
+            raise StudyFileError(
+                f"{where}: variable {name!r} is NaN (or infinite) everywhere, so the "
+                f"{kind} figure would be blank; check the study's points (a failed "
+                "solver or training) and rerun it"
+            )
+
+
+def _has_energy(ds: xr.Dataset) -> bool:
+    """Whether a convergence dataset has energies to draw (older files may lack them)."""
+    return "energy" in ds.data_vars and bool(np.any(np.isfinite(ds["energy"].values)))
 
 
 def _convergence(fig: Any, ds: xr.Dataset) -> None:
+    sdim = _solver_dim(ds)
     depths = list(ds["depth"].values)
-    axes = fig.subplots(1, len(depths), squeeze=False, sharey=True)[0]
-    for ax, depth in zip(axes, depths):
-        for method in ds["method"].values:
-            r = _sel(ds["residual"], method=method, depth=depth)
+    with_energy = _has_energy(ds)
+    grid = fig.subplots(2 if with_energy else 1, len(depths), squeeze=False, sharex="col")
+    for j, depth in enumerate(depths):
+        ax = grid[0, j]
+        for solver in ds[sdim].values:
+            r = _sel(ds["residual"], **{sdim: solver, "depth": depth})
             r = r.where(r > 0)
             top = r.max("sample")
             keep = top.notnull().values
             it = ds["iteration"].values[keep]
-            (line,) = ax.semilogy(it, top.values[keep], label=str(method))
+            (line,) = ax.semilogy(it, top.values[keep], label=str(solver))
             ax.fill_between(
                 it,
                 r.min("sample").values[keep],
@@ -75,18 +142,64 @@ def _convergence(fig: Any, ds: xr.Dataset) -> None:
                 linewidth=0,
             )
         if "tol" in ds.coords:
-            for tol in ds["tol"].values:
-                ax.axhline(float(tol), color="0.5", linestyle=":", linewidth=0.8)
+            for k, tol in enumerate(ds["tol"].values):
+                ax.axhline(
+                    float(tol),
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=0.8,
+                    label="tolerances (atol)" if k == 0 else None,
+                )
+                ax.annotate(
+                    f"{float(tol):g}",
+                    (1.0, float(tol)),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(-2, 2),
+                    textcoords="offset points",
+                    ha="right",
+                    va="bottom",
+                    fontsize="x-small",
+                    color="0.4",
+                )
         ax.set_title(f"{depth} hidden layer{'s' if depth != 1 else ''}")
-        ax.set_xlabel("iteration")
-    axes[0].set_ylabel("residual (largest in the batch; band: min-max)")
-    axes[-1].legend(title="method")
+        if not with_energy:
+            ax.set_xlabel("iteration")
+        if with_energy:
+            ax = grid[1, j]
+            e = _sel(ds["energy"], depth=depth)
+            floor = e.min([sdim, "iteration"])  # lowest energy reached, per sample
+            for solver in ds[sdim].values:
+                gap = _sel(e, **{sdim: solver}) - floor
+                gap = gap.where(gap > 0).max("sample")
+                keep = gap.notnull().values
+                ax.semilogy(ds["iteration"].values[keep], gap.values[keep], label=str(solver))
+            ax.set_xlabel("iteration")
+    grid[0, 0].set_ylabel("residual\n(largest in the batch; band: min-max)")
+    fig.legend(
+        *grid[0, -1].get_legend_handles_labels(),
+        loc="outside right center",
+        title="solver",
+        fontsize="small",
+    )
+    if with_energy:
+        grid[1, 0].set_ylabel("energy gap F(s_k) - F_min\n(largest in the batch)")
 
 
 def _beta_sweep(fig: Any, ds: xr.Dataset) -> None:
+    from matplotlib.lines import Line2D
+
     layers = list(ds["layer"].values)
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
     beta = ds["beta"].values.astype(float)
+    # an estimator has a spread over seeds when its std exceeds round-off of its bias
+    # somewhere (deterministic estimators give std ~ 1e-16 |bias|, not zero)
+    sd_all = np.sqrt(ds["variance"].transpose("estimator", ...).values)
+    b_all = np.abs(ds["bias"].transpose("estimator", ...).values)
+    spread = {
+        str(est)
+        for est, sd, b in zip(ds["estimator"].values, sd_all, b_all)
+        if np.nanmax(sd, initial=0.0) > 1e-8 * np.nanmax(b, initial=0.0)
+    }
     for ax, layer in zip(axes, layers):
         firsts = []
         for i, est in enumerate(ds["estimator"].values):
@@ -95,7 +208,7 @@ def _beta_sweep(fig: Any, ds: xr.Dataset) -> None:
                 beta, b, marker="os^vD"[i % 5], markersize=8 - 1.5 * (i % 3), label=f"{est} bias"
             )
             sd = np.sqrt(ds["variance"].sel(estimator=est, layer=layer).values)
-            if np.any(sd > 1e-12 * np.maximum(b, 1e-300)):
+            if str(est) in spread:
                 ax.loglog(
                     beta, sd, linestyle="--", color=line.get_color(), label=f"{est} std over seeds"
                 )
@@ -115,10 +228,30 @@ def _beta_sweep(fig: Any, ds: xr.Dataset) -> None:
         ax.set_title(f"layer {layer}")
         ax.set_xlabel("beta")
     axes[0].set_ylabel("error relative to ||exact gradient||")
-    axes[-1].legend(fontsize="small")
+    handles, _ = axes[-1].get_legend_handles_labels()
+    flat = [str(e) for e in ds["estimator"].values if str(e) not in spread]
+    for note in _no_spread_note(flat, ds.sizes.get("seed", 0)):
+        handles.append(Line2D([], [], linestyle="none", label=note))
+    fig.legend(handles=handles, loc="outside right center", fontsize="small")
+
+
+def _no_spread_note(estimators: list[str], n_seeds: int) -> list[str]:
+    """Legend lines that replace the missing std curves of estimators without spread."""
+    lines = []
+    deterministic = [e for e in estimators if e != "random-sign"]
+    if deterministic:
+        lines.append(f"no std curve: {', '.join(deterministic)}\n(deterministic)")
+    if "random-sign" in estimators:
+        lines.append(
+            f"no std curve for random-sign:\nall {n_seeds} seeds drew the same\nsign of beta"
+            " (use more seeds)"
+        )
+    return lines
 
 
 def _gdu(fig: Any, ds: xr.Dataset) -> None:
+    from matplotlib.lines import Line2D
+
     layers = list(ds["layer"].values)
     axes = fig.subplots(2, len(layers), squeeze=False, sharex=True)
     beta0 = ds["beta"].values.min()
@@ -131,15 +264,25 @@ def _gdu(fig: Any, ds: xr.Dataset) -> None:
             ep = pt["ep"].isel(element=k).values
             if np.all(np.isnan(ep)):
                 continue
-            (line,) = ax.plot(t, ep, linewidth=1)
+            (line,) = ax.plot(t, ep, linewidth=3.5, alpha=0.45, zorder=2)
             ax.plot(
                 t,
                 pt["bptt"].isel(element=k).values,
-                linestyle="--",
+                linestyle=(0, (3, 2)),
                 color=line.get_color(),
-                linewidth=1,
+                linewidth=1.2,
+                zorder=3,
             )
-        ax.set_title(f"{layer}: EP (solid) vs -BPTT (dashed), beta={beta0:g}")
+        ax.set_title(f"{layer}: a few traced weights, beta={beta0:g}")
+        ax.legend(
+            handles=[
+                Line2D([], [], color="0.3", linewidth=3.5, alpha=0.45, label="EP update"),
+                Line2D([], [], color="0.3", linewidth=1.2, linestyle=(0, (3, 2)), label="-BPTT"),
+            ],
+            fontsize="small",
+            title="one colour per weight",
+            title_fontsize="small",
+        )
         ax = axes[1, j]
         for b in ds["beta"].values:
             rel = ds["rel_rmse"].sel(beta=b, layer=layer, quantity="weights").mean("seed")
@@ -190,6 +333,24 @@ _DRAW = {
 }
 
 
+def _open(source: Path) -> xr.Dataset:
+    """Open a study file; anything unreadable becomes one :class:`StudyFileError` line."""
+    from eqprop.provenance import open_netcdf
+
+    if source.is_dir():
+        raise StudyFileError(f"{source} is a folder; give the .nc file 'eqprop study' wrote")
+    if not source.is_file():
+        raise FileNotFoundError(f"no such file: {source}")
+    try:
+        return open_netcdf(source)
+    except Exception as exc:  # netCDF backends raise many types for a damaged file
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StudyFileError(
+            f"{source}: not a readable netCDF study file ({type(exc).__name__}: {reason}); "
+            "it may be truncated: rerun the 'eqprop study' command that wrote it"
+        ) from exc
+
+
 def plot_study(
     path_or_ds: str | os.PathLike[str] | xr.Dataset,
     out_png: str | os.PathLike[str] | None = None,
@@ -216,29 +377,38 @@ def plot_study(
     ------
     ImportError
         matplotlib is not installed (message says how to install it).
-    ValueError
-        The dataset has no or an unknown ``study`` attribute.
+    FileNotFoundError
+        ``path_or_ds`` names no file.
+    StudyFileError
+        (a ``ValueError``) the file is not a readable netCDF file; the dataset has no or
+        an unknown ``study`` attribute; a variable or dimension of :data:`REQUIRED` is
+        missing or empty; or a variable the figure draws is NaN everywhere.
     """
     Figure = _mpl()
     if isinstance(path_or_ds, xr.Dataset):
         ds = path_or_ds
         source = None
+        where = "dataset"
     else:
-        from eqprop.provenance import open_netcdf
-
         source = Path(path_or_ds)
-        ds = open_netcdf(source)
+        ds = _open(source)
+        where = str(source)
     kind = ds.attrs.get("study")
     if kind not in _DRAW:
-        raise ValueError(f"dataset has study={kind!r}; figures exist for {sorted(_DRAW)}")
+        raise StudyFileError(
+            f"{where}: study={kind!r}; figures exist for {sorted(_DRAW)} (attribute 'study')"
+        )
+    _check(ds, kind, where)
     n_panels = {
         "solver-convergence": ds.sizes.get("depth", 1),
         "beta-sweep": ds.sizes.get("layer", 1),
         "gdu": ds.sizes.get("layer", 1),
         "training-curves": 1,
     }[kind]
-    height = 7.0 if kind == "gdu" else 4.0
-    fig = Figure(figsize=(max(7.0, 4.5 * n_panels), height), layout="constrained")
+    two_rows = kind == "gdu" or (kind == "solver-convergence" and _has_energy(ds))
+    height = 7.0 if two_rows else 4.0
+    legend_width = 2.5 if kind in ("solver-convergence", "beta-sweep") else 0.0  # outside
+    fig = Figure(figsize=(max(7.0, 4.5 * n_panels) + legend_width, height), layout="constrained")
     _DRAW[kind](fig, ds)
     fig.suptitle(str(ds.attrs.get("title", kind)), fontsize="medium")
     if out_png is None and source is not None:
