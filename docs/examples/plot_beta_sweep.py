@@ -17,7 +17,7 @@ From the shell:
 .. code-block:: bash
 
    eqprop study beta-sweep --betas 0.001,0.003,0.01,0.03,0.1,0.3,1 --seeds 0,1,2,3,4,5 \\
-       --out runs/beta.nc --plot beta.png
+       -o runs/beta.nc --plot beta.png
 """
 
 import os

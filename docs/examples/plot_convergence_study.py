@@ -9,7 +9,7 @@ from Python:
 
 .. code-block:: bash
 
-   eqprop study convergence --depths 1,2,3 --out runs/convergence.nc --plot convergence.png
+   eqprop study convergence --depths 1,2,3 -o runs/convergence.nc --plot convergence.png
 
 Top row: the largest residual in the batch per iteration (band: smallest to largest),
 with the tolerances the study records as dotted lines. Bottom row: the energy gap

@@ -15,7 +15,7 @@ free phase, up to :math:`O(\\beta)` ("gradient descending updates", GDU).
 .. code-block:: bash
 
    eqprop study gdu --setting toy --betas 0.001,0.01,0.1 --seeds 0,1,2 \\
-       --out runs/gdu.nc --plot gdu.png
+       -o runs/gdu.nc --plot gdu.png
 """
 
 import os
