@@ -293,7 +293,8 @@ def _records(net: GraphNetwork):
     )
     dummy_B = np.zeros((1, 1), dtype=dt)
     sentinel = CouplingRecord(False, 0, 0, 0, 0, np.zeros((1, 1), dtype=dt), dummy_B, 1.0, False)
-    inner, readout = [], []
+    inner: list[Any] = []
+    readout: list[Any] = []
     for c in net.couplings:
         if c.source not in off:  # from the input: in the drive
             continue
