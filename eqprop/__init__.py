@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from eqprop import graph  # layers and couplings (issue 11)
 from eqprop.network import (
     Gradient,
     Network,
@@ -56,6 +57,7 @@ __all__ = [
     "cost",
     "energy",
     "free_phase",
+    "graph",
     "init_network",
     "load_checkpoint",
     "nudged_phase",

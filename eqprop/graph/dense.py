@@ -4,18 +4,17 @@ For a coupling ``c`` from layer ``src`` to layer ``dst`` with activities ``a_src
 (batch, n_src) and ``a_dst`` (batch, n_dst) (:math:`a = \\rho(s)` in the hopfield kind,
 :math:`a = s` in the prototypical kind, :math:`a = x` for the input):
 
-=====================  =========================================================
-forward drive          :math:`a_{src} W` into ``dst``                (batch, n_dst)
-feedback drive         :math:`a_{dst} W^\\top` (tied), :math:`\\gamma\\, a_{dst} W^\\top`
-                       (scaled), :math:`a_{dst} B` (free, random)    (batch, n_src)
-term of F              :math:`-\\langle a_{src} W, a_{dst}\\rangle` per sample (tied only:
-                       :math:`-a_{src}^\\top W a_{dst}` in E, :math:`-\\Phi_c` in
-                       :math:`F = -\\Phi`)
-:math:`\\partial F/\\partial W`  :math:`-a_{src}^\\top a_{dst} / \\mathrm{batch}`
-local term of B        :math:`-a_{dst}^\\top a_{src} / \\mathrm{batch}` (free feedback)
-=====================  =========================================================
+* forward drive into ``dst``: :math:`a_{src} W`, (batch, n_dst);
+* feedback drive into ``src``: :math:`a_{dst} W^\\top` (tied),
+  :math:`\\gamma\\, a_{dst} W^\\top` (scaled), :math:`a_{dst} B` (free, random),
+  (batch, n_src);
+* term of F (tied only): :math:`-\\langle a_{src} W, a_{dst}\\rangle` per sample (the
+  coupling's :math:`-a_{src}^\\top W a_{dst}` in E, its :math:`-\\Phi_c` in
+  :math:`F = -\\Phi`);
+* :math:`\\partial F/\\partial W = -a_{src}^\\top a_{dst} / \\mathrm{batch}`;
+* local term of a free ``B``: :math:`-a_{dst}^\\top a_{src} / \\mathrm{batch}`.
 
-The last row is not the gradient of anything (free feedback has no energy): it is the
+The last item is not the gradient of anything (free feedback has no energy): it is the
 product of the activities the feedback connects, in ``B``'s shape, which local
 contrastive rules (vector-field EP) contrast between phases exactly as they contrast
 :math:`\\partial F/\\partial W`. A new coupling type is a module with these five
