@@ -100,3 +100,33 @@ def test_converter_copies_parameters():
     g = from_network(net)
     g.coupling("x->h1").W[0, 0] += 1.0
     assert g.coupling("x->h1").W[0, 0] != net.weights[0][0, 0]
+
+
+@pytest.mark.parametrize("kind", ["hopfield", "prototypical"])
+@pytest.mark.parametrize("act", ["hardsigmoid", "sigmoid"])
+def test_clamped_output_map_and_field_equal_todays(kind, act):
+    net, x, s, d = _setup(kind, act, "squared", seed=3)
+    if net.bounds is not None:
+        s = np.clip(s, *net.bounds)
+    g = from_network(net)
+    eps = 0.3
+    step = make_step(net, x, d=d, eps=eps, nudge="clamp")
+    mine = R.fixed_point_map(g, x, s, d, eps=eps, nudge="clamp")
+    np.testing.assert_allclose(mine, step(s), **TOL)
+    np.testing.assert_array_equal(mine[:, -3:], d)
+    lay = net.layout("clamp")
+    cx = E.clamp(net, x)
+    args = (cx.theta, lay, cx.drive, d, np.array([0.0, eps]), K.make_work(lay, len(x), net.dtype))
+    field = np.empty_like(s)
+    K.vector_field(s, field, args)
+    np.testing.assert_allclose(R.vector_field(g, x, s, d, nudge="clamp", eps=eps), field, **TOL)
+
+
+def test_clamp_needs_an_output_in_the_state_and_targets():
+    net, x, s, d = _setup("hopfield", "sigmoid", "cross-entropy")
+    g = from_network(net)
+    with pytest.raises(ValueError, match="layer 'y': clamping the output needs it in the state"):
+        R.fixed_point_map(g, x, s, d, nudge="clamp")
+    net, x, s, d = _setup("hopfield", "sigmoid", "squared")
+    with pytest.raises(ValueError, match="targets d and beta = 0"):
+        R.fixed_point_map(from_network(net), x, s, d, beta=0.5, nudge="clamp")

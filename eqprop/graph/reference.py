@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 _MODULES = {"dense": dense}
-NUDGES = ("inside", "outside")
+NUDGES = ("inside", "outside", "clamp")
 
 
 def coupling_module(c: Coupling):
@@ -92,10 +92,27 @@ def _inputs(net, x, s, d=None, beta=0.0):
     return x, s, d
 
 
-def _nudge(nudge: str) -> str:
+def _nudge(net: GraphNetwork, nudge: str, d, beta) -> str:
     if nudge not in NUDGES:
-        raise ValueError(f"unknown nudge {nudge!r}; choose 'inside' or 'outside'")
+        raise ValueError(f"unknown nudge {nudge!r}; choose 'inside', 'outside' or 'clamp'")
+    if nudge == "clamp":
+        out = net.output_layer
+        if out.role != "output":
+            raise ValueError(
+                f"layer {out.name!r}: clamping the output needs it in the state (role "
+                "'output'), not a readout"
+            )
+        if d is None or beta != 0:
+            raise ValueError("a clamped phase needs targets d and beta = 0")
     return nudge
+
+
+def _clamp_output(net: GraphNetwork, out: np.ndarray, s, d, value: str, eps: float):
+    """Output columns set to ``d`` (map) or ``(d - s) / eps`` (field: one Euler step of
+    size ``eps`` lands on ``d``), as today's clamped phase."""
+    a, b = net.offsets[net.output_layer.name]
+    out[:, a:b] = d if value == "map" else (d - s[:, a:b]) / eps
+    return out
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -284,10 +301,15 @@ def fixed_point_map(
     """One synchronous step :math:`g(s)` (module docstring), a new (batch, n_state) array.
 
     ``eps`` is the hopfield Euler step (unused by the prototypical kind); ``nudge`` is
-    the prototypical nudge convention (unused by the hopfield kind).
+    the prototypical nudge convention (``"inside"``, ``"outside"``; unused by the
+    hopfield kind) or ``"clamp"`` (both kinds, ``beta = 0``): the output layer is set to
+    the targets ``d`` (contrastive Hebbian learning's clamped phase).
     """
-    _nudge(nudge)
+    _nudge(net, nudge, d, beta)
     x, s, d = _inputs(net, x, s, d, beta)
+    if nudge == "clamp":
+        free = fixed_point_map(net, x, s, None, 0.0, eps=eps)
+        return _clamp_output(net, free, s, d, "map", eps)
     if net.kind == "hopfield":
         return _project(net, s - eps * _negative_field_hopfield(net, x, s, d, beta))
     acts = activities(net, x, s)
@@ -304,11 +326,17 @@ def fixed_point_map(
     return out
 
 
-def vector_field(net: GraphNetwork, x, s, d=None, beta=0.0, *, nudge: str = "inside") -> np.ndarray:
+def vector_field(
+    net: GraphNetwork, x, s, d=None, beta=0.0, *, nudge: str = "inside", eps: float = 0.5
+) -> np.ndarray:
     """:math:`ds/dt`: hopfield :math:`-(s - \\rho'(s)\\odot u + \\beta\\,\\partial C/\\partial
-    s)` (no projection), prototypical :math:`g(s) - s`. Any feedback mode."""
-    _nudge(nudge)
+    s)` (no projection), prototypical :math:`g(s) - s`. Any feedback mode. With
+    ``nudge="clamp"`` the output columns are :math:`(d - y)/\\epsilon` (``eps`` is read
+    only then)."""
+    _nudge(net, nudge, d, beta)
     x, s, d = _inputs(net, x, s, d, beta)
+    if nudge == "clamp":
+        return _clamp_output(net, vector_field(net, x, s), s, d, "field", eps)
     if net.kind == "hopfield":
         return -_negative_field_hopfield(net, x, s, d, beta)
     return fixed_point_map(net, x, s, d, beta, nudge=nudge) - s
