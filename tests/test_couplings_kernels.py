@@ -153,3 +153,21 @@ def test_complex_and_mixed_boxes_are_refused_clearly():
     mixed = chain([3, 4, 2], activation="hardsigmoid", output_activation="identity")
     with pytest.raises(ValueError, match="different boxes"):
         GK.solve_phase(mixed, np.ones((1, 3)), method=solvers.RK4(dt=0.5))
+
+
+@pytest.mark.parametrize("name", ["chain-proto-shifted-sq", "skip-hop-linear-out", "free-hop"])
+def test_clamped_output_map_equals_reference(name):
+    net = GRAPHS[name]()
+    rng = np.random.default_rng(14)
+    x = rng.random((3, net.n_in))
+    s = rng.normal(0.5, 0.6, size=(3, net.n_state))
+    d = np.eye(net.n_out)[rng.integers(0, net.n_out, 3)]
+    args = GK.make_args(net, x, d=d, eps=0.4, nudge="clamp")
+    out = np.empty_like(s)
+    GK.fixed_point_map(s, out, args)
+    np.testing.assert_allclose(
+        out, R.fixed_point_map(net, x, s, d, eps=0.4, nudge="clamp"), atol=1e-12
+    )
+    GK.vector_field(s, out, args)
+    want = R.vector_field(net, x, s, d, nudge="clamp", eps=0.4)
+    np.testing.assert_allclose(out, want, atol=1e-12)

@@ -16,7 +16,8 @@ integer layouts:
 
 ``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec)``
 with ``drive`` (batch, n_state) the input's contribution plus the biases (constant in a
-phase), ``target`` (batch, n_out), ``sc = [beta, eps]`` and ``work`` from
+phase), ``target`` (batch, n_out), ``sc = [beta, eps]`` (``nudge="clamp"``: the output
+set to ``target``, beta 0) and ``work`` from
 :func:`make_args`. Real float32/float64 only (the solvers' dtypes). All kernels
 ``@njit(cache=True)``, no fastmath, allocation-free per call.
 """
@@ -31,6 +32,7 @@ from numba import njit
 
 import solvers
 from eqprop import kernels as _chain
+from eqprop.graph import reference as R
 from eqprop.graph.model import ACTIVATIONS, GraphNetwork
 from eqprop.graph.reference import _batch
 
@@ -74,7 +76,7 @@ _ACT_CODE = {
 assert set(_ACT_CODE) == set(ACTIVATIONS)
 KIND_HOPFIELD, KIND_PROTO = 0, 1
 COST_SQUARED, COST_CE_STATE, COST_CE_READOUT = 0, 1, 2
-NUDGE_INSIDE, NUDGE_OUTSIDE = 0, 1
+NUDGE_INSIDE, NUDGE_OUTSIDE, NUDGE_CLAMP = 0, 1, 2
 MODE_MAP, MODE_FIELD = 0, 1
 
 
@@ -208,29 +210,55 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
                             G[r, j] *= _rhop(s[r, j], act)
     inside = spec.nudge == NUDGE_INSIDE
     for lr in layers:
-        o, act = lr.offset, lr.activation
+        o, m, act = lr.offset, lr.size, lr.activation
         for r in range(B):
-            for i in range(lr.size):
-                j = o + i
-                v = s[r, j]
-                g = beta * G[r, j] if nudged else 0.0
-                if hop:
-                    dF = v - _rhop(v, act) * U[r, j] + g
-                    if mode == MODE_FIELD:
-                        out[r, j] = -dF
-                        continue
+            sr = s[r, o : o + m]
+            ur = U[r, o : o + m]
+            gr = G[r, o : o + m]
+            orow = out[r, o : o + m]
+            if hop and act == _chain.ACT_HARD and mode == MODE_MAP:
+                # the common case, branch-free in its activation: rho' = 1 on [0, 1]
+                for i in range(m):
+                    v = sr[i]
+                    dF = v - ur[i] if (v >= 0.0 and v <= 1.0) else v
+                    if nudged:
+                        dF += beta * gr[i]
                     y = v - eps * dF
                     if lr.has_box:
                         y = min(max(y, lr.lo), lr.hi)
-                    out[r, j] = y
-                    continue
-                p = U[r, j] - g if inside else U[r, j]
-                y = _rho(p, act)
-                if lr.has_box:
-                    y = min(max(y, lr.lo), lr.hi)
-                if not inside:
-                    y -= g
-                out[r, j] = y - v if mode == MODE_FIELD else y
+                    orow[i] = y
+            elif hop:
+                for i in range(m):
+                    v = sr[i]
+                    dF = v - _rhop(v, act) * ur[i]
+                    if nudged:
+                        dF += beta * gr[i]
+                    if mode == MODE_FIELD:
+                        orow[i] = -dF
+                    else:
+                        y = v - eps * dF
+                        if lr.has_box:
+                            y = min(max(y, lr.lo), lr.hi)
+                        orow[i] = y
+            else:
+                for i in range(m):
+                    p = ur[i]
+                    if nudged and inside:
+                        p -= beta * gr[i]
+                    y = _rho(p, act)
+                    if lr.has_box:
+                        y = min(max(y, lr.lo), lr.hi)
+                    if nudged and not inside:
+                        y -= beta * gr[i]
+                    orow[i] = y - sr[i] if mode == MODE_FIELD else y
+    if spec.nudge == NUDGE_CLAMP:  # output clamped to the target (CHL's clamped phase)
+        o, m = spec.out_offset, spec.out_size
+        for r in range(B):
+            for j in range(m):
+                if mode == MODE_MAP:
+                    out[r, o + j] = target[r, j]
+                else:
+                    out[r, o + j] = (target[r, j] - s[r, o + j]) / eps
 
 
 @njit(cache=True)
@@ -286,13 +314,14 @@ def _records(net: GraphNetwork):
             la.size,
             _ACT_CODE[la.activation],
             la.box is not None,
-            0.0 if la.box is None else la.box[0],
-            0.0 if la.box is None else la.box[1],
+            dt.type(0.0 if la.box is None else la.box[0]),
+            dt.type(0.0 if la.box is None else la.box[1]),
         )
         for la in net.state_layers
     )
     dummy_B = np.zeros((1, 1), dtype=dt)
-    sentinel = CouplingRecord(False, 0, 0, 0, 0, np.zeros((1, 1), dtype=dt), dummy_B, 1.0, False)
+    one = dt.type(1.0)  # scalars in the state's dtype: no float64 in float32 loops
+    sentinel = CouplingRecord(False, 0, 0, 0, 0, np.zeros((1, 1), dtype=dt), dummy_B, one, False)
     inner: list[Any] = []
     readout: list[Any] = []
     for c in net.couplings:
@@ -307,7 +336,7 @@ def _records(net: GraphNetwork):
             net.layer(c.target).size,
             np.ascontiguousarray(c.W),
             np.ascontiguousarray(c.B) if uses_B else dummy_B,
-            c.gamma if c.feedback == "scaled" else 1.0,
+            dt.type(c.gamma) if c.feedback == "scaled" else one,
             uses_B,
         )
         (inner if c.target in off else readout).append(rec)
@@ -325,8 +354,7 @@ def make_args(
 ) -> tuple:
     """The ``args`` tuple of :func:`fixed_point_map` / :func:`vector_field` for a phase."""
     dt = _real_dtype(net)
-    if nudge not in ("inside", "outside"):
-        raise ValueError(f"unknown nudge {nudge!r}; choose 'inside' or 'outside'")
+    R._nudge(net, nudge, d, beta)
     drive = input_drive(net, x)
     batch = drive.shape[0]
     if d is None:
@@ -347,7 +375,7 @@ def make_args(
     spec = Spec(
         KIND_HOPFIELD if net.kind == "hopfield" else KIND_PROTO,
         cost,
-        NUDGE_INSIDE if nudge == "inside" else NUDGE_OUTSIDE,
+        {"inside": NUDGE_INSIDE, "outside": NUDGE_OUTSIDE, "clamp": NUDGE_CLAMP}[nudge],
         o,
         out.size,
     )
