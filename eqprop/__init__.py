@@ -7,6 +7,8 @@ __version__ = "0.1.0"
 # cache=True functions (solvers/_numba_cache.py says why).
 import solvers._numba_cache  # noqa: F401
 
+from eqprop import graph  # layers and couplings (issue 11)
+
 # isort: on
 from eqprop.network import (
     Gradient,
@@ -62,6 +64,7 @@ __all__ = [
     "cost",
     "energy",
     "free_phase",
+    "graph",
     "init_network",
     "load_checkpoint",
     "nudged_phase",

@@ -1,0 +1,430 @@
+"""Numba map and vector field of a dense :class:`~eqprop.graph.model.GraphNetwork`.
+
+The general (unfused) path for :mod:`solvers`: the same equations as
+:mod:`eqprop.graph.reference` (its docstring), read from named records instead of
+integer layouts:
+
+* ``layers``: a tuple of :class:`LayerRecord` ``(offset, size, activation, has_box, lo,
+  hi)``, one per state layer;
+* ``couplings``: a tuple of :class:`CouplingRecord` ``(active, src_offset, src_size,
+  dst_offset, dst_size, W, B, feedback_scale, uses_B)``, one per coupling between two
+  state layers (couplings from the input are folded into the constant ``drive``);
+  ``uses_B`` selects ``a_dst @ B`` over ``feedback_scale * a_dst @ W.T``;
+* ``readout``: a tuple of :class:`CouplingRecord` into the softmax readout (``dst_*``
+  unused), with ``readout_bias``; one inactive record when there is no readout;
+* ``spec``: a :class:`Spec` ``(kind, cost, nudge, out_offset, out_size)``.
+
+``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec)``
+with ``drive`` (batch, n_state) the input's contribution plus the biases (constant in a
+phase), ``target`` (batch, n_out), ``sc = [beta, eps]`` (``nudge="clamp"``: the output
+set to ``target``, beta 0) and ``work`` from
+:func:`make_args`. Real float32/float64 only (the solvers' dtypes). All kernels
+``@njit(cache=True)``, no fastmath, allocation-free per call.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+import solvers
+from eqprop import kernels as _chain
+from eqprop.graph import reference as R
+from eqprop.graph.model import ACTIVATIONS, GraphNetwork
+from eqprop.graph.reference import _batch
+
+__all__ = [
+    "CouplingRecord",
+    "LayerRecord",
+    "Spec",
+    "fixed_point_map",
+    "input_drive",
+    "make_args",
+    "solve_phase",
+    "vector_field",
+]
+
+LayerRecord = namedtuple("LayerRecord", ["offset", "size", "activation", "has_box", "lo", "hi"])
+CouplingRecord = namedtuple(
+    "CouplingRecord",
+    [
+        "active",
+        "src_offset",
+        "src_size",
+        "dst_offset",
+        "dst_size",
+        "W",
+        "B",
+        "feedback_scale",
+        "uses_B",
+    ],
+)
+Spec = namedtuple("Spec", ["kind", "cost", "nudge", "out_offset", "out_size"])
+
+# activation codes: those of eqprop.kernels, plus identity
+ACT_IDENTITY = 4
+_ACT_CODE = {
+    "hardsigmoid": _chain.ACT_HARD,
+    "sigmoid": _chain.ACT_SIGMOID,
+    "tanh": _chain.ACT_TANH,
+    "shifted-sigmoid": _chain.ACT_SHIFTED,
+    "identity": ACT_IDENTITY,
+}
+assert set(_ACT_CODE) == set(ACTIVATIONS)
+KIND_HOPFIELD, KIND_PROTO = 0, 1
+COST_SQUARED, COST_CE_STATE, COST_CE_READOUT = 0, 1, 2
+NUDGE_INSIDE, NUDGE_OUTSIDE, NUDGE_CLAMP = 0, 1, 2
+MODE_MAP, MODE_FIELD = 0, 1
+
+
+@njit(cache=True)
+def _rho(v, act):
+    if act == ACT_IDENTITY:
+        return v
+    return _chain._rho(v, act)
+
+
+@njit(cache=True)
+def _rhop(v, act):
+    if act == ACT_IDENTITY:
+        return 1.0
+    return _chain._rhop(v, act)
+
+
+@njit(cache=True)
+def _block(buf, offset, B, n):
+    """Contiguous (B, n) block of a layer-blocked buffer (block of the layer at column
+    ``offset`` starts at ``B * offset``)."""
+    return buf[B * offset : B * (offset + n)].reshape((B, n))
+
+
+@njit(cache=True)
+def _softmax_error(Z, target):
+    """Z <- softmax(Z) - target, row-wise, numerically stable."""
+    B, n = Z.shape
+    for r in range(B):
+        m = -np.inf
+        for k in range(n):
+            if Z[r, k] > m:
+                m = Z[r, k]
+        tot = 0.0
+        for k in range(n):
+            Z[r, k] = np.exp(Z[r, k] - m)
+            tot += Z[r, k]
+        for k in range(n):
+            Z[r, k] = Z[r, k] / tot - target[r, k]
+
+
+@njit(cache=True)
+def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, mode):
+    B, n = s.shape
+    beta, eps = sc[0], sc[1]
+    hop = spec.kind == KIND_HOPFIELD
+    A = work[0 : B * n]  # activities, layer-blocked
+    U = work[B * n : 2 * B * n].reshape((B, n))  # drives, row-major
+    G = work[2 * B * n : 3 * B * n].reshape((B, n))  # dC/ds, row-major
+    T = work[3 * B * n :]  # temporaries
+    for lr in layers:
+        Al = _block(A, lr.offset, B, lr.size)
+        for r in range(B):
+            for i in range(lr.size):
+                v = s[r, lr.offset + i]
+                Al[r, i] = _rho(v, lr.activation) if hop else v
+    for r in range(B):
+        for j in range(n):
+            U[r, j] = drive[r, j]
+    for c in couplings:
+        if not c.active:
+            continue
+        Asrc = _block(A, c.src_offset, B, c.src_size)
+        Adst = _block(A, c.dst_offset, B, c.dst_size)
+        Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
+        np.dot(Asrc, c.W, Tf)
+        for r in range(B):
+            for j in range(c.dst_size):
+                U[r, c.dst_offset + j] += Tf[r, j]
+        Tb = T[0 : B * c.src_size].reshape((B, c.src_size))
+        if c.uses_B:
+            np.dot(Adst, c.B, Tb)
+        else:
+            np.dot(Adst, c.W.T, Tb)
+        k = c.feedback_scale
+        for r in range(B):
+            for i in range(c.src_size):
+                U[r, c.src_offset + i] += k * Tb[r, i]
+    nudged = beta != 0.0
+    if nudged:
+        for r in range(B):
+            for j in range(n):
+                G[r, j] = 0.0
+        o, m = spec.out_offset, spec.out_size
+        if spec.cost == COST_SQUARED:
+            for r in range(B):
+                for j in range(m):
+                    G[r, o + j] = s[r, o + j] - target[r, j]
+        elif spec.cost == COST_CE_STATE:
+            Z = T[0 : B * m].reshape((B, m))
+            for r in range(B):
+                for j in range(m):
+                    Z[r, j] = s[r, o + j]
+            _softmax_error(Z, target)
+            for r in range(B):
+                for j in range(m):
+                    G[r, o + j] = Z[r, j]
+        else:
+            Z = T[0 : B * m].reshape((B, m))
+            for r in range(B):
+                for j in range(m):
+                    Z[r, j] = rbias[j]
+            Tz = T[B * m : 2 * B * m].reshape((B, m))
+            for c in readout:
+                if not c.active:
+                    continue
+                np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
+                for r in range(B):
+                    for j in range(m):
+                        Z[r, j] += Tz[r, j]
+            _softmax_error(Z, target)
+            for c in readout:
+                if not c.active:
+                    continue
+                Tb = T[2 * B * m : 2 * B * m + B * c.src_size].reshape((B, c.src_size))
+                np.dot(Z, c.W.T, Tb)
+                for r in range(B):
+                    for i in range(c.src_size):
+                        G[r, c.src_offset + i] += Tb[r, i]
+            if hop:  # chain rule through rho of the readout's sources
+                for c in readout:
+                    if not c.active:
+                        continue
+                    act = layers[0].activation
+                    for lr in layers:
+                        if lr.offset == c.src_offset:
+                            act = lr.activation
+                    for r in range(B):
+                        for i in range(c.src_size):
+                            j = c.src_offset + i
+                            G[r, j] *= _rhop(s[r, j], act)
+    inside = spec.nudge == NUDGE_INSIDE
+    for lr in layers:
+        o, m, act = lr.offset, lr.size, lr.activation
+        for r in range(B):
+            sr = s[r, o : o + m]
+            ur = U[r, o : o + m]
+            gr = G[r, o : o + m]
+            orow = out[r, o : o + m]
+            if hop and act == _chain.ACT_HARD and mode == MODE_MAP:
+                # the common case, branch-free in its activation: rho' = 1 on [0, 1]
+                for i in range(m):
+                    v = sr[i]
+                    dF = v - ur[i] if (v >= 0.0 and v <= 1.0) else v
+                    if nudged:
+                        dF += beta * gr[i]
+                    y = v - eps * dF
+                    if lr.has_box:
+                        y = min(max(y, lr.lo), lr.hi)
+                    orow[i] = y
+            elif hop:
+                for i in range(m):
+                    v = sr[i]
+                    dF = v - _rhop(v, act) * ur[i]
+                    if nudged:
+                        dF += beta * gr[i]
+                    if mode == MODE_FIELD:
+                        orow[i] = -dF
+                    else:
+                        y = v - eps * dF
+                        if lr.has_box:
+                            y = min(max(y, lr.lo), lr.hi)
+                        orow[i] = y
+            else:
+                for i in range(m):
+                    p = ur[i]
+                    if nudged and inside:
+                        p -= beta * gr[i]
+                    y = _rho(p, act)
+                    if lr.has_box:
+                        y = min(max(y, lr.lo), lr.hi)
+                    if nudged and not inside:
+                        y -= beta * gr[i]
+                    orow[i] = y - sr[i] if mode == MODE_FIELD else y
+    if spec.nudge == NUDGE_CLAMP:  # output clamped to the target (CHL's clamped phase)
+        o, m = spec.out_offset, spec.out_size
+        for r in range(B):
+            for j in range(m):
+                if mode == MODE_MAP:
+                    out[r, o + j] = target[r, j]
+                else:
+                    out[r, o + j] = (target[r, j] - s[r, o + j]) / eps
+
+
+@njit(cache=True)
+def fixed_point_map(s, out, args):
+    """``g(s)``: projected Euler step (hopfield) or :math:`\\sigma(u - \\beta\\,\\partial
+    C/\\partial s)` (prototypical); ``args`` from :func:`make_args`."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
+    _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_MAP)
+
+
+@njit(cache=True)
+def vector_field(s, out, args):
+    """``ds/dt``: :math:`-(s - \\rho'(s) u + \\beta\\,\\partial C/\\partial s)` (hopfield) or
+    ``g(s) - s`` (prototypical)."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
+    _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_FIELD)
+
+
+# ----------------------------------------------------------------------------- builders
+def _real_dtype(net: GraphNetwork) -> np.dtype:
+    if net.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(
+            f"the Numba graph kernels run float32/float64 (the solvers' dtypes); this network "
+            f"is {net.dtype.name}: use eqprop.graph.reference for complex states"
+        )
+    return net.dtype
+
+
+def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
+    """Constant part of the drive, (batch, n_state): biases plus every coupling from the
+    input (NumPy/BLAS products, once per phase)."""
+    dt = _real_dtype(net)
+    x = _batch(net, x, net.n_in, "x", None)
+    off = net.offsets
+    drive = np.zeros((x.shape[0], net.n_state), dtype=dt)
+    for layer in net.state_layers:
+        if layer.bias is not None:
+            a, b = off[layer.name]
+            drive[:, a:b] += layer.bias
+    for c in net.couplings:
+        if c.source == net.input_layer.name and c.target in off:
+            a, b = off[c.target]
+            drive[:, a:b] += x @ c.W
+    return drive
+
+
+def _records(net: GraphNetwork):
+    dt = net.dtype
+    off = net.offsets
+    layers = tuple(
+        LayerRecord(
+            off[la.name][0],
+            la.size,
+            _ACT_CODE[la.activation],
+            la.box is not None,
+            dt.type(0.0 if la.box is None else la.box[0]),
+            dt.type(0.0 if la.box is None else la.box[1]),
+        )
+        for la in net.state_layers
+    )
+    dummy_B = np.zeros((1, 1), dtype=dt)
+    one = dt.type(1.0)  # scalars in the state's dtype: no float64 in float32 loops
+    sentinel = CouplingRecord(False, 0, 0, 0, 0, np.zeros((1, 1), dtype=dt), dummy_B, one, False)
+    inner: list[Any] = []
+    readout: list[Any] = []
+    for c in net.couplings:
+        if c.source not in off:  # from the input: in the drive
+            continue
+        uses_B = c.feedback in ("free", "random")
+        rec = CouplingRecord(
+            True,
+            off[c.source][0],
+            off[c.source][1] - off[c.source][0],
+            off[c.target][0] if c.target in off else 0,
+            net.layer(c.target).size,
+            np.ascontiguousarray(c.W),
+            np.ascontiguousarray(c.B) if uses_B else dummy_B,
+            dt.type(c.gamma) if c.feedback == "scaled" else one,
+            uses_B,
+        )
+        (inner if c.target in off else readout).append(rec)
+    return layers, tuple(inner) or (sentinel,), tuple(readout) or (sentinel,)
+
+
+def make_args(
+    net: GraphNetwork,
+    x: np.ndarray,
+    *,
+    beta: float = 0.0,
+    d: np.ndarray | None = None,
+    eps: float = 0.5,
+    nudge: str = "inside",
+) -> tuple:
+    """The ``args`` tuple of :func:`fixed_point_map` / :func:`vector_field` for a phase."""
+    dt = _real_dtype(net)
+    R._nudge(net, nudge, d, beta)
+    drive = input_drive(net, x)
+    batch = drive.shape[0]
+    if d is None:
+        if beta != 0:
+            raise ValueError("targets d are needed when beta != 0")
+        target = np.zeros((batch, net.n_out), dtype=dt)
+    else:
+        target = _batch(net, d, net.n_out, "d", batch)
+    layers, couplings, readout = _records(net)
+    out = net.output_layer
+    if out.role == "readout":
+        cost, o = COST_CE_READOUT, 0
+        rbias = np.zeros(out.size, dtype=dt) if out.bias is None else np.array(out.bias)
+    else:
+        cost = COST_SQUARED if net.cost == "squared" else COST_CE_STATE
+        o = net.offsets[out.name][0]
+        rbias = np.zeros(1, dtype=dt)
+    spec = Spec(
+        KIND_HOPFIELD if net.kind == "hopfield" else KIND_PROTO,
+        cost,
+        {"inside": NUDGE_INSIDE, "outside": NUDGE_OUTSIDE, "clamp": NUDGE_CLAMP}[nudge],
+        o,
+        out.size,
+    )
+    nmax = max([net.n_out] + [la.size for la in net.layers])
+    work = np.empty(3 * batch * net.n_state + 3 * batch * nmax, dtype=dt)
+    sc = np.array([beta, eps], dtype=dt)
+    return (layers, couplings, readout, rbias, drive, target, sc, work, spec)
+
+
+def common_box(net: GraphNetwork) -> tuple[float, float] | None:
+    """The box shared by every state layer, or None (then the map projects per layer and
+    the solvers get no bounds)."""
+    boxes = {la.box for la in net.state_layers}
+    if len(boxes) == 1:
+        return next(iter(boxes))
+    return None
+
+
+def solve_phase(
+    net: GraphNetwork,
+    x: np.ndarray,
+    *,
+    beta: float = 0.0,
+    d: np.ndarray | None = None,
+    s0: np.ndarray | None = None,
+    eps: float = 0.5,
+    nudge: str = "inside",
+    method: Any = None,
+    **solver_options: Any,
+):
+    """Relax a phase of a graph network with :mod:`solvers` (a fixed-point method:
+    ``solve_fixed_point`` on :func:`fixed_point_map`; an ODE method: ``solve_steady_state``
+    on :func:`vector_field`). ``solver_options`` go to the solver (``fixed_steps``,
+    ``atol``, ``max_iter``, ...). Returns the ``solvers.SolveResult``.
+    """
+    args = make_args(net, x, beta=beta, d=d, eps=eps, nudge=nudge)
+    s = net.zero_state(args[4].shape[0]) if s0 is None else np.array(s0, dtype=net.dtype)
+    method = solvers.Picard() if method is None else method
+    fp = isinstance(method, solvers.Picard | solvers.Anderson)
+    box = common_box(net)
+    if fp:
+        return solvers.solve_fixed_point(
+            fixed_point_map, s, args, method=method, bounds=box, **solver_options
+        )
+    if any(la.box is not None for la in net.state_layers) and box is None:
+        raise ValueError(
+            "an ODE method projects onto one box for the whole state; this network's layers "
+            "have different boxes: use a fixed-point method (Picard, Anderson)"
+        )
+    return solvers.solve_steady_state(
+        vector_field, s, args, method=method, bounds=box, **solver_options
+    )
