@@ -19,6 +19,7 @@ import numba
 import numpy as np
 from numba import njit, types
 
+from . import _callbacks as CB
 from . import _compile as C
 from ._result import SolveResult, SolverFailure, Status
 from ._validate import (
@@ -44,6 +45,11 @@ CONTROL_TYPE = types.Tuple(
         types.boolean,
     )
 )
+
+
+#: Type of the drivers' status array, shared with the callback-error hook (see
+#: ``_callbacks.py``).
+STATUS_TYPE = types.Array(types.int64, 1, "C")
 
 
 @njit(cache=True)
@@ -93,6 +99,12 @@ def build_result(
             f"{nf} of {B} samples failed (non-finite state/residual or residual above "
             f"divergence_bound): {shown}{more}; {nc} converged"
         )
+        if (fail_iter[idx] == 0).any():
+            message += (
+                "; at iteration 0 the map's output is not finite (NaN or inf): entries of "
+                "out that a map does not write stay NaN (out is NaN-filled before each "
+                "call), so check that it does write every entry"
+            )
     elif status == Status.FIXED_STEPS:
         message = f"ran {fixed_steps} steps; {nc} of {B} samples meet the tolerance"
     elif status == Status.CONVERGED:
@@ -227,7 +239,8 @@ def driver_for(
     """Driver ``name`` for ``p``'s types, memoised in ``cache`` by (x, args, observe) type.
 
     Its arguments: function values typed by ``fn_sigs``, ``x``, ``args``, ``lo``, ``hi``,
-    ``has_bounds``, the method code (int64), ``method_types``, then :data:`CONTROL_TYPE`.
+    ``has_bounds``, the method code (int64), ``method_types``, :data:`CONTROL_TYPE`, then
+    the status array (:data:`STATUS_TYPE`).
     """
     key = (p.xt, p.at, p.osig)
     driver = cache.get(key)
@@ -243,6 +256,7 @@ def driver_for(
             types.int64,
             *method_types,
             CONTROL_TYPE,
+            STATUS_TYPE,
         )
         driver = C.get_driver(name, key, argtypes)
         cache[key] = driver
@@ -259,11 +273,23 @@ def run(
     fixed_steps: int | None,
     method: str,
     raise_on_failure: bool,
+    name: str,
+    callbacks: tuple,
 ) -> SolveResult:
-    """Call ``driver`` on ``p`` (timed) and assemble the :class:`SolveResult`."""
-    t0 = time.perf_counter()
-    out = driver(*fns, p.x, p.args, p.lo, p.hi, p.has_bounds, code, *params, p.control)
-    wall = time.perf_counter() - t0
+    """Call ``driver`` on ``p`` (timed) and assemble the :class:`SolveResult`.
+
+    An exception raised in a callback (``callbacks``: the map, named ``name``, then
+    ``g_block`` and ``observe`` or None) is
+    re-raised here, its type and message unchanged, with a note naming the callback and
+    the iteration; a callback that broke its contract raises
+    :class:`~solvers._callbacks.CallbackError` (see ``_callbacks.py``).
+    """
+    status = CB.new_status()
+    with CB.capture(status) as cap:
+        t0 = time.perf_counter()
+        out = driver(*fns, p.x, p.args, p.lo, p.hi, p.has_bounds, code, *params, p.control, status)
+        wall = time.perf_counter() - t0
+    CB.raise_if_failed(cap, name=name, method=method, x=p.x, args=p.args, callbacks=callbacks)
     return build_result(
         out=out,
         fixed_steps=fixed_steps,

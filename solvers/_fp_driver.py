@@ -20,7 +20,29 @@ from ._bookkeeping import (
     sample_verdict,
     stop_sample,
 )
-from ._kernels import _TINY, absmax_diff, active_set_signature, cholesky_solve, clip_row, dot
+from ._callbacks import (
+    BAD_OBSERVE,
+    BLOCK,
+    DETAIL,
+    ERROR,
+    ITERATION,
+    MAIN,
+    OBSERVE,
+    STAGE,
+    UNWRITTEN,
+    WHICH,
+)
+from ._kernels import (
+    _TINY,
+    absmax_diff,
+    active_set_signature,
+    all_nan,
+    cholesky_solve,
+    clip_row,
+    dot,
+    fill_nan,
+    fill_nan_cols,
+)
 
 PICARD = 0
 ANDERSON = 1
@@ -46,6 +68,7 @@ def fp_driver(
     group_ptr,
     use_block,
     control,
+    status,
 ):
     atol, rtol, max_iter, fixed_steps, record_every, divergence_bound, do_observe = control
     B = x.shape[0]
@@ -85,8 +108,19 @@ def fp_driver(
 
     k = 0
     while True:
+        # every callback: say which call this is, NaN-fill what it must write, call it,
+        # stop at once if it raised (the hook set status[ERROR], see _callbacks.py)
+        status[ITERATION] = k
+        status[WHICH] = MAIN
+        status[STAGE] = -1
+        fill_nan(gx)
         g(x, gx, args)
         nfev += 1
+        if status[ERROR] != 0:
+            break
+        if k == 0 and all_nan(gx):
+            status[ERROR] = UNWRITTEN
+            break
         res, rel = reserve_row(res, rel, k, limit)
         n_active = 0
         for b in range(B):
@@ -103,7 +137,17 @@ def fp_driver(
             else:
                 stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
         if do_observe and (k % record_every == 0 or n_active == 0):
-            obs, obs_it, n_obs = record_observed(observe(x, args), k, obs, obs_it, n_obs, n_iter)
+            status[ITERATION] = k
+            status[WHICH] = OBSERVE
+            status[STAGE] = -1
+            vals = observe(x, args)
+            if status[ERROR] != 0:
+                break
+            if vals.shape[0] != B:
+                status[ERROR] = BAD_OBSERVE
+                status[DETAIL] = vals.shape[0]
+                break
+            obs, obs_it, n_obs = record_observed(vals, k, obs, obs_it, n_obs, n_iter)
         if n_active == 0:
             break
 
@@ -227,13 +271,22 @@ def fp_driver(
         else:  # GAUSS_SEIDEL
             for q in range(n_groups):
                 if q > 0:
+                    status[STAGE] = q
                     if use_block:
+                        status[WHICH] = BLOCK
                         for rr in range(group_ptr[q], group_ptr[q + 1]):
+                            fill_nan_cols(gx, ranges[rr, 0], ranges[rr, 1])
                             g_block(x, gx, args, ranges[rr, 0], ranges[rr, 1])
                             nfev_block += 1
+                            if status[ERROR] != 0:
+                                break
                     else:
+                        status[WHICH] = MAIN
+                        fill_nan(gx)
                         g(x, gx, args)
                         nfev += 1
+                    if status[ERROR] != 0:
+                        break
                 for rr in range(group_ptr[q], group_ptr[q + 1]):
                     a0 = ranges[rr, 0]
                     a1 = ranges[rr, 1]
@@ -254,6 +307,8 @@ def fp_driver(
                                 elif v > hi[i]:
                                     v = hi[i]
                             x[b, i] = v
+            if status[ERROR] != 0:
+                break
         k += 1
 
     return driver_output(

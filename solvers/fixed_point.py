@@ -148,4 +148,6 @@ def solve_fixed_point(
         fixed_steps=fixed_steps,
         method=method.describe(),
         raise_on_failure=raise_on_failure,
+        name="g",
+        callbacks=(g, g_block, observe),
     )
