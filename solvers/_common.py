@@ -72,14 +72,17 @@ def build_result(
     wall_time: float,
     method: str,
     raise_on_failure: bool,
+    extras: tuple[str, ...] = (),
 ) -> SolveResult:
     """The :class:`SolveResult` of a driver's output ``out``; raise if asked and failed.
 
     ``out`` is ``(res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev,
-    nfev_block, x)``, followed by ``n_rejected`` for the steady-state driver.
+    nfev_block, x)``, followed by the per-sample arrays named in ``extras``
+    (``n_rejected`` for the steady-state driver, ``n_fallback`` and ``fallback_iter`` for
+    the fixed-point one).
     """
     res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev, nfev_block, x = out[:11]
-    n_rejected = out[11] if len(out) > 11 else None
+    extra = dict(zip(extras, out[11:], strict=True))
     if failed.any():
         status = Status.FAILED
     elif fixed_steps is not None:
@@ -111,6 +114,14 @@ def build_result(
         message = f"all {B} samples converged in at most {int(n_iter.max())} iterations"
     else:
         message = f"{B - nc} of {B} samples reached max_iter without meeting the tolerance"
+    n_fallback = extra.get("n_fallback")
+    if n_fallback is not None and n_fallback.any():
+        fell = np.flatnonzero(extra["fallback_iter"] >= 0)
+        message += (
+            f"; progress safeguard: {int((n_fallback > 0).sum())} samples restarted their "
+            f"history, {len(fell)} fell back to damped Picard"
+            + (f" (samples {fell[:10].tolist()})" if len(fell) else "")
+        )
     result = SolveResult(
         x=x,
         converged=conv,
@@ -127,7 +138,7 @@ def build_result(
         wall_time=float(wall_time),
         method=method,
         nfev_block=int(nfev_block),
-        n_rejected=n_rejected,
+        **extra,
     )
     if raise_on_failure and status == Status.FAILED:
         raise SolverFailure(f"{method}: {message}", result)
@@ -275,6 +286,7 @@ def run(
     raise_on_failure: bool,
     name: str,
     callbacks: tuple,
+    extras: tuple[str, ...] = (),
 ) -> SolveResult:
     """Call ``driver`` on ``p`` (timed) and assemble the :class:`SolveResult`.
 
@@ -297,4 +309,5 @@ def run(
         wall_time=wall,
         method=method,
         raise_on_failure=raise_on_failure,
+        extras=extras,
     )

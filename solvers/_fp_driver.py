@@ -64,6 +64,10 @@ def fp_driver(
     reg,
     restart_tol,
     growth,
+    window,
+    progress,
+    regress,
+    restarts,
     ranges,
     group_ptr,
     use_block,
@@ -104,6 +108,17 @@ def fp_driver(
     has_prev = np.zeros(nb, dtype=np.bool_)
     rprev = np.full(nb, np.inf)
     sig_prev = np.full(nb, -1, dtype=np.int64)
+    # Anderson's progress safeguard (see methods.Anderson): best residual, the residual
+    # and iteration of the last decrease by the factor `progress`, a stored state (saved
+    # whenever the residual halved since the last save), and the fallback counts
+    rbest = np.full(nb, np.inf)
+    rref = np.full(nb, np.inf)
+    kref = np.zeros(nb, dtype=np.int64)
+    rsaved = np.full(nb, np.inf)
+    xsaved = np.zeros((nb, n), dtype=x.dtype)
+    fallen = np.zeros(nb, dtype=np.bool_)
+    n_fallback = np.zeros(B, dtype=np.int64)
+    fallback_iter = np.full(B, -1, dtype=np.int64)
     n_groups = group_ptr.shape[0] - 1
 
     k = 0
@@ -190,6 +205,39 @@ def fp_driver(
                 gb = gx[b]
                 fp = fprev[b]
                 gp = gprev[b]
+                # progress safeguard: no decrease by `progress` within `window`
+                # iterations, or a residual above `regress` times the best seen, clears
+                # the history (the first `restarts` times), then turns the sample into
+                # damped Picard for good, from the stored state if that one is better
+                if r < rbest[b]:
+                    rbest[b] = r
+                if r <= 0.5 * rsaved[b]:
+                    rsaved[b] = r
+                    xsb = xsaved[b]
+                    for i in range(n):
+                        xsb[i] = xb[i]
+                if not fallen[b]:
+                    if r <= progress * rref[b]:
+                        rref[b] = r
+                        kref[b] = k
+                    elif k - kref[b] >= window or r > regress * rbest[b]:
+                        n_fallback[b] += 1
+                        rref[b] = rbest[b]
+                        kref[b] = k
+                        cnt[b] = 0
+                        head[b] = 0
+                        if n_fallback[b] > restarts:
+                            fallen[b] = True
+                            fallback_iter[b] = k
+                            if r > rsaved[b]:
+                                xsb = xsaved[b]
+                                for i in range(n):
+                                    xb[i] = xsb[i]
+                                continue  # the next iteration evaluates g there
+                if fallen[b]:
+                    for i in range(n):
+                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                    continue
                 if has_prev[b]:
                     # new differences, then the current f and g become the previous ones
                     # (one output array per loop: LLVM vectorises those, not the fused one)
@@ -311,6 +359,7 @@ def fp_driver(
                 break
         k += 1
 
-    return driver_output(
+    out = driver_output(
         res, rel, obs, obs_it, n_obs, k, n_iter, conv, failed, fail_iter, nfev, nfev_block, x
     )
+    return out + (n_fallback, fallback_iter)  # noqa: RUF005 (tuple concatenation, typed by Numba)

@@ -122,4 +122,5 @@ def solve_steady_state(
         raise_on_failure=raise_on_failure,
         name="f",
         callbacks=(f, None, observe),
+        extras=("n_rejected",),
     )
