@@ -44,7 +44,7 @@ def _mpl() -> Any:
 
 
 def _sel(da: xr.DataArray, **index: Any) -> xr.DataArray:
-    """``sel`` that also works for dims named like sel's keywords (``method``)."""
+    """``sel`` by a dict, which also works for dims named like sel's keywords."""
     return da.sel(index)
 
 
@@ -59,13 +59,18 @@ def _convergence(fig: Any, ds: xr.Dataset) -> None:
     depths = list(ds["depth"].values)
     axes = fig.subplots(1, len(depths), squeeze=False, sharey=True)[0]
     for ax, depth in zip(axes, depths):
-        for method in ds["method"].values:
-            r = _sel(ds["residual"], method=method, depth=depth)
+        for solver in ds["solver"].values:
+            r = _sel(ds["residual"], solver=solver, depth=depth)
             r = r.where(r > 0)
             top = r.max("sample")
             keep = top.notnull().values
             it = ds["iteration"].values[keep]
-            (line,) = ax.semilogy(it, top.values[keep], label=str(method))
+            label = str(solver)
+            if "n_fallback" in ds:
+                fell = int((_sel(ds["fallback_iter"], solver=solver, depth=depth) >= 0).sum())
+                if fell:
+                    label += f" ({fell} fell back to Picard)"
+            (line,) = ax.semilogy(it, top.values[keep], label=label)
             ax.fill_between(
                 it,
                 r.min("sample").values[keep],
@@ -80,7 +85,7 @@ def _convergence(fig: Any, ds: xr.Dataset) -> None:
         ax.set_title(f"{depth} hidden layer{'s' if depth != 1 else ''}")
         ax.set_xlabel("iteration")
     axes[0].set_ylabel("residual (largest in the batch; band: min-max)")
-    axes[-1].legend(title="method")
+    axes[-1].legend(title="solver")
 
 
 def _beta_sweep(fig: Any, ds: xr.Dataset) -> None:
@@ -228,6 +233,9 @@ def plot_study(
 
         source = Path(path_or_ds)
         ds = open_netcdf(source)
+    from .schema import upgrade
+
+    ds = upgrade(ds)
     kind = ds.attrs.get("study")
     if kind not in _DRAW:
         raise ValueError(f"dataset has study={kind!r}; figures exist for {sorted(_DRAW)}")
