@@ -68,6 +68,7 @@ def fp_driver(
     progress,
     regress,
     restarts,
+    delay,
     ranges,
     group_ptr,
     use_block,
@@ -284,7 +285,7 @@ def fp_driver(
                         head[b] = 0
                     sig_prev[b] = sig
                 c = cnt[b]
-                plain = c == 0 or r > growth * rprev[b]
+                plain = c == 0 or r > growth * rprev[b] or k < delay
                 rprev[b] = r
                 if not plain:
                     dmax = 0.0

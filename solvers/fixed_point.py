@@ -19,7 +19,7 @@ __all__ = ["solve_fixed_point"]
 _drivers: dict[tuple, Any] = {}  # fixed-point drivers by (x, args, observe) type
 
 # types of the method parameters (damping, m, reg, restart_tol, growth, window, progress,
-# regress, restarts, ranges, group_ptr, use_block) between the method code and the
+# regress, restarts, delay, ranges, group_ptr, use_block) between the method code and the
 # stopping controls
 _METHOD_TYPES = (
     types.float64,
@@ -30,6 +30,7 @@ _METHOD_TYPES = (
     types.int64,
     types.float64,
     types.float64,
+    types.int64,
     types.int64,
     types.Array(types.int64, 2, "C"),
     types.Array(types.int64, 1, "C"),
@@ -129,7 +130,7 @@ def solve_fixed_point(
         divergence_bound=divergence_bound,
     )
     m, reg, rtol_c, growth = 1, 0.0, 0.0, np.inf
-    window, progress, regress, restarts = 1, 1.0, np.inf, 0
+    window, progress, regress, restarts, delay = 1, 1.0, np.inf, 0, 0
     ranges = np.zeros((1, 2), dtype=np.int64)
     group_ptr = np.zeros(2, dtype=np.int64)
     if isinstance(method, Picard):
@@ -138,7 +139,7 @@ def solve_fixed_point(
         code = ANDERSON
         m, reg, rtol_c, growth = method.m, method.reg, method.restart_tol, method.growth
         window, progress = method.window, method.progress
-        regress, restarts = method.regress, method.restarts
+        regress, restarts, delay = method.regress, method.restarts, method.delay
     else:
         code = GAUSS_SEIDEL
         method.check_partition(p.x.shape[1])
@@ -156,6 +157,7 @@ def solve_fixed_point(
         progress,
         regress,
         restarts,
+        delay,
         ranges,
         group_ptr,
         use_block,

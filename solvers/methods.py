@@ -102,6 +102,11 @@ class Anderson:
         Factor (> 1, or inf) over the best residual seen that counts as a regression.
     restarts : int
         History restarts (>= 0) before the switch to damped Picard.
+    delay : int
+        Plain damped steps (>= 0) before the first extrapolation (the history builds up
+        meanwhile). A map that the plain iteration solves in a few steps (saturating
+        units that land exactly on their bounds) gains nothing from extrapolation, and
+        extrapolating early there costs iterations.
     """
 
     m: int = 5
@@ -112,7 +117,8 @@ class Anderson:
     window: int = 20
     progress: float = 0.9
     regress: float = 100.0
-    restarts: int = 1
+    restarts: int = 3
+    delay: int = 20
 
     def __post_init__(self) -> None:
         if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
@@ -130,7 +136,7 @@ class Anderson:
         if not gr >= 1:
             raise ValueError(f"Anderson growth must be >= 1 (or inf), got {self.growth!r}")
         object.__setattr__(self, "growth", gr)
-        for name, lowest in (("window", 1), ("restarts", 0)):
+        for name, lowest in (("window", 1), ("restarts", 0), ("delay", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
                 raise ValueError(f"Anderson {name} must be an int >= {lowest}, got {v!r}")
@@ -148,7 +154,7 @@ class Anderson:
             f"Anderson(m={self.m}, reg={self.reg:g}, damping={self.damping:g}, "
             f"restart_tol={self.restart_tol:g}, growth={self.growth:g}, "
             f"window={self.window}, progress={self.progress:g}, regress={self.regress:g}, "
-            f"restarts={self.restarts})"
+            f"restarts={self.restarts}, delay={self.delay})"
         )
 
 

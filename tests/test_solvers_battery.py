@@ -4,11 +4,12 @@ The battery (``solver_battery.py``): 200 seeded problems, depths 1-3, hopfield a
 prototypical kinds, hard-sigmoid and sigmoid units, four weight gains, 3 samples each.
 Wherever Picard converges within ``max_iter``, the accelerated methods must converge
 too; Gauss-Seidel must need no more iterations than Picard on at least 95 % of those
-samples. Anderson meets the convergence part (its progress safeguard falls back to
-damped Picard where it stalls) but not yet the 95 % part: on prototypical networks with
-hard-sigmoid units, where Picard often converges in 5-10 iterations because saturated
-units sit exactly at their bounds, its extrapolation costs a few iterations (about 86 %
-of the samples not slower, measured). That part is an expected failure until fixed.
+samples, and so must Anderson. Anderson meets the first part through its progress
+safeguard (a stalled sample falls back to damped Picard) and the second through its
+``delay`` (plain steps before the first extrapolation): on prototypical networks with
+hard-sigmoid units Picard often converges in 5-10 iterations, because saturated units land
+exactly on their bounds, and extrapolating from the start cost iterations there (87.7 %
+of the samples not slower with ``delay=0``, measured; 98 % with the defaults).
 
 Also the regression case of the issue: ``eqprop study convergence --depths 1 --tols
 1e-2,1e-4 --batch 4``, where Anderson saw-toothed between 1e-2 and 0.5 for 500 iterations
@@ -48,9 +49,6 @@ def test_gauss_seidel_is_not_slower_than_picard_on_95_percent(battery):
     assert s["not_slower"] >= 0.95 * s["reference"], s["losers"][:10]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Anderson is not slower than Picard on ~86 % only (see module doc)"
-)
 def test_anderson_is_not_slower_than_picard_on_95_percent(battery):
     s = battery[1]["anderson"]
     assert s["not_slower"] >= 0.95 * s["reference"], s["losers"][:10]
@@ -61,8 +59,8 @@ def test_anderson_reports_its_fallbacks_consistently(battery):
     for r in results:
         a = r["anderson"]
         assert a.n_fallback.shape == (3,) and a.fallback_iter.shape == (3,)
-        # a switch needs restarts + 1 = 2 interventions; the switch iteration is one run
-        np.testing.assert_array_equal(a.fell_back, a.n_fallback >= 2)
+        # a switch needs restarts + 1 interventions; the switch iteration is one run
+        np.testing.assert_array_equal(a.fell_back, a.n_fallback >= solvers.Anderson().restarts + 1)
         assert np.all(a.fallback_iter[a.fell_back] <= a.n_iter[a.fell_back])
         for name in ("picard", "gauss-seidel"):
             np.testing.assert_array_equal(r[name].n_fallback, 0)
