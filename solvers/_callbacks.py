@@ -12,9 +12,12 @@ happened, leaving ``out`` as it was. So, around every driver call:
   (:data:`ERROR`); the driver reads it after every callback and stops at once;
 * the driver writes into the same array which callback it is about to call and at which
   iteration (and stage or group), so that the error names them;
-* the driver fills ``out`` with NaN before every call, so that entries a callback did not
-  write are NaN (a failed sample), never stale or uninitialised memory; a first call that
-  wrote nothing at all is reported as such (:data:`UNWRITTEN`);
+* the driver fills each output buffer with NaN before the calls of the first iteration,
+  so that entries a callback does not write are NaN (the sample fails there), never
+  uninitialised memory; a first call that wrote nothing at all is reported as such
+  (:data:`UNWRITTEN`). Later calls are not filled (a write pass over ``out`` per call is
+  of the order of the residual pass, a sizeable part of a Picard iteration of a cheap
+  map); after an exception the driver stops before reading ``out``;
 * :func:`raise_if_failed` re-raises the user's exception itself (its type and message
   unchanged) with a note naming the callback, the iteration and the shapes involved.
 """
@@ -191,6 +194,6 @@ def raise_if_failed(
         )
     raise CallbackError(
         f"{what} ({fname!r}) wrote nothing into out at {where} of {method}: every entry "
-        "is still NaN (out is filled with NaN before each call). Assign into it "
+        "is still NaN (out is filled with NaN before the first call). Assign into it "
         "(out[:] = ... or out[b, i] = ...), not out = ...; " + shapes
     )

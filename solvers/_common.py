@@ -105,8 +105,8 @@ def build_result(
         if (fail_iter[idx] == 0).any():
             message += (
                 "; at iteration 0 the map's output is not finite (NaN or inf): entries of "
-                "out that a map does not write stay NaN (out is NaN-filled before each "
-                "call), so check that it does write every entry"
+                "out that a map does not write stay NaN (out is NaN-filled before the "
+                "first iteration's calls), so check that it does write every entry"
             )
     elif status == Status.FIXED_STEPS:
         message = f"ran {fixed_steps} steps; {nc} of {B} samples meet the tolerance"

@@ -124,12 +124,14 @@ def fp_driver(
 
     k = 0
     while True:
-        # every callback: say which call this is, NaN-fill what it must write, call it,
-        # stop at once if it raised (the hook set status[ERROR], see _callbacks.py)
+        # every callback: say which call this is, call it, stop at once if it raised (the
+        # hook set status[ERROR], see _callbacks.py); in the first iteration, NaN-fill
+        # what it must write first, so that entries it does not write fail the sample
         status[ITERATION] = k
         status[WHICH] = MAIN
         status[STAGE] = -1
-        fill_nan(gx)
+        if k == 0:
+            fill_nan(gx)
         g(x, gx, args)
         nfev += 1
         if status[ERROR] != 0:
@@ -324,14 +326,16 @@ def fp_driver(
                     if use_block:
                         status[WHICH] = BLOCK
                         for rr in range(group_ptr[q], group_ptr[q + 1]):
-                            fill_nan_cols(gx, ranges[rr, 0], ranges[rr, 1])
+                            if k == 0:
+                                fill_nan_cols(gx, ranges[rr, 0], ranges[rr, 1])
                             g_block(x, gx, args, ranges[rr, 0], ranges[rr, 1])
                             nfev_block += 1
                             if status[ERROR] != 0:
                                 break
                     else:
                         status[WHICH] = MAIN
-                        fill_nan(gx)
+                        if k == 0:
+                            fill_nan(gx)
                         g(x, gx, args)
                         nfev += 1
                     if status[ERROR] != 0:

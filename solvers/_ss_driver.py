@@ -109,8 +109,9 @@ def ss_driver(
     nfev = 0
     k1 = K[0]
 
-    # every call of f: say which call this is, NaN-fill what it must write, call it, stop
-    # at once if it raised (the hook set status[ERROR], see _callbacks.py)
+    # every call of f: say which call this is, call it, stop at once if it raised (the
+    # hook set status[ERROR], see _callbacks.py); NaN-fill each buffer before its first
+    # call (here and in iteration 0), so that entries f does not write fail the sample
     status[ITERATION] = 0
     status[WHICH] = MAIN
     status[STAGE] = -1
@@ -163,7 +164,6 @@ def ss_driver(
                     xb[i] = xb[i] + dt_t * kb[i]
                 if has_bounds:
                     clip_row(xb, lo, hi)
-            fill_nan(k1)
             f(x, k1, args)
             nfev += 1
         elif method == RUNGE_KUTTA4:
@@ -171,7 +171,8 @@ def ss_driver(
                 cs = half_t if s < 3 else dt_t
                 step_rows(xs, x, K[s - 1], cs, active, lo, hi, has_bounds)
                 status[STAGE] = s
-                fill_nan(K[s])
+                if k == 0:
+                    fill_nan(K[s])
                 f(xs, K[s], args)
                 nfev += 1
                 if status[ERROR] != 0:
@@ -194,7 +195,6 @@ def ss_driver(
                 if has_bounds:
                     clip_row(xb, lo, hi)
             status[STAGE] = -1
-            fill_nan(k1)
             f(x, k1, args)
             nfev += 1
         else:  # DOPRI5
@@ -219,7 +219,8 @@ def ss_driver(
                     if has_bounds:
                         clip_row(db, lo, hi)
                 status[STAGE] = s
-                fill_nan(K[s])
+                if k == 0:
+                    fill_nan(K[s])
                 f(dst, K[s], args)
                 nfev += 1
                 if status[ERROR] != 0:
