@@ -7,6 +7,7 @@ batch of independent states, with the user's map given as a Numba ``@njit`` func
 See ``docs/solvers.rst``.
 """
 
+from ._callbacks import CallbackError
 from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
 from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard
@@ -16,6 +17,7 @@ from .warmup import warmup
 __all__ = [
     "RK4",
     "Anderson",
+    "CallbackError",
     "Dopri5",
     "Euler",
     "GaussSeidel",

@@ -18,6 +18,7 @@ from test_solvers_maps import affine, contraction
 from solvers import (
     RK4,
     Anderson,
+    CallbackError,
     Dopri5,
     Euler,
     GaussSeidel,
@@ -26,7 +27,6 @@ from solvers import (
     solve_fixed_point,
     solve_steady_state,
 )
-from solvers._callbacks import CallbackError
 
 FP_METHODS = [
     Picard(),
