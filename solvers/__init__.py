@@ -9,6 +9,7 @@ See ``docs/solvers.rst``.
 
 # First: chooses Numba's cache folder before any cache=True function is defined.
 from . import _numba_cache  # noqa: F401
+from ._callbacks import CallbackError
 from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
 from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard
@@ -18,6 +19,7 @@ from .warmup import warmup
 __all__ = [
     "RK4",
     "Anderson",
+    "CallbackError",
     "Dopri5",
     "Euler",
     "GaussSeidel",

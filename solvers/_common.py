@@ -19,6 +19,7 @@ import numba
 import numpy as np
 from numba import njit, types
 
+from . import _callbacks as CB
 from . import _compile as C
 from ._result import SolveResult, SolverFailure, Status
 from ._validate import (
@@ -46,6 +47,11 @@ CONTROL_TYPE = types.Tuple(
 )
 
 
+#: Type of the drivers' status array, shared with the callback-error hook (see
+#: ``_callbacks.py``).
+STATUS_TYPE = types.Array(types.int64, 1, "C")
+
+
 @njit(cache=True)
 def no_block(x, out, args, start, stop):  # pragma: no cover - compiled
     """Placeholder ``g_block`` (never called when ``use_block`` is False)."""
@@ -66,14 +72,17 @@ def build_result(
     wall_time: float,
     method: str,
     raise_on_failure: bool,
+    extras: tuple[str, ...] = (),
 ) -> SolveResult:
     """The :class:`SolveResult` of a driver's output ``out``; raise if asked and failed.
 
     ``out`` is ``(res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev,
-    nfev_block, x)``, followed by ``n_rejected`` for the steady-state driver.
+    nfev_block, x)``, followed by the per-sample arrays named in ``extras``
+    (``n_rejected`` for the steady-state driver, ``n_fallback`` and ``fallback_iter`` for
+    the fixed-point one).
     """
     res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, nfev, nfev_block, x = out[:11]
-    n_rejected = out[11] if len(out) > 11 else None
+    extra = dict(zip(extras, out[11:], strict=True))
     if failed.any():
         status = Status.FAILED
     elif fixed_steps is not None:
@@ -93,12 +102,26 @@ def build_result(
             f"{nf} of {B} samples failed (non-finite state/residual or residual above "
             f"divergence_bound): {shown}{more}; {nc} converged"
         )
+        if (fail_iter[idx] == 0).any():
+            message += (
+                "; at iteration 0 the map's output is not finite (NaN or inf): entries of "
+                "out that a map does not write stay NaN (out is NaN-filled before the "
+                "first iteration's calls), so check that it does write every entry"
+            )
     elif status == Status.FIXED_STEPS:
         message = f"ran {fixed_steps} steps; {nc} of {B} samples meet the tolerance"
     elif status == Status.CONVERGED:
         message = f"all {B} samples converged in at most {int(n_iter.max())} iterations"
     else:
         message = f"{B - nc} of {B} samples reached max_iter without meeting the tolerance"
+    n_fallback = extra.get("n_fallback")
+    if n_fallback is not None and n_fallback.any():
+        fell = np.flatnonzero(extra["fallback_iter"] >= 0)
+        message += (
+            f"; progress safeguard: {int((n_fallback > 0).sum())} samples restarted their "
+            f"history, {len(fell)} fell back to damped Picard"
+            + (f" (samples {fell[:10].tolist()})" if len(fell) else "")
+        )
     result = SolveResult(
         x=x,
         converged=conv,
@@ -115,7 +138,7 @@ def build_result(
         wall_time=float(wall_time),
         method=method,
         nfev_block=int(nfev_block),
-        n_rejected=n_rejected,
+        **extra,
     )
     if raise_on_failure and status == Status.FAILED:
         raise SolverFailure(f"{method}: {message}", result)
@@ -227,7 +250,8 @@ def driver_for(
     """Driver ``name`` for ``p``'s types, memoised in ``cache`` by (x, args, observe) type.
 
     Its arguments: function values typed by ``fn_sigs``, ``x``, ``args``, ``lo``, ``hi``,
-    ``has_bounds``, the method code (int64), ``method_types``, then :data:`CONTROL_TYPE`.
+    ``has_bounds``, the method code (int64), ``method_types``, :data:`CONTROL_TYPE`, then
+    the status array (:data:`STATUS_TYPE`).
     """
     key = (p.xt, p.at, p.osig)
     driver = cache.get(key)
@@ -243,6 +267,7 @@ def driver_for(
             types.int64,
             *method_types,
             CONTROL_TYPE,
+            STATUS_TYPE,
         )
         driver = C.get_driver(name, key, argtypes)
         cache[key] = driver
@@ -259,11 +284,24 @@ def run(
     fixed_steps: int | None,
     method: str,
     raise_on_failure: bool,
+    name: str,
+    callbacks: tuple,
+    extras: tuple[str, ...] = (),
 ) -> SolveResult:
-    """Call ``driver`` on ``p`` (timed) and assemble the :class:`SolveResult`."""
-    t0 = time.perf_counter()
-    out = driver(*fns, p.x, p.args, p.lo, p.hi, p.has_bounds, code, *params, p.control)
-    wall = time.perf_counter() - t0
+    """Call ``driver`` on ``p`` (timed) and assemble the :class:`SolveResult`.
+
+    An exception raised in a callback (``callbacks``: the map, named ``name``, then
+    ``g_block`` and ``observe`` or None) is
+    re-raised here, its type and message unchanged, with a note naming the callback and
+    the iteration; a callback that broke its contract raises
+    :class:`~solvers._callbacks.CallbackError` (see ``_callbacks.py``).
+    """
+    status = CB.new_status()
+    with CB.capture(status) as cap:
+        t0 = time.perf_counter()
+        out = driver(*fns, p.x, p.args, p.lo, p.hi, p.has_bounds, code, *params, p.control, status)
+        wall = time.perf_counter() - t0
+    CB.raise_if_failed(cap, name=name, method=method, x=p.x, args=p.args, callbacks=callbacks)
     return build_result(
         out=out,
         fixed_steps=fixed_steps,
@@ -271,4 +309,5 @@ def run(
         wall_time=wall,
         method=method,
         raise_on_failure=raise_on_failure,
+        extras=extras,
     )

@@ -20,7 +20,29 @@ from ._bookkeeping import (
     sample_verdict,
     stop_sample,
 )
-from ._kernels import _TINY, absmax_diff, active_set_signature, cholesky_solve, clip_row, dot
+from ._callbacks import (
+    BAD_OBSERVE,
+    BLOCK,
+    DETAIL,
+    ERROR,
+    ITERATION,
+    MAIN,
+    OBSERVE,
+    STAGE,
+    UNWRITTEN,
+    WHICH,
+)
+from ._kernels import (
+    _TINY,
+    absmax_diff,
+    active_set_signature,
+    all_nan,
+    cholesky_solve,
+    clip_row,
+    dot,
+    fill_nan,
+    fill_nan_cols,
+)
 
 PICARD = 0
 ANDERSON = 1
@@ -42,10 +64,16 @@ def fp_driver(
     reg,
     restart_tol,
     growth,
+    window,
+    progress,
+    regress,
+    restarts,
+    delay,
     ranges,
     group_ptr,
     use_block,
     control,
+    status,
 ):
     atol, rtol, max_iter, fixed_steps, record_every, divergence_bound, do_observe = control
     B = x.shape[0]
@@ -81,12 +109,36 @@ def fp_driver(
     has_prev = np.zeros(nb, dtype=np.bool_)
     rprev = np.full(nb, np.inf)
     sig_prev = np.full(nb, -1, dtype=np.int64)
+    # Anderson's progress safeguard (see methods.Anderson): best residual, the residual
+    # and iteration of the last decrease by the factor `progress`, a stored state (saved
+    # whenever the residual halved since the last save), and the fallback counts
+    rbest = np.full(nb, np.inf)
+    rref = np.full(nb, np.inf)
+    kref = np.zeros(nb, dtype=np.int64)
+    rsaved = np.full(nb, np.inf)
+    xsaved = np.zeros((nb, n), dtype=x.dtype)
+    fallen = np.zeros(nb, dtype=np.bool_)
+    n_fallback = np.zeros(B, dtype=np.int64)
+    fallback_iter = np.full(B, -1, dtype=np.int64)
     n_groups = group_ptr.shape[0] - 1
 
     k = 0
     while True:
+        # every callback: say which call this is, call it, stop at once if it raised (the
+        # hook set status[ERROR], see _callbacks.py); in the first iteration, NaN-fill
+        # what it must write first, so that entries it does not write fail the sample
+        status[ITERATION] = k
+        status[WHICH] = MAIN
+        status[STAGE] = -1
+        if k == 0:
+            fill_nan(gx)
         g(x, gx, args)
         nfev += 1
+        if status[ERROR] != 0:
+            break
+        if k == 0 and all_nan(gx):
+            status[ERROR] = UNWRITTEN
+            break
         res, rel = reserve_row(res, rel, k, limit)
         n_active = 0
         for b in range(B):
@@ -103,7 +155,17 @@ def fp_driver(
             else:
                 stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
         if do_observe and (k % record_every == 0 or n_active == 0):
-            obs, obs_it, n_obs = record_observed(observe(x, args), k, obs, obs_it, n_obs, n_iter)
+            status[ITERATION] = k
+            status[WHICH] = OBSERVE
+            status[STAGE] = -1
+            vals = observe(x, args)
+            if status[ERROR] != 0:
+                break
+            if vals.shape[0] != B:
+                status[ERROR] = BAD_OBSERVE
+                status[DETAIL] = vals.shape[0]
+                break
+            obs, obs_it, n_obs = record_observed(vals, k, obs, obs_it, n_obs, n_iter)
         if n_active == 0:
             break
 
@@ -146,6 +208,39 @@ def fp_driver(
                 gb = gx[b]
                 fp = fprev[b]
                 gp = gprev[b]
+                # progress safeguard: no decrease by `progress` within `window`
+                # iterations, or a residual above `regress` times the best seen, clears
+                # the history (the first `restarts` times), then turns the sample into
+                # damped Picard for good, from the stored state if that one is better
+                if r < rbest[b]:
+                    rbest[b] = r
+                if r <= 0.5 * rsaved[b]:
+                    rsaved[b] = r
+                    xsb = xsaved[b]
+                    for i in range(n):
+                        xsb[i] = xb[i]
+                if not fallen[b]:
+                    if r <= progress * rref[b]:
+                        rref[b] = r
+                        kref[b] = k
+                    elif k - kref[b] >= window or r > regress * rbest[b]:
+                        n_fallback[b] += 1
+                        rref[b] = rbest[b]
+                        kref[b] = k
+                        cnt[b] = 0
+                        head[b] = 0
+                        if n_fallback[b] > restarts:
+                            fallen[b] = True
+                            fallback_iter[b] = k
+                            if r > rsaved[b]:
+                                xsb = xsaved[b]
+                                for i in range(n):
+                                    xb[i] = xsb[i]
+                                continue  # the next iteration evaluates g there
+                if fallen[b]:
+                    for i in range(n):
+                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                    continue
                 if has_prev[b]:
                     # new differences, then the current f and g become the previous ones
                     # (one output array per loop: LLVM vectorises those, not the fused one)
@@ -192,7 +287,7 @@ def fp_driver(
                         head[b] = 0
                     sig_prev[b] = sig
                 c = cnt[b]
-                plain = c == 0 or r > growth * rprev[b]
+                plain = c == 0 or r > growth * rprev[b] or k < delay
                 rprev[b] = r
                 if not plain:
                     dmax = 0.0
@@ -227,13 +322,24 @@ def fp_driver(
         else:  # GAUSS_SEIDEL
             for q in range(n_groups):
                 if q > 0:
+                    status[STAGE] = q
                     if use_block:
+                        status[WHICH] = BLOCK
                         for rr in range(group_ptr[q], group_ptr[q + 1]):
+                            if k == 0:
+                                fill_nan_cols(gx, ranges[rr, 0], ranges[rr, 1])
                             g_block(x, gx, args, ranges[rr, 0], ranges[rr, 1])
                             nfev_block += 1
+                            if status[ERROR] != 0:
+                                break
                     else:
+                        status[WHICH] = MAIN
+                        if k == 0:
+                            fill_nan(gx)
                         g(x, gx, args)
                         nfev += 1
+                    if status[ERROR] != 0:
+                        break
                 for rr in range(group_ptr[q], group_ptr[q + 1]):
                     a0 = ranges[rr, 0]
                     a1 = ranges[rr, 1]
@@ -254,8 +360,11 @@ def fp_driver(
                                 elif v > hi[i]:
                                     v = hi[i]
                             x[b, i] = v
+            if status[ERROR] != 0:
+                break
         k += 1
 
-    return driver_output(
+    out = driver_output(
         res, rel, obs, obs_it, n_obs, k, n_iter, conv, failed, fail_iter, nfev, nfev_block, x
     )
+    return out + (n_fallback, fallback_iter)  # noqa: RUF005 (tuple concatenation, typed by Numba)

@@ -228,3 +228,32 @@ def cholesky_solve(H, rhs, k, L, y, pivot_tol):
             t -= L[p, i] * y[p]
         y[i] = t / L[i, i]
     return True
+
+
+@njit(cache=True)
+def fill_nan(a):
+    """Fill the 2-D array ``a`` with NaN (before a callback writes it: unwritten is NaN)."""
+    for b in range(a.shape[0]):
+        ab = a[b]
+        for i in range(a.shape[1]):
+            ab[i] = np.nan
+
+
+@njit(cache=True)
+def fill_nan_cols(a, start, stop):
+    """Fill columns ``[start, stop)`` of the 2-D array ``a`` with NaN."""
+    for b in range(a.shape[0]):
+        ab = a[b]
+        for i in range(start, stop):
+            ab[i] = np.nan
+
+
+@njit(cache=True)
+def all_nan(a):
+    """True when every entry of the 2-D array ``a`` is NaN (stops at the first that is not)."""
+    for b in range(a.shape[0]):
+        ab = a[b]
+        for i in range(a.shape[1]):
+            if ab[i] == ab[i]:
+                return False
+    return True

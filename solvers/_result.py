@@ -87,7 +87,14 @@ class SolveResult:
     nfev_block : int
         Calls of ``g_block`` (Gauss-Seidel only).
     n_rejected : numpy.ndarray of int64, shape (batch,), or None
-        Rejected step attempts per sample (adaptive ODE methods only).
+        Rejected step attempts per sample (ODE methods; zeros except for Dopri5).
+    n_fallback : numpy.ndarray of int64, shape (batch,), or None
+        Times the progress safeguard of an accelerated fixed-point method (Anderson)
+        intervened in each sample: history restarts, plus the final switch to the damped
+        Picard iteration (fixed-point methods; zeros for Picard and GaussSeidel).
+    fallback_iter : numpy.ndarray of int64, shape (batch,), or None
+        Iteration at which a sample switched to damped Picard for good, -1 for none
+        (fixed-point methods).
     """
 
     x: np.ndarray
@@ -106,6 +113,15 @@ class SolveResult:
     method: str
     nfev_block: int = 0
     n_rejected: np.ndarray | None = None
+    n_fallback: np.ndarray | None = None
+    fallback_iter: np.ndarray | None = None
+
+    @property
+    def fell_back(self) -> np.ndarray:
+        """Samples that switched to damped Picard for good, shape (batch,) bool."""
+        if self.fallback_iter is None:
+            return np.zeros(self.batch, dtype=bool)
+        return np.asarray(self.fallback_iter) >= 0
 
     @property
     def success(self) -> bool:

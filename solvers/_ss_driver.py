@@ -19,7 +19,27 @@ from ._bookkeeping import (
     sample_verdict,
     stop_sample,
 )
-from ._kernels import _TINY, absmax, absmax_diff, absmax_field, clip_row, step_rows
+from ._callbacks import (
+    BAD_OBSERVE,
+    DETAIL,
+    ERROR,
+    ITERATION,
+    MAIN,
+    OBSERVE,
+    STAGE,
+    UNWRITTEN,
+    WHICH,
+)
+from ._kernels import (
+    _TINY,
+    absmax,
+    absmax_diff,
+    absmax_field,
+    all_nan,
+    clip_row,
+    fill_nan,
+    step_rows,
+)
 
 EULER = 0
 RUNGE_KUTTA4 = 1
@@ -43,6 +63,7 @@ def ss_driver(
     min_factor,
     max_factor,
     control,
+    status,
 ):
     atol, rtol, max_iter, fixed_steps, record_every, divergence_bound, do_observe = control
     B = x.shape[0]
@@ -88,10 +109,19 @@ def ss_driver(
     nfev = 0
     k1 = K[0]
 
+    # every call of f: say which call this is, call it, stop at once if it raised (the
+    # hook set status[ERROR], see _callbacks.py); NaN-fill each buffer before its first
+    # call (here and in iteration 0), so that entries f does not write fail the sample
+    status[ITERATION] = 0
+    status[WHICH] = MAIN
+    status[STAGE] = -1
+    fill_nan(k1)
     f(x, k1, args)
     nfev += 1
     k = 0
-    while True:
+    if status[ERROR] == 0 and all_nan(k1):
+        status[ERROR] = UNWRITTEN
+    while status[ERROR] == 0:
         res, rel = reserve_row(res, rel, k, limit)
         n_active = 0
         for b in range(B):
@@ -108,10 +138,22 @@ def ss_driver(
             else:
                 stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
         if do_observe and (k % record_every == 0 or n_active == 0):
-            obs, obs_it, n_obs = record_observed(observe(x, args), k, obs, obs_it, n_obs, n_iter)
+            status[ITERATION] = k
+            status[WHICH] = OBSERVE
+            status[STAGE] = -1
+            vals = observe(x, args)
+            if status[ERROR] != 0:
+                break
+            if vals.shape[0] != B:
+                status[ERROR] = BAD_OBSERVE
+                status[DETAIL] = vals.shape[0]
+                break
+            obs, obs_it, n_obs = record_observed(vals, k, obs, obs_it, n_obs, n_iter)
         if n_active == 0:
             break
 
+        status[ITERATION] = k
+        status[WHICH] = MAIN
         if method == EULER:
             for b in range(B):
                 if not active[b]:
@@ -128,8 +170,15 @@ def ss_driver(
             for s in range(1, 4):
                 cs = half_t if s < 3 else dt_t
                 step_rows(xs, x, K[s - 1], cs, active, lo, hi, has_bounds)
+                status[STAGE] = s
+                if k == 0:
+                    fill_nan(K[s])
                 f(xs, K[s], args)
                 nfev += 1
+                if status[ERROR] != 0:
+                    break
+            if status[ERROR] != 0:
+                break
             k2 = K[1]
             k3 = K[2]
             k4 = K[3]
@@ -145,6 +194,7 @@ def ss_driver(
                     xb[i] = xb[i] + sixth_t * (a1[i] + 2 * a2[i] + 2 * a3[i] + a4[i])
                 if has_bounds:
                     clip_row(xb, lo, hi)
+            status[STAGE] = -1
             f(x, k1, args)
             nfev += 1
         else:  # DOPRI5
@@ -168,8 +218,15 @@ def ss_driver(
                                 db[i] += c * kp[i]
                     if has_bounds:
                         clip_row(db, lo, hi)
+                status[STAGE] = s
+                if k == 0:
+                    fill_nan(K[s])
                 f(dst, K[s], args)
                 nfev += 1
+                if status[ERROR] != 0:
+                    break
+            if status[ERROR] != 0:
+                break
             # K[6] now holds f at the (projected) 5th-order solution xn
             for b in range(B):
                 if not active[b]:

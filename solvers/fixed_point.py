@@ -18,14 +18,20 @@ __all__ = ["solve_fixed_point"]
 
 _drivers: dict[tuple, Any] = {}  # fixed-point drivers by (x, args, observe) type
 
-# types of the method parameters (damping, m, reg, restart_tol, growth, ranges, group_ptr,
-# use_block) between the method code and the stopping controls
+# types of the method parameters (damping, m, reg, restart_tol, growth, window, progress,
+# regress, restarts, delay, ranges, group_ptr, use_block) between the method code and the
+# stopping controls
 _METHOD_TYPES = (
     types.float64,
     types.int64,
     types.float64,
     types.float64,
     types.float64,
+    types.int64,
+    types.float64,
+    types.float64,
+    types.int64,
+    types.int64,
     types.Array(types.int64, 2, "C"),
     types.Array(types.int64, 1, "C"),
     types.boolean,
@@ -124,6 +130,7 @@ def solve_fixed_point(
         divergence_bound=divergence_bound,
     )
     m, reg, rtol_c, growth = 1, 0.0, 0.0, np.inf
+    window, progress, regress, restarts, delay = 1, 1.0, np.inf, 0, 0
     ranges = np.zeros((1, 2), dtype=np.int64)
     group_ptr = np.zeros(2, dtype=np.int64)
     if isinstance(method, Picard):
@@ -131,6 +138,8 @@ def solve_fixed_point(
     elif isinstance(method, Anderson):
         code = ANDERSON
         m, reg, rtol_c, growth = method.m, method.reg, method.restart_tol, method.growth
+        window, progress = method.window, method.progress
+        regress, restarts, delay = method.regress, method.restarts, method.delay
     else:
         code = GAUSS_SEIDEL
         method.check_partition(p.x.shape[1])
@@ -138,7 +147,21 @@ def solve_fixed_point(
         group_ptr = np.cumsum([0] + [len(grp) for grp in method.groups]).astype(np.int64)
     use_block = g_block is not None and code == GAUSS_SEIDEL
     driver = driver_for(_drivers, "fp", p, (p.gsig, p.bsig, p.osig), _METHOD_TYPES)
-    params = (float(method.damping), m, reg, rtol_c, growth, ranges, group_ptr, use_block)
+    params = (
+        float(method.damping),
+        m,
+        reg,
+        rtol_c,
+        growth,
+        window,
+        progress,
+        regress,
+        restarts,
+        delay,
+        ranges,
+        group_ptr,
+        use_block,
+    )
     return run(
         driver,
         (p.gw, p.bw, p.ow),
@@ -148,4 +171,7 @@ def solve_fixed_point(
         fixed_steps=fixed_steps,
         method=method.describe(),
         raise_on_failure=raise_on_failure,
+        name="g",
+        callbacks=(g, g_block, observe),
+        extras=("n_fallback", "fallback_iter"),
     )

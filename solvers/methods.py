@@ -68,6 +68,18 @@ class Anderson:
     model mixing differences from two pieces is wrong. While the active set keeps
     changing, Anderson runs as damped Picard; once it is fixed, the history builds up.
 
+    Progress safeguard (per sample; Anderson is not globally convergent and can cycle or
+    stall where the plain iteration converges): when the residual has not decreased by
+    the factor ``progress`` within ``window`` iterations, or exceeds ``regress`` times the
+    best residual the sample reached, its history is cleared; the ``restarts + 1``-th time,
+    the sample switches for good to damped Picard (``x <- x + damping f``), from the
+    best state stored (the last one whose residual halved that of the one stored before)
+    when that is better than the current one. ``SolveResult.n_fallback`` counts these
+    interventions per sample and ``SolveResult.fallback_iter`` gives the iteration of the
+    switch. With Picard converging (a contraction near the fixed point), the sample then
+    converges too; the safeguard costs at most ``(restarts + 1) * window`` iterations
+    before the switch.
+
     Parameters
     ----------
     m : int
@@ -81,6 +93,20 @@ class Anderson:
     growth : float
         Residual growth factor (>= 1) above which a plain step is taken; ``inf``
         disables the safeguard.
+    window : int
+        Iterations (>= 1) within which the residual must decrease by ``progress``.
+    progress : float
+        Required decrease factor, in (0, 1]; 1 with a huge ``window`` and ``regress = inf``
+        disables the progress safeguard.
+    regress : float
+        Factor (> 1, or inf) over the best residual seen that counts as a regression.
+    restarts : int
+        History restarts (>= 0) before the switch to damped Picard.
+    delay : int
+        Plain damped steps (>= 0) before the first extrapolation (the history builds up
+        meanwhile). A map that the plain iteration solves in a few steps (saturating
+        units that land exactly on their bounds) gains nothing from extrapolation, and
+        extrapolating early there costs iterations.
     """
 
     m: int = 5
@@ -88,6 +114,11 @@ class Anderson:
     damping: float = 1.0
     restart_tol: float = 1e-12
     growth: float = 1.0
+    window: int = 20
+    progress: float = 0.9
+    regress: float = 100.0
+    restarts: int = 3
+    delay: int = 20
 
     def __post_init__(self) -> None:
         if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
@@ -105,11 +136,25 @@ class Anderson:
         if not gr >= 1:
             raise ValueError(f"Anderson growth must be >= 1 (or inf), got {self.growth!r}")
         object.__setattr__(self, "growth", gr)
+        for name, lowest in (("window", 1), ("restarts", 0), ("delay", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
+                raise ValueError(f"Anderson {name} must be an int >= {lowest}, got {v!r}")
+        pr = _positive("Anderson progress", self.progress)
+        if pr > 1:
+            raise ValueError(f"Anderson progress must be in (0, 1], got {self.progress!r}")
+        object.__setattr__(self, "progress", pr)
+        rg = float(self.regress)
+        if not rg > 1:
+            raise ValueError(f"Anderson regress must be > 1 (or inf), got {self.regress!r}")
+        object.__setattr__(self, "regress", rg)
 
     def describe(self) -> str:
         return (
             f"Anderson(m={self.m}, reg={self.reg:g}, damping={self.damping:g}, "
-            f"restart_tol={self.restart_tol:g}, growth={self.growth:g})"
+            f"restart_tol={self.restart_tol:g}, growth={self.growth:g}, "
+            f"window={self.window}, progress={self.progress:g}, regress={self.regress:g}, "
+            f"restarts={self.restarts}, delay={self.delay})"
         )
 
 

@@ -120,4 +120,7 @@ def solve_steady_state(
         fixed_steps=fixed_steps,
         method=method.describe(),
         raise_on_failure=raise_on_failure,
+        name="f",
+        callbacks=(f, None, observe),
+        extras=("n_rejected",),
     )

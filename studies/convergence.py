@@ -30,8 +30,12 @@ tolerance, and ``time_to_tol`` estimates the wall time to get there for the whol
 as ``wall_time * max_sample(iterations_to_tol) / max_sample(n_iter)`` (the cost per
 batched iteration is constant for these methods; Dopri5's varies with rejected steps).
 
-Dataset: dims ``method``, ``depth``, ``iteration`` (0..max_iter), ``sample``, ``tol``;
-attribute ``study="solver-convergence"``.
+Dataset: dims ``solver``, ``depth``, ``iteration`` (0..max_iter), ``sample``, ``tol``;
+attribute ``study="solver-convergence"``. (Files written before called the solver
+dimension ``method``, a keyword of xarray's ``sel``: ``ds.sel(method="anderson")`` did
+not select; :func:`studies.schema.upgrade` renames it on open.) ``n_fallback`` and
+``fallback_iter`` report, per sample, the interventions of Anderson's progress safeguard
+(history restarts, then the switch to damped Picard) and the iteration of the switch.
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def _solve(method: str, net: Any, args: tuple, batch: int, atol: float, max_iter
 
 
 def convergence_point(
-    method: str,
+    solver: str,
     depth: int,
     *,
     tols: Sequence[float] = (1e-2, 1e-4, 1e-6),
@@ -145,13 +149,16 @@ def convergence_point(
     xarray.Dataset
         ``residual`` and ``energy`` (iteration, sample), float64, NaN after a sample
         stopped; ``iterations_to_tol`` (tol, sample) float64 (NaN: not reached);
-        ``time_to_tol`` (tol) in s; ``n_iter``, ``converged`` (sample); ``wall_time``, ``nfev``.
+        ``time_to_tol`` (tol) in s; ``n_iter``, ``converged``, ``n_fallback``,
+        ``fallback_iter`` (sample); ``wall_time``, ``nfev``.
     """
     tols = sorted((float(t) for t in tols), reverse=True)
     net, _, args = _network_problem(
         depth, hidden, n_in, n_out, batch, kind, activation, eps, dtype, seed
     )
-    res = _solve(method, net, args, batch, min(tols), max_iter, eps)
+    res = _solve(solver, net, args, batch, min(tols), max_iter, eps)
+    n_fallback = np.zeros(batch, np.int64) if res.n_fallback is None else res.n_fallback
+    fallback_iter = np.full(batch, -1, np.int64) if res.fallback_iter is None else res.fallback_iter
     n_rows = max_iter + 1
     residual = np.full((n_rows, batch), np.nan)
     residual[: res.residual.shape[0]] = res.residual
@@ -186,6 +193,20 @@ def convergence_point(
                 "tol", time_to, "estimated wall time for the batch to reach tol", "s"
             ),
             "n_iter": variable("sample", res.n_iter.astype(np.int64), "iterations run", "1"),
+            "n_fallback": variable(
+                "sample",
+                np.asarray(n_fallback, dtype=np.int64),
+                "progress-safeguard interventions (history restarts + switch to damped Picard)",
+                "1",
+                description="0 for solvers without a safeguard",
+            ),
+            "fallback_iter": variable(
+                "sample",
+                np.asarray(fallback_iter, dtype=np.int64),
+                "iteration of the switch to damped Picard",
+                "1",
+                description="-1: the sample did not fall back",
+            ),
             "converged": variable("sample", res.converged, "reached the smallest tol", "1"),
             "wall_time": variable((), float(res.wall_time), "solver wall time", "s"),
             "nfev": variable((), int(res.nfev), "batched map evaluations", "1"),
@@ -237,7 +258,7 @@ def solver_convergence(
     Returns
     -------
     xarray.Dataset
-        ``study="solver-convergence"``; dims method, depth, iteration, sample, tol.
+        ``study="solver-convergence"``; dims solver, depth, iteration, sample, tol.
     """
     for m in methods:
         if m not in FIXED_POINT_METHODS + ODE_METHODS:
@@ -259,7 +280,7 @@ def solver_convergence(
     )
     return sweep(
         convergence_point,
-        {"method": list(methods), "depth": [int(d) for d in depths]},
+        {"solver": list(methods), "depth": [int(d) for d in depths]},
         fixed=fixed,
         title="Solver convergence of the free phase: residual and energy per iteration",
         study="solver-convergence",

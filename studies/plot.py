@@ -80,7 +80,7 @@ def _solver_dim(ds: xr.Dataset) -> str:
 
 
 def _sel(da: xr.DataArray, **index: Any) -> xr.DataArray:
-    """``sel`` that also works for dims named like sel's keywords (``method``)."""
+    """``sel`` by a dict, which also works for dims named like sel's keywords."""
     return da.sel(index)
 
 
@@ -132,7 +132,12 @@ def _convergence(fig: Any, ds: xr.Dataset) -> None:
             top = r.max("sample")
             keep = top.notnull().values
             it = ds["iteration"].values[keep]
-            (line,) = ax.semilogy(it, top.values[keep], label=str(solver))
+            label = str(solver)
+            if "fallback_iter" in ds:
+                fell = int((_sel(ds["fallback_iter"], **{sdim: solver, "depth": depth}) >= 0).sum())
+                if fell:
+                    label += f" ({fell} fell back to Picard)"
+            (line,) = ax.semilogy(it, top.values[keep], label=label)
             ax.fill_between(
                 it,
                 r.min("sample").values[keep],
@@ -393,6 +398,9 @@ def plot_study(
         source = Path(path_or_ds)
         ds = _open(source)
         where = str(source)
+    from .schema import upgrade
+
+    ds = upgrade(ds)
     kind = ds.attrs.get("study")
     if kind not in _DRAW:
         raise StudyFileError(

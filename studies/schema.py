@@ -2,8 +2,14 @@
 
 Dimension names follow the vocabulary of the design notes, so that datasets from different
 studies combine: ``sample``, ``unit`` / ``unit_<layer>``, ``layer`` (``"W1"``, ``"W2"``, ...),
-``iteration``, ``t``, ``epoch``, ``phase``, ``method``, ``estimator``, ``reference``, and the
+``iteration``, ``t``, ``epoch``, ``phase``, ``solver``, ``estimator``, ``reference``, and the
 sweep parameters ``beta``, ``seed``, ``depth`` (plus any name a custom sweep introduces).
+
+No dimension or coordinate may be named like a keyword of xarray's ``sel``/``isel``
+(:data:`SEL_KEYWORDS`): ``ds.sel(method="anderson")`` passes ``method`` to ``sel`` as its
+inexact-match option and silently returns the whole dataset unselected. The solver
+dimension was called ``method`` in files written before; :func:`upgrade` renames it when
+such a file is opened (:func:`studies.plot.plot_study`, resumed sweeps).
 
 Rules checked by :func:`check_schema`:
 
@@ -17,7 +23,8 @@ Rules checked by :func:`check_schema`:
    ``numba_version``, ``xarray_version``, ``history``, ``config`` as valid JSON), and no
    attribute is None;
 4. for study datasets (attribute ``study``), the dimensions the study declares in
-   :data:`STUDY_DIMS` are present.
+   :data:`STUDY_DIMS` are present;
+5. no dimension or coordinate is named like a keyword in :data:`SEL_KEYWORDS`.
 """
 
 from __future__ import annotations
@@ -28,11 +35,14 @@ import xarray as xr
 
 __all__ = [
     "DIMENSIONS",
+    "LEGACY_DIMS",
     "REQUIRED_ATTRS",
+    "SEL_KEYWORDS",
     "STUDY_DIMS",
     "SchemaError",
     "check_schema",
     "coord_attrs",
+    "upgrade",
 ]
 
 #: Known dimension names -> (long_name, units) used for their coordinates.
@@ -44,7 +54,7 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "t": ("time step of the dynamics", "1"),
     "epoch": ("training epoch", "1"),
     "phase": ("phase of the dynamics", "1"),
-    "method": ("solver method", "1"),
+    "solver": ("solver method", "1"),
     "estimator": ("EP gradient estimator", "1"),
     "reference": ("reference gradient", "1"),
     "beta": ("nudging strength beta", "1"),
@@ -69,11 +79,53 @@ REQUIRED_ATTRS = (
 
 #: Dimensions each study kind (global attribute ``study``) must have.
 STUDY_DIMS: dict[str, tuple[str, ...]] = {
-    "solver-convergence": ("method", "depth", "iteration", "sample"),
+    "solver-convergence": ("solver", "depth", "iteration", "sample"),
     "beta-sweep": ("beta", "estimator", "seed", "layer"),
     "gdu": ("t",),
     "training-curves": ("epoch", "estimator", "seed"),
 }
+
+
+#: Keyword arguments of ``xarray.Dataset.sel`` / ``isel`` (and of pandas' ``.xs``, which
+#: takes ``level``, ``axis`` and ``drop_level``): a dimension of one of these names cannot
+#: be selected by keyword, ``ds.sel(name=value)``.
+SEL_KEYWORDS = (
+    "indexers",
+    "method",
+    "tolerance",
+    "drop",
+    "missing_dims",
+    "level",
+    "axis",
+    "drop_level",
+)
+
+#: Dimension renames of older files, per study kind: ``{old: new}``.
+LEGACY_DIMS: dict[str, dict[str, str]] = {"solver-convergence": {"method": "solver"}}
+
+
+def upgrade(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the dimensions of older eqprop files renamed (:data:`LEGACY_DIMS`).
+
+    A renamed dataset records it in the attribute ``renamed_on_open`` (e.g.
+    ``"method -> solver"``); a dataset without legacy names is returned unchanged.
+    """
+    renames = {
+        old: new
+        for old, new in LEGACY_DIMS.get(str(ds.attrs.get("study")), {}).items()
+        if old in ds.dims or old in ds.variables
+    }
+    if not renames:
+        return ds
+    out = ds.rename(renames)
+    if "solver" in out.coords and renames.get("method") == "solver":
+        out["solver"].attrs.update(coord_attrs("solver"))
+    note = ", ".join(f"{a} -> {b}" for a, b in renames.items())
+    out.attrs["renamed_on_open"] = (
+        f"{note} (written by an eqprop that used the old names; renamed on open because "
+        "'method' is a keyword of xarray's sel)"
+    )
+    return out
 
 
 class SchemaError(ValueError):
@@ -114,6 +166,12 @@ def check_schema(ds: xr.Dataset, study: str | None = None) -> None:
         for key, value in attrs.items():
             if value is None:
                 problems.append(f"attribute {key!r} of variable {name!r} is None")
+    for name in set(ds.dims) | set(ds.coords):
+        if name in SEL_KEYWORDS:
+            problems.append(
+                f"dimension or coordinate {name!r} is a keyword of xarray's sel/isel, so "
+                f"ds.sel({name}=...) does not select; rename it"
+            )
     for dim in ds.dims:
         if (dim in DIMENSIONS or str(dim).startswith("unit_")) and dim not in ds.coords:
             problems.append(f"dimension {dim!r} has no coordinate")

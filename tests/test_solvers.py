@@ -179,7 +179,9 @@ def test_batched_equals_single(method):
         # BLAS may round a batch of 1 differently from a batch of 5: 1e-12, not 0
         np.testing.assert_allclose(one.x[0], batch.x[b], rtol=0, atol=1e-12)
         k = one.n_iter[0] + 1
-        np.testing.assert_allclose(one.residual[:k, 0], batch.residual[:k, b], atol=1e-12)
+        # (Anderson's small least-squares systems amplify that rounding in the residual
+        # near convergence: 5e-12 measured at a residual of 2e-5)
+        np.testing.assert_allclose(one.residual[:k, 0], batch.residual[:k, b], atol=1e-10)
 
 
 def test_float32_in_float32_out():

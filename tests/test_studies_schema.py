@@ -21,7 +21,7 @@ def test_coord_attrs_vocabulary():
         "t",
         "epoch",
         "phase",
-        "method",
+        "solver",
         "estimator",
         "reference",
         "beta",
