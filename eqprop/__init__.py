@@ -33,7 +33,9 @@ from eqprop.phases import (
 )
 from eqprop.rules import (
     ContrastiveHebbian,
+    CoupledLearning,
     EquilibriumPropagation,
+    GeneRec,
     LearningRule,
     PhaseSpec,
     RuleStep,
@@ -44,8 +46,10 @@ __all__ = [
     "SGD",
     "Clamped",
     "ContrastiveHebbian",
+    "CoupledLearning",
     "Dynamics",
     "EquilibriumPropagation",
+    "GeneRec",
     "Gradient",
     "LearningRule",
     "Network",

@@ -25,6 +25,15 @@ Equilibrium Propagation (Scellier & Bengio 2017), with
 * symmetric: :math:`\\frac{1}{2\\beta}[\\partial_\\theta F(s^{+\\beta},+\\beta) -
   \\partial_\\theta F(s^{-\\beta},-\\beta)]`, bias :math:`O(\\beta^2)`
   (Laborieux et al. 2021).
+
+Rules that clamp the output (the output layer must be part of the state, ``cost="squared"``):
+
+* contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`;
+* GeneRec (O'Reilly 1996) in four forms, :class:`GeneRec`;
+* coupled learning (Stern et al. 2021) in three variants, :class:`CoupledLearning`.
+
+:func:`make_rule` builds any of them by name (``RULES``); it is what
+:class:`eqprop.train.Trainer` and ``eqprop train --rule`` use. See ``docs/rules.rst``.
 """
 
 from __future__ import annotations
@@ -35,20 +44,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqprop import kernels as K
-from eqprop.network import Gradient, Network, _contrast, check_target, output
+from eqprop.network import Gradient, Network, _activities_np, _contrast, check_target, output
 from eqprop.phases import Clamped, Dynamics, Phase, clamp, free_phase, run_phase
 
 __all__ = [
+    "COUPLED_VARIANTS",
     "ESTIMATORS",
+    "GENEREC_FORMS",
+    "RULES",
     "ContrastiveHebbian",
+    "CoupledLearning",
     "EquilibriumPropagation",
+    "GeneRec",
     "Gradient",
     "LearningRule",
     "PhaseSpec",
     "RuleStep",
+    "coupled_target",
+    "generec_gradient",
+    "make_rule",
 ]
 
 ESTIMATORS = ("one-sided", "random-sign", "symmetric")
+GENEREC_FORMS = ("basic", "symmetric", "midpoint", "symmetric-midpoint")
+COUPLED_VARIANTS = ("positive", "negative", "centered")
+#: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
+RULES = ("ep", "chl", "generec", "coupled")
 
 
 @dataclass(frozen=True)
@@ -67,8 +88,16 @@ class PhaseSpec:
     steps : {"K", "T"}
         Step budget in fixed-steps mode: ``dyn.K`` (default) or ``dyn.T``.
     clamp : bool
-        Clamp the output layer to the targets instead of nudging it (``beta`` must then
-        be 0; squared cost only).
+        Clamp the output layer instead of nudging it (``beta`` must then be 0; squared
+        cost only), to the targets ``d`` or, with ``eta``, to a point between the free
+        output and the targets.
+    eta : float or None
+        Clamp mode of a clamped phase. None (default): the output is clamped to ``d``.
+        A number :math:`\\eta`: the output is clamped to
+        :func:`coupled_target` :math:`y^0 + \\eta\\,(d - y^0)`, with :math:`y^0` the free
+        phase's output, resolved by :meth:`LearningRule.estimate` once the free phase has
+        run (coupled learning; a negative ``eta`` clamps away from the targets). Finite
+        and nonzero; needs ``clamp=True``.
     """
 
     name: str
@@ -76,6 +105,7 @@ class PhaseSpec:
     start: str = "free"
     steps: str = "K"
     clamp: bool = False
+    eta: float | None = None
 
     def __post_init__(self) -> None:
         if self.start not in ("free", "zero", "s0"):
@@ -86,6 +116,30 @@ class PhaseSpec:
             raise ValueError("the name 'free' is reserved for the free phase")
         if self.clamp and self.beta != 0:
             raise ValueError("a clamped phase (clamp=True) takes beta = 0")
+        if self.eta is not None:
+            if not self.clamp:
+                raise ValueError("PhaseSpec.eta sets a clamp target; it needs clamp=True")
+            if not np.isfinite(self.eta) or self.eta == 0:
+                raise ValueError(f"PhaseSpec.eta must be finite and nonzero, got {self.eta!r}")
+
+
+def coupled_target(y_free: np.ndarray, d: np.ndarray, eta: float) -> np.ndarray:
+    """Clamp target of coupled learning, :math:`y^0 + \\eta\\,(d - y^0)` (Stern et al. 2021).
+
+    Parameters
+    ----------
+    y_free : ndarray (batch, n_out)
+        Output at the free state.
+    d : ndarray (batch, n_out)
+        Targets, same dtype.
+    eta : float
+        Signed clamping factor (negative: away from the targets).
+
+    Returns
+    -------
+    ndarray (batch, n_out), C-contiguous, dtype of ``y_free``.
+    """
+    return np.ascontiguousarray(y_free + y_free.dtype.type(eta) * (d - y_free))
 
 
 @dataclass(eq=False)
@@ -121,6 +175,16 @@ class LearningRule:
     """
 
     name = "rule"
+    #: Whether the rule clamps the output layer, which must then be part of the state.
+    clamps_output = False
+
+    def check_cost(self, cost: str) -> None:
+        """Raise ValueError if the rule cannot run on a network with this ``cost``."""
+        if self.clamps_output and cost != "squared":
+            raise ValueError(
+                f"rule {self.name!r} clamps the output layer, which a cost={cost!r} readout "
+                "keeps outside the state; use cost='squared' (--cost squared) or rule 'ep'"
+            )
 
     def plan(self, rng: np.random.Generator | None) -> Sequence[PhaseSpec]:
         """Phases needed after the free phase, in the order they run."""
@@ -163,6 +227,7 @@ class LearningRule:
         -------
         RuleStep
         """
+        self.check_cost(net.cost)
         cx = clamp(net, x)
         d = check_target(net, d, cx.batch)
         free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
@@ -175,8 +240,18 @@ class LearningRule:
             else:
                 start = None
             steps = dyn.K if spec.steps == "K" else dyn.T
+            target = d
+            if spec.eta is not None:
+                target = coupled_target(free.state[:, -net.n_out :], d, spec.eta)
             phases[spec.name] = run_phase(
-                net, cx, dyn, beta=spec.beta, d=d, s0=start, steps=steps, clamp_output=spec.clamp
+                net,
+                cx,
+                dyn,
+                beta=spec.beta,
+                d=target,
+                s0=start,
+                steps=steps,
+                clamp_output=spec.clamp,
             )
         grad = self.combine(net, cx, d, phases)
         lay = net.layout()
@@ -261,6 +336,7 @@ class ContrastiveHebbian(LearningRule):
     """
 
     name = "chl"
+    clamps_output = True
 
     def __init__(self, steps: str = "K"):
         self.spec = PhaseSpec("clamped", 0.0, start="free", steps=steps, clamp=True)
@@ -274,3 +350,225 @@ class ContrastiveHebbian(LearningRule):
     def combine(self, net, cx, d, phases):
         S = np.stack([phases["free"].state, phases["clamped"].state])
         return _contrast(net, cx.x, d, S, [0.0, 0.0], [-1.0, 1.0], cx.theta)
+
+
+def _check_choice(what: str, value: object, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+class GeneRec(LearningRule):
+    r"""GeneRec, the generalized recirculation algorithm (O'Reilly 1996, Neural Computation
+    8:895-938), in its four forms.
+
+    Minus phase: the free phase, activities :math:`a^-`. Plus phase: the output layer
+    clamped to the targets, started from the free state (``dyn.K`` steps, or ``dyn.T``
+    with ``steps="T"``; phase name ``"clamped"``), activities :math:`a^+`. For the weight
+    from unit :math:`i` of layer :math:`l-1` (presynaptic, input side; the clamped input
+    ``x`` for layer 1) to unit :math:`j` of layer :math:`l` (postsynaptic), the paper's
+    increment is :math:`\Delta W_{ij} = \epsilon\, a_i^-\,(a_j^+ - a_j^-)`. eqprop returns
+    estimates of :math:`\partial\mathcal L/\partial\theta` (SGD does ``W -= lr * dW``), so
+    with the batch mean :math:`\langle\cdot\rangle`:
+
+    * ``"basic"``: :math:`dW_{ij} = -\langle a_i^-\,(a_j^+ - a_j^-)\rangle`;
+    * ``"midpoint"``: the presynaptic activity at the midpoint of the phases,
+      :math:`-\langle \tfrac12(a_i^- + a_i^+)\,(a_j^+ - a_j^-)\rangle`;
+    * ``"symmetric"``: the basic term plus its mirror image (the same update for the
+      weight read in either direction), :math:`-\langle a_i^-(a_j^+ - a_j^-) +
+      (a_i^+ - a_i^-)\,a_j^-\rangle`;
+    * ``"symmetric-midpoint"``: both, :math:`-\langle \bar a_i(a_j^+ - a_j^-) +
+      (a_i^+ - a_i^-)\,\bar a_j\rangle` with :math:`\bar a = \tfrac12(a^- + a^+)`, which
+      is exactly :math:`-\langle a_i^+a_j^+ - a_i^-a_j^-\rangle`: contrastive Hebbian
+      learning (:class:`ContrastiveHebbian`), as O'Reilly (1996) shows.
+
+    Biases (a presynaptic unit at activity 1 in both phases): :math:`db_j =
+    -\langle a_j^+ - a_j^-\rangle` in every form. Activities are :math:`\rho(s)`
+    (hopfield) or ``s`` (prototypical). Squared cost only (the output must be in the
+    state). The forms are written from the paper's description (the symmetric form keeps
+    the weights symmetric, the midpoint form is a second-order, Runge-Kutta-like step);
+    the CHL identity is tested to float64 precision.
+
+    Parameters
+    ----------
+    form : {"basic", "symmetric", "midpoint", "symmetric-midpoint"}
+    steps : {"K", "T"}
+        Step budget of the plus phase in fixed-steps mode.
+    """
+
+    name = "generec"
+    clamps_output = True
+
+    def __init__(self, form: str = "basic", steps: str = "K"):
+        self.form = _check_choice("GeneRec form", form, GENEREC_FORMS)
+        self.spec = PhaseSpec("clamped", 0.0, start="free", steps=steps, clamp=True)
+
+    def __repr__(self) -> str:
+        return f"GeneRec(form={self.form!r}, steps={self.spec.steps!r})"
+
+    def plan(self, rng):
+        return (self.spec,)
+
+    def combine(self, net, cx, d, phases):
+        return generec_gradient(
+            net, cx.x, phases["free"].state, phases["clamped"].state, self.form
+        )
+
+
+def generec_gradient(
+    net: Network, x: np.ndarray, s_minus: np.ndarray, s_plus: np.ndarray, form: str
+) -> Gradient:
+    """GeneRec's update (see :class:`GeneRec`) from the minus and plus states.
+
+    Parameters
+    ----------
+    net : Network
+    x : ndarray (batch, sizes[0])
+        Clamped input, network dtype.
+    s_minus, s_plus : ndarray (batch, n_state)
+        Free and output-clamped states.
+    form : {"basic", "symmetric", "midpoint", "symmetric-midpoint"}
+
+    Returns
+    -------
+    Gradient
+        Batch mean, network dtype.
+    """
+    _check_choice("GeneRec form", form, GENEREC_FORMS)
+    midpoint = form in ("midpoint", "symmetric-midpoint")
+    symmetric = form in ("symmetric", "symmetric-midpoint")
+    am, ap = _activities_np(net, s_minus), _activities_np(net, s_plus)
+    off = [int(v) for v in net.offsets]
+    B = x.shape[0]
+    dW, db = [], []
+    for l in range(1, len(off)):
+        post_m, post_p = am[:, off[l - 1] : off[l]], ap[:, off[l - 1] : off[l]]
+        if l == 1:
+            pre_m = pre_p = x
+        else:
+            pre_m, pre_p = am[:, off[l - 2] : off[l - 1]], ap[:, off[l - 2] : off[l - 1]]
+        dpost = post_p - post_m
+        g = (0.5 * (pre_m + pre_p) if midpoint else pre_m).T @ dpost
+        if symmetric and l > 1:  # the input is clamped: pre_p - pre_m = 0 for layer 1
+            g += (pre_p - pre_m).T @ (0.5 * (post_m + post_p) if midpoint else post_m)
+        dW.append(np.ascontiguousarray(-g / B, dtype=net.dtype))
+        db.append(np.ascontiguousarray(-dpost.mean(axis=0), dtype=net.dtype))
+    return Gradient(dW, db)
+
+
+class CoupledLearning(LearningRule):
+    r"""Coupled learning (Stern, Hexner, Rocks & Liu 2021, Phys. Rev. X 11:021045), with the
+    positive, negative and centered variants compared by Scellier et al. (2023, NeurIPS,
+    "Energy-based learning algorithms for analog computing").
+
+    After the free phase (state :math:`s^0`, output :math:`y^0`), each clamped phase holds
+    the output at :math:`y^{\pm\eta} = y^0 \pm \eta\,(d - y^0)` (:func:`coupled_target`;
+    ``PhaseSpec(..., clamp=True, eta=±eta)``, phase names ``"clamped+"`` /
+    ``"clamped-"``) and relaxes the hidden layers from the free state, ``dyn.K`` steps.
+    With :math:`G(s) = \partial F/\partial\theta(s)` (both at :math:`\beta = 0`):
+
+    * ``"positive"``: :math:`\widehat\nabla = [G(s^{+\eta}) - G(s^0)]/\eta`;
+    * ``"negative"``: :math:`\widehat\nabla = [G(s^0) - G(s^{-\eta})]/\eta`;
+    * ``"centered"``: :math:`\widehat\nabla = [G(s^{+\eta}) - G(s^{-\eta})]/(2\eta)`.
+
+    Positive with :math:`\eta = 1` is contrastive Hebbian learning.
+
+    **The limit** :math:`\eta\to0` (for an energy :math:`E` with a nonsingular Hessian
+    :math:`H = \partial^2E/\partial s^2` at the free state, blocks :math:`h` hidden and
+    :math:`y` output). The clamped state moves along
+    :math:`ds/d\eta = (-H_{hh}^{-1}H_{hy}\,\delta,\ \delta)`, :math:`\delta = d - y^0`,
+    which equals :math:`H^{-1}(0,\ S\delta)` with
+    :math:`S = H_{yy} - H_{yh}H_{hh}^{-1}H_{hy} = [(H^{-1})_{yy}]^{-1}` the Schur
+    complement of the hidden block. All three variants tend to
+
+    .. math:: \lim_{\eta\to0}\widehat\nabla
+              = \frac{\partial^2 E}{\partial\theta\,\partial s}\,H^{-1}
+                \begin{pmatrix}0\\ S\,(d - y^0)\end{pmatrix}
+              = \Big(\frac{dy^0}{d\theta}\Big)^{\!\top} S\,(y^0 - d),
+
+    whereas the gradient of the squared loss (EP's limit) is
+    :math:`(dy^0/d\theta)^\top (y^0 - d)`: clamping prescribes the output's displacement,
+    EP's nudge the force on it, so coupled learning's output error is preconditioned by
+    :math:`S` (positive definite when :math:`H` is; the limit is a descent direction but
+    not the gradient unless :math:`S \propto I`). The one-sided variants approach the
+    limit at first order in :math:`\eta`, the centered one at second order (tested).
+
+    Parameters
+    ----------
+    eta : float
+        Clamping factor in (0, 1] (1: clamp to the targets).
+    variant : {"positive", "negative", "centered"}
+    steps : {"K", "T"}
+        Step budget of the clamped phases in fixed-steps mode.
+    """
+
+    name = "coupled"
+    clamps_output = True
+
+    def __init__(self, eta: float = 0.5, variant: str = "centered", steps: str = "K"):
+        try:
+            eta = float(eta)
+        except (TypeError, ValueError):
+            raise ValueError(f"CoupledLearning needs a number eta in (0, 1], got {eta!r}") from None
+        if not (np.isfinite(eta) and 0.0 < eta <= 1.0):
+            raise ValueError(
+                f"CoupledLearning needs eta in (0, 1] (the fraction of the way from the free "
+                f"output to the targets), got {eta}"
+            )
+        self.eta = eta
+        self.variant = _check_choice("coupled-learning variant", variant, COUPLED_VARIANTS)
+        plus = PhaseSpec("clamped+", 0.0, steps=steps, clamp=True, eta=eta)
+        minus = PhaseSpec("clamped-", 0.0, steps=steps, clamp=True, eta=-eta)
+        self.specs = {"positive": (plus,), "negative": (minus,), "centered": (plus, minus)}[
+            self.variant
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"CoupledLearning(eta={self.eta}, variant={self.variant!r}, "
+            f"steps={self.specs[0].steps!r})"
+        )
+
+    def plan(self, rng):
+        return self.specs
+
+    def combine(self, net, cx, d, phases):
+        eta = self.eta
+        if self.variant == "positive":
+            low, high, span = phases["free"], phases["clamped+"], eta
+        elif self.variant == "negative":
+            low, high, span = phases["clamped-"], phases["free"], eta
+        else:
+            low, high, span = phases["clamped-"], phases["clamped+"], 2.0 * eta
+        S = np.stack([low.state, high.state])
+        return _contrast(net, cx.x, d, S, [0.0, 0.0], [-1.0 / span, 1.0 / span], cx.theta)
+
+
+def make_rule(
+    name: str,
+    *,
+    beta: float = 1.0,
+    estimator: str = "one-sided",
+    generec_form: str = "basic",
+    eta: float = 0.5,
+    variant: str = "centered",
+) -> LearningRule:
+    """A rule by name (``RULES``) with its parameters; the others are ignored.
+
+    ``"ep"``: :class:`EquilibriumPropagation` (``beta``, ``estimator``); ``"chl"``:
+    :class:`ContrastiveHebbian`; ``"generec"``: :class:`GeneRec` (``generec_form``);
+    ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``).
+
+    Raises
+    ------
+    ValueError
+        Unknown name, or a parameter outside its range (the rule's own message).
+    """
+    _check_choice("rule", name, RULES)
+    if name == "ep":
+        return EquilibriumPropagation(beta=beta, estimator=estimator)
+    if name == "chl":
+        return ContrastiveHebbian()
+    if name == "generec":
+        return GeneRec(form=generec_form)
+    return CoupledLearning(eta=eta, variant=variant)
