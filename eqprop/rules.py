@@ -123,8 +123,14 @@ class PhaseSpec:
                 raise ValueError(f"PhaseSpec.eta must be finite and nonzero, got {self.eta!r}")
 
 
-def coupled_target(y_free: np.ndarray, d: np.ndarray, eta: float) -> np.ndarray:
+def coupled_target(
+    y_free: np.ndarray, d: np.ndarray, eta: float, bounds: tuple[float, float] | None = None
+) -> np.ndarray:
     """Clamp target of coupled learning, :math:`y^0 + \\eta\\,(d - y^0)` (Stern et al. 2021).
+
+    Projected onto ``bounds`` (the network's state box, ``net.bounds``: [0, 1] for a
+    hardsigmoid Hopfield net) when given: a negative ``eta`` can point outside it, and the
+    phase could not hold the output there.
 
     Parameters
     ----------
@@ -134,12 +140,17 @@ def coupled_target(y_free: np.ndarray, d: np.ndarray, eta: float) -> np.ndarray:
         Targets, same dtype.
     eta : float
         Signed clamping factor (negative: away from the targets).
+    bounds : (float, float), optional
+        Box of the state.
 
     Returns
     -------
     ndarray (batch, n_out), C-contiguous, dtype of ``y_free``.
     """
-    return np.ascontiguousarray(y_free + y_free.dtype.type(eta) * (d - y_free))
+    target = y_free + y_free.dtype.type(eta) * (d - y_free)
+    if bounds is not None:
+        np.clip(target, bounds[0], bounds[1], out=target)
+    return np.ascontiguousarray(target)
 
 
 @dataclass(eq=False)
@@ -242,7 +253,7 @@ class LearningRule:
             steps = dyn.K if spec.steps == "K" else dyn.T
             target = d
             if spec.eta is not None:
-                target = coupled_target(free.state[:, -net.n_out :], d, spec.eta)
+                target = coupled_target(free.state[:, -net.n_out :], d, spec.eta, net.bounds)
             phases[spec.name] = run_phase(
                 net,
                 cx,
@@ -410,9 +421,7 @@ class GeneRec(LearningRule):
         return (self.spec,)
 
     def combine(self, net, cx, d, phases):
-        return generec_gradient(
-            net, cx.x, phases["free"].state, phases["clamped"].state, self.form
-        )
+        return generec_gradient(net, cx.x, phases["free"].state, phases["clamped"].state, self.form)
 
 
 def generec_gradient(
@@ -462,7 +471,8 @@ class CoupledLearning(LearningRule):
     "Energy-based learning algorithms for analog computing").
 
     After the free phase (state :math:`s^0`, output :math:`y^0`), each clamped phase holds
-    the output at :math:`y^{\pm\eta} = y^0 \pm \eta\,(d - y^0)` (:func:`coupled_target`;
+    the output at :math:`y^{\pm\eta} = y^0 \pm \eta\,(d - y^0)` (:func:`coupled_target`,
+    projected onto the state's box if the network has one;
     ``PhaseSpec(..., clamp=True, eta=±eta)``, phase names ``"clamped+"`` /
     ``"clamped-"``) and relaxes the hidden layers from the free state, ``dyn.K`` steps.
     With :math:`G(s) = \partial F/\partial\theta(s)` (both at :math:`\beta = 0`):
