@@ -114,7 +114,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=f"{_PROG} train",
         description=(
-            "Train a layered network with Equilibrium Propagation and print its test error. "
+            "Train a layered network with Equilibrium Propagation (or CHL, GeneRec, coupled "
+            "learning: --rule) and print its test error. "
             "Settings come from the defaults, then --preset, then the options given."
         ),
         epilog=f"presets:\n{presets}\n\nexample: eqprop train --preset digits",
@@ -368,6 +369,16 @@ def _train_main(argv: Sequence[str]) -> int:
                 "estimate; --nudge inside is the exact one (docs/training.rst)",
                 file=sys.stderr,
             )
+        boxed = (config.kind, config.activation) == ("hopfield", "hardsigmoid")
+        if boxed and config.rule == "coupled" and config.coupled_variant == "negative":
+            if not args.quiet:
+                print(
+                    "eqprop: note: --coupled-variant negative on a hardsigmoid Hopfield "
+                    "network: an output unit at the wrong bound of its box [0, 1] gets no "
+                    "update, and training can stall (docs/rules.rst); the centered variant "
+                    "or a network without a box avoids it",
+                    file=sys.stderr,
+                )
         trainer = Trainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
     result = trainer.run()
     test = result.history["test_error"].values

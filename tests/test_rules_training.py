@@ -123,3 +123,11 @@ def test_cli_trains_with_a_rule(capsys):
     )
     assert code == 0
     assert "test error:" in capsys.readouterr().out
+
+
+def test_cli_notes_the_negative_variant_in_a_box(capsys):
+    argv = ["train", "--preset", "digits", "--epochs", "0", "--rule", "coupled"]
+    assert main([*argv, "--coupled-variant", "negative"]) == 0
+    assert "note: --coupled-variant negative on a hardsigmoid" in capsys.readouterr().err
+    assert main([*argv, "--coupled-variant", "centered"]) == 0
+    assert "note" not in capsys.readouterr().err
