@@ -35,7 +35,9 @@ from eqprop.phases import (
 )
 from eqprop.rules import (
     ContrastiveHebbian,
+    CoupledLearning,
     EquilibriumPropagation,
+    GeneRec,
     LearningRule,
     PhaseSpec,
     RuleStep,
@@ -46,8 +48,10 @@ __all__ = [
     "SGD",
     "Clamped",
     "ContrastiveHebbian",
+    "CoupledLearning",
     "Dynamics",
     "EquilibriumPropagation",
+    "GeneRec",
     "Gradient",
     "LearningRule",
     "Network",

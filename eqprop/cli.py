@@ -28,6 +28,7 @@ from eqprop._cli_options import (
     UsageError,
     deprecated_alias,
     error_line,
+    finite_float,
     sizes,
 )
 
@@ -63,8 +64,12 @@ _TRAIN_FIELDS = (
     "K",
     "eps",
     "damping",
+    "rule",
     "beta",
     "estimator",
+    "generec_form",
+    "eta",
+    "coupled_variant",
     "nudge",
     "lrs",
     "momentum",
@@ -88,7 +93,7 @@ _TRAIN_FIELDS = (
 def _top_parser() -> argparse.ArgumentParser:
     from eqprop import __version__
 
-    lines = ["commands:", "  train     train a network with Equilibrium Propagation"]
+    lines = ["commands:", "  train     train a network with EP, CHL, GeneRec or coupled learning"]
     for name, (_, _, what) in _DISPATCH.items():
         lines.append(f"  {name:<9} {what}")
     p = Parser(
@@ -109,7 +114,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=f"{_PROG} train",
         description=(
-            "Train a layered network with Equilibrium Propagation and print its test error. "
+            "Train a layered network with Equilibrium Propagation (or CHL, GeneRec, coupled "
+            "learning: --rule) and print its test error. "
             "Settings come from the defaults, then --preset, then the options given."
         ),
         epilog=f"presets:\n{presets}\n\nexample: eqprop train --preset digits",
@@ -175,8 +181,24 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--eval-T", dest="eval_T", type=int, help="free-phase steps for evaluation")
     g = p.add_argument_group("learning")
-    g.add_argument("--beta", type=float, help="nudging strength (nonzero)")
-    g.add_argument("--estimator", help="one-sided, random-sign or symmetric")
+    g.add_argument("--rule", help="learning rule: ep, chl, generec or coupled (docs/rules.rst)")
+    g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")
+    g.add_argument("--estimator", help="--rule ep: one-sided, random-sign or symmetric")
+    g.add_argument(
+        "--generec-form",
+        dest="generec_form",
+        help="--rule generec: basic, symmetric, midpoint or symmetric-midpoint",
+    )
+    g.add_argument(
+        "--eta",
+        type=finite_float,
+        help="--rule coupled: clamp the output to y_free + eta (d - y_free), eta in (0, 1]",
+    )
+    g.add_argument(
+        "--coupled-variant",
+        dest="coupled_variant",
+        help="--rule coupled: positive, negative or centered (both, contrasted)",
+    )
     g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
     lrs = g.add_argument("--lrs", type=float, nargs="+", help="learning rate per weight layer")
     deprecated_alias(g, "--lr", lrs)
@@ -285,6 +307,27 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig.from_dict(settings).validate()
 
 
+#: Options that only one rule reads (TrainConfig field -> rule).
+_RULE_OPTIONS = {
+    "beta": "ep",
+    "estimator": "ep",
+    "generec_form": "generec",
+    "eta": "coupled",
+    "coupled_variant": "coupled",
+}
+
+
+def _check_rule_options(given: dict[str, Any], rule: str) -> None:
+    """Refuse an option given explicitly for a rule that does not read it."""
+    for field, owner in _RULE_OPTIONS.items():
+        if field in given and owner != rule:
+            flag = "--" + field.replace("_", "-")
+            raise UsageError(
+                f"{flag} applies to --rule {owner}, not to --rule {rule}; drop {flag} or "
+                f"use --rule {owner}"
+            )
+
+
 def _check_dataset_name(name: str) -> None:
     from eqprop.data import DATASETS
 
@@ -312,6 +355,7 @@ def _train_main(argv: Sequence[str]) -> int:
         )
     else:
         config = config_from_args(args)
+        _check_rule_options(_given(args), config.rule)
         _check_dataset_name(config.dataset)
         biased = (config.kind, config.cost, config.nudge) == (
             "prototypical",
@@ -325,6 +369,16 @@ def _train_main(argv: Sequence[str]) -> int:
                 "estimate; --nudge inside is the exact one (docs/training.rst)",
                 file=sys.stderr,
             )
+        boxed = (config.kind, config.activation) == ("hopfield", "hardsigmoid")
+        if boxed and config.rule == "coupled" and config.coupled_variant == "negative":
+            if not args.quiet:
+                print(
+                    "eqprop: note: --coupled-variant negative on a hardsigmoid Hopfield "
+                    "network: an output unit at the wrong bound of its box [0, 1] gets no "
+                    "update, and training can stall (docs/rules.rst); the centered variant "
+                    "or a network without a box avoids it",
+                    file=sys.stderr,
+                )
         trainer = Trainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
     result = trainer.run()
     test = result.history["test_error"].values

@@ -221,10 +221,22 @@ class TrainConfig:
         ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
         the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
         et al. (2019), ``s <- s + dt (g(s) - s)``.
+    rule : {"ep", "chl", "generec", "coupled"}
+        Learning rule (:func:`eqprop.rules.make_rule`): Equilibrium Propagation (``beta``,
+        ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``) or
+        coupled learning (``eta``, ``coupled_variant``). The rules other than ``"ep"``
+        clamp the output layer (``cost="squared"`` only); their second phases run ``K``
+        steps like EP's nudged phases.
     beta : float
-        Nudging strength, nonzero.
+        Nudging strength of EP, nonzero.
     estimator : {"one-sided", "random-sign", "symmetric"}
         EP gradient estimator.
+    generec_form : {"basic", "symmetric", "midpoint", "symmetric-midpoint"}
+        GeneRec's form (:class:`eqprop.rules.GeneRec`).
+    eta : float
+        Coupled learning's clamping factor in (0, 1] (:class:`eqprop.rules.CoupledLearning`).
+    coupled_variant : {"positive", "negative", "centered"}
+        Coupled learning's variant.
     nudge : str
         Where the nudge enters the dynamics (``"inside"`` / ``"outside"`` the activation).
     lrs : tuple of float
@@ -288,8 +300,12 @@ class TrainConfig:
     K: int = 4
     eps: float = 0.5
     damping: float = 1.0
+    rule: str = "ep"
     beta: float = 1.0
     estimator: str = "random-sign"
+    generec_form: str = "basic"
+    eta: float = 0.5
+    coupled_variant: str = "centered"
     nudge: str = "inside"
     lrs: tuple[float, ...] = (0.1, 0.05)
     momentum: float = 0.0
@@ -375,6 +391,7 @@ class TrainConfig:
             )
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
+        self.make_rule().check_cost(self.cost)
         SGD(self.lrs, self.momentum, self.weight_decay)  # checks rates, momentum, decay
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
@@ -405,6 +422,20 @@ class TrainConfig:
                 raise ValueError(
                     f"unknown {what} {value!r}{setting}; choose one of {', '.join(known)}"
                 )
+
+    def make_rule(self) -> Any:
+        """The :class:`eqprop.rules.LearningRule` these settings describe (ValueError if a
+        rule parameter is out of range or a name unknown)."""
+        from eqprop.rules import make_rule
+
+        return make_rule(
+            self.rule,
+            beta=self.beta,
+            estimator=self.estimator,
+            generec_form=self.generec_form,
+            eta=self.eta,
+            variant=self.coupled_variant,
+        )
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -722,7 +753,11 @@ def _phase_settings(config: TrainConfig, phase: str, T: int | None = None) -> st
     pairs.append(("T", c.T if T is None else T) if free else ("K", c.K))
     pairs.append(("max_iter", c.max_iter))
     if not free:
-        pairs.append(("beta", c.beta))
+        pairs.append(("rule", c.rule))
+        if c.rule == "ep":
+            pairs.append(("beta", c.beta))
+        elif c.rule == "coupled":
+            pairs.append(("eta", c.eta))
     pairs += [("kind", c.kind), ("activation", c.activation)]
     return ", ".join(f"{k}={v!r}" for k, v in pairs)
 
@@ -845,7 +880,7 @@ class Trainer:
         self.free_dyn = self._make_dynamics(config.T, free=True)
         eval_T = config.eval_T if config.eval_T is not None else config.T
         self.eval_dyn = self._make_dynamics(eval_T, free=True)
-        self.rule = _rules.EquilibriumPropagation(beta=config.beta, estimator=config.estimator)
+        self.rule: _rules.LearningRule = config.make_rule()
         self._free_phase = _phases.free_phase
         self._output = _network.output
         self.optimizer = SGD(config.lrs, config.momentum, config.weight_decay)
@@ -1133,7 +1168,13 @@ class Trainer:
 
     def _tracks_stuck_outputs(self) -> bool:
         c = self.config
-        return (c.kind, c.activation, c.cost) == ("hopfield", "hardsigmoid", "squared")
+        # the clamping rules hold the output at (or near) the targets: no unit is stuck
+        return (c.kind, c.activation, c.cost, c.rule) == (
+            "hopfield",
+            "hardsigmoid",
+            "squared",
+            "ep",
+        )
 
     def _output_drive(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Net input of the output units, ``rho(s_{L-1}) W_L + b_L`` (batch, n_out)."""

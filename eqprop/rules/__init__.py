@@ -1,0 +1,102 @@
+"""Learning rules (one module per rule): ask for phases, turn their states into a :class:`Gradient`.
+
+A rule is a small unit with two duties and no dynamics of its own:
+
+1. :meth:`LearningRule.plan` lists the phases it needs after the free phase, as
+   :class:`PhaseSpec` (name, nudging strength, starting point, step budget); the phases
+   are run by :func:`eqprop.phases.run_phase` on the network's own dynamics and the
+   :class:`~eqprop.phases.Dynamics` given by the caller (same solvers, same settings);
+2. :meth:`LearningRule.combine` turns the phases' states into estimates of
+   :math:`\\partial\\mathcal{L}/\\partial\\theta` (batch mean; SGD does ``W -= lr * dW``),
+   usually with :func:`eqprop.network.contrast_gradient`,
+   :math:`\\sum_k c_k\\,\\partial F/\\partial\\theta(s_k, \\beta_k)`.
+
+:meth:`LearningRule.estimate` (shared by all rules) clamps the input once, runs the free
+phase and the planned phases, and calls :meth:`~LearningRule.combine`. No autodiff.
+
+Equilibrium Propagation (Scellier & Bengio 2017), with
+:math:`F = E + \\beta C` (hopfield) or :math:`-\\Phi + \\beta C` (prototypical):
+
+* one-sided: :math:`\\widehat{\\nabla}_\\theta = \\frac{1}{\\beta}
+  [\\partial_\\theta F(s^{\\beta},\\beta) - \\partial_\\theta F(s^{0},0)]`,
+  bias :math:`O(\\beta)`;
+* random-sign: the same with the sign of :math:`\\beta` drawn per minibatch
+  (Scellier & Bengio 2017), unbiased at first order on average;
+* symmetric: :math:`\\frac{1}{2\\beta}[\\partial_\\theta F(s^{+\\beta},+\\beta) -
+  \\partial_\\theta F(s^{-\\beta},-\\beta)]`, bias :math:`O(\\beta^2)`
+  (Laborieux et al. 2021).
+
+Rules that clamp the output (the output layer must be part of the state, ``cost="squared"``):
+
+* contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`;
+* GeneRec (O'Reilly 1996) in four forms, :class:`GeneRec`;
+* coupled learning (Stern et al. 2021) in three variants, :class:`CoupledLearning`.
+
+:func:`make_rule` builds any of them by name (``RULES``); it is what
+:class:`eqprop.train.Trainer` and ``eqprop train --rule`` use. See ``docs/rules.rst``.
+
+Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
+:mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`;
+everything is importable from :mod:`eqprop.rules`.
+"""
+
+from __future__ import annotations
+
+from eqprop.network import Gradient
+from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
+from eqprop.rules.base import check_choice as _check_choice
+from eqprop.rules.chl import ContrastiveHebbian
+from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
+from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
+from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
+
+__all__ = [
+    "COUPLED_VARIANTS",
+    "ESTIMATORS",
+    "GENEREC_FORMS",
+    "RULES",
+    "ContrastiveHebbian",
+    "CoupledLearning",
+    "EquilibriumPropagation",
+    "GeneRec",
+    "Gradient",
+    "LearningRule",
+    "PhaseSpec",
+    "RuleStep",
+    "coupled_target",
+    "generec_gradient",
+    "make_rule",
+]
+
+#: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
+RULES = ("ep", "chl", "generec", "coupled")
+
+
+def make_rule(
+    name: str,
+    *,
+    beta: float = 1.0,
+    estimator: str = "one-sided",
+    generec_form: str = "basic",
+    eta: float = 0.5,
+    variant: str = "centered",
+) -> LearningRule:
+    """A rule by name (``RULES``) with its parameters; the others are ignored.
+
+    ``"ep"``: :class:`EquilibriumPropagation` (``beta``, ``estimator``); ``"chl"``:
+    :class:`ContrastiveHebbian`; ``"generec"``: :class:`GeneRec` (``generec_form``);
+    ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``).
+
+    Raises
+    ------
+    ValueError
+        Unknown name, or a parameter outside its range (the rule's own message).
+    """
+    _check_choice("rule", name, RULES)
+    if name == "ep":
+        return EquilibriumPropagation(beta=beta, estimator=estimator)
+    if name == "chl":
+        return ContrastiveHebbian()
+    if name == "generec":
+        return GeneRec(form=generec_form)
+    return CoupledLearning(eta=eta, variant=variant)

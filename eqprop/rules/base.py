@@ -1,0 +1,222 @@
+"""The rule interface: :class:`PhaseSpec`, :class:`RuleStep`, :class:`LearningRule`.
+
+See :mod:`eqprop.rules` for the family and ``docs/rules.rst``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eqprop import kernels as K
+from eqprop.network import Gradient, Network, check_target, output
+from eqprop.phases import Clamped, Dynamics, Phase, clamp, free_phase, run_phase
+
+__all__ = ["LearningRule", "PhaseSpec", "RuleStep", "check_choice", "coupled_target"]
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """A phase a rule asks for (after the free phase, which every rule gets).
+
+    Attributes
+    ----------
+    name : str
+        Key in :attr:`RuleStep.phases` (``"nudged+"``, ``"nudged-"``, ...).
+    beta : float
+        Nudging strength.
+    start : {"free", "zero", "s0"}
+        Initial state: the free phase's final state (default), zeros, or the ``s0``
+        given to :meth:`LearningRule.estimate` (zeros when none).
+    steps : {"K", "T"}
+        Step budget in fixed-steps mode: ``dyn.K`` (default) or ``dyn.T``.
+    clamp : bool
+        Clamp the output layer instead of nudging it (``beta`` must then be 0; squared
+        cost only), to the targets ``d`` or, with ``eta``, to a point between the free
+        output and the targets.
+    eta : float or None
+        Clamp mode of a clamped phase. None (default): the output is clamped to ``d``.
+        A number :math:`\\eta`: the output is clamped to
+        :func:`coupled_target` :math:`y^0 + \\eta\\,(d - y^0)`, with :math:`y^0` the free
+        phase's output, resolved by :meth:`LearningRule.estimate` once the free phase has
+        run (coupled learning; a negative ``eta`` clamps away from the targets). Finite
+        and nonzero; needs ``clamp=True``.
+    """
+
+    name: str
+    beta: float
+    start: str = "free"
+    steps: str = "K"
+    clamp: bool = False
+    eta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.start not in ("free", "zero", "s0"):
+            raise ValueError(f"PhaseSpec.start must be 'free', 'zero' or 's0', got {self.start!r}")
+        if self.steps not in ("K", "T"):
+            raise ValueError(f"PhaseSpec.steps must be 'K' or 'T', got {self.steps!r}")
+        if self.name == "free":
+            raise ValueError("the name 'free' is reserved for the free phase")
+        if self.clamp and self.beta != 0:
+            raise ValueError("a clamped phase (clamp=True) takes beta = 0")
+        if self.eta is not None:
+            if not self.clamp:
+                raise ValueError("PhaseSpec.eta sets a clamp target; it needs clamp=True")
+            if not np.isfinite(self.eta) or self.eta == 0:
+                raise ValueError(f"PhaseSpec.eta must be finite and nonzero, got {self.eta!r}")
+
+
+def coupled_target(
+    y_free: np.ndarray, d: np.ndarray, eta: float, bounds: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Clamp target of coupled learning, :math:`y^0 + \\eta\\,(d - y^0)` (Stern et al. 2021).
+
+    Projected onto ``bounds`` (the network's state box, ``net.bounds``: [0, 1] for a
+    hardsigmoid Hopfield net) when given: a negative ``eta`` can point outside it, and the
+    phase could not hold the output there.
+
+    Parameters
+    ----------
+    y_free : ndarray (batch, n_out)
+        Output at the free state.
+    d : ndarray (batch, n_out)
+        Targets, same dtype.
+    eta : float
+        Signed clamping factor (negative: away from the targets).
+    bounds : (float, float), optional
+        Box of the state.
+
+    Returns
+    -------
+    ndarray (batch, n_out), C-contiguous, dtype of ``y_free``.
+    """
+    target = y_free + y_free.dtype.type(eta) * (d - y_free)
+    if bounds is not None:
+        np.clip(target, bounds[0], bounds[1], out=target)
+    return np.ascontiguousarray(target)
+
+
+@dataclass(eq=False)
+class RuleStep:
+    """Everything one rule application produced.
+
+    Attributes
+    ----------
+    gradient : Gradient
+        Estimates of dLoss/dtheta (batch mean).
+    free : Phase
+        The free phase (its state is the network's prediction; store it for persistent
+        particles).
+    phases : dict of str to Phase
+        All phases by name, ``"free"`` included, in the order they ran.
+    prediction : ndarray (batch, n_out)
+        Output at the free state (output layer, or softmax probabilities).
+    loss : float
+        Batch mean of the cost C at the free state.
+    """
+
+    gradient: Gradient
+    free: Phase
+    phases: dict[str, Phase]
+    prediction: np.ndarray
+    loss: float
+
+
+class LearningRule:
+    """Base class of the rule family (EP, and later CHL, GeneRec, coupled learning, ...).
+
+    Subclasses implement :meth:`plan` and :meth:`combine`; :meth:`estimate` is shared.
+    """
+
+    name = "rule"
+    #: Whether the rule clamps the output layer, which must then be part of the state.
+    clamps_output = False
+
+    def check_cost(self, cost: str) -> None:
+        """Raise ValueError if the rule cannot run on a network with this ``cost``."""
+        if self.clamps_output and cost != "squared":
+            raise ValueError(
+                f"rule {self.name!r} clamps the output layer, which a cost={cost!r} readout "
+                "keeps outside the state; use cost='squared' (--cost squared) or rule 'ep'"
+            )
+
+    def plan(self, rng: np.random.Generator | None) -> Sequence[PhaseSpec]:
+        """Phases needed after the free phase, in the order they run."""
+        raise NotImplementedError
+
+    def combine(self, net: Network, cx: Clamped, d: np.ndarray, phases: dict[str, Phase]):
+        """Turn the phases' states into a :class:`Gradient`."""
+        raise NotImplementedError
+
+    def estimate(
+        self,
+        net: Network,
+        x,
+        d,
+        dyn: Dynamics,
+        rng: np.random.Generator | None = None,
+        s0=None,
+        free_dyn: Dynamics | None = None,
+    ) -> RuleStep:
+        """Run the free phase and the planned phases, then combine them.
+
+        Parameters
+        ----------
+        net : Network
+        x : ndarray (batch, sizes[0])
+            Inputs, in the network's dtype (converted otherwise).
+        d : ndarray (batch, n_out)
+            Targets (one-hot for classification).
+        dyn : Dynamics
+        rng : numpy.random.Generator, optional
+            Needed by rules that draw (random-sign EP).
+        s0 : ndarray (batch, n_state), optional
+            Initial state of the free phase (persistent particles); default zeros.
+        free_dyn : Dynamics, optional
+            How to run the free phase when it differs from the other phases (e.g. a
+            fast solver to tolerance for the free phase, the papers' ``K`` fixed steps
+            for the nudged ones); default ``dyn``.
+
+        Returns
+        -------
+        RuleStep
+        """
+        self.check_cost(net.cost)
+        cx = clamp(net, x)
+        d = check_target(net, d, cx.batch)
+        free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
+        phases: dict[str, Phase] = {"free": free}
+        for spec in self.plan(rng):
+            if spec.start == "free":
+                start = free.state
+            elif spec.start == "s0":
+                start = s0
+            else:
+                start = None
+            steps = dyn.K if spec.steps == "K" else dyn.T
+            target = d
+            if spec.eta is not None:
+                target = coupled_target(free.state[:, -net.n_out :], d, spec.eta, net.bounds)
+            phases[spec.name] = run_phase(
+                net,
+                cx,
+                dyn,
+                beta=spec.beta,
+                d=target,
+                s0=start,
+                steps=steps,
+                clamp_output=spec.clamp,
+            )
+        grad = self.combine(net, cx, d, phases)
+        lay = net.layout()
+        c = K.cost_value(free.state, cx.theta, lay, d, K.make_work(lay, cx.batch, net.dtype))
+        return RuleStep(grad, free, phases, output(net, free.state), float(np.mean(c)))
+
+
+def check_choice(what: str, value: object, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else one ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+    return value
