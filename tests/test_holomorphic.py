@@ -5,6 +5,8 @@ real-beta estimate written here with the reference map, and the Fourier aliasing
 polynomial written here.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_error_falls_geometrically_with_points(case):
         for n in Ns
     }
     floor = 1e-12
-    for a, b in zip(Ns, Ns[1:], strict=False):
+    for a, b in itertools.pairwise(Ns):
         if err[a] < floor:
             break
         assert err[b] < err[a]
@@ -99,7 +101,7 @@ def test_one_sided_real_estimate():
 
 
 def test_both_starting_modes_give_the_same_estimate():
-    net, x, d, s, ref = _problem()
+    net, x, d, s, _ = _problem()
     a = H.holomorphic_ep(net, x, d, points=6, beta=0.5, s_free=s, start="previous")
     b = H.holomorphic_ep(net, x, d, points=6, beta=0.5, s_free=s, start="free")
     assert H.relative_error(a.grads, b.grads) < 1e-11

@@ -411,7 +411,7 @@ def real_beta_ep(
     b = _check_radius(beta)
     x = R._batch(net, x, net.n_in, "x", None)
     d = R._batch(net, d, net.n_out, "d", x.shape[0])
-    kw = dict(eps=eps, atol=atol, max_iter=max_iter)
+    kw: dict[str, Any] = dict(eps=eps, atol=atol, max_iter=max_iter)
     free = relax(net, x, **kw).state if s_free is None else s_free
     plus = relax(net, x, d, b, s0=free, nudge=nudge, **kw).state
     gp = R.parameter_gradient(net, x, plus, d, b)
