@@ -77,6 +77,7 @@ __all__ = [
 
 START_MODES = ("previous", "free")
 REAL_ESTIMATORS = ("one-sided", "centered")
+DIVERGED = 1e12  # relax gives up once one update exceeds this (the state is blowing up)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -265,6 +266,9 @@ def relax(
         As in :func:`eqprop.graph.reference.fixed_point_map`.
     atol : float
         Stop when :math:`\\max|g(s) - s| \\le` ``atol`` (modulus for complex states).
+    max_iter : int
+        Give up after this many iterations, or as soon as one update exceeds
+        :data:`DIVERGED` or is not finite.
 
     Raises
     ------
@@ -279,14 +283,15 @@ def relax(
     if net.dtype.kind != "c":
         beta = float(np.real(beta))
     res = np.inf
-    for it in range(1, max_iter + 1):
-        g = R.fixed_point_map(net, x, s, d, beta, eps=eps, nudge=nudge)
-        res = float(np.max(np.abs(g - s)))
-        s = g
-        if res <= atol:
-            return RelaxResult(s, it, res)
-        if not np.isfinite(res):
-            break
+    with np.errstate(over="ignore", invalid="ignore"):  # a blow-up raises below
+        for it in range(1, max_iter + 1):
+            g = R.fixed_point_map(net, x, s, d, beta, eps=eps, nudge=nudge)
+            res = float(np.max(np.abs(g - s)))
+            s = g
+            if res <= atol:
+                return RelaxResult(s, it, res)
+            if not res < DIVERGED:
+                break
     raise ValueError(
         f"relax: no fixed point at beta={beta:.4g} to atol={atol:g} in {it} iterations "
         f"(last update {res:.3g}); the map does not contract there"
