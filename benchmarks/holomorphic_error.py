@@ -215,9 +215,8 @@ def main(argv=None) -> int:
         )
     )
     print("\nRelative error vs |beta|\n")
-    print(
-        _rst(["|beta|", *cols], [[f"{r['beta']:.3g}", *(_fmt(r[c]) for c in cols)] for r in brow])
-    )
+    rows = [[f"{r['beta']:.3g}", *(_fmt(r[c]) for c in cols)] for r in brow]
+    print(_rst(["\\|beta\\|", *cols], rows))  # escaped: |beta| is an RST substitution
     if a.figure:
         figure(a.figure, a.beta, prow, cols, brow)
         print(f"\nwrote {a.figure}")
