@@ -205,11 +205,11 @@ def conv_chain(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if box is None and activation == "hardsigmoid":
         box = (0.0, 1.0)
-    shape = tuple(int(v) for v in input_shape)
+    shape: tuple[int, int, int] = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
     layers = [Layer("x", role="input", shape=shape)]
     couplings = []
     for i in range(n):
-        hw = conv_output_hw(shape[1:], (ks[i], ks[i]), ss[i], ps[i])
+        hw = conv_output_hw((shape[1], shape[2]), (ks[i], ks[i]), ss[i], ps[i])
         if pool is not None:
             hw = pool_output_hw(hw, pool_size, pool_size)
         if hw[0] < 1 or hw[1] < 1:
@@ -217,7 +217,7 @@ def conv_chain(
                 f"conv layer {i + 1}: the image {shape[1:]} is too small for kernel "
                 f"{ks[i]}, padding {ps[i]} and pooling {pool_size}"
             )
-        new = (channels[i], *hw)
+        new = (channels[i], hw[0], hw[1])
         name = f"h{i + 1}"
         layers.append(
             Layer(name, activation=activation, box=box, bias=np.zeros(channels[i]), shape=new)
