@@ -38,6 +38,7 @@ from eqprop.graph.model import GraphNetwork, layer_activation
 
 __all__ = [
     "RBPResult",
+    "coupling_matrices",
     "coupling_matrix",
     "free_equilibrium",
     "jacobian",
@@ -54,6 +55,11 @@ def coupling_matrix(net: GraphNetwork) -> np.ndarray:
     for c in net.couplings:
         if c.source not in off or c.target not in off:
             continue
+        if c.type != "dense":
+            raise ValueError(
+                f"coupling {c.name!r}: a {c.type!r} coupling's matrix may depend on the state "
+                "(max pooling); use coupling_matrices(net, activities)"
+            )
         si, di = slice(*off[c.source]), slice(*off[c.target])
         M[si, di] += c.W
         if c.feedback == "tied":
@@ -63,6 +69,54 @@ def coupling_matrix(net: GraphNetwork) -> np.ndarray:
         else:
             M[di, si] += c.B
     return M
+
+
+def _local_matrix(c, a_src: np.ndarray) -> np.ndarray:
+    """Per-sample matrix (batch, n_src, n_dst) of a non-dense coupling's forward map
+    linearised at ``a_src`` (probed with the identity: ``row i = f(e_i)`` with the max-pool
+    routing of ``a_src``). Small layers only."""
+    m = R.coupling_module(c)
+    n_src = a_src.shape[1]
+    eye = np.eye(n_src, dtype=a_src.dtype)
+    return np.stack([m.forward_drive(c, eye, at=np.repeat(a[None], n_src, 0)) for a in a_src])
+
+
+def coupling_matrices(net: GraphNetwork, acts: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-sample :math:`M` (batch, n_state, n_state) at the activities ``acts``
+    (:func:`eqprop.graph.reference.activities`): :func:`coupling_matrix` for dense
+    couplings plus, for a ``conv2d`` coupling, the matrix of its map linearised at the
+    source activity (with max pooling the argmax routing, hence M, depends on the state;
+    the routing's own derivative is zero almost everywhere). Small networks only."""
+    off = net.offsets
+    batch = next(iter(acts.values())).shape[0]
+    M = np.zeros((batch, net.n_state, net.n_state), dtype=net.dtype)
+    for c in net.couplings:
+        if c.source not in off or c.target not in off:
+            continue
+        si, di = slice(*off[c.source]), slice(*off[c.target])
+        if c.type == "dense":
+            M[:, si, di] += c.W
+            if c.feedback == "tied":
+                M[:, di, si] += c.W.T
+            elif c.feedback == "scaled":
+                M[:, di, si] += c.gamma * c.W.T
+            else:
+                M[:, di, si] += c.B
+            continue
+        F = _local_matrix(c, acts[c.source])
+        M[:, si, di] += F
+        M[:, di, si] += (c.gamma if c.feedback == "scaled" else 1.0) * np.swapaxes(F, 1, 2)
+    return M
+
+
+def _jacobian(net: GraphNetwork, c, r, q, acts) -> np.ndarray:
+    if all(cp.type == "dense" for cp in net.couplings):
+        J = r[:, :, None] * coupling_matrix(net).T[None, :, :] * q[:, None, :]
+    else:
+        J = r[:, :, None] * np.swapaxes(coupling_matrices(net, acts), 1, 2) * q[:, None, :]
+    idx = np.arange(net.n_state)
+    J[:, idx, idx] += c
+    return J
 
 
 def _columns(net: GraphNetwork, s: np.ndarray, which: int) -> np.ndarray:
@@ -111,12 +165,8 @@ def _apply_activation(net, u):
 def jacobian(net: GraphNetwork, x, s, *, eps: float = 0.5) -> np.ndarray:
     """Per-sample :math:`J = \\partial G/\\partial s` at ``s`` (free map), (batch, n, n)."""
     x, s, _ = R._inputs(net, x, s)
-    c, r, q, _ = _coefficients(net, x, s, eps)
-    M = coupling_matrix(net)
-    J = r[:, :, None] * M.T[None, :, :] * q[:, None, :]
-    idx = np.arange(net.n_state)
-    J[:, idx, idx] += c
-    return J
+    c, r, q, acts = _coefficients(net, x, s, eps)
+    return _jacobian(net, c, r, q, acts)
 
 
 def loss(net: GraphNetwork, x, s, d) -> float:
@@ -198,10 +248,7 @@ def recurrent_backprop(
             "relax the free phase further"
         )
     c, r, q, acts = _coefficients(net, x, s, eps)
-    M = coupling_matrix(net)
-    J = r[:, :, None] * M.T[None, :, :] * q[:, None, :]
-    idx = np.arange(net.n_state)
-    J[:, idx, idx] += c
+    J = _jacobian(net, c, r, q, acts)
     g = R._cost_state_gradient(net, acts, s, d)
     A = np.eye(net.n_state, dtype=net.dtype)[None] - np.swapaxes(J, 1, 2)
     lam = np.linalg.solve(A, g[:, :, None])[:, :, 0]
@@ -217,6 +264,19 @@ def recurrent_backprop(
         a_src = acts[cpl.source]
         if cpl.target == out_layer.name and err is not None:
             grads[f"{cpl.name}.W"] = a_src.T @ err / B
+            continue
+        if cpl.type != "dense":
+            # lambda^T dG/dW = mu_dst . df_W(a_src)/dW + gamma mu_src . d[Df_W(a_src)^T
+            # a_dst]/dW; f is linear in W (and in a_src at fixed routing), so both terms
+            # are the module's weight gradient (-batch x) of a pair of activities, the
+            # second with the max-pool routing of a_src
+            m = R.coupling_module(cpl)
+            gW = -B * m.weight_gradient(cpl, a_src, mu[cpl.target])
+            if cpl.source in off:
+                gain = cpl.gamma if cpl.feedback == "scaled" else 1.0
+                back = m.weight_gradient(cpl, mu[cpl.source], acts[cpl.target], at=a_src)
+                gW = gW - gain * B * back
+            grads[f"{cpl.name}.W"] = gW / B
             continue
         gW = a_src.T @ mu[cpl.target]
         if cpl.source in off:
@@ -235,6 +295,6 @@ def recurrent_backprop(
             assert err is not None
             grads[f"{layer.name}.b"] = err.mean(axis=0)
         else:
-            grads[f"{layer.name}.b"] = mu[layer.name].sum(axis=0) / B
+            grads[f"{layer.name}.b"] = layer.bias_gradient(mu[layer.name].sum(axis=0) / B)
     info = {"fixed_point_residual": fp, "adjoint_residual": adj, "lambda": lam}
     return RBPResult(grads, loss(net, x, s, d), info)

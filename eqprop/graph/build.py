@@ -15,7 +15,7 @@ import numpy as np
 
 from eqprop.graph.model import FEEDBACK_MODES, Coupling, GraphNetwork, Layer
 
-__all__ = ["chain", "chain_layer_names", "from_network"]
+__all__ = ["chain", "chain_layer_names", "conv_chain", "from_network"]
 
 
 def chain_layer_names(n_layers: int) -> list[str]:
@@ -150,3 +150,89 @@ def chain(
             )
         )
     return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dt)
+
+
+def conv_chain(
+    input_shape: tuple[int, int, int],
+    channels: Sequence[int],
+    n_out: int,
+    *,
+    kernels: Sequence[int] | int = 3,
+    paddings: Sequence[int] | int = 1,
+    strides: Sequence[int] | int = 1,
+    pool: str | None = "max",
+    pool_size: int = 2,
+    kind: str = "prototypical",
+    activation: str = "hardsigmoid",
+    output_activation: str | None = None,
+    cost: str = "squared",
+    box: tuple[float, float] | None = None,
+    dtype="float64",
+    seed: int | np.random.Generator | None = 0,
+) -> GraphNetwork:
+    """A convolutional chain: image input, ``len(channels)`` conv layers (each a
+    ``conv2d`` coupling with its pooling), one dense coupling into a flat output.
+
+    The architecture of Laborieux et al. 2021 (and Scellier et al. 2023) on CIFAR-10 is
+    ``conv_chain((3, 32, 32), [128, 256, 512, 512], 10, kernels=3, paddings=[1, 1, 1, 0])``
+    (their script's ``--channels 128 256 512 512 --kernels 3 3 3 3 --pools mmmm
+    --paddings 1 1 1 0 --fc 10``): 32 -> 16 -> 8 -> 4 -> 1 after each 2x2 max pool.
+    Ernoult et al. 2019's P-conv on MNIST is
+    ``conv_chain((1, 28, 28), [32, 64], 10, kernels=5, paddings=0)``.
+
+    Weights are uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}` (fan-in ``C_in kh kw``
+    for a convolution, PyTorch's default bound), biases zero and per channel for the
+    conv layers. ``box`` applies to every state layer (default: (0, 1) for a hard
+    sigmoid, else None).
+    """
+    from eqprop.graph.conv import ConvSpec, conv_output_hw
+    from eqprop.graph.pool import pool_output_hw
+
+    channels = [int(c) for c in channels]
+    n = len(channels)
+    if n < 1:
+        raise ValueError(f"channels must list >= 1 conv layer, got {channels}")
+
+    def per_layer(v, what: str) -> list[int]:
+        vals = [int(v)] * n if isinstance(v, int | np.integer) else [int(u) for u in v]
+        if len(vals) != n:
+            raise ValueError(f"{what} must give one value per conv layer ({n}), got {vals}")
+        return vals
+
+    ks = per_layer(kernels, "kernels")
+    ps = per_layer(paddings, "paddings")
+    ss = per_layer(strides, "strides")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if box is None and activation == "hardsigmoid":
+        box = (0.0, 1.0)
+    shape: tuple[int, int, int] = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+    layers = [Layer("x", role="input", shape=shape)]
+    couplings = []
+    for i in range(n):
+        hw = conv_output_hw((shape[1], shape[2]), (ks[i], ks[i]), ss[i], ps[i])
+        if pool is not None:
+            hw = pool_output_hw(hw, pool_size, pool_size)
+        if hw[0] < 1 or hw[1] < 1:
+            raise ValueError(
+                f"conv layer {i + 1}: the image {shape[1:]} is too small for kernel "
+                f"{ks[i]}, padding {ps[i]} and pooling {pool_size}"
+            )
+        new = (channels[i], hw[0], hw[1])
+        name = f"h{i + 1}"
+        layers.append(
+            Layer(name, activation=activation, box=box, bias=np.zeros(channels[i]), shape=new)
+        )
+        bound = 1.0 / np.sqrt(shape[0] * ks[i] * ks[i])
+        W = rng.uniform(-bound, bound, size=(channels[i], shape[0], ks[i], ks[i]))
+        spec = ConvSpec(stride=ss[i], padding=ps[i], pool=pool, pool_size=pool_size)
+        couplings.append(Coupling(layers[-2].name, name, W, type="conv2d", conv=spec))
+        shape = new
+    flat = shape[0] * shape[1] * shape[2]
+    out_act = activation if output_activation is None else output_activation
+    out_box = box if out_act == activation else None
+    layers.append(
+        Layer("y", n_out, role="output", activation=out_act, box=out_box, bias=np.zeros(n_out))
+    )
+    bound = 1.0 / np.sqrt(flat)
+    couplings.append(Coupling(layers[-2].name, "y", rng.uniform(-bound, bound, (flat, n_out))))
+    return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dtype)

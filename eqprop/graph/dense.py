@@ -35,9 +35,10 @@ def forward_drive(c: Coupling, a_src: np.ndarray) -> np.ndarray:
     return a_src @ c.W
 
 
-def feedback_drive(c: Coupling, a_dst: np.ndarray) -> np.ndarray:
+def feedback_drive(c: Coupling, a_dst: np.ndarray, a_src: np.ndarray | None = None) -> np.ndarray:
     """What the source receives: :math:`a_{dst} W^\\top`, :math:`\\gamma a_{dst} W^\\top`
-    or :math:`a_{dst} B`, shape (batch, n_src)."""
+    or :math:`a_{dst} B`, shape (batch, n_src). ``a_src`` is unused (the interface of
+    coupling types whose feedback depends on the source, as max-pooled convolutions)."""
     if c.feedback == "tied":
         return a_dst @ c.W.T
     if c.feedback == "scaled":

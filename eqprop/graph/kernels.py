@@ -291,13 +291,19 @@ def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     """Constant part of the drive, (batch, n_state): biases plus every coupling from the
     input (NumPy/BLAS products, once per phase)."""
     dt = _real_dtype(net)
+    for c in net.couplings:
+        if c.type != "dense":
+            raise ValueError(
+                f"coupling {c.name!r}: the Numba kernels run dense couplings only, not "
+                f"{c.type!r}; use eqprop.graph.reference for now"
+            )
     x = _batch(net, x, net.n_in, "x", None)
     off = net.offsets
     drive = np.zeros((x.shape[0], net.n_state), dtype=dt)
     for layer in net.state_layers:
         if layer.bias is not None:
             a, b = off[layer.name]
-            drive[:, a:b] += layer.bias
+            drive[:, a:b] += layer.bias_vector()
     for c in net.couplings:
         if c.source == net.input_layer.name and c.target in off:
             a, b = off[c.target]

@@ -13,7 +13,11 @@ Conventions (the same as :mod:`eqprop.network`; see ``docs/couplings.rst``):
   with role ``"hidden"`` and ``"output"`` concatenated in the order of ``layers``
   (:attr:`GraphNetwork.offsets`); a ``"readout"`` layer (softmax readout of the
   cross-entropy cost, Laborieux et al. 2021) is outside the state;
-* a coupling from ``source`` to ``target`` holds ``W`` of shape
+* a layer may have a ``shape`` ``(channels, height, width)``; its units are then held
+  flattened in C order (channel slowest, column fastest), so a dense coupling from it
+  reads the flattened activity and a ``conv2d`` coupling (:mod:`eqprop.graph.conv`) the
+  image; its bias may be per unit ``(size,)`` or per channel ``(channels,)``;
+* a dense coupling from ``source`` to ``target`` holds ``W`` of shape
   ``(source.size, target.size)``: the forward drive into the target is ``a_src @ W``;
   its feedback drive into the source is ``a_dst @ W.T`` (``tied``),
   ``gamma * a_dst @ W.T`` (``scaled``) or ``a_dst @ B`` with ``B`` of shape
@@ -51,7 +55,7 @@ ROLES = ("input", "hidden", "output", "readout")
 ACTIVATIONS = (*_CHAIN_ACTIVATIONS, "identity")
 HOLOMORPHIC_ACTIVATIONS = ("sigmoid", "shifted-sigmoid", "tanh", "identity")
 FEEDBACK_MODES = ("tied", "scaled", "free", "random")
-COUPLING_TYPES = ("dense",)
+COUPLING_TYPES = ("dense", "conv2d")
 COSTS = ("squared", "cross-entropy")
 DTYPES = ("float32", "float64", "complex64", "complex128")
 
@@ -82,7 +86,7 @@ class Layer:
     name : str
         Unique within the network.
     size : int
-        Number of units (>= 1).
+        Number of units (>= 1); 0 (the default): the product of ``shape``.
     role : {"input", "hidden", "output", "readout"}
         ``input``: clamped to ``x``, outside the state. ``hidden``: in the state.
         ``output``: in the state, the cost reads its state (squared error, or softmax
@@ -95,25 +99,60 @@ class Layer:
     box : (float, float) or None
         Interval the layer's state is projected onto after each step of the map (the
         projected Euler step of Scellier & Bengio 2017). Real dtypes only.
-    bias : ndarray (size,) or None
-        Bias :math:`b`; None: no bias (not a parameter). ``input`` layers take none.
+    bias : ndarray (size,) or (channels,) or None
+        Bias :math:`b`; None: no bias (not a parameter). ``input`` layers take none. A
+        layer with a ``shape`` may take one bias per channel, shared by its
+        ``height * width`` positions (as a convolution's bias).
+    shape : (int, int, int) or None
+        ``(channels, height, width)`` of an image layer, its units flattened in C order
+        into the state (unit ``(k, i, j)`` is column ``(k * height + i) * width + j``);
+        None: a flat layer. Not for ``readout`` layers.
     """
 
     name: str
-    size: int
+    size: int = 0
     role: str = "hidden"
     activation: str = "identity"
     box: tuple[float, float] | None = None
     bias: np.ndarray | None = None
+    shape: tuple[int, int, int] | None = None
 
     @property
     def in_state(self) -> bool:
         return self.role in ("hidden", "output")
 
+    @property
+    def channel_bias(self) -> bool:
+        """Whether the bias is one per channel (shape ``(channels,)``, not ``(size,)``)."""
+        return (
+            self.bias is not None
+            and self.shape is not None
+            and self.bias.shape == (self.shape[0],)
+            and self.shape[0] != self.size
+        )
+
+    def bias_vector(self) -> np.ndarray:
+        """The bias as one value per unit, (size,) (a per-channel bias repeated over the
+        ``height * width`` positions of its channel); the layer must have a bias."""
+        assert self.bias is not None
+        if self.channel_bias:
+            assert self.shape is not None
+            return np.repeat(self.bias, self.shape[1] * self.shape[2])
+        return self.bias
+
+    def bias_gradient(self, per_unit: np.ndarray) -> np.ndarray:
+        """A gradient per unit, (size,), turned into the bias's shape: summed over each
+        channel's positions for a per-channel bias (the chain rule of
+        :meth:`bias_vector`), unchanged otherwise."""
+        if self.channel_bias:
+            assert self.shape is not None
+            return per_unit.reshape(self.shape[0], -1).sum(axis=1)
+        return per_unit
+
 
 @dataclass(eq=False)
 class Coupling:
-    """A dense coupling from layer ``source`` to layer ``target``.
+    """A coupling from layer ``source`` to layer ``target`` (dense unless ``type`` says).
 
     Parameters
     ----------
@@ -133,8 +172,11 @@ class Coupling:
         Feedback weights of the ``free`` and ``random`` modes.
     name : str, optional
         Default ``"source->target"``.
-    type : {"dense"}
-        Which module computes it (:mod:`eqprop.graph.dense`).
+    type : {"dense", "conv2d"}
+        Which module computes it (:mod:`eqprop.graph.dense`, :mod:`eqprop.graph.conv`).
+    conv : eqprop.graph.conv.ConvSpec or None
+        Kernel geometry and pooling of a ``conv2d`` coupling (whose ``W`` is
+        ``(c_out, c_in, kh, kw)``); None for dense couplings.
     """
 
     source: str
@@ -145,6 +187,7 @@ class Coupling:
     B: np.ndarray | None = None
     name: str = ""
     type: str = "dense"
+    conv: Any = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -229,6 +272,7 @@ class GraphNetwork:
             self._index[layer.name] = i
             _one_of("role", layer.role, ROLES, where)
             _one_of("activation", layer.activation, ACTIVATIONS, where)
+            self._check_shape(layer, where)
             size = layer.size
             if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
                 raise ValueError(f"{where}: size must be an integer >= 1, got {size!r}")
@@ -237,9 +281,13 @@ class GraphNetwork:
                 raise ValueError(f"{where}: an input layer takes no bias (it is clamped)")
             if layer.bias is not None:
                 b = np.asarray(layer.bias)
-                if b.shape != (layer.size,):
+                shapes = [(layer.size,)]
+                if layer.shape is not None:
+                    shapes.append((layer.shape[0],))
+                if b.shape not in shapes:
+                    per_channel = " or (channels,)" if layer.shape is not None else ""
                     raise ValueError(
-                        f"{where}: bias must have shape ({layer.size},), got {b.shape}"
+                        f"{where}: bias must have shape ({layer.size},){per_channel}, got {b.shape}"
                     )
                 layer.bias = np.array(b, dtype=self.dtype)
             if layer.in_state and complex_ and layer.activation not in HOLOMORPHIC_ACTIVATIONS:
@@ -272,6 +320,35 @@ class GraphNetwork:
             )
         if not any(layer.in_state for layer in self.layers):
             raise ValueError("network: no hidden or output layer, the state would be empty")
+
+    @staticmethod
+    def _check_shape(layer: Layer, where: str) -> None:
+        if layer.shape is None:
+            if isinstance(layer.size, int | np.integer) and layer.size == 0:
+                raise ValueError(
+                    f"{where}: size must be an integer >= 1, got 0; or give a shape "
+                    "(channels, height, width)"
+                )
+            return
+        shape = tuple(layer.shape)
+        if len(shape) != 3 or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in shape
+        ):
+            raise ValueError(
+                f"{where}: shape must be (channels, height, width), three integers >= 1, "
+                f"got {layer.shape!r}"
+            )
+        if layer.role == "readout":
+            raise ValueError(f"{where}: a readout layer is flat (its softmax); set shape=None")
+        layer.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        n = layer.shape[0] * layer.shape[1] * layer.shape[2]
+        if isinstance(layer.size, int | np.integer) and layer.size == 0:
+            layer.size = n
+        elif layer.size != n:
+            raise ValueError(
+                f"{where}: size {layer.size!r} differs from the product of shape "
+                f"{layer.shape} = {n}; give one of the two"
+            )
 
     def _check_couplings(self) -> None:
         seen: dict[str, Coupling] = {}
@@ -312,13 +389,24 @@ class GraphNetwork:
                 raise ValueError(
                     f"{where}: the readout {dst.name!r} reads state layers only, not the input"
                 )
-            w = np.asarray(c.W)
-            if w.shape != (src.size, dst.size):
-                raise ValueError(
-                    f"{where}: W must have shape (source size, target size) = "
-                    f"({src.size}, {dst.size}), got {w.shape}"
-                )
-            c.W = np.array(w, dtype=self.dtype)
+            if c.type != "dense":
+                if dst.role == "readout":
+                    raise ValueError(
+                        f"{where}: a readout reads dense couplings only, not {c.type!r}"
+                    )
+                from eqprop.graph.reference import coupling_module
+
+                coupling_module(c).check(c, src, dst, self.dtype)
+            else:
+                if c.conv is not None:
+                    raise ValueError(f"{where}: conv settings apply to type 'conv2d' only")
+                w = np.asarray(c.W)
+                if w.shape != (src.size, dst.size):
+                    raise ValueError(
+                        f"{where}: W must have shape (source size, target size) = "
+                        f"({src.size}, {dst.size}), got {w.shape}"
+                    )
+                c.W = np.array(w, dtype=self.dtype)
             if c.feedback in ("free", "random"):
                 if c.B is None:
                     raise ValueError(f"{where}: feedback {c.feedback!r} needs B")
@@ -437,12 +525,20 @@ class GraphNetwork:
             return None if a is None else np.array(a)
 
         layers = [
-            Layer(la.name, la.size, la.role, la.activation, la.box, arr(la.bias))
+            Layer(la.name, la.size, la.role, la.activation, la.box, arr(la.bias), la.shape)
             for la in self.layers
         ]
         couplings = [
             Coupling(
-                c.source, c.target, np.array(c.W), c.feedback, c.gamma, arr(c.B), c.name, c.type
+                c.source,
+                c.target,
+                np.array(c.W),
+                c.feedback,
+                c.gamma,
+                arr(c.B),
+                c.name,
+                c.type,
+                c.conv,
             )
             for c in self.couplings
         ]

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eqprop.graph import dense
+from eqprop.graph import conv, dense
 from eqprop.graph.model import Coupling, GraphNetwork, layer_activation
 
 __all__ = [
@@ -55,7 +55,7 @@ __all__ = [
     "vector_field",
 ]
 
-_MODULES = {"dense": dense}
+_MODULES = {"dense": dense, "conv2d": conv}
 NUDGES = ("inside", "outside", "clamp")
 
 
@@ -135,14 +135,14 @@ def drives(net: GraphNetwork, acts: dict[str, np.ndarray]) -> dict[str, np.ndarr
     for layer in net.state_layers:
         u[layer.name] = np.zeros((batch, layer.size), dtype=net.dtype)
         if layer.bias is not None:
-            u[layer.name] += layer.bias
+            u[layer.name] += layer.bias_vector()
     for c in net.couplings:
         if net.layer(c.target).role == "readout":
             continue
         m = coupling_module(c)
         u[c.target] += m.forward_drive(c, acts[c.source])
         if c.source in u:
-            u[c.source] += m.feedback_drive(c, acts[c.target])
+            u[c.source] += m.feedback_drive(c, acts[c.target], acts[c.source])
     return u
 
 
@@ -240,7 +240,7 @@ def energy(net: GraphNetwork, x, s, d=None, beta=0.0) -> np.ndarray:
         F += 0.5 * np.sum(s * s, axis=1)
     for layer in net.state_layers:
         if layer.bias is not None:
-            F -= acts[layer.name] @ layer.bias
+            F -= acts[layer.name] @ layer.bias_vector()
     for c in net.couplings:
         if net.layer(c.target).role != "readout":
             F += coupling_module(c).energy_term(c, acts[c.source], acts[c.target])
@@ -378,5 +378,5 @@ def parameter_gradient(net: GraphNetwork, x, s, d=None, beta=0.0) -> dict[str, n
             assert err is not None
             grads[f"{layer.name}.b"] = err.mean(axis=0)
         else:
-            grads[f"{layer.name}.b"] = -acts[layer.name].mean(axis=0)
+            grads[f"{layer.name}.b"] = layer.bias_gradient(-acts[layer.name].mean(axis=0))
     return grads
