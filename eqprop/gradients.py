@@ -958,8 +958,13 @@ def _iterative_adjoint(model: StepModel, coef, g, *, atol: float, max_iter: int)
             if r <= atol:
                 return lam, {"n_iter": k + 1, "converged": True, "solver": "picard-numpy"}
         return lam, {"n_iter": max_iter, "converged": False, "solver": "picard-numpy"}
+    # The adjoint map is linear, and over-relaxed (damping > 1) its Jacobian can have
+    # spectral radius > 1: plain steps then diverge, so neither Anderson's plain warm-up
+    # steps (delay) nor its fall-back to damped Picard can help, while the extrapolation
+    # (GMRES-like on a linear map) converges. Both safeguards are off for this solve.
+    method = Anderson(delay=0, window=2**31 - 1, progress=1.0, regress=float("inf"))
     res = solve_fixed_point(
-        _adjoint_map, g.copy(), args, method=Anderson(), atol=atol, max_iter=max_iter
+        _adjoint_map, g.copy(), args, method=method, atol=atol, max_iter=max_iter
     )
     if not np.all(res.converged):
         warnings.warn(
