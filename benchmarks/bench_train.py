@@ -33,6 +33,26 @@ epochs and rounds. Issue #10's bar: no-variable / one-thread >= 0.9::
 
     NUMBA_CACHE_DIR=.numba_cache EQPROP_DATA_DIR=... .venv/bin/python \
         benchmarks/bench_train.py --cli scellier2017-1h --limit 2000 --epochs 3 --rounds 2
+
+``--activations`` times, for each preset, the same training step (``Trainer.train_epoch``
+on the same synthetic minibatches, float32, batch 20, the preset's settings) with each
+activation in turn: hard sigmoid, sigmoid, shifted sigmoid, tanh, in a rotating order,
+``--rounds`` times. It prints the median ms per step of each and the median over rounds
+of its ratio to the hard sigmoid of the same round. Issue #11's bar: every ratio <= 1.3
+with the ``ernoult2019-p1h`` settings::
+
+    NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_train.py --activations \
+        --presets ernoult2019-p1h scellier2017-1h --rounds 7 --seconds 8
+
+``--baseline DIR`` compares against another checkout (e.g. ``git worktree add
+../base COMMIT``): the ordinary measurement of each preset runs in a subprocess, once
+importing ``eqprop`` from ``DIR`` and once from this checkout (``--root``; each with its
+own ``NUMBA_CACHE_DIR`` under its tree), alternating which goes first, ``--rounds``
+times; it prints the median samples/s of each and the median of the per-round ratios
+(this / baseline). Issue #11's bar: >= 0.95 for the four MNIST presets::
+
+    .venv/bin/python benchmarks/bench_train.py --baseline ../base --rounds 5 --seconds 4 \
+        --presets scellier2017-1h ernoult2019-p1h scellier2017-2h scellier2017-3h
 """
 
 from __future__ import annotations
@@ -54,7 +74,18 @@ def _threads_from_argv(argv: list[str]) -> str:
     return "1"
 
 
+def _root_from_argv(argv: list[str]) -> str:
+    """``--root DIR``: the checkout whose ``eqprop`` is imported (default: this one)."""
+    for i, a in enumerate(argv):
+        if a == "--root" and i + 1 < len(argv):
+            return os.path.abspath(argv[i + 1])
+        if a.startswith("--root="):
+            return os.path.abspath(a.split("=", 1)[1])
+    return os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+
 _THREADS = _threads_from_argv(sys.argv[1:])
+_ROOT = _root_from_argv(sys.argv[1:])
 #: The environment this script was started with (before it sets the thread variables).
 _ORIGINAL_ENV = dict(os.environ)
 _THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -63,7 +94,7 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, _ROOT)
 
 
 def _synthetic(n_in: int, n_out: int, n: int, seed: int = 0):
@@ -228,6 +259,99 @@ def cli_thread_bar(preset: str, limit: int, epochs: int, rounds: int) -> None:
     print(f"{'ratio':>24}: {ratio:8.2f} (bar >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
 
 
+ACTIVATIONS = ("hardsigmoid", "sigmoid", "shifted-sigmoid", "tanh")
+
+
+def activation_costs(name: str, seconds: float, rounds: int) -> dict[str, tuple[float, float]]:
+    """``{activation: (median ms per step, median ratio to the hard sigmoid)}`` of the
+    training step with the settings of preset ``name`` (see module docstring)."""
+    from eqprop.presets import get_preset
+    from eqprop.train import TrainConfig, Trainer
+
+    base = TrainConfig.from_dict({**get_preset(name).settings, "preset": name})
+    base = base.replace(dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
+    sizes = base.sizes
+
+    def trainer(act: str, n: int) -> Trainer:
+        cfg = base.replace(activation=act)
+        return Trainer(cfg, _synthetic(sizes[0], sizes[-1], n), quiet=True)
+
+    # compile every variant and size the blocks from the slowest of them
+    per_step = 0.0
+    for act in ACTIVATIONS:
+        warm = trainer(act, 40)
+        warm.train_epoch()
+        t0 = time.perf_counter()
+        warm.train_epoch()
+        per_step = max(per_step, (time.perf_counter() - t0) / 2)
+    n = max(40, min(20000, int(seconds / rounds / len(ACTIVATIONS) / per_step) * 20))
+    trainers = {act: trainer(act, n) for act in ACTIVATIONS}
+    ms: dict[str, list[float]] = {act: [] for act in ACTIVATIONS}
+    ratios: dict[str, list[float]] = {act: [] for act in ACTIVATIONS}
+    for k in range(rounds):
+        order = ACTIVATIONS[k % 4 :] + ACTIVATIONS[: k % 4]
+        t = {}
+        for act in order:
+            row = trainers[act].train_epoch()
+            t[act] = 20e3 / float(row["samples_per_second"])
+        for act in ACTIVATIONS:
+            ms[act].append(t[act])
+            ratios[act].append(t[act] / t["hardsigmoid"])
+    return {a: (float(np.median(ms[a])), float(np.median(ratios[a]))) for a in ACTIVATIONS}
+
+
+def print_activation_costs(presets: list[str], seconds: float, rounds: int) -> None:
+    print(f"# training step per activation, float32, batch 20, {rounds} interleaved rounds, "
+          f"median; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print("preset | " + " | ".join(f"{a} ms" for a in ACTIVATIONS) + " | "
+          + " | ".join(f"{a} / hard" for a in ACTIVATIONS[1:]))  # fmt: skip
+    for name in presets:
+        r = activation_costs(name, seconds, rounds)
+        cells = [f"{r[a][0]:.3f}" for a in ACTIVATIONS]
+        cells += [f"{r[a][1]:.2f}" for a in ACTIVATIONS[1:]]
+        print(f"{name} | " + " | ".join(cells), flush=True)
+    print(f"# load average after: {os.getloadavg()[0]:.1f}")
+
+
+def _bench_in_subprocess(root: str, preset: str, seconds: float) -> dict[str, float | str]:
+    """One :func:`bench_preset` of ``preset`` with ``eqprop`` imported from ``root``."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(root, ".numba_cache")}
+    env.pop("PYTHONPATH", None)
+    argv = [sys.executable, os.path.abspath(__file__), "--root", root, "--json",
+            "--presets", preset, "--seconds", str(seconds), "--threads", _THREADS]  # fmt: skip
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_with_baseline(baseline: str, presets: list[str], seconds: float, rounds: int) -> None:
+    """Print samples/s of this checkout and of ``baseline``, alternating, and the ratio."""
+    base = os.path.abspath(baseline)
+    if not os.path.isdir(os.path.join(base, "eqprop")):
+        raise SystemExit(f"--baseline {baseline}: no eqprop package in {base}")
+    roots = {"baseline": base, "this": _ROOT}
+    print(f"# baseline {base}, this {_ROOT}; {rounds} alternating rounds, {seconds} s each; "
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print("preset | baseline samples/s | this samples/s | this / baseline | per-round ratios")
+    for name in presets:
+        rates: dict[str, list[float]] = {"baseline": [], "this": []}
+        for k in range(rounds):
+            for which in ("baseline", "this") if k % 2 == 0 else ("this", "baseline"):
+                r = _bench_in_subprocess(roots[which], name, seconds)
+                rates[which].append(float(r["samples/s"]))
+        ratios = [t / b for t, b in zip(rates["this"], rates["baseline"], strict=True)]
+        print(
+            f"{name} | {np.median(rates['baseline']):.1f} | {np.median(rates['this']):.1f} | "
+            f"{np.median(ratios):.3f} | {' '.join(f'{x:.2f}' for x in ratios)}",
+            flush=True,
+        )
+    print(f"# load average after: {os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -250,10 +374,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cli", metavar="PRESET", help="measure the CLI thread bar for PRESET")
     p.add_argument("--limit", type=int, default=2000, help="--cli: samples per split")
     p.add_argument("--epochs", type=int, default=3, help="--cli: epochs per run (>= 2)")
-    p.add_argument("--rounds", type=int, default=2, help="--cli: runs per environment")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="--cli: runs per environment (default 2); --activations, --baseline: "
+        "interleaved rounds (default 5)",
+    )
+    p.add_argument(
+        "--activations",
+        action="store_true",
+        help="time the step of each preset with each activation, ratio to the hard sigmoid",
+    )
+    p.add_argument("--baseline", metavar="DIR", help="compare samples/s with the checkout DIR")
+    p.add_argument("--root", metavar="DIR", help="import eqprop from checkout DIR")
+    p.add_argument("--json", action="store_true", help="one JSON line per preset (no table)")
     args = p.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.activations and args.baseline:
+        p.error("--activations and --baseline are separate measurements: give one")
     if args.cli:
-        cli_thread_bar(args.cli, args.limit, args.epochs, args.rounds)
+        cli_thread_bar(args.cli, args.limit, args.epochs, args.rounds or 2)
+        return 0
+    if args.activations:
+        print_activation_costs(args.presets, args.seconds, args.rounds or 5)
+        return 0
+    if args.baseline:
+        compare_with_baseline(args.baseline, args.presets, args.seconds, args.rounds or 5)
+        return 0
+    if args.json:
+        import json
+
+        for name in args.presets:
+            print(json.dumps(bench_preset(name, args.seconds)), flush=True)
         return 0
     import numba
 
