@@ -44,6 +44,13 @@ from the code: each preset follows the code, and its ``notes`` give the paper's 
     (``estimator="one-sided"``), every phase starts from zero (``persistent=False``) and
     the update is ``W += lr (s^beta s^beta - s^0 s^0) / (beta B)``, eqprop's convention
     (no factor to convert).
+``--fast`` (``scellier2017-2h`` and ``-3h``)
+    Not from the papers: the preset's :attr:`Preset.fast` settings replace the free
+    phase from the second epoch on by block Gauss-Seidel over the layers of each parity
+    (exact block minimisation, over-relaxed) to ``atol = 1e-4``, from the persistent
+    particles; the first epoch and every nudged phase follow the paper. Measured in
+    docs/solvers.rst and docs/reproductions/scellier2017.rst (free-phase iterations,
+    test error and wall time against the fixed ``T`` steps).
 ``digits``
     Not from a paper: a small Hopfield network for the 8x8 digits set shipped with
     scikit-learn (64-64-10), chosen so that training takes well under a minute on two
