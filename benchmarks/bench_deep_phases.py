@@ -2,12 +2,14 @@
 
 Scellier & Bengio (2017) run the free phase of their deep hopfield networks for a fixed
 number of projected Euler steps, ``s <- clip(s - eps dE/ds, 0, 1)`` with ``eps = 0.5``:
-``T = 100`` for 784-500-500-10 and ``T = 500`` for 784-500-500-500-10 (hard sigmoid).
+``T = 150`` for 784-500-500-10 in their released script (``T = 100`` in the paper's
+table; ``--T2h 100``) and ``T = 500`` for 784-500-500-500-10 (hard sigmoid).
 This script measures the residual that those ``T`` steps reach and how many iterations
 each ``solvers`` method needs to reach the same residual.
 
 For each network (Glorot init of :func:`eqprop.init_network`, seed 0; and the weights of
-the ``scellier2017-2h`` checkpoint when it exists) and a batch of 128 MNIST images:
+each ``--checkpoint`` given, a training checkpoint of a 2h or 3h run) and a batch of 128
+MNIST images:
 
 1. ``fixed``: the paper's path, ``T`` synchronous steps (``Dynamics(method="fixed")``),
    from zero (the paper's first epoch) and, for the checkpoint, from the stored
@@ -23,8 +25,11 @@ the ``scellier2017-2h`` checkpoint when it exists) and a batch of 128 MNIST imag
    fixed-point residual of the eps-map, like every other method (column ``r_fp``).
 
 Columns: ``iters`` iterations of the slowest sample (what a batched solve costs) and the
-mean over samples; ``evals`` full map/field evaluations (``nfev``; RK4 uses 4 per step,
-Dopri5 6) plus block evaluations of Gauss-Seidel (``+b``); ``iters/T``; ``time/fixed``
+mean over samples; ``b20`` the slowest sample's iterations averaged over the minibatches
+of 20 consecutive samples (what a training minibatch of the presets costs: samples
+converge independently, so a minibatch of 20 stops at its own slowest); ``evals`` full
+map/field evaluations (``nfev``; RK4 uses 4 per step, Dopri5 6) plus block evaluations
+of Gauss-Seidel (``+b``); ``iters/T``; ``time/fixed``
 the median wall time of the solve over the median wall time of the fixed path, both
 timed in this run (the machine is shared: ratios only); ``r_fp`` the largest
 fixed-point residual of the final states; ``|ds|`` ``max |s_method - s_fixed|``;
@@ -40,8 +45,11 @@ Run from the repository root::
 
 Options: ``--repeat R`` timing repeats (median), ``--batch B``, ``--target max|median``,
 ``--max-iter-factor F`` (``max_iter = F * T``, default 3),
-``--checkpoint PATH`` (default ``/work/runs/scellier2017-2h/checkpoint.npz``; ``none``
-skips it), ``--nets 2h,3h``, ``--data-dir``.
+``--checkpoint NET=PATH[,NET=PATH]`` (training checkpoints of 784-500-500-10 ``2h`` or
+784-500-500-500-10 ``3h`` runs; a bare ``PATH`` is a 2h one; default none), ``--nets
+2h,3h``, ``--T2h T`` (default 150), ``--data-dir``. For a checkpoint with persistent
+particles the train-split case starts from the particles of the first ``--batch``
+training images (the order of a run without shuffling).
 """
 
 from __future__ import annotations
@@ -65,7 +73,8 @@ from eqprop.network import Network
 from eqprop.phases import free_phase
 
 EPS = 0.5
-PAPER = {"2h": ((784, 500, 500, 10), 100), "3h": ((784, 500, 500, 500, 10), 500)}
+PAPER = {"2h": ((784, 500, 500, 10), 150), "3h": ((784, 500, 500, 500, 10), 500)}
+MINIBATCH = 20  # the presets' minibatch (column b20)
 
 
 @dataclass
@@ -98,6 +107,7 @@ def layer_groups(net: Network) -> dict[str, tuple]:
 
 
 HYBRID_STEPS = 20  # plain steps before Anderson in the two-stage contender
+FAST_ATOL = 1e-4  # the presets' --fast tolerance (eqprop.presets), on the eps=1 map
 
 
 def methods(net: Network) -> list[tuple[str, Any, float]]:
@@ -109,7 +119,9 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
     (``clip(drive)``): Gauss-Seidel on that map over odd/even layers is block coordinate
     descent (the asynchronous updates of Scellier et al. 2023, arXiv:2312.15103), and
     ``damping > 1`` over-relaxes it (SOR). They stop on the residual of their own map,
-    which is at least that of the ``eps = 0.5`` map (``r_fp`` checks the latter).
+    which is at least that of the ``eps = 0.5`` map (``r_fp`` checks the latter). The
+    ``--fast`` row is the deep presets' fast free phase with its own tolerance
+    ``FAST_ATOL`` instead of the target (``ok`` then says whether it also met the target).
     """
     g = layer_groups(net)
     out: list[tuple[str, Any, float]] = [
@@ -134,6 +146,11 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
         ("eps=1: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.0),
         ("eps=1: GaussSeidel(odd/even,d=1.2)", solvers.GaussSeidel(groups=oe, damping=1.2), 1.0),
         ("eps=1: GaussSeidel(odd/even,d=1.5)", solvers.GaussSeidel(groups=oe, damping=1.5), 1.0),
+        (
+            f"--fast (atol={FAST_ATOL:g}, own map)",
+            ("atol", FAST_ATOL, solvers.GaussSeidel(groups=oe, damping=1.5)),
+            1.0,
+        ),
         ("eps=1.3: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.3),
         ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
         ("eps=1.7: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.7),
@@ -165,6 +182,8 @@ def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -
     ``atol / eps``)."""
     net, x, s0 = case.net, case.x, case.s0
     n0, nf0 = 0, 0
+    if isinstance(meth, tuple) and meth[0] == "atol":  # its own tolerance, not the target
+        atol, meth = meth[1], meth[2]
     if isinstance(meth, tuple):  # two stages: HYBRID_STEPS plain steps, then the method
         pre = free_phase(net, x, Dynamics(T=HYBRID_STEPS, eps=EPS, method="fixed"), s0=s0)
         s0, n0, nf0, meth = pre.state, HYBRID_STEPS, pre.result.nfev, meth[1]
@@ -211,6 +230,12 @@ def reference_state(case: Case, s_T: np.ndarray) -> np.ndarray:
     return ph.state
 
 
+def minibatch_max(n_iter: np.ndarray, size: int = MINIBATCH) -> float:
+    """Mean over consecutive minibatches of ``size`` samples of the slowest one's iterations."""
+    n = np.asarray(n_iter)
+    return float(np.mean([n[i : i + size].max() for i in range(0, n.shape[0], size)]))
+
+
 def predictions(net: Network, s: np.ndarray) -> np.ndarray:
     return np.argmax(s[:, int(net.offsets[-2]) : int(net.offsets[-1])], axis=1)
 
@@ -240,13 +265,13 @@ def run_case(
         f"# fixed path: {t_fixed * 1e3:.1f} ms (median of {repeat}); "
         f"max|s_T - s*| = {np.abs(s_fixed - s_star).max():.2g}; "
         f"samples of the fixed path meeting atol: {(r_T <= atol).sum()}/{x.shape[0]}",
-        f"{'method':34s} {'iters':>6s} {'mean':>6s} {'evals':>11s} {'iters/T':>7s} "
+        f"{'method':34s} {'iters':>6s} {'mean':>6s} {'b20':>6s} {'evals':>11s} {'iters/T':>7s} "
         f"{'time/fixed':>10s} {'r_fp':>8s} {'|ds|':>8s} {'|ds*|':>8s} {'pred':>4s} "
         f"{'pred*':>5s} ok",
-        "-" * 122,
+        "-" * 129,
     ]
     lines.append(
-        f"{'fixed (paper, T steps)':34s} {T:6d} {T:6.1f} {ph_fixed.result.nfev:11d} "
+        f"{'fixed (paper, T steps)':34s} {T:6d} {T:6.1f} {T:6.1f} {ph_fixed.result.nfev:11d} "
         f"{1.0:7.3f} {1.0:10.2f} {r_T.max():8.2g} {0.0:8.2g} "
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
         f"{int((pred_fixed != pred_star).sum()):5d} yes"
@@ -262,7 +287,8 @@ def run_case(
         ok = bool(res.converged.all() and not res.failed.any() and r_fp.max() <= atol * 1.0001)
         note = "" if ok else f" ({int(res.converged.sum())}/{len(it)} converged)"
         lines.append(
-            f"{label:34s} {it.max():6d} {it.mean():6.1f} {evals:>11s} {it.max() / T:7.3f} "
+            f"{label:34s} {it.max():6d} {it.mean():6.1f} {minibatch_max(it):6.1f} "
+            f"{evals:>11s} {it.max() / T:7.3f} "
             f"{t / t_fixed:10.2f} {r_fp.max():8.2g} {np.abs(res.state - s_fixed).max():8.2g} "
             f"{np.abs(res.state - s_star).max():8.2g} "
             f"{int((predictions(net, res.state) != pred_fixed).sum()):4d} "
@@ -297,7 +323,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-iter-factor", type=int, default=3, help="max_iter = factor * T")
     p.add_argument("--nets", default="2h,3h")
     p.add_argument("--data-dir", default="/work/shared/data")
-    p.add_argument("--checkpoint", default="/work/runs/scellier2017-2h/checkpoint.npz")
+    p.add_argument(
+        "--checkpoint",
+        default="none",
+        help="NET=PATH[,NET=PATH]: training checkpoints of 2h / 3h runs (bare PATH: 2h)",
+    )
+    p.add_argument("--T2h", type=int, default=150, help="T of the 2h net (paper's table: 100)")
     p.add_argument(
         "--only",
         default="",
@@ -308,21 +339,32 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_dataset("mnist", data_dir=a.data_dir)
     x_test = np.ascontiguousarray(data.test.x[: a.batch], dtype=np.float32)
+    ckpts: dict[str, list[str]] = {}
+    for item in (v for v in a.checkpoint.split(",") if v and v != "none"):
+        key, _, path = item.rpartition("=")
+        key = key or "2h"
+        if key not in PAPER:
+            p.error(f"--checkpoint {item!r}: the net must be one of {', '.join(PAPER)}")
+        if not os.path.isfile(path):
+            p.error(f"--checkpoint {item!r}: no such file")
+        ckpts.setdefault(key, []).append(path)
     cases: list[Case] = []
     for key in a.nets.split(","):
         sizes, T = PAPER[key]
+        if key == "2h":
+            T = a.T2h
         net = init_network(sizes, kind="hopfield", activation="hardsigmoid", seed=0)
         if not a.no_init:
             cases.append(
                 Case(f"{key} Glorot init (seed 0), MNIST test[:{a.batch}]", net, x_test, None, T)
             )
-        if key == "2h" and a.checkpoint != "none" and os.path.isfile(a.checkpoint):
-            _cfg, arr = load_checkpoint(a.checkpoint)
+        for path in ckpts.get(key, []):
+            _cfg, arr = load_checkpoint(path)
             tnet = init_network(sizes, kind="hopfield", activation="hardsigmoid", seed=0)
             for l in range(len(tnet.weights)):
                 tnet.weights[l][...] = arr[f"W{l}"]
                 tnet.biases[l][...] = arr[f"b{l}"]
-            tag = f"{key} trained ({a.checkpoint}, epoch {int(arr['epoch'])})"
+            tag = f"{key} trained ({path}, epoch {int(arr['epoch'])})"
             cases.append(Case(f"{tag}, MNIST test[:{a.batch}]", tnet, x_test, None, T))
             if "particles" in arr:
                 x_train = np.ascontiguousarray(data.train.x[: a.batch], dtype=np.float32)
@@ -331,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
             del arr
     print(f"# bench_deep_phases: {machine()}")
     print(
-        "# iters: iterations of the slowest sample (mean: over samples); evals: nfev (+ block "
+        "# iters: iterations of the slowest sample (mean: over samples; b20: slowest of each "
+        "minibatch of 20, averaged); evals: nfev (+ block "
         "evaluations b); time/fixed: median wall time over the fixed path's, same run"
     )
     for case in cases:

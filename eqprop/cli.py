@@ -57,6 +57,7 @@ _TRAIN_FIELDS = (
     "free_method",
     "free_eps",
     "free_damping",
+    "free_from_epoch",
     "atol",
     "rtol",
     "max_iter",
@@ -123,6 +124,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("run")
     g.add_argument("--preset", help="named configuration (see below)")
+    g.add_argument(
+        "--fast",
+        action="store_true",
+        default=False,
+        help="with --preset scellier2017-2h/-3h: the preset's fast free phase (block "
+        "Gauss-Seidel to atol; explicit options still win)",
+    )
     g.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint .npz")
     g.add_argument("--output", "-o", metavar="DIR", help="folder for history.nc/checkpoint.npz")
     g.add_argument("--epochs", type=int, help="total number of epochs")
@@ -167,6 +175,12 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--free-eps", dest="free_eps", type=float, help="step size of the free phases")
     g.add_argument(
         "--free-damping", dest="free_damping", type=float, help="damping of the free phases"
+    )
+    g.add_argument(
+        "--free-from-epoch",
+        dest="free_from_epoch",
+        type=int,
+        help="first epoch whose free phases use the --free-* settings (before: -T steps)",
     )
     g.add_argument("--atol", type=float, help="solver absolute tolerance")
     g.add_argument("--rtol", type=float, help="solver relative tolerance")
@@ -296,13 +310,17 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """TrainConfig from parsed ``eqprop train`` options (defaults < preset < options)."""
-    from eqprop.presets import get_preset
+    from eqprop.presets import fast_settings, get_preset
     from eqprop.train import TrainConfig
 
     settings: dict[str, Any] = {}
     if args.preset is not None:
         settings.update(get_preset(args.preset).settings)
         settings["preset"] = args.preset
+    if getattr(args, "fast", False):
+        if args.preset is None:
+            raise ValueError("--fast needs --preset (it selects that preset's fast free phase)")
+        settings.update(fast_settings(args.preset))
     settings.update(_given(args))
     return TrainConfig.from_dict(settings).validate()
 
@@ -343,8 +361,9 @@ def _train_main(argv: Sequence[str]) -> int:
 
     command = ["eqprop", "train", *argv]
     if args.resume is not None:
-        if args.preset is not None:
-            raise ValueError("--preset cannot be combined with --resume (the checkpoint has it)")
+        if args.preset is not None or args.fast:
+            flag = "--preset" if args.preset is not None else "--fast"
+            raise ValueError(f"{flag} cannot be combined with --resume (the checkpoint has it)")
         overrides = _given(args)
         trainer = Trainer.from_checkpoint(
             args.resume,

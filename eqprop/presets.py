@@ -44,6 +44,13 @@ from the code: each preset follows the code, and its ``notes`` give the paper's 
     (``estimator="one-sided"``), every phase starts from zero (``persistent=False``) and
     the update is ``W += lr (s^beta s^beta - s^0 s^0) / (beta B)``, eqprop's convention
     (no factor to convert).
+``--fast`` (``scellier2017-2h`` and ``-3h``)
+    Not from the papers: the preset's :attr:`Preset.fast` settings replace the free
+    phase from the second epoch on by block Gauss-Seidel over the layers of each parity
+    (exact block minimisation, over-relaxed) to ``atol = 1e-4``, from the persistent
+    particles; the first epoch and every nudged phase follow the paper. Measured in
+    docs/solvers.rst and docs/reproductions/scellier2017.rst (free-phase iterations,
+    test error and wall time against the fixed ``T`` steps).
 ``digits``
     Not from a paper: a small Hopfield network for the 8x8 digits set shipped with
     scikit-learn (64-64-10), chosen so that training takes well under a minute on two
@@ -56,7 +63,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PRESETS", "PRESET_NOTES", "Preset", "get_preset", "preset_names"]
+__all__ = ["PRESETS", "PRESET_NOTES", "Preset", "fast_settings", "get_preset", "preset_names"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,10 @@ class Preset:
         One line for ``eqprop train --help``.
     notes : tuple of str
         Where the preset departs from the paper's text (the paper's value) or had to choose.
+    fast : mapping
+        Settings that ``eqprop train --preset NAME --fast`` applies on top of ``settings``
+        (a faster free phase; empty: the preset has no fast setting). See
+        :func:`fast_settings`.
     """
 
     name: str
@@ -81,6 +92,7 @@ class Preset:
     citation: str = ""
     description: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fast: Mapping[str, Any] = field(default_factory=dict)
 
 
 _SCELLIER = (
@@ -149,6 +161,37 @@ _ERNOULT_NOTES: tuple[str, ...] = (
     "dynamics.",
 )
 
+
+def _fast_free_phase(T: int) -> dict[str, Any]:
+    """The fast free phase of a deep ``scellier2017-*`` preset whose paper path has ``T`` steps.
+
+    Block coordinate descent over the layers of each parity, over-relaxed:
+    ``Dynamics(method="gauss-seidel-parity", eps=1, damping=1.5)``. With the hard sigmoid
+    the ``eps = 1`` map sets a layer to the exact minimiser of the energy given its
+    neighbours, ``clip(d_l, 0, 1)``; layers of one parity do not interact, so the two
+    block updates of a sweep are exact block minimisations (Scellier, Ernoult, Kendall and
+    Kumar 2023, arXiv:2312.15103, "asynchronous updates"), and damping 1.5 over-relaxes
+    them. The phase stops at the max-norm residual ``atol = 1e-4`` of its own map, which
+    bounds the residual of the paper's ``eps = 0.5`` map from above (a fixed point of the
+    ``eps = 1`` map is one of every ``eps``-map); ``max_iter = T`` caps it at the paper's
+    step count. It starts in the second epoch (``free_from_epoch = 2``), from the
+    persistent particles: the first epoch relaxes from zero with the paper's ``T``
+    steps, where the block updates would settle in other equilibria than the paper's
+    path (from zero at the initial weights ``T`` steps are far from any equilibrium) and
+    the fast phase from epoch 1 trained worse (docs/reproductions/scellier2017.rst).
+    ``benchmarks/bench_deep_phases.py`` measured it (docs/solvers.rst). The nudged
+    phases keep the paper's ``K`` steps at ``eps = 0.5``.
+    """
+    return {
+        "free_method": "gauss-seidel-parity",
+        "free_eps": 1.0,
+        "free_damping": 1.5,
+        "atol": 1e-4,
+        "max_iter": T,
+        "free_from_epoch": 2,
+    }
+
+
 PRESETS: dict[str, Preset] = {
     "digits": Preset(
         "digits",
@@ -201,9 +244,9 @@ PRESETS: dict[str, Preset] = {
         },
         _SCELLIER,
         "MNIST hopfield 784-500-500-10, T=150 K=6 beta=2, rates 0.8 0.2 0.02 (Scellier "
-        "2017's released script net2; --free-method gauss-seidel-parity --free-eps 1 "
-        "--free-damping 1.5 relaxes ~4x faster: see docs/training.rst)",
+        "2017's released script net2; --fast: block Gauss-Seidel free phase to atol)",
         _SCELLIER_NOTES["scellier2017-2h"],
+        _fast_free_phase(150),
     ),
     "scellier2017-3h": Preset(
         "scellier2017-3h",
@@ -218,8 +261,9 @@ PRESETS: dict[str, Preset] = {
         },
         _SCELLIER,
         "MNIST hopfield 784-500-500-500-10, T=500 K=8 beta=2 (Scellier 2017's released "
-        "script net3; the fast free phase of scellier2017-2h needs ~0.13 T here)",
+        "script net3; --fast: block Gauss-Seidel free phase to atol)",
         _SCELLIER_NOTES["scellier2017-3h"],
+        _fast_free_phase(500),
     ),
     "ernoult2019-p1h": Preset(
         "ernoult2019-p1h",
@@ -276,3 +320,21 @@ def get_preset(name: str) -> Preset:
         raise ValueError(
             f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}"
         ) from None
+
+
+def fast_settings(name: str) -> dict[str, Any]:
+    """The settings ``--fast`` adds to preset ``name`` (its :attr:`Preset.fast`).
+
+    Raises
+    ------
+    ValueError
+        Unknown preset, or a preset without a fast setting (the message lists those with
+        one).
+    """
+    preset = get_preset(name)
+    if not preset.fast:
+        having = ", ".join(n for n in preset_names() if PRESETS[n].fast)
+        raise ValueError(
+            f"preset {name!r} has no fast setting; --fast applies to the presets {having}"
+        )
+    return dict(preset.fast)

@@ -212,6 +212,13 @@ class TrainConfig:
         iterations), e.g. ``free_method="gauss-seidel-parity", free_eps=1.0, free_damping=1.5`` (the
         fastest method of ``benchmarks/bench_deep_phases.py`` on the deep nets). The
         nudged phases keep ``method``, ``eps`` and ``K``.
+    free_from_epoch : int
+        First epoch (1-based) whose free phases (training and evaluation) use
+        ``free_method`` / ``free_eps`` / ``free_damping``; the epochs before run the
+        nudged phases' ``method``, ``eps``, ``damping`` for ``T`` (evaluation: ``eval_T``)
+        steps. Default 1 (from the start). The fast setting of the deep presets
+        (``--fast``) uses 2: the first epoch relaxes from zero along the paper's path and
+        the fast phase starts from the persistent particles it leaves.
     T, K : int
         Steps of the free and of each nudged phase.
     eps : float
@@ -293,6 +300,7 @@ class TrainConfig:
     free_method: str | None = None
     free_eps: float | None = None
     free_damping: float | None = None
+    free_from_epoch: int = 1
     atol: float = 1e-4
     rtol: float = 0.0
     max_iter: int = 1000
@@ -354,7 +362,7 @@ class TrainConfig:
                 "beta = 0 gives no learning signal (the nudged phase equals the free "
                 "phase); use a nonzero beta, e.g. --beta 1.0"
             )
-        for name in ("T", "K", "batch_size", "eval_batch_size", "max_iter"):
+        for name in ("T", "K", "batch_size", "eval_batch_size", "max_iter", "free_from_epoch"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} is {value!r}; give an integer >= 1")
@@ -924,6 +932,17 @@ class Trainer:
             max_iter=c.max_iter,
         )
 
+    def _epoch_free_dynamics(self, evaluation: bool = False, epoch: int | None = None) -> Any:
+        """The free-phase Dynamics of ``epoch`` (1-based; default the current one,
+        ``self.epoch + 1``): the free settings from ``free_from_epoch`` on, the nudged
+        phases' method with ``T`` (or ``eval_T``) steps before."""
+        if (self.epoch + 1 if epoch is None else epoch) >= self.config.free_from_epoch:
+            return self.eval_dyn if evaluation else self.free_dyn
+        if not evaluation:
+            return self.dyn
+        c = self.config
+        return self._make_dynamics(c.eval_T if c.eval_T is not None else c.T)
+
     def _check_data(self, sizes: tuple[int, ...]) -> None:
         data = self.data
         name = self.config.dataset
@@ -972,7 +991,7 @@ class Trainer:
         iters = 0
         nudged_conv = nudged_total = 0
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
-        free_dyn = self.free_dyn
+        free_dyn = self._epoch_free_dynamics()
         x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
         update = self.progress.update
         self.progress.start_epoch(self.epoch + 1, self._target_epochs, n_batches)
@@ -1114,6 +1133,7 @@ class Trainer:
         wrong = 0
         loss = 0.0
         track = track_outputs and self._tracks_stuck_outputs()
+        eval_dyn = self._epoch_free_dynamics(evaluation=True)
         own_max = np.full(sizes[-1], -np.inf)
         other_min = np.full(sizes[-1], np.inf)
         for start in range(0, n, bs):
@@ -1121,7 +1141,7 @@ class Trainer:
             y = np.asarray(split.labels[start : start + bs])
             s0 = None if particles is None else particles[start : start + bs]
             with np.errstate(over="ignore", invalid="ignore"):
-                phase = self._free_phase(self.net, x, self.eval_dyn, s0=s0)
+                phase = self._free_phase(self.net, x, eval_dyn, s0=s0)
             bad = failed_samples(phase)
             if bad.any():
                 raise self._phase_failure("free", phase, bad, start, name)
@@ -1152,7 +1172,7 @@ class Trainer:
         c = self.config
         parts = []
         for label, key, dyn in (
-            ("free", "free_converged", self.free_dyn),
+            ("free", "free_converged", self._epoch_free_dynamics(epoch=self.epoch)),
             ("nudged", "nudged_converged", self.dyn),
         ):
             frac = row[key]

@@ -5,7 +5,11 @@ dataset's ``study`` attribute and saves it:
 
 ``solver-convergence``
     top row: residual versus iteration per solver (largest in the batch, band min-max),
-    log y, one panel per depth, the tolerances as labelled dotted lines; bottom row
+    log y, one panel per depth, the tolerances as labelled dotted lines; where the
+    dataset has the progress safeguard's ``n_fallback`` / ``fallback_iter`` (Anderson),
+    each solver's legend entry says how many samples restarted their history (and how
+    often) and how many fell back to Picard, and an ``x`` on the solver's colour marks
+    the residual of each fallen-back sample at the iteration it switched; bottom row
     (when the dataset has ``energy``): the energy gap :math:`F(s_k) - F_{\\min}` per
     solver, largest in the batch, with :math:`F_{\\min}` the lowest energy any solver
     reached for that sample.
@@ -119,6 +123,33 @@ def _has_energy(ds: xr.Dataset) -> bool:
     return "energy" in ds.data_vars and bool(np.any(np.isfinite(ds["energy"].values)))
 
 
+def _fallback_label(ds: xr.Dataset, sdim: str, solver: Any, depth: Any) -> tuple[str, np.ndarray]:
+    """Legend label of one solver's curve and its fall-backs.
+
+    The label adds, where the dataset has the safeguard's variables and they are nonzero,
+    how many samples restarted their history (``n_fallback > 0``) and how many fell back
+    to Picard (``fallback_iter >= 0``). Also returns the ``(sample index, iteration)``
+    pairs of the fall-backs, shape ``(n, 2)``, int.
+    """
+    label = str(solver)
+    none = np.zeros((0, 2), dtype=np.int64)
+    if "n_fallback" not in ds or "fallback_iter" not in ds:
+        return label, none
+    at = {sdim: solver, "depth": depth}
+    n_fb = np.asarray(_sel(ds["n_fallback"], **at).values)
+    fb_iter = np.asarray(_sel(ds["fallback_iter"], **at).values)
+    restarted, fell = int((n_fb > 0).sum()), int((fb_iter >= 0).sum())
+    parts = []
+    if restarted:
+        parts.append(f"{restarted} restarted ({int(n_fb.sum())} times)")
+    if fell:
+        parts.append(f"{fell} fell back to Picard (x)")
+    if parts:
+        label += f" ({', '.join(parts)})"
+    where = np.flatnonzero(fb_iter >= 0)
+    return label, np.stack([where, fb_iter[where]], axis=1).astype(np.int64) if fell else none
+
+
 def _convergence(fig: Any, ds: xr.Dataset) -> None:
     sdim = _solver_dim(ds)
     depths = list(ds["depth"].values)
@@ -132,11 +163,7 @@ def _convergence(fig: Any, ds: xr.Dataset) -> None:
             top = r.max("sample")
             keep = top.notnull().values
             it = ds["iteration"].values[keep]
-            label = str(solver)
-            if "fallback_iter" in ds:
-                fell = int((_sel(ds["fallback_iter"], **{sdim: solver, "depth": depth}) >= 0).sum())
-                if fell:
-                    label += f" ({fell} fell back to Picard)"
+            label, fell_at = _fallback_label(ds, sdim, solver, depth)
             (line,) = ax.semilogy(it, top.values[keep], label=label)
             ax.fill_between(
                 it,
@@ -146,6 +173,23 @@ def _convergence(fig: Any, ds: xr.Dataset) -> None:
                 alpha=0.15,
                 linewidth=0,
             )
+            if fell_at.size:  # where each fallen-back sample switched to Picard
+                iters = ds["iteration"].values
+                rv = r.transpose("iteration", "sample").values
+                xs, ys = [], []
+                for b, k in fell_at:
+                    hit = np.flatnonzero(iters == k)
+                    if hit.size and np.isfinite(rv[hit[0], b]):
+                        xs.append(int(k))
+                        ys.append(float(rv[hit[0], b]))
+                ax.semilogy(
+                    xs,
+                    ys,
+                    linestyle="none",
+                    marker="x",
+                    color=line.get_color(),
+                    gid=f"fallback:{solver}",
+                )
         if "tol" in ds.coords:
             for k, tol in enumerate(ds["tol"].values):
                 ax.axhline(

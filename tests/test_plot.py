@@ -261,3 +261,30 @@ def test_cli_exits_2_with_one_line_naming_the_file(tmp_path, capsys, case):
     assert len(err) == 1, err
     assert err[0].startswith("eqprop: error: ") and str(path) in err[0]
     assert "Traceback" not in err[0]
+
+
+def test_convergence_figure_names_and_marks_the_fallbacks(tmp_path):
+    """The issue's saw-tooth case (#16): Anderson's fall-back on sample 2 is in its legend
+    entry and marked (x) at the sample's residual at the fall-back iteration."""
+    from studies.convergence import solver_convergence
+
+    ds = solver_convergence(
+        ("picard", "anderson"), (1,), tols=(1e-2, 1e-4), batch=4, progress=False
+    )
+    a = ds.sel(solver="anderson", depth=1)
+    fell = np.flatnonzero(a["fallback_iter"].values >= 0)
+    assert fell.size >= 1  # the setting does trigger the safeguard
+    fig = plot_study(ds, tmp_path / "c.png")
+    texts = _legend_texts(fig)
+    restarted = int((a["n_fallback"].values > 0).sum())
+    times = int(a["n_fallback"].values.sum())
+    assert "picard" in texts  # no safeguard: plain label
+    want = f"anderson ({restarted} restarted ({times} times), {fell.size} fell back to Picard (x))"
+    assert want in texts, texts
+    marks = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "fallback:anderson"]
+    assert len(marks) == 1 and marks[0].get_marker() == "x"
+    k = a["fallback_iter"].values[fell]
+    np.testing.assert_array_equal(marks[0].get_xdata(), k)
+    r = a["residual"].transpose("iteration", "sample").values
+    np.testing.assert_allclose(marks[0].get_ydata(), r[k, fell])
+    assert not [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "fallback:picard"]
