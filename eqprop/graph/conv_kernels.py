@@ -15,12 +15,13 @@ created after construction; only small view objects):
   there) and ``weight_gradient(a_src, a_dst)`` (:math:`\\partial F/\\partial W`, batch
   mean, the reference's :func:`eqprop.graph.conv.weight_gradient`);
 * a convolution is im2col + GEMM: :func:`im2col_into` (Numba) gathers the patches into
-  ``cols`` (batch * H_o * W_o, C_in * kh * kw), ``np.matmul(cols, W2.T, out=z)`` (BLAS)
+  ``cols`` (C_in * kh * kw, batch * H_o * W_o) (transposed: its loops run along image
+  rows), ``np.matmul(cols.T, W2.T, out=z)`` (BLAS)
   convolves the whole batch at every position at once, :func:`pool_rows_add` (Numba)
   pools ``z`` (kept in the GEMM's row layout, no transpose) straight into the target's
   drive and records the argmax routing; the feedback is :func:`unpool_rows` (Numba),
-  ``np.matmul(g, W2, out=back)`` (BLAS) and the scatter-add :func:`col2im_add` (Numba)
-  into the source's drive; the weight gradient is ``np.matmul(g.T, cols)``;
+  ``np.matmul(W2.T, g.T, out=back)`` (BLAS) and the scatter-add :func:`col2im_add`
+  (Numba) into the source's drive; the weight gradient is ``np.matmul(g.T, cols.T)``;
 * couplings from the clamped input are evaluated once per batch (:meth:`FastMap.set_input`)
   into a constant drive (the input's convolution, pooled, plus the biases), as the
   dense kernels cache ``x W_1``;
@@ -65,51 +66,75 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- Numba
 @njit(cache=True)
-def im2col_into(a, cols, C, H, W, kh, kw, stride, pad, Ho, Wo):
-    """Patches of the images ``a`` (batch, C*H*W), zero-padded by ``pad``, into ``cols``
-    (batch*Ho*Wo, C*kh*kw), overwritten: row ``(b*Ho + i)*Wo + j``, column
-    ``(c*kh + p)*kw + q`` holds ``a[b, c, i*stride + p - pad, j*stride + q - pad]`` (0
-    outside), the layout of :func:`eqprop.graph.conv.im2col`."""
-    B = a.shape[0]
-    for b in range(B):
-        for i in range(Ho):
-            for j in range(Wo):
-                r = (b * Ho + i) * Wo + j
-                col = 0
-                for c in range(C):
-                    base = c * H * W
-                    for p in range(kh):
-                        y = i * stride + p - pad
-                        inside = y >= 0 and y < H
-                        for q in range(kw):
-                            x = j * stride + q - pad
-                            if inside and x >= 0 and x < W:
-                                cols[r, col] = a[b, base + y * W + x]
-                            else:
-                                cols[r, col] = 0.0
-                            col += 1
+def _valid_j(q, stride, pad, W, Wo):
+    """Output columns ``j`` whose input column ``j*stride + q - pad`` is inside [0, W)."""
+    lo = 0 if q >= pad else (pad - q + stride - 1) // stride
+    top = W - 1 + pad - q
+    hi = 0 if top < 0 else min(Wo, top // stride + 1)
+    return lo, max(lo, hi)
 
 
 @njit(cache=True)
-def col2im_add(cols, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
-    """Adjoint of :func:`im2col_into`: ``out[b, c*H*W + y*W + x] += scale * cols[r, col]``
-    for every patch entry inside the image (the padding is dropped)."""
-    B = out.shape[0]
-    for b in range(B):
-        for i in range(Ho):
-            for j in range(Wo):
-                r = (b * Ho + i) * Wo + j
-                col = 0
-                for c in range(C):
-                    base = c * H * W
-                    for p in range(kh):
+def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
+    """Patches of the images ``a`` (batch, C*H*W), zero-padded by ``pad``, into
+    ``colsT`` (C*kh*kw, batch*Ho*Wo), overwritten: entry ``[(c*kh + p)*kw + q,
+    (b*Ho + i)*Wo + j]`` is ``a[b, c, i*stride + p - pad, j*stride + q - pad]`` (0
+    outside). The transpose of :func:`eqprop.graph.conv.im2col`'s matrix: each kernel
+    offset ``(c, p, q)`` is one row, so the inner loop runs along an image row (branch
+    free, contiguous for stride 1) rather than along a ``kw``-long kernel row."""
+    B = a.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, stride, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        m0 = (b * Ho + i) * Wo
                         y = i * stride + p - pad
-                        inside = y >= 0 and y < H
-                        for q in range(kw):
-                            x = j * stride + q - pad
-                            if inside and x >= 0 and x < W:
-                                out[b, base + y * W + x] += scale * cols[r, col]
-                            col += 1
+                        if y < 0 or y >= H:
+                            for j in range(Wo):
+                                row[m0 + j] = 0.0
+                            continue
+                        for j in range(j0):
+                            row[m0 + j] = 0.0
+                        src = base + y * W + q - pad
+                        if stride == 1:  # contiguous: vectorised
+                            for j in range(j0, j1):
+                                row[m0 + j] = a[b, src + j]
+                        else:
+                            for j in range(j0, j1):
+                                row[m0 + j] = a[b, src + j * stride]
+                        for j in range(j1, Wo):
+                            row[m0 + j] = 0.0
+
+
+@njit(cache=True)
+def col2im_add(colsT, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
+    """Adjoint of :func:`im2col_into`: ``out[b, c*H*W + y*W + x] += scale * colsT[(c*kh
+    + p)*kw + q, (b*Ho + i)*Wo + j]`` for every patch entry inside the image (the
+    padding is dropped)."""
+    B = out.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, stride, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        y = i * stride + p - pad
+                        if y < 0 or y >= H:
+                            continue
+                        m0 = (b * Ho + i) * Wo
+                        dst = base + y * W + q - pad
+                        if stride == 1:
+                            for j in range(j0, j1):
+                                out[b, dst + j] += scale * row[m0 + j]
+                        else:
+                            for j in range(j0, j1):
+                                out[b, dst + j * stride] += scale * row[m0 + j]
 
 
 @njit(cache=True)
@@ -254,9 +279,9 @@ class ConvOp:
     """A ``conv2d`` coupling on preallocated buffers: im2col + GEMM (module docstring).
 
     Buffers (``M = batch * H_o * W_o`` conv positions, ``K = C_in * kh * kw``): ``cols``
-    (M, K), ``z`` and ``g`` (M, C_out), ``back`` (M, K), ``index`` (batch, n_dst) int64,
-    ``pooled`` (batch, n_dst) and ``gW`` (C_out, K). Memory: ``cols`` and ``back`` are
-    the large ones, ``2 * M * K`` values.
+    (K, M) (the patches, transposed), ``z`` and ``g`` (M, C_out), ``back`` (K, M),
+    ``index`` (batch, n_dst) int64, ``pooled`` (batch, n_dst) and ``gW`` (C_out, K).
+    Memory: ``cols`` and ``back`` are the large ones, ``2 * M * K`` values.
     """
 
     def __init__(self, c: Coupling, batch: int, n_src: int, n_dst: int, dtype: np.dtype):
@@ -275,10 +300,10 @@ class ConvOp:
         self.pgeom = (O, Ho, Wo, size, step, Hp, Wp)
         self.shape2 = (O, C * kh * kw)
         M, K = batch * Ho * Wo, C * kh * kw
-        self.cols = np.empty((M, K), dtype=dtype)
+        self.cols = np.empty((K, M), dtype=dtype)  # transposed patches (im2col_into)
         self.z = np.empty((M, O), dtype=dtype)
         self.g = np.empty((M, O), dtype=dtype)
-        self.back = np.empty((M, K), dtype=dtype)
+        self.back = np.empty((K, M), dtype=dtype)
         self.index = np.zeros((batch, n_dst), dtype=np.int64)
         self.pooled = np.empty((batch, n_dst), dtype=dtype)
         self.gW = np.empty(c.W.shape, dtype=dtype)
@@ -291,12 +316,12 @@ class ConvOp:
 
     def forward_add(self, a_src: np.ndarray, u_dst: np.ndarray) -> None:
         im2col_into(a_src, self.cols, *self.geom)
-        np.matmul(self.cols, self.W2.T, out=self.z)
+        np.matmul(self.cols.T, self.W2.T, out=self.z)
         pool_rows_add(self.z, u_dst, self.index, self.is_max, *self.pgeom)
 
     def feedback_add(self, a_dst: np.ndarray, u_src: np.ndarray, scale: float) -> None:
         unpool_rows(a_dst, self.index, self.g, self.is_max, *self.pgeom)
-        np.matmul(self.g, self.W2, out=self.back)
+        np.matmul(self.W2.T, self.g.T, out=self.back)
         col2im_add(self.back, u_src, *self.geom, scale)
 
     def weight_gradient(self, a_src: np.ndarray, a_dst: np.ndarray) -> np.ndarray:
@@ -304,11 +329,11 @@ class ConvOp:
         the op: copy it)."""
         im2col_into(a_src, self.cols, *self.geom)
         if self.is_max:  # the routing at a_src
-            np.matmul(self.cols, self.W2.T, out=self.z)
+            np.matmul(self.cols.T, self.W2.T, out=self.z)
             pool_rows_add(self.z, self.pooled, self.index, True, *self.pgeom)
         unpool_rows(a_dst, self.index, self.g, self.is_max, *self.pgeom)
         g2 = self.gW.reshape(self.shape2)
-        np.matmul(self.g.T, self.cols, out=g2)
+        np.matmul(self.g.T, self.cols.T, out=g2)
         np.multiply(g2, -1.0 / a_src.shape[0], out=g2)
         return self.gW
 
@@ -355,11 +380,8 @@ class FastMap:
         self.off = off
         self.U = {la.name: np.zeros((B, la.size), dtype=dt) for la in net.state_layers}
         self.drive = {la.name: np.zeros((B, la.size), dtype=dt) for la in net.state_layers}
-        self.A = (
-            {la.name: np.empty((B, la.size), dtype=dt) for la in net.state_layers}
-            if net.kind == "hopfield"
-            else None
-        )
+        # activities, C-contiguous (the Numba patch loops vectorise on contiguous rows)
+        self.A = {la.name: np.empty((B, la.size), dtype=dt) for la in net.state_layers}
         out = net.output_layer
         self.out_cols = off[out.name]
         self.G = np.zeros((B, out.size), dtype=dt)
@@ -406,11 +428,11 @@ class FastMap:
         assert self.x is not None, "call set_input first"
         acts = {self.net.input_layer.name: self.x}
         for name, (a, b), act, *_ in self.layers:
-            if self.A is None:
-                acts[name] = s[:, a:b]
-            else:
+            if self.net.kind == "hopfield":
                 _activate(s[:, a:b], self.A[name], act)
-                acts[name] = self.A[name]
+            else:
+                np.copyto(self.A[name], s[:, a:b])
+            acts[name] = self.A[name]
         return acts
 
     def _drives(self, acts: dict[str, np.ndarray]) -> None:
