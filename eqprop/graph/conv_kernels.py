@@ -1,0 +1,572 @@
+"""Fast CPU path of graph networks with ``conv2d`` couplings: preallocated buffers,
+BLAS for the products, Numba for the patch and pooling loops.
+
+The NumPy reference (:mod:`eqprop.graph.conv`, :mod:`eqprop.graph.reference`) allocates
+every intermediate; this module computes the same map, vector field and parameter
+gradient of a :class:`~eqprop.graph.model.GraphNetwork` with dense and ``conv2d``
+couplings for one batch size, **allocation-free per iteration** (no array buffer is
+created after construction; only small view objects):
+
+* each coupling is an *op* (:class:`ConvOp`, :class:`DenseOp`) owning its work buffers,
+  with three methods on activities ``(batch, n)`` (any row stride, unit column stride)
+  and drives ``(batch, n)`` (C-contiguous, accumulated into):
+  ``forward_add(a_src, u_dst)``, ``feedback_add(a_dst, u_src, scale)`` (right after
+  ``forward_add`` at the same ``a_src``: a max-pool's routing is the argmax found
+  there) and ``weight_gradient(a_src, a_dst)`` (:math:`\\partial F/\\partial W`, batch
+  mean, the reference's :func:`eqprop.graph.conv.weight_gradient`);
+* a convolution is im2col + GEMM: :func:`im2col_into` (Numba) gathers the patches into
+  ``cols`` (C_in * kh * kw, batch * H_o * W_o) (transposed: its loops run along image
+  rows), ``np.matmul(cols.T, W2.T, out=z)`` (BLAS)
+  convolves the whole batch at every position at once, :func:`pool_rows_add` (Numba)
+  pools ``z`` (kept in the GEMM's row layout, no transpose) straight into the target's
+  drive and records the argmax routing; the feedback is :func:`unpool_rows` (Numba),
+  ``np.matmul(W2.T, g.T, out=back)`` (BLAS) and the scatter-add :func:`col2im_add`
+  (Numba) into the source's drive; the weight gradient is ``np.matmul(g.T, cols.T)``;
+* couplings from the clamped input are evaluated once per batch (:meth:`FastMap.set_input`)
+  into a constant drive (the input's convolution, pooled, plus the biases), as the
+  dense kernels cache ``x W_1``;
+* :class:`FastMap` evaluates the map / vector field of
+  :func:`eqprop.graph.reference.fixed_point_map` / ``vector_field`` (hopfield and
+  prototypical kinds, nudges inside / outside / clamp, squared and cross-entropy costs
+  on the output state; not a softmax readout) and :meth:`FastMap.relax` iterates it.
+
+Equal to the reference to rounding (tested in float64 at 1e-12: stride, padding, odd
+sizes, overlapping pooling windows, every pooling, both kinds). Real float32/float64.
+
+**The GPU seam**: :data:`OPS` maps a coupling type to its op class. A CUDA
+implementation is one more module with op classes of the same three methods on device
+buffers (and a ``FastMap`` whose elementwise layer update is a device kernel), selected
+by a backend argument; nothing in the model or the reference changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from eqprop.graph import kernels as GK
+from eqprop.graph import reference as R
+from eqprop.graph.conv import conv_output_hw
+from eqprop.graph.model import Coupling, GraphNetwork
+from eqprop.graph.pool import pool_output_hw
+
+__all__ = [
+    "OPS",
+    "ConvOp",
+    "DenseOp",
+    "FastMap",
+    "col2im_add",
+    "im2col_into",
+    "pool_rows_add",
+    "unpool_rows",
+]
+
+
+# ----------------------------------------------------------------------------- Numba
+@njit(cache=True)
+def _valid_j(q, stride, pad, W, Wo):
+    """Output columns ``j`` whose input column ``j*stride + q - pad`` is inside [0, W)."""
+    lo = 0 if q >= pad else (pad - q + stride - 1) // stride
+    top = W - 1 + pad - q
+    hi = 0 if top < 0 else min(Wo, top // stride + 1)
+    return lo, max(lo, hi)
+
+
+@njit(cache=True)
+def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
+    """Patches of the images ``a`` (batch, C*H*W), zero-padded by ``pad``, into
+    ``colsT`` (C*kh*kw, batch*Ho*Wo), overwritten: entry ``[(c*kh + p)*kw + q,
+    (b*Ho + i)*Wo + j]`` is ``a[b, c, i*stride + p - pad, j*stride + q - pad]`` (0
+    outside). The transpose of :func:`eqprop.graph.conv.im2col`'s matrix: each kernel
+    offset ``(c, p, q)`` is one row, so the inner loop runs along an image row (branch
+    free, contiguous for stride 1) rather than along a ``kw``-long kernel row."""
+    B = a.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, stride, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        m0 = (b * Ho + i) * Wo
+                        y = i * stride + p - pad
+                        if y < 0 or y >= H:
+                            for j in range(Wo):
+                                row[m0 + j] = 0.0
+                            continue
+                        for j in range(j0):
+                            row[m0 + j] = 0.0
+                        src = base + y * W + q - pad
+                        if stride == 1:  # contiguous: vectorised
+                            for j in range(j0, j1):
+                                row[m0 + j] = a[b, src + j]
+                        else:
+                            for j in range(j0, j1):
+                                row[m0 + j] = a[b, src + j * stride]
+                        for j in range(j1, Wo):
+                            row[m0 + j] = 0.0
+
+
+@njit(cache=True)
+def col2im_add(colsT, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
+    """Adjoint of :func:`im2col_into`: ``out[b, c*H*W + y*W + x] += scale * colsT[(c*kh
+    + p)*kw + q, (b*Ho + i)*Wo + j]`` for every patch entry inside the image (the
+    padding is dropped)."""
+    B = out.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, stride, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        y = i * stride + p - pad
+                        if y < 0 or y >= H:
+                            continue
+                        m0 = (b * Ho + i) * Wo
+                        dst = base + y * W + q - pad
+                        if stride == 1:
+                            for j in range(j0, j1):
+                                out[b, dst + j] += scale * row[m0 + j]
+                        else:
+                            for j in range(j0, j1):
+                                out[b, dst + j * stride] += scale * row[m0 + j]
+
+
+@njit(cache=True)
+def pool_rows_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
+    """Pool ``z`` (batch*Ho*Wo, O) (the GEMM's row layout) and add it to ``out`` (batch,
+    O*Hp*Wp) (channel-major image layout). ``is_max``: window maximum (first in C order
+    on ties, as ``numpy.argmax``; a NaN wins, as there), its position ``i*Wo + j`` in
+    ``index`` (batch, O*Hp*Wp); else the window mean (``size = 1``: no pooling)."""
+    B = out.shape[0]
+    inv = 1.0 / (size * size)
+    for b in range(B):
+        for o in range(O):
+            for ip in range(Hp):
+                for jp in range(Wp):
+                    k = (o * Hp + ip) * Wp + jp
+                    i0, j0 = ip * step, jp * step
+                    if is_max:
+                        best = z[(b * Ho + i0) * Wo + j0, o]
+                        at = i0 * Wo + j0
+                        for p in range(size):
+                            for q in range(size):
+                                v = z[(b * Ho + i0 + p) * Wo + j0 + q, o]
+                                if best == best and (v > best or v != v):
+                                    best = v
+                                    at = (i0 + p) * Wo + j0 + q
+                        out[b, k] += best
+                        index[b, k] = at
+                    else:
+                        tot = 0.0
+                        for p in range(size):
+                            for q in range(size):
+                                tot += z[(b * Ho + i0 + p) * Wo + j0 + q, o]
+                        out[b, k] += tot * inv
+
+
+@njit(cache=True)
+def unpool_rows(a, index, g, is_max, O, Ho, Wo, size, step, Hp, Wp):
+    """Adjoint of :func:`pool_rows_add`: ``g`` (batch*Ho*Wo, O) overwritten with
+    :math:`P'^\\top a`, ``a`` (batch, O*Hp*Wp): each value added at its window's argmax
+    (``is_max``) or spread as ``a / size**2`` over its window."""
+    B = a.shape[0]
+    g[:, :] = 0.0
+    inv = 1.0 / (size * size)
+    for b in range(B):
+        for o in range(O):
+            for ip in range(Hp):
+                for jp in range(Wp):
+                    k = (o * Hp + ip) * Wp + jp
+                    v = a[b, k]
+                    if is_max:
+                        g[b * Ho * Wo + index[b, k], o] += v
+                    else:
+                        share = v * inv
+                        i0, j0 = ip * step, jp * step
+                        for p in range(size):
+                            for q in range(size):
+                                g[(b * Ho + i0 + p) * Wo + j0 + q, o] += share
+
+
+@njit(cache=True)
+def _activate(s, out, act):
+    """out = rho(s), element-wise (batch, n)."""
+    B, n = s.shape
+    for r in range(B):
+        for i in range(n):
+            out[r, i] = GK._rho(s[r, i], act)
+
+
+@njit(cache=True)
+def _layer_update(s, u, g, out, act, hop, field, eps, beta, nudged, inside, has_box, lo, hi):
+    """One layer of the map (``field`` False) or vector field (True) of
+    :func:`eqprop.graph.reference.fixed_point_map` / ``vector_field``, from its state
+    ``s``, drive ``u`` and cost gradient ``g`` (read when ``nudged``)."""
+    B, n = s.shape
+    for r in range(B):
+        for i in range(n):
+            v = s[r, i]
+            if hop:
+                dF = v - GK._rhop(v, act) * u[r, i]
+                if nudged:
+                    dF += beta * g[r, i]
+                if field:
+                    out[r, i] = -dF
+                else:
+                    y = v - eps * dF
+                    if has_box:
+                        y = min(max(y, lo), hi)
+                    out[r, i] = y
+            else:
+                p = u[r, i]
+                if nudged and inside:
+                    p -= beta * g[r, i]
+                y = GK._rho(p, act)
+                if has_box:
+                    y = min(max(y, lo), hi)
+                if nudged and not inside:
+                    y -= beta * g[r, i]
+                out[r, i] = y - v if field else y
+
+
+# ----------------------------------------------------------------------------- ops
+class DenseOp:
+    """A dense coupling on preallocated buffers (BLAS through ``np.matmul(out=)``)."""
+
+    def __init__(self, c: Coupling, batch: int, n_src: int, n_dst: int, dtype: np.dtype):
+        self.c = c
+        self.tmp_f = np.empty((batch, n_dst), dtype=dtype)
+        self.tmp_b = np.empty((batch, n_src), dtype=dtype)
+        self.gW = np.empty((n_src, n_dst), dtype=dtype)
+        self.gB = np.empty((n_dst, n_src), dtype=dtype) if c.feedback == "free" else None
+
+    def forward_add(self, a_src: np.ndarray, u_dst: np.ndarray) -> None:
+        np.matmul(a_src, self.c.W, out=self.tmp_f)
+        np.add(u_dst, self.tmp_f, out=u_dst)
+
+    def feedback_add(self, a_dst: np.ndarray, u_src: np.ndarray, scale: float) -> None:
+        c = self.c
+        if c.feedback in ("free", "random"):
+            assert c.B is not None
+            np.matmul(a_dst, c.B, out=self.tmp_b)
+        else:
+            np.matmul(a_dst, c.W.T, out=self.tmp_b)
+        if scale != 1.0:
+            np.multiply(self.tmp_b, scale, out=self.tmp_b)
+        np.add(u_src, self.tmp_b, out=u_src)
+
+    def weight_gradient(self, a_src: np.ndarray, a_dst: np.ndarray) -> np.ndarray:
+        """:math:`-a_{src}^\\top a_{dst}/\\mathrm{batch}` (a buffer of the op: copy it)."""
+        np.matmul(a_src.T, a_dst, out=self.gW)
+        np.multiply(self.gW, -1.0 / a_src.shape[0], out=self.gW)
+        return self.gW
+
+    def feedback_gradient(self, a_src: np.ndarray, a_dst: np.ndarray) -> np.ndarray | None:
+        if self.gB is None:
+            return None
+        np.matmul(a_dst.T, a_src, out=self.gB)
+        np.multiply(self.gB, -1.0 / a_src.shape[0], out=self.gB)
+        return self.gB
+
+
+class ConvOp:
+    """A ``conv2d`` coupling on preallocated buffers: im2col + GEMM (module docstring).
+
+    Buffers (``M = batch * H_o * W_o`` conv positions, ``K = C_in * kh * kw``): ``cols``
+    (K, M) (the patches, transposed), ``z`` and ``g`` (M, C_out), ``back`` (K, M),
+    ``index`` (batch, n_dst) int64, ``pooled`` (batch, n_dst) and ``gW`` (C_out, K).
+    Memory: ``cols`` and ``back`` are the large ones, ``2 * M * K`` values.
+    """
+
+    def __init__(self, c: Coupling, batch: int, n_src: int, n_dst: int, dtype: np.dtype):
+        spec = c.conv
+        self.c = c
+        O, C, kh, kw = c.W.shape
+        H, W = spec.input_hw
+        Ho, Wo = conv_output_hw((H, W), (kh, kw), spec.stride, spec.padding)
+        if spec.pool is None:
+            size, step, Hp, Wp = 1, 1, Ho, Wo
+        else:
+            size, step = spec.pool_size, spec.pool_step
+            Hp, Wp = pool_output_hw((Ho, Wo), size, step)
+        self.is_max = spec.pool == "max"
+        self.geom = (C, H, W, kh, kw, spec.stride, spec.padding, Ho, Wo)
+        self.pgeom = (O, Ho, Wo, size, step, Hp, Wp)
+        self.shape2 = (O, C * kh * kw)
+        M, K = batch * Ho * Wo, C * kh * kw
+        self.cols = np.empty((K, M), dtype=dtype)  # transposed patches (im2col_into)
+        self.z = np.empty((M, O), dtype=dtype)
+        self.g = np.empty((M, O), dtype=dtype)
+        self.back = np.empty((K, M), dtype=dtype)
+        self.index = np.zeros((batch, n_dst), dtype=np.int64)
+        self.pooled = np.empty((batch, n_dst), dtype=dtype)
+        self.gW = np.empty(c.W.shape, dtype=dtype)
+        self.flops_forward = 2 * M * K * O  # each of the three products
+
+    @property
+    def W2(self) -> np.ndarray:
+        """``W`` as the (C_out, K) GEMM operand (a view: sees in-place updates)."""
+        return self.c.W.reshape(self.shape2)
+
+    def forward_add(self, a_src: np.ndarray, u_dst: np.ndarray) -> None:
+        im2col_into(a_src, self.cols, *self.geom)
+        np.matmul(self.cols.T, self.W2.T, out=self.z)
+        pool_rows_add(self.z, u_dst, self.index, self.is_max, *self.pgeom)
+
+    def feedback_add(self, a_dst: np.ndarray, u_src: np.ndarray, scale: float) -> None:
+        unpool_rows(a_dst, self.index, self.g, self.is_max, *self.pgeom)
+        np.matmul(self.W2.T, self.g.T, out=self.back)
+        col2im_add(self.back, u_src, *self.geom, scale)
+
+    def weight_gradient(self, a_src: np.ndarray, a_dst: np.ndarray) -> np.ndarray:
+        """:math:`\\partial F/\\partial W` (C_out, C_in, kh, kw), batch mean (a buffer of
+        the op: copy it)."""
+        im2col_into(a_src, self.cols, *self.geom)
+        if self.is_max:  # the routing at a_src
+            np.matmul(self.cols.T, self.W2.T, out=self.z)
+            pool_rows_add(self.z, self.pooled, self.index, True, *self.pgeom)
+        unpool_rows(a_dst, self.index, self.g, self.is_max, *self.pgeom)
+        g2 = self.gW.reshape(self.shape2)
+        np.matmul(self.g.T, self.cols.T, out=g2)
+        np.multiply(g2, -1.0 / a_src.shape[0], out=g2)
+        return self.gW
+
+    def feedback_gradient(self, a_src: np.ndarray, a_dst: np.ndarray) -> None:
+        return None
+
+
+OPS: dict[str, Any] = {"dense": DenseOp, "conv2d": ConvOp}
+"""Op class per coupling type (the seam where a GPU module plugs in its own)."""
+
+
+# ----------------------------------------------------------------------------- the map
+class FastMap:
+    """Map, vector field, relaxation and parameter gradient of ``net`` for batches of
+    ``batch`` samples, on buffers allocated here once.
+
+    Parameters
+    ----------
+    net : GraphNetwork
+        Real float32/float64; dense and ``conv2d`` couplings; an ``output`` layer (a
+        softmax ``readout`` raises). Parameters are read from ``net`` at every call
+        (in-place updates are seen; replacing ``c.W`` by an array of another shape is
+        not).
+    batch : int
+
+    Notes
+    -----
+    Call :meth:`set_input` once per batch (the input couplings' drive is cached), then
+    :meth:`map` / :meth:`field` / :meth:`relax` any number of times.
+    """
+
+    def __init__(self, net: GraphNetwork, batch: int):
+        dt = GK._real_dtype(net)
+        if net.output_layer.role == "readout":
+            raise ValueError(
+                f"layer {net.output_layer.name!r}: the fast conv path has no softmax readout; "
+                "use an output layer in the state or eqprop.graph.reference"
+            )
+        if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        self.net, self.batch, self.dtype = net, int(batch), dt
+        B = self.batch
+        off = net.offsets
+        self.off = off
+        self.U = {la.name: np.zeros((B, la.size), dtype=dt) for la in net.state_layers}
+        self.drive = {la.name: np.zeros((B, la.size), dtype=dt) for la in net.state_layers}
+        # activities, C-contiguous (the Numba patch loops vectorise on contiguous rows)
+        self.A = {la.name: np.empty((B, la.size), dtype=dt) for la in net.state_layers}
+        out = net.output_layer
+        self.out_cols = off[out.name]
+        self.G = np.zeros((B, out.size), dtype=dt)
+        self.zero_g = np.zeros((B, 1), dtype=dt)
+        self.buffers = (np.zeros((B, net.n_state), dtype=dt), np.zeros((B, net.n_state), dtype=dt))
+        self.input_ops: list[tuple[Coupling, Any]] = []
+        self.inner_ops: list[tuple[Coupling, Any, float]] = []
+        for c in net.couplings:
+            src, dst = net.layer(c.source), net.layer(c.target)
+            op = OPS[c.type](c, B, src.size, dst.size, dt)
+            if src.role == "input":
+                self.input_ops.append((c, op))
+            else:
+                self.inner_ops.append((c, op, c.gamma if c.feedback == "scaled" else 1.0))
+        self.layers = [
+            (
+                la.name,
+                off[la.name],
+                GK._ACT_CODE[la.activation],
+                la.box is not None,
+                0.0 if la.box is None else la.box[0],
+                1.0 if la.box is None else la.box[1],
+            )
+            for la in net.state_layers
+        ]
+        self.x: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ per batch
+    def set_input(self, x: np.ndarray) -> None:
+        """Cache the constant drive of a batch: biases plus every coupling from the input
+        (its convolution and pooling, or ``x W``), once for all phases of the batch."""
+        net = self.net
+        x = R._batch(net, x, net.n_in, "x", self.batch)
+        for la in net.state_layers:
+            d = self.drive[la.name]
+            d[...] = 0.0
+            if la.bias is not None:
+                d += la.bias_vector()
+        for c, op in self.input_ops:
+            op.forward_add(x, self.drive[c.target])
+        self.x = x
+
+    def _activities(self, s: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.x is not None, "call set_input first"
+        acts = {self.net.input_layer.name: self.x}
+        for name, (a, b), act, *_ in self.layers:
+            if self.net.kind == "hopfield":
+                _activate(s[:, a:b], self.A[name], act)
+            else:
+                np.copyto(self.A[name], s[:, a:b])
+            acts[name] = self.A[name]
+        return acts
+
+    def _drives(self, acts: dict[str, np.ndarray]) -> None:
+        for name, u in self.U.items():
+            np.copyto(u, self.drive[name])
+        for c, op, scale in self.inner_ops:
+            op.forward_add(acts[c.source], self.U[c.target])
+            op.feedback_add(acts[c.target], self.U[c.source], scale)
+
+    def _cost_gradient(self, s: np.ndarray, d: np.ndarray) -> None:
+        a, b = self.out_cols
+        if self.net.cost == "squared":
+            np.subtract(s[:, a:b], d, out=self.G)
+        else:
+            np.copyto(self.G, s[:, a:b])
+            GK._softmax_error(self.G, d)
+
+    def _evaluate(self, s, out, beta, d, eps, nudge, field) -> np.ndarray:
+        net = self.net
+        R._nudge(net, nudge, d, beta)
+        if d is None:
+            if beta != 0:
+                raise ValueError("targets d are needed when beta != 0")
+        else:
+            d = R._batch(net, d, net.n_out, "d", self.batch)
+        if s.shape != (self.batch, net.n_state) or s.dtype != self.dtype:
+            raise ValueError(
+                f"s must be a ({self.batch}, {net.n_state}) {self.dtype.name} array, got "
+                f"{s.shape} {s.dtype}"
+            )
+        acts = self._activities(s)
+        self._drives(acts)
+        nudged = beta != 0
+        if nudged:
+            self._cost_gradient(s, d)
+        hop = net.kind == "hopfield"
+        inside = nudge != "outside"
+        out_name = net.output_layer.name
+        for name, (a, b), act, has_box, lo, hi in self.layers:
+            here = nudged and name == out_name
+            _layer_update(
+                s[:, a:b],
+                self.U[name],
+                self.G if here else self.zero_g,
+                out[:, a:b],
+                act,
+                hop,
+                field,
+                eps,
+                beta,
+                here,
+                inside,
+                has_box,
+                lo,
+                hi,
+            )
+        if nudge == "clamp":
+            a, b = self.out_cols
+            if field:
+                np.subtract(d, s[:, a:b], out=out[:, a:b])
+                np.divide(out[:, a:b], eps, out=out[:, a:b])
+            else:
+                out[:, a:b] = d
+        return out
+
+    # ------------------------------------------------------------------ public
+    def map(self, s, out=None, *, beta=0.0, d=None, eps=0.5, nudge="inside") -> np.ndarray:
+        """:math:`g(s)` into ``out`` (allocated if None), as
+        :func:`eqprop.graph.reference.fixed_point_map`."""
+        out = np.empty_like(s) if out is None else out
+        return self._evaluate(s, out, beta, d, eps, nudge, False)
+
+    def field(self, s, out=None, *, beta=0.0, d=None, eps=0.5, nudge="inside") -> np.ndarray:
+        """:math:`ds/dt` into ``out``, as :func:`eqprop.graph.reference.vector_field`."""
+        out = np.empty_like(s) if out is None else out
+        return self._evaluate(s, out, beta, d, eps, nudge, True)
+
+    def relax(
+        self,
+        s0: np.ndarray | None,
+        steps: int,
+        *,
+        beta: float = 0.0,
+        d: np.ndarray | None = None,
+        eps: float = 0.5,
+        nudge: str = "inside",
+        damping: float = 1.0,
+        atol: float | None = None,
+    ) -> tuple[np.ndarray, int, float]:
+        """Iterate :math:`s \\leftarrow s + \\delta\\,(g(s) - s)` (``damping`` δ; 1: the
+        plain map) from ``s0`` (None: zeros) for ``steps`` iterations, or until
+        :math:`\\max|g(s) - s| \\le` ``atol``.
+
+        Returns ``(s, iterations, residual)``: ``s`` is one of the map's two state
+        buffers (copy it to keep it past the next call), ``residual`` the last
+        :math:`\\max|g(s) - s|` (computed only when ``atol`` is given; else NaN).
+        """
+        cur, nxt = self.buffers
+        if s0 is None:
+            cur[...] = 0.0
+        else:
+            np.copyto(cur, s0)
+        res = float("nan")
+        it = 0
+        for step in range(1, int(steps) + 1):
+            it = step
+            self._evaluate(cur, nxt, beta, d, eps, nudge, False)
+            if damping != 1.0:
+                nxt -= cur
+                if atol is not None:
+                    res = float(np.max(np.abs(nxt)))
+                nxt *= damping
+                nxt += cur
+            elif atol is not None:
+                cur -= nxt  # cur is overwritten next: use it for the residual
+                res = float(np.max(np.abs(cur)))
+            cur, nxt = nxt, cur
+            if atol is not None and res <= atol:
+                break
+        return cur, it, res
+
+    def parameter_gradient(self, s: np.ndarray) -> dict[str, np.ndarray]:
+        """:math:`\\partial F/\\partial\\theta(s)` by parameter name, batch mean, as
+        :func:`eqprop.graph.reference.parameter_gradient` (new arrays)."""
+        acts = self._activities(s)
+        grads: dict[str, np.ndarray] = {}
+        for c, op in self.input_ops:
+            grads[f"{c.name}.W"] = op.weight_gradient(acts[c.source], acts[c.target]).copy()
+        for c, op, _ in self.inner_ops:
+            grads[f"{c.name}.W"] = op.weight_gradient(acts[c.source], acts[c.target]).copy()
+            gB = op.feedback_gradient(acts[c.source], acts[c.target])
+            if gB is not None:
+                grads[f"{c.name}.B"] = gB.copy()
+        for la in self.net.state_layers:
+            if la.bias is not None:
+                grads[f"{la.name}.b"] = la.bias_gradient(-acts[la.name].mean(axis=0))
+        return grads
