@@ -14,7 +14,14 @@ from eqprop import kernels as K
 from eqprop.network import Gradient, Network, check_target, output
 from eqprop.phases import Clamped, Dynamics, Phase, clamp, free_phase, run_phase
 
-__all__ = ["LearningRule", "PhaseSpec", "RuleStep", "check_choice", "coupled_target"]
+__all__ = [
+    "LearningRule",
+    "PhaseSpec",
+    "RuleStep",
+    "check_choice",
+    "coupled_target",
+    "rule_step",
+]
 
 
 @dataclass(frozen=True)
@@ -209,10 +216,18 @@ class LearningRule:
                 steps=steps,
                 clamp_output=spec.clamp,
             )
-        grad = self.combine(net, cx, d, phases)
-        lay = net.layout()
-        c = K.cost_value(free.state, cx.theta, lay, d, K.make_work(lay, cx.batch, net.dtype))
-        return RuleStep(grad, free, phases, output(net, free.state), float(np.mean(c)))
+        return rule_step(net, cx, d, self.combine(net, cx, d, phases), phases)
+
+
+def rule_step(
+    net: Network, cx: Clamped, d: np.ndarray, grad: Gradient, phases: dict[str, Phase]
+) -> RuleStep:
+    """The :class:`RuleStep` of a gradient and its phases (``phases["free"]`` is the free
+    phase): prediction and batch-mean cost C at the free state."""
+    free = phases["free"]
+    lay = net.layout()
+    c = K.cost_value(free.state, cx.theta, lay, d, K.make_work(lay, cx.batch, net.dtype))
+    return RuleStep(grad, free, phases, output(net, free.state), float(np.mean(c)))
 
 
 def check_choice(what: str, value: object, choices: Sequence[str]) -> str:
