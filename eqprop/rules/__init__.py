@@ -28,7 +28,9 @@ Equilibrium Propagation (Scellier & Bengio 2017), with
 
 Rules that clamp the output (the output layer must be part of the state, ``cost="squared"``):
 
-* contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`;
+* contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`, and with
+  gamma-scaled feedback on a graph chain (Xie & Seung 2003), :class:`ScaledFeedbackCHL`
+  (Python only: the trainer does not take graph networks yet);
 * GeneRec (O'Reilly 1996) in four forms, :class:`GeneRec`;
 * coupled learning (Stern et al. 2021) in three variants, :class:`CoupledLearning`.
 
@@ -54,6 +56,7 @@ from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
 from eqprop.rules.base import check_choice as _check_choice
 from eqprop.rules.bptt import BackpropThroughTime
 from eqprop.rules.chl import ContrastiveHebbian
+from eqprop.rules.chl_scaled import ScaledFeedbackCHL
 from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
@@ -75,6 +78,7 @@ __all__ = [
     "PhaseSpec",
     "RecurrentBackprop",
     "RuleStep",
+    "ScaledFeedbackCHL",
     "coupled_target",
     "generec_gradient",
     "make_rule",
