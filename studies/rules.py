@@ -14,6 +14,15 @@ function of its own parameter, the grid ``strength``:
   :class:`eqprop.rules.CoupledLearning`;
 * ``recirculation``: the regression :math:`\lambda` of
   :class:`eqprop.recirculation.RecirculationSettings`;
+* ``chl-scaled``: the feedback gain :math:`\gamma` of
+  :class:`eqprop.rules.ScaledFeedbackCHL` on the graph chain
+  ``eqprop.graph.chain(sizes, feedback="scaled", gamma=strength)`` (same kind,
+  activation, seed; its weights are drawn by the graph builder, so it is not the same
+  network as the others);
+* ``feedback-alignment``: :math:`\beta` of symmetric EP on the chain with fixed random
+  feedback ``feedback="random"`` (the error reaches the hidden layers through random
+  matrices, as in feedback alignment, Lillicrap et al. 2016), against the exact gradient of
+  that network;
 * ``chl``, ``generec-basic``, ``generec-symmetric``, ``generec-midpoint``, ``rbp``,
   ``bptt``: none (parameter-free: the same value at every ``strength``).
 
@@ -76,6 +85,8 @@ PARAMETER: dict[str, str | None] = {
     "rbp": None,
     "bptt": None,
     "recirculation": "lambda",
+    "chl-scaled": "gamma",
+    "feedback-alignment": "beta",
 }
 
 RULES = tuple(PARAMETER)
@@ -125,6 +136,37 @@ def _recirculation_layers(x: np.ndarray, n_hidden: int, lam: float, seed: int):
     return est, ref
 
 
+def _graph_layers(rule, strength, x, d, sizes, kind, activation, eps, atol, max_iter, seed):
+    """(update layers, exact-gradient layers, free residual) of a rule on a graph chain with
+    scaled (``chl-scaled``) or random (``feedback-alignment``) feedback; layer ``W_l`` is
+    the coupling into chain layer ``l`` with that layer's bias."""
+    from eqprop.graph import chain
+    from eqprop.graph.backprop import recurrent_backprop
+    from eqprop.graph.build import chain_layer_names
+    from eqprop.phases import Dynamics, free_phase
+    from eqprop.rules import EquilibriumPropagation, ScaledFeedbackCHL
+
+    if rule == "chl-scaled":
+        net = chain(
+            sizes, kind=kind, activation=activation, feedback="scaled", gamma=strength, seed=seed
+        )
+        rule_obj: Any = ScaledFeedbackCHL()
+    else:
+        net = chain(sizes, kind=kind, activation=activation, feedback="random", seed=seed)
+        rule_obj = EquilibriumPropagation(beta=strength, estimator="symmetric")
+    dyn = Dynamics(eps=eps, method="picard", fixed_steps=False, atol=atol, max_iter=max_iter)
+    free = free_phase(net, x, dyn)
+    ref = recurrent_backprop(net, x, d, free.state, eps=eps, check_fixed_point=None).grads
+    step = rule_obj.estimate(net, x, d, dyn, s0=free.state)
+    names = chain_layer_names(len(sizes))
+    pairs = [(f"{names[l - 1]}->{names[l]}.W", f"{names[l]}.b") for l in range(1, len(sizes))]
+    est = [
+        np.concatenate([np.ravel(step.gradient[w]), np.ravel(step.gradient[b])]) for w, b in pairs
+    ]
+    exact = [np.concatenate([np.ravel(ref[w]), np.ravel(ref[b])]) for w, b in pairs]
+    return est, exact, float(np.max(free.result.final_residual))
+
+
 def rules_point(
     rule: str,
     strength: float,
@@ -164,7 +206,11 @@ def rules_point(
     for i, seed in enumerate(seeds):
         s = int(net_seed) + int(seed)
         x, d = make_batch(sizes, batch, s + 7919, data, "float64")
-        if rule == "recirculation":
+        if rule in ("chl-scaled", "feedback-alignment"):
+            est, ref, fres[i] = _graph_layers(
+                rule, float(strength), x, d, sizes, kind, activation, eps, atol, max_iter, s
+            )
+        elif rule == "recirculation":
             est, ref = _recirculation_layers(x, sizes[1], float(strength), s)
             est, ref = est + [np.full(1, np.nan)] * (L - 2), ref + [np.zeros(1)] * (L - 2)
         else:

@@ -146,3 +146,27 @@ def test_sign_agreement_counts_only_the_gradient_nonzero_entries():
     assert sign == 0.5  # entry 1 (gradient 0, a unit held at a bound) is not counted
     assert cos == pytest.approx(1.5 / (np.sqrt(2.25) * np.sqrt(5)))
     assert rel == pytest.approx(np.sqrt(1 + 1 + 2.25) / np.sqrt(5))
+
+
+def test_graph_rules_cells_against_the_graph_reference():
+    """chl-scaled and feedback-alignment run on graph chains (scaled / random feedback);
+    a cell equals the rule's update against the graph recurrent backprop."""
+    from eqprop.graph import chain
+    from eqprop.graph.backprop import recurrent_backprop
+    from eqprop.rules import ScaledFeedbackCHL
+
+    ds = rules_study(("chl-scaled", "feedback-alignment"), (0.01,), (0,), **KW)
+    check_schema(ds)
+    x, d = make_batch(SIZES, 4, 7919)
+    dyn = E.Dynamics(method="picard", fixed_steps=False, atol=1e-13, max_iter=20000)
+    net = chain(SIZES, kind="hopfield", activation="sigmoid", feedback="scaled", gamma=0.01, seed=0)
+    s = E.free_phase(net, x, dyn).state
+    ref = recurrent_backprop(net, x, d, s, check_fixed_point=None).grads
+    g = ScaledFeedbackCHL().estimate(net, x, d, dyn, s0=s).gradient
+    est = np.concatenate([g["h1->y.W"].ravel(), g["y.b"]])
+    exact = np.concatenate([ref["h1->y.W"].ravel(), ref["y.b"]])
+    cos, rel, _ = _metrics(est, exact)
+    cell = ds.sel(rule="chl-scaled", strength=0.01, seed=0, layer="W2")
+    assert float(cell.cosine) == pytest.approx(cos, abs=1e-9)
+    assert float(cell.rel_error) == pytest.approx(rel, rel=1e-9)
+    assert str(ds.parameter.sel(rule="feedback-alignment", strength=0.01).values) == "beta"
