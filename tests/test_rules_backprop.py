@@ -189,3 +189,38 @@ def test_cli_trains_with_the_backprop_baselines(capsys):
         assert "test error:" in capsys.readouterr().out
     assert main(["train", "--preset", "digits", "--rule", "rbp", "--beta", "0.5", "-q"]) == 2
     assert "--beta applies to --rule ep, not to --rule rbp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("feedback", ["tied", "random"])
+def test_rbp_rule_on_a_graph_network_equals_the_graph_reference(feedback):
+    from eqprop.graph import chain
+    from eqprop.graph.backprop import recurrent_backprop as graph_rbp
+
+    g = chain([5, 4, 3], activation="sigmoid", feedback=feedback, seed=3)
+    x, d = _batch((5, 4, 3))
+    dyn = E.Dynamics(method="picard", fixed_steps=False, atol=1e-13, max_iter=20000)
+    step = RecurrentBackprop().estimate(g, x, d, dyn)
+    ref = graph_rbp(g, x, d, E.free_phase(g, x, dyn).state)
+    assert list(step.gradient) == list(g.parameters())
+    for name in step.gradient:
+        np.testing.assert_allclose(step.gradient[name], ref.grads[name], rtol=0, atol=1e-14)
+    if feedback == "tied":  # the chain's own layered network: the same exact gradient
+        net = E.init_network((5, 4, 3), activation="sigmoid", dtype="float64", seed=0)
+        from eqprop.graph import from_network
+
+        g2 = from_network(net)
+        a = RecurrentBackprop().estimate(g2, x, d, dyn).gradient
+        b = RecurrentBackprop().estimate(net, x, d, dyn).gradient
+        np.testing.assert_allclose(a["x->h1.W"], b.dW[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a["h1->y.W"], b.dW[1], rtol=0, atol=1e-12)
+
+
+def test_bptt_and_iterative_rbp_refuse_a_graph_network():
+    from eqprop.graph import chain
+
+    g = chain([5, 4, 3])
+    x, d = _batch((5, 4, 3))
+    with pytest.raises(ValueError, match=r"rule 'bptt' runs on a layered eqprop\.Network"):
+        BackpropThroughTime().estimate(g, x, d, E.Dynamics(T=3))
+    with pytest.raises(ValueError, match="method='iterative'\\) runs on a layered Network"):
+        RecurrentBackprop(method="iterative").estimate(g, x, d, E.Dynamics(T=3))

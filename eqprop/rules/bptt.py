@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eqprop.gradients import bptt
-from eqprop.network import check_target
+from eqprop.network import Network, check_target
 from eqprop.phases import clamp, free_phase
 from eqprop.rules.base import LearningRule, rule_step
 
@@ -72,6 +72,11 @@ class BackpropThroughTime(LearningRule):
             ``truncation`` larger than the free phase's ``T``, or free dynamics BPTT
             cannot follow (tolerance mode, a method other than fixed steps).
         """
+        if not isinstance(net, Network):
+            raise ValueError(
+                f"rule 'bptt' runs on a layered eqprop.Network, got {type(net).__name__} "
+                "(BPTT on graph networks is not written yet; --rule rbp takes both)"
+            )
         self.check_cost(net.cost)
         fd = dyn if free_dyn is None else free_dyn
         if self.truncation is not None and self.truncation > fd.T:

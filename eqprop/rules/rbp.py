@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from eqprop.gradients import recurrent_backprop
+from eqprop.graph.model import GraphNetwork
 from eqprop.network import check_target
-from eqprop.phases import clamp, free_phase
+from eqprop.phases import _graph_clamped, check_graph_batch, clamp, free_phase
 from eqprop.rules.base import LearningRule, rule_step
 from eqprop.rules.base import check_choice as _check_choice
 
@@ -99,10 +100,12 @@ class RecurrentBackprop(LearningRule):
         :class:`~eqprop.gradients.ReferenceGradient` (its ``info`` has the adjoint
         residual and, iterative, the iterations).
         """
+        fd = dyn if free_dyn is None else free_dyn
+        if isinstance(net, GraphNetwork):
+            return self._estimate_graph(net, x, d, fd, s0)
         self.check_cost(net.cost)
         cx = clamp(net, x)
         d = check_target(net, d, cx.batch)
-        fd = dyn if free_dyn is None else free_dyn
         free = free_phase(net, cx, fd, s0=s0)
         atol = self.atol
         if atol is None:
@@ -119,3 +122,23 @@ class RecurrentBackprop(LearningRule):
             check_fixed_point=self.check_fixed_point,
         )
         return rule_step(net, cx, d, grad, {"free": free})
+
+    def _estimate_graph(self, net, x, d, fd, s0):
+        """A :class:`~eqprop.graph.GraphNetwork` (any feedback): the dense graph adjoint,
+        :func:`eqprop.graph.backprop.recurrent_backprop`, as a
+        :class:`~eqprop.graph.gradient.GraphGradient`."""
+        from eqprop.graph.backprop import recurrent_backprop as graph_rbp
+        from eqprop.graph.gradient import _ordered
+
+        if self.method == "iterative":
+            raise ValueError(
+                "RecurrentBackprop(method='iterative') runs on a layered Network only; a "
+                "GraphNetwork takes the dense adjoint (method='auto' or 'dense')"
+            )
+        cx = _graph_clamped(net, x)
+        d = check_graph_batch(net, d, net.n_out, "d", cx.batch)
+        free = free_phase(net, cx, fd, s0=s0)
+        res = graph_rbp(
+            net, cx.x, d, free.state, eps=fd.eps, check_fixed_point=self.check_fixed_point
+        )
+        return rule_step(net, cx, d, _ordered(net, res.grads), {"free": free})
