@@ -195,7 +195,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--eval-T", dest="eval_T", type=int, help="free-phase steps for evaluation")
     g = p.add_argument_group("learning")
-    g.add_argument("--rule", help="learning rule: ep, chl, generec or coupled (docs/rules.rst)")
+    g.add_argument(
+        "--rule",
+        help="learning rule: ep, chl, generec, coupled, or the backprop baselines rbp, bptt "
+        "(docs/rules.rst)",
+    )
     g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")
     g.add_argument("--estimator", help="--rule ep: one-sided, random-sign or symmetric")
     g.add_argument(

@@ -347,7 +347,23 @@ def encoder_patterns(n: int) -> np.ndarray:
     return np.eye(n)
 
 
+def _check_loop(loop: object) -> None:
+    """Refuse anything but a :class:`LoopWeights` (a layered network is not a loop)."""
+    if not isinstance(loop, LoopWeights):
+        hint = (
+            " (a layered eqprop network has no decoder closing it into a loop)"
+            if hasattr(loop, "sizes") and hasattr(loop, "weights")
+            else ""
+        )
+        raise ValueError(
+            f"recirculation runs on a closed loop of groups, an "
+            f"eqprop.recirculation.LoopWeights (build one with init_loop(sizes)), got "
+            f"{type(loop).__name__}{hint}"
+        )
+
+
 def _check_visible(loop: LoopWeights, v) -> np.ndarray:
+    _check_loop(loop)
     v = np.asarray(v, dtype=np.float64)
     if v.ndim < 2 or v.shape[-1] != loop.sizes[0]:
         raise ValueError(
@@ -417,6 +433,7 @@ def recirculation_update(
     :math:`\\Delta w_{ij} = \\varepsilon y_j(1)[y_i(0) - y_i(2)]` (decoder) and
     :math:`\\Delta w_{ji} = \\varepsilon y_i(2)[y_j(1) - y_j(3)]` (encoder).
     """
+    _check_loop(loop)
     n_groups = loop.n_groups
     if len(passes.states) != 2 * n_groups:
         raise ValueError(

@@ -228,12 +228,13 @@ class TrainConfig:
         ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
         the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
         et al. (2019), ``s <- s + dt (g(s) - s)``.
-    rule : {"ep", "chl", "generec", "coupled"}
+    rule : {"ep", "chl", "generec", "coupled", "rbp", "bptt"}
         Learning rule (:func:`eqprop.rules.make_rule`): Equilibrium Propagation (``beta``,
-        ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``) or
-        coupled learning (``eta``, ``coupled_variant``). The rules other than ``"ep"``
-        clamp the output layer (``cost="squared"`` only); their second phases run ``K``
-        steps like EP's nudged phases.
+        ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``),
+        coupled learning (``eta``, ``coupled_variant``), or the backprop baselines:
+        recurrent backprop at the free state, BPTT through the ``T`` free steps. CHL,
+        GeneRec and coupled learning clamp the output layer (``cost="squared"`` only);
+        their second phases run ``K`` steps like EP's nudged phases.
     beta : float
         Nudging strength of EP, nonzero.
     estimator : {"one-sided", "random-sign", "symmetric"}

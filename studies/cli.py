@@ -3,9 +3,9 @@
 ``eqprop study KIND -o FILE.nc [study options] [--workers N | --processes N |
 --scheduler ADDRESS] [--points DIR] [--plot FIG.png] [--quiet]``
 
-KIND is ``convergence``, ``beta-sweep``, ``gdu`` or ``training``. Finished points are kept
-in ``--points`` (default ``FILE.nc.points/``), so running the same command again after an
-interruption computes only the missing points. Lists are comma-separated
+KIND is ``convergence``, ``beta-sweep``, ``gdu``, ``training`` or ``rules``. Finished
+points are kept in ``--points`` (default ``FILE.nc.points/``), so running the same command
+again after an interruption computes only the missing points. Lists are comma-separated
 (``--betas 0.001,0.01,0.1``), layer sizes as in ``eqprop train`` (``--sizes 784-500-10`` or
 ``784,500,10``). The flags are those of ``eqprop train`` and ``eqprop compare`` where the
 concept is the same (``docs/cli.rst``); the old ``--out``, ``--batch``, ``--kind-net`` and
@@ -43,7 +43,7 @@ from eqprop.network import ACTIVATIONS
 
 __all__ = ["STUDIES", "plot_main", "study_main"]
 
-STUDIES = ("convergence", "beta-sweep", "gdu", "training")
+STUDIES = ("convergence", "beta-sweep", "gdu", "training", "rules")
 
 
 def _keyvalue(text: str) -> tuple[str, Any]:
@@ -203,6 +203,39 @@ def _parser() -> argparse.ArgumentParser:
     _dataset(p, f"{_DATASETS_HELP} (default: --setting's)")
     _common(p)
 
+    p = sub.add_parser("rules", help="every learning rule's update against the exact gradient")
+    p.add_argument(
+        "--rules",
+        type=name_list,
+        default=None,
+        help="comma-separated rules (default: all of studies.rules.RULES)",
+    )
+    p.add_argument(
+        "--strengths",
+        type=float_list,
+        default=None,
+        help="comma-separated rule parameters in (0, 1): beta, eta, lambda (default: 1e-3..0.9)",
+    )
+    p.add_argument(
+        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated network/batch seeds"
+    )
+    p.add_argument("--sizes", type=sizes, default=[20, 16, 5], help="layer sizes, input first")
+    _batch_size(p, 8, "samples per seed")
+    k = p.add_argument("--kind", default="hopfield", choices=_KINDS, help="network kind")
+    deprecated_alias(p, "--kind-net", k)
+    p.add_argument(
+        "--activation", default="hardsigmoid", choices=list(ACTIVATIONS), help="activation"
+    )
+    p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
+    p.add_argument("--atol", type=positive_float, default=1e-11, help="solver tolerance")
+    p.add_argument("--max-iter", type=positive_int, default=20000, help="solver iteration cap")
+    p.add_argument(
+        "-T", "--T", type=positive_int, default=200, help="free steps differentiated by bptt"
+    )
+    p.add_argument("--net-seed", type=nonnegative_int, default=0, help="weights seed offset")
+    _dataset(p, f"{_DATASETS_HELP} (default: uniform random inputs)")
+    _common(p)
+
     p = sub.add_parser("training", help="train/test error per epoch")
     p.add_argument(
         "--estimators",
@@ -340,6 +373,29 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             net_seed=args.net_seed,
             data=args.dataset,
             **extra,
+            **sweep_kwargs,
+        )
+    if args.study == "rules":
+        from .rules import rules_study
+
+        grid: dict[str, Any] = {}
+        if args.rules is not None:
+            grid["rules"] = args.rules
+        if args.strengths is not None:
+            grid["strengths"] = args.strengths
+        return rules_study(
+            seeds=args.seeds,
+            sizes=args.sizes,
+            batch=args.batch_size,
+            kind=args.kind,
+            activation=args.activation,
+            eps=args.eps,
+            atol=args.atol,
+            max_iter=args.max_iter,
+            T_bptt=args.T,
+            net_seed=args.net_seed,
+            data=args.dataset,
+            **grid,
             **sweep_kwargs,
         )
     if args.study == "gdu":

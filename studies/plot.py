@@ -25,6 +25,10 @@ dataset's ``study`` attribute and saves it:
 ``training-curves``
     test error (solid) and training error (dashed) versus epoch per estimator and cost,
     mean over seeds with a min-max band.
+``rules``
+    cosine and relative error of each rule's update to the exact gradient versus the
+    rule's own parameter (log x), one row per layer, mean over seeds with a min-max band;
+    parameter-free rules dashed.
 
 Bad input raises :class:`StudyFileError` (a ``ValueError``) with one line naming the
 file or variable and what to do: a file that is not a readable netCDF study, a missing
@@ -65,6 +69,10 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
         "rel_rmse": ("beta", "seed", "t", "layer", "quantity"),
     },
     "training-curves": {"test_error": ("estimator", "seed", "epoch")},
+    "rules": {
+        "cosine": ("rule", "strength", "seed", "layer"),
+        "rel_error": ("rule", "strength", "seed", "layer"),
+    },
 }
 
 
@@ -374,7 +382,53 @@ def _training(fig: Any, ds: xr.Dataset) -> None:
     ax.legend(title="estimator")
 
 
+#: matplotlib's "tab20" colours (dark, light pairs), for figures with many lines.
+_TAB20 = [f"C{i}" for i in range(10)] + [
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+]  # fmt: skip
+
+
+def _rules(fig: Any, ds: xr.Dataset) -> None:
+    """Cosine and relative error to the exact gradient versus each rule's own parameter.
+
+    One row per layer; mean over seeds with a min-max band. Rules with a parameter are
+    lines with markers; parameter-free rules (the same value at every strength) are
+    dashed horizontal lines.
+    """
+    layers = list(ds["layer"].values)
+    axes = fig.subplots(len(layers), 2, squeeze=False, sharex=True)
+    x = ds["strength"].values.astype(float)
+    param = ds["parameter"].isel(strength=0).values if "parameter" in ds else None
+    for row, layer in zip(axes, layers):
+        for j, (name, label) in enumerate(
+            (("cosine", "cosine to the exact gradient"), ("rel_error", "relative error"))
+        ):
+            ax = row[j]
+            for i, rule in enumerate(ds["rule"].values):
+                da = ds[name].sel(rule=rule, layer=layer)
+                if not np.any(np.isfinite(da.values)):
+                    continue  # recirculation has two layers only
+                mean = da.mean("seed").values
+                lo, hi = da.min("seed").values, da.max("seed").values
+                free = param is not None and str(param[i]) == "none"
+                style = dict(linestyle="--", marker=None) if free else dict(marker="os^vD"[i % 5])
+                color = _TAB20[i % 20]  # up to 20 distinct colours
+                ax.plot(x, mean, label=str(rule), color=color, **style)
+                ax.fill_between(x, lo, hi, color=color, alpha=0.06, linewidth=0)
+            ax.set_xscale("log")
+            if name == "rel_error":
+                ax.set_yscale("log")
+            ax.set_title(f"layer {layer}: {label}", fontsize="small")
+        row[0].set_ylabel("mean over seeds (band: min-max)")
+    for ax in axes[-1]:
+        ax.set_xlabel("strength (beta for EP, eta for coupled, lambda for recirculation)")
+    handles, _ = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles=handles, loc="outside right center", fontsize="small")
+
+
 _DRAW = {
+    "rules": _rules,
     "solver-convergence": _convergence,
     "beta-sweep": _beta_sweep,
     "gdu": _gdu,
@@ -456,10 +510,13 @@ def plot_study(
         "beta-sweep": ds.sizes.get("layer", 1),
         "gdu": ds.sizes.get("layer", 1),
         "training-curves": 1,
+        "rules": 2,
     }[kind]
     two_rows = kind == "gdu" or (kind == "solver-convergence" and _has_energy(ds))
     height = 7.0 if two_rows else 4.0
-    legend_width = 2.5 if kind in ("solver-convergence", "beta-sweep") else 0.0  # outside
+    if kind == "rules":
+        height = 3.2 * ds.sizes.get("layer", 1)
+    legend_width = 2.5 if kind in ("solver-convergence", "beta-sweep", "rules") else 0.0
     fig = Figure(figsize=(max(7.0, 4.5 * n_panels) + legend_width, height), layout="constrained")
     _DRAW[kind](fig, ds)
     fig.suptitle(str(ds.attrs.get("title", kind)), fontsize="medium")

@@ -62,6 +62,8 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "depth": ("number of hidden layers", "1"),
     "tol": ("solver tolerance on the residual (atol)", "1"),
     "cost": ("cost function", "1"),
+    "rule": ("learning rule", "1"),
+    "strength": ("the rule's own parameter (beta, eta or lambda; see studies.rules)", "1"),
 }
 
 #: Global attributes every dataset must carry (``git_commit`` only when known).
@@ -83,6 +85,7 @@ STUDY_DIMS: dict[str, tuple[str, ...]] = {
     "beta-sweep": ("beta", "estimator", "seed", "layer"),
     "gdu": ("t",),
     "training-curves": ("epoch", "estimator", "seed"),
+    "rules": ("rule", "strength", "seed", "layer"),
 }
 
 

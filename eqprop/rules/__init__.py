@@ -28,15 +28,24 @@ Equilibrium Propagation (Scellier & Bengio 2017), with
 
 Rules that clamp the output (the output layer must be part of the state, ``cost="squared"``):
 
-* contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`;
+* contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`, and with
+  gamma-scaled feedback on a graph chain (Xie & Seung 2003), :class:`ScaledFeedbackCHL`
+  (Python only: the trainer does not take graph networks yet);
 * GeneRec (O'Reilly 1996) in four forms, :class:`GeneRec`;
 * coupled learning (Stern et al. 2021) in three variants, :class:`CoupledLearning`.
+
+The backprop baselines, on the same networks, free phase and optimizer (they wrap
+:mod:`eqprop.gradients`, nothing else):
+
+* recurrent backprop at the free state, :class:`RecurrentBackprop` (``"rbp"``);
+* backpropagation through the ``T`` free steps, :class:`BackpropThroughTime` (``"bptt"``).
 
 :func:`make_rule` builds any of them by name (``RULES``); it is what
 :class:`eqprop.train.Trainer` and ``eqprop train --rule`` use. See ``docs/rules.rst``.
 
 Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
-:mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`;
+:mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`,
+:mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`;
 everything is importable from :mod:`eqprop.rules`.
 """
 
@@ -45,16 +54,21 @@ from __future__ import annotations
 from eqprop.network import Gradient
 from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
 from eqprop.rules.base import check_choice as _check_choice
+from eqprop.rules.bptt import BackpropThroughTime
 from eqprop.rules.chl import ContrastiveHebbian
+from eqprop.rules.chl_scaled import ScaledFeedbackCHL
 from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
+from eqprop.rules.rbp import RBP_METHODS, RecurrentBackprop
 
 __all__ = [
     "COUPLED_VARIANTS",
     "ESTIMATORS",
     "GENEREC_FORMS",
+    "RBP_METHODS",
     "RULES",
+    "BackpropThroughTime",
     "ContrastiveHebbian",
     "CoupledLearning",
     "EquilibriumPropagation",
@@ -62,14 +76,16 @@ __all__ = [
     "Gradient",
     "LearningRule",
     "PhaseSpec",
+    "RecurrentBackprop",
     "RuleStep",
+    "ScaledFeedbackCHL",
     "coupled_target",
     "generec_gradient",
     "make_rule",
 ]
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "generec", "coupled")
+RULES = ("ep", "chl", "generec", "coupled", "rbp", "bptt")
 
 
 def make_rule(
@@ -85,7 +101,9 @@ def make_rule(
 
     ``"ep"``: :class:`EquilibriumPropagation` (``beta``, ``estimator``); ``"chl"``:
     :class:`ContrastiveHebbian`; ``"generec"``: :class:`GeneRec` (``generec_form``);
-    ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``).
+    ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
+    :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
+    ``T`` free steps).
 
     Raises
     ------
@@ -99,4 +117,8 @@ def make_rule(
         return ContrastiveHebbian()
     if name == "generec":
         return GeneRec(form=generec_form)
+    if name == "rbp":
+        return RecurrentBackprop()
+    if name == "bptt":
+        return BackpropThroughTime()
     return CoupledLearning(eta=eta, variant=variant)

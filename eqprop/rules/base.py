@@ -35,6 +35,7 @@ __all__ = [
     "contrast",
     "coupled_target",
     "output_columns",
+    "rule_step",
 ]
 
 
@@ -287,10 +288,22 @@ class LearningRule:
                 steps=steps,
                 clamp_output=spec.clamp,
             )
-        grad = self.combine(net, cx, d, phases)
-        c = network_cost(net, cx, free.state, d)
-        pred = network_output(net, cx, free.state)
-        return RuleStep(grad, free, phases, pred, float(np.mean(c)))
+        return rule_step(net, cx, d, self.combine(net, cx, d, phases), phases)
+
+
+def rule_step(
+    net: Network | GraphNetwork,
+    cx: Clamped,
+    d: np.ndarray,
+    grad: Gradient | GraphGradient,
+    phases: dict[str, Phase],
+) -> RuleStep:
+    """The :class:`RuleStep` of a gradient and its phases (``phases["free"]`` is the free
+    phase): prediction and batch-mean cost C at the free state."""
+    free = phases["free"]
+    c = network_cost(net, cx, free.state, d)
+    pred = network_output(net, cx, free.state)
+    return RuleStep(grad, free, phases, pred, float(np.mean(c)))
 
 
 def check_choice(what: str, value: object, choices: Sequence[str]) -> str:
