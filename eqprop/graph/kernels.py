@@ -465,11 +465,14 @@ def make_args(
     d: np.ndarray | None = None,
     eps: float = 0.5,
     nudge: str = "inside",
+    drive: np.ndarray | None = None,
 ) -> tuple:
     """The ``args`` tuple of :func:`fixed_point_map` / :func:`vector_field` for a phase.
 
     ``beta`` may be complex (with nonzero imaginary part) only for a complex network
-    (:func:`eqprop.graph.holomorphic.as_complex`); ValueError otherwise.
+    (:func:`eqprop.graph.holomorphic.as_complex`); ValueError otherwise. ``drive``:
+    :func:`input_drive` of ``x`` when already computed (the phases of one training step
+    share it); ``x`` is then not read.
     """
     dt = _real_dtype(net)
     if dt.kind != "c" and np.iscomplexobj(beta):
@@ -481,7 +484,8 @@ def make_args(
             )
         beta = float(np.real(beta))
     R._nudge(net, nudge, d, beta)
-    drive = input_drive(net, x)
+    if drive is None:
+        drive = input_drive(net, x)
     batch = drive.shape[0]
     if d is None:
         if beta != 0:
