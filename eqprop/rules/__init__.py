@@ -36,8 +36,11 @@ Rules that clamp the output (the output layer must be part of the state, ``cost=
 :class:`eqprop.train.Trainer` and ``eqprop train --rule`` use. See ``docs/rules.rst``.
 
 Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
-:mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`;
-everything is importable from :mod:`eqprop.rules`.
+:mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`,
+:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks) and
+:mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks; neither is in
+``RULES`` yet: the trainer does not take graph networks); everything is importable from
+:mod:`eqprop.rules`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from eqprop.rules.chl import ContrastiveHebbian
 from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
+from eqprop.rules.holomorphic import HolomorphicEP
+from eqprop.rules.vfep import VectorFieldEP
 
 __all__ = [
     "COUPLED_VARIANTS",
@@ -60,9 +65,11 @@ __all__ = [
     "EquilibriumPropagation",
     "GeneRec",
     "Gradient",
+    "HolomorphicEP",
     "LearningRule",
     "PhaseSpec",
     "RuleStep",
+    "VectorFieldEP",
     "coupled_target",
     "generec_gradient",
     "make_rule",

@@ -36,7 +36,7 @@ from eqprop.graph.gradient import contrast as graph_contrast
 from eqprop.graph.model import GraphNetwork
 from eqprop.rules.base import LearningRule, PhaseSpec
 
-__all__ = ["VectorFieldEP"]
+__all__ = ["VectorFieldEP", "vf_ep_gradient"]
 
 
 class VectorFieldEP(LearningRule):
