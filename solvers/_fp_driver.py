@@ -5,6 +5,10 @@ process compiles it once per (dtype, args type, observe return type) and never p
 method or per user function: ``g``, ``g_block`` and ``observe`` arrive as first-class
 function values (``numba.types.FunctionType``), whose compiled code is cached on disk
 across processes (``cache=True``). See ``_compile.py``.
+
+Complex states compile the same source: the normal equations of Anderson are Hermitian
+(``H_pq = dF_p^H dF_q``, ``R_p = dF_p^H f_k``, complex128) and the bound handling goes
+through the generic kernels of ``_kernels.py`` (bounds are refused for complex states).
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from ._callbacks import (
 from ._kernels import (
     _TINY,
     absmax_diff,
+    acc_zeros,
     active_set_signature,
     all_nan,
     cholesky_solve,
     clip_row,
+    clip_value,
     dot,
     fill_nan,
     fill_nan_cols,
@@ -98,12 +104,12 @@ def fp_driver(
     dG = np.zeros((nb, ma, n), dtype=x.dtype)
     fprev = np.zeros((nb, n), dtype=x.dtype)
     gprev = np.zeros((nb, n), dtype=x.dtype)
-    H = np.zeros((nb, ma, ma))
-    R = np.zeros((nb, ma))
-    Hs = np.zeros((ma, ma))
-    L = np.zeros((ma, ma))
-    rhs = np.zeros(ma)
-    gam = np.zeros(ma)
+    H = acc_zeros((nb, ma, ma), x)  # float64, or complex128 for complex states
+    R = acc_zeros((nb, ma), x)
+    Hs = acc_zeros((ma, ma), x)
+    L = acc_zeros((ma, ma), x)
+    rhs = acc_zeros(ma, x)
+    gam = acc_zeros(ma, x)
     cnt = np.zeros(nb, dtype=np.int64)
     head = np.zeros(nb, dtype=np.int64)
     has_prev = np.zeros(nb, dtype=np.bool_)
@@ -257,15 +263,15 @@ def fp_driver(
                         gp[i] = gb[i]
                     c = min(cnt[b] + 1, ma)
                     for j in range(c):
-                        s = dot(dFs, dF[b, j])
+                        s = dot(dFs, dF[b, j])  # dF_slot^H dF_j
                         H[b, slot, j] = s
-                        H[b, j, slot] = s
-                    # right-hand sides R_j = dF_j . f_k, updated incrementally: for an old
-                    # slot, f_k = f_{k-1} + dF_slot gives R_j += H[slot, j]; only the new
+                        H[b, j, slot] = s.conjugate()
+                    # right-hand sides R_j = dF_j^H f_k, updated incrementally: for an old
+                    # slot, f_k = f_{k-1} + dF_slot gives R_j += H[j, slot]; only the new
                     # slot needs a dot product (a slot lives at most m iterations)
                     for j in range(c):
                         if j != slot:
-                            R[b, j] += H[b, slot, j]
+                            R[b, j] += H[b, j, slot]
                     R[b, slot] = dot(dFs, fp)
                     cnt[b] = c
                     head[b] = (slot + 1) % ma
@@ -292,7 +298,7 @@ def fp_driver(
                 if not plain:
                     dmax = 0.0
                     for j in range(c):
-                        dmax = max(dmax, H[b, j, j])
+                        dmax = max(dmax, H[b, j, j].real)
                         rhs[j] = R[b, j]
                         for q in range(c):
                             Hs[j, q] = H[b, j, q]
@@ -349,16 +355,10 @@ def fp_driver(
                         for i in range(a0, a1):
                             v = gx[b, i]
                             if q > 0 and has_bounds:
-                                if v < lo[i]:
-                                    v = lo[i]
-                                elif v > hi[i]:
-                                    v = hi[i]
+                                v = clip_value(v, lo[i], hi[i])
                             v = x[b, i] + beta_t * (v - x[b, i])
                             if has_bounds and beta > 1.0:
-                                if v < lo[i]:
-                                    v = lo[i]
-                                elif v > hi[i]:
-                                    v = hi[i]
+                                v = clip_value(v, lo[i], hi[i])
                             x[b, i] = v
             if status[ERROR] != 0:
                 break

@@ -10,6 +10,16 @@ vectorises them without fast-math on NaN handling:
   semantics) does not, and NaN propagates by construction;
 * dot products (Anderson only) may reassociate their sum (``fastmath={"reassoc"}``),
   which changes rounding only, never NaN/inf propagation.
+
+Complex states (complex64/complex128): the norms take ``|v|`` (the modulus, a float of the
+matching width, whose bit pattern orders as above), the dot product conjugates its first
+argument (``a^H b``, accumulated in complex128) and the Cholesky factorisation is that of a
+Hermitian matrix. The box projection has no meaning for complex numbers (the solvers refuse
+bounds for complex states before calling a driver), so :func:`clip_row`, :func:`clip_value`,
+:func:`active_set_signature` and the bounded branch of :func:`absmax_field` are generic
+functions (``numba.extending.overload``) whose complex versions ignore ``lo``/``hi``; their
+real versions are the functions used before complex support, unchanged, so real states
+compile to the same loops.
 """
 
 from __future__ import annotations
@@ -17,13 +27,18 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 _TINY = np.finfo(np.float64).tiny
 
 
+def _is_complex(t) -> bool:
+    """True for a Numba complex scalar type or an array of complex numbers."""
+    return isinstance(getattr(t, "dtype", t), types.Complex)
+
+
 @njit(cache=True)
-def clip_row(y, lo, hi):
+def _clip_row_real(y, lo, hi):
     """Clip the 1-D row ``y`` into ``[lo, hi]`` in place (NaN stays NaN)."""
     for i in range(y.shape[0]):
         v = y[i]
@@ -31,8 +46,52 @@ def clip_row(y, lo, hi):
         y[i] = hi[i] if v > hi[i] else v
 
 
+def clip_row(y, lo, hi):  # pragma: no cover - only called from compiled code
+    """Clip the 1-D row ``y`` into ``[lo, hi]`` in place; a no-op for complex rows."""
+    raise NotImplementedError("clip_row is only callable from Numba-compiled code")
+
+
+@overload(clip_row)
+def _clip_row_ov(y, lo, hi):
+    if _is_complex(y):
+        return lambda y, lo, hi: None
+    return lambda y, lo, hi: _clip_row_real(y, lo, hi)
+
+
+def clip_value(v, lo, hi):  # pragma: no cover - only called from compiled code
+    """``v`` clipped into ``[lo, hi]`` (scalars); ``v`` itself when complex."""
+    raise NotImplementedError("clip_value is only callable from Numba-compiled code")
+
+
+@overload(clip_value)
+def _clip_value_ov(v, lo, hi):
+    if _is_complex(v):
+        return lambda v, lo, hi: v
+
+    def impl(v, lo, hi):
+        if v < lo:
+            v = lo
+        elif v > hi:
+            v = hi
+        return v
+
+    return impl
+
+
+def active_set_signature(y, lo, hi):  # pragma: no cover - only called from compiled code
+    """See :func:`_active_set_signature_real`; 0 for complex rows (no bounds)."""
+    raise NotImplementedError("active_set_signature is only callable from compiled code")
+
+
+@overload(active_set_signature)
+def _active_set_signature_ov(y, lo, hi):
+    if _is_complex(y):
+        return lambda y, lo, hi: 0
+    return lambda y, lo, hi: _active_set_signature_real(y, lo, hi)
+
+
 @njit(cache=True)
-def active_set_signature(y, lo, hi):
+def _active_set_signature_real(y, lo, hi):
     """Signature of the set of components of the 1-D row ``y`` at a bound (int64).
 
     ``sum_{i: y_i <= lo_i} (i + 1) + (n + 1) * sum_{i: y_i >= hi_i} (i + 1)``: equal sets
@@ -110,6 +169,7 @@ def _norm_pair(rb, xb, like):
     """
     r = np.float64(_bits_float(rb, like))
     xm = np.float64(_bits_float(xb, like))
+    # (``like`` is a float of the moduli's width: only its type is used)
     if not xm <= np.inf:
         r = np.nan
     return r, xm
@@ -129,7 +189,7 @@ def absmax_diff(g, x):
     for i in range(n):
         rb = max(rb, _float_bits(abs(g[i] - x[i])))
         xb = max(xb, _float_bits(abs(x[i])))
-    return _norm_pair(rb, xb, x[0])
+    return _norm_pair(rb, xb, abs(x[0]))
 
 
 @njit(cache=True)
@@ -138,11 +198,32 @@ def absmax(v):
     rb = _float_bits(abs(v[0] - v[0]))
     for i in range(v.shape[0]):
         rb = max(rb, _float_bits(abs(v[i])))
-    return np.float64(_bits_float(rb, v[0]))
+    return np.float64(_bits_float(rb, abs(v[0])))
+
+
+def absmax_field(f, x, lo, hi, has_bounds):  # pragma: no cover - compiled code only
+    """See :func:`_absmax_field_real`; for complex rows the bounds are ignored."""
+    raise NotImplementedError("absmax_field is only callable from Numba-compiled code")
+
+
+@overload(absmax_field)
+def _absmax_field_ov(f, x, lo, hi, has_bounds):
+    if _is_complex(x):
+
+        def impl(f, x, lo, hi, has_bounds):
+            rb = _float_bits(abs(f[0] - f[0]))
+            xb = rb
+            for i in range(x.shape[0]):
+                rb = max(rb, _float_bits(abs(f[i])))
+                xb = max(xb, _float_bits(abs(x[i])))
+            return _norm_pair(rb, xb, abs(x[0]))
+
+        return impl
+    return lambda f, x, lo, hi, has_bounds: _absmax_field_real(f, x, lo, hi, has_bounds)
 
 
 @njit(cache=True)
-def absmax_field(f, x, lo, hi, has_bounds):
+def _absmax_field_real(f, x, lo, hi, has_bounds):
     """Max-norm of the projected field of 1-D rows, and ``max_i |x_i|``, as float64.
 
     Components of ``f`` that push out of the box at an active bound count as 0.
@@ -166,12 +247,49 @@ def absmax_field(f, x, lo, hi, has_bounds):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def dot(a, b):
+def _dot_real(a, b):
     """``sum_i a_i b_i`` of 1-D rows, accumulated in float64."""
     s = 0.0
     for i in range(a.shape[0]):
         s += np.float64(a[i]) * np.float64(b[i])
     return s
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot_complex(a, b):
+    """``sum_i conj(a_i) b_i`` of 1-D complex rows, accumulated in complex128."""
+    s = 0j
+    for i in range(a.shape[0]):
+        s += np.complex128(a[i]).conjugate() * np.complex128(b[i])
+    return s
+
+
+def dot(a, b):  # pragma: no cover - only called from compiled code
+    """``a^H b`` of 1-D rows: float64 for real rows, complex128 for complex ones."""
+    raise NotImplementedError("dot is only callable from Numba-compiled code")
+
+
+@overload(dot)
+def _dot_ov(a, b):
+    if _is_complex(a):
+        return lambda a, b: _dot_complex(a, b)
+    return lambda a, b: _dot_real(a, b)
+
+
+def acc_zeros(shape, like):  # pragma: no cover - only called from compiled code
+    """Zeros of ``shape`` in the accumulation dtype of the state array ``like``.
+
+    float64 for real states, complex128 for complex ones (Anderson's normal equations,
+    Dopri5's error row).
+    """
+    raise NotImplementedError("acc_zeros is only callable from Numba-compiled code")
+
+
+@overload(acc_zeros)
+def _acc_zeros_ov(shape, like):
+    if _is_complex(like):
+        return lambda shape, like: np.zeros(shape, dtype=np.complex128)
+    return lambda shape, like: np.zeros(shape)
 
 
 @njit(cache=True)
@@ -194,20 +312,23 @@ def grow_vec(a, rows):
 def cholesky_solve(H, rhs, k, L, y, pivot_tol):
     """Solve ``H[:k,:k] y = rhs[:k]`` by Cholesky into ``y``; False if a pivot is tiny.
 
-    ``L`` is scratch of shape at least (k, k). A pivot below ``pivot_tol`` times the
-    largest diagonal entry of ``H`` flags the system as ill-conditioned.
+    ``H`` symmetric (float64) or Hermitian (complex128, ``H = L L^H``; its diagonal is
+    read as real). ``L`` is scratch of shape at least (k, k). A pivot below ``pivot_tol``
+    times the largest diagonal entry of ``H`` flags the system as ill-conditioned. On real
+    arrays ``.real`` and ``.conjugate()`` are the identity, so the real factorisation is
+    the plain one.
     """
     dmax = 0.0
     for i in range(k):
-        if H[i, i] > dmax:
-            dmax = H[i, i]
+        if H[i, i].real > dmax:
+            dmax = H[i, i].real
     if not dmax > 0 or not np.isfinite(dmax):
         return False
     thr = pivot_tol * dmax
     for j in range(k):
-        s = H[j, j]
+        s = H[j, j].real
         for p in range(j):
-            s -= L[j, p] * L[j, p]
+            s -= (L[j, p] * L[j, p].conjugate()).real
         if not s > thr or s <= 0:
             return False
         ljj = np.sqrt(s)
@@ -215,7 +336,7 @@ def cholesky_solve(H, rhs, k, L, y, pivot_tol):
         for i in range(j + 1, k):
             t = H[i, j]
             for p in range(j):
-                t -= L[i, p] * L[j, p]
+                t -= L[i, p] * L[j, p].conjugate()
             L[i, j] = t / ljj
     for i in range(k):
         t = rhs[i]
@@ -225,7 +346,7 @@ def cholesky_solve(H, rhs, k, L, y, pivot_tol):
     for i in range(k - 1, -1, -1):
         t = y[i]
         for p in range(i + 1, k):
-            t -= L[p, i] * y[p]
+            t -= L[p, i].conjugate() * y[p]
         y[i] = t / L[i, i]
     return True
 

@@ -35,6 +35,7 @@ from ._kernels import (
     absmax,
     absmax_diff,
     absmax_field,
+    acc_zeros,
     all_nan,
     clip_row,
     fill_nan,
@@ -96,7 +97,7 @@ def ss_driver(
     )
     E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
     h = np.full(B, dt)
-    erow = np.zeros(n)  # Dopri5's scaled error of one sample
+    erow = acc_zeros(n, x)  # Dopri5's scaled error of one sample (complex128 if x is)
     stab = 3.0
     t = np.zeros(B)
     n_rej = np.zeros(B, dtype=np.int64)

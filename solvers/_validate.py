@@ -9,9 +9,12 @@ import numpy as np
 
 from ._compile import is_jitted
 
+#: State dtypes the drivers compile for.
+STATE_DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+
 
 def check_state(x0: Any) -> np.ndarray:
-    """Return a fresh C-contiguous copy of ``x0`` (batch, n), float32 or float64."""
+    """Return a fresh C-contiguous copy of ``x0`` (batch, n): float32/64 or complex64/128."""
     if not isinstance(x0, np.ndarray):
         x0 = np.asarray(x0)
     if x0.dtype.kind in "biu":
@@ -19,8 +22,10 @@ def check_state(x0: Any) -> np.ndarray:
             f"x0 has integer/bool dtype {x0.dtype}; pass a floating state, e.g. "
             "x0.astype(np.float64) or x0.astype(np.float32)"
         )
-    if x0.dtype not in (np.float32, np.float64):
-        raise ValueError(f"x0 must be float32 or float64, got dtype {x0.dtype}")
+    if x0.dtype not in STATE_DTYPES:
+        raise ValueError(
+            f"x0 must be float32, float64, complex64 or complex128, got dtype {x0.dtype}"
+        )
     if x0.ndim != 2:
         hint = " (for one sample use x0.reshape(1, -1))" if x0.ndim == 1 else ""
         raise ValueError(f"x0 must be 2-D (batch, n), got shape {x0.shape}{hint}")
@@ -36,16 +41,26 @@ def check_state(x0: Any) -> np.ndarray:
 
 
 def check_args(args: Any, dtype: np.dtype) -> tuple:
-    """Check ``args``: a tuple; floating arrays in the state dtype, made C-contiguous."""
+    """Check ``args``: a tuple; floating arrays in the state dtype, made C-contiguous.
+
+    For a complex state, real arrays of the matching precision (float64 for complex128,
+    float32 for complex64) are accepted too (real weights acting on complex states);
+    complex arrays must have the state's dtype, and a real state takes no complex array.
+    """
     if not isinstance(args, tuple):
         raise ValueError(f"args must be a tuple (possibly empty), got {type(args).__name__}")
+    dtype = np.dtype(dtype)
+    real = np.dtype(dtype.type(0).real.dtype)  # float of the state's precision
+    ok = {dtype, real} if dtype.kind == "c" else {dtype}
     out = []
     for i, a in enumerate(args):
         if isinstance(a, np.ndarray):
-            if a.dtype.kind == "f" and a.dtype != dtype:
+            if a.dtype.kind in "fc" and a.dtype not in ok:
+                extra = f" (or np.{real})" if dtype.kind == "c" else ""
                 raise ValueError(
                     f"args[{i}] has dtype {a.dtype} but the state is {dtype}; convert it with "
-                    f"args[{i}].astype(np.{dtype}) so that the map runs in one dtype"
+                    f"args[{i}].astype(np.{dtype}){extra} so that the map runs in one "
+                    "precision"
                 )
             if not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a)
@@ -90,7 +105,17 @@ def check_bound(divergence_bound: float) -> float:
 
 
 def check_bounds(bounds: Any, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Return ``(lo, hi, has_bounds)`` as (n,) arrays in ``dtype``."""
+    """Return ``(lo, hi, has_bounds)`` as (n,) arrays in ``dtype``.
+
+    Complex states take no bounds: a box ``lo <= x <= hi`` needs an order, which complex
+    numbers lack (ValueError).
+    """
+    if bounds is not None and np.dtype(dtype).kind == "c":
+        raise ValueError(
+            f"bounds are not defined for complex states (x0 is {np.dtype(dtype)}): the box "
+            "projection needs ordered (real) values; pass bounds=None, or solve for a real "
+            "state"
+        )
     if bounds is None:
         return np.full(n, -np.inf, dtype=dtype), np.full(n, np.inf, dtype=dtype), False
     try:
@@ -128,4 +153,23 @@ def check_jitted(fn: Any, name: str, required: bool = True) -> None:
         raise ValueError(
             f"{name} must be a Numba @njit function (got {type(fn).__name__}); decorate it "
             "with @numba.njit (cache=True recommended)"
+        )
+
+
+def check_method_dtype(method: Any, x0: Any) -> None:
+    """Refuse a complex ``x0`` for a method not declared for complex states.
+
+    A method class says so with the class attribute ``complex_states = True`` (all of
+    Picard, Anderson, GaussSeidel, Euler, RK4 and Dopri5 do); any other is refused, naming
+    the method, rather than run with real-only arithmetic.
+    """
+    dt = getattr(x0, "dtype", None)
+    if dt is None:
+        dt = np.asarray(x0).dtype
+    if np.dtype(dt).kind == "c" and not getattr(type(method), "complex_states", False):
+        name = method.describe() if hasattr(method, "describe") else type(method).__name__
+        raise ValueError(
+            f"{name} is not defined for complex states (x0 is {np.dtype(dt)}); use one of "
+            "Picard, Anderson or GaussSeidel (fixed points) or Euler, RK4 or Dopri5 (steady "
+            "states), or a real state"
         )

@@ -11,6 +11,7 @@ from numba import types
 from ._common import driver_for, prepare, run
 from ._fp_driver import ANDERSON, GAUSS_SEIDEL, PICARD
 from ._result import SolveResult
+from ._validate import check_method_dtype
 from .methods import Anderson, GaussSeidel, Picard
 
 __all__ = ["solve_fixed_point"]
@@ -114,6 +115,7 @@ def solve_fixed_point(
             f"method must be Picard(...), Anderson(...) or GaussSeidel(...) for a fixed "
             f"point, got {method!r} (ODE methods go to solve_steady_state)"
         )
+    check_method_dtype(method, x0)
     p = prepare(
         g,
         x0,

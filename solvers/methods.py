@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 __all__ = ["RK4", "Anderson", "Dopri5", "Euler", "GaussSeidel", "Picard"]
 
@@ -32,6 +33,9 @@ class Picard:
     bounds. ``damping`` in (0, 2): 1 is the plain iteration ``x <- g(x)``, < 1
     under-relaxation (helps oscillating maps), > 1 over-relaxation.
     """
+
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
 
     damping: float = 1.0
 
@@ -109,6 +113,9 @@ class Anderson:
         extrapolating early there costs iterations.
     """
 
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
+
     m: int = 5
     reg: float = 1e-10
     damping: float = 1.0
@@ -170,6 +177,9 @@ class GaussSeidel:
     Each update is damped, ``x_S <- P((1 - damping) x_S + damping g(x)_S)``.
     """
 
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
+
     groups: tuple = ()
     damping: float = 1.0
 
@@ -217,6 +227,9 @@ class GaussSeidel:
 class Euler:
     """Projected explicit Euler: ``x_{k+1} = P(x_k + dt f(x_k))``."""
 
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
+
     dt: float = 0.1
 
     def __post_init__(self) -> None:
@@ -233,6 +246,9 @@ class RK4:
     The stage points ``x + c dt k`` are projected onto the bounds before ``f`` is
     evaluated there, and the new state is projected.
     """
+
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
 
     dt: float = 0.1
 
@@ -255,6 +271,9 @@ class Dopri5:
     steady-state tolerance (``atol``/``rtol`` of the solve), which decides when to stop.
     Rejected attempts are counted per sample in ``SolveResult.n_rejected``.
     """
+
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
 
     dt0: float = 0.1
     step_atol: float = 1e-6

@@ -11,6 +11,7 @@ from numba import types
 from ._common import driver_for, prepare, run
 from ._result import SolveResult
 from ._ss_driver import DOPRI5, EULER, RUNGE_KUTTA4
+from ._validate import check_method_dtype
 from .methods import RK4, Dopri5, Euler
 
 __all__ = ["solve_steady_state"]
@@ -85,6 +86,7 @@ def solve_steady_state(
             f"method must be Euler(...), RK4(...) or Dopri5(...) for a steady state, got "
             f"{method!r} (fixed-point methods go to solve_fixed_point)"
         )
+    check_method_dtype(method, x0)
     p = prepare(
         f,
         x0,

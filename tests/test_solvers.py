@@ -266,7 +266,7 @@ def _plain(x, out, args):
         ({"x0": np.zeros(N)}, "2-D"),
         ({"x0": np.zeros((2, N), dtype=np.int64)}, "integer"),
         ({"x0": np.full((2, N), np.nan)}, "non-finite"),
-        ({"x0": np.zeros((2, N), dtype=np.complex128)}, "float32 or float64"),
+        ({"x0": np.zeros((2, N), dtype=np.float16)}, "float32, float64, complex64 or complex128"),
         ({"atol": -1.0}, "atol"),
         ({"rtol": np.nan}, "rtol"),
         ({"max_iter": 0}, "max_iter"),

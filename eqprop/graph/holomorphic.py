@@ -45,7 +45,8 @@ convergence both give the same estimate when both land on the same branch of fix
 points (close neighbouring points make the previous-state start follow the branch).
 
 Everything here is NumPy on the reference map (:func:`eqprop.graph.reference.fixed_point_map`)
-in ``complex128``: :mod:`solvers` takes real dtypes only today.
+in ``complex128`` (the reference route); :class:`eqprop.rules.holomorphic.HolomorphicEP`
+runs the same estimator with the phases through :mod:`solvers` on the Numba graph map.
 """
 
 from __future__ import annotations

@@ -18,8 +18,18 @@ integer layouts:
 with ``drive`` (batch, n_state) the input's contribution plus the biases (constant in a
 phase), ``target`` (batch, n_out), ``sc = [beta, eps]`` (``nudge="clamp"``: the output
 set to ``target``, beta 0) and ``work`` from
-:func:`make_args`. Real float32/float64 only (the solvers' dtypes). All kernels
-``@njit(cache=True)``, no fastmath, allocation-free per call.
+:func:`make_args`. All kernels ``@njit(cache=True)``, no fastmath, allocation-free per call.
+
+Dtypes: float32/float64, and complex64/complex128 for a complex network (holomorphic EP,
+:mod:`eqprop.graph.holomorphic`): every array of ``args`` is then complex, ``beta`` may be
+complex, and the activations are the holomorphic ones (sigmoid, shifted sigmoid, tanh,
+identity; :class:`~eqprop.graph.model.GraphNetwork` refuses a hard sigmoid or a box with a
+complex dtype). The few operations that need an order (the hard sigmoid, the box, the max
+shift of the softmax) are generic functions (``numba.extending.overload``): for real
+states they are the code used before, for complex ones the hard sigmoid gives NaN
+(unreachable), the box is the identity and the softmax is unshifted,
+``softmax(z)_k = exp(z_k) / sum_j exp(z_j)`` (as
+:mod:`eqprop.graph.reference` does for complex logits).
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from collections import namedtuple
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 import solvers
 from eqprop import kernels as _chain
@@ -80,18 +91,111 @@ NUDGE_INSIDE, NUDGE_OUTSIDE, NUDGE_CLAMP = 0, 1, 2
 MODE_MAP, MODE_FIELD = 0, 1
 
 
-@njit(cache=True)
-def _rho(v, act):
-    if act == ACT_IDENTITY:
-        return v
-    return _chain._rho(v, act)
+def _rho(v, act):  # pragma: no cover - only called from compiled code
+    """rho(v) by activation code; generic over real and complex scalars."""
+    raise NotImplementedError("_rho is only callable from Numba-compiled code")
 
 
-@njit(cache=True)
-def _rhop(v, act):
-    if act == ACT_IDENTITY:
-        return 1.0
-    return _chain._rhop(v, act)
+def _rhop(v, act):  # pragma: no cover - only called from compiled code
+    """rho'(v) by activation code; generic over real and complex scalars."""
+    raise NotImplementedError("_rhop is only callable from Numba-compiled code")
+
+
+def _box(y, lo, hi):  # pragma: no cover - only called from compiled code
+    """``min(max(y, lo), hi)``; the identity for complex ``y`` (no boxes then)."""
+    raise NotImplementedError("_box is only callable from Numba-compiled code")
+
+
+def _in_unit(v):  # pragma: no cover - only called from compiled code
+    """``0 <= v <= 1`` (the hard sigmoid's linear piece); False for complex ``v``."""
+    raise NotImplementedError("_in_unit is only callable from Numba-compiled code")
+
+
+@overload(_rho)
+def _rho_ov(v, act):
+    if isinstance(v, types.Complex):
+
+        def impl_c(v, act):
+            if act == ACT_IDENTITY:
+                return v
+            if act == _chain.ACT_SIGMOID:
+                return 1.0 / (1.0 + np.exp(-v))
+            if act == _chain.ACT_SHIFTED:
+                return 1.0 / (1.0 + np.exp(-4.0 * (v - 0.5)))
+            if act == _chain.ACT_TANH:
+                return np.tanh(v)
+            return v * np.nan  # hard sigmoid: not holomorphic (refused by GraphNetwork)
+
+        return impl_c
+
+    def impl(v, act):
+        if act == ACT_IDENTITY:
+            return v
+        return _chain._rho(v, act)
+
+    return impl
+
+
+@overload(_rhop)
+def _rhop_ov(v, act):
+    if isinstance(v, types.Complex):
+
+        def impl_c(v, act):
+            if act == ACT_IDENTITY:
+                return v - v + 1.0
+            if act == _chain.ACT_SIGMOID or act == _chain.ACT_SHIFTED:
+                e = _rho(v, act)
+                return (1.0 if act == _chain.ACT_SIGMOID else 4.0) * e * (1.0 - e)
+            if act == _chain.ACT_TANH:
+                t = np.tanh(v)
+                return 1.0 - t * t
+            return v * np.nan  # hard sigmoid: not holomorphic (refused by GraphNetwork)
+
+        return impl_c
+
+    def impl(v, act):
+        if act == ACT_IDENTITY:
+            return 1.0
+        return _chain._rhop(v, act)
+
+    return impl
+
+
+@overload(_box)
+def _box_ov(y, lo, hi):
+    if isinstance(y, types.Complex):
+        return lambda y, lo, hi: y
+    return lambda y, lo, hi: min(max(y, lo), hi)
+
+
+@overload(_in_unit)
+def _in_unit_ov(v):
+    if isinstance(v, types.Complex):
+        return lambda v: False
+    return lambda v: v >= 0.0 and v <= 1.0
+
+
+def _softmax_error(Z, target):  # pragma: no cover - only called from compiled code
+    """Z <- softmax(Z) - target, row-wise (max-shifted for real Z, unshifted for complex)."""
+    raise NotImplementedError("_softmax_error is only callable from Numba-compiled code")
+
+
+@overload(_softmax_error)
+def _softmax_error_ov(Z, target):
+    if isinstance(Z.dtype, types.Complex):
+
+        def impl_c(Z, target):
+            B, n = Z.shape
+            for r in range(B):
+                tot = Z[r, 0] - Z[r, 0]
+                for k in range(n):
+                    Z[r, k] = np.exp(Z[r, k])
+                    tot += Z[r, k]
+                for k in range(n):
+                    Z[r, k] = Z[r, k] / tot - target[r, k]
+
+        return impl_c
+    return lambda Z, target: _softmax_error_real(Z, target)
 
 
 @njit(cache=True)
@@ -102,7 +206,7 @@ def _block(buf, offset, B, n):
 
 
 @njit(cache=True)
-def _softmax_error(Z, target):
+def _softmax_error_real(Z, target):
     """Z <- softmax(Z) - target, row-wise, numerically stable."""
     B, n = Z.shape
     for r in range(B):
@@ -220,12 +324,12 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
                 # the common case, branch-free in its activation: rho' = 1 on [0, 1]
                 for i in range(m):
                     v = sr[i]
-                    dF = v - ur[i] if (v >= 0.0 and v <= 1.0) else v
+                    dF = v - ur[i] if _in_unit(v) else v
                     if nudged:
                         dF += beta * gr[i]
                     y = v - eps * dF
                     if lr.has_box:
-                        y = min(max(y, lr.lo), lr.hi)
+                        y = _box(y, lr.lo, lr.hi)
                     orow[i] = y
             elif hop:
                 for i in range(m):
@@ -238,7 +342,7 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
                     else:
                         y = v - eps * dF
                         if lr.has_box:
-                            y = min(max(y, lr.lo), lr.hi)
+                            y = _box(y, lr.lo, lr.hi)
                         orow[i] = y
             else:
                 for i in range(m):
@@ -247,7 +351,7 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
                         p -= beta * gr[i]
                     y = _rho(p, act)
                     if lr.has_box:
-                        y = min(max(y, lr.lo), lr.hi)
+                        y = _box(y, lr.lo, lr.hi)
                     if nudged and not inside:
                         y -= beta * gr[i]
                     orow[i] = y - sr[i] if mode == MODE_FIELD else y
@@ -278,11 +382,15 @@ def vector_field(s, out, args):
 
 
 # ----------------------------------------------------------------------------- builders
+_KERNEL_DTYPES = tuple(np.dtype(t) for t in ("float32", "float64", "complex64", "complex128"))
+
+
 def _real_dtype(net: GraphNetwork) -> np.dtype:
-    if net.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    """The network's dtype, checked to be one the kernels compile for (the solvers')."""
+    if net.dtype not in _KERNEL_DTYPES:
         raise ValueError(
-            f"the Numba graph kernels run float32/float64 (the solvers' dtypes); this network "
-            f"is {net.dtype.name}: use eqprop.graph.reference for complex states"
+            f"the Numba graph kernels run float32/float64 or complex64/complex128 (the "
+            f"solvers' dtypes); this network is {net.dtype.name}"
         )
     return net.dtype
 
@@ -353,7 +461,7 @@ def make_args(
     net: GraphNetwork,
     x: np.ndarray,
     *,
-    beta: float = 0.0,
+    beta: complex = 0.0,
     d: np.ndarray | None = None,
     eps: float = 0.5,
     nudge: str = "inside",
@@ -361,10 +469,20 @@ def make_args(
 ) -> tuple:
     """The ``args`` tuple of :func:`fixed_point_map` / :func:`vector_field` for a phase.
 
-    ``drive``: :func:`input_drive` of ``x`` when already computed (the phases of one
-    training step share it); ``x`` is then not read.
+    ``beta`` may be complex (with nonzero imaginary part) only for a complex network
+    (:func:`eqprop.graph.holomorphic.as_complex`); ValueError otherwise. ``drive``:
+    :func:`input_drive` of ``x`` when already computed (the phases of one training step
+    share it); ``x`` is then not read.
     """
     dt = _real_dtype(net)
+    if dt.kind != "c" and np.iscomplexobj(beta):
+        if np.imag(beta) != 0:
+            raise ValueError(
+                f"beta {beta!r} is complex but the network's dtype is {dt.name}: complex "
+                "nudges need a complex network (eqprop.graph.holomorphic.as_complex, which "
+                "also refuses non-holomorphic activations such as the hard sigmoid)"
+            )
+        beta = float(np.real(beta))
     R._nudge(net, nudge, d, beta)
     if drive is None:
         drive = input_drive(net, x)

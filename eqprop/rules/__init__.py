@@ -45,8 +45,11 @@ The backprop baselines, on the same networks, free phase and optimizer (they wra
 
 Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`,
-:mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`;
-everything is importable from :mod:`eqprop.rules`.
+:mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
+:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks) and
+:mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks; neither is in
+``RULES`` yet: the trainer does not take graph networks); everything is importable from
+:mod:`eqprop.rules`.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ from eqprop.rules.chl_scaled import ScaledFeedbackCHL
 from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
+from eqprop.rules.holomorphic import HolomorphicEP
 from eqprop.rules.rbp import RBP_METHODS, RecurrentBackprop
+from eqprop.rules.vfep import VectorFieldEP
 
 __all__ = [
     "COUPLED_VARIANTS",
@@ -74,11 +79,13 @@ __all__ = [
     "EquilibriumPropagation",
     "GeneRec",
     "Gradient",
+    "HolomorphicEP",
     "LearningRule",
     "PhaseSpec",
     "RecurrentBackprop",
     "RuleStep",
     "ScaledFeedbackCHL",
+    "VectorFieldEP",
     "coupled_target",
     "generec_gradient",
     "make_rule",
