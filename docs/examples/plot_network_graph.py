@@ -42,9 +42,9 @@ for c in tied.couplings:
     couplings.append(c)
 untied = GraphNetwork(tied.copy().layers, couplings, kind="hopfield", cost="squared")
 
-fig, axes = plt.subplots(2, 1, figsize=(8, 6.2), layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(8, 5.4), layout="constrained")
 plot_graph(tied, axes[0], title="every coupling tied: an energy E")
-plot_graph(untied, axes[1], title="h1 -> h2 with random feedback B: a vector field")
+_ = plot_graph(untied, axes[1], title="h1 -> h2 with random feedback B: a vector field")
 
 # %%
 # Phases and the two gradients
@@ -93,13 +93,14 @@ ax.set_yscale("log")
 ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
 ax.set_ylabel("|EP - RBP| / |RBP|")
 ax.set_title(f"symmetric EP (beta = {beta:g}) against recurrent backprop", fontsize="medium")
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 # %%
 # With tied feedback the estimate is the gradient up to its :math:`O(\beta^2)` bias
 # (about :math:`10^{-6}` here). With random feedback in ``h1 -> h2`` it is not: the
 # parameters whose error signal passes back through that coupling (``x->h1``,
 # ``h1->h2``, the biases of ``h1`` and ``h2``) are off by several percent to tens of
-# percent, whatever :math:`\beta`; those downstream of it are close. That is what
+# percent, whatever :math:`\beta`; the couplings into ``y`` and its bias are off by
+# less than one percent. That is what
 # vector-field EP computes (Scellier et al. 2018): a local contrastive update, not the
 # loss gradient.

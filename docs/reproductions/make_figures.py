@@ -161,7 +161,7 @@ def plot_page(page: str, dpi: int = 100) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
     known = {r.name: r for r in RUNS}
     top = 0.0
@@ -177,9 +177,12 @@ def plot_page(page: str, dpi: int = 100) -> Path:
     ax.axhline(TARGET, color="0.3", linestyle=":", linewidth=1)
     ax.annotate(
         f"target {TARGET:g} %",
-        (1, TARGET),
-        xytext=(2, 3),
+        (0.99, TARGET),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, -3),
         textcoords="offset points",
+        ha="right",
+        va="top",
         fontsize="x-small",
         color="0.3",
     )
