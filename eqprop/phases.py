@@ -28,10 +28,15 @@ import numpy as np
 
 import solvers
 from eqprop import kernels as K
+from eqprop.graph import kernels as GK
+from eqprop.graph import reference as GR
+from eqprop.graph.build import chain_mismatch, to_network
+from eqprop.graph.model import GraphNetwork
 from eqprop.network import Network, check_input, check_state, check_target, output
 
 __all__ = [
     "METHOD_NAMES",
+    "PATHS",
     "Clamped",
     "Dynamics",
     "Phase",
@@ -46,6 +51,8 @@ _FP_NAMES = ("fixed", "fused", "picard", "anderson", "gauss-seidel", "gauss-seid
 _DAMPED_NAMES = ("fixed", "fused", "picard", "anderson", "gauss-seidel", "gauss-seidel-parity")
 _ODE_NAMES = ("euler", "rk4", "dopri5")
 METHOD_NAMES = _FP_NAMES + _ODE_NAMES
+#: ``path`` of :func:`clamp` for a graph network.
+PATHS = ("auto", "fast", "general")
 
 
 @dataclass(frozen=True)
@@ -178,18 +185,29 @@ def _ode_classes() -> tuple[type, ...]:
     return tuple(getattr(solvers, n) for n in ("Euler", "RK4", "Dopri5") if hasattr(solvers, n))
 
 
-def _solver_method(net: Network, dyn: Dynamics):
-    """The solvers method object and whether it solves a fixed point (True) or an ODE."""
+def _layer_columns(net: Network | GraphNetwork) -> list[tuple[int, int]]:
+    """``[start, stop)`` state columns of each state layer, in state order."""
+    if isinstance(net, GraphNetwork):
+        off = net.offsets
+        return [off[la.name] for la in net.state_layers]
+    o = [int(v) for v in net.offsets]
+    return [(o[i], o[i + 1]) for i in range(len(o) - 1)]
+
+
+def _solver_method(net: Network | GraphNetwork, dyn: Dynamics):
+    """The solvers method object and whether it solves a fixed point (True) or an ODE.
+
+    ``"fused"`` on the general graph path is the same iteration through ``solvers``
+    (Picard with the damping, fixed steps)."""
     m = dyn.method
     if not isinstance(m, str):
         return m, isinstance(m, _fp_classes())
-    if m in ("fixed", "picard"):
+    if m in ("fixed", "picard") or (m == "fused" and isinstance(net, GraphNetwork)):
         return solvers.Picard(damping=dyn.damping), True
     if m == "anderson":
         return solvers.Anderson(damping=dyn.damping), True
     if m in ("gauss-seidel", "gauss-seidel-parity"):
-        off = [int(v) for v in net.offsets]
-        layers = [(off[i], off[i + 1]) for i in range(len(off) - 1)]
+        layers = _layer_columns(net)
         groups: tuple[tuple[tuple[int, int], ...], ...]
         if m == "gauss-seidel":
             groups = tuple((r,) for r in layers)
@@ -211,24 +229,72 @@ class Clamped:
 
     Computed once (:func:`clamp`) and shared by all phases of a training step. Valid only
     while the network's parameters are unchanged.
+
+    For a :class:`~eqprop.graph.GraphNetwork`, ``graph`` is that network and ``chain``
+    its :class:`~eqprop.network.Network` copy when it runs on the fast path (then
+    ``drive`` and ``theta`` are the chain's); on the general path ``chain`` is None,
+    ``drive`` is :func:`eqprop.graph.kernels.input_drive` (biases plus the couplings from
+    the input, (batch, n_state)) and ``theta`` is empty.
     """
 
     x: np.ndarray
     drive: np.ndarray
     theta: np.ndarray
+    graph: GraphNetwork | None = None
+    chain: Network | None = None
 
     @property
     def batch(self) -> int:
         return int(self.x.shape[0])
 
 
-def clamp(net: Network, x) -> Clamped:
-    """Validate ``x`` (batch, sizes[0]) and precompute its drive on the first layer."""
+def clamp(net: Network | GraphNetwork, x, path: str = "auto") -> Clamped:
+    """Validate ``x`` (batch, sizes[0]) and precompute its drive on the first layer.
+
+    ``path`` (graph networks only): ``"auto"`` runs a dense tied chain on the fused chain
+    kernels and anything else on the general graph kernels; ``"fast"`` insists on the
+    chain kernels (ValueError saying why the network is not a chain); ``"general"``
+    always uses the graph kernels. The choice is held by the returned :class:`Clamped`,
+    so the phases and the rule's gradient of one step take the same path.
+    """
     if isinstance(x, Clamped):
         return x
+    if isinstance(net, GraphNetwork):
+        return _clamp_graph(net, x, path)
+    if path != "auto":
+        raise ValueError(f"path={path!r} applies to graph networks; a Network takes 'auto'")
     x = check_input(net, x)
     theta = net.packed()
     return Clamped(x, K.input_drive(theta, net.layout(), x), theta)
+
+
+def _clamp_graph(net: GraphNetwork, x, path: str) -> Clamped:
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+    x = GR._batch(net, x, net.n_in, "x", None)
+    why = chain_mismatch(net)
+    if path == "fast" and why is not None:
+        raise ValueError(f"path='fast' needs a dense tied chain; this network is not one: {why}")
+    if why is None and path != "general":
+        chain = to_network(net)
+        theta = chain.packed()
+        drive = K.input_drive(theta, chain.layout(), x)
+        return Clamped(x, drive, theta, graph=net, chain=chain)
+    drive = GK.input_drive(net, x)
+    return Clamped(x, drive, np.empty(0, dtype=net.dtype), graph=net)
+
+
+def _graph_clamped(net: GraphNetwork, x) -> Clamped:
+    """``clamp(net, x)``, and a ValueError if ``x`` was clamped on another network."""
+    cx = clamp(net, x)
+    if cx.graph is not net:
+        raise ValueError("x was clamped on another network; clamp it on this GraphNetwork")
+    return cx
+
+
+def check_graph_batch(net: GraphNetwork, a, cols: int, name: str, batch: int) -> np.ndarray:
+    """``a`` as a finite C-contiguous ``(batch, cols)`` array in the graph's dtype."""
+    return GR._batch(net, a, cols, name, batch)
 
 
 @dataclass(eq=False)
@@ -254,7 +320,7 @@ class Phase:
 
 
 def run_phase(
-    net: Network,
+    net: Network | GraphNetwork,
     x,
     dyn: Dynamics,
     *,
@@ -290,6 +356,13 @@ def run_phase(
     """
     if not isinstance(dyn, Dynamics):
         raise ValueError(f"dyn must be an eqprop.Dynamics, got {type(dyn).__name__}")
+    if isinstance(net, GraphNetwork):
+        gx = _graph_clamped(net, x)
+        if gx.chain is not None:  # the fast path: the same phase on the chain's kernels
+            return run_phase(
+                gx.chain, gx, dyn, beta=beta, d=d, s0=s0, steps=steps, clamp_output=clamp_output
+            )
+        return _run_graph_phase(net, gx, dyn, beta, d, s0, steps, clamp_output)
     cx = clamp(net, x)
     B = cx.batch
     beta = float(beta)
@@ -329,6 +402,66 @@ def run_phase(
         )
     else:
         res = solvers.solve_steady_state(K.vector_field, s, args, method=method, **common)  # type: ignore[attr-defined]
+    return Phase(np.ascontiguousarray(res.x), res, beta, clamp_output)
+
+
+def _run_graph_phase(
+    net: GraphNetwork,
+    cx: Clamped,
+    dyn: Dynamics,
+    beta: float,
+    d,
+    s0,
+    steps: int | None,
+    clamp_output: bool,
+) -> Phase:
+    """:func:`run_phase` on the general graph kernels (:mod:`eqprop.graph.kernels`)."""
+    B = cx.batch
+    beta = float(beta)
+    if not np.isfinite(beta):
+        raise ValueError(f"beta must be finite, got {beta}")
+    if clamp_output and (d is None or beta != 0.0):
+        raise ValueError("a clamped phase needs targets d and beta = 0")
+    if d is None:
+        if beta != 0.0:
+            raise ValueError("targets d are required for a nudged phase (beta != 0)")
+        target = np.zeros((B, net.n_out), dtype=net.dtype)
+    else:
+        target = check_graph_batch(net, d, net.n_out, "d", B)
+    if s0 is None:
+        s = net.zero_state(B)
+    else:
+        s = check_graph_batch(net, s0, net.n_state, "s0", B).copy()
+    if dyn.record_energy:
+        raise ValueError(
+            "record_energy: the general graph path has no energy observer; record the "
+            "energy with eqprop.graph.reference.energy on the states"
+        )
+    nudge = "clamp" if clamp_output else dyn.nudge
+    args = GK.make_args(net, cx.x, beta=beta, d=target, eps=dyn.eps, nudge=nudge, drive=cx.drive)
+    n_steps = dyn.T if steps is None else int(steps)
+    fixed = n_steps if dyn.is_fixed_steps else None
+    method, is_fp = _solver_method(net, dyn)
+    box = GK.common_box(net)
+    common: dict[str, Any] = dict(
+        atol=dyn.atol,
+        rtol=dyn.rtol,
+        max_iter=max(dyn.max_iter, n_steps) if fixed else dyn.max_iter,
+        fixed_steps=fixed,
+        bounds=box,
+        record_every=dyn.record_every,
+        raise_on_failure=dyn.raise_on_failure,
+    )
+    if is_fp:
+        res = solvers.solve_fixed_point(GK.fixed_point_map, s, args, method=method, **common)
+    else:
+        if box is None and any(la.box is not None for la in net.state_layers):
+            raise ValueError(
+                f"method {dyn.method_name!r}: an ODE method projects onto one box for the "
+                "whole state; this network's layers have different boxes: use a "
+                "fixed-point method"
+            )
+        res = solvers.solve_steady_state(GK.vector_field, s, args, method=method, **common)  # type: ignore[attr-defined]
     return Phase(np.ascontiguousarray(res.x), res, beta, clamp_output)
 
 
@@ -376,7 +509,7 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     return Phase(s, res, beta, clamped)
 
 
-def free_phase(net: Network, x, dyn: Dynamics, s0=None) -> Phase:
+def free_phase(net: Network | GraphNetwork, x, dyn: Dynamics, s0=None) -> Phase:
     """Free phase (:math:`\\beta = 0`): ``dyn.T`` steps (or to tolerance), from zero or ``s0``.
 
     ``s0`` is a stored per-sample state (persistent particles, Scellier & Bengio 2017).
@@ -384,7 +517,7 @@ def free_phase(net: Network, x, dyn: Dynamics, s0=None) -> Phase:
     return run_phase(net, x, dyn, beta=0.0, s0=s0, steps=dyn.T)
 
 
-def nudged_phase(net: Network, x, d, beta: float, dyn: Dynamics, s0=None) -> Phase:
+def nudged_phase(net: Network | GraphNetwork, x, d, beta: float, dyn: Dynamics, s0=None) -> Phase:
     """Nudged phase at ``beta`` (!= 0): ``dyn.K`` steps (or to tolerance) from ``s0``.
 
     ``s0`` is normally the free state (``free.state``); None starts from zero.
@@ -402,7 +535,30 @@ def nudged_phase(net: Network, x, d, beta: float, dyn: Dynamics, s0=None) -> Pha
     return run_phase(net, x, dyn, beta=beta, d=d, s0=s0, steps=dyn.K)
 
 
-def predict(net: Network, x, dyn: Dynamics, s0=None) -> np.ndarray:
+def predict(net: Network | GraphNetwork, x, dyn: Dynamics, s0=None) -> np.ndarray:
     """Free phase, then the output ``(batch, n_out)``: the output state (squared cost) or the
     softmax readout's probabilities (cross-entropy)."""
+    if isinstance(net, GraphNetwork):
+        cx = _graph_clamped(net, x)
+        return network_output(net, cx, free_phase(net, cx, dyn, s0=s0).state)
     return output(net, free_phase(net, x, dyn, s0=s0).state)
+
+
+def network_output(net: Network | GraphNetwork, cx: Clamped, s: np.ndarray) -> np.ndarray:
+    """The output ``(batch, n_out)`` of state ``s`` with input ``cx`` clamped (a graph's
+    readout reads its source layers; the chain's output needs no input)."""
+    if isinstance(net, GraphNetwork):
+        if cx.chain is not None:
+            return output(cx.chain, s)
+        return GR.output(net, cx.x, s)
+    return output(net, s)
+
+
+def network_cost(net: Network | GraphNetwork, cx: Clamped, s: np.ndarray, d) -> np.ndarray:
+    """Per-sample cost ``(batch,)`` of state ``s`` (input ``cx``, targets ``d``)."""
+    if isinstance(net, GraphNetwork) and cx.chain is None:
+        return GR.cost(net, cx.x, s, d)
+    chain = cx.chain if isinstance(net, GraphNetwork) else net
+    assert chain is not None
+    lay = chain.layout()
+    return K.cost_value(s, cx.theta, lay, d, K.make_work(lay, cx.batch, chain.dtype))

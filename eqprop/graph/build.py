@@ -15,7 +15,15 @@ import numpy as np
 
 from eqprop.graph.model import FEEDBACK_MODES, Coupling, GraphNetwork, Layer
 
-__all__ = ["chain", "chain_layer_names", "conv_chain", "from_network"]
+__all__ = [
+    "chain",
+    "chain_layer_names",
+    "chain_mismatch",
+    "chain_parameter_names",
+    "conv_chain",
+    "from_network",
+    "to_network",
+]
 
 
 def chain_layer_names(n_layers: int) -> list[str]:
@@ -236,3 +244,94 @@ def conv_chain(
     bound = 1.0 / np.sqrt(flat)
     couplings.append(Coupling(layers[-2].name, "y", rng.uniform(-bound, bound, (flat, n_out))))
     return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dtype)
+
+
+def chain_mismatch(net: GraphNetwork) -> str | None:
+    """Why ``net`` is not a network that :class:`eqprop.network.Network` represents, or None.
+
+    It is one when (the image of :func:`from_network`): the layers are listed input
+    first, hidden layers, then the ``output`` (``cost="squared"``) or ``readout``
+    (``cost="cross-entropy"``, at least one hidden layer) last; every state layer has the
+    same activation (not ``identity``), a ``(size,)`` bias and the box of the chain
+    ((0, 1) for a hard-sigmoid hopfield network, else none); the couplings are exactly one
+    dense, tied coupling from each layer to the next; the dtype is float32 or float64.
+    """
+    from eqprop.network import ACTIVATIONS as CHAIN_ACTIVATIONS
+
+    if net.dtype.name not in ("float32", "float64"):
+        return f"dtype {net.dtype.name} (the chain is float32/float64)"
+    layers = net.layers
+    if layers[0].role != "input":
+        return "the input is not the first layer"
+    last = "readout" if net.cost == "cross-entropy" else "output"
+    if layers[-1].role != last:
+        return f"the last layer is not the {last} of cost {net.cost!r}"
+    if any(la.role != "hidden" for la in layers[1:-1]):
+        return "a layer between input and output is not hidden"
+    if last == "readout" and len(layers) < 3:
+        return "a readout needs a hidden layer before it"
+    state = net.state_layers
+    act = state[0].activation
+    if act not in CHAIN_ACTIVATIONS:
+        return f"activation {act!r}"
+    box = (0.0, 1.0) if net.kind == "hopfield" and act == "hardsigmoid" else None
+    for la in layers[1:]:
+        if la.in_state and la.activation != act:
+            return f"layer {la.name!r} has activation {la.activation!r}, not {act!r}"
+        if la.in_state and la.box != box:
+            return f"layer {la.name!r} has box {la.box}, the chain's is {box}"
+        if la.bias is None or la.channel_bias:
+            return f"layer {la.name!r} has no per-unit bias"
+    if len(net.couplings) != len(layers) - 1:
+        return "it has skip couplings (or missing ones)"
+    for i in range(1, len(layers)):
+        c = _coupling_between(net, layers[i - 1].name, layers[i].name)
+        if c is None:
+            return f"no coupling {layers[i - 1].name!r} -> {layers[i].name!r}"
+        if c.type != "dense" or c.feedback != "tied":
+            return f"coupling {c.name!r} is {c.type} with feedback {c.feedback!r}"
+    return None
+
+
+def _coupling_between(net: GraphNetwork, src: str, dst: str):
+    for c in net.couplings:
+        if c.source == src and c.target == dst:
+            return c
+    return None
+
+
+def chain_parameter_names(net: GraphNetwork) -> tuple[list[str], list[str]]:
+    """Names (:meth:`GraphNetwork.parameters`) of a chain's ``W_1..W_L`` and ``b_1..b_L``."""
+    layers = net.layers
+    w = []
+    for i in range(1, len(layers)):
+        c = _coupling_between(net, layers[i - 1].name, layers[i].name)
+        assert c is not None
+        w.append(f"{c.name}.W")
+    return w, [f"{la.name}.b" for la in layers[1:]]
+
+
+def to_network(net: GraphNetwork):
+    """The :class:`eqprop.network.Network` equal to ``net`` (the inverse of
+    :func:`from_network`; parameters copied). Raises ValueError naming why ``net`` is not
+    a dense tied chain (:func:`chain_mismatch`)."""
+    from eqprop.network import Network
+
+    why = chain_mismatch(net)
+    if why is not None:
+        raise ValueError(f"network is not a dense tied chain: {why}")
+    layers = net.layers
+    weights = []
+    for i in range(1, len(layers)):
+        c = _coupling_between(net, layers[i - 1].name, layers[i].name)
+        assert c is not None
+        weights.append(c.W)
+    biases = [np.asarray(la.bias) for la in layers[1:]]  # all present (chain_mismatch)
+    return Network(
+        tuple(la.size for la in layers),
+        net.kind,
+        net.state_layers[0].activation,
+        net.cost,
+        weights,
+        biases,
+    )

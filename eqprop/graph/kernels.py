@@ -357,11 +357,17 @@ def make_args(
     d: np.ndarray | None = None,
     eps: float = 0.5,
     nudge: str = "inside",
+    drive: np.ndarray | None = None,
 ) -> tuple:
-    """The ``args`` tuple of :func:`fixed_point_map` / :func:`vector_field` for a phase."""
+    """The ``args`` tuple of :func:`fixed_point_map` / :func:`vector_field` for a phase.
+
+    ``drive``: :func:`input_drive` of ``x`` when already computed (the phases of one
+    training step share it); ``x`` is then not read.
+    """
     dt = _real_dtype(net)
     R._nudge(net, nudge, d, beta)
-    drive = input_drive(net, x)
+    if drive is None:
+        drive = input_drive(net, x)
     batch = drive.shape[0]
     if d is None:
         if beta != 0:

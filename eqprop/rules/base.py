@@ -10,11 +10,73 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eqprop import kernels as K
-from eqprop.network import Gradient, Network, check_target, output
-from eqprop.phases import Clamped, Dynamics, Phase, clamp, free_phase, run_phase
+from eqprop.graph.gradient import GraphGradient, from_chain_gradient
+from eqprop.graph.gradient import contrast as graph_contrast
+from eqprop.graph.model import GraphNetwork
+from eqprop.network import Gradient, Network, _contrast, check_target
+from eqprop.phases import (
+    Clamped,
+    Dynamics,
+    Phase,
+    _graph_clamped,
+    check_graph_batch,
+    clamp,
+    free_phase,
+    network_cost,
+    network_output,
+    run_phase,
+)
 
-__all__ = ["LearningRule", "PhaseSpec", "RuleStep", "check_choice", "coupled_target"]
+__all__ = [
+    "LearningRule",
+    "PhaseSpec",
+    "RuleStep",
+    "check_choice",
+    "contrast",
+    "coupled_target",
+    "output_columns",
+]
+
+
+def contrast(
+    net: Network | GraphNetwork,
+    cx: Clamped,
+    d: np.ndarray,
+    S: np.ndarray,
+    betas,
+    coeffs,
+) -> Gradient | GraphGradient:
+    r""":math:`\sum_k c_k\,\partial F/\partial\theta(S_k, \beta_k)` (batch mean), the
+    combine step of contrastive rules, on whichever path ``cx`` holds.
+
+    ``S`` is (K, batch, n_state). A :class:`~eqprop.network.Network` gets a
+    :class:`Gradient` (:func:`eqprop.network.contrast_gradient`'s kernel); a
+    :class:`~eqprop.graph.GraphNetwork` a :class:`~eqprop.graph.gradient.GraphGradient`
+    by parameter name, from the chain kernel on the fast path (``cx.chain``) or
+    :func:`eqprop.graph.gradient.contrast` on the general path.
+    """
+    if isinstance(net, GraphNetwork):
+        if cx.chain is not None:
+            g = _contrast(cx.chain, cx.x, d, S, betas, coeffs, cx.theta)
+            return from_chain_gradient(net, g)
+        return graph_contrast(net, cx.x, d, list(S), betas, coeffs)
+    return _contrast(net, cx.x, d, S, betas, coeffs, cx.theta)
+
+
+def output_columns(net: Network | GraphNetwork) -> tuple[int, int]:
+    """State columns ``[start, stop)`` of the output layer (it must be in the state)."""
+    if isinstance(net, GraphNetwork):
+        out = net.output_layer
+        if out.role != "output":
+            raise ValueError(f"layer {out.name!r} is a readout, outside the state")
+        return net.offsets[out.name]
+    return net.n_state - net.n_out, net.n_state
+
+
+def _output_box(net: Network | GraphNetwork) -> tuple[float, float] | None:
+    if isinstance(net, GraphNetwork):
+        return net.output_layer.box
+    return net.bounds
 
 
 @dataclass(frozen=True)
@@ -104,8 +166,10 @@ class RuleStep:
 
     Attributes
     ----------
-    gradient : Gradient
-        Estimates of dLoss/dtheta (batch mean).
+    gradient : Gradient or GraphGradient
+        Estimates of dLoss/dtheta (batch mean); a
+        :class:`~eqprop.graph.gradient.GraphGradient` (by parameter name) for a graph
+        network.
     free : Phase
         The free phase (its state is the network's prediction; store it for persistent
         particles).
@@ -117,7 +181,7 @@ class RuleStep:
         Batch mean of the cost C at the free state.
     """
 
-    gradient: Gradient
+    gradient: Gradient | GraphGradient
     free: Phase
     phases: dict[str, Phase]
     prediction: np.ndarray
@@ -146,13 +210,17 @@ class LearningRule:
         """Phases needed after the free phase, in the order they run."""
         raise NotImplementedError
 
-    def combine(self, net: Network, cx: Clamped, d: np.ndarray, phases: dict[str, Phase]):
-        """Turn the phases' states into a :class:`Gradient`."""
+    def combine(
+        self, net: Network | GraphNetwork, cx: Clamped, d: np.ndarray, phases: dict[str, Phase]
+    ):
+        """Turn the phases' states into a :class:`Gradient` (a
+        :class:`~eqprop.graph.gradient.GraphGradient` for a graph network; use
+        :func:`contrast`, which takes the path ``cx`` holds)."""
         raise NotImplementedError
 
     def estimate(
         self,
-        net: Network,
+        net: Network | GraphNetwork,
         x,
         d,
         dyn: Dynamics,
@@ -164,8 +232,11 @@ class LearningRule:
 
         Parameters
         ----------
-        net : Network
-        x : ndarray (batch, sizes[0])
+        net : Network or GraphNetwork
+            A graph network runs on the chain's fused kernels when it is a dense tied
+            chain, on the general graph kernels otherwise (:func:`eqprop.phases.clamp`;
+            pass ``x`` already clamped with ``path="general"`` to force the general path).
+        x : ndarray (batch, sizes[0]) or Clamped
             Inputs, in the network's dtype (converted otherwise).
         d : ndarray (batch, n_out)
             Targets (one-hot for classification).
@@ -183,9 +254,15 @@ class LearningRule:
         -------
         RuleStep
         """
-        self.check_cost(net.cost)
-        cx = clamp(net, x)
-        d = check_target(net, d, cx.batch)
+        if isinstance(net, GraphNetwork):
+            readout = net.output_layer.role == "readout"
+            self.check_cost("cross-entropy" if readout else "squared")
+            cx = _graph_clamped(net, x)
+            d = check_graph_batch(net, d, net.n_out, "d", cx.batch)
+        else:
+            self.check_cost(net.cost)
+            cx = clamp(net, x)
+            d = check_target(net, d, cx.batch)
         free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
         phases: dict[str, Phase] = {"free": free}
         for spec in self.plan(rng):
@@ -198,7 +275,8 @@ class LearningRule:
             steps = dyn.K if spec.steps == "K" else dyn.T
             target = d
             if spec.eta is not None:
-                target = coupled_target(free.state[:, -net.n_out :], d, spec.eta, net.bounds)
+                a, b = output_columns(net)
+                target = coupled_target(free.state[:, a:b], d, spec.eta, _output_box(net))
             phases[spec.name] = run_phase(
                 net,
                 cx,
@@ -210,9 +288,9 @@ class LearningRule:
                 clamp_output=spec.clamp,
             )
         grad = self.combine(net, cx, d, phases)
-        lay = net.layout()
-        c = K.cost_value(free.state, cx.theta, lay, d, K.make_work(lay, cx.batch, net.dtype))
-        return RuleStep(grad, free, phases, output(net, free.state), float(np.mean(c)))
+        c = network_cost(net, cx, free.state, d)
+        pred = network_output(net, cx, free.state)
+        return RuleStep(grad, free, phases, pred, float(np.mean(c)))
 
 
 def check_choice(what: str, value: object, choices: Sequence[str]) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eqprop.network import _contrast
-from eqprop.rules.base import LearningRule, PhaseSpec
+from eqprop.rules.base import LearningRule, PhaseSpec, contrast
 
 __all__ = ["ContrastiveHebbian"]
 
@@ -41,4 +40,4 @@ class ContrastiveHebbian(LearningRule):
 
     def combine(self, net, cx, d, phases):
         S = np.stack([phases["free"].state, phases["clamped"].state])
-        return _contrast(net, cx.x, d, S, [0.0, 0.0], [-1.0, 1.0], cx.theta)
+        return contrast(net, cx, d, S, [0.0, 0.0], [-1.0, 1.0])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eqprop.network import _contrast
-from eqprop.rules.base import LearningRule, PhaseSpec
+from eqprop.rules.base import LearningRule, PhaseSpec, contrast
 from eqprop.rules.base import check_choice as _check_choice
 
 __all__ = ["COUPLED_VARIANTS", "CoupledLearning"]
@@ -99,4 +98,4 @@ class CoupledLearning(LearningRule):
         else:
             low, high, span = phases["clamped-"], phases["clamped+"], 2.0 * eta
         S = np.stack([low.state, high.state])
-        return _contrast(net, cx.x, d, S, [0.0, 0.0], [-1.0 / span, 1.0 / span], cx.theta)
+        return contrast(net, cx, d, S, [0.0, 0.0], [-1.0 / span, 1.0 / span])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eqprop.network import _contrast
-from eqprop.rules.base import LearningRule, PhaseSpec
+from eqprop.rules.base import LearningRule, PhaseSpec, contrast
 
 __all__ = ["ESTIMATORS", "EquilibriumPropagation"]
 
@@ -68,4 +67,4 @@ class EquilibriumPropagation(LearningRule):
             betas = [0.0, n.beta]
             diff = n.beta
         S = np.stack(states)
-        return _contrast(net, cx.x, d, S, betas, [-1.0 / diff, 1.0 / diff], cx.theta)
+        return contrast(net, cx, d, S, betas, [-1.0 / diff, 1.0 / diff])

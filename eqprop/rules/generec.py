@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from eqprop.graph.gradient import GraphGradient, difference_gradient, from_chain_gradient
+from eqprop.graph.model import GraphNetwork
 from eqprop.network import Gradient, Network, _activities_np
 from eqprop.rules.base import LearningRule, PhaseSpec
 from eqprop.rules.base import check_choice as _check_choice
@@ -65,17 +67,23 @@ class GeneRec(LearningRule):
         return (self.spec,)
 
     def combine(self, net, cx, d, phases):
-        return generec_gradient(net, cx.x, phases["free"].state, phases["clamped"].state, self.form)
+        s_minus, s_plus = phases["free"].state, phases["clamped"].state
+        if isinstance(net, GraphNetwork) and cx.chain is not None:  # the fast path
+            g = generec_gradient(cx.chain, cx.x, s_minus, s_plus, self.form)
+            return from_chain_gradient(net, g)
+        return generec_gradient(net, cx.x, s_minus, s_plus, self.form)
 
 
 def generec_gradient(
-    net: Network, x: np.ndarray, s_minus: np.ndarray, s_plus: np.ndarray, form: str
-) -> Gradient:
+    net: Network | GraphNetwork, x: np.ndarray, s_minus: np.ndarray, s_plus: np.ndarray, form: str
+) -> Gradient | GraphGradient:
     """GeneRec's update (see :class:`GeneRec`) from the minus and plus states.
 
     Parameters
     ----------
-    net : Network
+    net : Network or GraphNetwork
+        A graph network gets :func:`eqprop.graph.gradient.difference_gradient` (every
+        coupling, skip couplings and free feedback included), a GraphGradient.
     x : ndarray (batch, sizes[0])
         Clamped input, network dtype.
     s_minus, s_plus : ndarray (batch, n_state)
@@ -90,6 +98,8 @@ def generec_gradient(
     _check_choice("GeneRec form", form, GENEREC_FORMS)
     midpoint = form in ("midpoint", "symmetric-midpoint")
     symmetric = form in ("symmetric", "symmetric-midpoint")
+    if isinstance(net, GraphNetwork):
+        return difference_gradient(net, x, s_minus, s_plus, midpoint=midpoint, symmetric=symmetric)
     am, ap = _activities_np(net, s_minus), _activities_np(net, s_plus)
     off = [int(v) for v in net.offsets]
     B = x.shape[0]
