@@ -15,10 +15,12 @@ explains the conventions.
 import matplotlib.pyplot as plt
 import numpy as np
 
+import eqprop
 from eqprop.graph import Coupling, GraphNetwork, chain
 from eqprop.graph import reference as R
 from eqprop.graph.backprop import recurrent_backprop
 from eqprop.graph.kernels import solve_phase
+from eqprop.rules import EquilibriumPropagation
 from studies.plot import plot_graph
 
 # %%
@@ -104,3 +106,23 @@ ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 # less than one percent. That is what
 # vector-field EP computes (Scellier et al. 2018): a local contrastive update, not the
 # loss gradient.
+
+# %%
+# The library's phases and rules
+# ------------------------------
+# :func:`eqprop.free_phase`, :func:`eqprop.nudged_phase` and every learning rule take a
+# graph network as they take a chain: a dense tied chain runs on the fused chain
+# kernels, anything else (here the skip coupling and the random feedback) on the
+# general graph kernels through the same :mod:`solvers` methods. A rule's gradient is
+# then a mapping from parameter names to arrays, the names of
+# :meth:`~eqprop.graph.model.GraphNetwork.parameters`, and SGD updates those arrays in
+# place.
+
+
+dyn = eqprop.Dynamics(T=40, K=10, eps=0.5)
+free = eqprop.free_phase(untied, x, dyn)
+step = EquilibriumPropagation(beta=0.5, estimator="symmetric").estimate(untied, x, d, dyn)
+params = untied.parameters()
+for name, grad in step.gradient.items():
+    params[name] -= 0.1 * grad  # W -= lr * dW
+print("free state", free.state.shape, "; parameters updated:", ", ".join(step.gradient))
