@@ -35,6 +35,9 @@ file or variable and what to do: a file that is not a readable netCDF study, a m
 variable or dimension, an empty dimension, or a variable the figure needs that is NaN
 everywhere (a figure with nothing on it is never drawn silently).
 
+:func:`plot_graph` draws a :class:`eqprop.graph.GraphNetwork`: layers as nodes, couplings
+as edges, feedback that is not tied as a second, dashed edge.
+
 matplotlib is imported only here and only when a figure is drawn; the figure is built
 with the object API (no pyplot state), so it works without a display.
 """
@@ -48,7 +51,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["REQUIRED", "StudyFileError", "plot_study"]
+__all__ = ["REQUIRED", "StudyFileError", "plot_graph", "plot_study"]
 
 
 class StudyFileError(ValueError):
@@ -524,4 +527,160 @@ def plot_study(
         out_png = source.with_suffix(".png")
     if out_png is not None:
         fig.savefig(out_png, dpi=dpi)
+    return fig
+
+
+# ----------------------------------------------------------------------------- graph
+_ROLE_COLOURS = {"input": "#d9d9d9", "hidden": "#cfe2f3", "output": "#f9cb9c", "readout": "#f4cccc"}
+
+
+def _layer_text(layer: Any) -> str:
+    size = "x".join(map(str, layer.shape)) if layer.shape is not None else str(layer.size)
+    act = "" if layer.role in ("input", "readout") else f"\n{layer.activation}"
+    return f"{layer.name}\n{size}{act}"
+
+
+def _feedback_text(c: Any) -> str:
+    if c.feedback == "scaled":
+        return f"scaled, gamma={c.gamma:g}"
+    return {"free": "free B (learned)", "random": "random B (fixed)"}.get(c.feedback, c.feedback)
+
+
+def plot_graph(net: Any, ax: Any = None, *, title: str | None = None) -> Any:
+    """Draw a graph network: layers as nodes, couplings as edges.
+
+    Layers are placed left to right in the order of ``net.layers`` (input first), each a
+    box with its name, size (or ``channels x height x width``) and activation, coloured
+    by role. A coupling between neighbours in that order is a straight edge, one between
+    layers further apart (a skip coupling) an arc above them. A tied coupling between
+    two state layers is one two-headed edge (the feedback is :math:`W^\top`); a
+    coupling from the input or into a readout has one head (no feedback); any other
+    feedback mode (scaled, free, random) adds a dashed edge back from target to source,
+    below, labelled with its mode. Each edge's artist has the ``gid``
+    ``"coupling:<name>"`` (forward) or ``"feedback:<name>"``; each layer's text the gid
+    ``"layer:<name>"``.
+
+    Parameters
+    ----------
+    net : eqprop.graph.GraphNetwork
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default a new figure (object API, no pyplot).
+    title : str, optional
+        Axes title; default: the network's kind and cost.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure drawn into (``ax.figure`` when ``ax`` is given).
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not a :class:`~eqprop.graph.GraphNetwork` (a chain
+        :class:`eqprop.network.Network` converts with :func:`eqprop.graph.from_network`).
+
+    Examples
+    --------
+    >>> from eqprop.graph import chain
+    >>> fig = plot_graph(chain([4, 6, 6, 2], skip=[(1, 3)], feedback="random"))
+    >>> sorted(t.get_gid() for t in fig.axes[0].texts if t.get_gid())[:2]
+    ['layer:h1', 'layer:h2']
+    """
+    from eqprop.graph import GraphNetwork
+
+    if not isinstance(net, GraphNetwork):
+        raise TypeError(
+            f"plot_graph draws an eqprop.graph.GraphNetwork, got {type(net).__name__}; "
+            "convert a chain Network with eqprop.graph.from_network(net)"
+        )
+    from matplotlib.patches import FancyArrowPatch
+
+    if ax is None:
+        n = len(net.layers)
+        fig = _mpl()(figsize=(max(6.0, 1.6 * n), 3.0), layout="constrained")
+        ax = fig.subplots()
+    fig = ax.figure
+    pos = {layer.name: float(i) for i, layer in enumerate(net.layers)}
+    half_w, gap = 0.3, 0.42  # half a box's width; height of the edges above/below centre
+    for layer in net.layers:
+        ax.text(
+            pos[layer.name],
+            0.0,
+            _layer_text(layer),
+            ha="center",
+            va="center",
+            fontsize="small",
+            gid=f"layer:{layer.name}",
+            bbox=dict(boxstyle="round,pad=0.4", fc=_ROLE_COLOURS[layer.role], ec="0.3"),
+            zorder=3,
+        )
+    top, bottom = 0.5, -0.5
+    for c in net.couplings:
+        src, dst = net.layer(c.source), net.layer(c.target)
+        x0, x1 = pos[c.source], pos[c.target]
+        span = abs(x1 - x0)
+        sign = 1.0 if x1 > x0 else -1.0
+        # neighbours: a straight edge between the boxes' sides; skips: an arc above
+        # (equal aspect, so an arc3 of chord L bulges by |rad| L / 2 in data units)
+        if span <= 1:
+            p0, p1, rad = (x0 + sign * half_w, 0.0), (x1 - sign * half_w, 0.0), 0.0
+            y_lab = 0.05
+        else:
+            p0, p1, rad = (x0, gap), (x1, gap), -0.2 * sign
+            y_lab = gap + 0.2 * span / 2 + 0.03
+        top = max(top, y_lab + 0.2)
+        two_way = c.feedback == "tied" and src.role != "input" and dst.role != "readout"
+        ax.add_patch(
+            FancyArrowPatch(
+                p0,
+                p1,
+                arrowstyle="<|-|>" if two_way else "-|>",
+                connectionstyle=f"arc3,rad={rad}",
+                mutation_scale=12,
+                color="0.15",
+                linewidth=1.4,
+                shrinkA=2,
+                shrinkB=2,
+                gid=f"coupling:{c.name}",
+                zorder=2,
+            )
+        )
+        shape = f"{src.size}x{dst.size}" if c.type == "dense" else c.type
+        ax.text((x0 + x1) / 2, y_lab, f"W {shape}", ha="center", va="bottom", fontsize="x-small")
+        if c.feedback != "tied":
+            back_rad = 0.2 if span > 1 else 0.5
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x1, -gap),
+                    (x0, -gap),
+                    arrowstyle="-|>",
+                    connectionstyle=f"arc3,rad={-back_rad * sign}",
+                    mutation_scale=12,
+                    color="C3",
+                    linestyle="--",
+                    linewidth=1.4,
+                    shrinkA=2,
+                    shrinkB=2,
+                    gid=f"feedback:{c.name}",
+                    zorder=2,
+                )
+            )
+            y_fb = -gap - back_rad * span / 2 - 0.04
+            bottom = min(bottom, y_fb - 0.2)
+            ax.text(
+                (x0 + x1) / 2,
+                y_fb,
+                _feedback_text(c),
+                ha="center",
+                va="top",
+                fontsize="x-small",
+                color="C3",
+            )
+    ax.set_xlim(-0.55, len(net.layers) - 0.45)
+    ax.set_ylim(bottom, top)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(
+        title if title is not None else f"{net.kind} network, {net.cost} cost", fontsize="medium"
+    )
     return fig
