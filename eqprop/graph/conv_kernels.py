@@ -367,6 +367,12 @@ class FastMap:
 
     def __init__(self, net: GraphNetwork, batch: int):
         dt = GK._real_dtype(net)
+        if dt.kind == "c":
+            raise ValueError(
+                f"the fast conv path runs real float32/float64 states; this network is "
+                f"{dt.name}: use eqprop.graph.reference (or the graph kernels, dense "
+                "couplings only) for complex states"
+            )
         if net.output_layer.role == "readout":
             raise ValueError(
                 f"layer {net.output_layer.name!r}: the fast conv path has no softmax readout; "
@@ -448,7 +454,7 @@ class FastMap:
             np.subtract(s[:, a:b], d, out=self.G)
         else:
             np.copyto(self.G, s[:, a:b])
-            GK._softmax_error(self.G, d)
+            GK._softmax_error_real(self.G, d)  # real: the fast conv path refuses complex states
 
     def _evaluate(self, s, out, beta, d, eps, nudge, field) -> np.ndarray:
         net = self.net
