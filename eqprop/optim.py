@@ -29,7 +29,9 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.linalg import blas as _blas
 
-__all__ = ["SGD"]
+from eqprop.graph.model import GraphNetwork
+
+__all__ = ["SGD", "graph_rates"]
 
 
 class _NetworkLike(Protocol):
@@ -80,6 +82,25 @@ def _axpy(x: np.ndarray, y: np.ndarray, a: float) -> None:
         y[...] = out
 
 
+def graph_rates(net: GraphNetwork, lrs: Sequence[float]) -> dict[str, float]:
+    """Learning rate of each parameter of a graph network, by name.
+
+    The layers after the input are numbered 1, 2, ... in the order of ``net.layers`` (as
+    the chain's layers); ``lrs[l-1]`` is the rate of every coupling into layer ``l``
+    (``W`` and a free ``B``; a skip coupling ``h1 -> y`` takes ``y``'s rate) and of
+    layer ``l``'s bias: on a chain, exactly the chain's per-layer rates.
+    """
+    index = {la.name: i for i, la in enumerate(net.layers[1:])}
+    rates: dict[str, float] = {}
+    for name in net.parameters():
+        owner, what = name.rsplit(".", 1)
+        if what == "b":
+            rates[name] = lrs[index[owner]]
+        else:
+            rates[name] = lrs[index[net.coupling(owner).target]]
+    return rates
+
+
 class SGD:
     """Stochastic gradient descent with per-layer rates, momentum and weight decay.
 
@@ -95,6 +116,11 @@ class SGD:
     weight_decay : float, default 0
         L2 coefficient ``>= 0`` added to the weight gradient (``dW + wd * W``); biases are
         not decayed.
+
+    A :class:`~eqprop.graph.GraphNetwork` is updated by parameter name from a
+    :class:`~eqprop.graph.gradient.GraphGradient`: one rate per layer after the input
+    (:func:`graph_rates`), weight decay on the coupling matrices (``W``, a free ``B``),
+    not on biases.
 
     Notes
     -----
@@ -119,6 +145,7 @@ class SGD:
         self.weight_decay = weight_decay
         self.vW: list[np.ndarray] | None = None
         self.vb: list[np.ndarray] | None = None
+        self.vP: list[np.ndarray] | None = None  # graph networks: one per parameter
         self.n_steps = 0
 
     def __repr__(self) -> str:
@@ -127,8 +154,17 @@ class SGD:
         )
 
     # ------------------------------------------------------------------ validation
-    def check(self, net: _NetworkLike) -> None:
+    def check(self, net: _NetworkLike | GraphNetwork) -> None:
         """Raise ValueError if the rates do not match the network's number of weight layers."""
+        if isinstance(net, GraphNetwork):
+            n = len(net.layers) - 1
+            if len(self.lrs) != n:
+                raise ValueError(
+                    f"{len(self.lrs)} learning rate(s) given for a graph network with {n} "
+                    f"layers after the input; give exactly {n} rates, one per layer in the "
+                    "order of net.layers (a layer's rate applies to every coupling into it)"
+                )
+            return
         n = len(net.weights)
         if len(self.lrs) != n:
             raise ValueError(
@@ -150,17 +186,20 @@ class SGD:
                 )
 
     # ------------------------------------------------------------------ update
-    def step(self, net: _NetworkLike, grad: _GradientLike) -> None:
+    def step(self, net: _NetworkLike | GraphNetwork, grad: Any) -> None:
         """Apply one update to ``net.weights`` and ``net.biases`` in place.
 
         Parameters
         ----------
-        net : Network
+        net : Network or GraphNetwork
             Modified in place.
-        grad : Gradient
+        grad : Gradient or GraphGradient
             ``dW``/``db`` shaped like the parameters (any float dtype; cast to the
-            parameter's dtype).
+            parameter's dtype); for a graph network a mapping by parameter name.
         """
+        if isinstance(net, GraphNetwork):
+            self._step_graph(net, grad)
+            return
         self.check(net)
         self._check_grad(net, grad)
         mom = self.momentum
@@ -194,6 +233,46 @@ class SGD:
                 _axpy(db, b.reshape(-1), -lr)
         self.n_steps += 1
 
+    def _step_graph(self, net: GraphNetwork, grad: Any) -> None:
+        self.check(net)
+        params = net.parameters()
+        missing = [k for k in params if k not in grad]
+        extra = [k for k in grad if k not in params]
+        if missing or extra:
+            raise ValueError(
+                f"gradient names do not match the network's parameters: missing "
+                f"{missing or 'none'}, unknown {extra or 'none'}"
+            )
+        rates = graph_rates(net, self.lrs)
+        mom, wd = self.momentum, self.weight_decay
+        if mom > 0.0 and self.vP is None:
+            self.vP = [np.zeros_like(p) for p in params.values()]
+        for i, (name, p) in enumerate(params.items()):
+            g = np.asarray(grad[name])
+            if g.shape != p.shape:
+                raise ValueError(
+                    f"parameter {name!r}: gradient shape {g.shape} differs from {p.shape}"
+                )
+            if not p.flags.c_contiguous:
+                raise ValueError(f"parameter {name!r} must be C-contiguous")
+            gf = _flat(g, p.dtype)
+            pf = p.reshape(-1)
+            lr = rates[name]
+            decay = wd if not name.endswith(".b") else 0.0
+            if mom > 0.0:
+                assert self.vP is not None
+                v = self.vP[i].reshape(-1)
+                v *= p.dtype.type(mom)
+                _axpy(gf, v, 1.0)
+                if decay > 0.0:
+                    _axpy(pf, v, decay)
+                _axpy(v, pf, -lr)
+            else:
+                if decay > 0.0:
+                    pf *= p.dtype.type(1.0 - lr * decay)
+                _axpy(gf, pf, -lr)
+        self.n_steps += 1
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Arrays and numbers that restore this optimizer exactly (for ``.npz`` checkpoints).
@@ -211,6 +290,9 @@ class SGD:
             for l, (vW, vb) in enumerate(zip(self.vW, self.vb)):
                 out[f"vW{l}"] = vW.copy()
                 out[f"vb{l}"] = vb.copy()
+        if self.vP is not None:
+            for i, v in enumerate(self.vP):
+                out[f"vP{i}"] = v.copy()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -231,3 +313,5 @@ class SGD:
         else:
             self.vW = None
             self.vb = None
+        n = sum(1 for k in state if k.startswith("vP"))
+        self.vP = [np.ascontiguousarray(np.array(state[f"vP{i}"])) for i in range(n)] or None

@@ -1022,7 +1022,7 @@ class Trainer:
                         f"lrs={list(c.lrs)}, beta={c.beta!r}, cost={c.cost!r}, "
                         f"{_phase_settings(c, 'free')}"
                     )
-                opt.step(net, step.gradient)  # type: ignore[arg-type]
+                opt.step(net, step.gradient)
                 wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
                 loss_sum += loss * idx.shape[0]
                 res = free.result

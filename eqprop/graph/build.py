@@ -21,7 +21,9 @@ __all__ = [
     "chain_mismatch",
     "chain_parameter_names",
     "conv_chain",
+    "extend_chain",
     "from_network",
+    "parse_skip",
     "to_network",
 ]
 
@@ -335,3 +337,119 @@ def to_network(net: GraphNetwork):
         weights,
         biases,
     )
+
+
+def parse_skip(
+    spec: str | Sequence[tuple[int, int]] | None, n_layers: int
+) -> list[tuple[int, int]]:
+    """Skip couplings from ``"i-j"`` pairs separated by commas (``"0-2,1-3"``): layer
+    indices, 0 the input, ``n_layers - 1`` the output, ``i < j - 1`` (adjacent layers are
+    already coupled). None or ``""``: none. ValueError naming the bad pair."""
+    if spec is None or spec == "":
+        return []
+    if isinstance(spec, str):
+        pairs = []
+        for part in spec.split(","):
+            bits = part.strip().split("-")
+            if len(bits) != 2 or not all(b.strip().isdigit() for b in bits):
+                raise ValueError(
+                    f"skip {part.strip()!r}: write a skip coupling as 'i-j' (layer indices, "
+                    "0 = input), several separated by commas, e.g. '0-2,1-3'"
+                )
+            pairs.append((int(bits[0]), int(bits[1])))
+    else:
+        pairs = [(int(i), int(j)) for i, j in spec]
+    seen = set()
+    for i, j in pairs:
+        if i == j:
+            raise ValueError(f"skip {i}-{j}: couples layer {i} with itself")
+        if j < i:
+            raise ValueError(
+                f"skip {i}-{j}: goes backwards; write it from the input side, {j}-{i} "
+                "(its feedback carries the other direction)"
+            )
+        if not 0 <= i < j < n_layers:
+            raise ValueError(f"skip {i}-{j}: layer indices must be in 0..{n_layers - 1}")
+        if j - i < 2:
+            raise ValueError(f"skip {i}-{j}: adjacent layers are already coupled")
+        if (i, j) in seen:
+            raise ValueError(f"skip {i}-{j}: given twice")
+        seen.add((i, j))
+    return pairs
+
+
+def extend_chain(
+    net: GraphNetwork,
+    *,
+    output_activation: str | None = None,
+    feedback: str = "tied",
+    gamma: float = 1.0,
+    skip: Sequence[tuple[int, int]] = (),
+    seed: int | np.random.Generator | None = 0,
+) -> GraphNetwork:
+    """A chain graph network (e.g. :func:`from_network`) changed: its output's activation,
+    the feedback of every coupling between state layers, extra skip couplings.
+
+    The chain's parameters are kept (copied). ``output_activation``: the output layer's
+    activation (its box: (0, 1) for a hard-sigmoid hopfield layer, else none); a
+    cross-entropy readout becomes an ``output`` layer in the state (softmax of its state,
+    the P_MLP of Laborieux et al. 2021). ``feedback``, ``gamma``: as :func:`chain`
+    (``free`` starts ``B = W^T``; ``random`` draws ``B`` uniform in the Glorot bound of
+    the coupling); couplings from the input or into a readout stay tied (they carry no
+    feedback). ``skip``: ``(i, j)`` layer-index pairs (:func:`parse_skip`), Glorot
+    uniform ``W``, zero-mean, drawn after the random feedback matrices from ``seed``.
+    """
+    if feedback not in FEEDBACK_MODES:
+        raise ValueError(
+            f"unknown feedback {feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}"
+        )
+    if feedback != "scaled" and gamma != 1.0:
+        raise ValueError(f"feedback scale {gamma!r} applies to feedback 'scaled' only")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    g = net.copy()
+    layers = g.layers
+    skip = parse_skip(list(skip), len(layers))
+    cost = g.cost
+    if output_activation is not None:
+        out = layers[-1]
+        if out.role == "readout":
+            out.role = "output"
+        out.activation = output_activation
+        out.box = None if g.dtype.kind == "c" else _default_box(g.kind, output_activation)
+    couplings = []
+    for c in g.couplings:
+        ends = (g.layer(c.source).role, g.layer(c.target).role)
+        mode = "tied" if ends[0] == "input" or ends[1] == "readout" else feedback
+        B = None
+        if mode == "free":
+            B = c.W.T.copy()
+        elif mode == "random":
+            a = np.sqrt(6.0 / (c.W.shape[0] + c.W.shape[1]))
+            B = rng.uniform(-a, a, size=c.W.T.shape)
+        couplings.append(
+            Coupling(
+                c.source,
+                c.target,
+                c.W,
+                feedback=mode,
+                gamma=gamma if mode == "scaled" else 1.0,
+                B=B,
+                name=c.name,
+            )
+        )
+    for i, j in skip:
+        src, dst = layers[i], layers[j]
+        a = np.sqrt(6.0 / (src.size + dst.size))
+        W = rng.uniform(-a, a, size=(src.size, dst.size))
+        mode = "tied" if src.role == "input" or dst.role == "readout" else feedback
+        B = None
+        if mode == "free":
+            B = W.T.copy()
+        elif mode == "random":
+            B = rng.uniform(-a, a, size=(dst.size, src.size))
+        couplings.append(
+            Coupling(
+                src.name, dst.name, W, feedback=mode, gamma=gamma if mode == "scaled" else 1.0, B=B
+            )
+        )
+    return GraphNetwork(layers, couplings, kind=g.kind, cost=cost, dtype=g.dtype)
