@@ -5,10 +5,15 @@
 * :mod:`eqprop.graph.dense`: the dense coupling (one module per coupling type);
 * :mod:`eqprop.graph.reference`: NumPy reference of drives, energy, maps, gradients;
 * :mod:`eqprop.graph.build`: :func:`chain` and :func:`from_network`;
-* :mod:`eqprop.graph.kernels`: the Numba map for :mod:`solvers`;
+* :mod:`eqprop.graph.kernels`: the Numba map for :mod:`solvers` (real and complex);
+* :mod:`eqprop.graph.conv`, :mod:`eqprop.graph.pool`: conv2d and pooling couplings,
+  :mod:`eqprop.graph.conv_kernels` their allocation-free CPU path;
+* :mod:`eqprop.graph.gradient`: :class:`~eqprop.graph.gradient.GraphGradient`, the rules'
+  gradient by parameter name;
 * :mod:`eqprop.graph.backprop`: recurrent backprop with the non-symmetric Jacobian.
 
-See ``docs/couplings.rst`` for the conventions.
+``docs/networks.rst`` gives the conventions (signs, shapes, feedback modes, what each
+rule computes); ``docs/couplings.rst`` is the reference.
 """
 
 from eqprop.graph.build import chain, from_network
