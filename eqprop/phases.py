@@ -319,6 +319,19 @@ class Phase:
     clamped: bool = False
 
 
+def _check_phase_request(beta, d, clamp_output: bool) -> float:
+    """``beta`` as a float, after the checks every phase path shares: finite, targets
+    given for a nudged or clamped phase, and ``beta = 0`` for a clamped one."""
+    beta = float(beta)
+    if not np.isfinite(beta):
+        raise ValueError(f"beta must be finite, got {beta}")
+    if clamp_output and (d is None or beta != 0.0):
+        raise ValueError("a clamped phase needs targets d and beta = 0")
+    if d is None and beta != 0.0:
+        raise ValueError("targets d are required for a nudged phase (beta != 0)")
+    return beta
+
+
 def run_phase(
     net: Network | GraphNetwork,
     x,
@@ -365,14 +378,8 @@ def run_phase(
         return _run_graph_phase(net, gx, dyn, beta, d, s0, steps, clamp_output)
     cx = clamp(net, x)
     B = cx.batch
-    beta = float(beta)
-    if not np.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
-    if clamp_output and (d is None or beta != 0.0):
-        raise ValueError("a clamped phase needs targets d and beta = 0")
+    beta = _check_phase_request(beta, d, clamp_output)
     if d is None:
-        if beta != 0.0:
-            raise ValueError("targets d are required for a nudged phase (beta != 0)")
         target = np.zeros((B, net.n_out), dtype=net.dtype)
     else:
         target = check_target(net, d, B)
@@ -417,14 +424,8 @@ def _run_graph_phase(
 ) -> Phase:
     """:func:`run_phase` on the general graph kernels (:mod:`eqprop.graph.kernels`)."""
     B = cx.batch
-    beta = float(beta)
-    if not np.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
-    if clamp_output and (d is None or beta != 0.0):
-        raise ValueError("a clamped phase needs targets d and beta = 0")
+    beta = _check_phase_request(beta, d, clamp_output)
     if d is None:
-        if beta != 0.0:
-            raise ValueError("targets d are required for a nudged phase (beta != 0)")
         target = np.zeros((B, net.n_out), dtype=net.dtype)
     else:
         target = check_graph_batch(net, d, net.n_out, "d", B)
