@@ -334,6 +334,10 @@ class TrainConfig:
     output: str | None = None
     preset: str | None = None
     threads: int | None = None
+    output_activation: str | None = None
+    feedback: str = "tied"
+    feedback_scale: float = 1.0
+    skip: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lrs, (int, float)):
@@ -341,6 +345,17 @@ class TrainConfig:
         self.lrs = tuple(float(v) for v in self.lrs)
 
     # ------------------------------------------------------------------ derived
+    @property
+    def uses_graph(self) -> bool:
+        """Whether the network options (``output_activation``, ``feedback``,
+        ``feedback_scale``, ``skip``) ask for a graph network instead of the chain."""
+        return (
+            self.output_activation is not None
+            or self.feedback != "tied"
+            or self.feedback_scale != 1.0
+            or bool(self.skip)
+        )
+
     @property
     def sizes(self) -> tuple[int, ...]:
         """Layer sizes parsed from :attr:`architecture`."""
@@ -394,6 +409,8 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} is {value!r}; give a finite value >= 0")
         self._validate_names()
+        if self.uses_graph:
+            self._validate_graph_options(sizes)
         if self.estimator not in _ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {self.estimator!r}; choose one of {', '.join(_ESTIMATORS)}"
@@ -431,6 +448,60 @@ class TrainConfig:
                 raise ValueError(
                     f"unknown {what} {value!r}{setting}; choose one of {', '.join(known)}"
                 )
+
+    def _validate_graph_options(self, sizes: tuple[int, ...]) -> None:
+        """The network options must name a feedback mode, an activation, a finite
+        feedback scale (``feedback='scaled'`` only) and skips :func:`parse_skip` reads."""
+        from eqprop.graph.build import parse_skip
+        from eqprop.graph.model import ACTIVATIONS, FEEDBACK_MODES
+
+        if self.feedback not in FEEDBACK_MODES:
+            raise ValueError(
+                f"unknown feedback {self.feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}"
+            )
+        scale = self.feedback_scale
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise ValueError(f"feedback_scale is {scale!r}; give a finite number")
+        if scale != 1.0 and self.feedback != "scaled":
+            raise ValueError(
+                f"feedback_scale {scale!r} applies to feedback 'scaled' only (feedback is "
+                f"{self.feedback!r}); add --feedback scaled or drop --feedback-scale"
+            )
+        if self.output_activation is not None and self.output_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown output activation {self.output_activation!r}; choose one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
+        parse_skip(self.skip, len(sizes))
+
+    def make_network(self) -> Any:
+        """The network these settings describe: :func:`eqprop.network.init_network`'s
+        chain, or, when :attr:`uses_graph`, that chain (same initial weights) changed by
+        :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
+        ``gamma = feedback_scale``, skip couplings drawn from ``seed``)."""
+        from eqprop import network as _network
+
+        net = _network.init_network(
+            self.sizes,
+            kind=self.kind,
+            activation=self.activation,
+            cost=self.cost,
+            dtype=self.dtype,
+            seed=self.seed,
+            init=self.init,
+        )
+        if not self.uses_graph:
+            return net
+        from eqprop.graph.build import extend_chain, from_network, parse_skip
+
+        return extend_chain(
+            from_network(net),
+            output_activation=self.output_activation,
+            feedback=self.feedback,
+            gamma=float(self.feedback_scale),
+            skip=parse_skip(self.skip, len(self.sizes)),
+            seed=self.seed,
+        )
 
     def make_rule(self) -> Any:
         """The :class:`eqprop.rules.LearningRule` these settings describe (ValueError if a
@@ -876,15 +947,8 @@ class Trainer:
         self.d_train = _one_hot(self.y_train, sizes[-1], self.dtype)
 
         # ---- model, dynamics, rule, optimizer
-        self.net = _network.init_network(
-            sizes,
-            kind=config.kind,
-            activation=config.activation,
-            cost=config.cost,
-            dtype=config.dtype,
-            seed=config.seed,
-            init=config.init,
-        )
+        self.net = config.make_network()
+        self.is_graph = not isinstance(self.net, _network.Network)
         self.dyn = self._make_dynamics(config.T)
         self.free_dyn = self._make_dynamics(config.T, free=True)
         eval_T = config.eval_T if config.eval_T is not None else config.T
@@ -1053,7 +1117,10 @@ class Trainer:
         }
 
     def _non_finite_parameters(self) -> list[str]:
-        """Names (``W1``, ``b2``, ...) of the parameter arrays holding inf or NaN."""
+        """Names (``W1``, ``b2``, ...; a graph network's parameter names, ``h1->y.W``)
+        of the parameter arrays holding inf or NaN."""
+        if self.is_graph:
+            return [k for k, a in self.net.parameters().items() if not np.isfinite(a).all()]
         names = []
         for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
             names += [f"{p}{l + 1}" for p, a in (("W", W), ("b", b)) if not np.isfinite(a).all()]
@@ -1149,7 +1216,12 @@ class Trainer:
             state = phase.state
             if particles is not None:
                 particles[start : start + bs] = state
-            out = np.asarray(self._output(self.net, state))
+            if self.is_graph:
+                from eqprop.phases import clamp, network_output
+
+                out = np.asarray(network_output(self.net, clamp(self.net, x), state))
+            else:
+                out = np.asarray(self._output(self.net, state))
             if track:  # own class: the largest net input; other classes: the smallest
                 drive = self._output_drive(x, state)
                 rows = np.arange(drive.shape[0])
@@ -1189,6 +1261,8 @@ class Trainer:
 
     def _tracks_stuck_outputs(self) -> bool:
         c = self.config
+        if self.is_graph:  # the net-input bound below is the chain's (no skips, tied)
+            return False
         # the clamping rules hold the output at (or near) the targets: no unit is stuck
         return (c.kind, c.activation, c.cost, c.rule) == (
             "hopfield",
