@@ -42,6 +42,7 @@ from eqprop.optim import SGD
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "GRAPH_CHECKPOINT_FORMAT",
     "HISTORY_VARIABLES",
     "RUN_FILES",
     "CheckpointError",
@@ -54,6 +55,7 @@ __all__ = [
     "check_output_folder",
     "choose_threads",
     "failed_samples",
+    "graph_description",
     "load_checkpoint",
     "parse_architecture",
     "thread_limits",
@@ -63,6 +65,53 @@ __all__ = [
 
 #: Version tag stored in every checkpoint; bumped when the layout changes.
 CHECKPOINT_FORMAT = "eqprop-checkpoint-1"
+
+#: Format tag of a graph network's checkpoint (any network option of TrainConfig set):
+#: parameters by name (``param_names`` + ``param{i}``), fixed random feedback matrices
+#: (``fixed_names`` + ``fixed{i}``) and a ``graph`` description of layers and couplings.
+GRAPH_CHECKPOINT_FORMAT = "eqprop-graph-checkpoint-1"
+
+_CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, GRAPH_CHECKPOINT_FORMAT)
+
+
+def graph_description(net: Any) -> dict[str, Any]:
+    """The structure of a graph network (no arrays) as plain JSON-able data: its kind,
+    cost, dtype, layers (name, size, role, activation, box, bias or not) and couplings
+    (name, source, target, feedback, gamma, weight shape). Two networks with equal
+    descriptions take each other's parameters."""
+    return {
+        "kind": net.kind,
+        "cost": net.cost,
+        "dtype": str(np.dtype(net.dtype)),
+        "layers": [
+            {
+                "name": layer.name,
+                "size": int(layer.size),
+                "role": layer.role,
+                "activation": layer.activation,
+                "box": None if layer.box is None else [float(v) for v in layer.box],
+                "bias": layer.bias is not None,
+            }
+            for layer in net.layers
+        ],
+        "couplings": [
+            {
+                "name": c.name,
+                "source": c.source,
+                "target": c.target,
+                "feedback": c.feedback,
+                "gamma": float(c.gamma),
+                "W": list(c.W.shape),
+            }
+            for c in net.couplings
+        ],
+    }
+
+
+def _fixed_arrays(net: Any) -> dict[str, np.ndarray]:
+    """The fixed (not learned) arrays of a graph network: random feedback ``B``."""
+    return {f"{c.name}.B": c.B for c in net.couplings if c.feedback == "random"}
+
 
 #: History variable -> (long_name, units). Dimension ``epoch`` for all.
 HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
@@ -1438,15 +1487,29 @@ class Trainer:
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
         """Everything :func:`load_checkpoint` needs, as plain (non-object) arrays."""
         arrays: dict[str, np.ndarray] = {
-            "format": np.asarray(CHECKPOINT_FORMAT),
+            "format": np.asarray(GRAPH_CHECKPOINT_FORMAT if self.is_graph else CHECKPOINT_FORMAT),
             "config": np.asarray(self.config.to_json()),
             "epoch": np.asarray(self.epoch, dtype=np.int64),
             "rng_state": np.asarray(json.dumps(self.rng.bit_generator.state)),
-            "n_layers": np.asarray(len(self.net.weights), dtype=np.int64),
         }
-        for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
-            arrays[f"W{l}"] = W
-            arrays[f"b{l}"] = b
+        if self.is_graph:
+            from eqprop import __version__
+
+            arrays["eqprop_version"] = np.asarray(__version__)
+            arrays["n_layers"] = np.asarray(len(self.net.layers) - 1, dtype=np.int64)
+            arrays["graph"] = np.asarray(json.dumps(graph_description(self.net)))
+            for prefix, named in (
+                ("param", self.net.parameters()),
+                ("fixed", _fixed_arrays(self.net)),
+            ):
+                arrays[f"{prefix}_names"] = np.asarray(json.dumps(list(named)))
+                for i, a in enumerate(named.values()):
+                    arrays[f"{prefix}{i}"] = a
+        else:
+            arrays["n_layers"] = np.asarray(len(self.net.weights), dtype=np.int64)
+            for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
+                arrays[f"W{l}"] = W
+                arrays[f"b{l}"] = b
         for k, v in self.optimizer.state_dict().items():
             arrays[f"opt_{k}"] = np.asarray(v)
         if self.particles is not None:
@@ -1464,6 +1527,25 @@ class Trainer:
         return path
 
     def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        if self.is_graph:
+            self._restore_graph(arrays)
+        else:
+            self._restore_chain(arrays)
+        self._restore_run(arrays)
+
+    def _restore_graph(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy a graph checkpoint's parameters and fixed feedback into ``self.net``
+        (:func:`load_checkpoint` checked names and shapes against this network)."""
+        for prefix, named in (("param", self.net.parameters()), ("fixed", _fixed_arrays(self.net))):
+            names = json.loads(str(arrays[f"{prefix}_names"]))
+            if names != list(named):
+                raise ValueError(
+                    f"checkpoint {prefix}_names {names} differ from the network's {list(named)}"
+                )
+            for i, a in enumerate(named.values()):
+                a[...] = arrays[f"{prefix}{i}"]
+
+    def _restore_chain(self, arrays: Mapping[str, np.ndarray]) -> None:
         n_layers = int(arrays["n_layers"])
         if n_layers != len(self.net.weights):
             raise ValueError(
@@ -1476,6 +1558,8 @@ class Trainer:
                 raise ValueError(f"checkpoint layer {l + 1} has shapes {W.shape}, {b.shape}")
             self.net.weights[l][...] = W
             self.net.biases[l][...] = b
+
+    def _restore_run(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.optimizer.load_state_dict({k[4:]: arrays[k] for k in arrays if k.startswith("opt_")})
         self.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
         if self.particles is not None:
@@ -1608,11 +1692,20 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
         )
 
     fmt = str(arrays["format"]) if "format" in arrays else ""
-    if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not an {CHECKPOINT_FORMAT} checkpoint (format tag "
-            f"{fmt!r}); give the checkpoint.npz an eqprop run wrote"
+    if fmt not in _CHECKPOINT_FORMATS:
+        from eqprop import __version__
+
+        writer = (
+            f"written by eqprop {arrays['eqprop_version']!s}"
+            if "eqprop_version" in arrays
+            else "written by no eqprop version that records one"
         )
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has the format tag {fmt!r} ({writer}); eqprop "
+            f"{__version__} reads {' and '.join(_CHECKPOINT_FORMATS)}: resume it with the "
+            "eqprop version that wrote it, or give the checkpoint.npz a run of this version wrote"
+        )
+    graph = fmt == GRAPH_CHECKPOINT_FORMAT
     for key in ("config", "epoch", "rng_state", "n_layers"):
         if key not in arrays:
             raise bad(key, "is missing")
@@ -1658,9 +1751,12 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
                 "before this checkpoint was written",
             )
 
-    for l in range(n_layers):
-        finite_float(f"W{l}", (sizes[l], sizes[l + 1]))
-        finite_float(f"b{l}", (sizes[l + 1],))
+    if graph:
+        shapes = _check_graph_entries(config, arrays, bad, finite_float)
+    else:
+        for l in range(n_layers):
+            finite_float(f"W{l}", (sizes[l], sizes[l + 1]))
+            finite_float(f"b{l}", (sizes[l + 1],))
     opt_keys = [k for k in arrays if k.startswith("opt_")]
     for key in ("opt_lrs", "opt_momentum", "opt_weight_decay", "opt_n_steps"):
         if key not in arrays:
@@ -1683,6 +1779,11 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
         if not 0 <= l < n_layers:
             raise bad(key, f"names a layer outside 0..{n_layers - 1}")
         finite_float(key, (sizes[l], sizes[l + 1]) if key[4:6] == "vW" else (sizes[l + 1],))
+    for key in sorted(k for k in opt_keys if k[4:6] == "vP"):
+        i = int(key[6:]) if key[6:].isdigit() else -1
+        if not graph or not 0 <= i < len(shapes):
+            raise bad(key, "names a parameter the network does not have")
+        finite_float(key, shapes[i])
     for key in ("particles", "valid_particles", "test_particles"):
         if key in arrays:
             finite_float(key, None)
@@ -1697,6 +1798,38 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
                 f"{epoch}; expected {epoch} float value(s)",
             )
     return config
+
+
+def _check_graph_entries(
+    config: TrainConfig,
+    arrays: Mapping[str, np.ndarray],
+    bad: Callable[[str, str], CheckpointError],
+    finite_float: Callable[[str, tuple[int, ...] | None], None],
+) -> list[tuple[int, ...]]:
+    """Check a graph checkpoint's description, names and arrays against the network its
+    configuration builds; return the parameters' shapes in order."""
+    net = config.make_network()
+    if "graph" not in arrays:
+        raise bad("graph", "is missing")
+    try:
+        stored = json.loads(str(arrays["graph"]))
+    except ValueError:
+        raise bad("graph", "is not a JSON description of layers and couplings") from None
+    if stored != graph_description(net):
+        raise bad("graph", "describes another network than the stored configuration builds")
+    for prefix, named in (("param", net.parameters()), ("fixed", _fixed_arrays(net))):
+        key = f"{prefix}_names"
+        if key not in arrays:
+            raise bad(key, "is missing")
+        try:
+            names = json.loads(str(arrays[key]))
+        except ValueError:
+            names = None
+        if names != list(named):
+            raise bad(key, f"is {str(arrays[key])!r}; expected {list(named)}")
+        for i, a in enumerate(named.values()):
+            finite_float(f"{prefix}{i}", a.shape)
+    return [a.shape for a in net.parameters().values()]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, np.ndarray]]:

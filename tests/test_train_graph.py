@@ -87,3 +87,101 @@ def test_bad_network_options_raise_naming_them(changes, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")) as info:
         TrainConfig.from_dict(settings).validate()
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _resume_equals_whole(tmp_path, changes):
+    settings = dict(epochs=3, limit=200, **changes)
+    whole = Trainer(_config(**settings), quiet=True)
+    whole.run()
+    part = Trainer(_config(**settings, output=str(tmp_path / "run")), quiet=True)
+    part.run(epochs=2)
+    path = tmp_path / "run" / "checkpoint.npz"
+    resumed = Trainer.from_checkpoint(path, quiet=True)
+    resumed.run()
+    return whole, resumed, path
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(feedback="free", skip="0-2", momentum=0.5),  # learned B, momentum buffers vP
+        dict(feedback="random", output_activation="identity", lrs=(0.02, 0.01)),
+    ],
+    ids=["free-skip-momentum", "random-linear"],
+)
+def test_graph_checkpoint_resumes_exactly(tmp_path, changes):
+    whole, resumed, path = _resume_equals_whole(tmp_path, changes)
+    with np.load(path) as z:
+        assert str(z["format"]) == "eqprop-graph-checkpoint-1"
+        assert "eqprop_version" in z and "graph" in z
+    assert isinstance(resumed.net, GraphNetwork)
+    a, b = whole.net.parameters(), resumed.net.parameters()
+    assert list(a) == list(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    for c, d in zip(whole.net.couplings, resumed.net.couplings):
+        if c.B is not None:
+            np.testing.assert_array_equal(c.B, d.B, err_msg=c.name)
+    for k in ("train_loss", "test_loss", "valid_loss"):
+        np.testing.assert_array_equal(
+            whole.history_dataset()[k].values, resumed.history_dataset()[k].values, err_msg=k
+        )
+
+
+def test_chain_checkpoint_keeps_todays_format(tmp_path):
+    whole, resumed, path = _resume_equals_whole(tmp_path, {})
+    with np.load(path) as z:
+        assert str(z["format"]) == "eqprop-checkpoint-1"
+        assert "W0" in z and "graph" not in z
+    assert type(resumed.net) is Network
+    for a, b in zip(whole.net.weights, resumed.net.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def _rewrite(path, **entries):
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays.update({k: np.asarray(v) for k, v in entries.items()})
+    np.savez(path, **arrays)
+
+
+def test_unknown_checkpoint_format_names_the_version_that_wrote_it(tmp_path):
+    from eqprop import __version__
+    from eqprop.train import CheckpointError, load_checkpoint
+
+    part = Trainer(_config(epochs=1, limit=50, feedback="random", output=str(tmp_path)), quiet=True)
+    part.run()
+    path = tmp_path / "checkpoint.npz"
+    load_checkpoint(path)  # fine as written
+    _rewrite(path, format="eqprop-graph-checkpoint-7", eqprop_version="9.3.1")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "'eqprop-graph-checkpoint-7'" in message and "eqprop 9.3.1" in message
+    assert f"eqprop {__version__} reads eqprop-checkpoint-1 and eqprop-graph-checkpoint-1" in (
+        message
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "entries, words",
+    [
+        (dict(param_names='["h1->y.W"]'), "param_names is"),
+        (dict(graph='{"layers": []}'), "graph describes another network"),
+        (dict(param0=np.zeros((3, 3), np.float32)), "param0 has dtype"),
+        (dict(fixed0=np.full((10, 64), np.nan, np.float32)), "fixed0 holds 640 NaN"),
+    ],
+)
+def test_damaged_graph_checkpoint_names_the_entry(tmp_path, entries, words):
+    from eqprop.train import CheckpointError, load_checkpoint
+
+    part = Trainer(_config(epochs=1, limit=50, feedback="random", output=str(tmp_path)), quiet=True)
+    part.run()
+    path = tmp_path / "checkpoint.npz"
+    _rewrite(path, **entries)
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(path)
