@@ -185,3 +185,31 @@ def test_damaged_graph_checkpoint_names_the_entry(tmp_path, entries, words):
     _rewrite(path, **entries)
     with pytest.raises(CheckpointError, match=words):
         load_checkpoint(path)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_trains_a_feedback_alignment_skip_network_on_digits(tmp_path, capsys):
+    from eqprop.cli import main
+    from eqprop.train import load_checkpoint
+
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "digits", "--epochs", "1", "-q", "-o", str(out)]
+    rc = main([*argv, "--feedback", "random", "--skip", "0-2", "--output-activation", "sigmoid"])
+    assert rc == 0
+    assert "test error:" in capsys.readouterr().out
+    config, arrays = load_checkpoint(out / "checkpoint.npz")
+    assert (config.feedback, config.skip, config.output_activation) == ("random", "0-2", "sigmoid")
+    assert str(arrays["format"]) == "eqprop-graph-checkpoint-1"
+    graph = Trainer(config.replace(output=None), quiet=True).net
+    assert graph.coupling("h1->y").feedback == "random"
+    assert graph.output_layer.activation == "sigmoid"
+    assert any((c.source, c.target) == ("x", "y") for c in graph.couplings)
+    assert float(arrays["history_test_error"][0]) < CHANCE
+    # the network options are fixed by the checkpoint
+    rc = main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2", "-q"])
+    assert rc == 0
+    capsys.readouterr()
+    rc = main(["train", "--resume", str(out / "checkpoint.npz"), "--feedback", "free", "-q"])
+    assert rc == 2 and "cannot change feedback" in capsys.readouterr().err
