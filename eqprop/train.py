@@ -338,6 +338,25 @@ class TrainConfig:
         oversubscribe the cores), else one per available core. See :func:`choose_threads`.
     preset : str or None
         Name of the preset the run started from (informational).
+    output_activation : str or None
+        Network option: the output layer's activation (one of
+        :data:`eqprop.graph.model.ACTIVATIONS`, ``"identity"`` a linear output). None:
+        the chain's.
+    feedback : {"tied", "scaled", "free", "random"}
+        Network option: what each coupling between state layers sends back, ``W^T``,
+        ``gamma W^T``, a learned ``B`` or a fixed random ``B`` (feedback alignment,
+        Lillicrap et al. 2016); see :func:`eqprop.graph.build.chain`.
+    feedback_scale : float
+        Network option: ``gamma`` of ``feedback="scaled"`` (1 for the other modes).
+    skip : str or None
+        Network option: skip couplings ``"i-j"`` (layer indices, 0 the input),
+        comma-separated (:func:`eqprop.graph.build.parse_skip`).
+
+    When any network option differs from its default (:attr:`uses_graph`),
+    :meth:`make_network` builds a :class:`eqprop.graph.GraphNetwork` from the chain with
+    :func:`eqprop.graph.build.extend_chain` and the trainer trains that (checkpoint format
+    :data:`GRAPH_CHECKPOINT_FORMAT`); otherwise today's :class:`eqprop.network.Network`,
+    bit for bit as before.
     """
 
     dataset: str = "digits"
@@ -522,6 +541,14 @@ class TrainConfig:
                 f"{', '.join(ACTIVATIONS)}"
             )
         parse_skip(self.skip, len(sizes))
+        try:  # what only the built network can check (e.g. a skip from the input to a readout)
+            self.make_network()
+        except ValueError as exc:
+            raise ValueError(
+                f"the network options (output_activation={self.output_activation!r}, "
+                f"feedback={self.feedback!r}, skip={self.skip!r}) do not fit the "
+                f"{self.architecture!r} {self.kind} network with cost {self.cost!r}: {exc}"
+            ) from None
 
     def make_network(self) -> Any:
         """The network these settings describe: :func:`eqprop.network.init_network`'s
@@ -610,7 +637,7 @@ class TrainResult:
     Attributes
     ----------
     config : TrainConfig
-    net : Network
+    net : Network or GraphNetwork
         Trained network (the trainer's own object).
     history : xarray.Dataset
         Per-epoch history (dim ``epoch``), as written to ``history.nc``.

@@ -67,6 +67,7 @@ TRAIN = [
     (["--skip", "2-0"], "skip 2-0"),
     (["--skip", "0-9"], "skip 0-9"),
     (["--skip", "0_2"], "'0_2'"),
+    (["--skip", "0-2", "--cost", "cross-entropy"], "skip='0-2'"),
 ]
 
 COMPARE = [

@@ -80,6 +80,7 @@ def test_random_feedback_is_not_the_transpose_and_stays_fixed():
         (dict(skip="0-1"), "skip 0-1"),
         (dict(skip="0-5"), "skip 0-5"),
         (dict(skip="a"), "skip 'a'"),
+        (dict(skip="0-2", cost="cross-entropy"), "the readout 'y' reads state layers only"),
     ],
 )
 def test_bad_network_options_raise_naming_them(changes, words):
