@@ -287,6 +287,8 @@ _NONE_MEANS = {
     "data_dir": "$EQPROP_DATA_DIR, else the user cache, downloading once",
     "output": "nothing written",
     "preset": "none",
+    "output_activation": "--activation",
+    "skip": "none",
     "resume": "a new run",
 }
 
