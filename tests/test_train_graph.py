@@ -214,3 +214,24 @@ def test_cli_trains_a_feedback_alignment_skip_network_on_digits(tmp_path, capsys
     capsys.readouterr()
     rc = main(["train", "--resume", str(out / "checkpoint.npz"), "--feedback", "free", "-q"])
     assert rc == 2 and "cannot change feedback" in capsys.readouterr().err
+
+
+def test_checkpoint_written_before_the_network_options_resumes(tmp_path):
+    # a checkpoint of the previous version: its config has none of the four new fields
+    import json
+
+    whole = Trainer(_config(epochs=3, limit=200), quiet=True)
+    whole.run()
+    part = Trainer(_config(epochs=3, limit=200, output=str(tmp_path / "old")), quiet=True)
+    part.run(epochs=2)
+    path = tmp_path / "old" / "checkpoint.npz"
+    with np.load(path) as z:
+        config = json.loads(str(z["config"]))
+    for key in ("output_activation", "feedback", "feedback_scale", "skip"):
+        del config[key]
+    _rewrite(path, config=json.dumps(config, sort_keys=True))
+    old = Trainer.from_checkpoint(path, quiet=True)
+    assert type(old.net) is Network and not old.config.uses_graph
+    old.run()
+    for a, b in zip(whole.net.weights, old.net.weights):
+        np.testing.assert_array_equal(a, b)
