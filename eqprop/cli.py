@@ -53,6 +53,10 @@ _TRAIN_FIELDS = (
     "activation",
     "cost",
     "init",
+    "output_activation",
+    "feedback",
+    "feedback_scale",
+    "skip",
     "method",
     "free_method",
     "free_eps",
@@ -165,6 +169,27 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--cost", help="squared or cross-entropy")
     g.add_argument("--init", help="glorot (default) or fan-in (U(+-1/sqrt(n_in)), torch's default)")
     g.add_argument("--dtype", help="float32 or float64")
+    g.add_argument(
+        "--output-activation",
+        dest="output_activation",
+        help="activation of the output layer (also identity: a linear output); a graph network",
+    )
+    g.add_argument(
+        "--feedback",
+        help="feedback of the couplings between state layers: tied, scaled (gamma W^T), "
+        "free (learned B) or random (fixed B, feedback alignment); a graph network",
+    )
+    g.add_argument(
+        "--feedback-scale",
+        dest="feedback_scale",
+        type=finite_float,
+        help="gamma of --feedback scaled",
+    )
+    g.add_argument(
+        "--skip",
+        help="skip couplings 'i-j' between layer indices (0 = input), comma-separated, "
+        "e.g. 0-2,1-3; a graph network",
+    )
     g = p.add_argument_group("dynamics")
     g.add_argument("--method", help="solver method of the phases ('fixed' = exactly T/K steps)")
     g.add_argument(
@@ -262,6 +287,8 @@ _NONE_MEANS = {
     "data_dir": "$EQPROP_DATA_DIR, else the user cache, downloading once",
     "output": "nothing written",
     "preset": "none",
+    "output_activation": "--activation",
+    "skip": "none",
     "resume": "a new run",
 }
 

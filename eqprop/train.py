@@ -42,6 +42,7 @@ from eqprop.optim import SGD
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "GRAPH_CHECKPOINT_FORMAT",
     "HISTORY_VARIABLES",
     "RUN_FILES",
     "CheckpointError",
@@ -54,6 +55,7 @@ __all__ = [
     "check_output_folder",
     "choose_threads",
     "failed_samples",
+    "graph_description",
     "load_checkpoint",
     "parse_architecture",
     "thread_limits",
@@ -63,6 +65,53 @@ __all__ = [
 
 #: Version tag stored in every checkpoint; bumped when the layout changes.
 CHECKPOINT_FORMAT = "eqprop-checkpoint-1"
+
+#: Format tag of a graph network's checkpoint (any network option of TrainConfig set):
+#: parameters by name (``param_names`` + ``param{i}``), fixed random feedback matrices
+#: (``fixed_names`` + ``fixed{i}``) and a ``graph`` description of layers and couplings.
+GRAPH_CHECKPOINT_FORMAT = "eqprop-graph-checkpoint-1"
+
+_CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, GRAPH_CHECKPOINT_FORMAT)
+
+
+def graph_description(net: Any) -> dict[str, Any]:
+    """The structure of a graph network (no arrays) as plain JSON-able data: its kind,
+    cost, dtype, layers (name, size, role, activation, box, bias or not) and couplings
+    (name, source, target, feedback, gamma, weight shape). Two networks with equal
+    descriptions take each other's parameters."""
+    return {
+        "kind": net.kind,
+        "cost": net.cost,
+        "dtype": str(np.dtype(net.dtype)),
+        "layers": [
+            {
+                "name": layer.name,
+                "size": int(layer.size),
+                "role": layer.role,
+                "activation": layer.activation,
+                "box": None if layer.box is None else [float(v) for v in layer.box],
+                "bias": layer.bias is not None,
+            }
+            for layer in net.layers
+        ],
+        "couplings": [
+            {
+                "name": c.name,
+                "source": c.source,
+                "target": c.target,
+                "feedback": c.feedback,
+                "gamma": float(c.gamma),
+                "W": list(c.W.shape),
+            }
+            for c in net.couplings
+        ],
+    }
+
+
+def _fixed_arrays(net: Any) -> dict[str, np.ndarray]:
+    """The fixed (not learned) arrays of a graph network: random feedback ``B``."""
+    return {f"{c.name}.B": c.B for c in net.couplings if c.feedback == "random"}
+
 
 #: History variable -> (long_name, units). Dimension ``epoch`` for all.
 HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
@@ -289,6 +338,25 @@ class TrainConfig:
         oversubscribe the cores), else one per available core. See :func:`choose_threads`.
     preset : str or None
         Name of the preset the run started from (informational).
+    output_activation : str or None
+        Network option: the output layer's activation (one of
+        :data:`eqprop.graph.model.ACTIVATIONS`, ``"identity"`` a linear output). None:
+        the chain's.
+    feedback : {"tied", "scaled", "free", "random"}
+        Network option: what each coupling between state layers sends back, ``W^T``,
+        ``gamma W^T``, a learned ``B`` or a fixed random ``B`` (feedback alignment,
+        Lillicrap et al. 2016); see :func:`eqprop.graph.build.chain`.
+    feedback_scale : float
+        Network option: ``gamma`` of ``feedback="scaled"`` (1 for the other modes).
+    skip : str or None
+        Network option: skip couplings ``"i-j"`` (layer indices, 0 the input),
+        comma-separated (:func:`eqprop.graph.build.parse_skip`).
+
+    When any network option differs from its default (:attr:`uses_graph`),
+    :meth:`make_network` builds a :class:`eqprop.graph.GraphNetwork` from the chain with
+    :func:`eqprop.graph.build.extend_chain` and the trainer trains that (checkpoint format
+    :data:`GRAPH_CHECKPOINT_FORMAT`); otherwise today's :class:`eqprop.network.Network`,
+    bit for bit as before.
     """
 
     dataset: str = "digits"
@@ -334,6 +402,10 @@ class TrainConfig:
     output: str | None = None
     preset: str | None = None
     threads: int | None = None
+    output_activation: str | None = None
+    feedback: str = "tied"
+    feedback_scale: float = 1.0
+    skip: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lrs, (int, float)):
@@ -341,6 +413,17 @@ class TrainConfig:
         self.lrs = tuple(float(v) for v in self.lrs)
 
     # ------------------------------------------------------------------ derived
+    @property
+    def uses_graph(self) -> bool:
+        """Whether the network options (``output_activation``, ``feedback``,
+        ``feedback_scale``, ``skip``) ask for a graph network instead of the chain."""
+        return (
+            self.output_activation is not None
+            or self.feedback != "tied"
+            or self.feedback_scale != 1.0
+            or bool(self.skip)
+        )
+
     @property
     def sizes(self) -> tuple[int, ...]:
         """Layer sizes parsed from :attr:`architecture`."""
@@ -394,6 +477,8 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} is {value!r}; give a finite value >= 0")
         self._validate_names()
+        if self.uses_graph:
+            self._validate_graph_options(sizes)
         if self.estimator not in _ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {self.estimator!r}; choose one of {', '.join(_ESTIMATORS)}"
@@ -431,6 +516,68 @@ class TrainConfig:
                 raise ValueError(
                     f"unknown {what} {value!r}{setting}; choose one of {', '.join(known)}"
                 )
+
+    def _validate_graph_options(self, sizes: tuple[int, ...]) -> None:
+        """The network options must name a feedback mode, an activation, a finite
+        feedback scale (``feedback='scaled'`` only) and skips :func:`parse_skip` reads."""
+        from eqprop.graph.build import parse_skip
+        from eqprop.graph.model import ACTIVATIONS, FEEDBACK_MODES
+
+        if self.feedback not in FEEDBACK_MODES:
+            raise ValueError(
+                f"unknown feedback {self.feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}"
+            )
+        scale = self.feedback_scale
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise ValueError(f"feedback_scale is {scale!r}; give a finite number")
+        if scale != 1.0 and self.feedback != "scaled":
+            raise ValueError(
+                f"feedback_scale {scale!r} applies to feedback 'scaled' only (feedback is "
+                f"{self.feedback!r}); add --feedback scaled or drop --feedback-scale"
+            )
+        if self.output_activation is not None and self.output_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown output activation {self.output_activation!r}; choose one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
+        parse_skip(self.skip, len(sizes))
+        try:  # what only the built network can check (e.g. a skip from the input to a readout)
+            self.make_network()
+        except ValueError as exc:
+            raise ValueError(
+                f"the network options (output_activation={self.output_activation!r}, "
+                f"feedback={self.feedback!r}, skip={self.skip!r}) do not fit the "
+                f"{self.architecture!r} {self.kind} network with cost {self.cost!r}: {exc}"
+            ) from None
+
+    def make_network(self) -> Any:
+        """The network these settings describe: :func:`eqprop.network.init_network`'s
+        chain, or, when :attr:`uses_graph`, that chain (same initial weights) changed by
+        :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
+        ``gamma = feedback_scale``, skip couplings drawn from ``seed``)."""
+        from eqprop import network as _network
+
+        net = _network.init_network(
+            self.sizes,
+            kind=self.kind,
+            activation=self.activation,
+            cost=self.cost,
+            dtype=self.dtype,
+            seed=self.seed,
+            init=self.init,
+        )
+        if not self.uses_graph:
+            return net
+        from eqprop.graph.build import extend_chain, from_network, parse_skip
+
+        return extend_chain(
+            from_network(net),
+            output_activation=self.output_activation,
+            feedback=self.feedback,
+            gamma=float(self.feedback_scale),
+            skip=parse_skip(self.skip, len(self.sizes)),
+            seed=self.seed,
+        )
 
     def make_rule(self) -> Any:
         """The :class:`eqprop.rules.LearningRule` these settings describe (ValueError if a
@@ -490,7 +637,7 @@ class TrainResult:
     Attributes
     ----------
     config : TrainConfig
-    net : Network
+    net : Network or GraphNetwork
         Trained network (the trainer's own object).
     history : xarray.Dataset
         Per-epoch history (dim ``epoch``), as written to ``history.nc``.
@@ -876,15 +1023,8 @@ class Trainer:
         self.d_train = _one_hot(self.y_train, sizes[-1], self.dtype)
 
         # ---- model, dynamics, rule, optimizer
-        self.net = _network.init_network(
-            sizes,
-            kind=config.kind,
-            activation=config.activation,
-            cost=config.cost,
-            dtype=config.dtype,
-            seed=config.seed,
-            init=config.init,
-        )
+        self.net = config.make_network()
+        self.is_graph = not isinstance(self.net, _network.Network)
         self.dyn = self._make_dynamics(config.T)
         self.free_dyn = self._make_dynamics(config.T, free=True)
         eval_T = config.eval_T if config.eval_T is not None else config.T
@@ -1053,7 +1193,10 @@ class Trainer:
         }
 
     def _non_finite_parameters(self) -> list[str]:
-        """Names (``W1``, ``b2``, ...) of the parameter arrays holding inf or NaN."""
+        """Names (``W1``, ``b2``, ...; a graph network's parameter names, ``h1->y.W``)
+        of the parameter arrays holding inf or NaN."""
+        if self.is_graph:
+            return [k for k, a in self.net.parameters().items() if not np.isfinite(a).all()]
         names = []
         for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
             names += [f"{p}{l + 1}" for p, a in (("W", W), ("b", b)) if not np.isfinite(a).all()]
@@ -1149,7 +1292,12 @@ class Trainer:
             state = phase.state
             if particles is not None:
                 particles[start : start + bs] = state
-            out = np.asarray(self._output(self.net, state))
+            if self.is_graph:
+                from eqprop.phases import clamp, network_output
+
+                out = np.asarray(network_output(self.net, clamp(self.net, x), state))
+            else:
+                out = np.asarray(self._output(self.net, state))
             if track:  # own class: the largest net input; other classes: the smallest
                 drive = self._output_drive(x, state)
                 rows = np.arange(drive.shape[0])
@@ -1189,6 +1337,8 @@ class Trainer:
 
     def _tracks_stuck_outputs(self) -> bool:
         c = self.config
+        if self.is_graph:  # the net-input bound below is the chain's (no skips, tied)
+            return False
         # the clamping rules hold the output at (or near) the targets: no unit is stuck
         return (c.kind, c.activation, c.cost, c.rule) == (
             "hopfield",
@@ -1364,15 +1514,29 @@ class Trainer:
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
         """Everything :func:`load_checkpoint` needs, as plain (non-object) arrays."""
         arrays: dict[str, np.ndarray] = {
-            "format": np.asarray(CHECKPOINT_FORMAT),
+            "format": np.asarray(GRAPH_CHECKPOINT_FORMAT if self.is_graph else CHECKPOINT_FORMAT),
             "config": np.asarray(self.config.to_json()),
             "epoch": np.asarray(self.epoch, dtype=np.int64),
             "rng_state": np.asarray(json.dumps(self.rng.bit_generator.state)),
-            "n_layers": np.asarray(len(self.net.weights), dtype=np.int64),
         }
-        for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
-            arrays[f"W{l}"] = W
-            arrays[f"b{l}"] = b
+        if self.is_graph:
+            from eqprop import __version__
+
+            arrays["eqprop_version"] = np.asarray(__version__)
+            arrays["n_layers"] = np.asarray(len(self.net.layers) - 1, dtype=np.int64)
+            arrays["graph"] = np.asarray(json.dumps(graph_description(self.net)))
+            for prefix, named in (
+                ("param", self.net.parameters()),
+                ("fixed", _fixed_arrays(self.net)),
+            ):
+                arrays[f"{prefix}_names"] = np.asarray(json.dumps(list(named)))
+                for i, a in enumerate(named.values()):
+                    arrays[f"{prefix}{i}"] = a
+        else:
+            arrays["n_layers"] = np.asarray(len(self.net.weights), dtype=np.int64)
+            for l, (W, b) in enumerate(zip(self.net.weights, self.net.biases)):
+                arrays[f"W{l}"] = W
+                arrays[f"b{l}"] = b
         for k, v in self.optimizer.state_dict().items():
             arrays[f"opt_{k}"] = np.asarray(v)
         if self.particles is not None:
@@ -1390,6 +1554,25 @@ class Trainer:
         return path
 
     def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        if self.is_graph:
+            self._restore_graph(arrays)
+        else:
+            self._restore_chain(arrays)
+        self._restore_run(arrays)
+
+    def _restore_graph(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy a graph checkpoint's parameters and fixed feedback into ``self.net``
+        (:func:`load_checkpoint` checked names and shapes against this network)."""
+        for prefix, named in (("param", self.net.parameters()), ("fixed", _fixed_arrays(self.net))):
+            names = json.loads(str(arrays[f"{prefix}_names"]))
+            if names != list(named):
+                raise ValueError(
+                    f"checkpoint {prefix}_names {names} differ from the network's {list(named)}"
+                )
+            for i, a in enumerate(named.values()):
+                a[...] = arrays[f"{prefix}{i}"]
+
+    def _restore_chain(self, arrays: Mapping[str, np.ndarray]) -> None:
         n_layers = int(arrays["n_layers"])
         if n_layers != len(self.net.weights):
             raise ValueError(
@@ -1402,6 +1585,8 @@ class Trainer:
                 raise ValueError(f"checkpoint layer {l + 1} has shapes {W.shape}, {b.shape}")
             self.net.weights[l][...] = W
             self.net.biases[l][...] = b
+
+    def _restore_run(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.optimizer.load_state_dict({k[4:]: arrays[k] for k in arrays if k.startswith("opt_")})
         self.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
         if self.particles is not None:
@@ -1534,11 +1719,20 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
         )
 
     fmt = str(arrays["format"]) if "format" in arrays else ""
-    if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not an {CHECKPOINT_FORMAT} checkpoint (format tag "
-            f"{fmt!r}); give the checkpoint.npz an eqprop run wrote"
+    if fmt not in _CHECKPOINT_FORMATS:
+        from eqprop import __version__
+
+        writer = (
+            f"written by eqprop {arrays['eqprop_version']!s}"
+            if "eqprop_version" in arrays
+            else "written by no eqprop version that records one"
         )
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has the format tag {fmt!r} ({writer}); eqprop "
+            f"{__version__} reads {' and '.join(_CHECKPOINT_FORMATS)}: resume it with the "
+            "eqprop version that wrote it, or give the checkpoint.npz a run of this version wrote"
+        )
+    graph = fmt == GRAPH_CHECKPOINT_FORMAT
     for key in ("config", "epoch", "rng_state", "n_layers"):
         if key not in arrays:
             raise bad(key, "is missing")
@@ -1584,9 +1778,12 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
                 "before this checkpoint was written",
             )
 
-    for l in range(n_layers):
-        finite_float(f"W{l}", (sizes[l], sizes[l + 1]))
-        finite_float(f"b{l}", (sizes[l + 1],))
+    if graph:
+        shapes = _check_graph_entries(config, arrays, bad, finite_float)
+    else:
+        for l in range(n_layers):
+            finite_float(f"W{l}", (sizes[l], sizes[l + 1]))
+            finite_float(f"b{l}", (sizes[l + 1],))
     opt_keys = [k for k in arrays if k.startswith("opt_")]
     for key in ("opt_lrs", "opt_momentum", "opt_weight_decay", "opt_n_steps"):
         if key not in arrays:
@@ -1609,6 +1806,11 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
         if not 0 <= l < n_layers:
             raise bad(key, f"names a layer outside 0..{n_layers - 1}")
         finite_float(key, (sizes[l], sizes[l + 1]) if key[4:6] == "vW" else (sizes[l + 1],))
+    for key in sorted(k for k in opt_keys if k[4:6] == "vP"):
+        i = int(key[6:]) if key[6:].isdigit() else -1
+        if not graph or not 0 <= i < len(shapes):
+            raise bad(key, "names a parameter the network does not have")
+        finite_float(key, shapes[i])
     for key in ("particles", "valid_particles", "test_particles"):
         if key in arrays:
             finite_float(key, None)
@@ -1623,6 +1825,38 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
                 f"{epoch}; expected {epoch} float value(s)",
             )
     return config
+
+
+def _check_graph_entries(
+    config: TrainConfig,
+    arrays: Mapping[str, np.ndarray],
+    bad: Callable[[str, str], CheckpointError],
+    finite_float: Callable[[str, tuple[int, ...] | None], None],
+) -> list[tuple[int, ...]]:
+    """Check a graph checkpoint's description, names and arrays against the network its
+    configuration builds; return the parameters' shapes in order."""
+    net = config.make_network()
+    if "graph" not in arrays:
+        raise bad("graph", "is missing")
+    try:
+        stored = json.loads(str(arrays["graph"]))
+    except ValueError:
+        raise bad("graph", "is not a JSON description of layers and couplings") from None
+    if stored != graph_description(net):
+        raise bad("graph", "describes another network than the stored configuration builds")
+    for prefix, named in (("param", net.parameters()), ("fixed", _fixed_arrays(net))):
+        key = f"{prefix}_names"
+        if key not in arrays:
+            raise bad(key, "is missing")
+        try:
+            names = json.loads(str(arrays[key]))
+        except ValueError:
+            names = None
+        if names != list(named):
+            raise bad(key, f"is {str(arrays[key])!r}; expected {list(named)}")
+        for i, a in enumerate(named.values()):
+            finite_float(f"{prefix}{i}", a.shape)
+    return [a.shape for a in net.parameters().values()]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, np.ndarray]]:

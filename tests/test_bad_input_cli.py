@@ -59,6 +59,15 @@ TRAIN = [
     (["--no-such-option"], "--no-such-option"),
     (["--resume", "{tmp}/none.npz"], "none.npz"),
     (["--resume", "{file}", "--preset", "digits"], "--preset"),
+    (["--feedback", "mirror"], "'mirror'"),
+    (["--feedback-scale", "0.5"], "applies to feedback 'scaled' only"),
+    (["--feedback", "scaled", "--feedback-scale", "nan"], "nan"),
+    (["--output-activation", "relu"], "'relu'"),
+    (["--skip", "0-1"], "skip 0-1"),
+    (["--skip", "2-0"], "skip 2-0"),
+    (["--skip", "0-9"], "skip 0-9"),
+    (["--skip", "0_2"], "'0_2'"),
+    (["--skip", "0-2", "--cost", "cross-entropy"], "skip='0-2'"),
 ]
 
 COMPARE = [
