@@ -222,7 +222,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("learning")
     g.add_argument(
         "--rule",
-        help="learning rule: ep, chl, generec, coupled, or the backprop baselines rbp, bptt "
+        help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
+        "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
     g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")

@@ -486,6 +486,11 @@ class TrainConfig:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
         self.make_rule().check_cost(self.cost)
+        if self.rule == "chl-scaled" and self.feedback != "scaled":
+            raise ValueError(
+                "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
+                "and feedback_scale=GAMMA (--feedback scaled --feedback-scale GAMMA)"
+            )
         SGD(self.lrs, self.momentum, self.weight_decay)  # checks rates, momentum, decay
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")

@@ -226,7 +226,8 @@ def test_unknown_names_raise_one_clear_error():
     with pytest.raises(ValueError, match="unknown GeneRec form 'half'; choose one of basic"):
         E.GeneRec("half")
     with pytest.raises(
-        ValueError, match="unknown rule 'bp'; choose one of ep, chl, generec, coupled, rbp, bptt"
+        ValueError,
+        match="unknown rule 'bp'; choose one of ep, chl, chl-scaled, generec, coupled, rbp, bptt",
     ):
         make_rule("bp")
     with pytest.raises(ValueError, match="needs clamp=True"):

@@ -107,7 +107,10 @@ def test_default_rule_is_ep():
         (dict(rule="coupled", eta=float("inf")), r"eta in \(0, 1\]"),
         (dict(rule="coupled", coupled_variant="up"), "unknown coupled-learning variant 'up'"),
         (dict(rule="generec", generec_form="half"), "unknown GeneRec form 'half'"),
-        (dict(rule="bp"), "unknown rule 'bp'; choose one of ep, chl, generec, coupled, rbp, bptt"),
+        (
+            dict(rule="bp"),
+            "unknown rule 'bp'; choose one of ep, chl, chl-scaled, generec, coupled, rbp, bptt",
+        ),
     ],
 )
 def test_train_config_refuses_bad_rule_settings(changes, message):

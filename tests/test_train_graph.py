@@ -235,3 +235,19 @@ def test_checkpoint_written_before_the_network_options_resumes(tmp_path):
     old.run()
     for a, b in zip(whole.net.weights, old.net.weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_chl_scaled_trains_a_scaled_feedback_chain_on_digits():
+    """``--rule chl-scaled`` (Xie & Seung 2003) through the Trainer: its gamma is the
+    network's feedback scale, and its update is the rescaled CHL contrast."""
+    config = _config(rule="chl-scaled", feedback="scaled", feedback_scale=0.2)
+    trainer = Trainer(config, quiet=True)
+    assert trainer.rule.name == "chl-scaled"
+    assert trainer.net.coupling("h1->y").feedback == "scaled"
+    test = trainer.run().history["test_error"].values
+    assert test[-1] < CHANCE - 0.3, test
+
+
+def test_chl_scaled_without_scaled_feedback_is_refused():
+    with pytest.raises(ValueError, match="rule 'chl-scaled' runs on gamma-scaled feedback"):
+        _config(rule="chl-scaled")

@@ -30,7 +30,7 @@ Rules that clamp the output (the output layer must be part of the state, ``cost=
 
 * contrastive Hebbian learning (Movellan 1991), :class:`ContrastiveHebbian`, and with
   gamma-scaled feedback on a graph chain (Xie & Seung 2003), :class:`ScaledFeedbackCHL`
-  (Python only: the trainer does not take graph networks yet);
+  (``eqprop train --rule chl-scaled --feedback scaled --feedback-scale GAMMA``);
 * GeneRec (O'Reilly 1996) in four forms, :class:`GeneRec`;
 * coupled learning (Stern et al. 2021) in three variants, :class:`CoupledLearning`.
 
@@ -48,7 +48,8 @@ Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
 :mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks) and
 :mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks; neither is in
-``RULES`` yet: the trainer does not take graph networks); everything is importable from
+``RULES`` yet: their phases need complex states or learned feedback that the trainer
+does not configure yet); everything is importable from
 :mod:`eqprop.rules`.
 """
 
@@ -92,7 +93,7 @@ __all__ = [
 ]
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "generec", "coupled", "rbp", "bptt")
+RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt")
 
 
 def make_rule(
@@ -107,7 +108,8 @@ def make_rule(
     """A rule by name (``RULES``) with its parameters; the others are ignored.
 
     ``"ep"``: :class:`EquilibriumPropagation` (``beta``, ``estimator``); ``"chl"``:
-    :class:`ContrastiveHebbian`; ``"generec"``: :class:`GeneRec` (``generec_form``);
+    :class:`ContrastiveHebbian`; ``"chl-scaled"``: :class:`ScaledFeedbackCHL` (its gamma
+    is the network's feedback scale); ``"generec"``: :class:`GeneRec` (``generec_form``);
     ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
     :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
     ``T`` free steps).
@@ -122,6 +124,8 @@ def make_rule(
         return EquilibriumPropagation(beta=beta, estimator=estimator)
     if name == "chl":
         return ContrastiveHebbian()
+    if name == "chl-scaled":
+        return ScaledFeedbackCHL()
     if name == "generec":
         return GeneRec(form=generec_form)
     if name == "rbp":
