@@ -42,7 +42,7 @@ from eqprop._cli_options import (
     positive_int,
     sizes,
 )
-from eqprop.network import ACTIVATIONS
+from eqprop.network import ACTIVATIONS, Network
 
 __all__ = ["REFERENCES", "compare", "compare_main", "layer_metrics"]
 
@@ -162,6 +162,13 @@ def compare(
         reference), ``free_converged`` and ``free_residual`` (sample), ``loss``; attrs
         ``free_phase_converged`` (1/0) and provenance.
     """
+    if not isinstance(net, Network):
+        raise TypeError(
+            f"compare takes a layered eqprop.network.Network, got {type(net).__name__}; for "
+            "a graph network (untied feedback, skips, linear output) compare a rule's "
+            "estimate with eqprop.graph.backprop.recurrent_backprop, or use "
+            "eqprop.rules.RecurrentBackprop, which accepts graph networks"
+        )
     betas = [float(b) for b in betas]
     for b in betas:
         if not (math.isfinite(b) and b > 0):

@@ -159,3 +159,17 @@ def test_compare_main(tmp_path, capsys):
     assert compare_main(["--betas", "0,0.1", "--sizes", "4,6,3"]) == 2
     assert compare_main(["--kind", "nope"]) == 2
     assert "beta" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_graph_network_with_one_clear_error():
+    """compare's per-layer dataset is defined on layered networks; a graph network gets a
+    TypeError naming the routes that do take it, not an AttributeError from inside."""
+    from eqprop.graph import from_network
+    from eqprop.graph.build import extend_chain
+
+    net = init_network((5, 4, 3), dtype="float64", seed=0)
+    g = extend_chain(from_network(net), skip=[(0, 2)])
+    x = np.random.default_rng(0).random((2, 5))
+    d = np.eye(3)[[0, 1]]
+    with pytest.raises(TypeError, match="compare takes a layered eqprop"):
+        compare(g, x, d, Dynamics(T=30, K=10))
