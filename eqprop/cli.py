@@ -133,7 +133,8 @@ def build_train_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=False,
         help="with --preset scellier2017-2h/-3h: the preset's fast free phase (block "
-        "Gauss-Seidel to atol; explicit options still win)",
+        "Gauss-Seidel to atol; explicit options still win) (default: off, the paper's "
+        "fixed T steps)",
     )
     g.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint .npz")
     g.add_argument("--output", "-o", metavar="DIR", help="folder for history.nc/checkpoint.npz")
