@@ -291,9 +291,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         config = config.replace(dynamics=fast_settings(args.preset))
     given = _given(args)
     rule = given.get("rule", config.rule.name)
-    from eqprop.rules import RULES
+    from eqprop.rules import RULE_CLASSES
 
-    if rule in RULES:  # else the configuration names the valid rules
+    if rule in RULE_CLASSES:  # else the configuration names the valid rules
         _check_rule_options(given, rule)
     return config.replace(**given).validate()
 
@@ -301,10 +301,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
     """Refuse a rule option (:data:`eqprop.rules.RULE_OPTIONS`) given explicitly for a
     rule whose class does not take it."""
-    from eqprop.rules import RULE_OPTIONS, RULES, rule_parameters
+    from eqprop.rules import RULE_CLASSES, RULE_OPTIONS, rule_parameters
 
     for name, option in RULE_OPTIONS.items():
-        owners = [r for r in RULES if option.param in rule_parameters(r)]
+        owners = [r for r in RULE_CLASSES if option.param in rule_parameters(r)]
         if name in given and rule not in owners:
             flag = "--" + name.replace("_", "-")
             rules = ", ".join(f"--rule {r}" for r in owners)

@@ -423,9 +423,9 @@ def flat_names() -> dict[str, tuple[str, ...]]:
 
 
 def _rules_taking(param: str) -> list[str]:
-    from eqprop.rules import RULES, rule_parameters
+    from eqprop.rules import RULE_CLASSES, rule_parameters
 
-    return [r for r in RULES if param in rule_parameters(r)]
+    return [r for r in RULE_CLASSES if param in rule_parameters(r)]
 
 
 def flat_defaults() -> dict[str, Any]:

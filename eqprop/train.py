@@ -1217,21 +1217,24 @@ class Trainer:
         config, arrays = load_checkpoint(path)
         allowed = set(_RESUME_CHANGEABLE) | set(_RESUME_SOLVER)
         changes = dict(overrides or {})
-        wanted = config.replace(**changes).to_flat()  # normalises lrs etc.
         stored = config.to_flat()
-        bad = sorted(
-            k
-            for k in changes
-            if k not in allowed and (k not in stored or wanted.get(k) != stored.get(k))
-        )
+
+        def changed(key: str) -> bool:
+            """Whether the override ``key`` differs from the stored value (normalised)."""
+            if key not in stored:  # e.g. an option of another rule
+                return True
+            try:
+                return config.replace(**{key: changes[key]}).to_flat()[key] != stored[key]
+            except ValueError:
+                return True
+
+        bad = sorted(k for k in changes if k not in allowed and changed(k))
         if bad:
             raise ValueError(
                 f"cannot change {', '.join(bad)} when resuming from {path}; only "
                 f"{', '.join(sorted(allowed))} may change"
             )
-        solver = {
-            k: v for k, v in changes.items() if k in _RESUME_SOLVER and stored.get(k) != wanted[k]
-        }
+        solver = {k: v for k, v in changes.items() if k in _RESUME_SOLVER and changed(k)}
         config = config.replace(**{k: v for k, v in changes.items() if k in allowed})
         trainer = cls(
             config,

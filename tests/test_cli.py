@@ -46,11 +46,8 @@ def test_train_preset_digits_end_to_end(tmp_path, capsys):
 
     ds = open_netcdf(tmp_path / "history.nc")
     cfg = TrainConfig.from_json(ds.attrs["config"])
-    assert (
-        cfg.to_flat()["preset"] == "digits"
-        and cfg.to_flat()["epochs"] == 1
-        and cfg.to_flat()["limit"] == 100
-    )
+    f = cfg.to_flat()
+    assert f["preset"] == "digits" and f["epochs"] == 1 and f["limit"] == 100
     assert ds.attrs["history"].startswith("eqprop train --preset digits")
 
     # resume for one more epoch; the checkpoint carries the configuration
@@ -80,44 +77,39 @@ def test_preset_values_overridden_by_options():
         ["--preset", "scellier2017-1h", "--epochs", "3", "--lrs", "0.2", "0.1", "--no-persistent"]
     )
     cfg = config_from_args(args)
+    f = cfg.to_flat()
+    assert f["architecture"] == "784-500-10" and f["T"] == 20 and f["K"] == 4
+    assert f["epochs"] == 3 and f["lrs"] == (0.2, 0.1) and f["persistent"] is False
+    assert f["estimator"] == "random-sign" and f["beta"] == 1.0
     assert (
-        cfg.to_flat()["architecture"] == "784-500-10"
-        and cfg.to_flat()["T"] == 20
-        and cfg.to_flat()["K"] == 4
-    )
-    assert (
-        cfg.to_flat()["epochs"] == 3
-        and cfg.to_flat()["lrs"] == (0.2, 0.1)
-        and cfg.to_flat()["persistent"] is False
-    )
-    assert cfg.to_flat()["estimator"] == "random-sign" and cfg.to_flat()["beta"] == 1.0
-    assert (
-        cfg.to_flat()["free_method"],
-        cfg.to_flat()["free_eps"],
-        cfg.to_flat()["free_damping"],
-        cfg.to_flat()["damping"],
+        f["free_method"],
+        f["free_eps"],
+        f["free_damping"],
+        f["damping"],
     ) == (None, None, None, 1)
     options = ["--free-method", "gauss-seidel-parity", "--free-eps", "1", "--free-damping", "1.5"]
     args = build_train_parser().parse_args(["--preset", "scellier2017-2h", *options])
     cfg = config_from_args(args)
+    f = cfg.to_flat()
     assert (
-        cfg.to_flat()["free_method"],
-        cfg.to_flat()["free_eps"],
-        cfg.to_flat()["free_damping"],
+        f["free_method"],
+        f["free_eps"],
+        f["free_damping"],
     ) == ("gauss-seidel-parity", 1.0, 1.5)
     assert (
-        cfg.to_flat()["method"],
-        cfg.to_flat()["eps"],
-        cfg.to_flat()["T"],
-        cfg.to_flat()["K"],
+        f["method"],
+        f["eps"],
+        f["T"],
+        f["K"],
     ) == ("fused", 0.5, 150, 6)  # script net2
-    assert (cfg.to_flat()["shuffle"], cfg.to_flat()["eval_persistent"]) == (
+    assert (f["shuffle"], f["eval_persistent"]) == (
         False,
         True,
     )  # as the script
     options = ["--preset", "digits", "--no-shuffle", "--eval-persistent"]
     cfg = config_from_args(build_train_parser().parse_args(options))
-    assert (cfg.to_flat()["shuffle"], cfg.to_flat()["eval_persistent"]) == (False, True)
+    f = cfg.to_flat()
+    assert (f["shuffle"], f["eval_persistent"]) == (False, True)
 
 
 @pytest.mark.parametrize(

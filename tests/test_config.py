@@ -150,7 +150,9 @@ def test_checkpoints_with_a_flat_config_resume_exactly(tmp_path, changes):
     path, whole = _old_checkpoint(
         tmp_path, {**common, "lrs": [0.1, 0.05], **changes}, {**common, **changes}
     )
-    resumed = Trainer.from_checkpoint(path, quiet=True)
+    with pytest.raises(ValueError, match="cannot change eta, kind when resuming"):
+        Trainer.from_checkpoint(path, overrides={"eta": 0.3, "kind": "prototypical"})
+    resumed = Trainer.from_checkpoint(path, quiet=True, overrides={"epochs": 2, "lrs": (0.1, 0.05)})
     assert resumed.is_graph == bool(changes)
     resumed.run()
     for a, b in zip(whole.net.parameters().values() if whole.is_graph else whole.net.weights,
@@ -224,7 +226,6 @@ def test_a_registered_rule_gets_its_option_and_round_trip(monkeypatch):
             self.echoes = echoes
 
     monkeypatch.setitem(rules.RULE_CLASSES, "echo", Echo)
-    monkeypatch.setattr(rules, "RULES", (*rules.RULES, "echo"))
     option = rules.RuleOption("echoes", positive_int, "--rule echo: number of echoes")
     monkeypatch.setitem(rules.RULE_OPTIONS, "echoes", option)
     parser = build_train_parser()

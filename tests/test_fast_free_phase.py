@@ -26,32 +26,35 @@ def _cfg(argv):
 def test_fast_adds_the_block_gauss_seidel_free_phase_to_the_preset(name, T):
     plain = _cfg(["--preset", name])
     cfg = _cfg(["--preset", name, "--fast"])
+    f = cfg.to_flat()
     assert (
-        cfg.to_flat()["free_method"],
-        cfg.to_flat()["free_eps"],
-        cfg.to_flat()["free_damping"],
+        f["free_method"],
+        f["free_eps"],
+        f["free_damping"],
     ) == ("gauss-seidel-parity", 1.0, 1.5)
-    assert (cfg.to_flat()["atol"], cfg.to_flat()["max_iter"], cfg.to_flat()["free_from_epoch"]) == (
+    assert (f["atol"], f["max_iter"], f["free_from_epoch"]) == (
         1e-4,
         T,
         2,
     )
-    assert plain.to_flat()["free_method"] is None and plain.to_flat()["free_from_epoch"] == 1
+    p = plain.to_flat()
+    assert p["free_method"] is None and p["free_from_epoch"] == 1
     # everything else is the preset's: the nudged phases keep the paper's path
     changed = {k for k, v in cfg.to_flat().items() if plain.to_flat()[k] != v}
     assert changed == {"free_method", "free_eps", "free_damping", "max_iter", "free_from_epoch"}
     assert (
-        cfg.to_flat()["method"],
-        cfg.to_flat()["eps"],
-        cfg.to_flat()["T"],
-        cfg.to_flat()["K"],
-    ) == (plain.to_flat()["method"], 0.5, T, plain.to_flat()["K"])
+        f["method"],
+        f["eps"],
+        f["T"],
+        f["K"],
+    ) == (p["method"], 0.5, T, p["K"])
     # explicit options still win over --fast
     cfg = _cfg(["--preset", name, "--fast", "--max-iter", "40", "--free-from-epoch", "1"])
+    f = cfg.to_flat()
     assert (
-        cfg.to_flat()["max_iter"],
-        cfg.to_flat()["free_from_epoch"],
-        cfg.to_flat()["free_method"],
+        f["max_iter"],
+        f["free_from_epoch"],
+        f["free_method"],
     ) == (40, 1, "gauss-seidel-parity")
 
 

@@ -80,7 +80,8 @@ def test_rule_survives_checkpoint_and_resume_exactly(tmp_path):
     part.run(epochs=2)
     resumed = Trainer.from_checkpoint(tmp_path / "run" / "checkpoint.npz", quiet=True)
     assert repr(resumed.rule) == repr(CoupledLearning(0.3, "centered"))
-    assert (resumed.config.to_flat()["rule"], resumed.config.to_flat()["eta"]) == ("coupled", 0.3)
+    f = resumed.config.to_flat()
+    assert (f["rule"], f["eta"]) == ("coupled", 0.3)
     resumed.run()
     for a, b in zip(resumed.net.weights, whole.net.weights):
         np.testing.assert_array_equal(a, b)

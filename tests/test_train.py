@@ -199,10 +199,11 @@ def test_resume_may_switch_the_free_phase_solver(tmp_path, digits):
     ckpt = tmp_path / "checkpoint.npz"
     t = Trainer.from_checkpoint(ckpt, digits, overrides=changes, stream=stream)
     assert "changed solver settings" in stream.getvalue() and "free_method" in stream.getvalue()
+    f = t.config.to_flat()
     assert (
-        t.config.to_flat()["free_method"],
-        t.config.to_flat()["free_eps"],
-        t.config.to_flat()["T"],
+        f["free_method"],
+        f["free_eps"],
+        f["T"],
     ) == ("gauss-seidel-parity", 1.0, 40)
     assert t.free_dyn.method == "gauss-seidel-parity" and t.dyn.method == "fixed"
     h = t.run().history

@@ -201,10 +201,11 @@ def test_cli_trains_a_feedback_alignment_skip_network_on_digits(tmp_path, capsys
     assert rc == 0
     assert "test error:" in capsys.readouterr().out
     config, arrays = load_checkpoint(out / "checkpoint.npz")
+    f = config.to_flat()
     assert (
-        config.to_flat()["feedback"],
-        config.to_flat()["skip"],
-        config.to_flat()["output_activation"],
+        f["feedback"],
+        f["skip"],
+        f["output_activation"],
     ) == ("random", "0-2", "sigmoid")
     assert str(arrays["format"]) == "eqprop-graph-checkpoint-1"
     graph = Trainer(config.replace(output=None), quiet=True).net

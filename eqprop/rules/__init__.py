@@ -167,7 +167,7 @@ def rule_parameters(name: str) -> dict[str, Any]:
     ValueError
         Unknown rule (the message lists :data:`RULES`).
     """
-    cls = RULE_CLASSES[_check_choice("rule", name, RULES)]
+    cls = RULE_CLASSES[_check_choice("rule", name, tuple(RULE_CLASSES))]
     params = inspect.signature(cls.__init__).parameters
     return {
         p.name: p.default
@@ -195,7 +195,7 @@ def make_rule(name: str, **params: Any) -> LearningRule:
         Unknown name, or a parameter outside its range (the rule's own message).
     """
     takes = rule_parameters(name)
-    known = {p for rule in RULES for p in rule_parameters(rule)}
+    known = {p for rule in RULE_CLASSES for p in rule_parameters(rule)}
     kwargs = {}
     for key, value in params.items():
         param = RULE_OPTIONS[key].param if key in RULE_OPTIONS else key
