@@ -503,10 +503,7 @@ def _part(record: Any, changes: Any, part: str) -> Any:
         kw["params"] = {}  # another rule: its class's defaults
     if part == "rule" and "params" in kw and kw.get("name", record.name) == record.name:
         kw["params"] = {**record.params, **kw["params"]}
-    if part == "optimizer" and "lrs" in kw and kw["lrs"] is not None:
-        lrs = kw["lrs"]
-        kw["lrs"] = (lrs,) if isinstance(lrs, (int, float)) else tuple(lrs)
-    return dataclasses.replace(record, **kw)
+    return dataclasses.replace(record, **kw)  # the record's __post_init__ normalises
 
 
 # ------------------------------------------------------------------------------------
