@@ -61,7 +61,7 @@ from eqprop.rules.base import check_choice as _check_choice
 from eqprop.rules.bptt import BackpropThroughTime
 from eqprop.rules.chl import ContrastiveHebbian
 from eqprop.rules.chl_scaled import ScaledFeedbackCHL
-from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
+from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning, coupled_limit
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
 from eqprop.rules.holomorphic import HolomorphicEP
@@ -87,6 +87,7 @@ __all__ = [
     "RuleStep",
     "ScaledFeedbackCHL",
     "VectorFieldEP",
+    "coupled_limit",
     "coupled_target",
     "generec_gradient",
     "make_rule",
