@@ -224,10 +224,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rule",
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
+        "continual (continual EP: an SGD step after every nudged step), "
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
-    g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")
+    g.add_argument(
+        "--beta", type=float, help="nudging strength of --rule ep or continual (nonzero)"
+    )
     g.add_argument("--estimator", help="--rule ep: one-sided, random-sign or symmetric")
     g.add_argument(
         "--generec-form",
@@ -360,22 +363,22 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 #: Options that only one rule reads (TrainConfig field -> rule).
 _RULE_OPTIONS = {
-    "beta": "ep",
-    "estimator": "ep",
-    "generec_form": "generec",
-    "eta": "coupled",
-    "coupled_variant": "coupled",
+    "beta": ("ep", "continual"),
+    "estimator": ("ep",),
+    "generec_form": ("generec",),
+    "eta": ("coupled",),
+    "coupled_variant": ("coupled",),
 }
 
 
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
     """Refuse an option given explicitly for a rule that does not read it."""
-    for field, owner in _RULE_OPTIONS.items():
-        if field in given and owner != rule:
+    for field, owners in _RULE_OPTIONS.items():
+        if field in given and rule not in owners:
             flag = "--" + field.replace("_", "-")
+            names = " or ".join(f"--rule {o}" for o in owners)
             raise UsageError(
-                f"{flag} applies to --rule {owner}, not to --rule {rule}; drop {flag} or "
-                f"use --rule {owner}"
+                f"{flag} applies to {names}, not to --rule {rule}; drop {flag} or use {names}"
             )
 
 

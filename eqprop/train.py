@@ -277,15 +277,17 @@ class TrainConfig:
         ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
         the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
         et al. (2019), ``s <- s + dt (g(s) - s)``.
-    rule : {"ep", "chl", "generec", "coupled", "rbp", "bptt"}
+    rule : {"ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "continual"}
         Learning rule (:func:`eqprop.rules.make_rule`): Equilibrium Propagation (``beta``,
         ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``),
         coupled learning (``eta``, ``coupled_variant``), or the backprop baselines:
         recurrent backprop at the free state, BPTT through the ``T`` free steps. CHL,
         GeneRec and coupled learning clamp the output layer (``cost="squared"`` only);
-        their second phases run ``K`` steps like EP's nudged phases.
+        their second phases run ``K`` steps like EP's nudged phases. ``"continual"``:
+        continual EP (:class:`eqprop.rules.ContinualEP`, ``beta``), one SGD step with
+        ``lrs`` after each of the ``K`` nudged steps (fixed-step ``method``, squared cost).
     beta : float
-        Nudging strength of EP, nonzero.
+        Nudging strength of EP (and of continual EP), nonzero.
     estimator : {"one-sided", "random-sign", "symmetric"}
         EP gradient estimator.
     generec_form : {"basic", "symmetric", "midpoint", "symmetric-midpoint"}
@@ -491,6 +493,18 @@ class TrainConfig:
                 "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
                 "and feedback_scale=GAMMA (--feedback scaled --feedback-scale GAMMA)"
             )
+        if self.rule == "continual":
+            if self.method not in ("fixed", "fused"):
+                raise ValueError(
+                    f"rule 'continual' updates the parameters after every nudged step, so it "
+                    f"needs fixed steps: method 'fixed' or 'fused' (--method fixed), got "
+                    f"{self.method!r}"
+                )
+            if self.uses_graph:
+                raise ValueError(
+                    "rule 'continual' runs on the layered chain; drop the network options "
+                    "(--output-activation, --feedback, --feedback-scale, --skip)"
+                )
         SGD(self.lrs, self.momentum, self.weight_decay)  # checks rates, momentum, decay
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
@@ -915,7 +929,7 @@ def _phase_settings(config: TrainConfig, phase: str, T: int | None = None) -> st
     pairs.append(("max_iter", c.max_iter))
     if not free:
         pairs.append(("rule", c.rule))
-        if c.rule == "ep":
+        if c.rule in ("ep", "continual"):
             pairs.append(("beta", c.beta))
         elif c.rule == "coupled":
             pairs.append(("eta", c.eta))
@@ -1149,7 +1163,13 @@ class Trainer:
                 x = x_all[idx]
                 d = d_all[idx]
                 s0 = particles[idx] if particles is not None else None
-                step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
+                if rule.applies_updates:  # continual EP: one optimizer step per nudged step
+                    own: Any = rule  # its estimate takes the optimizer step
+                    step = own.estimate(
+                        net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn, apply=opt.step
+                    )
+                else:
+                    step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
                 free = step.free
                 for name, phase in step.phases.items():
                     bad = failed_samples(phase)
@@ -1167,7 +1187,8 @@ class Trainer:
                         f"lrs={list(c.lrs)}, beta={c.beta!r}, cost={c.cost!r}, "
                         f"{_phase_settings(c, 'free')}"
                     )
-                opt.step(net, step.gradient)
+                if not rule.applies_updates:
+                    opt.step(net, step.gradient)
                 wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
                 loss_sum += loss * idx.shape[0]
                 res = free.result

@@ -40,6 +40,10 @@ The backprop baselines, on the same networks, free phase and optimizer (they wra
 * recurrent backprop at the free state, :class:`RecurrentBackprop` (``"rbp"``);
 * backpropagation through the ``T`` free steps, :class:`BackpropThroughTime` (``"bptt"``).
 
+Continual EP (Ernoult et al. 2020), :class:`ContinualEP` (``"continual"``), updates the
+parameters at every step of its nudged phase (:mod:`eqprop.rules.continual`): it applies
+the optimizer itself (``applies_updates``).
+
 :func:`make_rule` builds any of them by name (``RULES``); it is what
 :class:`eqprop.train.Trainer` and ``eqprop train --rule`` use. See ``docs/rules.rst``.
 
@@ -61,6 +65,7 @@ from eqprop.rules.base import check_choice as _check_choice
 from eqprop.rules.bptt import BackpropThroughTime
 from eqprop.rules.chl import ContrastiveHebbian
 from eqprop.rules.chl_scaled import ScaledFeedbackCHL
+from eqprop.rules.continual import ContinualEP
 from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning, coupled_limit
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
@@ -75,6 +80,7 @@ __all__ = [
     "RBP_METHODS",
     "RULES",
     "BackpropThroughTime",
+    "ContinualEP",
     "ContrastiveHebbian",
     "CoupledLearning",
     "EquilibriumPropagation",
@@ -94,7 +100,7 @@ __all__ = [
 ]
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt")
+RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "continual")
 
 
 def make_rule(
@@ -113,7 +119,8 @@ def make_rule(
     is the network's feedback scale); ``"generec"``: :class:`GeneRec` (``generec_form``);
     ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
     :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
-    ``T`` free steps).
+    ``T`` free steps); ``"continual"``: :class:`ContinualEP` (``beta``; it applies its own
+    updates during the nudged phase, ``estimate(..., apply=optimizer.step)``).
 
     Raises
     ------
@@ -133,4 +140,6 @@ def make_rule(
         return RecurrentBackprop()
     if name == "bptt":
         return BackpropThroughTime()
+    if name == "continual":
+        return ContinualEP(beta=beta)
     return CoupledLearning(eta=eta, variant=variant)

@@ -198,6 +198,10 @@ class LearningRule:
     name = "rule"
     #: Whether the rule clamps the output layer, which must then be part of the state.
     clamps_output = False
+    #: Whether the rule applies its own updates during its phases (continual EP): its
+    #: ``estimate`` then takes ``apply=optimizer.step`` and the gradient it returns is
+    #: already applied (the trainer does not apply it again).
+    applies_updates = False
 
     def check_cost(self, cost: str) -> None:
         """Raise ValueError if the rule cannot run on a network with this ``cost``."""
