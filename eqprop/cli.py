@@ -75,6 +75,10 @@ _TRAIN_FIELDS = (
     "generec_form",
     "eta",
     "coupled_variant",
+    "regression",
+    "hidden_regression",
+    "visible_activation",
+    "hidden_activation",
     "nudge",
     "lrs",
     "momentum",
@@ -224,7 +228,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rule",
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
-        "continual (continual EP: an SGD step after every nudged step), "
+        "continual (continual EP: an SGD step after every nudged step), recirculation "
+        "(unsupervised autoencoder loop on the images, --sizes N-K-N), "
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
@@ -247,6 +252,25 @@ def build_train_parser() -> argparse.ArgumentParser:
         dest="coupled_variant",
         help="--rule coupled: positive, negative or centered (both, contrasted)",
     )
+    g.add_argument(
+        "--lambda",
+        dest="regression",
+        type=finite_float,
+        help="--rule recirculation: regression lambda in [0, 1) of the visible group's second "
+        "pass (default 0.75, Hinton & McClelland's)",
+    )
+    g.add_argument(
+        "--hidden-lambda",
+        dest="hidden_regression",
+        type=finite_float,
+        help="--rule recirculation: the hidden groups' regression (default: --lambda)",
+    )
+    for group in ("visible", "hidden"):
+        g.add_argument(
+            f"--{group}-activation",
+            dest=f"{group}_activation",
+            help=f"--rule recirculation: sigmoid or linear {group} units (default sigmoid)",
+        )
     g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
     lrs = g.add_argument("--lrs", type=float, nargs="+", help="learning rate per weight layer")
     deprecated_alias(g, "--lr", lrs)
@@ -368,14 +392,50 @@ _RULE_OPTIONS = {
     "generec_form": ("generec",),
     "eta": ("coupled",),
     "coupled_variant": ("coupled",),
+    "regression": ("recirculation",),
+    "hidden_regression": ("recirculation",),
+    "visible_activation": ("recirculation",),
+    "hidden_activation": ("recirculation",),
 }
+
+#: Flags whose name is not the field's.
+_FLAGS = {"regression": "--lambda", "hidden_regression": "--hidden-lambda"}
+
+#: Options a recirculation loop does not read (it has no phases, cost or readout).
+_NOT_RECIRCULATION = (
+    "kind",
+    "activation",
+    "cost",
+    "method",
+    "free_method",
+    "free_eps",
+    "free_damping",
+    "T",
+    "K",
+    "eps",
+    "damping",
+    "nudge",
+    "persistent",
+    "eval_persistent",
+    "eval_T",
+    "dtype",
+    "init",
+)
 
 
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
     """Refuse an option given explicitly for a rule that does not read it."""
+    if rule == "recirculation":
+        for field in _NOT_RECIRCULATION:
+            if field in given:
+                flag = "--" + field.replace("_", "-")
+                raise UsageError(
+                    f"{flag} does not apply to --rule recirculation (an unsupervised loop of "
+                    f"logistic groups, float64, no phases or cost); drop {flag}"
+                )
     for field, owners in _RULE_OPTIONS.items():
         if field in given and rule not in owners:
-            flag = "--" + field.replace("_", "-")
+            flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
             names = " or ".join(f"--rule {o}" for o in owners)
             raise UsageError(
                 f"{flag} applies to {names}, not to --rule {rule}; drop {flag} or use {names}"
@@ -434,6 +494,8 @@ def _train_main(argv: Sequence[str]) -> int:
                     "or a network without a box avoids it",
                     file=sys.stderr,
                 )
+        if config.rule == "recirculation":
+            return _train_loop(config, command, args)
         trainer = Trainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
     result = trainer.run()
     test = result.history["test_error"].values
@@ -451,6 +513,25 @@ def _train_main(argv: Sequence[str]) -> int:
     if result.output is not None:
         print(f"history: {result.output / 'history.nc'}")
         print(f"checkpoint: {result.output / 'checkpoint.npz'}")
+    return 0
+
+
+def _train_loop(config: Any, command: Sequence[str], args: argparse.Namespace) -> int:
+    """``eqprop train --rule recirculation``: :class:`eqprop.recirculation.LoopTrainer`."""
+    from eqprop.recirculation import LoopTrainer
+
+    trainer = LoopTrainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
+    history = trainer.run()
+    test = history["test_reconstruction"].values
+    if test.size:
+        print(
+            f"test reconstruction error: {float(test[-1]):.4f} per image (squared, summed over "
+            f"the {trainer.sizes[0]} visible units) after {trainer.epoch} epoch(s)"
+        )
+    else:
+        print("test reconstruction error: n/a (0 epochs)")
+    if config.output is not None:
+        print(f"history: {config.output}/history.nc")
     return 0
 
 

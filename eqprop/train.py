@@ -296,6 +296,17 @@ class TrainConfig:
         Coupled learning's clamping factor in (0, 1] (:class:`eqprop.rules.CoupledLearning`).
     coupled_variant : {"positive", "negative", "centered"}
         Coupled learning's variant.
+    regression, hidden_regression : float, float or None
+        ``rule="recirculation"`` (Hinton & McClelland 1988;
+        :class:`eqprop.recirculation.LoopTrainer`): the regression :math:`\\lambda` in
+        [0, 1) of the visible group's second pass (default 0.75, the paper's) and of the
+        hidden groups' (None: the same).
+    visible_activation, hidden_activation : {"sigmoid", "linear"}
+        ``rule="recirculation"``: the loop's activations (logistic by default, the
+        paper's). Recirculation trains an autoencoder loop on the images (``architecture``
+        ``"n-k-n"``, ``lrs`` one rate per coupling, encoder first) and records the
+        reconstruction error instead of the classification error; it is unsupervised
+        and takes no cost, network options, momentum or weight decay.
     nudge : str
         Where the nudge enters the dynamics (``"inside"`` / ``"outside"`` the activation).
     lrs : tuple of float
@@ -385,6 +396,10 @@ class TrainConfig:
     generec_form: str = "basic"
     eta: float = 0.5
     coupled_variant: str = "centered"
+    regression: float = 0.75
+    hidden_regression: float | None = None
+    visible_activation: str = "sigmoid"
+    hidden_activation: str = "sigmoid"
     nudge: str = "inside"
     lrs: tuple[float, ...] = (0.1, 0.05)
     momentum: float = 0.0
@@ -487,6 +502,8 @@ class TrainConfig:
             )
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
+        if self.rule == "recirculation":
+            return self._validate_loop(sizes)
         self.make_rule().check_cost(self.cost)
         if self.rule == "chl-scaled" and self.feedback != "scaled":
             raise ValueError(
@@ -506,6 +523,47 @@ class TrainConfig:
                     "(--output-activation, --feedback, --feedback-scale, --skip)"
                 )
         SGD(self.lrs, self.momentum, self.weight_decay)  # checks rates, momentum, decay
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
+        return self
+
+    def _validate_loop(self, sizes: tuple[int, ...]) -> TrainConfig:
+        """``rule="recirculation"``: an autoencoder loop on the images, unsupervised (see
+        :class:`eqprop.recirculation.LoopTrainer`); refuse what does not apply to it."""
+        from eqprop.recirculation import RecirculationSettings
+
+        if len(sizes) < 3 or sizes[-1] != sizes[0]:
+            raise ValueError(
+                f"rule 'recirculation' trains an autoencoder loop visible -> hidden -> visible "
+                f"on the images: the architecture must start and end with the image size, "
+                f"e.g. '64-16-64' (digits) or '784-64-784' (MNIST); {self.architecture!r} is "
+                "not a loop"
+            )
+        if self.cost != "squared":
+            raise ValueError(
+                f"rule 'recirculation' is unsupervised (no labels, no readout): cost "
+                f"{self.cost!r} does not apply; its error is the squared reconstruction error "
+                "(drop --cost)"
+            )
+        if self.uses_graph:
+            raise ValueError(
+                "rule 'recirculation' runs on its own loop of groups, not a layered network: "
+                "drop --output-activation, --feedback, --feedback-scale and --skip"
+            )
+        if self.momentum != 0.0 or self.weight_decay != 0.0:
+            raise ValueError(
+                "rule 'recirculation' applies the paper's plain update; momentum and "
+                "weight_decay must be 0"
+            )
+        for lr in self.lrs:
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(f"learning rates must be finite and > 0, got {list(self.lrs)}")
+        RecirculationSettings(  # checks regression, hidden_regression, activations
+            regression=self.regression,
+            hidden_regression=self.hidden_regression,
+            visible_activation=self.visible_activation,
+            hidden_activation=self.hidden_activation,
+        )
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
         return self
@@ -1012,6 +1070,11 @@ class Trainer:
         from eqprop import rules as _rules
 
         self.config = config.validate()
+        if config.rule == "recirculation":
+            raise ValueError(
+                "rule 'recirculation' trains an unsupervised loop, not a network of phases: use "
+                "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does)"
+            )
         self._overwrite = bool(overwrite)
         self._resumed_from = _resumed_from
         if config.output:  # before the data loads: a wrong folder fails at once
