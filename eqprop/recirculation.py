@@ -731,34 +731,30 @@ class LoopTrainer:
         from eqprop.train import check_output_folder, training_generator
 
         cfg = config.validate()  # type: ignore[attr-defined]
-        if cfg.rule != "recirculation":
-            raise ValueError(f"LoopTrainer trains rule 'recirculation', got rule {cfg.rule!r}")
+        if cfg.rule.name != "recirculation":
+            raise ValueError(f"LoopTrainer trains rule 'recirculation', got rule {cfg.rule.name!r}")
         self.config = cfg
-        if cfg.output:
-            check_output_folder(cfg.output, overwrite=overwrite)
+        run, dcfg = cfg.run, cfg.data
+        self.lrs = cfg.optimizer.lrs
+        if run.output:
+            check_output_folder(run.output, overwrite=overwrite)
         self.command = command
         self.quiet = quiet
         self.stream = sys.stderr if stream is None else stream
-        self.sizes = parse_sizes(cfg.architecture)
-        self.settings = RecirculationSettings(
-            learning_rate=1.0,
-            regression=cfg.regression,
-            hidden_regression=cfg.hidden_regression,
-            visible_activation=cfg.visible_activation,
-            hidden_activation=cfg.hidden_activation,
-        )
+        self.sizes = parse_sizes(cfg.network.architecture)
+        self.settings = cfg.make_rule().settings  # RecirculationRule: checked settings
         if data is None:
             from eqprop.data import load_dataset
 
-            data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
-        elif cfg.limit is not None:
+            data = load_dataset(dcfg.dataset, data_dir=dcfg.data_dir, limit=dcfg.limit)
+        elif dcfg.limit is not None:
             import dataclasses
 
             rest = [getattr(data, f.name) for f in dataclasses.fields(data)][3:]  # type: ignore[arg-type]
             data = type(data)(  # type: ignore[call-arg]
-                data.train.head(cfg.limit),  # type: ignore[attr-defined]
-                data.valid.head(cfg.limit),  # type: ignore[attr-defined]
-                data.test.head(cfg.limit),  # type: ignore[attr-defined]
+                data.train.head(dcfg.limit),  # type: ignore[attr-defined]
+                data.valid.head(dcfg.limit),  # type: ignore[attr-defined]
+                data.test.head(dcfg.limit),  # type: ignore[attr-defined]
                 *rest,
             )
         self.data = data
@@ -767,15 +763,15 @@ class LoopTrainer:
             x = getattr(data, name).x
             if x.ndim != 2 or x.shape[1] != n_visible:
                 raise ValueError(
-                    f"dataset {cfg.dataset!r} has images of {x.shape[1:]} values but the loop "
-                    f"{cfg.architecture!r} has a visible group of {n_visible}; start and end "
-                    f"the architecture with the image size"
+                    f"dataset {dcfg.dataset!r} has images of {x.shape[1:]} values but the loop "
+                    f"{cfg.network.architecture!r} has a visible group of {n_visible}; start "
+                    "and end the architecture with the image size"
                 )
         self.x_train = np.ascontiguousarray(data.train.x, dtype=np.float64)  # type: ignore[attr-defined]
         if self.x_train.shape[0] < 1:
-            raise ValueError(f"dataset {cfg.dataset!r} has no training samples")
-        self.loop = init_loop(self.sizes, np.random.default_rng(cfg.seed), loop_scale(self.sizes))
-        self.rng = training_generator(cfg.seed)
+            raise ValueError(f"dataset {dcfg.dataset!r} has no training samples")
+        self.loop = init_loop(self.sizes, np.random.default_rng(run.seed), loop_scale(self.sizes))
+        self.rng = training_generator(run.seed)
         self.epoch = 0
         self.history: dict[str, list[float]] = {k: [] for k in LOOP_HISTORY}
 
@@ -785,7 +781,7 @@ class LoopTrainer:
         passes = recirculate(self.loop, v, self.settings)
         error = float(np.sum((passes.states[0] - passes.reconstruction) ** 2))
         update = recirculation_update(self.loop, passes, self.settings, reduce="mean")
-        self.loop = self.loop.plus(scaled_update(update, self.config.lrs))
+        self.loop = self.loop.plus(scaled_update(update, self.lrs))
         return error
 
     def train_epoch(self) -> dict[str, float]:
@@ -795,8 +791,8 @@ class LoopTrainer:
         from eqprop.train import TrainingDiverged
 
         n = self.x_train.shape[0]
-        bs = self.config.batch_size
-        perm = self.rng.permutation(n) if self.config.shuffle else np.arange(n)
+        bs = self.config.run.batch_size
+        perm = self.rng.permutation(n) if self.config.run.shuffle else np.arange(n)
         total = 0.0
         t0 = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):
@@ -808,7 +804,7 @@ class LoopTrainer:
             raise TrainingDiverged(
                 f"recirculation diverged in epoch {self.epoch + 1}: "
                 f"{', '.join(bad) or 'the reconstruction error'} became NaN or infinite; "
-                f"lower the learning rates (lrs={list(self.config.lrs)})"
+                f"lower the learning rates (lrs={list(self.lrs)})"
             )
         return {
             "train_reconstruction": total / n,
@@ -821,7 +817,7 @@ class LoopTrainer:
         x = np.asarray(split.x, dtype=np.float64)  # type: ignore[attr-defined]
         if x.shape[0] == 0:
             return float("nan")
-        bs = self.config.eval_batch_size
+        bs = self.config.run.eval_batch_size
         total = sum(
             float(squared_reconstruction_error(self.loop, x[s : s + bs], self.settings))
             for s in range(0, x.shape[0], bs)
@@ -840,12 +836,11 @@ class LoopTrainer:
         }
         epochs = np.arange(1, self.epoch + 1, dtype=np.int64)
         ds = xr.Dataset(data_vars, coords={"epoch": variable("epoch", epochs, "epoch", "1")})
-        title = (
-            f"eqprop recirculation history: {self.config.dataset} loop {self.config.architecture}"
-        )
+        c = self.config
+        title = f"eqprop recirculation history: {c.data.dataset} loop {c.network.architecture}"
         ds.attrs.update(
             dataset_attrs(
-                title, self.config.to_dict(), command=self.command, seeds=[self.config.seed]
+                title, self.config.to_dict(), command=self.command, seeds=[self.config.run.seed]
             )
         )
         return ds
@@ -857,8 +852,8 @@ class LoopTrainer:
 
         from eqprop.provenance import write_netcdf
 
-        target = self.config.epochs if epochs is None else int(epochs)
-        out = Path(self.config.output) if self.config.output else None
+        target = self.config.run.epochs if epochs is None else int(epochs)
+        out = Path(self.config.run.output) if self.config.run.output else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(self.config.to_json() + "\n")

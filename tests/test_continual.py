@@ -4,6 +4,8 @@ and bad input."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -40,8 +42,7 @@ def _naive_continual(net, x, d, s, beta, eps, lrs, K):
 
 
 def test_one_trainer_step_is_the_continual_update_written_out():
-    settings = dict(get_preset("digits").settings)
-    settings.update(
+    config = get_preset("digits").config.replace(
         rule="continual",
         beta=0.5,
         K=3,
@@ -51,8 +52,8 @@ def test_one_trainer_step_is_the_continual_update_written_out():
         dtype="float64",
         persistent=False,
     )
-    trainer = Trainer(TrainConfig.from_dict(settings), quiet=True)
-    c = trainer.config
+    trainer = Trainer(config, quiet=True)
+    c = SimpleNamespace(**trainer.config.to_flat())
     net0 = trainer.net.copy()
     x, d = trainer.x_train, trainer.d_train  # one minibatch: the whole (limited) set
     s0 = E.free_phase(net0, x, trainer.free_dyn).state
@@ -119,7 +120,7 @@ def test_continual_refuses_what_it_cannot_do(capsys):
     with pytest.raises(ValueError, match="cost='squared'"):
         rule.estimate(ce, x, d, E.Dynamics(T=10, K=2), apply=print)
     with pytest.raises(ValueError, match="needs fixed steps"):
-        TrainConfig(rule="continual", method="anderson").validate()
+        TrainConfig().replace(rule="continual", method="anderson").validate()
     assert main(["train", "--preset", "digits", "--rule", "continual", "--estimator",
                  "symmetric", "-q"]) == 2  # fmt: skip
     assert "--estimator applies to --rule ep, not to --rule continual" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def _config(**changes):
         shuffle=False,
     )
     settings.update(changes)
-    return TrainConfig(**settings)
+    return TrainConfig().replace(**settings)
 
 
 def test_one_trainer_step_is_the_recirculation_update_written_out():
@@ -66,7 +66,7 @@ def test_training_lowers_the_reconstruction_error_and_records_it(tmp_path, capsy
     rc = main(
         [
             "train", "--dataset", "digits", "--rule", "recirculation", "--sizes", "64-16-64",
-            "--lambda", "0.75", "--lrs", "1.0", "1.0", "--epochs", "3", "--limit", "300",
+            "--regression", "0.75", "--lrs", "1.0", "1.0", "--epochs", "3", "--limit", "300",
             "-o", str(out), "-q",
         ]
     )  # fmt: skip
@@ -88,11 +88,12 @@ def test_training_lowers_the_reconstruction_error_and_records_it(tmp_path, capsy
     "argv,message",
     [
         (["--sizes", "64-16-10"], "is not a loop"),
-        (["--sizes", "64-16-64", "--cost", "cross-entropy"], "is unsupervised"),
+        (["--sizes", "64-16-64", "--cost", "cross-entropy"], "--cost does not apply"),
         (["--sizes", "64-16-64", "--feedback", "random"], "its own loop of groups"),
-        (["--sizes", "64-16-64", "--lambda", "1.0"], "regression must lie in [0, 1)"),
+        (["--sizes", "64-16-64", "--regression", "1.0"], "regression must lie in [0, 1)"),
+        (["--sizes", "64-16-64", "--method", "anderson"], "--method does not apply"),
         (["--sizes", "64-16-64", "--beta", "0.5"], "--beta applies to --rule ep"),
-        (["--sizes", "64-16-64", "-T", "30"], "-T does not apply to --rule recirculation"),
+        (["--sizes", "64-16-64", "-T", "30"], "--T does not apply to --rule recirculation"),
         (["--sizes", "64-16-64", "--momentum", "0.9"], "momentum and weight_decay"),
         (["--sizes", "64-16-64", "--visible-activation", "tanh"], "unknown visible_activation"),
     ],
@@ -107,5 +108,8 @@ def test_bad_combinations_are_refused_with_one_line(argv, message, capsys):
 def test_the_network_trainer_refuses_a_loop(capsys):
     with pytest.raises(ValueError, match="LoopTrainer"):
         Trainer(_config(), quiet=True)
-    assert main(["train", "--preset", "digits", "--lambda", "0.5", "-q"]) == 2
-    assert "--lambda applies to --rule recirculation, not to --rule ep" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is unsupervised"):
+        _config(cost="cross-entropy").validate()
+    assert main(["train", "--preset", "digits", "--regression", "0.5", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--regression applies to --rule recirculation, not to --rule ep" in err

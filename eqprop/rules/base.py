@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -210,6 +211,10 @@ class LearningRule:
                 f"rule {self.name!r} clamps the output layer, which a cost={cost!r} readout "
                 "keeps outside the state; use cost='squared' (--cost squared) or rule 'ep'"
             )
+
+    def check_config(self, config: Any) -> None:
+        """Raise ValueError if the rule cannot train with this
+        :class:`eqprop.config.TrainConfig` (called by its ``validate``; default: any)."""
 
     def plan(self, rng: np.random.Generator | None) -> Sequence[PhaseSpec]:
         """Phases needed after the free phase, in the order they run."""

@@ -195,6 +195,20 @@ class ContinualEP(LearningRule):
                 "per-step updates do not sum to EP's estimate); use --cost squared"
             )
 
+    def check_config(self, config) -> None:
+        """Fixed-step dynamics (``method`` ``"fixed"`` or ``"fused"``) on the layered chain."""
+        method = config.dynamics.phases.method
+        if method not in ("fixed", "fused"):
+            raise ValueError(
+                "rule 'continual' updates the parameters after every nudged step, so it needs "
+                f"fixed steps: method 'fixed' or 'fused' (--method fixed), got {method!r}"
+            )
+        if config.uses_graph:
+            raise ValueError(
+                "rule 'continual' runs on the layered chain; drop the network options "
+                "(--output-activation, --feedback, --feedback-scale, --skip)"
+            )
+
     def plan(self, rng):
         return (self.spec,)
 
