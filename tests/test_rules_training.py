@@ -8,6 +8,7 @@ from eqprop.cli import main
 from eqprop.presets import get_preset
 from eqprop.rules import (
     BackpropThroughTime,
+    ContinualEP,
     ContrastiveHebbian,
     CoupledLearning,
     EquilibriumPropagation,
@@ -42,6 +43,7 @@ RULE_RUNS = {
     # error while EP's finite nudge pulls them free (docs/rules.rst).
     "rbp": dict(rule="rbp", cost="cross-entropy"),
     "bptt": dict(rule="bptt", cost="cross-entropy"),
+    "continual": dict(rule="continual"),  # an SGD step after each nudged step (#13)
 }
 
 
@@ -63,6 +65,7 @@ def test_each_rule_beats_ten_percent_test_error_on_digits(name):
         "coupled": CoupledLearning,
         "rbp": RecurrentBackprop,
         "bptt": BackpropThroughTime,
+        "continual": ContinualEP,
     }
     assert type(trainer.rule) is classes[config.to_flat()["rule"]]
     assert getattr(trainer.rule, "estimator", None) == RULE_RUNS[name].get("estimator")
