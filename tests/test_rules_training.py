@@ -14,6 +14,7 @@ from eqprop.rules import (
     EquilibriumPropagation,
     GeneRec,
     RecurrentBackprop,
+    ScaledFeedbackCHL,
 )
 from eqprop.train import TrainConfig, Trainer
 
@@ -44,7 +45,12 @@ RULE_RUNS = {
     "rbp": dict(rule="rbp", cost="cross-entropy"),
     "bptt": dict(rule="bptt", cost="cross-entropy"),
     "continual": dict(rule="continual"),  # an SGD step after each nudged step (#13)
+    # gamma-scaled feedback: a graph chain on the general kernels (4.0 % at gamma 0.2)
+    "chl-scaled": dict(rule="chl-scaled", feedback="scaled", feedback_scale=0.2),
 }
+
+#: Runs slower than a few seconds (single-step phases, the general graph kernels): slow.
+SLOW_RUNS = ("continual", "chl-scaled")
 
 
 def _config(**changes):
@@ -54,7 +60,10 @@ def _config(**changes):
     return TrainConfig.from_dict(settings).validate()
 
 
-@pytest.mark.parametrize("name", list(RULE_RUNS))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RUNS else n for n in RULE_RUNS],
+)
 def test_each_rule_beats_ten_percent_test_error_on_digits(name):
     config = _config(**RULE_RUNS[name])
     trainer = Trainer(config, quiet=True)
@@ -66,6 +75,7 @@ def test_each_rule_beats_ten_percent_test_error_on_digits(name):
         "rbp": RecurrentBackprop,
         "bptt": BackpropThroughTime,
         "continual": ContinualEP,
+        "chl-scaled": ScaledFeedbackCHL,
     }
     assert type(trainer.rule) is classes[config.to_flat()["rule"]]
     assert getattr(trainer.rule, "estimator", None) == RULE_RUNS[name].get("estimator")
