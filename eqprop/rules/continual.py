@@ -171,8 +171,14 @@ class ContinualEP(LearningRule):
 
     Examples
     --------
-    >>> opt = SGD([0.01, 0.005])                                          # doctest: +SKIP
-    >>> step = ContinualEP(0.2).estimate(net, x, d, Dynamics(T=40, K=15), apply=opt.step)
+    >>> from eqprop.network import init_network
+    >>> from eqprop.optim import SGD
+    >>> net = init_network((4, 3, 2), dtype="float64", seed=0)
+    >>> x, d = np.full((2, 4), 0.5), np.eye(2)
+    >>> opt = SGD([0.01, 0.005])
+    >>> step = ContinualEP(0.2).estimate(net, x, d, Dynamics(T=20, K=5), apply=opt.step)
+    >>> opt.n_steps  # one optimizer step per nudged step
+    5
     """
 
     name = "continual"
