@@ -124,3 +124,16 @@ def test_continual_refuses_what_it_cannot_do(capsys):
     assert main(["train", "--preset", "digits", "--rule", "continual", "--estimator",
                  "symmetric", "-q"]) == 2  # fmt: skip
     assert "--estimator applies to --rule ep, not to --rule continual" in capsys.readouterr().err
+
+
+def test_study_gdu_takes_the_continual_learning_rate(tmp_path):
+    import xarray as xr
+
+    out = tmp_path / "gdu.nc"
+    argv = ["study", "gdu", "--setting", "none", "--sizes", "4-6-3", "-T", "400", "-K", "6"]
+    argv += ["--betas", "0.01", "--seeds", "0", "--continual-lr", "1e-6", "-o", str(out), "-q"]
+    assert main(argv) == 0
+    ds = xr.open_dataset(out)
+    assert "continual EP (learning rate 1e-06)" in ds.attrs["title"]
+    assert float(ds.cum_rel_rmse.sel(quantity="weights").max()) < 0.05
+    assert main([*argv[:-4], "--continual-lr", "0", "-o", str(tmp_path / "x.nc"), "-q"]) == 2
