@@ -53,6 +53,23 @@ RUNS: dict[str, tuple[list[str], dict]] = {
         ["--rule", "coupled", "--coupled-variant", "centered"],
         dict(rule="coupled", coupled_variant="centered"),
     ),
+    "chl-scaled (gamma 0.5)": (
+        ["--rule", "chl-scaled", "--feedback", "scaled", "--feedback-scale", "0.5"],
+        dict(rule="chl-scaled", feedback="scaled", feedback_scale=0.5),
+    ),
+    "chl-scaled (gamma 0.2)": (
+        ["--rule", "chl-scaled", "--feedback", "scaled", "--feedback-scale", "0.2"],
+        dict(rule="chl-scaled", feedback="scaled", feedback_scale=0.2),
+    ),
+    "continual": (["--rule", "continual"], dict(rule="continual")),
+    "continual (lrs 0.1 0.05)": (
+        ["--rule", "continual", "--lrs", "0.1", "0.05"],
+        dict(rule="continual", lrs=(0.1, 0.05)),
+    ),
+    "continual (lrs 0.05 0.025)": (
+        ["--rule", "continual", "--lrs", "0.05", "0.025"],
+        dict(rule="continual", lrs=(0.05, 0.025)),
+    ),
     "rbp": (["--rule", "rbp"], dict(rule="rbp")),
     "bptt": (["--rule", "bptt"], dict(rule="bptt")),
     "rbp (cross-entropy)": (

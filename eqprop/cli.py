@@ -178,6 +178,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rule",
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
+        "continual (continual EP: an SGD step after every nudged step), recirculation "
+        "(unsupervised autoencoder loop on the images, --sizes N-K-N), "
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
@@ -298,11 +300,41 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return config.replace(**given).validate()
 
 
+#: Options a recirculation loop does not read (it has no phases, cost or readout).
+_NOT_RECIRCULATION = (
+    "kind",
+    "activation",
+    "cost",
+    "method",
+    "free_method",
+    "free_eps",
+    "free_damping",
+    "T",
+    "K",
+    "eps",
+    "damping",
+    "nudge",
+    "persistent",
+    "eval_persistent",
+    "eval_T",
+    "dtype",
+    "init",
+)
+
+
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
     """Refuse a rule option (:data:`eqprop.rules.RULE_OPTIONS`) given explicitly for a
     rule whose class does not take it."""
     from eqprop.rules import RULE_CLASSES, RULE_OPTIONS, rule_parameters
 
+    if rule == "recirculation":
+        for name in _NOT_RECIRCULATION:
+            if name in given:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{flag} does not apply to --rule recirculation (an unsupervised loop of "
+                    f"logistic groups, float64, no phases or cost); drop {flag}"
+                )
     for name, option in RULE_OPTIONS.items():
         owners = [r for r in RULE_CLASSES if option.param in rule_parameters(r)]
         if name in given and rule not in owners:
@@ -367,6 +399,8 @@ def _train_main(argv: Sequence[str]) -> int:
                     "or a network without a box avoids it",
                     file=sys.stderr,
                 )
+        if config.rule.name == "recirculation":
+            return _train_loop(config, command, args)
         trainer = Trainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
     result = trainer.run()
     test = result.history["test_error"].values
@@ -384,6 +418,25 @@ def _train_main(argv: Sequence[str]) -> int:
     if result.output is not None:
         print(f"history: {result.output / 'history.nc'}")
         print(f"checkpoint: {result.output / 'checkpoint.npz'}")
+    return 0
+
+
+def _train_loop(config: Any, command: Sequence[str], args: argparse.Namespace) -> int:
+    """``eqprop train --rule recirculation``: :class:`eqprop.recirculation.LoopTrainer`."""
+    from eqprop.recirculation import LoopTrainer
+
+    trainer = LoopTrainer(config, command=command, quiet=args.quiet, overwrite=args.overwrite)
+    history = trainer.run()
+    test = history["test_reconstruction"].values
+    if test.size:
+        print(
+            f"test reconstruction error: {float(test[-1]):.4f} per image (squared, summed over "
+            f"the {trainer.sizes[0]} visible units) after {trainer.epoch} epoch(s)"
+        )
+    else:
+        print("test reconstruction error: n/a (0 epochs)")
+    if config.run.output is not None:
+        print(f"history: {config.run.output}/history.nc")
     return 0
 
 

@@ -639,7 +639,9 @@ class TrainConfig:
             self._validate_graph_options(sizes)
         if net.dtype not in _DTYPES:
             raise ValueError(f"dtype {net.dtype!r}; choose float32 or float64")
-        self.make_rule().check_cost(net.cost)
+        made = self.make_rule()
+        made.check_cost(net.cost)
+        made.check_config(self)  # the rule's own limits (continual EP, recirculation)
         if rule.name == "chl-scaled" and net.feedback != "scaled":
             raise ValueError(
                 "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "

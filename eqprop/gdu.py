@@ -105,6 +105,7 @@ def gdu(
     seed: int = 0,
     config: dict[str, Any] | None = None,
     command: Any = None,
+    continual_lr: float | None = None,
 ) -> xr.Dataset:
     r"""Compare EP's nudged-phase updates with BPTT's gradients step by step.
 
@@ -131,6 +132,15 @@ def gdu(
         are stored (for :func:`plot_gdu`); neurons are traced in sample 0.
     seed : int
         Seed of that choice.
+    continual_lr : float, optional
+        Continual EP (Ernoult et al. 2020, :mod:`eqprop.rules.continual`): the nudged phase
+        changes the parameters after every step, :math:`\theta_{t+1} = \theta_t - \eta
+        g_t` with this learning rate :math:`\eta > 0` for every layer
+        (:func:`eqprop.rules.continual.continual_phase`), and :math:`\Delta^{EP}_\theta(t)`
+        is the normalised update :math:`(\theta_{t+1} - \theta_t)/\eta = -g_t`,
+        :math:`\Delta^{EP}_s(t)` the step of that trajectory. BPTT stays at the initial
+        parameters. The paper's Theorem 1: the two track each other as :math:`\eta` and
+        :math:`\beta` go to 0. Default None: EP, parameters fixed during the phase.
 
     Returns
     -------
@@ -142,6 +152,9 @@ def gdu(
         -\mathrm{sign}\,\nabla^{BPTT}`); per
         ``(t, layer, quantity, element)``: ``ep`` and ``bptt`` (the traced
         :math:`\Delta^{EP}` and :math:`-\nabla^{BPTT}`); per ``layer``:
+        ``cum_rel_rmse`` (``t``, ``layer``, ``quantity``; weights and biases): the
+        relative RMS of the accumulated updates :math:`\sum_{\tau \le t}\Delta^{EP}(\tau)`
+        against :math:`-\sum_{\tau \le t}\nabla^{BPTT}(\tau)`; per ``layer``:
         ``final_cosine_bptt`` and ``final_cosine_rbp`` (cosine of the summed EP update
         with truncated BPTT over ``K`` steps and with recurrent backprop, weights and
         biases together); scalars ``free_residual`` (max :math:`|G(s_T) - s_T|`).
@@ -190,11 +203,26 @@ def gdu(
     for l in range(model.n_state_layers):
         act_frac[l] = float(np.mean(active[:, off[l] : off[l + 1]]))
 
-    # EP: nudged phase from s*, K steps
-    stepb = G.make_step(net, x, beta=beta, d=d, eps=eps, nudge=nudge)
-    nud = [s_star]
-    for _ in range(K):
-        nud.append(stepb(nud[-1]))
+    # EP: nudged phase from s*, K steps (continual EP: with an update after each)
+    cont_updates = None
+    if continual_lr is None:
+        stepb = G.make_step(net, x, beta=beta, d=d, eps=eps, nudge=nudge)
+        nud = [s_star]
+        for _ in range(K):
+            nud.append(stepb(nud[-1]))
+    else:
+        from eqprop.optim import SGD
+        from eqprop.phases import Dynamics
+        from eqprop.rules.continual import continual_phase
+
+        lr = float(continual_lr)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"continual_lr must be finite and > 0, got {continual_lr!r}")
+        dyn_c = Dynamics(T=T, K=K, eps=eps, nudge=nudge, method="fixed")
+        run = continual_phase(
+            net.copy(), x, d, dyn_c, beta, s_star, K, SGD([lr] * len(net.weights)).step
+        )
+        nud, cont_updates = run.states, run.updates
     bt = eps * beta if net.kind == "hopfield" else beta
     signal = bt * float(np.max(np.abs(lams[0])))  # size of the first nudged step
     if not free_res <= 0.01 * signal:
@@ -233,14 +261,19 @@ def gdu(
     bp_tr = np.full((*shape, n_trace), np.nan)
     sum_ep = [np.zeros(net.weights[l].size + net.biases[l].size) for l in range(L)]
     sum_bp = [np.zeros_like(v) for v in sum_ep]
+    cum = np.full(shape, np.nan)
 
     for t in range(K):
         ds = (nud[t + 1] - nud[t]) / bt
         lam = lams[t]
         gW, gb = grads[t]
-        dth = contrast_gradient(
-            net, x, d, [nud[t + 1], nud[t]], [0.0, 0.0], [-1.0 / beta, 1.0 / beta]
-        )
+        if cont_updates is None:
+            dth = contrast_gradient(
+                net, x, d, [nud[t + 1], nud[t]], [0.0, 0.0], [-1.0 / beta, 1.0 / beta]
+            )
+        else:  # the applied update, normalised: (theta_{t+1} - theta_t) / lr = -g_t
+            g_t = cont_updates[t]
+            dth = type(g_t)([-w for w in g_t.dW], [-b for b in g_t.db])
         for l in range(L):
             pairs = []
             if l < nS:
@@ -272,6 +305,11 @@ def gdu(
                 )
             sum_ep[l] += np.concatenate([np.ravel(dth.dW[l]), np.ravel(dth.db[l])])
             sum_bp[l] += np.concatenate([np.ravel(-gW[l] / B), np.ravel(-gb[l] / B)])
+            nW = net.weights[l].size
+            for q, part in ((1, slice(0, nW)), (2, slice(nW, None))):
+                rms_bp = float(np.sqrt(np.mean(sum_bp[l][part] ** 2)))
+                err = float(np.sqrt(np.mean((sum_ep[l][part] - sum_bp[l][part]) ** 2)))
+                cum[t, l, q] = err / rms_bp if rms_bp > 0 else math.nan
 
     # final updates versus recurrent backprop at s*
     rbp = G.recurrent_backprop(net, x, d, s_star=s_star, eps=eps, check_fixed_point=None)
@@ -297,6 +335,7 @@ def gdu(
         "batch": B,
         "n_trace": n_trace,
         "seed": seed,
+        "continual_lr": continual_lr,
     }
     if config:
         cfg.update(config)
@@ -326,6 +365,12 @@ def gdu(
                 dims,
                 sgn,
                 "fraction of entries whose EP update and minus BPTT gradient have the same sign",
+            ),
+            "cum_rel_rmse": v(
+                dims,
+                cum,
+                "RMS of accumulated EP updates + accumulated BPTT gradients over RMS of the "
+                "latter (weights, biases)",
             ),
             "ep": v(tdims, ep_tr, "EP update Delta^EP(t) of traced entries"),
             "bptt": v(tdims, bp_tr, "minus BPTT gradient -nabla^BPTT(t) of traced entries"),

@@ -642,3 +642,237 @@ def train_seeds(
     updates, _, final = _train_stack(stack, patterns, settings, criterion, max_updates)
     counts = np.where(updates < 0, np.nan, updates.astype(np.float64))
     return SeedStudy(seed_array, counts, final)
+
+
+# ------------------------------------------------------------------------------------
+# Training a loop on a dataset's images (``eqprop train --rule recirculation``)
+
+#: History variables of :class:`LoopTrainer` (name -> (long_name, units)).
+LOOP_HISTORY: dict[str, tuple[str, str]] = {
+    "train_reconstruction": (
+        "squared reconstruction error per training image (sum over the visible units), "
+        "first pass, during the epoch (each minibatch before its update)",
+        "1",
+    ),
+    "valid_reconstruction": (
+        "squared reconstruction error per validation image at the end of the epoch",
+        "1",
+    ),
+    "test_reconstruction": (
+        "squared reconstruction error per test image at the end of the epoch",
+        "1",
+    ),
+    "train_time": ("wall time of the training part of the epoch", "s"),
+    "samples_per_second": ("training samples processed per second of training time", "s-1"),
+}
+
+
+def loop_scale(sizes: Sequence[int]) -> float:
+    """Half-width of the uniform initialisation of a dataset loop, ``min(0.5, 1/sqrt(n_0))``:
+    the encoder problems' 0.5 for small loops, smaller for images (784 visible units would
+    saturate the hidden group at 0.5)."""
+    return float(min(0.5, 1.0 / np.sqrt(float(sizes[0]))))
+
+
+def scaled_update(update: LoopWeights, lrs: Sequence[float]) -> LoopWeights:
+    """``update`` with coupling ``k`` (and the bias of the group it feeds, ``(k + 1) % K``)
+    multiplied by ``lrs[k]``: one learning rate per coupling, encoder first."""
+    K = update.n_groups
+    if len(lrs) != K:
+        raise ValueError(f"a loop of {K} groups takes {K} learning rates (one per coupling)")
+    weights = tuple(lrs[k] * w for k, w in enumerate(update.weights))
+    biases = tuple(lrs[(g - 1) % K] * b for g, b in enumerate(update.biases))
+    return LoopWeights(weights, biases)
+
+
+class LoopTrainer:
+    """Recirculation on a dataset's images: the ``eqprop train --rule recirculation`` loop.
+
+    What training a recirculation network from the command line means: the images are the
+    visible vectors of an autoencoder loop, ``architecture`` ``"n-k-n"`` (visible, hidden
+    group(s), the visible size again, e.g. ``64-16-64`` on digits, ``784-64-784`` on
+    MNIST; :func:`parse_sizes`), and each minibatch gets one recirculation update
+    (:func:`recirculate`, :func:`recirculation_update` with ``reduce="mean"``, Hinton &
+    McClelland 1988) scaled per coupling by ``config.lrs`` (:func:`scaled_update`, encoder
+    first). The regression is ``config.regression`` (:math:`\\lambda`, the paper's 0.75 by
+    default) and ``config.hidden_regression`` (the hidden groups'; None: the same); the
+    activations ``config.visible_activation`` / ``config.hidden_activation`` (logistic by
+    default, as in the paper). Recirculation is unsupervised: the labels are not used, and
+    the history records the squared reconstruction error per image
+    (:data:`LOOP_HISTORY`, :func:`squared_reconstruction_error` over the batch) instead of
+    classification error. Weights start uniform in ``±loop_scale(sizes)`` from
+    ``config.seed``; minibatches are shuffled by :func:`eqprop.train.training_generator`.
+
+    Writes ``config.json``, ``history.nc`` and ``loop.npz`` (the weights ``W{k}``, biases
+    ``b{g}``) to ``config.output`` after every epoch; no resumable checkpoint.
+
+    Parameters
+    ----------
+    config : eqprop.train.TrainConfig
+        ``rule="recirculation"``; validated (ValueError naming what to change).
+    data : DatasetSplits, optional
+        Instead of ``load_dataset(config.dataset)``; ``config.limit`` still applies.
+    command, quiet, stream, overwrite
+        As :class:`eqprop.train.Trainer`.
+    """
+
+    def __init__(
+        self,
+        config: object,
+        data: object = None,
+        *,
+        command: object = None,
+        quiet: bool = False,
+        stream: object = None,
+        overwrite: bool = False,
+    ) -> None:
+        import sys
+
+        from eqprop.train import check_output_folder, training_generator
+
+        cfg = config.validate()  # type: ignore[attr-defined]
+        if cfg.rule.name != "recirculation":
+            raise ValueError(f"LoopTrainer trains rule 'recirculation', got rule {cfg.rule.name!r}")
+        self.config = cfg
+        run, dcfg = cfg.run, cfg.data
+        self.lrs = cfg.optimizer.lrs
+        if run.output:
+            check_output_folder(run.output, overwrite=overwrite)
+        self.command = command
+        self.quiet = quiet
+        self.stream = sys.stderr if stream is None else stream
+        self.sizes = parse_sizes(cfg.network.architecture)
+        self.settings = cfg.make_rule().settings  # RecirculationRule: checked settings
+        if data is None:
+            from eqprop.data import load_dataset
+
+            data = load_dataset(dcfg.dataset, data_dir=dcfg.data_dir, limit=dcfg.limit)
+        elif dcfg.limit is not None:
+            import dataclasses
+
+            rest = [getattr(data, f.name) for f in dataclasses.fields(data)][3:]  # type: ignore[arg-type]
+            data = type(data)(  # type: ignore[call-arg]
+                data.train.head(dcfg.limit),  # type: ignore[attr-defined]
+                data.valid.head(dcfg.limit),  # type: ignore[attr-defined]
+                data.test.head(dcfg.limit),  # type: ignore[attr-defined]
+                *rest,
+            )
+        self.data = data
+        n_visible = self.sizes[0]
+        for name in ("train", "valid", "test"):
+            x = getattr(data, name).x
+            if x.ndim != 2 or x.shape[1] != n_visible:
+                raise ValueError(
+                    f"dataset {dcfg.dataset!r} has images of {x.shape[1:]} values but the loop "
+                    f"{cfg.network.architecture!r} has a visible group of {n_visible}; start "
+                    "and end the architecture with the image size"
+                )
+        self.x_train = np.ascontiguousarray(data.train.x, dtype=np.float64)  # type: ignore[attr-defined]
+        if self.x_train.shape[0] < 1:
+            raise ValueError(f"dataset {dcfg.dataset!r} has no training samples")
+        self.loop = init_loop(self.sizes, np.random.default_rng(run.seed), loop_scale(self.sizes))
+        self.rng = training_generator(run.seed)
+        self.epoch = 0
+        self.history: dict[str, list[float]] = {k: [] for k in LOOP_HISTORY}
+
+    def step(self, v: np.ndarray) -> float:
+        """One recirculation update on the minibatch ``v``; returns its summed squared
+        reconstruction error before the update."""
+        passes = recirculate(self.loop, v, self.settings)
+        error = float(np.sum((passes.states[0] - passes.reconstruction) ** 2))
+        update = recirculation_update(self.loop, passes, self.settings, reduce="mean")
+        self.loop = self.loop.plus(scaled_update(update, self.lrs))
+        return error
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch of minibatch updates; returns ``train_reconstruction`` and timings."""
+        import time
+
+        from eqprop.train import TrainingDiverged
+
+        n = self.x_train.shape[0]
+        bs = self.config.run.batch_size
+        perm = self.rng.permutation(n) if self.config.run.shuffle else np.arange(n)
+        total = 0.0
+        t0 = time.perf_counter()
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, n, bs):
+                total += self.step(self.x_train[perm[start : start + bs]])
+        elapsed = time.perf_counter() - t0
+        bad = [k for k, a in self.loop.parameters().items() if not np.all(np.isfinite(a))]
+        if bad or not np.isfinite(total):
+            raise TrainingDiverged(
+                f"recirculation diverged in epoch {self.epoch + 1}: "
+                f"{', '.join(bad) or 'the reconstruction error'} became NaN or infinite; "
+                f"lower the learning rates (lrs={list(self.lrs)})"
+            )
+        return {
+            "train_reconstruction": total / n,
+            "train_time": elapsed,
+            "samples_per_second": n / elapsed if elapsed > 0 else float("nan"),
+        }
+
+    def evaluate(self, split: object) -> float:
+        """Squared reconstruction error per image of ``split`` (NaN if it is empty)."""
+        x = np.asarray(split.x, dtype=np.float64)  # type: ignore[attr-defined]
+        if x.shape[0] == 0:
+            return float("nan")
+        bs = self.config.run.eval_batch_size
+        total = sum(
+            float(squared_reconstruction_error(self.loop, x[s : s + bs], self.settings))
+            for s in range(0, x.shape[0], bs)
+        )
+        return total / x.shape[0]
+
+    def history_dataset(self):
+        """The history as an xarray Dataset (dim ``epoch``, provenance attributes)."""
+        import xarray as xr
+
+        from eqprop.provenance import dataset_attrs, variable
+
+        data_vars = {
+            k: variable("epoch", np.asarray(self.history[k], dtype=np.float64), ln, u)
+            for k, (ln, u) in LOOP_HISTORY.items()
+        }
+        epochs = np.arange(1, self.epoch + 1, dtype=np.int64)
+        ds = xr.Dataset(data_vars, coords={"epoch": variable("epoch", epochs, "epoch", "1")})
+        c = self.config
+        title = f"eqprop recirculation history: {c.data.dataset} loop {c.network.architecture}"
+        ds.attrs.update(
+            dataset_attrs(
+                title, self.config.to_dict(), command=self.command, seeds=[self.config.run.seed]
+            )
+        )
+        return ds
+
+    def run(self, epochs: int | None = None):
+        """Train until ``epochs`` epochs in total (default ``config.epochs``); returns the
+        history dataset."""
+        from pathlib import Path
+
+        from eqprop.provenance import write_netcdf
+
+        target = self.config.run.epochs if epochs is None else int(epochs)
+        out = Path(self.config.run.output) if self.config.run.output else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(self.config.to_json() + "\n")
+        while self.epoch < target:
+            row = self.train_epoch()
+            row["valid_reconstruction"] = self.evaluate(self.data.valid)  # type: ignore[attr-defined]
+            row["test_reconstruction"] = self.evaluate(self.data.test)  # type: ignore[attr-defined]
+            self.epoch += 1
+            for k in LOOP_HISTORY:
+                self.history[k].append(float(row[k]))
+            if not self.quiet:
+                print(
+                    f"epoch {self.epoch}/{target}  reconstruction error per image: train "
+                    f"{row['train_reconstruction']:.4f}  valid {row['valid_reconstruction']:.4f}  "
+                    f"test {row['test_reconstruction']:.4f}  {row['samples_per_second']:.0f} "
+                    f"samples/s",
+                    file=self.stream,  # type: ignore[arg-type]
+                )
+            if out is not None:
+                write_netcdf(self.history_dataset(), out / "history.nc")
+                np.savez(out / "loop.npz", **self.loop.parameters())  # type: ignore[arg-type]
+        return self.history_dataset()

@@ -577,6 +577,11 @@ class Trainer:
         from eqprop import rules as _rules
 
         self.config = config.validate()
+        if config.rule.name == "recirculation":
+            raise ValueError(
+                "rule 'recirculation' trains an unsupervised loop, not a network of phases: use "
+                "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does)"
+            )
         self._overwrite = bool(overwrite)
         self._resumed_from = _resumed_from
         run, data_config = config.run, config.data
@@ -719,7 +724,13 @@ class Trainer:
                 x = x_all[idx]
                 d = d_all[idx]
                 s0 = particles[idx] if particles is not None else None
-                step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
+                if rule.applies_updates:  # continual EP: one optimizer step per nudged step
+                    own: Any = rule  # its estimate takes the optimizer step
+                    step = own.estimate(
+                        net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn, apply=opt.step
+                    )
+                else:
+                    step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
                 free = step.free
                 for name, phase in step.phases.items():
                     bad = failed_samples(phase)
@@ -738,7 +749,8 @@ class Trainer:
                         f"cost={c.network.cost!r}, "
                         f"{_phase_settings(c, 'free')}"
                     )
-                opt.step(net, step.gradient)
+                if not rule.applies_updates:
+                    opt.step(net, step.gradient)
                 wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
                 loss_sum += loss * idx.shape[0]
                 res = free.result

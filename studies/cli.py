@@ -199,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eps", type=positive_float, default=None, help="step size (default: --setting's)"
     )
+    p.add_argument(
+        "--continual-lr",
+        dest="continual_lr",
+        type=positive_float,
+        default=None,
+        help="continual EP: update the parameters with this learning rate after every "
+        "nudged step (default: none, EP with fixed parameters)",
+    )
     _batch_size(p, None, "samples per seed (default: --setting's)")
     _dataset(p, f"{_DATASETS_HELP} (default: --setting's)")
     _common(p)
@@ -402,6 +410,7 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
         from .gdu import gdu_study
 
         given = {"sizes": args.sizes, "T": args.T, "K": args.K, "eps": args.eps}
+        given |= {"continual_lr": args.continual_lr}
         given |= {"batch": args.batch_size, "data": args.dataset}
         over = {k: v for k, v in given.items() if v is not None}
         setting = None if args.setting in ("", "none") else args.setting

@@ -9,7 +9,11 @@ are compared with BPTT's gradients step by step. Variables per point are those o
 ``final_cosine_bptt`` / ``final_cosine_rbp`` per layer; ``free_residual``).
 
 The GDU property predicts ``rel_rmse`` -> 0 (and ``cosine`` -> 1) as ``beta`` -> 0 once
-the free phase has converged (``free_residual`` small).
+the free phase has converged (``free_residual`` small). With ``continual_lr`` (``eqprop
+study gdu --continual-lr LR``) the nudged phase is continual EP's (Ernoult et al. 2020,
+"Equilibrium Propagation with Continual Weight Updates"): the parameters change after
+every step, and the normalised updates track BPTT as long as ``LR / beta`` is small (the
+extra error grows as ``LR / beta``; docs/studies.rst).
 
 Dataset: dims ``beta``, ``seed``, ``t``, ``layer``, ``quantity``, ``element``;
 attribute ``study="gdu"``.
@@ -43,8 +47,10 @@ def gdu_point(
     n_trace: int = 5,
     dtype: str = "float64",
     data: str | None = None,
+    continual_lr: float | None = None,
 ) -> xr.Dataset:
-    """One point: :func:`eqprop.gdu.gdu` on the network and batch of ``seed``."""
+    """One point: :func:`eqprop.gdu.gdu` on the network and batch of ``seed``
+    (``continual_lr``: continual EP's learning rate, see :func:`eqprop.gdu.gdu`)."""
     from eqprop.gdu import gdu
     from eqprop.network import init_network
 
@@ -69,6 +75,7 @@ def gdu_point(
         dtype=dtype,
         n_trace=int(n_trace),
         seed=int(seed),
+        continual_lr=None if continual_lr is None else float(continual_lr),
     )
     return ds.drop_attrs(deep=False)
 
@@ -92,7 +99,8 @@ def gdu_study(
         of :func:`gdu_point`.
     **kwargs
         Overrides of :func:`gdu_point`'s settings (``sizes``, ``kind``, ``activation``,
-        ``eps``, ``T``, ``K``, ``nudge``, ``batch``, ``n_trace``, ``dtype``, ``data``);
+        ``eps``, ``T``, ``K``, ``nudge``, ``batch``, ``n_trace``, ``dtype``, ``data``,
+        ``continual_lr``: continual EP, Ernoult et al. 2020);
         the rest go to :func:`studies.sweep.sweep` (``out_dir``, ``path``, ``workers``...).
 
     Returns
@@ -112,6 +120,7 @@ def gdu_study(
         "n_trace",
         "dtype",
         "data",
+        "continual_lr",
     }
     fixed: dict[str, Any] = {}
     if setting is not None:
@@ -131,7 +140,12 @@ def gdu_study(
         gdu_point,
         {"beta": [float(b) for b in betas], "seed": [int(s) for s in seeds]},
         fixed=fixed,
-        title="GDU: EP nudged-phase updates versus BPTT gradients, over beta and seeds",
+        title=(
+            "GDU: EP nudged-phase updates versus BPTT gradients, over beta and seeds"
+            if fixed.get("continual_lr") is None
+            else f"GDU: continual EP (learning rate {float(fixed['continual_lr']):g}) "
+            "updates versus BPTT gradients, over beta and seeds"
+        ),
         study="gdu",
         config={"setting": setting},
         seeds=[int(s) for s in seeds],

@@ -23,8 +23,14 @@ function of its own parameter, the grid ``strength``:
   feedback ``feedback="random"`` (the error reaches the hidden layers through random
   matrices, as in feedback alignment, Lillicrap et al. 2016), against the exact gradient of
   that network;
-* ``chl``, ``generec-basic``, ``generec-symmetric``, ``generec-midpoint``, ``rbp``,
-  ``bptt``: none (parameter-free: the same value at every ``strength``).
+* ``coupled-limit``: the :math:`\eta \to 0` limit of coupled learning, computed directly
+  from the clamped output's sensitivity at the free state
+  (:func:`eqprop.rules.coupled_limit`: the output error preconditioned by the
+  Schur complement of the hidden block, :math:`(dy^0/d\theta)^\top S\,(y^0 - d)`; in a
+  box, the positive variant's limit), beside the exact gradient it is not;
+* ``chl``, ``generec-basic``, ``generec-symmetric``, ``generec-midpoint``,
+  ``coupled-limit``, ``rbp``, ``bptt``: none (parameter-free: the same value at every
+  ``strength``).
 
 The second phases of EP, CHL, GeneRec and coupled learning start from the free state and
 run to the same tolerance. ``rbp`` is the reference itself (a check: cosine 1); ``bptt``
@@ -82,6 +88,7 @@ PARAMETER: dict[str, str | None] = {
     "coupled-positive": "eta",
     "coupled-negative": "eta",
     "coupled-centered": "eta",
+    "coupled-limit": None,
     "rbp": None,
     "bptt": None,
     "recirculation": "lambda",
@@ -195,6 +202,7 @@ def rules_point(
     from eqprop.network import init_network
     from eqprop.phases import Dynamics, free_phase
     from eqprop.rules import BackpropThroughTime
+    from eqprop.rules.coupled import coupled_limit
 
     if rule not in PARAMETER:
         raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
@@ -227,12 +235,16 @@ def rules_point(
             )
             ref = _flat_layers(r.dW, r.db)
             if rule == "bptt":
-                step = BackpropThroughTime().estimate(net, x, d, Dynamics(T=T_bptt, eps=eps))
+                g = BackpropThroughTime().estimate(net, x, d, Dynamics(T=T_bptt, eps=eps)).gradient
+            elif rule == "coupled-limit":
+                g = coupled_limit(net, x, d, free.state, eps=eps, check_fixed_point=None)
             else:
-                step = _make_rule(rule, float(strength)).estimate(
-                    net, x, d, dyn, rng=np.random.default_rng(s), s0=free.state
+                g = (
+                    _make_rule(rule, float(strength))
+                    .estimate(net, x, d, dyn, rng=np.random.default_rng(s), s0=free.state)
+                    .gradient
                 )
-            est = _flat_layers(step.gradient.dW, step.gradient.db)
+            est = _flat_layers(g.dW, g.db)
         for l in range(min(L, len(est))):
             if rule == "recirculation" and l >= 2:
                 continue

@@ -7,6 +7,7 @@ import pytest
 import eqprop as E
 from eqprop.gradients import recurrent_backprop
 from eqprop.rules import GENEREC_FORMS, coupled_target, make_rule
+from eqprop.rules.coupled import coupled_limit
 
 CONVERGED = E.Dynamics(method="picard", eps=0.5, atol=1e-13, max_iter=20000)
 
@@ -244,3 +245,38 @@ def test_make_rule_builds_each_rule_with_its_parameters():
     assert make_rule("generec", generec_form="symmetric").form == "symmetric"
     r = make_rule("coupled", eta=0.2, variant="negative")
     assert (r.eta, r.variant) == (0.2, "negative")
+
+
+# ----------------------------------------------------------- the limit, computed directly
+def test_coupled_limit_equals_the_hessian_route(smooth_problem):
+    # coupled_limit goes through the step map's Jacobian and a directional derivative of
+    # dF/dtheta; the fixture through the energy's Hessian by central differences and S
+    net, x, d, limit, _, exact, _ = smooth_problem
+    s0 = E.free_phase(net, x, CONVERGED).state
+    direct = coupled_limit(net, x, d, s0).flat()
+    np.testing.assert_allclose(direct, limit, rtol=0, atol=1e-8 * np.abs(limit).max())
+    assert np.linalg.norm(direct - exact) > 1e-2 * np.linalg.norm(exact)  # not the gradient
+
+
+def test_positive_coupled_learning_tends_to_coupled_limit_in_the_box():
+    # hardsigmoid box: hidden units inside it are linear, so the clamped state is linear in
+    # eta and the positive variant's error to its limit is exactly first order
+    net = _net(sizes=(6, 5, 4, 3), seed=3)
+    x, d = _data(net.sizes, B=4, seed=1)
+    s0 = E.free_phase(net, x, CONVERGED).state
+    limit = coupled_limit(net, x, d, s0).flat()
+    etas = np.geomspace(1e-3, 1e-2, 4)
+    err = _errors(net, x, d, "positive", etas, limit)
+    slope = np.polyfit(np.log(etas), np.log(err), 1)[0]
+    assert abs(slope - 1) < 0.1, (slope, err)
+    assert err[0] < 1e-2 * np.linalg.norm(limit)
+
+
+def test_coupled_limit_refuses_what_it_cannot_compute():
+    net = E.init_network((4, 3, 2), cost="cross-entropy", dtype="float64", seed=0)
+    x, d = _data(net.sizes, B=2)
+    with pytest.raises(ValueError, match="cost='squared'"):
+        coupled_limit(net, x, d, np.zeros((2, net.n_state)))
+    net = _net(sizes=(4, 3, 2))
+    with pytest.warns(RuntimeWarning, match="not a fixed point"):
+        coupled_limit(net, x, d, np.full((2, net.n_state), 0.5))

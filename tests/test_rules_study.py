@@ -170,3 +170,20 @@ def test_graph_rules_cells_against_the_graph_reference():
     assert float(cell.cosine) == pytest.approx(cos, abs=1e-9)
     assert float(cell.rel_error) == pytest.approx(rel, rel=1e-9)
     assert str(ds.parameter.sel(rule="feedback-alignment", strength=0.01).values) == "beta"
+
+
+def test_coupled_limit_entry_is_where_the_positive_variant_goes_and_not_the_gradient():
+    # hardsigmoid box: the positive variant's limit; its cells match the positive variant's
+    # to first order in eta and stay far from the exact gradient (rel. error > 0.1)
+    ds = rules_study(
+        ("coupled-positive", "coupled-limit"),
+        (1e-3, 1e-2),
+        (0,),
+        **{**KW, "activation": "hardsigmoid"},
+    )
+    lim = ds.sel(rule="coupled-limit", seed=0)
+    pos = ds.sel(rule="coupled-positive", seed=0)
+    assert np.all(lim.cosine.values[0] == lim.cosine.values[1])  # parameter-free
+    gap = np.abs(pos.cosine - lim.cosine).values  # (strength, layer)
+    assert np.all(gap[0] < 1e-4) and gap[0].max() < gap[1].max()
+    assert np.all(lim.rel_error.values > 0.1)

@@ -8,11 +8,13 @@ from eqprop.cli import main
 from eqprop.presets import get_preset
 from eqprop.rules import (
     BackpropThroughTime,
+    ContinualEP,
     ContrastiveHebbian,
     CoupledLearning,
     EquilibriumPropagation,
     GeneRec,
     RecurrentBackprop,
+    ScaledFeedbackCHL,
 )
 from eqprop.train import TrainConfig, Trainer
 
@@ -42,7 +44,13 @@ RULE_RUNS = {
     # error while EP's finite nudge pulls them free (docs/rules.rst).
     "rbp": dict(rule="rbp", cost="cross-entropy"),
     "bptt": dict(rule="bptt", cost="cross-entropy"),
+    "continual": dict(rule="continual"),  # an SGD step after each nudged step (#13)
+    # gamma-scaled feedback: a graph chain on the general kernels (4.0 % at gamma 0.2)
+    "chl-scaled": dict(rule="chl-scaled", feedback="scaled", feedback_scale=0.2),
 }
+
+#: Runs slower than a few seconds (single-step phases, the general graph kernels): slow.
+SLOW_RUNS = ("continual", "chl-scaled")
 
 
 def _config(**changes):
@@ -52,7 +60,10 @@ def _config(**changes):
     return TrainConfig.from_dict(settings).validate()
 
 
-@pytest.mark.parametrize("name", list(RULE_RUNS))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RUNS else n for n in RULE_RUNS],
+)
 def test_each_rule_beats_ten_percent_test_error_on_digits(name):
     config = _config(**RULE_RUNS[name])
     trainer = Trainer(config, quiet=True)
@@ -63,6 +74,8 @@ def test_each_rule_beats_ten_percent_test_error_on_digits(name):
         "coupled": CoupledLearning,
         "rbp": RecurrentBackprop,
         "bptt": BackpropThroughTime,
+        "continual": ContinualEP,
+        "chl-scaled": ScaledFeedbackCHL,
     }
     assert type(trainer.rule) is classes[config.to_flat()["rule"]]
     assert getattr(trainer.rule, "estimator", None) == RULE_RUNS[name].get("estimator")
@@ -128,7 +141,10 @@ def test_train_config_refuses_bad_rule_settings(changes, message):
         (["--rule", "coupled", "--coupled-variant", "up"], "unknown coupled-learning variant"),
         (["--rule", "generec", "--generec-form", "half"], "unknown GeneRec form 'half'"),
         (["--rule", "bp"], "unknown rule 'bp'"),
-        (["--rule", "chl", "--beta", "0.5"], "--beta applies to --rule ep, not to --rule chl"),
+        (
+            ["--rule", "chl", "--beta", "0.5"],
+            "--beta applies to --rule ep, --rule continual, not to --rule chl",
+        ),
         (["--rule", "generec", "--eta", "0.5"], "--eta applies to --rule coupled"),
         (["--rule", "coupled", "--generec-form", "basic"], "--generec-form applies to --rule"),
     ],

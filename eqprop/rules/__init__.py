@@ -40,6 +40,10 @@ The backprop baselines, on the same networks, free phase and optimizer (they wra
 * recurrent backprop at the free state, :class:`RecurrentBackprop` (``"rbp"``);
 * backpropagation through the ``T`` free steps, :class:`BackpropThroughTime` (``"bptt"``).
 
+Continual EP (Ernoult et al. 2020), :class:`ContinualEP` (``"continual"``), updates the
+parameters at every step of its nudged phase (:mod:`eqprop.rules.continual`): it applies
+the optimizer itself (``applies_updates``).
+
 :func:`make_rule` builds any of them by name (``RULES``); it is what
 :class:`eqprop.train.Trainer` and ``eqprop train --rule`` use. See ``docs/rules.rst``.
 
@@ -67,11 +71,13 @@ from eqprop.rules.base import check_choice as _check_choice
 from eqprop.rules.bptt import BackpropThroughTime
 from eqprop.rules.chl import ContrastiveHebbian
 from eqprop.rules.chl_scaled import ScaledFeedbackCHL
-from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
+from eqprop.rules.continual import ContinualEP
+from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning, coupled_limit
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
 from eqprop.rules.holomorphic import HolomorphicEP
 from eqprop.rules.rbp import RBP_METHODS, RecurrentBackprop
+from eqprop.rules.recirculation import RecirculationRule
 from eqprop.rules.vfep import VectorFieldEP
 
 __all__ = [
@@ -83,6 +89,7 @@ __all__ = [
     "RULE_CLASSES",
     "RULE_OPTIONS",
     "BackpropThroughTime",
+    "ContinualEP",
     "ContrastiveHebbian",
     "CoupledLearning",
     "EquilibriumPropagation",
@@ -91,11 +98,13 @@ __all__ = [
     "HolomorphicEP",
     "LearningRule",
     "PhaseSpec",
+    "RecirculationRule",
     "RecurrentBackprop",
     "RuleOption",
     "RuleStep",
     "ScaledFeedbackCHL",
     "VectorFieldEP",
+    "coupled_limit",
     "coupled_target",
     "generec_gradient",
     "make_rule",
@@ -115,6 +124,8 @@ RULE_CLASSES: dict[str, type[LearningRule]] = {
     "coupled": CoupledLearning,
     "rbp": RecurrentBackprop,
     "bptt": BackpropThroughTime,
+    "continual": ContinualEP,
+    "recirculation": RecirculationRule,
 }
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
@@ -143,7 +154,7 @@ class RuleOption:
 #: Flat name (command-line ``dest``) -> :class:`RuleOption`, in the order of ``--help``.
 #: A flat name applies to every rule whose class takes ``param``.
 RULE_OPTIONS: dict[str, RuleOption] = {
-    "beta": RuleOption("beta", float, "nudging strength of --rule ep (nonzero)"),
+    "beta": RuleOption("beta", float, "nudging strength of --rule ep or continual (nonzero)"),
     "estimator": RuleOption("estimator", str, "--rule ep: one-sided, random-sign or symmetric"),
     "generec_form": RuleOption(
         "form", str, "--rule generec: basic, symmetric, midpoint or symmetric-midpoint"
@@ -155,6 +166,23 @@ RULE_OPTIONS: dict[str, RuleOption] = {
     ),
     "coupled_variant": RuleOption(
         "variant", str, "--rule coupled: positive, negative or centered (both, contrasted)"
+    ),
+    "regression": RuleOption(
+        "regression",
+        finite_float,
+        "--rule recirculation: regression lambda in [0, 1) of the visible group's second pass "
+        "(Hinton & McClelland's 0.75)",
+    ),
+    "hidden_regression": RuleOption(
+        "hidden_regression",
+        finite_float,
+        "--rule recirculation: the hidden groups' regression (None: --regression's)",
+    ),
+    "visible_activation": RuleOption(
+        "visible_activation", str, "--rule recirculation: sigmoid or linear visible units"
+    ),
+    "hidden_activation": RuleOption(
+        "hidden_activation", str, "--rule recirculation: sigmoid or linear hidden units"
     ),
 }
 
@@ -187,7 +215,11 @@ def make_rule(name: str, **params: Any) -> LearningRule:
     :class:`ScaledFeedbackCHL` (its gamma is the network's feedback scale);
     ``"generec"``: :class:`GeneRec` (``form``); ``"coupled"``: :class:`CoupledLearning`
     (``eta``, ``variant``); ``"rbp"``: :class:`RecurrentBackprop`; ``"bptt"``:
-    :class:`BackpropThroughTime` (through all ``T`` free steps).
+    :class:`BackpropThroughTime` (through all ``T`` free steps); ``"continual"``:
+    :class:`ContinualEP` (``beta``; it applies its own updates during the nudged phase,
+    ``estimate(..., apply=optimizer.step)``); ``"recirculation"``:
+    :class:`RecirculationRule` (the parameters of an unsupervised loop trained by
+    :class:`eqprop.recirculation.LoopTrainer`, not by phases).
 
     Raises
     ------

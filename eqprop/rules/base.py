@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -198,6 +199,10 @@ class LearningRule:
     name = "rule"
     #: Whether the rule clamps the output layer, which must then be part of the state.
     clamps_output = False
+    #: Whether the rule applies its own updates during its phases (continual EP): its
+    #: ``estimate`` then takes ``apply=optimizer.step`` and the gradient it returns is
+    #: already applied (the trainer does not apply it again).
+    applies_updates = False
 
     def check_cost(self, cost: str) -> None:
         """Raise ValueError if the rule cannot run on a network with this ``cost``."""
@@ -206,6 +211,10 @@ class LearningRule:
                 f"rule {self.name!r} clamps the output layer, which a cost={cost!r} readout "
                 "keeps outside the state; use cost='squared' (--cost squared) or rule 'ep'"
             )
+
+    def check_config(self, config: Any) -> None:
+        """Raise ValueError if the rule cannot train with this
+        :class:`eqprop.config.TrainConfig` (called by its ``validate``; default: any)."""
 
     def plan(self, rng: np.random.Generator | None) -> Sequence[PhaseSpec]:
         """Phases needed after the free phase, in the order they run."""
