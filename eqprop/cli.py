@@ -75,6 +75,9 @@ _TRAIN_FIELDS = (
     "generec_form",
     "eta",
     "coupled_variant",
+    "points",
+    "holomorphic_start",
+    "holomorphic_form",
     "nudge",
     "lrs",
     "momentum",
@@ -224,10 +227,15 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rule",
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
+        "holomorphic (complex nudges on a circle, docs/holomorphic.rst), "
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
-    g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")
+    g.add_argument(
+        "--beta",
+        type=float,
+        help="nudging strength of --rule ep (nonzero); --rule holomorphic: the radius |beta| > 0",
+    )
     g.add_argument("--estimator", help="--rule ep: one-sided, random-sign or symmetric")
     g.add_argument(
         "--generec-form",
@@ -243,6 +251,25 @@ def build_train_parser() -> argparse.ArgumentParser:
         "--coupled-variant",
         dest="coupled_variant",
         help="--rule coupled: positive, negative or centered (both, contrasted)",
+    )
+    g.add_argument(
+        "--points",
+        type=int,
+        metavar="N",
+        help="--rule holomorphic: N >= 2 nudged phases at |beta| exp(2 pi i k / N) "
+        "(N = 2 is the centered estimate)",
+    )
+    g.add_argument(
+        "--holomorphic-start",
+        dest="holomorphic_start",
+        help="--rule holomorphic: each phase starts from the previous point's state "
+        "(previous, the oscillating nudge) or from the free state (free)",
+    )
+    g.add_argument(
+        "--holomorphic-form",
+        dest="holomorphic_form",
+        help="--rule holomorphic: energy (tied feedback) or generalized (Laborieux & "
+        "Zenke 2024, any --feedback)",
     )
     g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
     lrs = g.add_argument("--lrs", type=float, nargs="+", help="learning rate per weight layer")
@@ -358,24 +385,27 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig.from_dict(settings).validate()
 
 
-#: Options that only one rule reads (TrainConfig field -> rule).
+#: Options that only some rules read (TrainConfig field -> the rules that read it).
 _RULE_OPTIONS = {
-    "beta": "ep",
-    "estimator": "ep",
-    "generec_form": "generec",
-    "eta": "coupled",
-    "coupled_variant": "coupled",
+    "beta": ("ep", "holomorphic"),
+    "estimator": ("ep",),
+    "generec_form": ("generec",),
+    "eta": ("coupled",),
+    "coupled_variant": ("coupled",),
+    "points": ("holomorphic",),
+    "holomorphic_start": ("holomorphic",),
+    "holomorphic_form": ("holomorphic",),
 }
 
 
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
     """Refuse an option given explicitly for a rule that does not read it."""
-    for field, owner in _RULE_OPTIONS.items():
-        if field in given and owner != rule:
+    for field, owners in _RULE_OPTIONS.items():
+        if field in given and rule not in owners:
             flag = "--" + field.replace("_", "-")
+            names = " or ".join(f"--rule {o}" for o in owners)
             raise UsageError(
-                f"{flag} applies to --rule {owner}, not to --rule {rule}; drop {flag} or "
-                f"use --rule {owner}"
+                f"{flag} applies to {names}, not to --rule {rule}; drop {flag} or use {names}"
             )
 
 

@@ -277,15 +277,22 @@ class TrainConfig:
         ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
         the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
         et al. (2019), ``s <- s + dt (g(s) - s)``.
-    rule : {"ep", "chl", "generec", "coupled", "rbp", "bptt"}
+    rule : {"ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "holomorphic"}
         Learning rule (:func:`eqprop.rules.make_rule`): Equilibrium Propagation (``beta``,
         ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``),
         coupled learning (``eta``, ``coupled_variant``), or the backprop baselines:
         recurrent backprop at the free state, BPTT through the ``T`` free steps. CHL,
         GeneRec and coupled learning clamp the output layer (``cost="squared"`` only);
-        their second phases run ``K`` steps like EP's nudged phases.
+        their second phases run ``K`` steps like EP's nudged phases. ``"holomorphic"``:
+        holomorphic EP (Laborieux & Zenke 2022), :class:`eqprop.rules.HolomorphicEP`:
+        ``points`` nudged phases at :math:`\\beta_k = |\\beta| e^{2\\pi ik/N}` on a
+        ``complex128`` copy of the network, ``K`` steps each; the parameters, the free
+        phase and the persistent particles stay real (the estimate's real part is
+        applied). It always trains a graph network (:attr:`uses_graph`) with holomorphic
+        activations (not ``"hardsigmoid"``).
     beta : float
-        Nudging strength of EP, nonzero.
+        Nudging strength of EP, nonzero; for ``rule="holomorphic"`` the radius
+        :math:`|\\beta| > 0` of the circle of nudges.
     estimator : {"one-sided", "random-sign", "symmetric"}
         EP gradient estimator.
     generec_form : {"basic", "symmetric", "midpoint", "symmetric-midpoint"}
@@ -294,6 +301,16 @@ class TrainConfig:
         Coupled learning's clamping factor in (0, 1] (:class:`eqprop.rules.CoupledLearning`).
     coupled_variant : {"positive", "negative", "centered"}
         Coupled learning's variant.
+    points : int
+        Holomorphic EP's number :math:`N \\ge 2` of nudged phases (``N = 2`` is the
+        centered estimate).
+    holomorphic_start : {"previous", "free"}
+        Where each holomorphic phase starts: the previous point's state (the oscillating
+        nudge) or the free state.
+    holomorphic_form : {"energy", "generalized"}
+        Holomorphic EP's estimator: the Fourier coefficient of :math:`\\partial
+        F/\\partial\\theta` (tied feedback) or the generalized estimator of Laborieux &
+        Zenke (2024) (any feedback).
     nudge : str
         Where the nudge enters the dynamics (``"inside"`` / ``"outside"`` the activation).
     lrs : tuple of float
@@ -383,6 +400,9 @@ class TrainConfig:
     generec_form: str = "basic"
     eta: float = 0.5
     coupled_variant: str = "centered"
+    points: int = 4
+    holomorphic_start: str = "previous"
+    holomorphic_form: str = "energy"
     nudge: str = "inside"
     lrs: tuple[float, ...] = (0.1, 0.05)
     momentum: float = 0.0
@@ -416,9 +436,11 @@ class TrainConfig:
     @property
     def uses_graph(self) -> bool:
         """Whether the network options (``output_activation``, ``feedback``,
-        ``feedback_scale``, ``skip``) ask for a graph network instead of the chain."""
+        ``feedback_scale``, ``skip``) or the rule (``"holomorphic"``: complex phases on
+        the graph kernels) ask for a graph network instead of the chain."""
         return (
-            self.output_activation is not None
+            self.rule == "holomorphic"
+            or self.output_activation is not None
             or self.feedback != "tied"
             or self.feedback_scale != 1.0
             or bool(self.skip)
@@ -441,6 +463,11 @@ class TrainConfig:
             )
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)):
             raise ValueError(f"beta is {self.beta!r}; give a finite nonzero number")
+        if self.rule == "holomorphic" and self.beta <= 0:
+            raise ValueError(
+                f"beta is {self.beta!r}; rule 'holomorphic' reads it as the radius |beta| of "
+                "the circle of nudges: give beta > 0, e.g. --beta 0.5"
+            )
         if self.beta == 0:
             raise ValueError(
                 "beta = 0 gives no learning signal (the nudged phase equals the free "
@@ -486,6 +513,8 @@ class TrainConfig:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
         self.make_rule().check_cost(self.cost)
+        if self.rule == "holomorphic":
+            self._validate_holomorphic(sizes)
         if self.rule == "chl-scaled" and self.feedback != "scaled":
             raise ValueError(
                 "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
@@ -495,6 +524,31 @@ class TrainConfig:
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
         return self
+
+    def _validate_holomorphic(self, sizes: tuple[int, ...]) -> None:
+        """Holomorphic EP needs holomorphic activations on every state layer and, in its
+        energy form, tied feedback; one line naming the layer or option to change."""
+        from eqprop.graph.build import chain_layer_names
+        from eqprop.graph.model import HOLOMORPHIC_ACTIVATIONS
+
+        names = chain_layer_names(len(sizes))
+        acts = [(n, self.activation) for n in names[1:-1]]
+        if self.cost == "squared":  # else the last layer is a readout, outside the state
+            acts.append((names[-1], self.output_activation or self.activation))
+        for layer, act in acts:
+            if act not in HOLOMORPHIC_ACTIVATIONS:
+                flag = "--output-activation" if act == self.output_activation else "--activation"
+                raise ValueError(
+                    f"rule 'holomorphic' runs complex states through the activations, but "
+                    f"layer {layer!r} has activation {act!r}, which is not holomorphic; use "
+                    f"{flag} sigmoid (or tanh, shifted-sigmoid)"
+                )
+        if self.feedback != "tied" and self.holomorphic_form == "energy":
+            raise ValueError(
+                f"rule 'holomorphic' with form 'energy' differentiates an energy, which "
+                f"feedback {self.feedback!r} does not have; use --feedback tied or "
+                "--holomorphic-form generalized (Laborieux & Zenke 2024)"
+            )
 
     def _validate_names(self) -> None:
         """The string settings must be names eqprop knows (the message lists them)."""
@@ -596,6 +650,9 @@ class TrainConfig:
             generec_form=self.generec_form,
             eta=self.eta,
             variant=self.coupled_variant,
+            points=self.points,
+            holomorphic_start=self.holomorphic_start,
+            holomorphic_form=self.holomorphic_form,
         )
 
     # ------------------------------------------------------------------ (de)serialise
@@ -919,6 +976,8 @@ def _phase_settings(config: TrainConfig, phase: str, T: int | None = None) -> st
             pairs.append(("beta", c.beta))
         elif c.rule == "coupled":
             pairs.append(("eta", c.eta))
+        elif c.rule == "holomorphic":
+            pairs += [("beta", c.beta), ("points", c.points)]
     pairs += [("kind", c.kind), ("activation", c.activation)]
     return ", ".join(f"{k}={v!r}" for k, v in pairs)
 

@@ -46,11 +46,10 @@ The backprop baselines, on the same networks, free phase and optimizer (they wra
 Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`,
 :mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
-:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks) and
-:mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks; neither is in
-``RULES`` yet: their phases need complex states or learned feedback that the trainer
-does not configure yet); everything is importable from
-:mod:`eqprop.rules`.
+:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks; ``"holomorphic"`` in
+``RULES``: the trainer keeps real parameters and a real free phase, the nudged phases run
+on a complex copy) and :mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph
+networks; not in ``RULES`` yet); everything is importable from :mod:`eqprop.rules`.
 """
 
 from __future__ import annotations
@@ -93,7 +92,7 @@ __all__ = [
 ]
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt")
+RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "holomorphic")
 
 
 def make_rule(
@@ -104,6 +103,9 @@ def make_rule(
     generec_form: str = "basic",
     eta: float = 0.5,
     variant: str = "centered",
+    points: int = 4,
+    holomorphic_start: str = "previous",
+    holomorphic_form: str = "energy",
 ) -> LearningRule:
     """A rule by name (``RULES``) with its parameters; the others are ignored.
 
@@ -112,7 +114,9 @@ def make_rule(
     is the network's feedback scale); ``"generec"``: :class:`GeneRec` (``generec_form``);
     ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
     :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
-    ``T`` free steps).
+    ``T`` free steps); ``"holomorphic"``: :class:`HolomorphicEP` (``beta`` its radius
+    :math:`|\\beta|`, ``points``, ``holomorphic_start``, ``holomorphic_form``; graph
+    networks with holomorphic activations).
 
     Raises
     ------
@@ -132,4 +136,8 @@ def make_rule(
         return RecurrentBackprop()
     if name == "bptt":
         return BackpropThroughTime()
+    if name == "holomorphic":
+        return HolomorphicEP(
+            beta=beta, points=points, start=holomorphic_start, form=holomorphic_form
+        )
     return CoupledLearning(eta=eta, variant=variant)
