@@ -86,7 +86,7 @@ def test_tied_network_generalized_and_energy_forms_agree_in_the_limit():
 
 def test_rule_equals_the_numpy_route_on_free_feedback():
     net, x, d, _ = _problem()
-    rule = HolomorphicEP(beta=0.5, points=8, form="generalized", start="free")
+    rule = HolomorphicEP(beta=0.5, points=8, generalized=True, start="free")
     step = rule.estimate(net, x, d, DYN)
     ref = H.holomorphic_ep(
         net, x, d, points=8, beta=0.5, form="generalized", start="free", s_free=step.free.state
@@ -100,10 +100,12 @@ def test_rule_equals_the_numpy_route_on_free_feedback():
 
 def test_generalized_bad_input():
     net, x, d, _ = _problem()
-    with pytest.raises(ValueError, match="form='generalized' takes untied"):
+    with pytest.raises(ValueError, match=r"generalized form takes untied feedback"):
         HolomorphicEP(beta=0.5, points=4).estimate(net, x, d, DYN)  # energy form, free B
     with pytest.raises(ValueError, match="unknown holomorphic EP form"):
-        HolomorphicEP(form="vector")
+        H.holomorphic_ep(net, x, d, points=4, beta=0.5, form="vector")
+    with pytest.raises(ValueError, match="generalized must be True or False"):
+        HolomorphicEP(generalized="yes")
     hard = chain([4, 6, 3], seed=1, activation="hardsigmoid", feedback="free")
     with pytest.raises(ValueError, match="layer 'h1' has activation 'hardsigmoid'"):
-        HolomorphicEP(form="generalized").estimate(hard, x, d, DYN)
+        HolomorphicEP(generalized=True).estimate(hard, x, d, DYN)

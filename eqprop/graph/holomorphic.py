@@ -181,7 +181,8 @@ def check_holomorphic(net: GraphNetwork, form: str = "energy") -> None:
             )
     if form == "energy":
         net.require_energy(
-            "the energy holomorphic EP differentiates (form='generalized' takes untied feedback)"
+            "the energy holomorphic EP differentiates (the generalized form takes untied "
+            "feedback: form='generalized', HolomorphicEP(generalized=True))"
         )
         return
     for c in net.couplings:

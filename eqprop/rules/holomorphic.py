@@ -11,7 +11,7 @@ the conventions) with the phases relaxed by :mod:`solvers` on the Numba graph ma
 
 real part kept (an estimate of :math:`\\partial\\mathcal L/\\partial\\theta`, batch mean;
 SGD does ``p -= lr * grad[name]``). ``N = 2`` is the symmetric (centered) estimate of
-Laborieux et al. 2021. ``form="generalized"`` is the estimator of Laborieux & Zenke
+Laborieux et al. 2021. ``generalized=True`` is the estimator of Laborieux & Zenke
 (2024) for networks without weight symmetry (free, random or scaled feedback):
 :func:`eqprop.graph.holomorphic.generalized_gradient` of the Fourier coefficient of the
 activities.
@@ -56,10 +56,10 @@ class HolomorphicEP(LearningRule):
     start : {"previous", "free"}
         Each phase starts from the previous point's final state (the paper's oscillating
         nudge; the first from the free state) or from the free state.
-    form : {"energy", "generalized"}
-        The Fourier coefficient of :math:`\\partial F/\\partial\\theta` (tied networks,
-        default) or the generalized estimator of Laborieux & Zenke (2024) (any feedback;
-        :mod:`eqprop.graph.holomorphic`).
+    generalized : bool
+        False (default): the Fourier coefficient of :math:`\\partial F/\\partial\\theta`
+        (form ``"energy"``, tied networks); True: the generalized estimator of Laborieux &
+        Zenke (2024) (form ``"generalized"``, any feedback; :mod:`eqprop.graph.holomorphic`).
     imag_tol : float or None
         Raise ValueError when :math:`\\|\\mathrm{Im}\\|/\\|\\mathrm{Re}\\|` of an estimate
         exceeds it (None, default: never; the value is in :attr:`last_imaginary`).
@@ -73,7 +73,7 @@ class HolomorphicEP(LearningRule):
     Notes
     -----
     Runs on a :class:`~eqprop.graph.GraphNetwork` whose couplings are tied (any feedback
-    with ``form="generalized"``, dense couplings), whose activations are holomorphic
+    with ``generalized=True``, dense couplings), whose activations are holomorphic
     (sigmoid, shifted sigmoid, tanh, identity) and which has no boxes
     (:func:`eqprop.graph.holomorphic.check_holomorphic`: a hard sigmoid is refused). The
     free phase runs in the network's real dtype on its usual path; the nudged phases on a
@@ -94,14 +94,18 @@ class HolomorphicEP(LearningRule):
         beta: float = 0.5,
         points: int = 4,
         start: str = "previous",
-        form: str = "energy",
+        generalized: bool = False,
         imag_tol: float | None = None,
     ):
         self.phases_plan = H.plan(points, beta, check_choice("start", start, H.START_MODES))
         self.beta = float(beta)
         self.points = int(points)
         self.start = start
-        self.form = H._check_form(form)
+        if not isinstance(generalized, bool | np.bool_):
+            raise ValueError(f"generalized must be True or False, got {generalized!r}")
+        self.generalized = bool(generalized)
+        #: the estimator's form in :mod:`eqprop.graph.holomorphic` ("energy"/"generalized")
+        self.form = "generalized" if generalized else "energy"
         if imag_tol is not None and not (np.isfinite(imag_tol) and imag_tol > 0):
             raise ValueError(f"imag_tol must be None or a finite number > 0, got {imag_tol!r}")
         self.imag_tol = imag_tol
@@ -110,7 +114,7 @@ class HolomorphicEP(LearningRule):
     def __repr__(self) -> str:
         return (
             f"HolomorphicEP(beta={self.beta}, points={self.points}, start={self.start!r}, "
-            f"form={self.form!r})"
+            f"generalized={self.generalized})"
         )
 
     def plan(self, rng: np.random.Generator | None) -> tuple[H.CirclePhase, ...]:  # type: ignore[override]
