@@ -109,3 +109,24 @@ def test_generalized_bad_input():
     hard = chain([4, 6, 3], seed=1, activation="hardsigmoid", feedback="free")
     with pytest.raises(ValueError, match="layer 'h1' has activation 'hardsigmoid'"):
         HolomorphicEP(generalized=True).estimate(hard, x, d, DYN)
+
+
+@pytest.mark.parametrize(
+    "kind,cost,skip", [("hopfield", "squared", ()), ("prototypical", "cross-entropy", ((0, 2),))]
+)
+def test_energy_form_bilinear_path_equals_the_combine_path(kind, cost, skip):
+    # the rewriting of the energy form with the activity coefficient (dense couplings)
+    # against one parameter_gradient per phase
+    net = chain([4, 6, 5, 3], seed=2, kind=kind, activation="sigmoid", cost=cost, skip=skip)
+    rng = np.random.default_rng(3)
+    x, d = rng.normal(size=(3, 4)), rng.uniform(0.0, 1.0, size=(3, 3))
+    phases = H.plan(3, 0.7, "previous")
+    cnet = H.as_complex(net)
+    free = H.relax(cnet, x).state
+    states = [H.relax(cnet, x, d, p.beta, s0=free).state for p in phases]
+    xc, dc = x.astype(np.complex128), d.astype(np.complex128)
+    a = H.estimate_from_states(cnet, xc, dc, phases, free, states, path="combine")
+    b = H.estimate_from_states(cnet, xc, dc, phases, free, states, path="bilinear")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-14, err_msg=k)

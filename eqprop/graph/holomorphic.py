@@ -383,21 +383,54 @@ def estimate_from_states(
     free: np.ndarray,
     states: Sequence[np.ndarray],
     form: str = "energy",
+    path: str = "auto",
 ) -> dict[str, np.ndarray]:
     """The complex estimate by parameter name from the free state and the phases' states
-    (complex ``cnet``, its dtype for ``x``, ``d`` and the states): :func:`combine` of
-    :math:`\\partial F/\\partial\\theta` (``"energy"``) or :func:`generalized_gradient` of
-    :func:`activity_coefficient` (``"generalized"``)."""
-    if _check_form(form) == "energy":
+    (complex ``cnet``, its dtype for ``x``, ``d`` and the states).
+
+    ``"energy"``: :func:`combine` of :math:`\\partial F/\\partial\\theta`; ``"generalized"``:
+    :func:`generalized_gradient` of :func:`activity_coefficient`. ``path`` chooses how the
+    energy form is computed: ``"combine"`` (one :func:`eqprop.graph.reference.parameter_gradient`
+    per phase, any coupling type) or ``"bilinear"`` (dense couplings; the same sum
+    rewritten with the activity coefficient :math:`\\delta_N`, equal to round-off: a
+    coupling term :math:`-\\overline{a_{src}^\\top a_{dst}}` has the coefficient
+    :math:`-\\overline{a^{0\\top}_{src}\\delta_{dst} + \\delta_{src}^\\top a^0_{dst}} -
+    \\frac1N\\sum_k \\overline{\\Delta_{k,src}^\\top\\Delta_{k,dst}}/\\beta_k` with
+    :math:`\\Delta_k = a(s^*_{\\beta_k}) - a(s^*_0)`, zero for the input, so a coupling from
+    the input costs one product instead of :math:`N + 1`); ``"auto"`` takes the bilinear
+    path when every coupling is dense.
+    """
+    if path not in ("auto", "combine", "bilinear"):
+        raise ValueError(f"unknown path {path!r}; choose 'auto', 'combine' or 'bilinear'")
+    dense = all(c.type == "dense" for c in cnet.couplings)
+    if _check_form(form) == "energy" and (path == "combine" or (path == "auto" and not dense)):
         g0 = R.parameter_gradient(cnet, x, free, d, 0.0)
         grads = [
             R.parameter_gradient(cnet, x, s, d, p.beta) for p, s in zip(phases, states, strict=True)
         ]
         return combine(phases, grads, g0)
-    delta = activity_coefficient(
-        phases, [R.activities(cnet, x, s) for s in states], R.activities(cnet, x, free)
-    )
-    return generalized_gradient(cnet, x, free, delta, d)
+    acts = [R.activities(cnet, x, s) for s in states]
+    acts0 = R.activities(cnet, x, free)
+    delta = activity_coefficient(phases, acts, acts0)
+    out = generalized_gradient(cnet, x, free, delta, d)
+    if form == "generalized":
+        return out
+    # the energy form: the cross terms of the products, and the readout's mean over phases
+    n, off, ro = x.shape[0], cnet.offsets, cnet.output_layer
+    for c in cnet.couplings:
+        if c.source in off and c.target in off:
+            for ph, a in zip(phases, acts, strict=True):
+                ds, dd = a[c.source] - acts0[c.source], a[c.target] - acts0[c.target]
+                out[f"{c.name}.W"] = out[f"{c.name}.W"] - ph.weight * (ds.T @ dd) / n
+    if ro.role == "readout":
+        errs = [R._softmax(R.readout_logits(cnet, a)) - d for a in acts]
+        for c in cnet.couplings:
+            if c.target == ro.name:
+                terms = [a[c.source].T @ e / n for a, e in zip(acts, errs, strict=True)]
+                out[f"{c.name}.W"] = sum(terms) / len(terms)
+        if ro.bias is not None:
+            out[f"{ro.name}.b"] = sum(e.mean(axis=0) for e in errs) / len(errs)
+    return out
 
 
 # ----------------------------------------------------------------------------- relaxation
