@@ -145,3 +145,42 @@ def test_cli_trains_with_holomorphic_ep(tmp_path, capsys):
     with xr.open_dataset(out / "history.nc") as h:
         test = h["test_error"].values
     assert np.all(np.isfinite(test)) and test[-1] < 0.6, test  # chance is 0.9 (0.29 when written)
+
+
+def test_holomorphic_checkpoint_resumes_exactly(tmp_path):
+    settings = dict(BASE, limit=30, epochs=2, generalized=True, feedback="free")
+    whole = Trainer(TrainConfig.from_flat(settings).validate(), quiet=True)
+    whole.run()
+    part = Trainer(
+        TrainConfig.from_flat(settings, output=str(tmp_path / "run")).validate(), quiet=True
+    )
+    part.run(epochs=1)
+    resumed = Trainer.from_checkpoint(tmp_path / "run" / "checkpoint.npz", quiet=True)
+    assert resumed.config.rule == whole.config.rule  # points, start, generalized kept
+    resumed.run()
+    a, b = _params(whole.net), _params(resumed.net)
+    assert "h1->y.B" in a  # the learned feedback of the generalized form
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_imaginary_part_is_round_off_from_the_free_state_and_checked_when_asked():
+    import eqprop as E
+    from eqprop.graph import chain
+    from eqprop.rules.holomorphic import HolomorphicEP
+
+    net = chain([4, 6, 3], seed=1, activation="sigmoid")
+    rng = np.random.default_rng(0)
+    x, d = rng.normal(size=(3, 4)), rng.uniform(0.0, 1.0, size=(3, 3))
+    dyn = E.Dynamics(method="fixed", T=30, K=3, eps=0.5)  # phases stop short of equilibrium
+    free = HolomorphicEP(beta=0.5, points=4, start="free", imag_tol=1e-12)
+    free.estimate(net, x, d, dyn)  # conjugate phases from one real state: conjugate states
+    assert free.last_imaginary < 1e-13
+    prev = HolomorphicEP(beta=0.5, points=4, start="previous")
+    prev.estimate(net, x, d, dyn)
+    assert prev.last_imaginary > 1e-6  # the truncation shows in the imaginary part
+    strict = HolomorphicEP(beta=0.5, points=4, start="previous", imag_tol=prev.last_imaginary / 2)
+    with pytest.raises(ValueError, match=r"imaginary part is .* of its real part"):
+        strict.estimate(net, x, d, dyn)
+    with pytest.raises(ValueError, match="imag_tol must be None or a finite number > 0"):
+        HolomorphicEP(imag_tol=0.0)
