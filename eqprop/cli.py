@@ -178,6 +178,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rule",
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
+        "holomorphic (complex nudges on a circle, docs/holomorphic.rst), "
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
