@@ -166,6 +166,16 @@ def positive_int(text: str) -> int:
     return int(value)
 
 
+def on_off(text: str) -> bool:
+    """A switch: ``on``/``off`` (also ``true``/``false``, ``yes``/``no``, ``1``/``0``)."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (seeds, counts that may be zero)."""
     value = _number(text, int, "an integer >= 0")

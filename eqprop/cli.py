@@ -180,6 +180,7 @@ def build_train_parser() -> argparse.ArgumentParser:
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
         "continual (continual EP: an SGD step after every nudged step), recirculation "
         "(unsupervised autoencoder loop on the images, --sizes N-K-N), "
+        "holomorphic (complex nudges on a circle, docs/holomorphic.rst), "
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )

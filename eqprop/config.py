@@ -50,6 +50,7 @@ from eqprop.phases import Dynamics
 
 __all__ = [
     "CONFIG_FORMAT",
+    "GRAPH_RULES",
     "PARTS",
     "DataConfig",
     "DynamicsConfig",
@@ -69,6 +70,8 @@ __all__ = [
 CONFIG_FORMAT = "eqprop-train-config-2"
 
 _DTYPES = ("float32", "float64")
+#: Rules that run on graph networks only (the trainer builds the chain's graph for them).
+GRAPH_RULES = ("holomorphic",)
 
 
 def parse_architecture(spec: str | Sequence[int]) -> tuple[int, ...]:
@@ -158,10 +161,11 @@ class NetworkConfig:
             or bool(self.skip)
         )
 
-    def make(self, seed: int) -> Any:
+    def make(self, seed: int, graph: bool = False) -> Any:
         """The network: :func:`eqprop.network.init_network`'s chain (weights drawn from
-        ``seed``), or, when :attr:`uses_graph`, that chain (same initial weights) changed
-        by :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
+        ``seed``), or, when :attr:`uses_graph` or ``graph`` (a rule that runs on graph
+        networks only), that chain (same initial weights) changed by
+        :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
         ``gamma = feedback_scale``, skip couplings drawn from ``seed``)."""
         from eqprop import network as _network
 
@@ -174,7 +178,7 @@ class NetworkConfig:
             seed=seed,
             init=self.init,
         )
-        if not self.uses_graph:
+        if not (self.uses_graph or graph):
             return net
         from eqprop.graph.build import extend_chain, from_network, parse_skip
 
@@ -560,12 +564,15 @@ class TrainConfig:
 
     @property
     def uses_graph(self) -> bool:
-        """Whether the network is a graph network (:attr:`NetworkConfig.uses_graph`)."""
-        return self.network.uses_graph
+        """Whether the network is a graph network (:attr:`NetworkConfig.uses_graph`, or a
+        rule of :data:`GRAPH_RULES`: holomorphic EP runs its complex phases on the graph
+        kernels)."""
+        return self.network.uses_graph or self.rule.name in GRAPH_RULES
 
     def make_network(self) -> Any:
-        """The network (:meth:`NetworkConfig.make` with the run's seed)."""
-        return self.network.make(self.run.seed)
+        """The network (:meth:`NetworkConfig.make` with the run's seed; a graph network
+        for a rule of :data:`GRAPH_RULES`)."""
+        return self.network.make(self.run.seed, graph=self.rule.name in GRAPH_RULES)
 
     def make_rule(self) -> Any:
         """The :class:`eqprop.rules.LearningRule` (:meth:`RuleConfig.make`)."""
@@ -592,6 +599,11 @@ class TrainConfig:
             beta = rule.params["beta"]
             if not (isinstance(beta, (int, float)) and math.isfinite(beta)):
                 raise ValueError(f"beta is {beta!r}; give a finite nonzero number")
+            if rule.name == "holomorphic" and beta <= 0:
+                raise ValueError(
+                    f"beta is {beta!r}; rule 'holomorphic' reads it as the radius |beta| of "
+                    "the circle of nudges: give beta > 0, e.g. --beta 0.5"
+                )
             if beta == 0:
                 raise ValueError(
                     "beta = 0 gives no learning signal (the nudged phase equals the free "
@@ -635,13 +647,15 @@ class TrainConfig:
             )
         dyn.free_dynamics()  # the free phases' Dynamics checks their combination
         self._validate_names()
-        if net.uses_graph:
+        if self.uses_graph:
             self._validate_graph_options(sizes)
         if net.dtype not in _DTYPES:
             raise ValueError(f"dtype {net.dtype!r}; choose float32 or float64")
         made = self.make_rule()
         made.check_cost(net.cost)
         made.check_config(self)  # the rule's own limits (continual EP, recirculation)
+        if rule.name == "holomorphic":
+            self._validate_holomorphic(sizes)
         if rule.name == "chl-scaled" and net.feedback != "scaled":
             raise ValueError(
                 "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
@@ -651,6 +665,32 @@ class TrainConfig:
         if not isinstance(run.seed, (int, np.integer)) or run.seed < 0:
             raise ValueError(f"seed is {run.seed!r}; give an integer >= 0")
         return self
+
+    def _validate_holomorphic(self, sizes: tuple[int, ...]) -> None:
+        """Holomorphic EP needs holomorphic activations on every state layer and, unless
+        ``generalized``, tied feedback; one line naming the layer or option to change."""
+        from eqprop.graph.build import chain_layer_names
+        from eqprop.graph.model import HOLOMORPHIC_ACTIVATIONS
+
+        net = self.network
+        names = chain_layer_names(len(sizes))
+        acts = [(n, net.activation) for n in names[1:-1]]
+        if net.cost == "squared":  # else the last layer is a readout, outside the state
+            acts.append((names[-1], net.output_activation or net.activation))
+        for layer, act in acts:
+            if act not in HOLOMORPHIC_ACTIVATIONS:
+                flag = "--output-activation" if act == net.output_activation else "--activation"
+                raise ValueError(
+                    f"rule 'holomorphic' runs complex states through the activations, but "
+                    f"layer {layer!r} has activation {act!r}, which is not holomorphic; use "
+                    f"{flag} sigmoid (or tanh, shifted-sigmoid)"
+                )
+        if net.feedback != "tied" and not self.rule.params["generalized"]:
+            raise ValueError(
+                f"rule 'holomorphic' differentiates an energy, which feedback "
+                f"{net.feedback!r} does not have; use --feedback tied or --generalized on "
+                "(the estimator of Laborieux & Zenke 2024)"
+            )
 
     def _validate_names(self) -> None:
         """The string settings must be names eqprop knows (the message lists them)."""

@@ -177,7 +177,9 @@ def test_replace_takes_parts_records_and_flat_names():
     assert coupled.rule == RuleConfig("coupled", {"eta": 0.3, "variant": "centered", "steps": "K"})
     assert cfg.replace(rule="chl").rule.params == {"steps": "K"}
     assert TrainConfig.from_flat(epochs=2) == cfg.replace(run={"epochs": 2})
-    with pytest.raises(ValueError, match="beta applies to rule ep, continual, not to rule 'chl'"):
+    with pytest.raises(
+        ValueError, match="beta applies to rule ep, continual, holomorphic, not to rule 'chl'"
+    ):
         cfg.replace(rule="chl", beta=0.5)
     with pytest.raises(ValueError, match=r"unknown training setting.*betta"):
         cfg.replace(betta=1.0)

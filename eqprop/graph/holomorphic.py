@@ -44,6 +44,38 @@ code's noiseless fast path starts each from the free state (``start="free"``). A
 convergence both give the same estimate when both land on the same branch of fixed
 points (close neighbouring points make the previous-state start follow the branch).
 
+Generalized form (Laborieux & Zenke 2024, ICLR, "Improving equilibrium propagation
+without weight symmetry through Jacobian homeostasis"): with untied feedback (``free``,
+``random``, ``scaled``) there is no energy and :math:`g(\\beta)` is not defined, but the
+dynamics :math:`s \\leftarrow G(s, \\theta, \\beta)` still have a branch of fixed points.
+Generalized EP (Scellier et al. 2018) contracts the local derivative of the dynamics with
+respect to the parameters, at the free state, with the neuronal error vector
+:math:`\\delta = da^*_\\beta/d\\beta|_{\\beta=0}` (:math:`a = \\rho(s)` hopfield, :math:`s`
+prototypical), and the paper estimates :math:`\\delta` exactly at finite nudges with the
+same Cauchy integral, now of the activities:
+
+.. math:: \\delta_N = \\frac1N\\sum_{k=0}^{N-1}\\frac{a(s^*_{\\beta_k}) - a(s^*_0)}{\\beta_k},
+          \\qquad \\widehat{\\nabla}^{\\mathrm{gen}}_N = -\\Lambda(a^0, \\delta_N)
+
+(real part kept), with :math:`\\Lambda` the bilinear local products of
+:func:`generalized_gradient` (a dense coupling's ``W``: :math:`\\overline{a^{0\\top}_{src}
+\\delta_{dst}}`, plus :math:`\\overline{\\delta_{src}^\\top a^0_{dst}}` when tied; a free
+``B``: :math:`\\overline{a^{0\\top}_{dst}\\delta_{src}}`; a bias: :math:`\\overline{\\delta_l}`;
+a readout: its direct :math:`\\partial C/\\partial\\theta`). As :math:`N\\to\\infty`,
+:math:`\\delta_N \\to q\\odot(I - J)^{-1}\\partial G/\\partial\\beta` (:math:`J =
+\\partial G/\\partial s` at the free state, :math:`q = da/ds`), whereas recurrent backprop
+(:mod:`eqprop.graph.backprop`) solves with :math:`(I - J^\\top)`: the estimate is exact when
+the Jacobian is symmetric in the sense of EP (tied feedback; then it is EP's theorem,
+:math:`d/d\\beta` of :math:`\\partial F/\\partial\\theta = -\\overline{a_{src}^\\top
+a_{dst}}`), and its remaining bias for an asymmetric network is the one the paper's
+Jacobian homeostasis reduces. This is the estimator of the paper's released code
+(github.com/Laborieux-Axel/generalized-holo-ep, ``models/dyn.py``: the mean over the
+:math:`N` points of the activities divided by :math:`\\beta_k`, real part, contracted with
+the vector-field derivative at the free state, plus the readout's direct gradient); the
+text of the paper available to us gave only its abstract. It differs from the energy form
+at finite :math:`N` (the energy form's Fourier coefficient of the product
+:math:`a_{src}^\\top a_{dst}` also aliases the cross terms), not in the limit.
+
 Everything here is NumPy on the reference map (:func:`eqprop.graph.reference.fixed_point_map`)
 in ``complex128`` (the reference route); :class:`eqprop.rules.holomorphic.HolomorphicEP`
 runs the same estimator with the phases through :mod:`solvers` on the Numba graph map.
@@ -61,14 +93,18 @@ from eqprop.graph import reference as R
 from eqprop.graph.model import HOLOMORPHIC_ACTIVATIONS, Coupling, GraphNetwork, Layer
 
 __all__ = [
+    "FORMS",
     "START_MODES",
     "CirclePhase",
     "HolomorphicResult",
     "RelaxResult",
+    "activity_coefficient",
     "as_complex",
     "check_holomorphic",
     "circle_points",
     "combine",
+    "estimate_from_states",
+    "generalized_gradient",
     "holomorphic_ep",
     "plan",
     "real_beta_ep",
@@ -77,6 +113,7 @@ __all__ = [
 ]
 
 START_MODES = ("previous", "free")
+FORMS = ("energy", "generalized")
 REAL_ESTIMATORS = ("one-sided", "centered")
 DIVERGED = 1e12  # relax gives up once one update exceeds this (the state is blowing up)
 
@@ -102,6 +139,16 @@ def _check_radius(beta: Any) -> float:
     return r
 
 
+def _check_form(form: str) -> str:
+    if form not in FORMS:
+        raise ValueError(
+            f"unknown holomorphic EP form {form!r}; choose 'energy' (the Fourier coefficient "
+            "of dF/dtheta, tied networks) or 'generalized' (Laborieux & Zenke 2024, any "
+            "feedback)"
+        )
+    return form
+
+
 def _check_start(start: str) -> str:
     if start not in START_MODES:
         raise ValueError(
@@ -111,13 +158,16 @@ def _check_start(start: str) -> str:
     return start
 
 
-def check_holomorphic(net: GraphNetwork) -> None:
+def check_holomorphic(net: GraphNetwork, form: str = "energy") -> None:
     """Raise a one-line ``ValueError`` unless ``net`` can run holomorphic EP.
 
-    Needs every coupling tied (an energy, so that :math:`g(\\beta)` is defined), every
-    state layer's activation holomorphic (:data:`~eqprop.graph.model.HOLOMORPHIC_ACTIVATIONS`;
-    a hard sigmoid is not) and no boxes (a projection is not holomorphic).
+    Needs every state layer's activation holomorphic
+    (:data:`~eqprop.graph.model.HOLOMORPHIC_ACTIVATIONS`; a hard sigmoid is not), no boxes
+    (a projection is not holomorphic) and, for ``form="energy"``, every coupling tied (an
+    energy, so that :math:`g(\\beta)` is defined). ``form="generalized"`` (any feedback)
+    needs dense couplings (:func:`generalized_gradient`).
     """
+    _check_form(form)
     for layer in net.state_layers:
         if layer.activation not in HOLOMORPHIC_ACTIVATIONS:
             raise ValueError(
@@ -129,13 +179,25 @@ def check_holomorphic(net: GraphNetwork) -> None:
                 f"holomorphic EP: layer {layer.name!r} has box {layer.box}, a projection "
                 "that is not holomorphic; set box=None"
             )
-    net.require_energy("the energy holomorphic EP differentiates")
+    if form == "energy":
+        net.require_energy(
+            "the energy holomorphic EP differentiates (the generalized form takes untied "
+            "feedback: form='generalized', HolomorphicEP(generalized=True))"
+        )
+        return
+    for c in net.couplings:
+        if c.type != "dense":
+            raise ValueError(
+                f"holomorphic EP, form 'generalized': coupling {c.name!r} is {c.type!r}; "
+                "it takes dense couplings only"
+            )
 
 
-def as_complex(net: GraphNetwork, dtype: Any = "complex128") -> GraphNetwork:
+def as_complex(net: GraphNetwork, dtype: Any = "complex128", form: str = "energy") -> GraphNetwork:
     """A ``complex128`` copy of ``net`` (same layers, couplings and parameters), after
-    :func:`check_holomorphic`. A complex network of that dtype is returned as it is."""
-    check_holomorphic(net)
+    :func:`check_holomorphic` (``form``). A complex network of that dtype is returned as
+    it is."""
+    check_holomorphic(net, form)
     if net.dtype == np.dtype(dtype):
         return net
 
@@ -225,6 +287,149 @@ def combine(
         for ph, g in zip(phases, nudged, strict=True):
             acc += ph.weight * (g[name] - g0)
         out[name] = acc
+    return out
+
+
+def activity_coefficient(
+    phases: Sequence[CirclePhase],
+    nudged: Sequence[Mapping[str, np.ndarray]],
+    free: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """:math:`\\delta_N = \\frac1N\\sum_k [a(s^*_{\\beta_k}) - a(s^*_0)]/\\beta_k` per state
+    layer (batch, size), complex: the estimate of the neuronal error vector
+    :math:`da^*_\\beta/d\\beta|_0` of the generalized form (module docstring).
+
+    ``nudged[k]`` and ``free`` are the activities
+    (:func:`eqprop.graph.reference.activities`) of the phases' states, by layer name; the
+    input's entry is skipped.
+    """
+    if len(phases) != len(nudged):
+        raise ValueError(f"activity_coefficient: {len(phases)} phases but {len(nudged)} states")
+    out: dict[str, np.ndarray] = {}
+    for name, a0 in free.items():
+        if name not in nudged[0]:
+            continue
+        acc = np.zeros(np.shape(a0), dtype=np.complex128)
+        for ph, a in zip(phases, nudged, strict=True):
+            acc += ph.weight * (a[name] - a0)
+        out[name] = acc
+    return out
+
+
+def generalized_gradient(
+    net: GraphNetwork, x, s0, delta: Mapping[str, np.ndarray], d
+) -> dict[str, np.ndarray]:
+    """:math:`-\\Lambda(a^0, \\delta)`: the local parameter derivative of the dynamics at the
+    free state contracted with an error vector ``delta`` (module docstring), batch mean,
+    by parameter name (the dtype of ``delta``: complex in, complex out).
+
+    A dense coupling ``src -> dst`` gets :math:`-\\overline{a^{0\\top}_{src}\\delta_{dst}}`,
+    plus :math:`-\\overline{\\delta^\\top_{src} a^0_{dst}}` when tied (times
+    :math:`\\gamma` when scaled); a free ``B`` gets :math:`-\\overline{a^{0\\top}_{dst}
+    \\delta_{src}}` (a random ``B`` is fixed); a state layer's bias
+    :math:`-\\overline{\\delta_l}`; the parameters of a readout their direct
+    :math:`\\partial C/\\partial\\theta` at ``s0``.
+
+    Parameters
+    ----------
+    net : GraphNetwork
+        Dense couplings (:func:`check_holomorphic` with ``form="generalized"``).
+    x, d : ndarray
+        Input (batch, n_in) and targets (batch, n_out).
+    s0 : ndarray (batch, n_state)
+        The free state.
+    delta : dict of ndarray
+        Error vector per state layer, (batch, size) (:func:`activity_coefficient`).
+    """
+    check_holomorphic(net, "generalized")
+    x = R._batch(net, x, net.n_in, "x", None)
+    s0 = R._batch(net, s0, net.n_state, "s0", x.shape[0])
+    d = R._batch(net, d, net.n_out, "d", x.shape[0])
+    acts = R.activities(net, x, s0)
+    off, out_layer, n = net.offsets, net.output_layer, x.shape[0]
+    err = None
+    if out_layer.role == "readout":
+        err = R._softmax(R.readout_logits(net, acts)) - d
+    grads: dict[str, np.ndarray] = {}
+    for c in net.couplings:
+        a_src = acts[c.source]
+        if c.target == out_layer.name and err is not None:
+            grads[f"{c.name}.W"] = a_src.T @ err / n
+            continue
+        gW = -(a_src.T @ delta[c.target]) / n
+        if c.source in off:
+            if c.feedback in ("tied", "scaled"):
+                gain = c.gamma if c.feedback == "scaled" else 1.0
+                gW = gW - gain * (delta[c.source].T @ acts[c.target]) / n
+            elif c.feedback == "free":
+                grads[f"{c.name}.B"] = -(acts[c.target].T @ delta[c.source]) / n
+        grads[f"{c.name}.W"] = gW
+    for layer in net.layers:
+        if layer.bias is None:
+            continue
+        if layer.role == "readout":
+            assert err is not None
+            grads[f"{layer.name}.b"] = err.mean(axis=0)
+        else:
+            grads[f"{layer.name}.b"] = layer.bias_gradient(-delta[layer.name].mean(axis=0))
+    return grads
+
+
+def estimate_from_states(
+    cnet: GraphNetwork,
+    x: np.ndarray,
+    d: np.ndarray,
+    phases: Sequence[CirclePhase],
+    free: np.ndarray,
+    states: Sequence[np.ndarray],
+    form: str = "energy",
+    path: str = "auto",
+) -> dict[str, np.ndarray]:
+    """The complex estimate by parameter name from the free state and the phases' states
+    (complex ``cnet``, its dtype for ``x``, ``d`` and the states).
+
+    ``"energy"``: :func:`combine` of :math:`\\partial F/\\partial\\theta`; ``"generalized"``:
+    :func:`generalized_gradient` of :func:`activity_coefficient`. ``path`` chooses how the
+    energy form is computed: ``"combine"`` (one :func:`eqprop.graph.reference.parameter_gradient`
+    per phase, any coupling type) or ``"bilinear"`` (dense couplings; the same sum
+    rewritten with the activity coefficient :math:`\\delta_N`, equal to round-off: a
+    coupling term :math:`-\\overline{a_{src}^\\top a_{dst}}` has the coefficient
+    :math:`-\\overline{a^{0\\top}_{src}\\delta_{dst} + \\delta_{src}^\\top a^0_{dst}} -
+    \\frac1N\\sum_k \\overline{\\Delta_{k,src}^\\top\\Delta_{k,dst}}/\\beta_k` with
+    :math:`\\Delta_k = a(s^*_{\\beta_k}) - a(s^*_0)`, zero for the input, so a coupling from
+    the input costs one product instead of :math:`N + 1`); ``"auto"`` takes the bilinear
+    path when every coupling is dense.
+    """
+    if path not in ("auto", "combine", "bilinear"):
+        raise ValueError(f"unknown path {path!r}; choose 'auto', 'combine' or 'bilinear'")
+    dense = all(c.type == "dense" for c in cnet.couplings)
+    if _check_form(form) == "energy" and (path == "combine" or (path == "auto" and not dense)):
+        g0 = R.parameter_gradient(cnet, x, free, d, 0.0)
+        grads = [
+            R.parameter_gradient(cnet, x, s, d, p.beta) for p, s in zip(phases, states, strict=True)
+        ]
+        return combine(phases, grads, g0)
+    acts = [R.activities(cnet, x, s) for s in states]
+    acts0 = R.activities(cnet, x, free)
+    delta = activity_coefficient(phases, acts, acts0)
+    out = generalized_gradient(cnet, x, free, delta, d)
+    if form == "generalized":
+        return out
+    # the energy form: the cross terms of the products, and the readout's mean over phases
+    n, off, ro = x.shape[0], cnet.offsets, cnet.output_layer
+    for c in cnet.couplings:
+        if c.source in off and c.target in off:
+            for ph, a in zip(phases, acts, strict=True):
+                ds, dd = a[c.source] - acts0[c.source], a[c.target] - acts0[c.target]
+                out[f"{c.name}.W"] = out[f"{c.name}.W"] - ph.weight * (ds.T @ dd) / n
+    if ro.role == "readout":
+        errs = [R._softmax(R.readout_logits(cnet, a)) - d for a in acts]
+        for c in cnet.couplings:
+            if c.target == ro.name:
+                terms = [a[c.source].T @ e / n for a, e in zip(acts, errs, strict=True)]
+                out[f"{c.name}.W"] = sum(terms) / len(terms)
+        if ro.bias is not None:
+            out[f"{ro.name}.b"] = sum(e.mean(axis=0) for e in errs) / len(errs)
     return out
 
 
@@ -332,6 +537,7 @@ def holomorphic_ep(
     points: int,
     beta: float,
     start: str = "previous",
+    form: str = "energy",
     s_free=None,
     eps: float = 0.5,
     nudge: str = "inside",
@@ -354,6 +560,10 @@ def holomorphic_ep(
         Radius :math:`|\\beta| > 0`.
     start : {"previous", "free"}
         Where each phase starts (module docstring).
+    form : {"energy", "generalized"}
+        The Fourier coefficient of :math:`\\partial F/\\partial\\theta` (tied networks), or
+        the generalized estimator of Laborieux & Zenke (2024), :func:`generalized_gradient`
+        of :func:`activity_coefficient` (any feedback; module docstring).
     s_free : ndarray (batch, n_state), optional
         The free fixed point (relaxed from zeros when None); the estimate is of the
         gradient at this state.
@@ -367,15 +577,14 @@ def holomorphic_ep(
         holomorphic, or a phase that does not converge.
     """
     phases = plan(points, beta, start)  # checks points, beta, start
-    cnet = as_complex(net)
+    cnet = as_complex(net, form=form)
     x = R._batch(cnet, x, cnet.n_in, "x", None)
     d = R._batch(cnet, d, cnet.n_out, "d", x.shape[0])
     if s_free is None:
         free = relax(cnet, x, eps=eps, atol=atol, max_iter=max_iter).state
     else:
         free = R._batch(cnet, s_free, cnet.n_state, "s_free", x.shape[0])
-    g0 = R.parameter_gradient(cnet, x, free, d, 0.0)
-    states, grads, iters, resid = [], [], [], []
+    states, iters, resid = [], [], []
     prev = free
     for ph in phases:
         s0 = free if ph.start == "free" else prev
@@ -383,9 +592,8 @@ def holomorphic_ep(
         states.append(r.state)
         iters.append(r.iterations)
         resid.append(r.residual)
-        grads.append(R.parameter_gradient(cnet, x, r.state, d, ph.beta))
         prev = r.state
-    coef = combine(phases, grads, g0)
+    coef = estimate_from_states(cnet, x, d, phases, free, states, form)
     max_imag = max(float(np.max(np.abs(v.imag))) for v in coef.values())
     out = coef if net.dtype.kind == "c" else {k: v.real.copy() for k, v in coef.items()}
     info = {"iterations": iters, "residuals": resid, "max_imag": max_imag, "free_state": free}

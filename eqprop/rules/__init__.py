@@ -50,10 +50,10 @@ the optimizer itself (``applies_updates``).
 Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`,
 :mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
-:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks) and
-:mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks; neither is in
-``RULES`` yet: their phases need complex states or learned feedback that the trainer
-does not configure yet); everything is importable from
+:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks; ``"holomorphic"`` in
+``RULES``: the trainer keeps real parameters, a real free phase and real particles, the
+nudged phases run on a complex copy) and :mod:`eqprop.rules.vfep` (vector-field EP,
+free-feedback graph networks; not in ``RULES`` yet); everything is importable from
 :mod:`eqprop.rules`.
 """
 
@@ -64,7 +64,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eqprop._cli_options import finite_float
+from eqprop._cli_options import finite_float, on_off
 from eqprop.network import Gradient
 from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
 from eqprop.rules.base import check_choice as _check_choice
@@ -126,6 +126,7 @@ RULE_CLASSES: dict[str, type[LearningRule]] = {
     "bptt": BackpropThroughTime,
     "continual": ContinualEP,
     "recirculation": RecirculationRule,
+    "holomorphic": HolomorphicEP,
 }
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
@@ -154,7 +155,12 @@ class RuleOption:
 #: Flat name (command-line ``dest``) -> :class:`RuleOption`, in the order of ``--help``.
 #: A flat name applies to every rule whose class takes ``param``.
 RULE_OPTIONS: dict[str, RuleOption] = {
-    "beta": RuleOption("beta", float, "nudging strength of --rule ep or continual (nonzero)"),
+    "beta": RuleOption(
+        "beta",
+        float,
+        "nudging strength of --rule ep or continual (nonzero); --rule holomorphic: the "
+        "radius |beta| > 0",
+    ),
     "estimator": RuleOption("estimator", str, "--rule ep: one-sided, random-sign or symmetric"),
     "generec_form": RuleOption(
         "form", str, "--rule generec: basic, symmetric, midpoint or symmetric-midpoint"
@@ -183,6 +189,24 @@ RULE_OPTIONS: dict[str, RuleOption] = {
     ),
     "hidden_activation": RuleOption(
         "hidden_activation", str, "--rule recirculation: sigmoid or linear hidden units"
+    ),
+    "points": RuleOption(
+        "points",
+        int,
+        "--rule holomorphic: N >= 2 nudged phases at |beta| exp(2 pi i k / N) (N = 2 is the "
+        "centered estimate)",
+    ),
+    "holomorphic_start": RuleOption(
+        "start",
+        str,
+        "--rule holomorphic: each phase starts from the previous point's state (previous, "
+        "the oscillating nudge) or from the free state (free)",
+    ),
+    "generalized": RuleOption(
+        "generalized",
+        on_off,
+        "--rule holomorphic: on = the generalized estimator of Laborieux & Zenke 2024, for "
+        "untied --feedback (off: the energy form, tied feedback)",
     ),
 }
 
@@ -219,7 +243,9 @@ def make_rule(name: str, **params: Any) -> LearningRule:
     :class:`ContinualEP` (``beta``; it applies its own updates during the nudged phase,
     ``estimate(..., apply=optimizer.step)``); ``"recirculation"``:
     :class:`RecirculationRule` (the parameters of an unsupervised loop trained by
-    :class:`eqprop.recirculation.LoopTrainer`, not by phases).
+    :class:`eqprop.recirculation.LoopTrainer`, not by phases); ``"holomorphic"``:
+    :class:`HolomorphicEP` (``beta`` its radius :math:`|\\beta|`, ``points``, ``start``,
+    ``generalized``; graph networks with holomorphic activations).
 
     Raises
     ------

@@ -11,7 +11,19 @@ the conventions) with the phases relaxed by :mod:`solvers` on the Numba graph ma
 
 real part kept (an estimate of :math:`\\partial\\mathcal L/\\partial\\theta`, batch mean;
 SGD does ``p -= lr * grad[name]``). ``N = 2`` is the symmetric (centered) estimate of
-Laborieux et al. 2021.
+Laborieux et al. 2021. ``generalized=True`` is the estimator of Laborieux & Zenke
+(2024) for networks without weight symmetry (free, random or scaled feedback):
+:func:`eqprop.graph.holomorphic.generalized_gradient` of the Fourier coefficient of the
+activities.
+
+Real part: the parameters stay real. For a real network the points come in conjugate
+pairs :math:`\\beta_{N-k} = \\bar\\beta_k`; phases started from the (real) free state
+reach conjugate states, so the imaginary part of the estimate is round-off. Phases started
+from the previous point (``start="previous"``) with a fixed step budget end at states
+that are not exact conjugates, and the imaginary part measures that truncation: the rule
+keeps the relative size :math:`\\|\\mathrm{Im}\\|/\\|\\mathrm{Re}\\|` of its last estimate
+in :attr:`HolomorphicEP.last_imaginary` (and raises when it exceeds ``imag_tol``, when
+given).
 """
 
 from __future__ import annotations
@@ -44,15 +56,29 @@ class HolomorphicEP(LearningRule):
     start : {"previous", "free"}
         Each phase starts from the previous point's final state (the paper's oscillating
         nudge; the first from the free state) or from the free state.
+    generalized : bool
+        False (default): the Fourier coefficient of :math:`\\partial F/\\partial\\theta`
+        (form ``"energy"``, tied networks); True: the generalized estimator of Laborieux &
+        Zenke (2024) (form ``"generalized"``, any feedback; :mod:`eqprop.graph.holomorphic`).
+    imag_tol : float or None
+        Raise ValueError when :math:`\\|\\mathrm{Im}\\|/\\|\\mathrm{Re}\\|` of an estimate
+        exceeds it (None, default: never; the value is in :attr:`last_imaginary`).
+
+    Attributes
+    ----------
+    last_imaginary : float
+        :math:`\\|\\mathrm{Im}\\,\\widehat\\nabla\\|/\\|\\mathrm{Re}\\,\\widehat\\nabla\\|` of the
+        last estimate, all parameters together (NaN before the first).
 
     Notes
     -----
-    Runs on a :class:`~eqprop.graph.GraphNetwork` whose couplings are tied, whose
-    activations are holomorphic (sigmoid, shifted sigmoid, tanh, identity) and which has
-    no boxes (:func:`eqprop.graph.holomorphic.check_holomorphic`: a hard sigmoid is
-    refused). The free phase runs in the network's real dtype on its usual path; the
-    nudged phases on a ``complex128`` copy, through the general graph kernels, with the
-    same solver method (a fixed-steps ``dyn`` gives each phase ``dyn.K`` steps).
+    Runs on a :class:`~eqprop.graph.GraphNetwork` whose couplings are tied (any feedback
+    with ``generalized=True``, dense couplings), whose activations are holomorphic
+    (sigmoid, shifted sigmoid, tanh, identity) and which has no boxes
+    (:func:`eqprop.graph.holomorphic.check_holomorphic`: a hard sigmoid is refused). The
+    free phase runs in the network's real dtype on its usual path; the nudged phases on a
+    ``complex128`` copy, through the general graph kernels, with the same solver method
+    (a fixed-steps ``dyn`` gives each phase ``dyn.K`` steps).
 
     Examples
     --------
@@ -63,14 +89,33 @@ class HolomorphicEP(LearningRule):
 
     name = "holomorphic"
 
-    def __init__(self, beta: float = 0.5, points: int = 4, start: str = "previous"):
+    def __init__(
+        self,
+        beta: float = 0.5,
+        points: int = 4,
+        start: str = "previous",
+        generalized: bool = False,
+        imag_tol: float | None = None,
+    ):
         self.phases_plan = H.plan(points, beta, check_choice("start", start, H.START_MODES))
         self.beta = float(beta)
         self.points = int(points)
         self.start = start
+        if not isinstance(generalized, bool | np.bool_):
+            raise ValueError(f"generalized must be True or False, got {generalized!r}")
+        self.generalized = bool(generalized)
+        #: the estimator's form in :mod:`eqprop.graph.holomorphic` ("energy"/"generalized")
+        self.form = "generalized" if generalized else "energy"
+        if imag_tol is not None and not (np.isfinite(imag_tol) and imag_tol > 0):
+            raise ValueError(f"imag_tol must be None or a finite number > 0, got {imag_tol!r}")
+        self.imag_tol = imag_tol
+        self.last_imaginary = float("nan")
 
     def __repr__(self) -> str:
-        return f"HolomorphicEP(beta={self.beta}, points={self.points}, start={self.start!r})"
+        return (
+            f"HolomorphicEP(beta={self.beta}, points={self.points}, start={self.start!r}, "
+            f"generalized={self.generalized})"
+        )
 
     def plan(self, rng: np.random.Generator | None) -> tuple[H.CirclePhase, ...]:  # type: ignore[override]
         """The ``N`` phases (:class:`eqprop.graph.holomorphic.CirclePhase`), in order."""
@@ -82,13 +127,20 @@ class HolomorphicEP(LearningRule):
         ``phases`` holds ``"free"`` and ``"nudged0"`` .. ``"nudged{N-1}"`` with states on
         the complex copy ``cx.graph`` (as :meth:`estimate` builds them).
         """
-        cnet = cx.graph
-        x = cx.x
-        g0 = R.parameter_gradient(cnet, x, phases["free"].state, d, 0.0)
-        grads = [
-            R.parameter_gradient(cnet, x, phases[p.name].state, d, p.beta) for p in self.phases_plan
-        ]
-        coef = H.combine(self.phases_plan, grads, g0)
+        states = [phases[p.name].state for p in self.phases_plan]
+        coef = H.estimate_from_states(
+            cx.graph, cx.x, d, self.phases_plan, phases["free"].state, states, self.form
+        )
+        re = np.sqrt(sum(float(np.sum(v.real**2)) for v in coef.values()))
+        im = np.sqrt(sum(float(np.sum(v.imag**2)) for v in coef.values()))
+        self.last_imaginary = im / re if re > 0 else (0.0 if im == 0 else float("inf"))
+        if self.imag_tol is not None and not self.last_imaginary <= self.imag_tol:
+            raise ValueError(
+                f"holomorphic EP: the estimate's imaginary part is {self.last_imaginary:.3g} "
+                f"of its real part (> imag_tol={self.imag_tol:g}); the conjugate phases did "
+                "not reach conjugate states: more steps (K), a tolerance-based method, or "
+                "start='free'"
+            )
         return _ordered(net, {k: v.real for k, v in coef.items()})
 
     def estimate(  # type: ignore[override]
@@ -114,7 +166,7 @@ class HolomorphicEP(LearningRule):
                 "holomorphic EP runs on a GraphNetwork (complex states through the graph "
                 "kernels); convert the network with eqprop.graph.from_network"
             )
-        cnet = H.as_complex(net)  # checks: tied, holomorphic activations, no boxes
+        cnet = H.as_complex(net, form=self.form)  # holomorphic activations, no boxes, tied
         cx = clamp(net, x)
         d = check_graph_batch(net, d, net.n_out, "d", cx.batch)
         free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
