@@ -75,6 +75,7 @@ _TRAIN_FIELDS = (
     "generec_form",
     "eta",
     "coupled_variant",
+    "homeostasis",
     "nudge",
     "lrs",
     "momentum",
@@ -224,10 +225,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--rule",
         help="learning rule: ep, chl, chl-scaled (with --feedback scaled), generec, coupled, "
-        "or the backprop baselines rbp, bptt "
+        "vf-ep (vector-field EP, with --feedback free), or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
-    g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")
+    g.add_argument("--beta", type=float, help="nudging strength of --rule ep or vf-ep (nonzero)")
     g.add_argument("--estimator", help="--rule ep: one-sided, random-sign or symmetric")
     g.add_argument(
         "--generec-form",
@@ -243,6 +244,12 @@ def build_train_parser() -> argparse.ArgumentParser:
         "--coupled-variant",
         dest="coupled_variant",
         help="--rule coupled: positive, negative or centered (both, contrasted)",
+    )
+    g.add_argument(
+        "--homeostasis",
+        type=finite_float,
+        help="--rule ep|vf-ep on untied feedback: strength >= 0 of the Jacobian homeostasis "
+        "penalty (Laborieux & Zenke 2024); default 0 (off)",
     )
     g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
     lrs = g.add_argument("--lrs", type=float, nargs="+", help="learning rate per weight layer")
@@ -359,23 +366,25 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 #: Options that only one rule reads (TrainConfig field -> rule).
-_RULE_OPTIONS = {
-    "beta": "ep",
-    "estimator": "ep",
-    "generec_form": "generec",
-    "eta": "coupled",
-    "coupled_variant": "coupled",
+_RULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "beta": ("ep", "vf-ep"),
+    "estimator": ("ep",),
+    "generec_form": ("generec",),
+    "eta": ("coupled",),
+    "coupled_variant": ("coupled",),
+    "homeostasis": ("ep", "vf-ep"),
 }
 
 
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
     """Refuse an option given explicitly for a rule that does not read it."""
-    for field, owner in _RULE_OPTIONS.items():
-        if field in given and owner != rule:
+    for field, owners in _RULE_OPTIONS.items():
+        if field in given and rule not in owners:
             flag = "--" + field.replace("_", "-")
+            owner = " or ".join(owners)
             raise UsageError(
                 f"{flag} applies to --rule {owner}, not to --rule {rule}; drop {flag} or "
-                f"use --rule {owner}"
+                f"use --rule {owners[0]}"
             )
 
 

@@ -277,9 +277,13 @@ class TrainConfig:
         ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
         the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
         et al. (2019), ``s <- s + dt (g(s) - s)``.
-    rule : {"ep", "chl", "generec", "coupled", "rbp", "bptt"}
+    rule : {"ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "vf-ep"}
         Learning rule (:func:`eqprop.rules.make_rule`): Equilibrium Propagation (``beta``,
-        ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``),
+        ``estimator``; on ``feedback="free"`` it gives ``B`` the transpose of ``W``'s
+        update, so ``W - B^T`` only changes by weight decay or ``homeostasis``),
+        vector-field EP (``"vf-ep"``, ``beta``, one-sided; ``W`` and ``B`` each get their
+        local contrastive update; needs ``feedback="free"``), contrastive Hebbian
+        learning, GeneRec (``generec_form``),
         coupled learning (``eta``, ``coupled_variant``), or the backprop baselines:
         recurrent backprop at the free state, BPTT through the ``T`` free steps. CHL,
         GeneRec and coupled learning clamp the output layer (``cost="squared"`` only);
@@ -294,6 +298,11 @@ class TrainConfig:
         Coupled learning's clamping factor in (0, 1] (:class:`eqprop.rules.CoupledLearning`).
     coupled_variant : {"positive", "negative", "centered"}
         Coupled learning's variant.
+    homeostasis : float
+        Strength >= 0 of the Jacobian homeostasis penalty (Laborieux & Zenke 2024,
+        :mod:`eqprop.rules.homeostasis`) added to the update of ``rule="ep"`` or
+        ``rule="vf-ep"``; needs untied feedback (``feedback`` free, random or scaled) and
+        the hopfield kind. 0 (default): off.
     nudge : str
         Where the nudge enters the dynamics (``"inside"`` / ``"outside"`` the activation).
     lrs : tuple of float
@@ -383,6 +392,7 @@ class TrainConfig:
     generec_form: str = "basic"
     eta: float = 0.5
     coupled_variant: str = "centered"
+    homeostasis: float = 0.0
     nudge: str = "inside"
     lrs: tuple[float, ...] = (0.1, 0.05)
     momentum: float = 0.0
@@ -486,6 +496,19 @@ class TrainConfig:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
         self.make_rule().check_cost(self.cost)
+        if self.rule == "vf-ep" and self.feedback != "free":
+            raise ValueError(
+                "rule 'vf-ep' learns separate feedback weights B; give feedback='free' "
+                f"(--feedback free), not {self.feedback!r}"
+            )
+        if self.homeostasis != 0 and self.feedback == "tied":
+            raise ValueError(
+                "homeostasis penalises the asymmetric part of the Jacobian, and a network "
+                "whose couplings are all tied (feedback W^T) has none; give --feedback "
+                "free|random|scaled or drop --homeostasis"
+            )
+        if self.homeostasis != 0 and self.kind != "hopfield":
+            raise ValueError(f"homeostasis is implemented for the hopfield kind, not {self.kind!r}")
         if self.rule == "chl-scaled" and self.feedback != "scaled":
             raise ValueError(
                 "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
@@ -596,6 +619,7 @@ class TrainConfig:
             generec_form=self.generec_form,
             eta=self.eta,
             variant=self.coupled_variant,
+            homeostasis=self.homeostasis,
         )
 
     # ------------------------------------------------------------------ (de)serialise

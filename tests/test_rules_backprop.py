@@ -188,7 +188,7 @@ def test_cli_trains_with_the_backprop_baselines(capsys):
         assert code == 0
         assert "test error:" in capsys.readouterr().out
     assert main(["train", "--preset", "digits", "--rule", "rbp", "--beta", "0.5", "-q"]) == 2
-    assert "--beta applies to --rule ep, not to --rule rbp" in capsys.readouterr().err
+    assert "--beta applies to --rule ep or vf-ep, not to --rule rbp" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("feedback", ["tied", "random"])

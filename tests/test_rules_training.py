@@ -127,7 +127,10 @@ def test_train_config_refuses_bad_rule_settings(changes, message):
         (["--rule", "coupled", "--coupled-variant", "up"], "unknown coupled-learning variant"),
         (["--rule", "generec", "--generec-form", "half"], "unknown GeneRec form 'half'"),
         (["--rule", "bp"], "unknown rule 'bp'"),
-        (["--rule", "chl", "--beta", "0.5"], "--beta applies to --rule ep, not to --rule chl"),
+        (
+            ["--rule", "chl", "--beta", "0.5"],
+            "--beta applies to --rule ep or vf-ep, not to --rule chl",
+        ),
         (["--rule", "generec", "--eta", "0.5"], "--eta applies to --rule coupled"),
         (["--rule", "coupled", "--generec-form", "basic"], "--generec-form applies to --rule"),
     ],

@@ -46,11 +46,11 @@ The backprop baselines, on the same networks, free phase and optimizer (they wra
 Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.chl`, :mod:`eqprop.rules.generec`, :mod:`eqprop.rules.coupled`,
 :mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
-:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks) and
-:mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks; neither is in
-``RULES`` yet: their phases need complex states or learned feedback that the trainer
-does not configure yet); everything is importable from
-:mod:`eqprop.rules`.
+:mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks; not in ``RULES`` yet),
+:mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks, ``"vf-ep"``) and
+:mod:`eqprop.rules.homeostasis` (the Jacobian homeostasis of Laborieux & Zenke 2024, a
+penalty :class:`Homeostatic` adds to ``"ep"`` or ``"vf-ep"`` on untied feedback);
+everything is importable from :mod:`eqprop.rules`.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
 from eqprop.rules.holomorphic import HolomorphicEP
+from eqprop.rules.homeostasis import Homeostatic, check_strength
 from eqprop.rules.rbp import RBP_METHODS, RecurrentBackprop
 from eqprop.rules.vfep import VectorFieldEP
 
@@ -72,6 +73,7 @@ __all__ = [
     "COUPLED_VARIANTS",
     "ESTIMATORS",
     "GENEREC_FORMS",
+    "HOMEOSTASIS_RULES",
     "RBP_METHODS",
     "RULES",
     "BackpropThroughTime",
@@ -81,6 +83,7 @@ __all__ = [
     "GeneRec",
     "Gradient",
     "HolomorphicEP",
+    "Homeostatic",
     "LearningRule",
     "PhaseSpec",
     "RecurrentBackprop",
@@ -93,7 +96,10 @@ __all__ = [
 ]
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt")
+RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "vf-ep")
+
+#: Rules that take ``homeostasis`` (a penalty on the network's asymmetry: untied feedback).
+HOMEOSTASIS_RULES = ("ep", "vf-ep")
 
 
 def make_rule(
@@ -104,6 +110,7 @@ def make_rule(
     generec_form: str = "basic",
     eta: float = 0.5,
     variant: str = "centered",
+    homeostasis: float = 0.0,
 ) -> LearningRule:
     """A rule by name (``RULES``) with its parameters; the others are ignored.
 
@@ -112,14 +119,32 @@ def make_rule(
     is the network's feedback scale); ``"generec"``: :class:`GeneRec` (``generec_form``);
     ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
     :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
-    ``T`` free steps).
+    ``T`` free steps); ``"vf-ep"``: :class:`VectorFieldEP` (``beta``; W and a free B
+    both get local contrastive updates, Scellier et al. 2018).
+
+    ``homeostasis`` > 0 (``"ep"`` and ``"vf-ep"`` only) wraps the rule in
+    :class:`Homeostatic`: its update plus ``homeostasis`` times the gradient of the
+    Jacobian-asymmetry penalty at the free state (Laborieux & Zenke 2024); the network
+    must then have untied feedback (checked when the rule runs).
 
     Raises
     ------
     ValueError
-        Unknown name, or a parameter outside its range (the rule's own message).
+        Unknown name, or a parameter outside its range (the rule's own message), a
+        negative homeostasis strength, or homeostasis for a rule that does not take it.
     """
     _check_choice("rule", name, RULES)
+    strength = check_strength(homeostasis)
+    if strength > 0:
+        if name not in HOMEOSTASIS_RULES:
+            raise ValueError(
+                f"homeostasis applies to rule {' or '.join(HOMEOSTASIS_RULES)} (on untied "
+                f"feedback), not to rule {name!r}; drop homeostasis or change the rule"
+            )
+        inner = make_rule(name, beta=beta, estimator=estimator)
+        return Homeostatic(inner, strength)
+    if name == "vf-ep":
+        return VectorFieldEP(beta=beta)
     if name == "ep":
         return EquilibriumPropagation(beta=beta, estimator=estimator)
     if name == "chl":

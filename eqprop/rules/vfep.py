@@ -23,7 +23,16 @@ EP's one-sided update plus :math:`\\frac{1}{\\beta n_b}\\Delta\\rho_{src}^\\top
 :math:`\\rho^\\beta_s{}^\\top\\rho^\\beta_d - \\rho^0_s{}^\\top\\rho^0_d =
 \\rho^0_s{}^\\top\\Delta\\rho_d + \\Delta\\rho_s^\\top\\rho^0_d +
 \\Delta\\rho_s^\\top\\Delta\\rho_d`.
-Hopfield kind, a cost on a state output layer.
+Hopfield kind, a cost on a state output layer; every coupling between state layers has
+free (learned ``B``) or random (fixed ``B``: only ``W`` learns) feedback.
+
+Contrast with ``EquilibriumPropagation`` (``--rule ep``) on the same free-feedback
+network: EP contrasts the product :math:`\rho(s_{src})^\top\rho(s_{dst})` of each
+coupling between the phases, and gives ``B`` the transpose of ``W``'s update, so the
+updates leave the asymmetry :math:`W - B^\top` unchanged (only weight decay and the
+homeostasis penalty of :mod:`eqprop.rules.homeostasis` change it). VF-EP's updates of
+``W`` and ``B^T`` differ (presynaptic activity at the free state, postsynaptic change), so
+``B`` can drift towards or away from ``W^T``.
 """
 
 from __future__ import annotations
@@ -91,6 +100,12 @@ def vf_ep_gradient(net: GraphNetwork, x, d, s0, sb, beta: float):
             continue  # from the input (EP's update) or into a readout (refused above)
         if c.type != "dense":
             raise ValueError(f"vector-field EP: coupling {c.name!r} is {c.type!r}, not dense")
+        if c.feedback not in ("free", "random"):
+            raise ValueError(
+                f"vector-field EP: coupling {c.name!r} has feedback {c.feedback!r}; its local "
+                "updates are defined for separate feedback weights B (feedback 'free', or "
+                "'random' with B fixed); use --feedback free (or rule 'ep' on tied weights)"
+            )
         src0, dst0 = a0[c.source], a0[c.target]
         dsrc, ddst = ab[c.source] - src0, ab[c.target] - dst0
         grads[f"{c.name}.W"] = -(src0.T @ ddst) / (b * n)
