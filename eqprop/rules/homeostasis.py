@@ -37,6 +37,10 @@ so the diagonal cancels and, per coupling with :math:`E_c = W_c - F_c^\top`,
 
 a sum of weight asymmetries weighted by the gains of the units they join at the free
 state (a saturated unit, :math:`\rho' = 0`, does not count: a *functional* asymmetry).
+A unit held on a bound of its layer's box by the projection (a hard sigmoid at 0 or 1)
+does not move under a perturbation, so its row and column are left out (:math:`q = 0`):
+the penalty is that of the Jacobian among the free units, the active set of
+:mod:`eqprop.graph.backprop` at a fixed point.
 With the state held fixed, :math:`\partial H/\partial W_c = \frac{2}{n} S^c\odot E_c\,
 \partial E_c/\partial W_c` (1 for free and random feedback, :math:`1-\gamma` for scaled)
 and :math:`\partial H/\partial B_c = -\frac{2}{n}(S^c\odot E_c)^\top` (free feedback);
@@ -112,8 +116,15 @@ def check_homeostasis_network(net: object) -> GraphNetwork:
 
 
 def _gains(net: GraphNetwork, x: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
-    """:math:`q^2 = \\rho'(s)^2` per state layer (batch, size)."""
-    return {k: v**2 for k, v in net.split(_columns(net, s, 1)).items()}
+    """:math:`q^2` per state layer (batch, size): :math:`\rho'(s)^2` on the free units,
+    0 on units held on a bound of their layer's box (module docstring)."""
+    q = _columns(net, s, 1)
+    for name, (a, b) in net.offsets.items():
+        box = net.layer(name).box
+        if box is not None:
+            v = s[:, a:b]
+            q[:, a:b] *= (v > box[0]) & (v < box[1])
+    return {k: v**2 for k, v in net.split(q).items()}
 
 
 def _asymmetries(net: GraphNetwork, x, s):
