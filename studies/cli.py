@@ -263,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--homeostasis",
         type=positive_float,
-        default=1.0,
+        default=300.0,
         help="strength of the vf-ep+homeostasis run",
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="weights/feedback seed")
