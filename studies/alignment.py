@@ -86,7 +86,6 @@ def _config(architecture, run, base, dataset, beta, homeostasis, seed):
         architecture=architecture,
         activation=settings.get("activation", "hardsigmoid"),
         beta=float(beta),
-        estimator="one-sided",
         seed=int(seed),
         output=None,
         epochs=0,
@@ -94,14 +93,14 @@ def _config(architecture, run, base, dataset, beta, homeostasis, seed):
     if "lrs" in settings:
         settings["lrs"] = tuple(float(v) for v in settings["lrs"])
     if run == "feedback-alignment":
-        settings.update(rule="ep", feedback="random")
+        settings.update(rule="ep", estimator="one-sided", feedback="random")
     elif run in ("vf-ep", "vf-ep+homeostasis"):
         settings.update(rule="vf-ep", feedback="free")
         if run == "vf-ep+homeostasis":
             settings["homeostasis"] = float(homeostasis)
     else:
         raise ValueError(f"unknown run {run!r}; choose from {', '.join(RUNS)}")
-    return TrainConfig(**settings)
+    return TrainConfig.from_flat(settings)
 
 
 def alignment_point(
@@ -135,11 +134,12 @@ def alignment_point(
     from eqprop.graph.backprop import recurrent_backprop
     from eqprop.graph.gradient import GraphGradient
     from eqprop.phases import Dynamics, free_phase
-    from eqprop.rules.homeostasis import Homeostatic, homeostasis_gradient, homeostasis_penalty
+    from eqprop.rules.homeostasis import homeostasis_gradient, homeostasis_penalty
     from eqprop.train import Trainer
 
     config = _config(architecture, run, base, dataset, beta, homeostasis, seed)
-    data = load_dataset(config.dataset, data_dir=config.data_dir, limit=max(n_train, n_test))
+    flat = config.to_flat()
+    data = load_dataset(flat["dataset"], data_dir=flat["data_dir"], limit=max(n_train, n_test))
     rest = [getattr(data, f.name) for f in dataclasses.fields(data)][3:]
     data = type(data)(
         data.train.head(n_train), data.valid.head(ref_batch), data.test.head(n_test), *rest
@@ -152,12 +152,11 @@ def alignment_point(
             if c.feedback == "free":
                 assert c.B is not None
                 c.B[...] = fa.coupling(c.name).B
-    rule = trainer.rule
-    inner = rule.rule if isinstance(rule, Homeostatic) else rule
-    strength = rule.strength if isinstance(rule, Homeostatic) else 0.0
+    strength = float(getattr(trainer.rule, "homeostasis", 0.0))
+    inner = config.replace(homeostasis=0.0).make_rule()  # the contrastive part alone
     x = np.ascontiguousarray(trainer.x_train[:ref_batch], dtype=np.float64)
     d = np.ascontiguousarray(trainer.d_train[:ref_batch], dtype=np.float64)
-    dyn = Dynamics(eps=config.eps, method=method, fixed_steps=False, atol=atol, max_iter=max_iter)
+    dyn = Dynamics(eps=flat["eps"], method=method, fixed_steps=False, atol=atol, max_iter=max_iter)
     couplings = [c.name for c in net.couplings]
     layers = [f"W{i + 1}" for i in range(len(couplings))]
     E1, L = epochs + 1, len(couplings)
@@ -171,7 +170,7 @@ def alignment_point(
         free = free_phase(net64, x, dyn)
         res[epoch] = float(np.max(free.result.final_residual))
         exact = recurrent_backprop(
-            net64, x, d, free.state, eps=config.eps, check_fixed_point=None
+            net64, x, d, free.state, eps=flat["eps"], check_fixed_point=None
         ).grads
         est = inner.estimate(net64, x, d, dyn, s0=free.state).gradient
         assert isinstance(est, GraphGradient)

@@ -35,15 +35,15 @@ def _trained(run, epochs):
     data = load_dataset("digits", limit=40)
     rest = [getattr(data, f.name) for f in dataclasses.fields(data)][3:]
     data = type(data)(data.train.head(40), data.valid.head(5), data.test.head(30), *rest)
-    common = dict(dataset="digits", architecture=ARCH, beta=0.5, estimator="one-sided")
-    common |= dict(epochs=epochs)
+    common = dict(dataset="digits", architecture=ARCH, beta=0.5, epochs=epochs)
+    fa = TrainConfig.from_flat(rule="ep", estimator="one-sided", feedback="random", **common)
     if run == "feedback-alignment":
-        config = TrainConfig(rule="ep", feedback="random", **common)
+        config = fa
     else:
         h = 3.0 if run == "vf-ep+homeostasis" else 0.0
-        config = TrainConfig(rule="vf-ep", feedback="free", homeostasis=h, **common)
+        config = TrainConfig.from_flat(rule="vf-ep", feedback="free", homeostasis=h, **common)
     trainer = Trainer(config, data=data, quiet=True)
-    B = TrainConfig(rule="ep", feedback="random", **common).make_network().coupling("h1->y").B
+    B = fa.make_network().coupling("h1->y").B
     if run != "feedback-alignment":
         trainer.net.coupling("h1->y").B[...] = B
     if epochs:

@@ -13,7 +13,7 @@ import eqprop as E
 from eqprop.graph import chain
 from eqprop.graph.backprop import free_equilibrium, jacobian
 from eqprop.rules import EquilibriumPropagation, VectorFieldEP, make_rule
-from eqprop.rules.homeostasis import Homeostatic, homeostasis_gradient, homeostasis_penalty
+from eqprop.rules.homeostasis import homeostasis_gradient, homeostasis_penalty
 
 EPS = 0.5
 
@@ -105,17 +105,20 @@ def test_rule_adds_strength_times_the_gradient():
     net = _net()
     x, d = _batch()
     dyn = E.Dynamics(method="anderson", fixed_steps=False, atol=1e-12, max_iter=5000, eps=EPS)
-    for inner in (VectorFieldEP(0.5), EquilibriumPropagation(0.5, "one-sided")):
+    pairs = [
+        (VectorFieldEP(0.5), VectorFieldEP(0.5, homeostasis=2.0)),
+        (EquilibriumPropagation(0.5), EquilibriumPropagation(0.5, homeostasis=2.0)),
+    ]
+    for inner, rule in pairs:
         plain = inner.estimate(net, x, d, dyn)
-        step = Homeostatic(inner, 2.0).estimate(net, x, d, dyn)
+        step = rule.estimate(net, x, d, dyn)
         hg = homeostasis_gradient(net, x, step.free.state)
         for name in plain.gradient:
             np.testing.assert_allclose(
                 step.gradient[name], plain.gradient[name] + 2.0 * hg[name], rtol=1e-10, atol=1e-13
             )
     rule = make_rule("vf-ep", beta=0.5, homeostasis=1.5)
-    assert isinstance(rule, Homeostatic) and rule.strength == 1.5
-    assert isinstance(rule.rule, VectorFieldEP)
+    assert isinstance(rule, VectorFieldEP) and rule.homeostasis == 1.5
 
 
 def test_ep_on_free_feedback_mirrors_w_into_b():
@@ -133,15 +136,13 @@ def test_bad_input():
     tied = chain([5, 6, 3], seed=0, activation="sigmoid")
     dyn = E.Dynamics(T=10, K=2)
     with pytest.raises(ValueError, match="all tied"):
-        Homeostatic(EquilibriumPropagation(0.5), 1.0).estimate(tied, x, d, dyn)
+        EquilibriumPropagation(0.5, homeostasis=1.0).estimate(tied, x, d, dyn)
     with pytest.raises(ValueError, match="all tied"):
         homeostasis_penalty(tied, x, tied.zero_state(4))
     with pytest.raises(ValueError, match="finite and >= 0"):
         make_rule("vf-ep", homeostasis=-1.0)
     with pytest.raises(ValueError, match="finite and >= 0"):
-        Homeostatic(VectorFieldEP(0.5), float("nan"))
-    with pytest.raises(ValueError, match="not to rule 'chl'"):
-        make_rule("chl", homeostasis=1.0)
+        VectorFieldEP(0.5, homeostasis=float("nan"))
     proto = chain([5, 6, 3], seed=0, kind="prototypical", feedback="free")
     with pytest.raises(ValueError, match="hopfield"):
         homeostasis_penalty(proto, x, proto.zero_state(4))
@@ -160,7 +161,7 @@ def test_bad_input():
         (["--rule", "vf-ep", "--feedback", "free", "--homeostasis", "-1"], "finite and >= 0"),
         (
             ["--rule", "chl", "--feedback", "free", "--homeostasis", "1"],
-            "homeostasis applies to rule ep or vf-ep",
+            "--homeostasis applies to --rule ep, --rule vf-ep",
         ),
         (["--rule", "vf-ep", "--feedback", "free", "--estimator", "symmetric"], "--estimator"),
         (

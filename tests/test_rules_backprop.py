@@ -96,7 +96,7 @@ def test_free_dynamics_are_the_ones_differentiated(rule):
 
 @pytest.mark.parametrize("rule", ["rbp", "bptt"])
 def test_one_trainer_step_is_sgd_on_the_reference_gradient(rule):
-    settings = dict(get_preset("digits").settings)
+    settings = dict(get_preset("digits").config.to_flat())
     settings.update(
         rule=rule,
         cost="cross-entropy",
@@ -121,7 +121,7 @@ def test_one_trainer_step_is_sgd_on_the_reference_gradient(rule):
     else:
         ref = bptt(net0, x, d, dyn=trainer.free_dyn)
     trainer.train_epoch()
-    for l, lr in enumerate(trainer.config.lrs):
+    for l, lr in enumerate(trainer.config.to_flat()["lrs"]):
         np.testing.assert_allclose(
             trainer.net.weights[l], net0.weights[l] - lr * ref.dW[l], rtol=0, atol=1e-13
         )
@@ -188,7 +188,7 @@ def test_cli_trains_with_the_backprop_baselines(capsys):
         assert code == 0
         assert "test error:" in capsys.readouterr().out
     assert main(["train", "--preset", "digits", "--rule", "rbp", "--beta", "0.5", "-q"]) == 2
-    assert "--beta applies to --rule ep or vf-ep, not to --rule rbp" in capsys.readouterr().err
+    assert "--beta applies to --rule ep, --rule vf-ep, not to --rule rbp" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("feedback", ["tied", "random"])

@@ -48,13 +48,19 @@ Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
 :mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks; not in ``RULES`` yet),
 :mod:`eqprop.rules.vfep` (vector-field EP, free-feedback graph networks, ``"vf-ep"``) and
-:mod:`eqprop.rules.homeostasis` (the Jacobian homeostasis of Laborieux & Zenke 2024, a
-penalty :class:`Homeostatic` adds to ``"ep"`` or ``"vf-ep"`` on untied feedback);
-everything is importable from :mod:`eqprop.rules`.
+:mod:`eqprop.rules.homeostasis` (the Jacobian homeostasis of Laborieux & Zenke 2024, the
+``homeostasis`` parameter of ``"ep"`` and ``"vf-ep"`` on untied feedback); everything is
+importable from :mod:`eqprop.rules`.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eqprop._cli_options import finite_float
 from eqprop.network import Gradient
 from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
 from eqprop.rules.base import check_choice as _check_choice
@@ -65,7 +71,6 @@ from eqprop.rules.coupled import COUPLED_VARIANTS, CoupledLearning
 from eqprop.rules.ep import ESTIMATORS, EquilibriumPropagation
 from eqprop.rules.generec import GENEREC_FORMS, GeneRec, generec_gradient
 from eqprop.rules.holomorphic import HolomorphicEP
-from eqprop.rules.homeostasis import Homeostatic, check_strength
 from eqprop.rules.rbp import RBP_METHODS, RecurrentBackprop
 from eqprop.rules.vfep import VectorFieldEP
 
@@ -73,9 +78,10 @@ __all__ = [
     "COUPLED_VARIANTS",
     "ESTIMATORS",
     "GENEREC_FORMS",
-    "HOMEOSTASIS_RULES",
     "RBP_METHODS",
     "RULES",
+    "RULE_CLASSES",
+    "RULE_OPTIONS",
     "BackpropThroughTime",
     "ContrastiveHebbian",
     "CoupledLearning",
@@ -83,78 +89,130 @@ __all__ = [
     "GeneRec",
     "Gradient",
     "HolomorphicEP",
-    "Homeostatic",
     "LearningRule",
     "PhaseSpec",
     "RecurrentBackprop",
+    "RuleOption",
     "RuleStep",
     "ScaledFeedbackCHL",
     "VectorFieldEP",
     "coupled_target",
     "generec_gradient",
     "make_rule",
+    "rule_parameters",
 ]
 
+#: The registry of the trainer's rules: name -> class. A class's keyword arguments are the
+#: rule's parameters: :class:`eqprop.config.RuleConfig` stores them by name (JSON) and
+#: builds the rule from them. Adding a rule to ``eqprop train``: its class here, and for
+#: each parameter that gets a command-line flag one :data:`RULE_OPTIONS` entry
+#: (docs/training.rst, "Adding a rule option").
+RULE_CLASSES: dict[str, type[LearningRule]] = {
+    "ep": EquilibriumPropagation,
+    "chl": ContrastiveHebbian,
+    "chl-scaled": ScaledFeedbackCHL,
+    "generec": GeneRec,
+    "coupled": CoupledLearning,
+    "rbp": RecurrentBackprop,
+    "bptt": BackpropThroughTime,
+    "vf-ep": VectorFieldEP,
+}
+
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt", "vf-ep")
-
-#: Rules that take ``homeostasis`` (a penalty on the network's asymmetry: untied feedback).
-HOMEOSTASIS_RULES = ("ep", "vf-ep")
+RULES = tuple(RULE_CLASSES)
 
 
-def make_rule(
-    name: str,
-    *,
-    beta: float = 1.0,
-    estimator: str = "one-sided",
-    generec_form: str = "basic",
-    eta: float = 0.5,
-    variant: str = "centered",
-    homeostasis: float = 0.0,
-) -> LearningRule:
-    """A rule by name (``RULES``) with its parameters; the others are ignored.
+@dataclass(frozen=True)
+class RuleOption:
+    """A rule parameter with a flat name (``eqprop train --NAME``, ``TrainConfig.replace(NAME=)``).
 
-    ``"ep"``: :class:`EquilibriumPropagation` (``beta``, ``estimator``); ``"chl"``:
-    :class:`ContrastiveHebbian`; ``"chl-scaled"``: :class:`ScaledFeedbackCHL` (its gamma
-    is the network's feedback scale); ``"generec"``: :class:`GeneRec` (``generec_form``);
-    ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
-    :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
-    ``T`` free steps); ``"vf-ep"``: :class:`VectorFieldEP` (``beta``; W and a free B
-    both get local contrastive updates, Scellier et al. 2018).
+    Attributes
+    ----------
+    param : str
+        The keyword argument of the rule classes that take it (:data:`RULE_CLASSES`).
+    type : callable
+        Parses the command-line text (an argparse ``type``).
+    help : str
+        The option's help line (its default is appended from the default configuration).
+    """
 
-    ``homeostasis`` > 0 (``"ep"`` and ``"vf-ep"`` only) wraps the rule in
-    :class:`Homeostatic`: its update plus ``homeostasis`` times the gradient of the
-    Jacobian-asymmetry penalty at the free state (Laborieux & Zenke 2024); the network
-    must then have untied feedback (checked when the rule runs).
+    param: str
+    type: Callable[[str], Any]
+    help: str
+
+
+#: Flat name (command-line ``dest``) -> :class:`RuleOption`, in the order of ``--help``.
+#: A flat name applies to every rule whose class takes ``param``.
+RULE_OPTIONS: dict[str, RuleOption] = {
+    "beta": RuleOption("beta", float, "nudging strength of --rule ep or vf-ep (nonzero)"),
+    "estimator": RuleOption("estimator", str, "--rule ep: one-sided, random-sign or symmetric"),
+    "generec_form": RuleOption(
+        "form", str, "--rule generec: basic, symmetric, midpoint or symmetric-midpoint"
+    ),
+    "eta": RuleOption(
+        "eta",
+        finite_float,
+        "--rule coupled: clamp the output to y_free + eta (d - y_free), eta in (0, 1]",
+    ),
+    "coupled_variant": RuleOption(
+        "variant", str, "--rule coupled: positive, negative or centered (both, contrasted)"
+    ),
+    "homeostasis": RuleOption(
+        "homeostasis",
+        finite_float,
+        "--rule ep|vf-ep on untied feedback: strength >= 0 of the Jacobian homeostasis "
+        "penalty (Laborieux & Zenke 2024; 0: off)",
+    ),
+}
+
+
+def rule_parameters(name: str) -> dict[str, Any]:
+    """The parameters of rule ``name`` (its class's keyword arguments) with their defaults.
 
     Raises
     ------
     ValueError
-        Unknown name, or a parameter outside its range (the rule's own message), a
-        negative homeostasis strength, or homeostasis for a rule that does not take it.
+        Unknown rule (the message lists :data:`RULES`).
     """
-    _check_choice("rule", name, RULES)
-    strength = check_strength(homeostasis)
-    if strength > 0:
-        if name not in HOMEOSTASIS_RULES:
+    cls = RULE_CLASSES[_check_choice("rule", name, RULES)]
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        p.name: p.default
+        for p in list(params.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def make_rule(name: str, **params: Any) -> LearningRule:
+    """A rule by name (:data:`RULES`) from its parameters.
+
+    ``params`` are the class's keyword arguments, or flat names of :data:`RULE_OPTIONS`
+    (``generec_form`` for GeneRec's ``form``, ``variant`` or ``coupled_variant`` for
+    coupled learning's); names another rule takes are ignored (one call can carry the
+    parameters of several rules), others raise. ``"ep"``: :class:`EquilibriumPropagation`
+    (``beta``, ``estimator``); ``"chl"``: :class:`ContrastiveHebbian`; ``"chl-scaled"``:
+    :class:`ScaledFeedbackCHL` (its gamma is the network's feedback scale);
+    ``"generec"``: :class:`GeneRec` (``form``); ``"coupled"``: :class:`CoupledLearning`
+    (``eta``, ``variant``); ``"rbp"``: :class:`RecurrentBackprop`; ``"bptt"``:
+    :class:`BackpropThroughTime` (through all ``T`` free steps); ``"vf-ep"``:
+    :class:`VectorFieldEP` (``beta``; ``W`` and a free ``B`` both get local contrastive
+    updates, Scellier et al. 2018). ``"ep"`` and ``"vf-ep"`` take ``homeostasis``
+    (:mod:`eqprop.rules.homeostasis`).
+
+    Raises
+    ------
+    ValueError
+        Unknown name, or a parameter outside its range (the rule's own message).
+    """
+    takes = rule_parameters(name)
+    known = {p for rule in RULES for p in rule_parameters(rule)}
+    kwargs = {}
+    for key, value in params.items():
+        param = RULE_OPTIONS[key].param if key in RULE_OPTIONS else key
+        if param in takes:
+            kwargs[param] = value
+        elif param not in known:
             raise ValueError(
-                f"homeostasis applies to rule {' or '.join(HOMEOSTASIS_RULES)} (on untied "
-                f"feedback), not to rule {name!r}; drop homeostasis or change the rule"
+                f"unknown rule parameter {key!r}; the rules take {', '.join(sorted(known))}"
             )
-        inner = make_rule(name, beta=beta, estimator=estimator)
-        return Homeostatic(inner, strength)
-    if name == "vf-ep":
-        return VectorFieldEP(beta=beta)
-    if name == "ep":
-        return EquilibriumPropagation(beta=beta, estimator=estimator)
-    if name == "chl":
-        return ContrastiveHebbian()
-    if name == "chl-scaled":
-        return ScaledFeedbackCHL()
-    if name == "generec":
-        return GeneRec(form=generec_form)
-    if name == "rbp":
-        return RecurrentBackprop()
-    if name == "bptt":
-        return BackpropThroughTime()
-    return CoupledLearning(eta=eta, variant=variant)
+    return RULE_CLASSES[name](**kwargs)

@@ -53,13 +53,12 @@ asymmetry, :math:`q = 1` above); the state Jacobian used here is the one whose a
 separates EP's error vectors from recurrent backprop's in eqprop's dynamics
 (:mod:`eqprop.graph.backprop`).
 
-:class:`Homeostatic` adds ``strength * dH/dtheta`` at the rule's free state to another
-rule's update (``eqprop train --rule vf-ep|ep --homeostasis STRENGTH``).
+:func:`add_homeostasis` adds ``strength * dH/dtheta`` at the rule's free state to the
+update of EP and vector-field EP, their ``homeostasis`` parameter (``eqprop train --rule
+vf-ep|ep --homeostasis STRENGTH``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -67,10 +66,9 @@ from eqprop.graph import reference as R
 from eqprop.graph.backprop import _columns
 from eqprop.graph.gradient import GraphGradient, _ordered
 from eqprop.graph.model import GraphNetwork
-from eqprop.rules.base import LearningRule
 
 __all__ = [
-    "Homeostatic",
+    "add_homeostasis",
     "check_homeostasis_network",
     "check_strength",
     "homeostasis_gradient",
@@ -181,52 +179,21 @@ def homeostasis_gradient(net: GraphNetwork, x, s) -> GraphGradient:
     return _ordered(net, grads)
 
 
-def add_gradients(
-    net: GraphNetwork, a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], scale: float
-) -> GraphGradient:
-    """``a + scale * b`` by parameter name (both keyed like ``net.parameters()``)."""
-    return _ordered(net, {k: a[k] + net.dtype.type(scale) * b[k] for k in net.parameters()})
-
-
-class Homeostatic(LearningRule):
-    """Another rule's update plus ``strength`` times the homeostatic gradient at its free
-    state (Laborieux & Zenke 2024; module docstring).
-
-    Parameters
-    ----------
-    rule : LearningRule
-        The rule whose phases run and whose update is kept (vector-field EP, or EP on a
-        network with free or random feedback).
-    strength : float
-        :math:`\\lambda \\ge 0`; the update is :math:`\\hat g + \\lambda\\,\\partial
-        H/\\partial\\theta` (SGD descends it).
+def add_homeostasis(net, cx, phases, grad, strength: float):
+    """``grad + strength * dH/dtheta`` at the free state ``phases["free"]``; ``grad``
+    itself when ``strength`` is 0 (any network). The ``homeostasis`` parameter of
+    :class:`~eqprop.rules.EquilibriumPropagation` and
+    :class:`~eqprop.rules.VectorFieldEP` (their ``combine`` calls it).
 
     Raises
     ------
     ValueError
-        A negative or non-finite strength; at :meth:`estimate`, a network without an
-        asymmetric coupling (all tied), not hopfield, or not a graph network.
+        ``strength`` > 0 on a network :func:`check_homeostasis_network` refuses (all
+        couplings tied, not hopfield, not a graph network).
     """
-
-    def __init__(self, rule: LearningRule, strength: float):
-        if not isinstance(rule, LearningRule):
-            raise ValueError(f"Homeostatic wraps a LearningRule, got {type(rule).__name__}")
-        self.rule = rule
-        self.strength = check_strength(strength)
-        self.name = rule.name
-        self.clamps_output = rule.clamps_output
-
-    def __repr__(self) -> str:
-        return f"Homeostatic({self.rule!r}, strength={self.strength})"
-
-    def check_cost(self, cost: str) -> None:
-        self.rule.check_cost(cost)
-
-    def plan(self, rng):
-        return self.rule.plan(rng)
-
-    def combine(self, net, cx, d, phases):
-        net = check_homeostasis_network(net)
-        g = self.rule.combine(net, cx, d, phases)
-        h = homeostasis_gradient(net, cx.x, phases["free"].state)
-        return add_gradients(net, g, h, self.strength)
+    if strength == 0:
+        return grad
+    net = check_homeostasis_network(net)
+    h = homeostasis_gradient(net, cx.x, phases["free"].state)
+    s = net.dtype.type(strength)
+    return _ordered(net, {k: grad[k] + s * h[k] for k in net.parameters()})

@@ -44,6 +44,7 @@ from eqprop.graph.gradient import _ordered
 from eqprop.graph.gradient import contrast as graph_contrast
 from eqprop.graph.model import GraphNetwork
 from eqprop.rules.base import LearningRule, PhaseSpec
+from eqprop.rules.homeostasis import add_homeostasis, check_strength
 
 __all__ = ["VectorFieldEP", "vf_ep_gradient"]
 
@@ -55,18 +56,23 @@ class VectorFieldEP(LearningRule):
     ----------
     beta : float
         Nudging strength, finite and nonzero.
+    homeostasis : float
+        Strength >= 0 of the Jacobian homeostasis penalty added to the estimate
+        (:func:`eqprop.rules.homeostasis.add_homeostasis`); 0 (default): off.
     """
 
     name = "vf-ep"
 
-    def __init__(self, beta: float = 0.5):
+    def __init__(self, beta: float = 0.5, homeostasis: float = 0.0):
         beta = float(beta)
         if not np.isfinite(beta) or beta == 0.0:
             raise ValueError(f"VectorFieldEP needs a finite beta != 0, got {beta}")
         self.beta = beta
+        self.homeostasis = check_strength(homeostasis)
 
     def __repr__(self) -> str:
-        return f"VectorFieldEP(beta={self.beta})"
+        extra = f", homeostasis={self.homeostasis}" if self.homeostasis else ""
+        return f"VectorFieldEP(beta={self.beta}{extra})"
 
     def plan(self, rng):
         return (PhaseSpec("nudged", self.beta),)
@@ -82,7 +88,8 @@ class VectorFieldEP(LearningRule):
                 "vector-field EP: hopfield networks with the output layer in the state only"
             )
         s0, sb = phases["free"].state, phases["nudged"].state
-        return vf_ep_gradient(net, cx.x, d, s0, sb, self.beta)
+        grad = vf_ep_gradient(net, cx.x, d, s0, sb, self.beta)
+        return add_homeostasis(net, cx, phases, grad, self.homeostasis)
 
 
 def vf_ep_gradient(net: GraphNetwork, x, d, s0, sb, beta: float):
