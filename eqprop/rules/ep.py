@@ -27,7 +27,7 @@ class EquilibriumPropagation(LearningRule):
         (:func:`eqprop.rules.homeostasis.add_homeostasis`; graph networks with untied
         feedback only); 0 (default): off. On ``feedback="free"`` EP gives ``B`` the
         transpose of ``W``'s update, so only this penalty (and weight decay) changes
-        :math:`W - B^\top`.
+        :math:`W - B^\\top`.
 
     Examples
     --------

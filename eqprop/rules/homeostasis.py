@@ -114,7 +114,7 @@ def check_homeostasis_network(net: object) -> GraphNetwork:
 
 
 def _gains(net: GraphNetwork, x: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
-    """:math:`q^2` per state layer (batch, size): :math:`\rho'(s)^2` on the free units,
+    """:math:`q^2` per state layer (batch, size): :math:`\\rho'(s)^2` on the free units,
     0 on units held on a bound of their layer's box (module docstring)."""
     q = _columns(net, s, 1)
     for name, (a, b) in net.offsets.items():

@@ -27,9 +27,9 @@ Hopfield kind, a cost on a state output layer; every coupling between state laye
 free (learned ``B``) or random (fixed ``B``: only ``W`` learns) feedback.
 
 Contrast with ``EquilibriumPropagation`` (``--rule ep``) on the same free-feedback
-network: EP contrasts the product :math:`\rho(s_{src})^\top\rho(s_{dst})` of each
+network: EP contrasts the product :math:`\\rho(s_{src})^\\top\\rho(s_{dst})` of each
 coupling between the phases, and gives ``B`` the transpose of ``W``'s update, so the
-updates leave the asymmetry :math:`W - B^\top` unchanged (only weight decay and the
+updates leave the asymmetry :math:`W - B^\\top` unchanged (only weight decay and the
 homeostasis penalty of :mod:`eqprop.rules.homeostasis` change it). VF-EP's updates of
 ``W`` and ``B^T`` differ (presynaptic activity at the free state, postsynaptic change), so
 ``B`` can drift towards or away from ``W^T``.
