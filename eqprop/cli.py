@@ -181,7 +181,7 @@ def build_train_parser() -> argparse.ArgumentParser:
         "continual (continual EP: an SGD step after every nudged step), recirculation "
         "(unsupervised autoencoder loop on the images, --sizes N-K-N), "
         "holomorphic (complex nudges on a circle, docs/holomorphic.rst), "
-        "or the backprop baselines rbp, bptt "
+        "vf-ep (vector-field EP, with --feedback free), or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
     for name, option in RULE_OPTIONS.items():  # one option per rule parameter with a flag

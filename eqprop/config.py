@@ -258,7 +258,9 @@ class RuleConfig:
     ----------
     name : str
         ``"ep"``, ``"chl"``, ``"chl-scaled"``, ``"generec"``, ``"coupled"``, ``"rbp"``,
-        ``"bptt"`` (:data:`eqprop.rules.RULES`).
+        ``"bptt"``, ``"vf-ep"`` (:data:`eqprop.rules.RULES`; ``"vf-ep"`` needs
+        ``feedback="free"``, and a nonzero ``homeostasis`` of ``"ep"``/``"vf-ep"`` untied
+        feedback and the hopfield kind).
     params : mapping
         Keyword arguments of the rule's class (e.g. EP's ``beta`` and ``estimator``,
         GeneRec's ``form``, coupled learning's ``eta`` and ``variant``); those not given
@@ -656,6 +658,22 @@ class TrainConfig:
         made.check_config(self)  # the rule's own limits (continual EP, recirculation)
         if rule.name == "holomorphic":
             self._validate_holomorphic(sizes)
+        if rule.name == "vf-ep" and net.feedback != "free":
+            raise ValueError(
+                "rule 'vf-ep' learns separate feedback weights B; give feedback='free' "
+                f"(--feedback free), not {net.feedback!r}"
+            )
+        if rule.params.get("homeostasis", 0) != 0:
+            if net.feedback == "tied":
+                raise ValueError(
+                    "homeostasis penalises the asymmetric part of the Jacobian, and a network "
+                    "whose couplings are all tied (feedback W^T) has none; give --feedback "
+                    "free|random|scaled or drop --homeostasis"
+                )
+            if net.kind != "hopfield":
+                raise ValueError(
+                    f"homeostasis is implemented for the hopfield kind, not {net.kind!r}"
+                )
         if rule.name == "chl-scaled" and net.feedback != "scaled":
             raise ValueError(
                 "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "

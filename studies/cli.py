@@ -3,7 +3,8 @@
 ``eqprop study KIND -o FILE.nc [study options] [--workers N | --processes N |
 --scheduler ADDRESS] [--points DIR] [--plot FIG.png] [--quiet]``
 
-KIND is ``convergence``, ``beta-sweep``, ``gdu``, ``training`` or ``rules``. Finished
+KIND is ``convergence``, ``beta-sweep``, ``gdu``, ``training``, ``rules`` or
+``alignment``. Finished
 points are kept in ``--points`` (default ``FILE.nc.points/``), so running the same command
 again after an interruption computes only the missing points. Lists are comma-separated
 (``--betas 0.001,0.01,0.1``), layer sizes as in ``eqprop train`` (``--sizes 784-500-10`` or
@@ -43,7 +44,7 @@ from eqprop.network import ACTIVATIONS
 
 __all__ = ["STUDIES", "plot_main", "study_main"]
 
-STUDIES = ("convergence", "beta-sweep", "gdu", "training", "rules")
+STUDIES = ("convergence", "beta-sweep", "gdu", "training", "rules", "alignment")
 
 
 def _keyvalue(text: str) -> tuple[str, Any]:
@@ -244,6 +245,49 @@ def _parser() -> argparse.ArgumentParser:
     _dataset(p, f"{_DATASETS_HELP} (default: uniform random inputs)")
     _common(p)
 
+    p = sub.add_parser(
+        "alignment", help="angle(W^T, B) and cosine to the exact gradient over training"
+    )
+    p.add_argument(
+        "--architectures",
+        type=name_list,
+        default=["784-500-10", "784-500-500-10"],
+        help="comma-separated layer sizes, e.g. 784-500-10,784-500-500-10",
+    )
+    p.add_argument(
+        "--runs",
+        type=name_list,
+        default=None,
+        help="comma-separated runs (default: all of studies.alignment.RUNS)",
+    )
+    _dataset(p, f"{_DATASETS_HELP} (default: mnist)")
+    p.add_argument("--n-train", type=positive_int, default=2000, help="training samples used")
+    p.add_argument("--n-test", type=positive_int, default=2000, help="test samples used")
+    p.add_argument("--epochs", type=nonnegative_int, default=3, help="training epochs")
+    p.add_argument(
+        "--ref-batch", type=positive_int, default=32, help="samples of the measurement batch"
+    )
+    p.add_argument("--beta", type=positive_float, default=1.0, help="nudging (one-sided)")
+    p.add_argument(
+        "--homeostasis",
+        type=positive_float,
+        default=300.0,
+        help="strength of the vf-ep+homeostasis run",
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="weights/feedback seed")
+    p.add_argument("--atol", type=positive_float, default=1e-9, help="measurement tolerance")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        type=_keyvalue,
+        action="append",
+        default=[],
+        metavar="ARCH:KEY=VALUE",
+        help="training setting of one architecture, e.g. 784-500-10:lrs=[0.1,0.05] "
+        "(default: studies.alignment.DEFAULTS)",
+    )
+    _common(p)
+
     p = sub.add_parser("training", help="train/test error per epoch")
     p.add_argument(
         "--estimators",
@@ -404,6 +448,30 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             net_seed=args.net_seed,
             data=args.dataset,
             **grid,
+            **sweep_kwargs,
+        )
+    if args.study == "alignment":
+        from .alignment import RUNS, alignment_study
+
+        per_arch: dict[str, dict[str, Any]] = {}
+        for key, value in args.overrides:
+            arch, sep, field = key.rpartition(":")
+            if not sep or not arch:
+                raise UsageError(f"--set {key}=...: expected ARCH:KEY=VALUE")
+            per_arch.setdefault(arch, {})[field] = value
+        return alignment_study(
+            args.architectures,
+            args.runs if args.runs is not None else RUNS,
+            dataset=args.dataset or "mnist",
+            n_train=args.n_train,
+            n_test=args.n_test,
+            epochs=args.epochs,
+            ref_batch=args.ref_batch,
+            beta=args.beta,
+            homeostasis=args.homeostasis,
+            seed=args.seed,
+            atol=args.atol,
+            base=per_arch,
             **sweep_kwargs,
         )
     if args.study == "gdu":

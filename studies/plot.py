@@ -29,6 +29,10 @@ dataset's ``study`` attribute and saves it:
     cosine and relative error of each rule's update to the exact gradient versus the
     rule's own parameter (log x), one row per layer, mean over seeds with a min-max band;
     parameter-free rules dashed.
+``alignment``
+    per architecture (row): the angle between W_l^T and B_l, the cosine of the rule's
+    estimate of dL/dW_l to the exact gradient (one line style per layer, one colour per
+    run) and the test error, versus epoch.
 
 Bad input raises :class:`StudyFileError` (a ``ValueError``) with one line naming the
 file or variable and what to do: a file that is not a readable netCDF study, a missing
@@ -75,6 +79,11 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
     "rules": {
         "cosine": ("rule", "strength", "seed", "layer"),
         "rel_error": ("rule", "strength", "seed", "layer"),
+    },
+    "alignment": {
+        "angle": ("architecture", "run", "epoch", "layer"),
+        "cosine": ("architecture", "run", "epoch", "layer"),
+        "test_error": ("architecture", "run", "epoch"),
     },
 }
 
@@ -430,7 +439,46 @@ def _rules(fig: Any, ds: xr.Dataset) -> None:
     fig.legend(handles=handles, loc="outside right center", fontsize="small")
 
 
+def _alignment(fig: Any, ds: xr.Dataset) -> None:
+    """Angle between W_l^T and B_l, cosine to the exact gradient, test error, per epoch.
+
+    One row per architecture; colour: run; line style: layer (layers without feedback,
+    or absent from an architecture, are NaN and skipped).
+    """
+    archs = list(ds["architecture"].values)
+    axes = fig.subplots(len(archs), 3, squeeze=False, sharex=True)
+    epochs = ds["epoch"].values
+    styles = ["-", "--", ":", "-."]
+    for row, arch in zip(axes, archs):
+        for i, run in enumerate(ds["run"].values):
+            color = _TAB20[(2 * i) % 20]
+            for j, layer in enumerate(ds["layer"].values):
+                for ax, name in ((row[0], "angle"), (row[1], "cosine")):
+                    y = ds[name].sel(architecture=arch, run=run, layer=layer).values
+                    if np.any(np.isfinite(y)):
+                        ax.plot(
+                            epochs,
+                            y,
+                            color=color,
+                            linestyle=styles[j % 4],
+                            marker="o",
+                            markersize=3,
+                            label=f"{run} {layer}",
+                        )
+            err = ds["test_error"].sel(architecture=arch, run=run).values
+            row[2].plot(epochs, 100 * err, color=color, marker="o", markersize=3, label=str(run))
+        row[0].set_title(f"{arch}: angle(W_l^T, B_l) [deg]", fontsize="small")
+        row[1].set_title(f"{arch}: cosine(update of W_l, exact gradient)", fontsize="small")
+        row[2].set_title(f"{arch}: test error [%]", fontsize="small")
+        row[0].legend(fontsize="x-small")
+        row[1].legend(fontsize="x-small")
+        row[2].legend(fontsize="x-small")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch (0: before training)")
+
+
 _DRAW = {
+    "alignment": _alignment,
     "rules": _rules,
     "solver-convergence": _convergence,
     "beta-sweep": _beta_sweep,
@@ -514,11 +562,14 @@ def plot_study(
         "gdu": ds.sizes.get("layer", 1),
         "training-curves": 1,
         "rules": 2,
+        "alignment": 3,
     }[kind]
     two_rows = kind == "gdu" or (kind == "solver-convergence" and _has_energy(ds))
     height = 7.0 if two_rows else 4.0
     if kind == "rules":
         height = 3.2 * ds.sizes.get("layer", 1)
+    if kind == "alignment":
+        height = 3.4 * ds.sizes.get("architecture", 1)
     legend_width = 2.5 if kind in ("solver-convergence", "beta-sweep", "rules") else 0.0
     fig = Figure(figsize=(max(7.0, 4.5 * n_panels) + legend_width, height), layout="constrained")
     _DRAW[kind](fig, ds)

@@ -64,6 +64,8 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "cost": ("cost function", "1"),
     "rule": ("learning rule", "1"),
     "strength": ("the rule's own parameter (beta, eta or lambda; see studies.rules)", "1"),
+    "run": ("training run (rule and feedback; see studies.alignment)", "1"),
+    "architecture": ("layer sizes, input first", "1"),
 }
 
 #: Global attributes every dataset must carry (``git_commit`` only when known).
@@ -86,6 +88,7 @@ STUDY_DIMS: dict[str, tuple[str, ...]] = {
     "gdu": ("t",),
     "training-curves": ("epoch", "estimator", "seed"),
     "rules": ("rule", "strength", "seed", "layer"),
+    "alignment": ("architecture", "run", "epoch", "layer"),
 }
 
 

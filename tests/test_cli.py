@@ -350,7 +350,7 @@ def test_every_option_has_help_and_its_default():
     from eqprop._cli_options import HelpFormatter
 
     parsers = _every_parser()
-    assert len(parsers) == 8  # train, compare, 5 studies, plot
+    assert len(parsers) == 9  # train, compare, 6 studies, plot
     for name, parser in parsers:
         fmt = HelpFormatter(parser.prog)
         for action in _visible(parser):

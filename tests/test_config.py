@@ -167,7 +167,7 @@ def test_replace_takes_parts_records_and_flat_names():
     cfg = TrainConfig()
     a = cfg.replace(T=30, free_method="picard", beta=0.5, epochs=3, lrs=[0.2, 0.1])
     assert a.dynamics.phases.T == 30 and a.dynamics.free == {"method": "picard"}
-    assert a.rule.params == {"beta": 0.5, "estimator": "random-sign"}
+    assert a.rule.params == {"beta": 0.5, "estimator": "random-sign", "homeostasis": 0.0}
     assert (a.run.epochs, a.optimizer.lrs) == (3, (0.2, 0.1))
     assert a.replace(free_method=None).dynamics.free == {}
     assert cfg.replace(network={"architecture": "64-8-10"}).network == NetworkConfig("64-8-10")
@@ -178,7 +178,8 @@ def test_replace_takes_parts_records_and_flat_names():
     assert cfg.replace(rule="chl").rule.params == {"steps": "K"}
     assert TrainConfig.from_flat(epochs=2) == cfg.replace(run={"epochs": 2})
     with pytest.raises(
-        ValueError, match="beta applies to rule ep, continual, holomorphic, not to rule 'chl'"
+        ValueError,
+        match="beta applies to rule ep, continual, holomorphic, vf-ep, not to rule 'chl'",
     ):
         cfg.replace(rule="chl", beta=0.5)
     with pytest.raises(ValueError, match=r"unknown training setting.*betta"):

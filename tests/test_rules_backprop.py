@@ -189,8 +189,8 @@ def test_cli_trains_with_the_backprop_baselines(capsys):
         assert "test error:" in capsys.readouterr().out
     assert main(["train", "--preset", "digits", "--rule", "rbp", "--beta", "0.5", "-q"]) == 2
     assert (
-        "--beta applies to --rule ep, --rule continual, --rule holomorphic, not to --rule rbp"
-        in capsys.readouterr().err
+        "--beta applies to --rule ep, --rule continual, --rule holomorphic, --rule vf-ep, "
+        "not to --rule rbp" in capsys.readouterr().err
     )
 
 

@@ -143,7 +143,8 @@ def test_train_config_refuses_bad_rule_settings(changes, message):
         (["--rule", "bp"], "unknown rule 'bp'"),
         (
             ["--rule", "chl", "--beta", "0.5"],
-            "--beta applies to --rule ep, --rule continual, --rule holomorphic, not to --rule chl",
+            "--beta applies to --rule ep, --rule continual, --rule holomorphic, --rule vf-ep, "
+            "not to --rule chl",
         ),
         (["--rule", "generec", "--eta", "0.5"], "--eta applies to --rule coupled"),
         (["--rule", "coupled", "--generec-form", "basic"], "--generec-form applies to --rule"),

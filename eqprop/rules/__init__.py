@@ -52,9 +52,10 @@ Modules: :mod:`eqprop.rules.base` (the interface), :mod:`eqprop.rules.ep`,
 :mod:`eqprop.rules.rbp`, :mod:`eqprop.rules.bptt`,
 :mod:`eqprop.rules.holomorphic` (holomorphic EP, graph networks; ``"holomorphic"`` in
 ``RULES``: the trainer keeps real parameters, a real free phase and real particles, the
-nudged phases run on a complex copy) and :mod:`eqprop.rules.vfep` (vector-field EP,
-free-feedback graph networks; not in ``RULES`` yet); everything is importable from
-:mod:`eqprop.rules`.
+nudged phases run on a complex copy), :mod:`eqprop.rules.vfep` (vector-field EP,
+free-feedback graph networks, ``"vf-ep"``) and :mod:`eqprop.rules.homeostasis` (the
+Jacobian homeostasis of Laborieux & Zenke 2024, the ``homeostasis`` parameter of ``"ep"``
+and ``"vf-ep"`` on untied feedback); everything is importable from :mod:`eqprop.rules`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ RULE_CLASSES: dict[str, type[LearningRule]] = {
     "continual": ContinualEP,
     "recirculation": RecirculationRule,
     "holomorphic": HolomorphicEP,
+    "vf-ep": VectorFieldEP,
 }
 
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
@@ -158,7 +160,7 @@ RULE_OPTIONS: dict[str, RuleOption] = {
     "beta": RuleOption(
         "beta",
         float,
-        "nudging strength of --rule ep or continual (nonzero); --rule holomorphic: the "
+        "nudging strength of --rule ep, continual or vf-ep (nonzero); --rule holomorphic: the "
         "radius |beta| > 0",
     ),
     "estimator": RuleOption("estimator", str, "--rule ep: one-sided, random-sign or symmetric"),
@@ -208,6 +210,12 @@ RULE_OPTIONS: dict[str, RuleOption] = {
         "--rule holomorphic: on = the generalized estimator of Laborieux & Zenke 2024, for "
         "untied --feedback (off: the energy form, tied feedback)",
     ),
+    "homeostasis": RuleOption(
+        "homeostasis",
+        finite_float,
+        "--rule ep|vf-ep on untied feedback: strength >= 0 of the Jacobian homeostasis "
+        "penalty (Laborieux & Zenke 2024; 0: off)",
+    ),
 }
 
 
@@ -245,7 +253,10 @@ def make_rule(name: str, **params: Any) -> LearningRule:
     :class:`RecirculationRule` (the parameters of an unsupervised loop trained by
     :class:`eqprop.recirculation.LoopTrainer`, not by phases); ``"holomorphic"``:
     :class:`HolomorphicEP` (``beta`` its radius :math:`|\\beta|`, ``points``, ``start``,
-    ``generalized``; graph networks with holomorphic activations).
+    ``generalized``; graph networks with holomorphic activations). ``"vf-ep"``:
+    :class:`VectorFieldEP` (``beta``; ``W`` and a free ``B`` both get local contrastive
+    updates, Scellier et al. 2018). ``"ep"`` and ``"vf-ep"`` take ``homeostasis``
+    (:mod:`eqprop.rules.homeostasis`).
 
     Raises
     ------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eqprop.rules.base import LearningRule, PhaseSpec, contrast
+from eqprop.rules.homeostasis import add_homeostasis, check_strength
 
 __all__ = ["ESTIMATORS", "EquilibriumPropagation"]
 
@@ -21,6 +22,12 @@ class EquilibriumPropagation(LearningRule):
     estimator : {"one-sided", "random-sign", "symmetric"}
         See the module docstring. Phase names: ``"nudged+"`` (at +beta) and/or
         ``"nudged-"`` (at -beta).
+    homeostasis : float
+        Strength >= 0 of the Jacobian homeostasis penalty added to the estimate
+        (:func:`eqprop.rules.homeostasis.add_homeostasis`; graph networks with untied
+        feedback only); 0 (default): off. On ``feedback="free"`` EP gives ``B`` the
+        transpose of ``W``'s update, so only this penalty (and weight decay) changes
+        :math:`W - B^\\top`.
 
     Examples
     --------
@@ -30,7 +37,7 @@ class EquilibriumPropagation(LearningRule):
 
     name = "ep"
 
-    def __init__(self, beta: float = 1.0, estimator: str = "one-sided"):
+    def __init__(self, beta: float = 1.0, estimator: str = "one-sided", homeostasis: float = 0.0):
         beta = float(beta)
         if not np.isfinite(beta) or beta == 0.0:
             raise ValueError(f"EquilibriumPropagation needs a finite beta != 0, got {beta}")
@@ -40,9 +47,11 @@ class EquilibriumPropagation(LearningRule):
             )
         self.beta = beta
         self.estimator = estimator
+        self.homeostasis = check_strength(homeostasis)
 
     def __repr__(self) -> str:
-        return f"EquilibriumPropagation(beta={self.beta}, estimator={self.estimator!r})"
+        extra = f", homeostasis={self.homeostasis}" if self.homeostasis else ""
+        return f"EquilibriumPropagation(beta={self.beta}, estimator={self.estimator!r}{extra})"
 
     def plan(self, rng):
         b = self.beta
@@ -67,4 +76,5 @@ class EquilibriumPropagation(LearningRule):
             betas = [0.0, n.beta]
             diff = n.beta
         S = np.stack(states)
-        return contrast(net, cx, d, S, betas, [-1.0 / diff, 1.0 / diff])
+        grad = contrast(net, cx, d, S, betas, [-1.0 / diff, 1.0 / diff])
+        return add_homeostasis(net, cx, phases, grad, self.homeostasis)

@@ -23,7 +23,16 @@ EP's one-sided update plus :math:`\\frac{1}{\\beta n_b}\\Delta\\rho_{src}^\\top
 :math:`\\rho^\\beta_s{}^\\top\\rho^\\beta_d - \\rho^0_s{}^\\top\\rho^0_d =
 \\rho^0_s{}^\\top\\Delta\\rho_d + \\Delta\\rho_s^\\top\\rho^0_d +
 \\Delta\\rho_s^\\top\\Delta\\rho_d`.
-Hopfield kind, a cost on a state output layer.
+Hopfield kind, a cost on a state output layer; every coupling between state layers has
+free (learned ``B``) or random (fixed ``B``: only ``W`` learns) feedback.
+
+Contrast with ``EquilibriumPropagation`` (``--rule ep``) on the same free-feedback
+network: EP contrasts the product :math:`\\rho(s_{src})^\\top\\rho(s_{dst})` of each
+coupling between the phases, and gives ``B`` the transpose of ``W``'s update, so the
+updates leave the asymmetry :math:`W - B^\\top` unchanged (only weight decay and the
+homeostasis penalty of :mod:`eqprop.rules.homeostasis` change it). VF-EP's updates of
+``W`` and ``B^T`` differ (presynaptic activity at the free state, postsynaptic change), so
+``B`` can drift towards or away from ``W^T``.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from eqprop.graph.gradient import _ordered
 from eqprop.graph.gradient import contrast as graph_contrast
 from eqprop.graph.model import GraphNetwork
 from eqprop.rules.base import LearningRule, PhaseSpec
+from eqprop.rules.homeostasis import add_homeostasis, check_strength
 
 __all__ = ["VectorFieldEP", "vf_ep_gradient"]
 
@@ -46,18 +56,23 @@ class VectorFieldEP(LearningRule):
     ----------
     beta : float
         Nudging strength, finite and nonzero.
+    homeostasis : float
+        Strength >= 0 of the Jacobian homeostasis penalty added to the estimate
+        (:func:`eqprop.rules.homeostasis.add_homeostasis`); 0 (default): off.
     """
 
     name = "vf-ep"
 
-    def __init__(self, beta: float = 0.5):
+    def __init__(self, beta: float = 0.5, homeostasis: float = 0.0):
         beta = float(beta)
         if not np.isfinite(beta) or beta == 0.0:
             raise ValueError(f"VectorFieldEP needs a finite beta != 0, got {beta}")
         self.beta = beta
+        self.homeostasis = check_strength(homeostasis)
 
     def __repr__(self) -> str:
-        return f"VectorFieldEP(beta={self.beta})"
+        extra = f", homeostasis={self.homeostasis}" if self.homeostasis else ""
+        return f"VectorFieldEP(beta={self.beta}{extra})"
 
     def plan(self, rng):
         return (PhaseSpec("nudged", self.beta),)
@@ -73,7 +88,8 @@ class VectorFieldEP(LearningRule):
                 "vector-field EP: hopfield networks with the output layer in the state only"
             )
         s0, sb = phases["free"].state, phases["nudged"].state
-        return vf_ep_gradient(net, cx.x, d, s0, sb, self.beta)
+        grad = vf_ep_gradient(net, cx.x, d, s0, sb, self.beta)
+        return add_homeostasis(net, cx, phases, grad, self.homeostasis)
 
 
 def vf_ep_gradient(net: GraphNetwork, x, d, s0, sb, beta: float):
@@ -91,6 +107,12 @@ def vf_ep_gradient(net: GraphNetwork, x, d, s0, sb, beta: float):
             continue  # from the input (EP's update) or into a readout (refused above)
         if c.type != "dense":
             raise ValueError(f"vector-field EP: coupling {c.name!r} is {c.type!r}, not dense")
+        if c.feedback not in ("free", "random"):
+            raise ValueError(
+                f"vector-field EP: coupling {c.name!r} has feedback {c.feedback!r}; its local "
+                "updates are defined for separate feedback weights B (feedback 'free', or "
+                "'random' with B fixed); use --feedback free (or rule 'ep' on tied weights)"
+            )
         src0, dst0 = a0[c.source], a0[c.target]
         dsrc, ddst = ab[c.source] - src0, ab[c.target] - dst0
         grads[f"{c.name}.W"] = -(src0.T @ ddst) / (b * n)
