@@ -54,6 +54,7 @@ __all__ = [
     "fixed_point_map",
     "input_drive",
     "make_args",
+    "observe_energy",
     "solve_phase",
     "vector_field",
 ]
@@ -379,6 +380,102 @@ def vector_field(s, out, args):
     ``g(s) - s`` (prototypical)."""
     layers, couplings, readout, rbias, drive, target, sc, work, spec = args
     _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_FIELD)
+
+
+@njit(cache=True)
+def _logsumexp_cost(Z, target, r):
+    """:math:`-\\sum_k d_k z_k + (\\sum_k d_k)\\,\\mathrm{logsumexp}(z)` of row ``r``
+    (max-shifted; real dtypes)."""
+    m = Z.shape[1]
+    zmax = Z[r, 0]
+    for k in range(m):
+        if Z[r, k] > zmax:
+            zmax = Z[r, k]
+    tot = Z[r, 0] - Z[r, 0]
+    dsum = tot
+    dz = tot
+    for k in range(m):
+        tot += np.exp(Z[r, k] - zmax)
+        dsum += target[r, k]
+        dz += target[r, k] * Z[r, k]
+    return dsum * (zmax + np.log(tot)) - dz
+
+
+@njit(cache=True)
+def _energy(s, layers, couplings, readout, rbias, drive, target, sc, work, spec):
+    B, n = s.shape
+    beta = sc[0]
+    hop = spec.kind == KIND_HOPFIELD
+    A = work[0 : B * n]  # activities, layer-blocked (as _evaluate)
+    T = work[3 * B * n :]
+    F = np.zeros(B, dtype=s.dtype)
+    for lr in layers:
+        Al = _block(A, lr.offset, B, lr.size)
+        for r in range(B):
+            acc = F[r] - F[r]
+            for i in range(lr.size):
+                v = s[r, lr.offset + i]
+                a = _rho(v, lr.activation) if hop else v
+                Al[r, i] = a
+                if hop:
+                    acc += 0.5 * v * v
+                acc -= drive[r, lr.offset + i] * a  # biases and couplings from the input
+            F[r] += acc
+    for c in couplings:
+        if not c.active:
+            continue
+        Asrc = _block(A, c.src_offset, B, c.src_size)
+        Adst = _block(A, c.dst_offset, B, c.dst_size)
+        Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
+        np.dot(Asrc, c.W, Tf)
+        for r in range(B):
+            acc = F[r] - F[r]
+            for j in range(c.dst_size):
+                acc += Tf[r, j] * Adst[r, j]
+            F[r] -= acc
+    if beta != 0.0:
+        o, m = spec.out_offset, spec.out_size
+        Z = T[0 : B * m].reshape((B, m))
+        if spec.cost == COST_CE_READOUT:
+            for r in range(B):
+                for j in range(m):
+                    Z[r, j] = rbias[j]
+            Tz = T[B * m : 2 * B * m].reshape((B, m))
+            for c in readout:
+                if not c.active:
+                    continue
+                np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
+                for r in range(B):
+                    for j in range(m):
+                        Z[r, j] += Tz[r, j]
+        else:
+            for r in range(B):
+                for j in range(m):
+                    Z[r, j] = s[r, o + j]
+        for r in range(B):
+            if spec.cost == COST_SQUARED:
+                acc = F[r] - F[r]
+                for j in range(m):
+                    e = Z[r, j] - target[r, j]
+                    acc += 0.5 * e * e
+            else:
+                acc = _logsumexp_cost(Z, target, r)
+            F[r] += beta * acc
+    return F
+
+
+@njit(cache=True)
+def observe_energy(s, args):
+    """Per-sample total function :math:`F = E + \\beta C` (hopfield) or :math:`-\\Phi +
+    \\beta C` (prototypical) of a tied network at ``s``, a new (batch,) array in the state's
+    dtype, for the solvers' ``observe`` (``Dynamics.record_energy``). The terms of
+    :func:`eqprop.graph.reference.energy`: :math:`\\tfrac12\\|s\\|^2` (hopfield),
+    :math:`-` ``drive`` :math:`\\cdot a` (biases and couplings from the input), :math:`-\\langle
+    a_{src} W_c, a_{dst}\\rangle` per coupling between state layers, :math:`\\beta C`.
+    Meaningful for tied couplings only (the phases refuse the others). Real dtypes (the
+    solvers record real values; the phases refuse a complex network's record_energy)."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
+    return _energy(s, layers, couplings, readout, rbias, drive, target, sc, work, spec)
 
 
 # ----------------------------------------------------------------------------- builders
