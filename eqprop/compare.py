@@ -24,7 +24,7 @@ import argparse
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from eqprop._cli_options import (
     Parser,
     UsageError,
     error_line,
+    finite_float,
     float_list,
     name_list,
     nonnegative_int,
@@ -42,12 +43,86 @@ from eqprop._cli_options import (
     positive_int,
     sizes,
 )
+from eqprop.graph.model import ACTIVATIONS as GRAPH_ACTIVATIONS
+from eqprop.graph.model import FEEDBACK_MODES, GraphNetwork
 from eqprop.network import ACTIVATIONS, Network
 
-__all__ = ["REFERENCES", "compare", "compare_main", "layer_metrics"]
+__all__ = [
+    "GROUPINGS",
+    "REFERENCES",
+    "chain_named",
+    "compare",
+    "compare_main",
+    "graph_as_dtype",
+    "graph_groups",
+    "group_metrics",
+    "layer_metrics",
+]
 
 REFERENCES = ("rbp", "bptt", "finite-difference")
 ESTIMATORS = ("one-sided", "random-sign", "symmetric")
+
+
+def _metrics(a: np.ndarray, r: np.ndarray) -> tuple[float, float, float, float, float]:
+    """cosine, rel_error, sign_agreement, norm, ref_norm of two flat float64 vectors."""
+    na, nr = float(np.linalg.norm(a)), float(np.linalg.norm(r))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = float(a @ r) / (na * nr) if na > 0 and nr > 0 else math.nan
+        rel = float(np.linalg.norm(a - r)) / nr if nr > 0 else (math.nan if na == 0 else math.inf)
+    return cos, rel, float(np.mean(np.sign(a) == np.sign(r))), na, nr
+
+
+def group_metrics(
+    g: Mapping[str, Any], ref: Mapping[str, Any], groups: Sequence[tuple[str, Sequence[str]]]
+) -> dict[str, np.ndarray]:
+    """Per-group cosine, relative error and sign agreement of two gradients by name.
+
+    Parameters
+    ----------
+    g, ref : mapping of str to ndarray
+        Gradients by parameter name (``ref`` is the reference); every name of ``groups``
+        must be in both, with equal shapes.
+    groups : sequence of (label, names)
+        The entries of the arrays ``names`` are taken together (flattened, in order).
+
+    Returns
+    -------
+    dict of ndarray (n_groups,)
+        ``cosine``, ``rel_error``, ``sign_agreement``, ``norm``, ``ref_norm`` (float64),
+        as :func:`layer_metrics`.
+    """
+    out: dict[str, list[float]] = {k: [] for k in _METRICS}
+    for label, names in groups:
+        parts_a, parts_r = [], []
+        for name in names:
+            if name not in g or name not in ref:
+                raise ValueError(
+                    f"group {label!r}: parameter {name!r} is missing from "
+                    f"{'the estimate' if name not in g else 'the reference'}; compare "
+                    "gradients of the same network"
+                )
+            if np.shape(g[name]) != np.shape(ref[name]):
+                raise ValueError(
+                    f"parameter {name!r}: shapes {np.shape(g[name])} and "
+                    f"{np.shape(ref[name])} differ; compare gradients of the same network"
+                )
+            parts_a.append(np.ravel(g[name]))
+            parts_r.append(np.ravel(ref[name]))
+        a = np.concatenate(parts_a).astype(np.float64)
+        r = np.concatenate(parts_r).astype(np.float64)
+        for k, v in zip(_METRICS, _metrics(a, r), strict=True):
+            out[k].append(v)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+_METRICS = ("cosine", "rel_error", "sign_agreement", "norm", "ref_norm")
+
+
+def chain_named(grad: Any) -> dict[str, np.ndarray]:
+    """A chain gradient (``dW``, ``db`` lists) by name: ``W1 .. WL`` then ``b1 .. bL``."""
+    out = {f"W{l}": w for l, w in enumerate(grad.dW, start=1)}
+    out.update({f"b{l}": b for l, b in enumerate(grad.db, start=1)})
+    return out
 
 
 def layer_metrics(g: Any, ref: Any) -> dict[str, np.ndarray]:
@@ -70,29 +145,43 @@ def layer_metrics(g: Any, ref: Any) -> dict[str, np.ndarray]:
             f"gradients have {len(g.dW)} and {len(ref.dW)} layers; compare gradients of "
             "the same network"
         )
-    out: dict[str, list[float]] = {
-        k: [] for k in ("cosine", "rel_error", "sign_agreement", "norm", "ref_norm")
-    }
-    for l, (w, b, rw, rb) in enumerate(zip(g.dW, g.db, ref.dW, ref.db), start=1):
-        if np.shape(w) != np.shape(rw) or np.shape(b) != np.shape(rb):
-            raise ValueError(
-                f"layer {l}: shapes {np.shape(w)}/{np.shape(b)} and {np.shape(rw)}/"
-                f"{np.shape(rb)} differ; compare gradients of the same network"
-            )
-        a = np.concatenate([np.ravel(w), np.ravel(b)]).astype(np.float64)
-        r = np.concatenate([np.ravel(rw), np.ravel(rb)]).astype(np.float64)
-        na, nr = float(np.linalg.norm(a)), float(np.linalg.norm(r))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cos = float(a @ r) / (na * nr) if na > 0 and nr > 0 else math.nan
-            rel = (
-                float(np.linalg.norm(a - r)) / nr if nr > 0 else (math.nan if na == 0 else math.inf)
-            )
-        out["cosine"].append(cos)
-        out["rel_error"].append(rel)
-        out["sign_agreement"].append(float(np.mean(np.sign(a) == np.sign(r))))
-        out["norm"].append(na)
-        out["ref_norm"].append(nr)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    return group_metrics(chain_named(g), chain_named(ref), _chain_groups(len(g.dW), "layer"))
+
+
+#: Values of ``compare(by=...)``.
+GROUPINGS = ("layer", "parameter")
+
+
+def _chain_groups(L: int, by: str) -> list[tuple[str, list[str]]]:
+    if by == "layer":
+        return [(f"W{l}", [f"W{l}", f"b{l}"]) for l in range(1, L + 1)]
+    return [
+        (n, [n]) for n in [*(f"W{l}" for l in range(1, L + 1)), *(f"b{l}" for l in range(1, L + 1))]
+    ]
+
+
+def graph_groups(net: GraphNetwork, by: str = "parameter") -> list[tuple[str, list[str]]]:
+    """Parameter groups of a graph network for :func:`compare`.
+
+    ``by="parameter"``: one group per name of :meth:`GraphNetwork.parameters` (a
+    coupling's ``W``, a free feedback's ``B``, a layer's ``b``), in that order.
+    ``by="layer"``: one group per layer that parameters drive, labelled by the layer's
+    name, in layer order: the ``W`` (and free ``B``) of every coupling into it and its
+    bias. On a chain (:func:`eqprop.graph.build.from_network`) the group of layer ``l``
+    is the chain's ``W_l`` with ``b_l``.
+    """
+    names = list(net.parameters())
+    if by == "parameter":
+        return [(n, [n]) for n in names]
+    out = []
+    for layer in net.layers:
+        into = {f"{c.name}.W" for c in net.couplings if c.target == layer.name}
+        into |= {f"{c.name}.B" for c in net.couplings if c.target == layer.name}
+        into.add(f"{layer.name}.b")
+        group = [n for n in names if n in into]
+        if group:
+            out.append((layer.name, group))
+    return out
 
 
 def _var(dims, data, long_name, units, **attrs):
@@ -105,6 +194,84 @@ def _attrs(title: str, config: dict[str, Any], command: Any) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - provenance is part of the package
         return {"title": title}
     return dataset_attrs(title, config, command=command)
+
+
+def _check_request(betas, estimators, references, by, net) -> tuple[list[float], str]:
+    betas = [float(b) for b in betas]
+    for b in betas:
+        if not (math.isfinite(b) and b > 0):
+            raise ValueError(f"every beta must be finite and > 0, got {b!r}")
+    if not betas:
+        raise ValueError("give at least one beta")
+    for e in estimators:
+        if e not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {e!r}; choose from {ESTIMATORS}")
+    for r in references:
+        if r not in REFERENCES:
+            raise ValueError(f"unknown reference {r!r}; choose from {REFERENCES}")
+    if by is None:
+        by = "parameter" if isinstance(net, GraphNetwork) else "layer"
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping by={by!r}; choose one of {', '.join(GROUPINGS)}")
+    return betas, by
+
+
+def _chain_references(net, x, d, dyn, s_free, references, dtype, rbp_method, fd_step):
+    """``{reference: (gradient by name, loss)}`` of a layered network (eqprop.gradients)."""
+    refs: dict[str, tuple[dict[str, np.ndarray], float]] = {}
+    for r in references:
+        if r == "rbp":
+            g = G.recurrent_backprop(
+                net,
+                x,
+                d,
+                s_star=s_free,
+                dyn=dyn,
+                method=rbp_method,
+                dtype=dtype,
+                check_fixed_point=None,
+            )
+        elif r == "bptt":
+            g = G.bptt(net, x, d, dyn=dyn, dtype=dtype)
+        else:
+            g = G.finite_difference(net, x, d, dyn=dyn, h=fd_step, dtype=dtype)
+        refs[r] = (chain_named(g), float(g.loss))
+    return refs
+
+
+def graph_as_dtype(net: GraphNetwork, dtype: Any) -> GraphNetwork:
+    """``net`` itself, or a copy with its parameters cast to ``dtype``."""
+    if dtype is None or np.dtype(dtype) == net.dtype:
+        return net
+    c = net.copy()
+    return GraphNetwork(c.layers, c.couplings, c.kind, c.cost, np.dtype(dtype))
+
+
+def _graph_references(net, x, d, dyn, s_free, references, dtype, rbp_method, fd_step):
+    """``{reference: (gradient by name, loss)}`` of a graph network
+    (:mod:`eqprop.graph.backprop`, in ``dtype``)."""
+    from eqprop.graph import backprop as BP
+
+    work = graph_as_dtype(net, dtype)
+    refs: dict[str, tuple[dict[str, np.ndarray], float]] = {}
+    for r in references:
+        if r == "rbp":
+            res = BP.recurrent_backprop(
+                work,
+                x,
+                d,
+                np.asarray(s_free, dtype=work.dtype),
+                eps=dyn.eps,
+                check_fixed_point=None,
+            )
+        else:
+            a = G.iteration_damping(dyn, None, f"compare(references=[{r!r}])")
+            if r == "bptt":
+                res = BP.bptt(work, x, d, dyn.T, eps=dyn.eps, damping=a)
+            else:
+                res = BP.finite_difference(work, x, d, dyn.T, eps=dyn.eps, damping=a, h=fd_step)
+        refs[r] = (res.grads, float(res.loss))
+    return refs
 
 
 def compare(
@@ -120,16 +287,24 @@ def compare(
     dtype: Any = "float64",
     rbp_method: str = "dense",
     fd_step: float = 1e-6,
+    by: str | None = None,
     config: dict[str, Any] | None = None,
     command: Any = None,
 ) -> xr.Dataset:
-    """EP estimates against reference gradients, per layer.
+    """EP estimates against reference gradients, per layer or per parameter.
 
     Parameters
     ----------
-    net : Network
-    x : ndarray (batch, sizes[0])
-    d : ndarray (batch, sizes[-1])
+    net : Network or GraphNetwork
+        A layered chain (:func:`eqprop.init_network`) or a graph network of any feedback
+        mode (tied, scaled, free, random), with skip couplings and any output activation
+        (:mod:`eqprop.graph`); real dtypes (a complex network is refused: holomorphic EP
+        is compared by :mod:`eqprop.graph.holomorphic`). On a graph network the
+        references are those of :mod:`eqprop.graph.backprop` (non-symmetric Jacobian
+        for untied feedback) and EP's estimate is vector-field EP's local contrast, which
+        is the gradient only for tied feedback (docs/gradients.rst).
+    x : ndarray (batch, n_in)
+    d : ndarray (batch, n_out)
     dyn : Dynamics
         Dynamics of every phase. The references follow it: ``"rbp"`` solves the adjoint at
         the free phase's state (any method), ``"bptt"`` and ``"finite-difference"``
@@ -151,6 +326,18 @@ def compare(
         Dtype of the reference computations (float64 by default; EP runs in the
         network's dtype).
     rbp_method : {"dense", "iterative"}
+        ``"iterative"``: layered networks only (a graph network's adjoint is dense).
+    fd_step : float
+        Step ``h`` of the finite differences.
+    by : {"layer", "parameter"} or None
+        What one entry of the ``layer`` dim holds. ``"layer"``: every parameter that
+        drives one layer (a chain's :math:`W_l` with :math:`b_l`, labelled ``"W1"``,
+        ``"W2"``, ...; on a graph network the couplings into a layer and its bias,
+        labelled by the layer's name, :func:`graph_groups`). ``"parameter"``: each array
+        alone (a chain's ``"W1"``, ..., ``"b1"``, ...; a graph's names of
+        :meth:`~eqprop.graph.GraphNetwork.parameters`, e.g. ``"h1->y.W"``,
+        ``"h1->y.B"``, ``"y.b"``). None (default): ``"layer"`` for a chain,
+        ``"parameter"`` for a graph network.
     config, command
         Recorded in the provenance attributes (``config`` is completed with the settings).
 
@@ -160,34 +347,51 @@ def compare(
         Variables ``cosine``, ``rel_error``, ``sign_agreement`` (layer, estimator, beta,
         reference), ``ep_norm`` (layer, estimator, beta), ``ref_norm`` (layer,
         reference), ``free_converged`` and ``free_residual`` (sample), ``loss``; attrs
-        ``free_phase_converged`` (1/0) and provenance.
+        ``free_phase_converged`` (1/0) and provenance (``config["groups"]`` lists the
+        parameter names of each ``layer`` entry).
+
+    Raises
+    ------
+    TypeError
+        ``net`` is neither a :class:`~eqprop.network.Network` nor a
+        :class:`~eqprop.graph.GraphNetwork`.
+    ValueError
+        Bad betas, estimators, references, grouping, shapes, a complex graph network, or
+        ``rbp_method="iterative"`` on a graph network (one line naming it).
     """
-    if not isinstance(net, Network):
+    is_graph = isinstance(net, GraphNetwork)
+    if not (is_graph or isinstance(net, Network)):
         raise TypeError(
-            f"compare takes a layered eqprop.network.Network, got {type(net).__name__}; for "
-            "a graph network (untied feedback, skips, linear output) compare a rule's "
-            "estimate with eqprop.graph.backprop.recurrent_backprop, or use "
-            "eqprop.rules.RecurrentBackprop, which accepts graph networks"
+            "compare takes an eqprop.network.Network or an eqprop.graph.GraphNetwork, got "
+            f"{type(net).__name__}"
         )
-    betas = [float(b) for b in betas]
-    for b in betas:
-        if not (math.isfinite(b) and b > 0):
-            raise ValueError(f"every beta must be finite and > 0, got {b!r}")
-    if not betas:
-        raise ValueError("give at least one beta")
-    for e in estimators:
-        if e not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {e!r}; choose from {ESTIMATORS}")
-    for r in references:
-        if r not in REFERENCES:
-            raise ValueError(f"unknown reference {r!r}; choose from {REFERENCES}")
-    from eqprop.network import check_input, check_target
+    betas, by = _check_request(betas, estimators, references, by, net)
     from eqprop.phases import Dynamics, free_phase
 
-    x = check_input(net, x)
-    d = check_target(net, d, x.shape[0])
     if not isinstance(dyn, Dynamics):
         raise ValueError(f"dyn must be an eqprop.Dynamics, got {type(dyn).__name__}")
+    if is_graph:
+        from eqprop.graph import reference as GR
+
+        if net.dtype.kind == "c":
+            raise ValueError(
+                f"compare compares real gradients; this graph network is {net.dtype.name} "
+                "(holomorphic EP: eqprop.graph.holomorphic, rule 'holomorphic')"
+            )
+        if rbp_method != "dense":
+            raise ValueError(
+                f"rbp_method={rbp_method!r}: a graph network's recurrent backprop solves the "
+                "adjoint densely; use rbp_method='dense'"
+            )
+        x = GR._batch(net, x, net.n_in, "x", None)
+        d = GR._batch(net, d, net.n_out, "d", x.shape[0])
+    else:
+        from eqprop.network import check_input, check_target
+
+        x = check_input(net, x)
+        d = check_target(net, d, x.shape[0])
+    if rbp_method not in ("dense", "iterative"):
+        raise ValueError(f"rbp_method must be 'dense' or 'iterative', got {rbp_method!r}")
     for r in references:
         if r in ("bptt", "finite-difference"):
             G.iteration_damping(dyn, None, f"compare(references=[{r!r}])")
@@ -207,26 +411,12 @@ def compare(
             stacklevel=2,
         )
 
-    refs: dict[str, Any] = {}
-    for r in references:
-        if r == "rbp":
-            refs[r] = G.recurrent_backprop(
-                net,
-                x,
-                d,
-                s_star=free.state,
-                dyn=dyn,
-                method=rbp_method,
-                dtype=dtype,
-                check_fixed_point=None,
-            )
-        elif r == "bptt":
-            refs[r] = G.bptt(net, x, d, dyn=dyn, dtype=dtype)
-        else:
-            refs[r] = G.finite_difference(net, x, d, dyn=dyn, h=fd_step, dtype=dtype)
+    run_refs = _graph_references if is_graph else _chain_references
+    refs = run_refs(net, x, d, dyn, free.state, references, dtype, rbp_method, fd_step)
+    groups = graph_groups(net, by) if is_graph else _chain_groups(len(net.weights), by)
 
     est = G.ep_estimates(net, x, d, dyn, betas, estimators, seed=seed)
-    L = len(net.weights)
+    L = len(groups)
     shape4 = (L, len(estimators), len(betas), len(references))
     cos = np.full(shape4, np.nan)
     rel = np.full(shape4, np.nan)
@@ -235,34 +425,51 @@ def compare(
     refn = np.full((L, len(references)), np.nan)
     for i, e in enumerate(estimators):
         for j, b in enumerate(betas):
-            step = est[(e, b)]
-            g = step.gradient
+            g = est[(e, b)].gradient
+            named = dict(g) if is_graph else chain_named(g)
             for k, r in enumerate(references):
-                m = layer_metrics(g, refs[r])
+                m = group_metrics(named, refs[r][0], groups)
                 cos[:, i, j, k] = m["cosine"]
                 rel[:, i, j, k] = m["rel_error"]
                 sgn[:, i, j, k] = m["sign_agreement"]
                 epn[:, i, j] = m["norm"]
                 refn[:, k] = m["ref_norm"]
 
-    cfg = {
-        "sizes": list(net.sizes),
-        "kind": net.kind,
-        "activation": net.activation,
-        "cost": net.cost,
-        "net_dtype": str(net.dtype),
-        "reference_dtype": str(np.dtype(dtype)),
-        "betas": betas,
-        "estimators": list(estimators),
-        "references": list(references),
-        "seed": int(seed),
-        "batch": int(x.shape[0]),
-        "rbp_method": rbp_method,
-        "dynamics": _dyn_config(dyn),
-    }
+    if is_graph:
+        from eqprop.train import graph_description
+
+        cfg: dict[str, Any] = {"network": graph_description(net)}
+    else:
+        cfg = {
+            "sizes": list(net.sizes),
+            "kind": net.kind,
+            "activation": net.activation,
+            "cost": net.cost,
+        }
+    cfg.update(
+        {
+            "net_dtype": str(net.dtype),
+            "reference_dtype": str(np.dtype(dtype)),
+            "betas": betas,
+            "estimators": list(estimators),
+            "references": list(references),
+            "seed": int(seed),
+            "batch": int(x.shape[0]),
+            "rbp_method": rbp_method,
+            "by": by,
+            "groups": {label: list(names) for label, names in groups},
+            "dynamics": _dyn_config(dyn),
+        }
+    )
     if config:
         cfg.update(config)
     dims4 = ("layer", "estimator", "beta", "reference")
+    if by == "layer" and not is_graph:
+        group_name = "weight layer (W_l and b_l together)"
+    elif by == "layer":
+        group_name = "layer driven (the couplings into it and its bias together)"
+    else:
+        group_name = "parameter array"
     ds = xr.Dataset(
         {
             "cosine": _var(dims4, cos, "cosine similarity of EP estimate and reference", "1"),
@@ -270,7 +477,7 @@ def compare(
             "sign_agreement": _var(
                 dims4, sgn, "fraction of parameters whose EP and reference signs agree", "1"
             ),
-            "ep_norm": _var(dims4[:3], epn, "norm of the EP estimate (W_l and b_l)", "1"),
+            "ep_norm": _var(dims4[:3], epn, "norm of the EP estimate over the group", "1"),
             "ref_norm": _var(("layer", "reference"), refn, "norm of the reference", "1"),
             "free_converged": _var(("sample",), conv, "free phase met its tolerance", "1"),
             "free_residual": _var(
@@ -278,18 +485,13 @@ def compare(
             ),
             "loss": _var(
                 (),
-                float(refs[references[0]].loss) if references else np.nan,
+                refs[references[0]][1] if references else np.nan,
                 "batch-mean loss at the free state",
                 "1",
             ),
         },
         coords={
-            "layer": _var(
-                ("layer",),
-                [f"W{l}" for l in range(1, L + 1)],
-                "weight layer (W_l and b_l together)",
-                "1",
-            ),
+            "layer": _var(("layer",), [label for label, _ in groups], group_name, "1"),
             "estimator": _var(("estimator",), list(estimators), "EP estimator", "1"),
             "beta": _var(("beta",), np.asarray(betas), "nudging strength", "1"),
             "reference": _var(("reference",), list(references), "reference gradient", "1"),
@@ -366,9 +568,81 @@ def _parser() -> argparse.ArgumentParser:
         help="recurrent backprop: dense linear solve or iterated adjoint",
     )
     p.add_argument(
+        "--output-activation",
+        dest="output_activation",
+        default=None,
+        choices=list(GRAPH_ACTIVATIONS),
+        help="activation of the output layer (identity: a linear output); a graph network "
+        "(default: None, the --activation)",
+    )
+    p.add_argument(
+        "--feedback",
+        default="tied",
+        choices=list(FEEDBACK_MODES),
+        help="feedback of the couplings between state layers: tied, scaled (gamma W^T), "
+        "free (learned B) or random (fixed B, feedback alignment); other than tied: a "
+        "graph network",
+    )
+    p.add_argument(
+        "--feedback-scale",
+        dest="feedback_scale",
+        type=finite_float,
+        default=1.0,
+        help="gamma of --feedback scaled",
+    )
+    p.add_argument(
+        "--skip",
+        default=None,
+        help="skip couplings 'i-j' between layer indices (0 = input), comma-separated, "
+        "e.g. 0-2,1-3; a graph network (default: None, no skips)",
+    )
+    p.add_argument(
+        "--by",
+        default=None,
+        choices=list(GROUPINGS),
+        help="one row per layer (W_l with b_l; a graph: the couplings into the layer and "
+        "its bias) or per parameter array (default: None, layer for a chain, parameter for "
+        "a graph network)",
+    )
+    p.add_argument(
         "-o", "--output", default=None, help="write the dataset to this .nc file (default: none)"
     )
     return p
+
+
+def _network(a: argparse.Namespace) -> Any:
+    """The chain of the options, or its graph network when a network option asks for one
+    (:func:`eqprop.graph.build.extend_chain`, skips and random feedback drawn from
+    ``seed``, as ``eqprop train`` builds them)."""
+    from eqprop.network import init_network
+
+    net = init_network(
+        a.sizes,
+        kind=a.kind,
+        activation=a.activation,
+        cost=a.cost,
+        dtype=a.dtype,
+        seed=a.seed,
+        gain=a.gain,
+    )
+    graph = (
+        a.output_activation is not None
+        or a.feedback != "tied"
+        or a.feedback_scale != 1.0
+        or bool(a.skip)
+    )
+    if not graph:
+        return net
+    from eqprop.graph.build import extend_chain, from_network, parse_skip
+
+    return extend_chain(
+        from_network(net),
+        output_activation=a.output_activation,
+        feedback=a.feedback,
+        gamma=a.feedback_scale,
+        skip=parse_skip(a.skip, len(a.sizes)),
+        seed=a.seed,
+    )
 
 
 def compare_main(argv: Sequence[str] | None = None) -> int:
@@ -386,18 +660,9 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
         print(error_line(exc), file=sys.stderr)
         return 2
     try:
-        from eqprop.network import init_network
         from eqprop.phases import Dynamics
 
-        net = init_network(
-            a.sizes,
-            kind=a.kind,
-            activation=a.activation,
-            cost=a.cost,
-            dtype=a.dtype,
-            seed=a.seed,
-            gain=a.gain,
-        )
+        net = _network(a)
         rng = np.random.default_rng(a.seed + 1)
         x = rng.uniform(0.0, 1.0, (a.batch_size, a.sizes[0])).astype(a.dtype)
         d = np.eye(a.sizes[-1], dtype=a.dtype)[rng.integers(0, a.sizes[-1], a.batch_size)]
@@ -414,11 +679,18 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
                 references=a.references,
                 seed=a.seed,
                 rbp_method=a.rbp_method,
+                by=a.by,
                 config={
                     "command": "eqprop compare",
                     "data": "uniform random x, one-hot d",
                     "data_seed": a.seed + 1,
                     "gain": a.gain,
+                    "network_options": {
+                        "output_activation": a.output_activation,
+                        "feedback": a.feedback,
+                        "feedback_scale": a.feedback_scale,
+                        "skip": a.skip,
+                    },
                 },
                 command=["eqprop", "compare", *(argv or [])],
             )
@@ -437,8 +709,9 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_table(ds: xr.Dataset) -> None:
+    w = max(6, *(len(str(v)) for v in ds.layer.values))
     print(
-        f"{'layer':>6} {'estimator':>12} {'beta':>9} {'reference':>18} "
+        f"{'layer':>{w}} {'estimator':>12} {'beta':>9} {'reference':>18} "
         f"{'cosine':>9} {'rel_err':>10} {'sign':>6}"
     )
     for layer in ds.layer.values:
@@ -447,7 +720,7 @@ def _print_table(ds: xr.Dataset) -> None:
                 for r in ds.reference.values:
                     sel = {"layer": layer, "estimator": e, "beta": b, "reference": r}
                     print(
-                        f"{layer!s:>6} {e!s:>12} {b:9.2e} {r!s:>18} "
+                        f"{layer!s:>{w}} {e!s:>12} {b:9.2e} {r!s:>18} "
                         f"{float(ds.cosine.sel(sel)):9.6f} "
                         f"{float(ds.rel_error.sel(sel)):10.3e} "
                         f"{float(ds.sign_agreement.sel(sel)):6.3f}"

@@ -107,7 +107,12 @@ class Dynamics:
     max_iter : int
         Iteration cap in tolerance mode.
     record_energy : bool
-        Record the total function :math:`F` along the trajectory (``result.observed``).
+        Record the total function :math:`F` along the trajectory (``result.observed``,
+        one row per recorded iteration, (n_records, batch), the state's dtype): a chain's
+        :func:`eqprop.network.energy`, or on a graph network's general path
+        :func:`eqprop.graph.kernels.observe_energy` (= :func:`eqprop.graph.reference.energy`);
+        a graph network with untied feedback has no F and raises ValueError naming the
+        coupling.
     record_every : int
         Recording period in iterations.
     raise_on_failure : bool
@@ -433,11 +438,14 @@ def _run_graph_phase(
         s = net.zero_state(B)
     else:
         s = check_graph_batch(net, s0, net.n_state, "s0", B).copy()
-    if dyn.record_energy:
-        raise ValueError(
-            "record_energy: the general graph path has no energy observer; record the "
-            "energy with eqprop.graph.reference.energy on the states"
-        )
+    if dyn.record_energy:  # F exists for tied couplings only: the model's one-line error
+        net.require_energy("an energy to record (Dynamics.record_energy=True)")
+        if net.dtype.kind == "c":
+            raise ValueError(
+                f"record_energy: this network is {net.dtype.name} and its F is complex, but "
+                "the solvers record real values; evaluate eqprop.graph.reference.energy on "
+                "the states"
+            )
     nudge = "clamp" if clamp_output else dyn.nudge
     args = GK.make_args(net, cx.x, beta=beta, d=target, eps=dyn.eps, nudge=nudge, drive=cx.drive)
     n_steps = dyn.T if steps is None else int(steps)
@@ -450,6 +458,7 @@ def _run_graph_phase(
         max_iter=max(dyn.max_iter, n_steps) if fixed else dyn.max_iter,
         fixed_steps=fixed,
         bounds=box,
+        observe=GK.observe_energy if dyn.record_energy else None,
         record_every=dyn.record_every,
         raise_on_failure=dyn.raise_on_failure,
     )

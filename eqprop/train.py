@@ -926,8 +926,10 @@ class Trainer:
 
     def _tracks_stuck_outputs(self) -> bool:
         c = self.config
-        if self.is_graph:  # the net-input bound below is the chain's (no skips, tied)
-            return False
+        if self.is_graph:  # the same test on the graph's output layer (its box: [0, 1])
+            out = self.net.output_layer
+            graph = (self.net.kind, out.role, out.activation, out.box, self.net.cost, c.rule)
+            return graph == ("hopfield", "output", "hardsigmoid", (0.0, 1.0), "squared", "ep")
         # the clamping rules hold the output at (or near) the targets: no unit is stuck
         net = c.network
         return (net.kind, net.activation, net.cost, c.rule.name) == (
@@ -938,7 +940,14 @@ class Trainer:
         )
 
     def _output_drive(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """Net input of the output units, ``rho(s_{L-1}) W_L + b_L`` (batch, n_out)."""
+        """Net input of the output units, ``rho(s_{L-1}) W_L + b_L`` (batch, n_out); on a
+        graph network the output layer's drive (its bias plus every coupling into it,
+        skips included: :func:`eqprop.graph.reference.drives`)."""
+        if self.is_graph:
+            from eqprop.graph import reference as GR
+
+            u = GR.drives(self.net, GR.activities(self.net, x, state))
+            return np.asarray(u[self.net.output_layer.name], np.float64)
         off = [int(v) for v in self.net.offsets]
         below = x if len(off) < 3 else np.clip(state[:, off[-3] : off[-2]], 0.0, 1.0)
         return np.asarray(below @ self.net.weights[-1] + self.net.biases[-1], np.float64)
@@ -946,7 +955,8 @@ class Trainer:
     def stuck_output_units(self) -> tuple[list[int], list[int]]:
         """Output units stuck at 0 / at 1 over the samples of the last :meth:`evaluate`.
 
-        Hard-sigmoid Hopfield nets with the squared cost. At ``s = 0`` the nudge
+        Hard-sigmoid Hopfield nets with the squared cost (a graph network: its output
+        layer hard-sigmoid in the box [0, 1], any feedback, skips). At ``s = 0`` the nudge
         ``beta (d - s)`` lifts output unit ``k`` only for samples of class ``k``
         (``d_k = 1``) and only if its net input ``u_k`` exceeds ``-|beta|``; at ``s = 1``
         it lowers the unit only for other classes and only if ``u_k < 1 + |beta|``. A

@@ -161,9 +161,9 @@ def test_compare_main(tmp_path, capsys):
     assert "beta" in capsys.readouterr().err
 
 
-def test_compare_refuses_a_graph_network_with_one_clear_error():
-    """compare's per-layer dataset is defined on layered networks; a graph network gets a
-    TypeError naming the routes that do take it, not an AttributeError from inside."""
+def test_compare_takes_a_graph_network_by_parameter_name():
+    """A graph network (here a chain with a skip from the input) is compared per array of
+    its ``parameters()``; the full graph tests are in tests/test_compare_graph.py."""
     from eqprop.graph import from_network
     from eqprop.graph.build import extend_chain
 
@@ -171,5 +171,6 @@ def test_compare_refuses_a_graph_network_with_one_clear_error():
     g = extend_chain(from_network(net), skip=[(0, 2)])
     x = np.random.default_rng(0).random((2, 5))
     d = np.eye(3)[[0, 1]]
-    with pytest.raises(TypeError, match="compare takes a layered eqprop"):
-        compare(g, x, d, Dynamics(T=30, K=10))
+    ds = compare(g, x, d, Dynamics(T=80, K=40), betas=(0.01,), references=("rbp",))
+    assert list(ds.layer.values) == list(g.parameters())
+    assert "x->y.W" in list(ds.layer.values)

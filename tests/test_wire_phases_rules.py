@@ -212,7 +212,7 @@ def test_graph_rules_reject_what_they_cannot_run():
     other = from_network(E.init_network((5, 4, 3), seed=0))
     with pytest.raises(ValueError, match="another network"):
         E.free_phase(other, clamp(g, x), E.Dynamics())
-    h = chain([5, 4, 3], skip=[(0, 2)])
+    h = chain([5, 4, 3], skip=[(0, 2)], feedback="random")  # no energy to record
     with pytest.raises(ValueError, match="record_energy"):
         E.free_phase(h, x, E.Dynamics(record_energy=True))
     with pytest.raises(ValueError, match="applies to graph networks"):

@@ -4,15 +4,25 @@ The general (unfused) path for :mod:`solvers`: the same equations as
 :mod:`eqprop.graph.reference` (its docstring), read from named records instead of
 integer layouts:
 
-* ``layers``: a tuple of :class:`LayerRecord` ``(offset, size, activation, has_box, lo,
-  hi)``, one per state layer;
-* ``couplings``: a tuple of :class:`CouplingRecord` ``(active, src_offset, src_size,
-  dst_offset, dst_size, W, B, feedback_scale, uses_B)``, one per coupling between two
-  state layers (couplings from the input are folded into the constant ``drive``);
-  ``uses_B`` selects ``a_dst @ B`` over ``feedback_scale * a_dst @ W.T``;
-* ``readout``: a tuple of :class:`CouplingRecord` into the softmax readout (``dst_*``
-  unused), with ``readout_bias``; one inactive record when there is no readout;
+* ``layers``: a :class:`LayerTable`, arrays with one entry per state layer (offset,
+  size, activation code, has_box, lo, hi); :func:`_layer` reads entry ``i`` as a
+  :class:`LayerRecord`;
+* ``couplings``: a :class:`CouplingTable`, arrays with one entry per coupling between two
+  state layers (src/dst offset and size, ``feedback_scale``, ``uses_B``) and every
+  coupling's ``W`` (and ``B``) flat in one ``weights`` array at ``w_start`` (``b_start``);
+  :func:`_coupling` reads entry ``k`` as a :class:`CouplingRecord` whose ``W``, ``B`` are
+  views (couplings from the input are folded into the constant ``drive``); ``uses_B``
+  selects ``a_dst @ B`` over ``feedback_scale * a_dst @ W.T``;
+* ``readout``: a :class:`CouplingTable` of the couplings into the softmax readout
+  (``dst_*`` unused), with ``readout_bias``; empty when there is no readout;
 * ``spec``: a :class:`Spec` ``(kind, cost, nudge, out_offset, out_size)``.
+
+**One compiled driver for every topology.** The Numba type of ``args`` depends only on
+the dtype (arrays and records of arrays, no tuple whose length is the number of layers or
+couplings), so :mod:`solvers` compiles its driver and these kernels once per dtype and
+process (and caches them on disk), not once per network topology
+(``benchmarks/bench_graph_compile.py``; ``docs/networks.rst``). The parameters are
+copied into ``weights`` by :func:`make_args`, once per phase.
 
 ``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec)``
 with ``drive`` (batch, n_state) the input's contribution plus the biases (constant in a
@@ -49,11 +59,14 @@ from eqprop.graph.reference import _batch
 
 __all__ = [
     "CouplingRecord",
+    "CouplingTable",
     "LayerRecord",
+    "LayerTable",
     "Spec",
     "fixed_point_map",
     "input_drive",
     "make_args",
+    "observe_energy",
     "solve_phase",
     "vector_field",
 ]
@@ -61,16 +74,26 @@ __all__ = [
 LayerRecord = namedtuple("LayerRecord", ["offset", "size", "activation", "has_box", "lo", "hi"])
 CouplingRecord = namedtuple(
     "CouplingRecord",
+    ["src_offset", "src_size", "dst_offset", "dst_size", "W", "B", "feedback_scale", "uses_B"],
+)
+#: The state layers as one record of arrays, one entry per layer (``lo``, ``hi`` in the
+#: state's dtype, the others int64 / bool): its Numba type does not depend on the number
+#: of layers, so one compiled driver serves every topology.
+LayerTable = namedtuple("LayerTable", ["offset", "size", "activation", "has_box", "lo", "hi"])
+#: Couplings as one record of arrays, one entry per coupling, their ``W`` (and ``B``)
+#: stored flat in ``weights`` from ``w_start`` (``b_start``) in C order.
+CouplingTable = namedtuple(
+    "CouplingTable",
     [
-        "active",
         "src_offset",
         "src_size",
         "dst_offset",
         "dst_size",
-        "W",
-        "B",
+        "w_start",
+        "b_start",
         "feedback_scale",
         "uses_B",
+        "weights",
     ],
 )
 Spec = namedtuple("Spec", ["kind", "cost", "nudge", "out_offset", "out_size"])
@@ -223,6 +246,25 @@ def _softmax_error_real(Z, target):
 
 
 @njit(cache=True)
+def _layer(t, i):
+    """The :class:`LayerRecord` of entry ``i`` of a :class:`LayerTable`."""
+    return LayerRecord(t.offset[i], t.size[i], t.activation[i], t.has_box[i], t.lo[i], t.hi[i])
+
+
+@njit(cache=True)
+def _coupling(t, k):
+    """The :class:`CouplingRecord` of entry ``k`` of a :class:`CouplingTable`: ``W``
+    (and ``B``) are views of ``weights`` (``B`` aliases ``W``'s entries when unused)."""
+    ns, nd = t.src_size[k], t.dst_size[k]
+    w0, b0 = t.w_start[k], t.b_start[k]
+    W = t.weights[w0 : w0 + ns * nd].reshape((ns, nd))
+    Bm = t.weights[b0 : b0 + nd * ns].reshape((nd, ns))
+    return CouplingRecord(
+        t.src_offset[k], ns, t.dst_offset[k], nd, W, Bm, t.feedback_scale[k], t.uses_B[k]
+    )
+
+
+@njit(cache=True)
 def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, mode):
     B, n = s.shape
     beta, eps = sc[0], sc[1]
@@ -231,7 +273,8 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
     U = work[B * n : 2 * B * n].reshape((B, n))  # drives, row-major
     G = work[2 * B * n : 3 * B * n].reshape((B, n))  # dC/ds, row-major
     T = work[3 * B * n :]  # temporaries
-    for lr in layers:
+    for li in range(layers.offset.shape[0]):
+        lr = _layer(layers, li)
         Al = _block(A, lr.offset, B, lr.size)
         for r in range(B):
             for i in range(lr.size):
@@ -240,9 +283,8 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
     for r in range(B):
         for j in range(n):
             U[r, j] = drive[r, j]
-    for c in couplings:
-        if not c.active:
-            continue
+    for k in range(couplings.src_offset.shape[0]):
+        c = _coupling(couplings, k)
         Asrc = _block(A, c.src_offset, B, c.src_size)
         Adst = _block(A, c.dst_offset, B, c.dst_size)
         Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
@@ -255,10 +297,10 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
             np.dot(Adst, c.B, Tb)
         else:
             np.dot(Adst, c.W.T, Tb)
-        k = c.feedback_scale
+        kf = c.feedback_scale
         for r in range(B):
             for i in range(c.src_size):
-                U[r, c.src_offset + i] += k * Tb[r, i]
+                U[r, c.src_offset + i] += kf * Tb[r, i]
     nudged = beta != 0.0
     if nudged:
         for r in range(B):
@@ -284,36 +326,34 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
                 for j in range(m):
                     Z[r, j] = rbias[j]
             Tz = T[B * m : 2 * B * m].reshape((B, m))
-            for c in readout:
-                if not c.active:
-                    continue
+            for k in range(readout.src_offset.shape[0]):
+                c = _coupling(readout, k)
                 np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
                 for r in range(B):
                     for j in range(m):
                         Z[r, j] += Tz[r, j]
             _softmax_error(Z, target)
-            for c in readout:
-                if not c.active:
-                    continue
+            for k in range(readout.src_offset.shape[0]):
+                c = _coupling(readout, k)
                 Tb = T[2 * B * m : 2 * B * m + B * c.src_size].reshape((B, c.src_size))
                 np.dot(Z, c.W.T, Tb)
                 for r in range(B):
                     for i in range(c.src_size):
                         G[r, c.src_offset + i] += Tb[r, i]
             if hop:  # chain rule through rho of the readout's sources
-                for c in readout:
-                    if not c.active:
-                        continue
-                    act = layers[0].activation
-                    for lr in layers:
-                        if lr.offset == c.src_offset:
-                            act = lr.activation
+                for k in range(readout.src_offset.shape[0]):
+                    c = _coupling(readout, k)
+                    act = layers.activation[0]
+                    for li in range(layers.offset.shape[0]):
+                        if layers.offset[li] == c.src_offset:
+                            act = layers.activation[li]
                     for r in range(B):
                         for i in range(c.src_size):
                             j = c.src_offset + i
                             G[r, j] *= _rhop(s[r, j], act)
     inside = spec.nudge == NUDGE_INSIDE
-    for lr in layers:
+    for li in range(layers.offset.shape[0]):
+        lr = _layer(layers, li)
         o, m, act = lr.offset, lr.size, lr.activation
         for r in range(B):
             sr = s[r, o : o + m]
@@ -381,6 +421,101 @@ def vector_field(s, out, args):
     _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_FIELD)
 
 
+@njit(cache=True)
+def _logsumexp_cost(Z, target, r):
+    """:math:`-\\sum_k d_k z_k + (\\sum_k d_k)\\,\\mathrm{logsumexp}(z)` of row ``r``
+    (max-shifted; real dtypes)."""
+    m = Z.shape[1]
+    zmax = Z[r, 0]
+    for k in range(m):
+        if Z[r, k] > zmax:
+            zmax = Z[r, k]
+    tot = Z[r, 0] - Z[r, 0]
+    dsum = tot
+    dz = tot
+    for k in range(m):
+        tot += np.exp(Z[r, k] - zmax)
+        dsum += target[r, k]
+        dz += target[r, k] * Z[r, k]
+    return dsum * (zmax + np.log(tot)) - dz
+
+
+@njit(cache=True)
+def _energy(s, layers, couplings, readout, rbias, drive, target, sc, work, spec):
+    B, n = s.shape
+    beta = sc[0]
+    hop = spec.kind == KIND_HOPFIELD
+    A = work[0 : B * n]  # activities, layer-blocked (as _evaluate)
+    T = work[3 * B * n :]
+    F = np.zeros(B, dtype=s.dtype)
+    for li in range(layers.offset.shape[0]):
+        lr = _layer(layers, li)
+        Al = _block(A, lr.offset, B, lr.size)
+        for r in range(B):
+            acc = F[r] - F[r]
+            for i in range(lr.size):
+                v = s[r, lr.offset + i]
+                a = _rho(v, lr.activation) if hop else v
+                Al[r, i] = a
+                if hop:
+                    acc += 0.5 * v * v
+                acc -= drive[r, lr.offset + i] * a  # biases and couplings from the input
+            F[r] += acc
+    for k in range(couplings.src_offset.shape[0]):
+        c = _coupling(couplings, k)
+        Asrc = _block(A, c.src_offset, B, c.src_size)
+        Adst = _block(A, c.dst_offset, B, c.dst_size)
+        Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
+        np.dot(Asrc, c.W, Tf)
+        for r in range(B):
+            acc = F[r] - F[r]
+            for j in range(c.dst_size):
+                acc += Tf[r, j] * Adst[r, j]
+            F[r] -= acc
+    if beta != 0.0:
+        o, m = spec.out_offset, spec.out_size
+        Z = T[0 : B * m].reshape((B, m))
+        if spec.cost == COST_CE_READOUT:
+            for r in range(B):
+                for j in range(m):
+                    Z[r, j] = rbias[j]
+            Tz = T[B * m : 2 * B * m].reshape((B, m))
+            for k in range(readout.src_offset.shape[0]):
+                c = _coupling(readout, k)
+                np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
+                for r in range(B):
+                    for j in range(m):
+                        Z[r, j] += Tz[r, j]
+        else:
+            for r in range(B):
+                for j in range(m):
+                    Z[r, j] = s[r, o + j]
+        for r in range(B):
+            if spec.cost == COST_SQUARED:
+                acc = F[r] - F[r]
+                for j in range(m):
+                    e = Z[r, j] - target[r, j]
+                    acc += 0.5 * e * e
+            else:
+                acc = _logsumexp_cost(Z, target, r)
+            F[r] += beta * acc
+    return F
+
+
+@njit(cache=True)
+def observe_energy(s, args):
+    """Per-sample total function :math:`F = E + \\beta C` (hopfield) or :math:`-\\Phi +
+    \\beta C` (prototypical) of a tied network at ``s``, a new (batch,) array in the state's
+    dtype, for the solvers' ``observe`` (``Dynamics.record_energy``). The terms of
+    :func:`eqprop.graph.reference.energy`: :math:`\\tfrac12\\|s\\|^2` (hopfield),
+    :math:`-` ``drive`` :math:`\\cdot a` (biases and couplings from the input), :math:`-\\langle
+    a_{src} W_c, a_{dst}\\rangle` per coupling between state layers, :math:`\\beta C`.
+    Meaningful for tied couplings only (the phases refuse the others). Real dtypes (the
+    solvers record real values; the phases refuse a complex network's record_energy)."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
+    return _energy(s, layers, couplings, readout, rbias, drive, target, sc, work, spec)
+
+
 # ----------------------------------------------------------------------------- builders
 _KERNEL_DTYPES = tuple(np.dtype(t) for t in ("float32", "float64", "complex64", "complex128"))
 
@@ -419,42 +554,54 @@ def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     return drive
 
 
+def _coupling_table(net: GraphNetwork, couplings) -> CouplingTable:
+    """The :class:`CouplingTable` of dense ``couplings`` (their ``W``/``B`` copied into one
+    flat array in the state's dtype)."""
+    dt, off = net.dtype, net.offsets
+    ints: dict[str, list[int]] = {k: [] for k in CouplingTable._fields[:6]}
+    scale, uses, parts, start = [], [], [], 0
+    for c in couplings:
+        uses_B = c.feedback in ("free", "random")
+        n_src, n_dst = net.layer(c.source).size, net.layer(c.target).size
+        ints["src_offset"].append(off[c.source][0])
+        ints["src_size"].append(n_src)
+        ints["dst_offset"].append(off[c.target][0] if c.target in off else 0)
+        ints["dst_size"].append(n_dst)
+        ints["w_start"].append(start)
+        parts.append(np.ravel(c.W))
+        ints["b_start"].append(start + c.W.size if uses_B else start)
+        start += c.W.size
+        if uses_B:
+            parts.append(np.ravel(c.B))
+            start += c.B.size
+        scale.append(c.gamma if c.feedback == "scaled" else 1.0)
+        uses.append(uses_B)
+    return CouplingTable(
+        **{k: np.array(v, dtype=np.int64) for k, v in ints.items()},
+        feedback_scale=np.array(scale, dtype=dt),  # the state's dtype: no float64 in float32
+        uses_B=np.array(uses, dtype=np.bool_),
+        weights=np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype=dt),
+    )
+
+
 def _records(net: GraphNetwork):
+    """``(layers, couplings, readout)`` of ``args``: a :class:`LayerTable` of the state
+    layers and :class:`CouplingTable` of the couplings between state layers and of those
+    into a readout (couplings from the input are folded into the constant ``drive``)."""
     dt = net.dtype
     off = net.offsets
-    layers = tuple(
-        LayerRecord(
-            off[la.name][0],
-            la.size,
-            _ACT_CODE[la.activation],
-            la.box is not None,
-            dt.type(0.0 if la.box is None else la.box[0]),
-            dt.type(0.0 if la.box is None else la.box[1]),
-        )
-        for la in net.state_layers
+    state = net.state_layers
+    layers = LayerTable(
+        np.array([off[la.name][0] for la in state], dtype=np.int64),
+        np.array([la.size for la in state], dtype=np.int64),
+        np.array([_ACT_CODE[la.activation] for la in state], dtype=np.int64),
+        np.array([la.box is not None for la in state], dtype=np.bool_),
+        np.array([0.0 if la.box is None else la.box[0] for la in state], dtype=dt),
+        np.array([0.0 if la.box is None else la.box[1] for la in state], dtype=dt),
     )
-    dummy_B = np.zeros((1, 1), dtype=dt)
-    one = dt.type(1.0)  # scalars in the state's dtype: no float64 in float32 loops
-    sentinel = CouplingRecord(False, 0, 0, 0, 0, np.zeros((1, 1), dtype=dt), dummy_B, one, False)
-    inner: list[Any] = []
-    readout: list[Any] = []
-    for c in net.couplings:
-        if c.source not in off:  # from the input: in the drive
-            continue
-        uses_B = c.feedback in ("free", "random")
-        rec = CouplingRecord(
-            True,
-            off[c.source][0],
-            off[c.source][1] - off[c.source][0],
-            off[c.target][0] if c.target in off else 0,
-            net.layer(c.target).size,
-            np.ascontiguousarray(c.W),
-            np.ascontiguousarray(c.B) if uses_B else dummy_B,
-            dt.type(c.gamma) if c.feedback == "scaled" else one,
-            uses_B,
-        )
-        (inner if c.target in off else readout).append(rec)
-    return layers, tuple(inner) or (sentinel,), tuple(readout) or (sentinel,)
+    inner = [c for c in net.couplings if c.source in off and c.target in off]
+    readout = [c for c in net.couplings if c.source in off and c.target not in off]
+    return layers, _coupling_table(net, inner), _coupling_table(net, readout)
 
 
 def make_args(
