@@ -53,9 +53,11 @@ _TINY = float(np.finfo(np.float64).tiny)
 
 
 def launch(kernel, n_threads: int, *args) -> None:
-    """Launch ``kernel`` on a 1-D grid of at least ``n_threads`` threads."""
-    blocks = max(1, (int(n_threads) + THREADS - 1) // THREADS)
-    kernel[blocks, THREADS](*args)
+    """Launch ``kernel`` on a 1-D grid of at least ``n_threads`` threads (blocks of
+    :data:`THREADS`, or one smaller block: the simulator runs every thread of a block)."""
+    n = max(1, int(n_threads))
+    threads = min(THREADS, n)
+    kernel[(n + threads - 1) // threads, threads](*args)
 
 
 @cuda.jit(device=True)
@@ -186,8 +188,8 @@ def residual_update_kernel(
         if has_bounds:
             g = lo if g < lo else (hi if g > hi else g)
             gx[b, i] = g
-        dv = abs(g - x[b, i])
-        ax = abs(x[b, i])
+        dv = float(abs(g - x[b, i]))  # in the state dtype, then float64 (as solvers)
+        ax = float(abs(x[b, i]))
         if dv != dv or ax != ax:
             bad = True
         if dv > r:
