@@ -577,6 +577,10 @@ class Trainer:
         from eqprop import rules as _rules
 
         self.config = config.validate()
+        if config.run.device != "cpu":  # one clear error, never a silent CPU run (#17)
+            from eqprop.gpu import check_device
+
+            check_device(config.run.device)
         self._overwrite = bool(overwrite)
         self._resumed_from = _resumed_from
         run, data_config = config.run, config.data
