@@ -4,8 +4,10 @@ setting of a run and its one clear error, and that nothing imports CuPy by defau
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +77,21 @@ def test_default_imports_do_not_import_cupy_or_numba_cuda():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_gpu_check_script_help_and_simulator_mode(tmp_path):
+    """The prepared device script (benchmarks/gpu_check.py) parses, refuses to run without
+    a GPU in one line, and runs its CPU stand-in mode end to end."""
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py")
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--simulate" in r.stdout
+    if not gpu.available()[0]:
+        r = subprocess.run([sys.executable, script], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stdout.startswith("gpu_check: no usable GPU")
+    cmd = [sys.executable, script, "--simulate", "--repeat", "1", "--seconds", "0"]
+    r = subprocess.run([*cmd, "-o", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "SIMULATOR" in r.stdout and "not built: P-conv" in r.stdout
+    info = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [row["setting"] for row in info["rows"]] == ["ernoult2019-p1h", "scellier2017-1h"]
+    assert all(row["gpu_samples_per_s"] > 0 for row in info["rows"])
