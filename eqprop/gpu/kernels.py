@@ -19,7 +19,8 @@ step is here, one thread per state entry or per sample:
 
 This module imports ``numba.cuda``: under ``NUMBA_ENABLE_CUDASIM=1`` the kernels run on
 NumPy arrays on the CPU (Numba's CUDA simulator, slow, for the tests). No fastmath: the
-kernels test NaN and convergence. Activation codes are those of :mod:`eqprop.kernels`.
+kernels test NaN and convergence; ``cache=True``. Activation codes are those of
+:mod:`eqprop.kernels`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def launch(kernel, n_threads: int, *args) -> None:
     kernel[(n + threads - 1) // threads, threads](*args)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, cache=True)
 def rho(v, act):
     """:math:`\\rho(v)`: hard sigmoid ``clip(v, 0, 1)``, sigmoid, tanh or the shifted
     sigmoid ``1 / (1 + exp(-4 (v - 1/2)))`` (as ``eqprop.kernels._rho``)."""
@@ -73,7 +74,7 @@ def rho(v, act):
     return math.tanh(v)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, cache=True)
 def rhop(v, act):
     """:math:`\\rho'(v)`: 1 on [0, 1] else 0 (hard sigmoid), :math:`g\\rho(1-\\rho)`
     (sigmoids, gain 1 or 4), :math:`1 - \\tanh^2` (as ``eqprop.kernels._rhop``)."""
@@ -86,7 +87,7 @@ def rhop(v, act):
     return 1.0 - t * t
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def activities_kernel(s, a, act):
     """``a[b, i] = rho(s[b, i])`` for all entries of the (batch, n_state) state."""
     k = cuda.grid(1)
@@ -97,7 +98,7 @@ def activities_kernel(s, a, act):
         a[b, i] = rho(s[b, i], act)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def layer_map_kernel(
     s, out, prev, nxt, bias, target, o, kind, act, use_bias, use_next, qb, nudge, eps
 ):
@@ -144,7 +145,7 @@ def layer_map_kernel(
     out[b, o + i] = g
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def residual_update_kernel(
     x,
     gx,
