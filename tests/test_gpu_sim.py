@@ -87,7 +87,9 @@ else:
         assert ng.beta == 0.5 and not ng.clamped
         assert not np.allclose(ng.state, fg.state)  # the nudge does something
 
-    @pytest.mark.parametrize("kind,act", [("hopfield", "hardsigmoid"), ("prototypical", "tanh")])
+    @pytest.mark.parametrize(
+        "kind,act", [("hopfield", "hardsigmoid"), ("prototypical", "shifted-sigmoid")]
+    )
     def test_phases_equal_cpu_float32(kind, act):
         net = _net(kind, act, "float32")
         x, d = _batch(net)
