@@ -103,6 +103,12 @@ def build_train_parser() -> argparse.ArgumentParser:
         help="BLAS threads (default: 1 for minibatches up to 256, else one per core)",
     )
     g.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where the run computes (default: cpu; cuda: not built for training yet, "
+        "docs/gpu.rst)",
+    )
+    g.add_argument(
         "--overwrite",
         action="store_true",
         default=False,

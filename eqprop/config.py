@@ -370,6 +370,10 @@ class RunConfig:
         nothing.
     threads : int or None
         BLAS threads during the run; None chooses (:func:`eqprop.train.choose_threads`).
+    device : {"cpu", "cuda"}
+        Where the run computes. ``"cuda"`` (issue #17) is refused with one error saying
+        what exists: the CUDA backend runs the phases of dense chains
+        (:mod:`eqprop.gpu`), training on the GPU is not built yet; never a silent CPU run.
     preset : str or None
         Name of the preset the run started from (informational).
     """
@@ -383,8 +387,12 @@ class RunConfig:
     eval_batch_size: int = 1000
     output: str | None = None
     threads: int | None = None
+    device: str = "cpu"
     preset: str | None = None
 
+
+#: Values of ``RunConfig.device``.
+DEVICES = ("cpu", "cuda")
 
 #: The parts of a :class:`TrainConfig`, in order, with their record classes.
 PARTS: dict[str, type] = {
@@ -638,6 +646,8 @@ class TrainConfig:
             or run.threads < 1
         ):
             raise ValueError(f"threads is {run.threads!r}; give an integer >= 1 or None (auto)")
+        if run.device not in DEVICES:
+            raise ValueError(f"device is {run.device!r}; choose one of {', '.join(DEVICES)}")
         if dyn.eval_T is not None and dyn.eval_T < 1:
             raise ValueError(f"eval_T is {dyn.eval_T!r}; give an integer >= 1 or None")
         if self.data.limit is not None and self.data.limit < 1:

@@ -582,6 +582,10 @@ class Trainer:
                 "rule 'recirculation' trains an unsupervised loop, not a network of phases: use "
                 "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does)"
             )
+        if config.run.device != "cpu":  # one clear error, never a silent CPU run (#17)
+            from eqprop.gpu import check_device
+
+            check_device(config.run.device)
         self._overwrite = bool(overwrite)
         self._resumed_from = _resumed_from
         run, data_config = config.run, config.data

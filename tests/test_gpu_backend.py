@@ -1,0 +1,97 @@
+"""The CUDA backend's seam without a GPU (issue #17): the array backends, the device
+setting of a run and its one clear error, and that nothing imports CuPy by default."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eqprop import gpu
+from eqprop.cli import main
+from eqprop.config import RunConfig, TrainConfig
+from eqprop.gpu.backend import get_backend
+from eqprop.train import Trainer
+
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+
+def test_numpy_backend_copies_and_multiplies():
+    be = get_backend("numpy")
+    a = np.arange(6.0).reshape(2, 3)
+    d = be.to_device(a)
+    d[0, 0] = 99.0
+    assert a[0, 0] == 0.0  # always a copy: a phase never writes its caller's arrays
+    b = np.ones((3, 2))
+    out = be.empty((2, 2), np.float64)
+    be.matmul(be.to_device(a), b, out=out)
+    np.testing.assert_array_equal(out, [[3.0, 3.0], [12.0, 12.0]])
+    assert be.to_host(out) is out
+
+
+def test_unknown_backend_and_missing_cupy_raise_one_line():
+    with pytest.raises(ValueError, match="unknown array backend 'torch'"):
+        get_backend("torch")
+    if not HAS_CUPY:
+        with pytest.raises(RuntimeError, match=r"needs CuPy.*eqprop\[gpu\]"):
+            get_backend("cupy")
+
+
+def test_device_setting_is_a_run_setting():
+    c = TrainConfig().replace(device="cuda")
+    assert c.run.device == "cuda" and TrainConfig().run.device == "cpu"
+    assert TrainConfig.from_json(c.to_json()).run.device == "cuda"
+    with pytest.raises(ValueError, match="device is 'tpu'; choose one of cpu, cuda"):
+        TrainConfig(run=RunConfig(device="tpu")).validate()
+    assert gpu.check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        gpu.check_device("gpu")
+
+
+def test_cuda_training_raises_one_clear_error_not_a_cpu_run():
+    config = TrainConfig().replace(device="cuda", epochs=1, limit=5)
+    with pytest.raises(RuntimeError, match="device='cuda'") as e:
+        Trainer(config, quiet=True)  # before any data is loaded
+    msg = str(e.value)
+    assert "\n" not in msg
+    ok, _ = gpu.available()
+    assert ("training on the GPU is not built yet" in msg) if ok else ("no usable" in msg)
+
+
+def test_cli_device_cuda_is_one_error_line(capsys):
+    rc = main(["train", "--device", "cuda", "--epochs", "1", "--limit", "5", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("eqprop: error: device='cuda'") and "\n" not in err
+
+
+def test_default_imports_do_not_import_cupy_or_numba_cuda():
+    code = (
+        "import sys, eqprop, eqprop.gpu, eqprop.train, eqprop.cli, eqprop.gpu.backend\n"
+        "bad = [m for m in ('cupy', 'numba.cuda') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_gpu_check_script_help_and_simulator_mode(tmp_path):
+    """The prepared device script (benchmarks/gpu_check.py) parses, refuses to run without
+    a GPU in one line, and runs its CPU stand-in mode end to end."""
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py")
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--simulate" in r.stdout
+    if not gpu.available()[0]:
+        r = subprocess.run([sys.executable, script], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stdout.startswith("gpu_check: no usable GPU")
+    cmd = [sys.executable, script, "--simulate", "--repeat", "1", "--seconds", "0"]
+    r = subprocess.run([*cmd, "-o", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "SIMULATOR" in r.stdout and "not built: P-conv" in r.stdout
+    info = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [row["setting"] for row in info["rows"]] == ["ernoult2019-p1h", "scellier2017-1h"]
+    assert all(row["gpu_samples_per_s"] > 0 for row in info["rows"])

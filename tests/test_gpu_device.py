@@ -1,0 +1,61 @@
+"""The CUDA phases on a real GPU equal the CPU phases (issue #17); skipped without one.
+
+Run by ``benchmarks/gpu_check.py`` on a machine with an NVIDIA GPU, CuPy and numba-cuda
+(``pytest -m gpu tests/test_gpu_device.py``). The networks are the presets'
+(``ernoult2019-p1h``: prototypical, shifted sigmoid; ``scellier2017-1h``: Hopfield, hard
+sigmoid) with their phase lengths, at batch 20, with the ``"fixed"`` method (the
+presets' ``"fused"`` runs the same iterates). Tolerances: float64 1e-10 (cuBLAS sums in
+another order than NumPy's BLAS; 784-wide products); float32 rtol/atol 1e-4 on states
+in [0, 1] after up to 40 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import solvers
+from eqprop import gpu, phases
+from eqprop.presets import get_preset
+
+OK, WHY = gpu.available()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not OK, reason=WHY)]
+
+
+def _setting(name, dtype):
+    config = get_preset(name).config.replace(dtype=dtype)
+    net = config.make_network()
+    dyn = dataclasses.replace(config.dynamics.free_dynamics(), method="fixed")
+    rng = np.random.default_rng(0)
+    x = rng.random((20, net.sizes[0])).astype(net.dtype)
+    d = np.eye(net.n_out, dtype=net.dtype)[rng.integers(0, net.n_out, 20)]
+    return net, dyn, x, d
+
+
+@pytest.mark.parametrize("name", ["ernoult2019-p1h", "scellier2017-1h"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
+def test_preset_phases_on_the_gpu_equal_cpu(name, dtype, tol):
+    net, dyn, x, d = _setting(name, dtype)
+    fg = gpu.free_phase(net, x, dyn, backend="cupy")
+    fc = phases.free_phase(net, x, dyn)
+    np.testing.assert_allclose(fg.state, fc.state, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(fg.result.n_iter, fc.result.n_iter)
+    assert fg.result.status == fc.result.status == solvers.Status.FIXED_STEPS
+    ng = gpu.nudged_phase(net, x, d, 0.5, dyn, s0=fc.state, backend="cupy")
+    nc = phases.nudged_phase(net, x, d, 0.5, dyn, s0=fc.state)
+    np.testing.assert_allclose(ng.state, nc.state, rtol=tol, atol=tol)
+    assert ng.state.dtype == np.dtype(dtype)
+
+
+def test_tolerance_mode_and_failure_on_the_gpu():
+    net, dyn, x, _ = _setting("scellier2017-1h", "float64")
+    tol_dyn = dataclasses.replace(dyn, method="picard", fixed_steps=False, atol=1e-6)
+    fg = gpu.free_phase(net, x, tol_dyn, backend="cupy")
+    fc = phases.free_phase(net, x, tol_dyn)
+    np.testing.assert_array_equal(fg.result.n_iter, fc.result.n_iter)
+    np.testing.assert_array_equal(fg.result.converged, fc.result.converged)
+    net.weights[1][0, 0] = np.nan
+    bad = gpu.free_phase(net, x, dyn, backend="cupy")
+    assert bad.result.status == solvers.Status.FAILED
