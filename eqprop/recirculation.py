@@ -99,6 +99,7 @@ __all__ = [
     "recirculation_gradient",
     "recirculation_update",
     "reconstruction_gradient",
+    "reconstruction_graph_gradient",
     "squared_reconstruction_error",
     "train_seeds",
     "train_until_criterion",
@@ -704,6 +705,25 @@ def reconstruction_gradient(
         if t > 1:
             delta = (delta @ _transpose(loop.weights[k])) * derivs[t - 1](passes.net_inputs[t - 2])
     return LoopWeights(tuple(d_weights), tuple(d_biases))
+
+
+def _graph_names(net: GraphNetwork, arrays: LoopWeights) -> GraphGradient:
+    """A single loop's arrays under ``net``'s parameter names (``W_k`` -> coupling ``k``'s
+    ``.W``, ``b_g`` -> the bias of the layer holding group ``g``)."""
+    chain, layers = _loop_parts(net)
+    named = {f"{c.name}.W": w for c, w in zip(chain, arrays.weights, strict=True)}
+    named.update({f"{la.name}.b": b for la, b in zip(layers, arrays.biases, strict=True)})
+    return GraphGradient({name: named[name] for name in net.parameters()})
+
+
+def reconstruction_graph_gradient(
+    net: GraphNetwork, v, settings: RecirculationSettings
+) -> GraphGradient:
+    """The exact gradient of the batch-mean squared reconstruction error of a loop network
+    (:func:`reconstruction_gradient` with ``reduce="mean"``), by parameter name: the
+    backprop reference that :func:`recirculation_gradient` is compared with."""
+    _loop_parts(net, settings)
+    return _graph_names(net, reconstruction_gradient(loop_of(net), v, settings, reduce="mean"))
 
 
 def cosine_by_parameter(a: LoopWeights, b: LoopWeights) -> dict[str, float]:

@@ -92,6 +92,16 @@ class RecirculationRule(LearningRule):
                 "weight_decay must be 0"
             )
 
+    def gradient(self, net, v):
+        """The rule's update of a loop network (:func:`eqprop.recirculation.loop_network`)
+        on a visible batch ``v``: a :class:`~eqprop.graph.gradient.GraphGradient` by
+        parameter name (:func:`eqprop.recirculation.recirculation_gradient` of
+        :func:`eqprop.recirculation.graph_recirculate`), for :class:`eqprop.optim.SGD` and
+        the rule studies. ValueError if ``net`` is not a loop."""
+        from eqprop.recirculation import graph_recirculate, recirculation_gradient
+
+        return recirculation_gradient(net, graph_recirculate(net, v, self.settings))
+
     def plan(self, rng):
         raise ValueError(self._not_phases())
 
@@ -105,5 +115,6 @@ class RecirculationRule(LearningRule):
     def _not_phases() -> str:
         return (
             "rule 'recirculation' trains an unsupervised loop, not a network of phases: use "
-            "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does)"
+            "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does), or "
+            "RecirculationRule.gradient(loop_network(...), v) for one update"
         )
