@@ -2,7 +2,17 @@
 
 The rule of G. E. Hinton and J. L. McClelland, "Learning representations by
 recirculation", *Neural Information Processing Systems* (NIPS 1987), D. Z. Anderson (ed.),
-American Institute of Physics, 1988, pp. 358-366, on plain NumPy arrays.
+American Institute of Physics, 1988, pp. 358-366, on eqprop's layers and dense couplings.
+
+**As layers and couplings** (:func:`loop_network`): the loop is the chain
+``v -> h1 -> ... -> h{K-1} -> r`` of :mod:`eqprop.graph`, one dense coupling per loop edge
+whose forward drive (:func:`eqprop.graph.dense.forward_drive`) is the edge's map; the
+visible group is the input layer ``v`` on its first visit and the output layer ``r`` (with
+the visible bias) on its second. :func:`graph_recirculate` runs the passes on the
+couplings, :func:`recirculation_gradient` gives the update as a
+:class:`~eqprop.graph.gradient.GraphGradient` by parameter name (for
+:class:`eqprop.optim.SGD`). The :class:`LoopWeights` functions below (which also run a
+stack of loops at once) are adapters over the same schedule and coupling functions.
 
 A **loop** is ``K >= 2`` groups of units: group 0 is the *visible* group, groups
 ``1 .. K-1`` are *hidden*, and coupling ``k`` maps group ``k`` to group ``(k + 1) % K``

@@ -1,7 +1,9 @@
 """Recirculation's entry in the rule registry (``eqprop train --rule recirculation``).
 
-The rule itself, its loop and its training on a dataset live in :mod:`eqprop.recirculation`
-(Hinton & McClelland 1988); this module only gives the trainer's configuration a class
+The rule itself, its loop (as layers and couplings: :func:`eqprop.recirculation.loop_network`)
+and its training on a dataset live in :mod:`eqprop.recirculation` (Hinton & McClelland
+1988); this module gives :meth:`RecirculationRule.gradient` (the update of a loop network
+by parameter name) and the trainer's configuration a class
 whose keyword arguments are the rule's parameters (:class:`RecirculationRule`), and the
 checks of the combinations that make no sense for an unsupervised loop.
 """
@@ -83,8 +85,9 @@ class RecirculationRule(LearningRule):
             )
         if config.uses_graph:
             raise ValueError(
-                "rule 'recirculation' runs on its own loop of groups, not a layered network: "
-                "drop --output-activation, --feedback, --feedback-scale and --skip"
+                "rule 'recirculation' runs on its own loop of groups (the chain v -> hidden "
+                "-> r of dense couplings, feedback unused), not a layered network: drop "
+                "--output-activation, --feedback, --feedback-scale and --skip"
             )
         if config.optimizer.momentum != 0.0 or config.optimizer.weight_decay != 0.0:
             raise ValueError(
