@@ -2,7 +2,17 @@
 
 The rule of G. E. Hinton and J. L. McClelland, "Learning representations by
 recirculation", *Neural Information Processing Systems* (NIPS 1987), D. Z. Anderson (ed.),
-American Institute of Physics, 1988, pp. 358-366, on plain NumPy arrays.
+American Institute of Physics, 1988, pp. 358-366, on eqprop's layers and dense couplings.
+
+**As layers and couplings** (:func:`loop_network`): the loop is the chain
+``v -> h1 -> ... -> h{K-1} -> r`` of :mod:`eqprop.graph`, one dense coupling per loop edge
+whose forward drive (:func:`eqprop.graph.dense.forward_drive`) is the edge's map; the
+visible group is the input layer ``v`` on its first visit and the output layer ``r`` (with
+the visible bias) on its second. :func:`graph_recirculate` runs the passes on the
+couplings, :func:`recirculation_gradient` gives the update as a
+:class:`~eqprop.graph.gradient.GraphGradient` by parameter name (for
+:class:`eqprop.optim.SGD`). The :class:`LoopWeights` functions below (which also run a
+stack of loops at once) are adapters over the same schedule and coupling functions.
 
 A **loop** is ``K >= 2`` groups of units: group 0 is the *visible* group, groups
 ``1 .. K-1`` are *hidden*, and coupling ``k`` maps group ``k`` to group ``(k + 1) % K``
@@ -73,10 +83,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eqprop.graph import dense
+from eqprop.graph.gradient import GraphGradient
+from eqprop.graph.model import Coupling, GraphNetwork, Layer, layer_activation
 from eqprop.network import activation_functions
 
 __all__ = [
     "ACTIVATIONS",
+    "GRAPH_ACTIVATIONS",
+    "RECONSTRUCTION",
+    "VISIBLE",
     "LoopPasses",
     "LoopWeights",
     "RecirculationRun",
@@ -84,11 +100,16 @@ __all__ = [
     "SeedStudy",
     "cosine_by_parameter",
     "encoder_patterns",
+    "graph_recirculate",
     "init_loop",
+    "loop_network",
+    "loop_of",
     "parse_sizes",
     "recirculate",
+    "recirculation_gradient",
     "recirculation_update",
     "reconstruction_gradient",
+    "reconstruction_graph_gradient",
     "squared_reconstruction_error",
     "train_seeds",
     "train_until_criterion",
@@ -355,6 +376,8 @@ def _check_loop(loop: object) -> None:
             if hasattr(loop, "sizes") and hasattr(loop, "weights")
             else ""
         )
+        if isinstance(loop, GraphNetwork):
+            hint = " (for a graph network use graph_recirculate and recirculation_gradient)"
         raise ValueError(
             f"recirculation runs on a closed loop of groups, an "
             f"eqprop.recirculation.LoopWeights (build one with init_loop(sizes)), got "
@@ -362,18 +385,230 @@ def _check_loop(loop: object) -> None:
         )
 
 
-def _check_visible(loop: LoopWeights, v) -> np.ndarray:
-    _check_loop(loop)
+def _check_visible(sizes: Sequence[int], v) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64)
-    if v.ndim < 2 or v.shape[-1] != loop.sizes[0]:
+    if v.ndim < 2 or v.shape[-1] != sizes[0]:
         raise ValueError(
-            f"visible batch must have shape (batch, {loop.sizes[0]}) (or (*lead, batch, "
-            f"{loop.sizes[0]}) for a stack of loops) for a loop of sizes {loop.sizes}, "
+            f"visible batch must have shape (batch, {sizes[0]}) (or (*lead, batch, "
+            f"{sizes[0]}) for a stack of loops) for a loop of sizes {tuple(sizes)}, "
             f"got {v.shape}"
         )
     if not np.all(np.isfinite(v)):
         raise ValueError("visible batch has non-finite entries")
     return np.ascontiguousarray(v)
+
+
+# ------------------------------------------------------------------------------------
+# The loop as layers and couplings (eqprop.graph): one dense coupling per loop edge.
+
+#: Name of the visible layer (the graph's input: the first pass's clamped vector).
+VISIBLE = "v"
+#: Name of the visible group's second visit (the graph's output: the reconstruction).
+RECONSTRUCTION = "r"
+#: Layer activation of each group activation (eqprop.graph calls a linear unit identity).
+GRAPH_ACTIVATIONS = {"sigmoid": "sigmoid", "linear": "identity"}
+
+
+def _group_names(n_groups: int) -> list[str]:
+    """Layer names of the unrolled loop: ``v, h1, ..., h{K-1}, r``."""
+    return [VISIBLE, *(f"h{g}" for g in range(1, n_groups)), RECONSTRUCTION]
+
+
+def loop_network(loop: LoopWeights, settings: RecirculationSettings) -> GraphNetwork:
+    """The loop as a :class:`~eqprop.graph.GraphNetwork`: a chain
+    ``v -> h1 -> ... -> h{K-1} -> r`` of dense couplings, one per loop edge.
+
+    Coupling ``k`` (``"v->h1"``, ..., ``"h{K-1}->r"``) holds ``loop.weights[k]``: its
+    forward drive :func:`eqprop.graph.dense.forward_drive` is the loop's map from group
+    ``k`` to group ``k + 1`` (for ``K = 2``: ``"v->h1"`` the encoder, ``"h1->r"`` the
+    decoder, two separate matrices). The visible group appears twice: as the input layer
+    ``v`` (the clamped first-pass vector, no bias) and as the output layer ``r`` (the
+    reconstruction it receives, with the visible bias ``loop.biases[0]``); the loop closes
+    by feeding ``r``'s regressed state back in as ``v``'s activity in the second pass
+    (:func:`graph_recirculate`). Hidden group ``g`` is layer ``h{g}`` with bias
+    ``loop.biases[g]``. The couplings' feedback is ``tied`` and never read (the loop's way
+    back is the decoder, not a transpose). Parameters are copies, float64; a single loop
+    only (no stack).
+    """
+    _check_loop(loop)
+    if loop.lead_shape != ():
+        raise ValueError(
+            f"loop_network builds one network, got a stack of loops of shape {loop.lead_shape}"
+        )
+    K = loop.n_groups
+    names = _group_names(K)
+    act = [GRAPH_ACTIVATIONS[settings.activation_of(g % K)] for g in range(K + 1)]
+    layers = [Layer(VISIBLE, loop.sizes[0], role="input")]
+    for g in range(1, K + 1):
+        role = "output" if g == K else "hidden"
+        layers.append(Layer(names[g], loop.sizes[g % K], role, act[g], bias=loop.biases[g % K]))
+    couplings = [Coupling(names[k], names[k + 1], loop.weights[k]) for k in range(K)]
+    return GraphNetwork(layers, couplings, dtype="float64")
+
+
+def _loop_parts(net: GraphNetwork, settings: RecirculationSettings | None = None):
+    """``(couplings, layers)`` of a loop network in loop order (``layers[g]`` is the layer
+    holding group ``g``'s bias: ``r`` for ``g = 0``); ValueError naming what is not a loop."""
+    if not isinstance(net, GraphNetwork):
+        raise ValueError(f"expected an eqprop.graph.GraphNetwork, got {type(net).__name__}")
+    out = net.output_layer
+    vis = net.input_layer
+    not_loop = "recirculation needs a loop network (see eqprop.recirculation.loop_network)"
+    if out.role != "output" or out.size != vis.size:
+        raise ValueError(
+            f"{not_loop}: the output layer {out.name!r} must be the visible group's "
+            f"reconstruction, of the input's size {vis.size} (got {out.role} of size {out.size})"
+        )
+    chain, name = [], vis.name
+    for _ in range(len(net.couplings)):
+        outgoing = [c for c in net.couplings if c.source == name]
+        if len(outgoing) != 1:
+            raise ValueError(
+                f"{not_loop}: layer {name!r} feeds {len(outgoing)} couplings; a loop is a chain "
+                f"{vis.name} -> hidden ... -> {out.name} with one coupling per edge"
+            )
+        chain.append(outgoing[0])
+        name = outgoing[0].target
+    if name != out.name or len(chain) != len(net.layers) - 1 or len(chain) < 2:
+        raise ValueError(
+            f"{not_loop}: the couplings do not form one chain {vis.name} -> hidden ... -> "
+            f"{out.name} through every layer"
+        )
+    layers = [net.layer(c.target) for c in chain]  # h1 .. h{K-1}, r
+    layers = [layers[-1], *layers[:-1]]
+    for c in chain:
+        if c.type != "dense" or c.feedback != "tied":
+            raise ValueError(
+                f"coupling {c.name!r}: recirculation reads dense forward drives only; use a "
+                f"dense coupling with feedback 'tied' (unused), got {c.type!r} / {c.feedback!r}"
+            )
+    inverse = {v: k for k, v in GRAPH_ACTIVATIONS.items()}
+    for g, layer in enumerate(layers):
+        if layer.bias is None or layer.channel_bias or layer.box is not None:
+            raise ValueError(
+                f"layer {layer.name!r}: a recirculation group needs one bias per unit and no box"
+            )
+        if layer.activation not in inverse:
+            raise ValueError(
+                f"layer {layer.name!r}: activation {layer.activation!r} is not a recirculation "
+                f"group's; use one of {', '.join(map(repr, GRAPH_ACTIVATIONS.values()))}"
+            )
+        if settings is not None and inverse[layer.activation] != settings.activation_of(g):
+            raise ValueError(
+                f"layer {layer.name!r} has activation {layer.activation!r} but the settings say "
+                f"{settings.activation_of(g)!r} for group {g}; make them agree"
+            )
+    if net.dtype.kind != "f":
+        raise ValueError(f"recirculation runs on real numbers, got dtype {net.dtype.name}")
+    return chain, layers
+
+
+def loop_of(net: GraphNetwork) -> LoopWeights:
+    """The :class:`LoopWeights` (copies) of a :func:`loop_network` network; ValueError
+    if ``net`` is not a loop."""
+    chain, layers = _loop_parts(net)
+    return LoopWeights(tuple(c.W for c in chain), tuple(la.bias for la in layers))  # type: ignore[misc]
+
+
+def _two_passes(couplings, biases, funcs, lambdas, v) -> LoopPasses:
+    """The schedule of the module docstring, written once for both routes.
+
+    ``couplings[k]`` (a dense :class:`~eqprop.graph.model.Coupling`) drives group
+    ``(k + 1) % K`` from group ``k`` through :func:`eqprop.graph.dense.forward_drive`;
+    ``biases[g]`` broadcasts against a ``(..., batch, n_g)`` state; ``funcs[g]`` and
+    ``lambdas[g]`` are group ``g``'s activation and regression.
+    """
+    K = len(couplings)
+    states: list[np.ndarray] = [v]
+    nets: list[np.ndarray] = []
+    reconstruction = v
+    for t in range(1, 2 * K):
+        g = t % K
+        net = dense.forward_drive(couplings[(g - 1) % K], states[t - 1]) + biases[g]
+        out = funcs[g](net)
+        if t < K:
+            state = out
+        else:
+            state = lambdas[g] * states[t - K] + (1.0 - lambdas[g]) * out
+            if t == K:
+                reconstruction = out
+        nets.append(net)
+        states.append(state)
+    return LoopPasses(tuple(states), tuple(nets), reconstruction)
+
+
+def _update_terms(passes: LoopPasses, n_groups: int):
+    """``(k, g, pre, diff)`` for each group ``g`` and the coupling ``k = (g - 1) % K``
+    feeding it: presynaptic ``y(t2 - 1)`` and postsynaptic difference
+    ``y(t1) - y(t2)`` (``t1 = g``, ``t2 = g + K``). The rule's one statement."""
+    if len(passes.states) != 2 * n_groups:
+        raise ValueError(
+            f"passes of a {len(passes.states) // 2}-group loop given for a {n_groups}-group loop"
+        )
+    for g in range(n_groups):
+        t1, t2 = g, g + n_groups
+        yield (g - 1) % n_groups, g, passes.states[t2 - 1], passes.states[t1] - passes.states[t2]
+
+
+def _bias_sum(diff: np.ndarray) -> np.ndarray:
+    """A group's postsynaptic difference summed over the batch, :math:`\\sum_c [y(t_1) -
+    y(t_2)]` (the bias is a weight from an always-on unit)."""
+    return diff.sum(axis=-2)
+
+
+def _lambdas(settings: RecirculationSettings, n_groups: int) -> list[float]:
+    return [settings.regression] + [settings.hidden_lambda] * (n_groups - 1)
+
+
+def graph_recirculate(net: GraphNetwork, v, settings: RecirculationSettings) -> LoopPasses:
+    """The two passes of :func:`recirculate` on a loop network (:func:`loop_network`).
+
+    Every net input is a coupling's :func:`eqprop.graph.dense.forward_drive` plus the
+    receiving layer's bias; the activations are the layers' own
+    (:func:`eqprop.graph.model.layer_activation`), which must agree with ``settings``; the
+    regressions are ``settings.regression`` (visible) and ``settings.hidden_lambda``.
+    ``v`` of shape ``(batch, n_0)``; the states are float64.
+    """
+    chain, layers = _loop_parts(net, settings)
+    v = _check_visible([la.size for la in layers], v)
+    funcs = [layer_activation(la.activation)[0] for la in layers]
+    biases = [la.bias for la in layers]
+    return _two_passes(chain, biases, funcs, _lambdas(settings, len(chain)), v)
+
+
+def recirculation_gradient(net: GraphNetwork, passes: LoopPasses) -> GraphGradient:
+    """Recirculation's update of a loop network as a gradient estimate, by parameter name.
+
+    For the coupling ``c`` feeding group ``g`` (visited at ``t1`` and ``t2 = t1 + K``):
+
+    .. math::
+
+        g_{c.W} = -\\tfrac{1}{B}\\, y(t_2 - 1)^\\top [y(t_1) - y(t_2)], \\qquad
+        g_{g.b} = -\\tfrac{1}{B} \\textstyle\\sum_c [y(t_1) - y(t_2)],
+
+    the first from the coupling module's :func:`eqprop.graph.dense.weight_gradient`
+    (presynaptic activity times postsynaptic difference, bilinear), ``B`` the batch size.
+    SGD (``p -= lr * g``, :class:`eqprop.optim.SGD`) with rate ``lr`` then applies
+    Hinton & McClelland's :math:`\\Delta w = \\varepsilon\\, y_{pre} (y^{(1)}_{post} -
+    y^{(2)}_{post})` with :math:`\\varepsilon = lr` and the batch mean. ``passes`` from
+    :func:`graph_recirculate` on ``net``.
+    """
+    chain, layers = _loop_parts(net)
+    grads: dict[str, np.ndarray] = {}
+    for k, g, pre, diff in _update_terms(passes, len(chain)):
+        grads[f"{chain[k].name}.W"] = dense.weight_gradient(chain[k], pre, diff)
+        batch = diff.shape[0]
+        grads[f"{layers[g].name}.b"] = layers[g].bias_gradient(-_bias_sum(diff) / batch)
+    return GraphGradient({name: grads[name] for name in net.parameters()})
+
+
+def _stack_couplings(loop: LoopWeights) -> list[Coupling]:
+    """The loop's edges as dense couplings holding the (possibly stacked) weights, not
+    checked as a network: :func:`eqprop.graph.dense.forward_drive` broadcasts over the
+    stack's leading axes."""
+    K = loop.n_groups
+    names = _group_names(K)
+    return [Coupling(names[k], names[k + 1], loop.weights[k]) for k in range(K)]
 
 
 def recirculate(loop: LoopWeights, v, settings: RecirculationSettings) -> LoopPasses:
@@ -382,28 +617,16 @@ def recirculate(loop: LoopWeights, v, settings: RecirculationSettings) -> LoopPa
     The equations are in the module docstring: the first pass is ``y(1 .. K-1)`` and the
     reconstruction ``sigma(a(K))``; the second pass regresses every group towards its
     first-pass state with ``settings.regression`` (visible) and
-    ``settings.hidden_lambda`` (hidden).
+    ``settings.hidden_lambda`` (hidden). The same schedule and coupling drives as
+    :func:`graph_recirculate` (a loop's edges are dense couplings), on a loop or a stack
+    of loops.
     """
-    v = _check_visible(loop, v)
-    n_groups = loop.n_groups
-    funcs = [_activation(settings.activation_of(g))[0] for g in range(n_groups)]
-    states: list[np.ndarray] = [v]
-    nets: list[np.ndarray] = []
-    reconstruction = v
-    for t in range(1, 2 * n_groups):
-        g = t % n_groups
-        net = states[t - 1] @ loop.weights[(g - 1) % n_groups] + loop.biases[g][..., None, :]
-        out = funcs[g](net)
-        if t < n_groups:
-            state = out
-        else:
-            lam = settings.regression if g == 0 else settings.hidden_lambda
-            state = lam * states[t - n_groups] + (1.0 - lam) * out
-            if t == n_groups:
-                reconstruction = out
-        nets.append(net)
-        states.append(state)
-    return LoopPasses(tuple(states), tuple(nets), reconstruction)
+    _check_loop(loop)
+    v = _check_visible(loop.sizes, v)
+    K = loop.n_groups
+    funcs = [_activation(settings.activation_of(g))[0] for g in range(K)]
+    biases = [b[..., None, :] for b in loop.biases]
+    return _two_passes(_stack_couplings(loop), biases, funcs, _lambdas(settings, K), v)
 
 
 def _transpose(x: np.ndarray) -> np.ndarray:
@@ -432,22 +655,21 @@ def recirculation_update(
     cases) or averaged (``"mean"``). For ``K = 2`` this is Hinton & McClelland's
     :math:`\\Delta w_{ij} = \\varepsilon y_j(1)[y_i(0) - y_i(2)]` (decoder) and
     :math:`\\Delta w_{ji} = \\varepsilon y_i(2)[y_j(1) - y_j(3)]` (encoder).
+
+    The same terms as :func:`recirculation_gradient` (:math:`-\\varepsilon B` times it,
+    ``B`` the batch size, for ``"sum"``): the coupling module's
+    :func:`eqprop.graph.dense.activity_product` of the presynaptic activity and the
+    postsynaptic difference, before the batch mean, on a loop or a stack of loops.
     """
     _check_loop(loop)
-    n_groups = loop.n_groups
-    if len(passes.states) != 2 * n_groups:
-        raise ValueError(
-            f"passes of a {len(passes.states) // 2}-group loop given for a {n_groups}-group loop"
-        )
+    K = loop.n_groups
     factor = settings.learning_rate * _reduce_factor(reduce, passes.states[0].shape[-2])
-    d_weights: list[np.ndarray] = [np.empty(0)] * n_groups
-    d_biases: list[np.ndarray] = [np.empty(0)] * n_groups
-    for g in range(n_groups):
-        t1 = g
-        t2 = t1 + n_groups
-        difference = passes.states[t1] - passes.states[t2]
-        d_weights[(g - 1) % n_groups] = factor * (_transpose(passes.states[t2 - 1]) @ difference)
-        d_biases[g] = factor * difference.sum(axis=-2)
+    couplings = _stack_couplings(loop)
+    d_weights: list[np.ndarray] = [np.empty(0)] * K
+    d_biases: list[np.ndarray] = [np.empty(0)] * K
+    for k, g, pre, diff in _update_terms(passes, K):
+        d_weights[k] = factor * dense.activity_product(couplings[k], pre, diff)
+        d_biases[g] = factor * _bias_sum(diff)
     return LoopWeights(tuple(d_weights), tuple(d_biases))
 
 
@@ -495,6 +717,25 @@ def reconstruction_gradient(
     return LoopWeights(tuple(d_weights), tuple(d_biases))
 
 
+def _graph_names(net: GraphNetwork, arrays: LoopWeights) -> GraphGradient:
+    """A single loop's arrays under ``net``'s parameter names (``W_k`` -> coupling ``k``'s
+    ``.W``, ``b_g`` -> the bias of the layer holding group ``g``)."""
+    chain, layers = _loop_parts(net)
+    named = {f"{c.name}.W": w for c, w in zip(chain, arrays.weights, strict=True)}
+    named.update({f"{la.name}.b": b for la, b in zip(layers, arrays.biases, strict=True)})
+    return GraphGradient({name: named[name] for name in net.parameters()})
+
+
+def reconstruction_graph_gradient(
+    net: GraphNetwork, v, settings: RecirculationSettings
+) -> GraphGradient:
+    """The exact gradient of the batch-mean squared reconstruction error of a loop network
+    (:func:`reconstruction_gradient` with ``reduce="mean"``), by parameter name: the
+    backprop reference that :func:`recirculation_gradient` is compared with."""
+    _loop_parts(net, settings)
+    return _graph_names(net, reconstruction_gradient(loop_of(net), v, settings, reduce="mean"))
+
+
 def cosine_by_parameter(a: LoopWeights, b: LoopWeights) -> dict[str, float]:
     """Cosine similarity of two updates, per named array (``W0``, ``W1``, ..., ``b0``, ...)
     and over all of them concatenated (``"all"``); ``nan`` where either array is zero."""
@@ -521,7 +762,8 @@ def _train_stack(loop: LoopWeights, patterns, settings, criterion, max_updates):
         raise ValueError(f"criterion must be a finite number > 0, got {criterion!r}")
     if int(max_updates) < 0:
         raise ValueError(f"max_updates must be >= 0, got {max_updates!r}")
-    patterns = _check_visible(loop, patterns)
+    _check_loop(loop)
+    patterns = _check_visible(loop.sizes, patterns)
     lead = loop.lead_shape
     updates = np.full(lead, -1, dtype=np.int64)
     errors: list[np.ndarray] = []

@@ -27,7 +27,14 @@ import numpy as np
 
 from eqprop.graph.model import Coupling
 
-__all__ = ["energy_term", "feedback_drive", "feedback_gradient", "forward_drive", "weight_gradient"]
+__all__ = [
+    "activity_product",
+    "energy_term",
+    "feedback_drive",
+    "feedback_gradient",
+    "forward_drive",
+    "weight_gradient",
+]
 
 
 def forward_drive(c: Coupling, a_src: np.ndarray) -> np.ndarray:
@@ -67,3 +74,15 @@ def feedback_gradient(c: Coupling, a_src: np.ndarray, a_dst: np.ndarray) -> np.n
     if c.feedback != "free":
         return None
     return -(a_dst.T @ a_src) / a_src.shape[0]
+
+
+def activity_product(c: Coupling, a_src: np.ndarray, a_dst: np.ndarray) -> np.ndarray:
+    """:math:`a_{src}^\\top a_{dst}` summed over the batch, shape (..., n_src, n_dst).
+
+    The outer product behind :func:`weight_gradient` (which is
+    :math:`-a_{src}^\\top a_{dst} / \\mathrm{batch}`) before its sign and batch mean, for
+    rules that scale the sum themselves (recirculation's summed update,
+    :mod:`eqprop.recirculation`); leading axes of ``(..., batch, n)`` activities (a stack
+    of networks) are kept.
+    """
+    return np.swapaxes(a_src, -1, -2) @ a_dst

@@ -1,7 +1,9 @@
 """Recirculation's entry in the rule registry (``eqprop train --rule recirculation``).
 
-The rule itself, its loop and its training on a dataset live in :mod:`eqprop.recirculation`
-(Hinton & McClelland 1988); this module only gives the trainer's configuration a class
+The rule itself, its loop (as layers and couplings: :func:`eqprop.recirculation.loop_network`)
+and its training on a dataset live in :mod:`eqprop.recirculation` (Hinton & McClelland
+1988); this module gives :meth:`RecirculationRule.gradient` (the update of a loop network
+by parameter name) and the trainer's configuration a class
 whose keyword arguments are the rule's parameters (:class:`RecirculationRule`), and the
 checks of the combinations that make no sense for an unsupervised loop.
 """
@@ -83,14 +85,25 @@ class RecirculationRule(LearningRule):
             )
         if config.uses_graph:
             raise ValueError(
-                "rule 'recirculation' runs on its own loop of groups, not a layered network: "
-                "drop --output-activation, --feedback, --feedback-scale and --skip"
+                "rule 'recirculation' runs on its own loop of groups (the chain v -> hidden "
+                "-> r of dense couplings, feedback unused), not a layered network: drop "
+                "--output-activation, --feedback, --feedback-scale and --skip"
             )
         if config.optimizer.momentum != 0.0 or config.optimizer.weight_decay != 0.0:
             raise ValueError(
                 "rule 'recirculation' applies the paper's plain update; momentum and "
                 "weight_decay must be 0"
             )
+
+    def gradient(self, net, v):
+        """The rule's update of a loop network (:func:`eqprop.recirculation.loop_network`)
+        on a visible batch ``v``: a :class:`~eqprop.graph.gradient.GraphGradient` by
+        parameter name (:func:`eqprop.recirculation.recirculation_gradient` of
+        :func:`eqprop.recirculation.graph_recirculate`), for :class:`eqprop.optim.SGD` and
+        the rule studies. ValueError if ``net`` is not a loop."""
+        from eqprop.recirculation import graph_recirculate, recirculation_gradient
+
+        return recirculation_gradient(net, graph_recirculate(net, v, self.settings))
 
     def plan(self, rng):
         raise ValueError(self._not_phases())
@@ -105,5 +118,6 @@ class RecirculationRule(LearningRule):
     def _not_phases() -> str:
         return (
             "rule 'recirculation' trains an unsupervised loop, not a network of phases: use "
-            "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does)"
+            "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does), or "
+            "RecirculationRule.gradient(loop_network(...), v) for one update"
         )
