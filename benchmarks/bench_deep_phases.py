@@ -36,7 +36,13 @@ fixed-point residual of the final states; ``|ds|`` ``max |s_method - s_fixed|``;
 ``|ds*|`` ``max |s_method - s*|`` with ``s*`` the limit of the fixed path's own
 trajectory (Picard continued from ``s_T`` in a float64 copy of the network to residual
 1e-6); ``pred`` / ``pred*`` the number of samples whose predicted class (argmax of the
-output layer) differs from that of ``s_T`` / of ``s*``.
+output layer) differs from that of ``s_T`` / of ``s*``; ``fb`` the number of samples in
+which the progress safeguard of an accelerated method (Anderson, Broyden) intervened
+(``SolveResult.n_fallback > 0``).
+
+The ``Broyden`` rows are the limited-memory "good" Broyden prototype of #16
+(``benchmarks/broyden_prototype.py``: measured, not in :mod:`solvers`, see
+docs/solvers.rst), on the same map as the library's methods.
 
 Run from the repository root::
 
@@ -64,6 +70,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from broyden_prototype import Broyden, free_phase_broyden
 
 import solvers
 from eqprop import Dynamics, init_network, load_checkpoint
@@ -155,6 +162,18 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
         ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
         ("eps=1.7: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.7),
     ]
+    # the quasi-Newton prototype of #16 (benchmarks/broyden_prototype.py, not in solvers)
+    for m in (2, 5, 10):
+        out.append((f"Broyden(m={m})", Broyden(m=m), EPS))
+        out.append((f"Broyden(m={m},growth=inf)", Broyden(m=m, growth=float("inf")), EPS))
+    out.append(("Broyden(m=5,no active-set restart)", Broyden(m=5, active_set_restart=False), EPS))
+    out.append(("Broyden(m=5,drop oldest)", Broyden(m=5, restart_full=False), EPS))
+    for m in (2, 5):
+        out.append((f"eps=1: Broyden(m={m})", Broyden(m=m), 1.0))
+        out.append((f"eps=1: Broyden(m={m},growth=inf)", Broyden(m=m, growth=float("inf")), 1.0))
+    out.append(
+        ("eps=1: Broyden(m=5,no active-set restart)", Broyden(m=5, active_set_restart=False), 1.0)
+    )
     out += [
         (f"Euler(dt={EPS})", solvers.Euler(dt=EPS), EPS),
         ("Euler(dt=0.9)", solvers.Euler(dt=0.9), EPS),
@@ -175,6 +194,7 @@ class Solve:
     nfev_block: int
     converged: np.ndarray
     failed: np.ndarray
+    n_fallback: np.ndarray | None = None
 
 
 def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -> Solve:
@@ -184,6 +204,17 @@ def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -
     n0, nf0 = 0, 0
     if isinstance(meth, tuple) and meth[0] == "atol":  # its own tolerance, not the target
         atol, meth = meth[1], meth[2]
+    if isinstance(meth, Broyden):  # the prototype: its own driver on the same map
+        res = free_phase_broyden(net, x, meth, eps=eps, atol=atol, max_iter=max_iter, s0=s0)
+        return Solve(
+            np.ascontiguousarray(res.x),
+            res.n_iter,
+            res.nfev,
+            0,
+            res.converged,
+            res.failed,
+            res.n_fallback,
+        )
     if isinstance(meth, tuple):  # two stages: HYBRID_STEPS plain steps, then the method
         pre = free_phase(net, x, Dynamics(T=HYBRID_STEPS, eps=EPS, method="fixed"), s0=s0)
         s0, n0, nf0, meth = pre.state, HYBRID_STEPS, pre.result.nfev, meth[1]
@@ -204,6 +235,7 @@ def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -
         res.nfev_block,
         res.converged,
         res.failed,
+        res.n_fallback,
     )
 
 
@@ -267,14 +299,14 @@ def run_case(
         f"samples of the fixed path meeting atol: {(r_T <= atol).sum()}/{x.shape[0]}",
         f"{'method':34s} {'iters':>6s} {'mean':>6s} {'b20':>6s} {'evals':>11s} {'iters/T':>7s} "
         f"{'time/fixed':>10s} {'r_fp':>8s} {'|ds|':>8s} {'|ds*|':>8s} {'pred':>4s} "
-        f"{'pred*':>5s} ok",
-        "-" * 129,
+        f"{'pred*':>5s} {'fb':>3s} ok",
+        "-" * 133,
     ]
     lines.append(
         f"{'fixed (paper, T steps)':34s} {T:6d} {T:6.1f} {T:6.1f} {ph_fixed.result.nfev:11d} "
         f"{1.0:7.3f} {1.0:10.2f} {r_T.max():8.2g} {0.0:8.2g} "
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
-        f"{int((pred_fixed != pred_star).sum()):5d} yes"
+        f"{int((pred_fixed != pred_star).sum()):5d} {0:3d} yes"
     )
     for label, meth, eps in methods(net):
         if only and not label.startswith(only):
@@ -286,6 +318,7 @@ def run_case(
         evals = f"{res.nfev}" + (f"+{res.nfev_block}b" if res.nfev_block else "")
         ok = bool(res.converged.all() and not res.failed.any() and r_fp.max() <= atol * 1.0001)
         note = "" if ok else f" ({int(res.converged.sum())}/{len(it)} converged)"
+        fb = 0 if res.n_fallback is None else int((np.asarray(res.n_fallback) > 0).sum())
         lines.append(
             f"{label:34s} {it.max():6d} {it.mean():6.1f} {minibatch_max(it):6.1f} "
             f"{evals:>11s} {it.max() / T:7.3f} "
@@ -293,7 +326,7 @@ def run_case(
             f"{np.abs(res.state - s_star).max():8.2g} "
             f"{int((predictions(net, res.state) != pred_fixed).sum()):4d} "
             f"{int((predictions(net, res.state) != pred_star).sum()):5d} "
-            f"{'yes' if ok else 'NO'}{note}"
+            f"{fb:3d} {'yes' if ok else 'NO'}{note}"
         )
     return lines
 

@@ -94,11 +94,11 @@ def run(i: int, *, batch: int = 3, atol: float = 1e-6, max_iter: int = 400, over
     return out
 
 
-def summary(results: list[dict]) -> dict:
-    """Per method: samples where Picard converged, how many of them the method converged
-    on, and how many in no more iterations than Picard."""
+def summary(results: list[dict], names: tuple[str, ...] = ("anderson", "gauss-seidel")) -> dict:
+    """Per method of ``names``: samples where Picard converged, how many of them the method
+    converged on, and how many in no more iterations than Picard."""
     out = {}
-    for name in ("anderson", "gauss-seidel"):
+    for name in names:
         n_ref = n_conv = n_le = 0
         worst = []
         for i, r in enumerate(results):
