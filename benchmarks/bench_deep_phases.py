@@ -162,18 +162,24 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
         ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
         ("eps=1.7: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.7),
     ]
-    # the quasi-Newton prototype of #16 (benchmarks/broyden_prototype.py, not in solvers)
+    # the quasi-Newton prototype of #16 (benchmarks/broyden_prototype.py, not in solvers),
+    # with Anderson's defaults (delay=20) and without the delay, the active-set restart
+    # or the restart of a full history; and Anderson without its delay, for comparison
+    nar = dict(delay=0, active_set_restart=False)
+    out.append(("Anderson(m=5,delay=0)", solvers.Anderson(m=5, delay=0), EPS))
     for m in (2, 5, 10):
         out.append((f"Broyden(m={m})", Broyden(m=m), EPS))
-        out.append((f"Broyden(m={m},growth=inf)", Broyden(m=m, growth=float("inf")), EPS))
-    out.append(("Broyden(m=5,no active-set restart)", Broyden(m=5, active_set_restart=False), EPS))
-    out.append(("Broyden(m=5,drop oldest)", Broyden(m=5, restart_full=False), EPS))
-    for m in (2, 5):
-        out.append((f"eps=1: Broyden(m={m})", Broyden(m=m), 1.0))
-        out.append((f"eps=1: Broyden(m={m},growth=inf)", Broyden(m=m, growth=float("inf")), 1.0))
-    out.append(
-        ("eps=1: Broyden(m=5,no active-set restart)", Broyden(m=5, active_set_restart=False), 1.0)
-    )
+    out += [
+        ("Broyden(m=5,growth=inf)", Broyden(m=5, growth=float("inf")), EPS),
+        ("Broyden(m=5,delay=0)", Broyden(m=5, delay=0), EPS),
+        ("Broyden(m=5,delay=0,no active-set)", Broyden(m=5, **nar), EPS),  # type: ignore[arg-type]
+        ("Broyden(m=5,drop oldest)", Broyden(m=5, restart_full=False), EPS),
+        ("eps=1: Anderson(m=2,delay=0)", solvers.Anderson(m=2, delay=0), 1.0),
+        ("eps=1: Broyden(m=2)", Broyden(m=2), 1.0),
+        ("eps=1: Broyden(m=5)", Broyden(m=5), 1.0),
+        ("eps=1: Broyden(m=5,delay=0)", Broyden(m=5, delay=0), 1.0),
+        ("eps=1: Broyden(m=5,delay=0,no active-set)", Broyden(m=5, **nar), 1.0),  # type: ignore[arg-type]
+    ]
     out += [
         (f"Euler(dt={EPS})", solvers.Euler(dt=EPS), EPS),
         ("Euler(dt=0.9)", solvers.Euler(dt=0.9), EPS),
@@ -297,13 +303,13 @@ def run_case(
         f"# fixed path: {t_fixed * 1e3:.1f} ms (median of {repeat}); "
         f"max|s_T - s*| = {np.abs(s_fixed - s_star).max():.2g}; "
         f"samples of the fixed path meeting atol: {(r_T <= atol).sum()}/{x.shape[0]}",
-        f"{'method':34s} {'iters':>6s} {'mean':>6s} {'b20':>6s} {'evals':>11s} {'iters/T':>7s} "
+        f"{'method':42s} {'iters':>6s} {'mean':>6s} {'b20':>6s} {'evals':>11s} {'iters/T':>7s} "
         f"{'time/fixed':>10s} {'r_fp':>8s} {'|ds|':>8s} {'|ds*|':>8s} {'pred':>4s} "
         f"{'pred*':>5s} {'fb':>3s} ok",
-        "-" * 133,
+        "-" * 141,
     ]
     lines.append(
-        f"{'fixed (paper, T steps)':34s} {T:6d} {T:6.1f} {T:6.1f} {ph_fixed.result.nfev:11d} "
+        f"{'fixed (paper, T steps)':42s} {T:6d} {T:6.1f} {T:6.1f} {ph_fixed.result.nfev:11d} "
         f"{1.0:7.3f} {1.0:10.2f} {r_T.max():8.2g} {0.0:8.2g} "
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
         f"{int((pred_fixed != pred_star).sum()):5d} {0:3d} yes"
@@ -320,7 +326,7 @@ def run_case(
         note = "" if ok else f" ({int(res.converged.sum())}/{len(it)} converged)"
         fb = 0 if res.n_fallback is None else int((np.asarray(res.n_fallback) > 0).sum())
         lines.append(
-            f"{label:34s} {it.max():6d} {it.mean():6.1f} {minibatch_max(it):6.1f} "
+            f"{label:42s} {it.max():6d} {it.mean():6.1f} {minibatch_max(it):6.1f} "
             f"{evals:>11s} {it.max() / T:7.3f} "
             f"{t / t_fixed:10.2f} {r_fp.max():8.2g} {np.abs(res.state - s_fixed).max():8.2g} "
             f"{np.abs(res.state - s_star).max():8.2g} "

@@ -1,12 +1,10 @@
-"""Anderson and Gauss-Seidel against Picard on a large battery of network free phases.
+"""Anderson, Broyden and Gauss-Seidel against Picard on a large battery of network free phases.
 
 The battery of ``tests/solver_battery.py`` (depths 1-3, hopfield and prototypical,
 hard-sigmoid and sigmoid units, gains 0.5-3, seeded), larger than the test's 200
 problems: per method, the samples where Picard converged, how many of them the method
 converged on, how many in no more iterations than Picard, the fallbacks of Anderson's
 progress safeguard, and the summed iterations; then a breakdown by kind and activation.
-``--broyden`` adds the limited-memory Broyden prototype of #16
-(``benchmarks/broyden_prototype.py``, not in :mod:`solvers`) with its defaults.
 
 Run::
 
@@ -24,25 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from solver_battery import build, problem, run, summary
-
-
-def run_broyden(i: int, *, batch: int, atol: float, max_iter: int):
-    """The Broyden prototype on problem ``i`` (same start, map and tolerance as ``run``)."""
-    from broyden_prototype import Broyden, solve_broyden
-
-    from eqprop import kernels as K
-
-    net, args = build(problem(i), batch=batch)
-    return solve_broyden(
-        K.fixed_point_map,
-        net.zero_state(batch),
-        args,
-        Broyden(),
-        atol=atol,
-        max_iter=max_iter,
-        bounds=net.bounds,
-    )
+from solver_battery import problem, run, summary
 
 
 def main() -> None:
@@ -51,19 +31,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--atol", type=float, default=1e-6)
     ap.add_argument("--max-iter", type=int, default=1000)
-    ap.add_argument("--broyden", action="store_true", help="add the Broyden prototype")
     opt = ap.parse_args()
     t0 = time.perf_counter()
     results = [
         run(i, batch=opt.batch, atol=opt.atol, max_iter=opt.max_iter) for i in range(opt.problems)
     ]
-    names: tuple[str, ...] = ("anderson", "gauss-seidel")
-    if opt.broyden:
-        names += ("broyden",)
-        for i, r in enumerate(results):
-            r["broyden"] = run_broyden(i, batch=opt.batch, atol=opt.atol, max_iter=opt.max_iter)
     wall = time.perf_counter() - t0
-    s = summary(results, names)
+    s = summary(results)
     print(
         f"# {opt.problems} problems x {opt.batch} samples, atol {opt.atol:g}, max_iter "
         f"{opt.max_iter}; {wall:.1f} s"
