@@ -40,9 +40,7 @@ output layer) differs from that of ``s_T`` / of ``s*``; ``fb`` the number of sam
 which the progress safeguard of an accelerated method (Anderson, Broyden) intervened
 (``SolveResult.n_fallback > 0``).
 
-The ``Broyden`` rows are the limited-memory "good" Broyden prototype of #16
-(``benchmarks/broyden_prototype.py``: measured, not in :mod:`solvers`, see
-docs/solvers.rst), on the same map as the library's methods.
+The ``Broyden`` rows are :class:`solvers.Broyden` (limited-memory "good" Broyden, #16).
 
 Run from the repository root::
 
@@ -70,7 +68,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from broyden_prototype import Broyden, free_phase_broyden
 
 import solvers
 from eqprop import Dynamics, init_network, load_checkpoint
@@ -162,23 +159,19 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
         ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
         ("eps=1.7: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.7),
     ]
-    # the quasi-Newton prototype of #16 (benchmarks/broyden_prototype.py, not in solvers),
-    # with Anderson's defaults (delay=20) and without the delay, the active-set restart
-    # or the restart of a full history; and Anderson without its delay, for comparison
-    nar = dict(delay=0, active_set_restart=False)
+    # the quasi-Newton method of #16, with Anderson's defaults (delay=20) and without the
+    # delay; and Anderson without its delay, for comparison
+    B = solvers.Broyden
     out.append(("Anderson(m=5,delay=0)", solvers.Anderson(m=5, delay=0), EPS))
     for m in (2, 5, 10):
-        out.append((f"Broyden(m={m})", Broyden(m=m), EPS))
+        out.append((f"Broyden(m={m})", B(m=m), EPS))
     out += [
-        ("Broyden(m=5,growth=inf)", Broyden(m=5, growth=float("inf")), EPS),
-        ("Broyden(m=5,delay=0)", Broyden(m=5, delay=0), EPS),
-        ("Broyden(m=5,delay=0,no active-set)", Broyden(m=5, **nar), EPS),  # type: ignore[arg-type]
-        ("Broyden(m=5,drop oldest)", Broyden(m=5, restart_full=False), EPS),
+        ("Broyden(m=5,growth=inf)", B(m=5, growth=float("inf")), EPS),
+        ("Broyden(m=5,delay=0)", B(m=5, delay=0), EPS),
         ("eps=1: Anderson(m=2,delay=0)", solvers.Anderson(m=2, delay=0), 1.0),
-        ("eps=1: Broyden(m=2)", Broyden(m=2), 1.0),
-        ("eps=1: Broyden(m=5)", Broyden(m=5), 1.0),
-        ("eps=1: Broyden(m=5,delay=0)", Broyden(m=5, delay=0), 1.0),
-        ("eps=1: Broyden(m=5,delay=0,no active-set)", Broyden(m=5, **nar), 1.0),  # type: ignore[arg-type]
+        ("eps=1: Broyden(m=2)", B(m=2), 1.0),
+        ("eps=1: Broyden(m=5)", B(m=5), 1.0),
+        ("eps=1: Broyden(m=5,delay=0)", B(m=5, delay=0), 1.0),
     ]
     out += [
         (f"Euler(dt={EPS})", solvers.Euler(dt=EPS), EPS),
@@ -210,17 +203,6 @@ def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -
     n0, nf0 = 0, 0
     if isinstance(meth, tuple) and meth[0] == "atol":  # its own tolerance, not the target
         atol, meth = meth[1], meth[2]
-    if isinstance(meth, Broyden):  # the prototype: its own driver on the same map
-        res = free_phase_broyden(net, x, meth, eps=eps, atol=atol, max_iter=max_iter, s0=s0)
-        return Solve(
-            np.ascontiguousarray(res.x),
-            res.n_iter,
-            res.nfev,
-            0,
-            res.converged,
-            res.failed,
-            res.n_fallback,
-        )
     if isinstance(meth, tuple):  # two stages: HYBRID_STEPS plain steps, then the method
         pre = free_phase(net, x, Dynamics(T=HYBRID_STEPS, eps=EPS, method="fixed"), s0=s0)
         s0, n0, nf0, meth = pre.state, HYBRID_STEPS, pre.result.nfev, meth[1]
