@@ -31,7 +31,15 @@ def test_fast_adds_the_block_gauss_seidel_free_phase_to_the_preset(name, T):
     assert plain.free_method is None and plain.free_from_epoch == 1
     # everything else is the preset's: the nudged phases keep the paper's path
     changed = {k for k, v in cfg.to_dict().items() if plain.to_dict()[k] != v}
-    assert changed == {"free_method", "free_eps", "free_damping", "max_iter", "free_from_epoch"}
+    assert changed == {
+        "free_method",
+        "free_eps",
+        "free_damping",
+        "max_iter",
+        "free_from_epoch",
+        "eval_batch_size",
+    }
+    assert (plain.eval_batch_size, cfg.eval_batch_size) == (1000, 100)
     assert (cfg.method, cfg.eps, cfg.T, cfg.K) == (plain.method, 0.5, T, plain.K)
     # explicit options still win over --fast
     cfg = _cfg(["--preset", name, "--fast", "--max-iter", "40", "--free-from-epoch", "1"])
