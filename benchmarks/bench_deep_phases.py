@@ -111,7 +111,7 @@ def layer_groups(net: Network) -> dict[str, tuple]:
 
 
 HYBRID_STEPS = 20  # plain steps before Anderson in the two-stage contender
-FAST_ATOL = 1e-4  # the presets' --fast tolerance (eqprop.presets), on the eps=1 map
+FAST_ATOL = 1e-4  # the --fast tolerance of the tables in docs/solvers.rst (2h now 1e-3)
 
 
 def methods(net: Network) -> list[tuple[str, Any, float]]:
