@@ -36,7 +36,11 @@ fixed-point residual of the final states; ``|ds|`` ``max |s_method - s_fixed|``;
 ``|ds*|`` ``max |s_method - s*|`` with ``s*`` the limit of the fixed path's own
 trajectory (Picard continued from ``s_T`` in a float64 copy of the network to residual
 1e-6); ``pred`` / ``pred*`` the number of samples whose predicted class (argmax of the
-output layer) differs from that of ``s_T`` / of ``s*``.
+output layer) differs from that of ``s_T`` / of ``s*``; ``fb`` the number of samples in
+which the progress safeguard of an accelerated method (Anderson, Broyden) intervened
+(``SolveResult.n_fallback > 0``).
+
+The ``Broyden`` rows are :class:`solvers.Broyden` (limited-memory "good" Broyden, #16).
 
 Run from the repository root::
 
@@ -107,7 +111,7 @@ def layer_groups(net: Network) -> dict[str, tuple]:
 
 
 HYBRID_STEPS = 20  # plain steps before Anderson in the two-stage contender
-FAST_ATOL = 1e-4  # the presets' --fast tolerance (eqprop.presets), on the eps=1 map
+FAST_ATOL = 1e-4  # the --fast tolerance of the tables in docs/solvers.rst (2h now 1e-3)
 
 
 def methods(net: Network) -> list[tuple[str, Any, float]]:
@@ -155,6 +159,20 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
         ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
         ("eps=1.7: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.7),
     ]
+    # the quasi-Newton method of #16, with Anderson's defaults (delay=20) and without the
+    # delay; and Anderson without its delay, for comparison
+    B = solvers.Broyden
+    out.append(("Anderson(m=5,delay=0)", solvers.Anderson(m=5, delay=0), EPS))
+    for m in (2, 5, 10):
+        out.append((f"Broyden(m={m})", B(m=m), EPS))
+    out += [
+        ("Broyden(m=5,growth=inf)", B(m=5, growth=float("inf")), EPS),
+        ("Broyden(m=5,delay=0)", B(m=5, delay=0), EPS),
+        ("eps=1: Anderson(m=2,delay=0)", solvers.Anderson(m=2, delay=0), 1.0),
+        ("eps=1: Broyden(m=2)", B(m=2), 1.0),
+        ("eps=1: Broyden(m=5)", B(m=5), 1.0),
+        ("eps=1: Broyden(m=5,delay=0)", B(m=5, delay=0), 1.0),
+    ]
     out += [
         (f"Euler(dt={EPS})", solvers.Euler(dt=EPS), EPS),
         ("Euler(dt=0.9)", solvers.Euler(dt=0.9), EPS),
@@ -175,6 +193,7 @@ class Solve:
     nfev_block: int
     converged: np.ndarray
     failed: np.ndarray
+    n_fallback: np.ndarray | None = None
 
 
 def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -> Solve:
@@ -204,6 +223,7 @@ def solve(case: Case, meth: Any, atol: float, max_iter: int, eps: float = EPS) -
         res.nfev_block,
         res.converged,
         res.failed,
+        res.n_fallback,
     )
 
 
@@ -265,16 +285,16 @@ def run_case(
         f"# fixed path: {t_fixed * 1e3:.1f} ms (median of {repeat}); "
         f"max|s_T - s*| = {np.abs(s_fixed - s_star).max():.2g}; "
         f"samples of the fixed path meeting atol: {(r_T <= atol).sum()}/{x.shape[0]}",
-        f"{'method':34s} {'iters':>6s} {'mean':>6s} {'b20':>6s} {'evals':>11s} {'iters/T':>7s} "
+        f"{'method':42s} {'iters':>6s} {'mean':>6s} {'b20':>6s} {'evals':>11s} {'iters/T':>7s} "
         f"{'time/fixed':>10s} {'r_fp':>8s} {'|ds|':>8s} {'|ds*|':>8s} {'pred':>4s} "
-        f"{'pred*':>5s} ok",
-        "-" * 129,
+        f"{'pred*':>5s} {'fb':>3s} ok",
+        "-" * 141,
     ]
     lines.append(
-        f"{'fixed (paper, T steps)':34s} {T:6d} {T:6.1f} {T:6.1f} {ph_fixed.result.nfev:11d} "
+        f"{'fixed (paper, T steps)':42s} {T:6d} {T:6.1f} {T:6.1f} {ph_fixed.result.nfev:11d} "
         f"{1.0:7.3f} {1.0:10.2f} {r_T.max():8.2g} {0.0:8.2g} "
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
-        f"{int((pred_fixed != pred_star).sum()):5d} yes"
+        f"{int((pred_fixed != pred_star).sum()):5d} {0:3d} yes"
     )
     for label, meth, eps in methods(net):
         if only and not label.startswith(only):
@@ -286,14 +306,15 @@ def run_case(
         evals = f"{res.nfev}" + (f"+{res.nfev_block}b" if res.nfev_block else "")
         ok = bool(res.converged.all() and not res.failed.any() and r_fp.max() <= atol * 1.0001)
         note = "" if ok else f" ({int(res.converged.sum())}/{len(it)} converged)"
+        fb = 0 if res.n_fallback is None else int((np.asarray(res.n_fallback) > 0).sum())
         lines.append(
-            f"{label:34s} {it.max():6d} {it.mean():6.1f} {minibatch_max(it):6.1f} "
+            f"{label:42s} {it.max():6d} {it.mean():6.1f} {minibatch_max(it):6.1f} "
             f"{evals:>11s} {it.max() / T:7.3f} "
             f"{t / t_fixed:10.2f} {r_fp.max():8.2g} {np.abs(res.state - s_fixed).max():8.2g} "
             f"{np.abs(res.state - s_star).max():8.2g} "
             f"{int((predictions(net, res.state) != pred_fixed).sum()):4d} "
             f"{int((predictions(net, res.state) != pred_star).sum()):5d} "
-            f"{'yes' if ok else 'NO'}{note}"
+            f"{fb:3d} {'yes' if ok else 'NO'}{note}"
         )
     return lines
 

@@ -1,4 +1,4 @@
-"""Anderson and Gauss-Seidel against Picard on a large battery of network free phases.
+"""Anderson, Broyden and Gauss-Seidel against Picard on a large battery of network free phases.
 
 The battery of ``tests/solver_battery.py`` (depths 1-3, hopfield and prototypical,
 hard-sigmoid and sigmoid units, gains 0.5-3, seeded), larger than the test's 200

@@ -297,7 +297,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "fast", False):
         if args.preset is None:
             raise ValueError("--fast needs --preset (it selects that preset's fast free phase)")
-        config = config.replace(dynamics=fast_settings(args.preset))
+        config = config.replace(**fast_settings(args.preset))
     given = _given(args)
     rule = given.get("rule", config.rule.name)
     from eqprop.rules import RULE_CLASSES

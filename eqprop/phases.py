@@ -166,8 +166,8 @@ class Dynamics:
                 )
         elif not isinstance(m, _fp_classes() + _ode_classes()):
             raise ValueError(
-                f"method must be a name or a solvers method (Picard, Anderson, GaussSeidel, "
-                f"Euler, RK4, Dopri5), got {m!r}"
+                f"method must be a name or a solvers method (Picard, Anderson, Broyden, "
+                f"GaussSeidel, Euler, RK4, Dopri5), got {m!r}"
             )
 
     @property
@@ -183,7 +183,7 @@ class Dynamics:
 
 
 def _fp_classes() -> tuple[type, ...]:
-    return (solvers.Picard, solvers.Anderson, solvers.GaussSeidel)
+    return (solvers.Picard, solvers.Anderson, solvers.Broyden, solvers.GaussSeidel)
 
 
 def _ode_classes() -> tuple[type, ...]:

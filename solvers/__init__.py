@@ -1,7 +1,7 @@
 """Equilibrium solvers for batched dynamical systems (no notion of networks).
 
 Fixed points ``x = g(x)`` (:func:`solve_fixed_point` with :class:`Picard`,
-:class:`Anderson`, :class:`GaussSeidel`) and steady states ``dx/dt = f(x) = 0``
+:class:`Anderson`, :class:`Broyden`, :class:`GaussSeidel`) and steady states ``dx/dt = f(x) = 0``
 (:func:`solve_steady_state` with :class:`Euler`, :class:`RK4`, :class:`Dopri5`) of a
 batch of independent states, with the user's map given as a Numba ``@njit`` function.
 See ``docs/solvers.rst``.
@@ -12,13 +12,14 @@ from . import _numba_cache  # noqa: F401
 from ._callbacks import CallbackError
 from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
-from .methods import RK4, Anderson, Dopri5, Euler, GaussSeidel, Picard
+from .methods import RK4, Anderson, Broyden, Dopri5, Euler, GaussSeidel, Picard
 from .steady_state import solve_steady_state
 from .warmup import warmup
 
 __all__ = [
     "RK4",
     "Anderson",
+    "Broyden",
     "CallbackError",
     "Dopri5",
     "Euler",

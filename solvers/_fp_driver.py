@@ -1,6 +1,6 @@
-"""Numba driver of the fixed-point methods (Picard, Anderson, block Gauss-Seidel).
+"""Numba driver of the fixed-point methods (Picard, Anderson, Broyden, block Gauss-Seidel).
 
-One driver serves the three methods (chosen by an integer code at run time), so a
+One driver serves the four methods (chosen by an integer code at run time), so a
 process compiles it once per (dtype, args type, observe return type) and never per
 method or per user function: ``g``, ``g_block`` and ``observe`` arrive as first-class
 function values (``numba.types.FunctionType``), whose compiled code is cached on disk
@@ -9,6 +9,8 @@ across processes (``cache=True``). See ``_compile.py``.
 Complex states compile the same source: the normal equations of Anderson are Hermitian
 (``H_pq = dF_p^H dF_q``, ``R_p = dF_p^H f_k``, complex128) and the bound handling goes
 through the generic kernels of ``_kernels.py`` (bounds are refused for complex states).
+Broyden's history (``u_j``, ``v_j``, float64 or complex128) uses the same conjugating dot
+product, so its update is the Hermitian form ``s^H H y`` for complex states.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ._kernels import (
     acc_zeros,
     active_set_signature,
     all_nan,
+    broyden_apply,
     cholesky_solve,
     clip_row,
     clip_value,
@@ -53,6 +56,7 @@ from ._kernels import (
 PICARD = 0
 ANDERSON = 1
 GAUSS_SEIDEL = 2
+BROYDEN = 3
 
 
 def fp_driver(
@@ -110,23 +114,41 @@ def fp_driver(
     L = acc_zeros((ma, ma), x)
     rhs = acc_zeros(ma, x)
     gam = acc_zeros(ma, x)
-    cnt = np.zeros(nb, dtype=np.int64)
-    head = np.zeros(nb, dtype=np.int64)
-    has_prev = np.zeros(nb, dtype=np.bool_)
-    rprev = np.full(nb, np.inf)
-    sig_prev = np.full(nb, -1, dtype=np.int64)
-    # Anderson's progress safeguard (see methods.Anderson): best residual, the residual
-    # and iteration of the last decrease by the factor `progress`, a stored state (saved
-    # whenever the residual halved since the last save), and the fallback counts
-    rbest = np.full(nb, np.inf)
-    rref = np.full(nb, np.inf)
-    kref = np.zeros(nb, dtype=np.int64)
-    rsaved = np.full(nb, np.inf)
-    xsaved = np.zeros((nb, n), dtype=x.dtype)
-    fallen = np.zeros(nb, dtype=np.bool_)
+    # per sample, for both accelerated methods (Anderson, Broyden): history count and
+    # head, previous residual and active-set signature; the progress safeguard's best
+    # residual, the residual and iteration of the last decrease by the factor
+    # `progress`, a stored state (saved whenever the residual halved since the last
+    # save), and the fallback counts
+    ns = B if method == ANDERSON or method == BROYDEN else 1
+    cnt = np.zeros(ns, dtype=np.int64)
+    head = np.zeros(ns, dtype=np.int64)
+    has_prev = np.zeros(ns, dtype=np.bool_)
+    rprev = np.full(ns, np.inf)
+    sig_prev = np.full(ns, -1, dtype=np.int64)
+    rbest = np.full(ns, np.inf)
+    rref = np.full(ns, np.inf)
+    kref = np.zeros(ns, dtype=np.int64)
+    rsaved = np.full(ns, np.inf)
+    xsaved = np.zeros((ns, n), dtype=x.dtype)
+    fallen = np.zeros(ns, dtype=np.bool_)
     n_fallback = np.zeros(B, dtype=np.int64)
     fallback_iter = np.full(B, -1, dtype=np.int64)
     n_groups = group_ptr.shape[0] - 1
+    # Broyden state (see methods.Broyden): pairs (u_j, v_j), the previous state and
+    # residual, scratch rows, in the accumulation dtype (size 1 for the other methods)
+    mb = m if method == BROYDEN else 1
+    nbr = B if method == BROYDEN else 1
+    nr = n if method == BROYDEN else 1
+    bU = acc_zeros((nbr, mb, nr), x)
+    bV = acc_zeros((nbr, mb, nr), x)
+    bxp = acc_zeros((nbr, nr), x)
+    bfp = acc_zeros((nbr, nr), x)
+    bf = acc_zeros(nr, x)
+    bs = acc_zeros(nr, x)
+    by = acc_zeros(nr, x)
+    bhy = acc_zeros(nr, x)
+    bhts = acc_zeros(nr, x)
+    bdx = acc_zeros(nr, x)
 
     k = 0
     while True:
@@ -323,6 +345,91 @@ def fp_driver(
                             dFj = dF[b, j]
                             for i in range(n):
                                 xb[i] = xb[i] + gjb * dFj[i]
+                if has_bounds:
+                    clip_row(xb, lo, hi)
+        elif method == BROYDEN:
+            for b in range(B):
+                if not active[b]:
+                    continue
+                r = res[k, b]
+                xb = x[b]
+                gb = gx[b]
+                for i in range(n):
+                    bf[i] = gb[i] - xb[i]
+                # the progress safeguard, as Anderson's
+                if r < rbest[b]:
+                    rbest[b] = r
+                if r <= 0.5 * rsaved[b]:
+                    rsaved[b] = r
+                    xsb = xsaved[b]
+                    for i in range(n):
+                        xsb[i] = xb[i]
+                if not fallen[b]:
+                    if r <= progress * rref[b]:
+                        rref[b] = r
+                        kref[b] = k
+                    elif k - kref[b] >= window or r > regress * rbest[b]:
+                        n_fallback[b] += 1
+                        rref[b] = rbest[b]
+                        kref[b] = k
+                        cnt[b] = 0
+                        has_prev[b] = False
+                        if n_fallback[b] > restarts:
+                            fallen[b] = True
+                            fallback_iter[b] = k
+                            if r > rsaved[b]:
+                                xsb = xsaved[b]
+                                for i in range(n):
+                                    xb[i] = xsb[i]
+                                continue  # the next iteration evaluates g there
+                if fallen[b]:
+                    for i in range(n):
+                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                    continue
+                # active-set restart (see the Anderson branch): the secant pair across a
+                # change of the set of components at a bound is discarded with the history
+                changed = False
+                if has_bounds:
+                    sig = active_set_signature(gb, lo, hi)
+                    changed = sig != sig_prev[b]
+                    sig_prev[b] = sig
+                if changed:
+                    cnt[b] = 0
+                elif has_prev[b]:
+                    c = cnt[b]
+                    if c == mb:  # limited memory: restart a full history
+                        c = 0
+                    for i in range(n):
+                        bs[i] = xb[i] - bxp[b, i]
+                    for i in range(n):
+                        by[i] = bf[i] - bfp[b, i]
+                    broyden_apply(bU[b], bV[b], c, beta, by, bhy, False)
+                    den = dot(bs, bhy)  # s^H H y
+                    scale = np.sqrt(dot(bs, bs).real * dot(bhy, bhy).real)
+                    if abs(den) > reg * scale and den != 0:
+                        broyden_apply(bU[b], bV[b], c, beta, bs, bhts, True)
+                        Us = bU[b, c]
+                        Vs = bV[b, c]
+                        for i in range(n):
+                            Us[i] = (bs[i] - bhy[i]) / den
+                        for i in range(n):
+                            Vs[i] = bhts[i]
+                        c += 1
+                    cnt[b] = c
+                for i in range(n):
+                    bxp[b, i] = xb[i]
+                for i in range(n):
+                    bfp[b, i] = bf[i]
+                has_prev[b] = True
+                plain = cnt[b] == 0 or r > growth * rprev[b] or k < delay
+                rprev[b] = r
+                if plain:
+                    for i in range(n):
+                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                else:
+                    broyden_apply(bU[b], bV[b], cnt[b], beta, bf, bdx, False)
+                    for i in range(n):
+                        xb[i] = xb[i] - bdx[i]
                 if has_bounds:
                     clip_row(xb, lo, hi)
         else:  # GAUSS_SEIDEL

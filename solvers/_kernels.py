@@ -293,6 +293,23 @@ def _acc_zeros_ov(shape, like):
 
 
 @njit(cache=True)
+def broyden_apply(U, V, c, damping, w, out, adjoint):
+    """``out = H w`` (``adjoint``: ``H^H w``) for Broyden's ``H = -damping I + sum_j U_j V_j^H``.
+
+    ``U``, ``V``: (m, n) histories of which the first ``c`` rows are used; ``w``, ``out``:
+    (n,) rows of the accumulation dtype (float64 or complex128); ``damping`` real.
+    """
+    n = w.shape[0]
+    for i in range(n):
+        out[i] = -damping * w[i]
+    for j in range(c):
+        a = V[j] if adjoint else U[j]
+        t = dot(U[j], w) if adjoint else dot(V[j], w)
+        for i in range(n):
+            out[i] += t * a[i]
+
+
+@njit(cache=True)
 def grow_rows(a, rows):
     """Return a copy of 2-D ``a`` with ``rows`` rows, new rows filled with NaN."""
     out = np.full((rows, a.shape[1]), np.nan)

@@ -160,8 +160,8 @@ def check_method_dtype(method: Any, x0: Any) -> None:
     """Refuse a complex ``x0`` for a method not declared for complex states.
 
     A method class says so with the class attribute ``complex_states = True`` (all of
-    Picard, Anderson, GaussSeidel, Euler, RK4 and Dopri5 do); any other is refused, naming
-    the method, rather than run with real-only arithmetic.
+    Picard, Anderson, Broyden, GaussSeidel, Euler, RK4 and Dopri5 do); any other is
+    refused, naming the method, rather than run with real-only arithmetic.
     """
     dt = getattr(x0, "dtype", None)
     if dt is None:
@@ -170,6 +170,6 @@ def check_method_dtype(method: Any, x0: Any) -> None:
         name = method.describe() if hasattr(method, "describe") else type(method).__name__
         raise ValueError(
             f"{name} is not defined for complex states (x0 is {np.dtype(dt)}); use one of "
-            "Picard, Anderson or GaussSeidel (fixed points) or Euler, RK4 or Dopri5 (steady "
-            "states), or a real state"
+            "Picard, Anderson, Broyden or GaussSeidel (fixed points) or Euler, RK4 or Dopri5 "
+            "(steady states), or a real state"
         )

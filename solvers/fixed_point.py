@@ -1,4 +1,4 @@
-"""Batched fixed-point solver ``x = g(x)`` (Picard, Anderson, block Gauss-Seidel)."""
+"""Batched fixed-point solver ``x = g(x)`` (Picard, Anderson, Broyden, block Gauss-Seidel)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import numpy as np
 from numba import types
 
 from ._common import driver_for, prepare, run
-from ._fp_driver import ANDERSON, GAUSS_SEIDEL, PICARD
+from ._fp_driver import ANDERSON, BROYDEN, GAUSS_SEIDEL, PICARD
 from ._result import SolveResult
 from ._validate import check_method_dtype
-from .methods import Anderson, GaussSeidel, Picard
+from .methods import Anderson, Broyden, GaussSeidel, Picard
 
 __all__ = ["solve_fixed_point"]
 
 
 _drivers: dict[tuple, Any] = {}  # fixed-point drivers by (x, args, observe) type
 
-# types of the method parameters (damping, m, reg, restart_tol, growth, window, progress,
-# regress, restarts, delay, ranges, group_ptr, use_block) between the method code and the
-# stopping controls
+# types of the method parameters (damping, m, reg (Broyden: denom_tol), restart_tol,
+# growth, window, progress, regress, restarts, delay, ranges, group_ptr, use_block) between
+# the method code and the stopping controls
 _METHOD_TYPES = (
     types.float64,
     types.int64,
@@ -44,7 +44,7 @@ def solve_fixed_point(
     x0: np.ndarray,
     args: tuple = (),
     *,
-    method: Picard | Anderson | GaussSeidel | None = None,
+    method: Picard | Anderson | Broyden | GaussSeidel | None = None,
     atol: float = 1e-6,
     rtol: float = 0.0,
     max_iter: int = 1000,
@@ -68,7 +68,7 @@ def solve_fixed_point(
     args : tuple
         Passed unchanged to ``g``, ``g_block`` and ``observe``. Floating arrays must have
         the dtype of ``x0`` (made C-contiguous if needed).
-    method : Picard, Anderson or GaussSeidel
+    method : Picard, Anderson, Broyden or GaussSeidel
         Default ``Picard(damping=1.0)``.
     atol, rtol : float >= 0
         Sample ``b`` has converged at iteration ``k`` when
@@ -110,10 +110,10 @@ def solve_fixed_point(
         With ``raise_on_failure=True``, when a sample fails.
     """
     method = Picard() if method is None else method
-    if not isinstance(method, Picard | Anderson | GaussSeidel):
+    if not isinstance(method, Picard | Anderson | Broyden | GaussSeidel):
         raise ValueError(
-            f"method must be Picard(...), Anderson(...) or GaussSeidel(...) for a fixed "
-            f"point, got {method!r} (ODE methods go to solve_steady_state)"
+            f"method must be Picard(...), Anderson(...), Broyden(...) or GaussSeidel(...) "
+            f"for a fixed point, got {method!r} (ODE methods go to solve_steady_state)"
         )
     check_method_dtype(method, x0)
     p = prepare(
@@ -140,6 +140,11 @@ def solve_fixed_point(
     elif isinstance(method, Anderson):
         code = ANDERSON
         m, reg, rtol_c, growth = method.m, method.reg, method.restart_tol, method.growth
+        window, progress = method.window, method.progress
+        regress, restarts, delay = method.regress, method.restarts, method.delay
+    elif isinstance(method, Broyden):
+        code = BROYDEN
+        m, reg, growth = method.m, method.denom_tol, method.growth
         window, progress = method.window, method.progress
         regress, restarts, delay = method.regress, method.restarts, method.delay
     else:

@@ -1,7 +1,7 @@
 """Method descriptions: small immutable parameter records, validated on creation.
 
 Fixed-point methods (for :func:`solvers.solve_fixed_point`): :class:`Picard`,
-:class:`Anderson`, :class:`GaussSeidel`. ODE methods (for
+:class:`Anderson`, :class:`Broyden`, :class:`GaussSeidel`. ODE methods (for
 :func:`solvers.solve_steady_state`): :class:`Euler`, :class:`RK4`, :class:`Dopri5`.
 """
 
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["RK4", "Anderson", "Dopri5", "Euler", "GaussSeidel", "Picard"]
+__all__ = ["RK4", "Anderson", "Broyden", "Dopri5", "Euler", "GaussSeidel", "Picard"]
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -139,22 +139,7 @@ class Anderson:
         if rt >= 1:
             raise ValueError(f"Anderson restart_tol must be in [0, 1), got {self.restart_tol!r}")
         object.__setattr__(self, "restart_tol", rt)
-        gr = float(self.growth)
-        if not gr >= 1:
-            raise ValueError(f"Anderson growth must be >= 1 (or inf), got {self.growth!r}")
-        object.__setattr__(self, "growth", gr)
-        for name, lowest in (("window", 1), ("restarts", 0), ("delay", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
-                raise ValueError(f"Anderson {name} must be an int >= {lowest}, got {v!r}")
-        pr = _positive("Anderson progress", self.progress)
-        if pr > 1:
-            raise ValueError(f"Anderson progress must be in (0, 1], got {self.progress!r}")
-        object.__setattr__(self, "progress", pr)
-        rg = float(self.regress)
-        if not rg > 1:
-            raise ValueError(f"Anderson regress must be > 1 (or inf), got {self.regress!r}")
-        object.__setattr__(self, "regress", rg)
+        _check_safeguards("Anderson", self)
 
     def describe(self) -> str:
         return (
@@ -162,6 +147,105 @@ class Anderson:
             f"restart_tol={self.restart_tol:g}, growth={self.growth:g}, "
             f"window={self.window}, progress={self.progress:g}, regress={self.regress:g}, "
             f"restarts={self.restarts}, delay={self.delay})"
+        )
+
+
+def _check_safeguards(name: str, method: object) -> None:
+    """Validate the progress-safeguard fields shared by Anderson and Broyden (in place)."""
+    gr = float(method.growth)  # type: ignore[attr-defined]
+    if not gr >= 1:
+        raise ValueError(f"{name} growth must be >= 1 (or inf), got {method.growth!r}")  # type: ignore[attr-defined]
+    object.__setattr__(method, "growth", gr)
+    for field, lowest in (("window", 1), ("restarts", 0), ("delay", 0)):
+        v = getattr(method, field)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
+            raise ValueError(f"{name} {field} must be an int >= {lowest}, got {v!r}")
+    pr = _positive(f"{name} progress", method.progress)  # type: ignore[attr-defined]
+    if pr > 1:
+        raise ValueError(f"{name} progress must be in (0, 1], got {method.progress!r}")  # type: ignore[attr-defined]
+    object.__setattr__(method, "progress", pr)
+    rg = float(method.regress)  # type: ignore[attr-defined]
+    if not rg > 1:
+        raise ValueError(f"{name} regress must be > 1 (or inf), got {method.regress!r}")  # type: ignore[attr-defined]
+    object.__setattr__(method, "regress", rg)
+
+
+@dataclass(frozen=True)
+class Broyden:
+    """Limited-memory "good" Broyden method (per sample) for ``F(x) = P(g(x)) - x = 0``.
+
+    With ``H_k`` an approximation of the inverse Jacobian of ``F``, each sample steps
+    ``x_{k+1} = P(x_k - H_k F_k)`` from ``H_0 = -damping I`` (without history the step
+    is damped Picard, ``x + damping F``) and, with ``s = x_k - x_{k-1}`` and
+    ``y = F_k - F_{k-1}``, updates by Broyden's "good" rule in inverse form
+    (Sherman-Morrison; Broyden 1965)
+
+    ``H_k = H_{k-1} + (s - H_{k-1} y) (s^H H_{k-1}) / (s^H H_{k-1} y)``,
+
+    stored as ``-damping I + sum_j u_j v_j^H`` with ``u = (s - H y) / (s^H H y)`` and
+    ``v = H^H s`` (``^H``: conjugate transpose, the transpose for real states).
+    Limited memory: the history is cleared when it holds ``m`` pairs (restarted
+    Broyden; dropping the oldest pair instead cost more iterations in
+    ``benchmarks/bench_deep_phases.py``). A pair with
+    ``|s^H H y| <= denom_tol ||s|| ||H y||`` is not added.
+
+    Safeguards, as :class:`Anderson`'s (same names and defaults): with ``bounds``, the
+    history is cleared whenever the set of components of ``P(g(x_k))`` at a bound
+    changes (the projected map is only piecewise smooth); a plain damped step is taken
+    for the first ``delay`` iterations and when the residual grew by more than
+    ``growth`` since the previous iteration; the progress safeguard clears the history
+    when the residual has not decreased by ``progress`` within ``window`` iterations or
+    exceeds ``regress`` times the best seen, and the ``restarts + 1``-th time switches
+    the sample to damped Picard for good (from the best stored state), reported in
+    ``SolveResult.n_fallback`` and ``SolveResult.fallback_iter``.
+
+    Cost per iteration and sample: about ``3 c`` dot products and ``3 c`` vector updates
+    of length ``n`` for ``c <= m`` stored pairs (history in float64, or complex128 for
+    complex states), besides the map.
+
+    Parameters
+    ----------
+    m : int
+        History length (>= 1), pairs ``(u, v)`` kept before the history restarts.
+    damping : float
+        In (0, 1]: ``H_0 = -damping I`` and the damped Picard step of the safeguards.
+    denom_tol : float
+        Relative threshold (in [0, 1)) below which an update is skipped.
+    growth, window, progress, regress, restarts, delay
+        As in :class:`Anderson`.
+    """
+
+    #: Defined for complex states (holomorphic maps): see docs/solvers.rst.
+    complex_states: ClassVar[bool] = True
+
+    m: int = 5
+    damping: float = 1.0
+    denom_tol: float = 1e-10
+    growth: float = 1.0
+    window: int = 20
+    progress: float = 0.9
+    regress: float = 100.0
+    restarts: int = 3
+    delay: int = 20
+
+    def __post_init__(self) -> None:
+        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
+            raise ValueError(f"Broyden m (history length) must be an int >= 1, got {self.m!r}")
+        d = _positive("Broyden damping", self.damping)
+        if d > 1:
+            raise ValueError(f"Broyden damping must be in (0, 1], got {self.damping!r}")
+        object.__setattr__(self, "damping", d)
+        dt = _positive("Broyden denom_tol", self.denom_tol, allow_zero=True)
+        if dt >= 1:
+            raise ValueError(f"Broyden denom_tol must be in [0, 1), got {self.denom_tol!r}")
+        object.__setattr__(self, "denom_tol", dt)
+        _check_safeguards("Broyden", self)
+
+    def describe(self) -> str:
+        return (
+            f"Broyden(m={self.m}, damping={self.damping:g}, denom_tol={self.denom_tol:g}, "
+            f"growth={self.growth:g}, window={self.window}, progress={self.progress:g}, "
+            f"regress={self.regress:g}, restarts={self.restarts}, delay={self.delay})"
         )
 
 

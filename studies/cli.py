@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         type=name_list,
-        default=["picard", "anderson", "gauss-seidel"],
+        default=["picard", "anderson", "broyden", "gauss-seidel"],
         help="comma-separated solver methods",
     )
     p.add_argument(

@@ -9,6 +9,8 @@ by each method of :mod:`solvers` on the network's own kernels (:mod:`eqprop.kern
     :math:`\sigma(\partial\Phi/\partial s)` for ``kind="prototypical"``);
 ``anderson``
     Anderson acceleration of the same map (history ``m=5``);
+``broyden``
+    limited-memory "good" Broyden on the same map (:class:`solvers.Broyden`, ``m=5``);
 ``gauss-seidel``
     the same map applied to the odd layers, then to the even layers (each group reads the
     layers just updated), the usual asynchronous schedule of layered networks;
@@ -34,7 +36,8 @@ Dataset: dims ``solver``, ``depth``, ``iteration`` (0..max_iter), ``sample``, ``
 attribute ``study="solver-convergence"``. (Files written before called the solver
 dimension ``method``, a keyword of xarray's ``sel``: ``ds.sel(method="anderson")`` did
 not select; :func:`studies.schema.upgrade` renames it on open.) ``n_fallback`` and
-``fallback_iter`` report, per sample, the interventions of Anderson's progress safeguard
+``fallback_iter`` report, per sample, the interventions of the progress safeguard of
+Anderson and Broyden
 (history restarts, then the switch to damped Picard) and the iteration of the switch.
 """
 
@@ -52,7 +55,7 @@ from .sweep import sweep
 
 __all__ = ["FIXED_POINT_METHODS", "ODE_METHODS", "convergence_point", "solver_convergence"]
 
-FIXED_POINT_METHODS = ("picard", "anderson", "gauss-seidel")
+FIXED_POINT_METHODS = ("picard", "anderson", "broyden", "gauss-seidel")
 ODE_METHODS = ("euler", "rk4", "dopri5")
 
 
@@ -108,6 +111,9 @@ def _solve(method: str, net: Any, args: tuple, batch: int, atol: float, max_iter
             block = None
         elif method == "anderson":
             m = solvers.Anderson(m=5)
+            block = None
+        elif method == "broyden":
+            m = solvers.Broyden(m=5)
             block = None
         else:
             groups = tuple(g for g in (tuple(layers[0::2]), tuple(layers[1::2])) if g)

@@ -4,8 +4,8 @@ Shared by ``tests/test_solvers_battery.py`` (a small battery, fast) and
 ``benchmarks/bench_solver_battery.py`` (a large one). Problem ``i`` is the free phase of a
 layered network (:mod:`eqprop.kernels`' map) with 1-3 hidden layers, hopfield or
 prototypical kind, hard-sigmoid or sigmoid units and Glorot weights times a gain, all
-chosen from ``i``; each is solved by Picard, Anderson (defaults) and Gauss-Seidel over
-odd/even layers, from zero, to ``atol``.
+chosen from ``i``; each is solved by Picard, Anderson and Broyden (defaults) and
+Gauss-Seidel over odd/even layers, from zero, to ``atol``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import solvers
 KINDS = ("hopfield", "prototypical")
 ACTIVATIONS = ("hardsigmoid", "sigmoid")
 GAINS = (0.5, 1.0, 2.0, 3.0)
+ACCELERATED = ("anderson", "broyden", "gauss-seidel")  # compared with Picard
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def methods(net) -> dict:
     return {
         "picard": solvers.Picard(),
         "anderson": solvers.Anderson(),
+        "broyden": solvers.Broyden(),
         "gauss-seidel": solvers.GaussSeidel(groups=groups),
     }
 
@@ -94,11 +96,11 @@ def run(i: int, *, batch: int = 3, atol: float = 1e-6, max_iter: int = 400, over
     return out
 
 
-def summary(results: list[dict]) -> dict:
-    """Per method: samples where Picard converged, how many of them the method converged
-    on, and how many in no more iterations than Picard."""
+def summary(results: list[dict], names: tuple[str, ...] = ACCELERATED) -> dict:
+    """Per method of ``names``: samples where Picard converged, how many of them the method
+    converged on, and how many in no more iterations than Picard."""
     out = {}
-    for name in ("anderson", "gauss-seidel"):
+    for name in names:
         n_ref = n_conv = n_le = 0
         worst = []
         for i, r in enumerate(results):

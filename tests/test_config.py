@@ -90,13 +90,19 @@ def test_flat_configs_of_the_previous_version_load(name):
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
+FAST_CHANGED_AFTER_FIXTURE = {"scellier2017-2h": {"atol": 1e-3}}
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_equal_the_flat_settings_they_had(name):
     preset = PRESETS[name]
     assert preset.config.replace(preset=name) == TrainConfig.from_dict(FLAT[f"preset:{name}"])
     if preset.fast is not None:
-        fast = preset.config.replace(preset=name, dynamics=preset.fast)
-        assert fast == TrainConfig.from_dict(FLAT[f"preset:{name}:fast"])
+        fast = preset.config.replace(preset=name, **preset.fast)
+        # --fast changed on purpose after the fixture was written (#16, docs/solvers.rst):
+        # evaluation in batches of 100 and, for 2h, the free phase to atol 1e-3
+        changed = {"eval_batch_size": 100, **FAST_CHANGED_AFTER_FIXTURE.get(name, {})}
+        assert fast == TrainConfig.from_dict({**FLAT[f"preset:{name}:fast"], **changed})
         args = build_train_parser().parse_args(["--preset", name, "--fast"])
         assert config_from_args(args) == fast
 

@@ -1,10 +1,10 @@
-"""Anderson and Gauss-Seidel against Picard on a battery of network free phases (#16).
+"""Anderson, Broyden and Gauss-Seidel against Picard on a battery of network free phases (#16).
 
 The battery (``solver_battery.py``): 200 seeded problems, depths 1-3, hopfield and
 prototypical kinds, hard-sigmoid and sigmoid units, four weight gains, 3 samples each.
 Wherever Picard converges within ``max_iter``, the accelerated methods must converge
 too; Gauss-Seidel must need no more iterations than Picard on at least 95 % of those
-samples, and so must Anderson. Anderson meets the first part through its progress
+samples, and so must Anderson and Broyden. Anderson meets the first part through its progress
 safeguard (a stalled sample falls back to damped Picard) and the second through its
 ``delay`` (plain steps before the first extrapolation): on prototypical networks with
 hard-sigmoid units Picard often converges in 5-10 iterations, because saturated units land
@@ -38,7 +38,7 @@ def test_battery_is_what_it_claims(battery):
     assert s["anderson"]["reference"] >= 0.9 * 3 * N_PROBLEMS
 
 
-@pytest.mark.parametrize("name", ["anderson", "gauss-seidel"])
+@pytest.mark.parametrize("name", ["anderson", "broyden", "gauss-seidel"])
 def test_accelerated_methods_converge_wherever_picard_does(battery, name):
     s = battery[1][name]
     assert s["converged"] == s["reference"], s["losers"][:10]
@@ -49,18 +49,21 @@ def test_gauss_seidel_is_not_slower_than_picard_on_95_percent(battery):
     assert s["not_slower"] >= 0.95 * s["reference"], s["losers"][:10]
 
 
-def test_anderson_is_not_slower_than_picard_on_95_percent(battery):
-    s = battery[1]["anderson"]
+@pytest.mark.parametrize("name", ["anderson", "broyden"])
+def test_quasi_newton_methods_are_not_slower_than_picard_on_95_percent(battery, name):
+    s = battery[1][name]
     assert s["not_slower"] >= 0.95 * s["reference"], s["losers"][:10]
 
 
-def test_anderson_reports_its_fallbacks_consistently(battery):
+@pytest.mark.parametrize("name", ["anderson", "broyden"])
+def test_quasi_newton_methods_report_their_fallbacks_consistently(battery, name):
     results = battery[0]
+    restarts = {"anderson": solvers.Anderson(), "broyden": solvers.Broyden()}[name].restarts
     for r in results:
-        a = r["anderson"]
+        a = r[name]
         assert a.n_fallback.shape == (3,) and a.fallback_iter.shape == (3,)
         # a switch needs restarts + 1 interventions; the switch iteration is one run
-        np.testing.assert_array_equal(a.fell_back, a.n_fallback >= solvers.Anderson().restarts + 1)
+        np.testing.assert_array_equal(a.fell_back, a.n_fallback >= restarts + 1)
         assert np.all(a.fallback_iter[a.fell_back] <= a.n_iter[a.fell_back])
         for name in ("picard", "gauss-seidel"):
             np.testing.assert_array_equal(r[name].n_fallback, 0)
@@ -111,3 +114,14 @@ def test_the_issues_sawtooth_case_converges_and_reports_its_fallback():
     K.fixed_point_map(res.x, gx, args)
     gx = np.clip(gx, *net.bounds)
     assert np.abs(gx - res.x).max() <= 1e-4
+
+
+def test_broyden_converges_on_the_issues_sawtooth_case():
+    net, args = _convergence_case()
+    res = _solve(net, args, solvers.Broyden())
+    assert res.success and res.converged.all()
+    from eqprop import kernels as K
+
+    gx = np.empty_like(res.x)
+    K.fixed_point_map(res.x, gx, args)
+    assert np.abs(np.clip(gx, *net.bounds) - res.x).max() <= 1e-4

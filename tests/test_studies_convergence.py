@@ -136,7 +136,11 @@ def test_the_issues_sawtooth_setting_converges_and_shows_the_fallback():
     # `eqprop study convergence --depths 1 --tols 1e-2,1e-4 --batch 4`, study defaults
     # otherwise: Anderson saw-toothed on the third sample for 500 iterations
     ds = solver_convergence(
-        ("picard", "anderson", "gauss-seidel"), (1,), tols=(1e-2, 1e-4), batch=4, progress=False
+        ("picard", "anderson", "broyden", "gauss-seidel"),
+        (1,),
+        tols=(1e-2, 1e-4),
+        batch=4,
+        progress=False,
     )
     p = ds.sel(solver="picard", depth=1)
     np.testing.assert_array_equal(p["n_iter"], [51, 75, 131, 62])
@@ -145,6 +149,10 @@ def test_the_issues_sawtooth_setting_converges_and_shows_the_fallback():
     assert int(a["n_fallback"][2]) >= 1 and int(a["fallback_iter"][2]) >= 0
     assert int(a["n_fallback"][[0, 1, 3]].sum()) == 0
     assert not np.isnan(a["iterations_to_tol"].sel(tol=1e-4)).any()
+    # Broyden (#16) is in the study, with its fallback counts: it converges here too
+    b = ds.sel(solver="broyden", depth=1)
+    assert bool(b["converged"].all())
+    np.testing.assert_array_equal(b["fallback_iter"] >= 0, b["n_fallback"] >= 4)
 
 
 def test_old_files_with_a_method_dimension_are_renamed_on_open(study, tmp_path):
