@@ -74,11 +74,23 @@ GRAPH_CHECKPOINT_FORMAT = "eqprop-graph-checkpoint-1"
 _CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, GRAPH_CHECKPOINT_FORMAT)
 
 
+def _conv_description(c: Any) -> dict[str, Any]:
+    spec = c.conv
+    return {
+        "stride": spec.stride,
+        "padding": spec.padding,
+        "pool": spec.pool,
+        "pool_size": spec.pool_size,
+        "pool_stride": spec.pool_stride,
+    }
+
+
 def graph_description(net: Any) -> dict[str, Any]:
     """The structure of a graph network (no arrays) as plain JSON-able data: its kind,
     cost, dtype, layers (name, size, role, activation, box, bias or not) and couplings
-    (name, source, target, feedback, gamma, weight shape). Two networks with equal
-    descriptions take each other's parameters."""
+    (name, source, target, feedback, gamma, weight shape; an image layer's shape and a
+    conv coupling's type and geometry). Two networks with equal descriptions take each
+    other's parameters."""
     return {
         "kind": net.kind,
         "cost": net.cost,
@@ -91,6 +103,7 @@ def graph_description(net: Any) -> dict[str, Any]:
                 "activation": layer.activation,
                 "box": None if layer.box is None else [float(v) for v in layer.box],
                 "bias": layer.bias is not None,
+                **({} if layer.shape is None else {"shape": list(layer.shape)}),
             }
             for layer in net.layers
         ],
@@ -102,6 +115,7 @@ def graph_description(net: Any) -> dict[str, Any]:
                 "feedback": c.feedback,
                 "gamma": float(c.gamma),
                 "W": list(c.W.shape),
+                **({} if c.type == "dense" else {"type": c.type, "conv": _conv_description(c)}),
             }
             for c in net.couplings
         ],
@@ -244,6 +258,10 @@ class TrainConfig:
         ``"mnist"``, ``"fashion-mnist"`` or ``"digits"`` (see :func:`eqprop.data.load_dataset`).
     architecture : str
         Layer sizes input first, ``"784-500-10"``; the input size must match the data.
+        Or a conv architecture, ``"1x28x28-c32k5-p2-c64k5-p2-10"`` (input image, conv
+        layers with their pooling, dense layers;
+        :func:`eqprop.graph.build.parse_conv_architecture`), which builds a graph
+        network.
     kind, activation, cost, init : str
         Passed to :func:`eqprop.network.init_network` (``init``: ``"glorot"`` or
         ``"fan-in"``).
@@ -422,11 +440,25 @@ class TrainConfig:
             or self.feedback != "tied"
             or self.feedback_scale != 1.0
             or bool(self.skip)
+            or self.is_conv
         )
 
     @property
+    def is_conv(self) -> bool:
+        """Whether :attr:`architecture` is a conv architecture (``1x28x28-c32k5-p2-...``,
+        :func:`eqprop.graph.build.parse_conv_architecture`)."""
+        from eqprop.graph.build import is_conv_architecture
+
+        return is_conv_architecture(self.architecture)
+
+    @property
     def sizes(self) -> tuple[int, ...]:
-        """Layer sizes parsed from :attr:`architecture`."""
+        """Layer sizes parsed from :attr:`architecture` (a conv architecture: units per
+        layer, conv layers flattened; one learning rate per layer after the input)."""
+        if self.is_conv:
+            from eqprop.graph.build import parse_conv_architecture
+
+            return parse_conv_architecture(self.architecture).sizes
         return parse_architecture(self.architecture)
 
     def validate(self) -> TrainConfig:
@@ -545,6 +577,17 @@ class TrainConfig:
                 f"unknown output activation {self.output_activation!r}; choose one of "
                 f"{', '.join(ACTIVATIONS)}"
             )
+        if self.is_conv:
+            if self.skip:
+                raise ValueError(
+                    f"skip {self.skip!r}: skip couplings are not available on conv "
+                    f"architectures ({self.architecture!r}); drop --skip"
+                )
+            if self.feedback not in ("tied", "scaled"):
+                raise ValueError(
+                    f"feedback {self.feedback!r} is not available on conv architectures "
+                    "(conv couplings have no feedback weights B); use tied or scaled"
+                )
         parse_skip(self.skip, len(sizes))
         try:  # what only the built network can check (e.g. a skip from the input to a readout)
             self.make_network()
@@ -559,8 +602,25 @@ class TrainConfig:
         """The network these settings describe: :func:`eqprop.network.init_network`'s
         chain, or, when :attr:`uses_graph`, that chain (same initial weights) changed by
         :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
-        ``gamma = feedback_scale``, skip couplings drawn from ``seed``)."""
+        ``gamma = feedback_scale``, skip couplings drawn from ``seed``). A conv
+        :attr:`architecture` builds :func:`eqprop.graph.build.conv_network` (weights
+        uniform in PyTorch's default bound from ``seed``; ``init`` does not apply)."""
         from eqprop import network as _network
+
+        if self.is_conv:
+            from eqprop.graph.build import conv_network, parse_conv_architecture
+
+            return conv_network(
+                parse_conv_architecture(self.architecture),
+                kind=self.kind,
+                activation=self.activation,
+                output_activation=self.output_activation,
+                cost=self.cost,
+                feedback=self.feedback,
+                gamma=float(self.feedback_scale),
+                dtype=self.dtype,
+                seed=self.seed,
+            )
 
         net = _network.init_network(
             self.sizes,

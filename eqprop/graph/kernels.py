@@ -12,9 +12,21 @@ integer layouts:
   ``uses_B`` selects ``a_dst @ B`` over ``feedback_scale * a_dst @ W.T``;
 * ``readout``: a tuple of :class:`CouplingRecord` into the softmax readout (``dst_*``
   unused), with ``readout_bias``; one inactive record when there is no readout;
-* ``spec``: a :class:`Spec` ``(kind, cost, nudge, out_offset, out_size)``.
+* ``spec``: a :class:`Spec` ``(kind, cost, nudge, out_offset, out_size)``;
+* ``convs``: a tuple of :class:`ConvRecord`, one per ``conv2d`` coupling between two
+  state layers (those from the input are in ``drive``), each with its own work buffers;
+  ``()`` when there is none (then no convolution code is compiled into the map). A
+  record's convolution is im2col + GEMM, the loops of :mod:`eqprop.graph.conv_loops`
+  (shared with :mod:`eqprop.graph.conv_kernels`) around two BLAS products ``np.dot``
+  (the module docstring of :mod:`eqprop.graph.conv_kernels` says why this form is fast).
+  ``geom = (C_in, H, W, kh, kw, stride, padding, H_o, W_o)``, ``pgeom = (C_out, H_o,
+  W_o, pool_size, pool_step, H_p, W_p)`` (``pool_size = 1``: no pooling), ``W2`` the
+  ``(C_out, C_in*kh*kw)`` view of ``W``; buffers ``cols`` and ``back`` (K, M), ``z`` and
+  ``g`` (M, C_out), ``index`` (batch, n_dst) int64 (the max-pool routing), ``M = batch *
+  H_o * W_o``, ``K = C_in * kh * kw``. Real dtypes only.
 
-``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec)``
+``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec,
+convs)``
 with ``drive`` (batch, n_state) the input's contribution plus the biases (constant in a
 phase), ``target`` (batch, n_out), ``sc = [beta, eps]`` (``nudge="clamp"``: the output
 set to ``target``, beta 0) and ``work`` from
@@ -44,10 +56,12 @@ from numba.extending import overload
 import solvers
 from eqprop import kernels as _chain
 from eqprop.graph import reference as R
+from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpool_rows
 from eqprop.graph.model import ACTIVATIONS, GraphNetwork
 from eqprop.graph.reference import _batch
 
 __all__ = [
+    "ConvRecord",
     "CouplingRecord",
     "LayerRecord",
     "Spec",
@@ -74,6 +88,25 @@ CouplingRecord = namedtuple(
     ],
 )
 Spec = namedtuple("Spec", ["kind", "cost", "nudge", "out_offset", "out_size"])
+ConvRecord = namedtuple(
+    "ConvRecord",
+    [
+        "src_offset",
+        "src_size",
+        "dst_offset",
+        "dst_size",
+        "W2",
+        "feedback_scale",
+        "geom",
+        "pgeom",
+        "is_max",
+        "cols",
+        "z",
+        "g",
+        "back",
+        "index",
+    ],
+)
 
 # activation codes: those of eqprop.kernels, plus identity
 ACT_IDENTITY = 4
@@ -222,8 +255,39 @@ def _softmax_error_real(Z, target):
             Z[r, k] = Z[r, k] / tot - target[r, k]
 
 
+def _conv_drives(convs, A, U, B):  # pragma: no cover - only called from compiled code
+    """Add every conv record's forward drive into its target's and feedback drive into its
+    source's columns of ``U`` (B, n), from the layer-blocked activities ``A``."""
+    raise NotImplementedError("_conv_drives is only callable from Numba-compiled code")
+
+
+@overload(_conv_drives)
+def _conv_drives_ov(convs, A, U, B):
+    if isinstance(convs, types.BaseTuple) and len(convs.types) == 0:
+        return lambda convs, A, U, B: None
+
+    def impl(convs, A, U, B):
+        for cv in convs:
+            C, H, Wd, kh, kw, st, pad, Ho, Wo = cv.geom
+            O, _, _, size, step, Hp, Wp = cv.pgeom
+            a_src = _block(A, cv.src_offset, B, cv.src_size)
+            a_dst = _block(A, cv.dst_offset, B, cv.dst_size)
+            u_src = U[:, cv.src_offset : cv.src_offset + cv.src_size]
+            u_dst = U[:, cv.dst_offset : cv.dst_offset + cv.dst_size]
+            im2col_into(a_src, cv.cols, C, H, Wd, kh, kw, st, pad, Ho, Wo)
+            np.dot(cv.cols.T, cv.W2.T, cv.z)
+            pool_rows_add(cv.z, u_dst, cv.index, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+            unpool_rows(a_dst, cv.index, cv.g, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+            np.dot(cv.W2.T, cv.g.T, cv.back)
+            col2im_add(cv.back, u_src, C, H, Wd, kh, kw, st, pad, Ho, Wo, cv.feedback_scale)
+
+    return impl
+
+
 @njit(cache=True)
-def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, mode):
+def _evaluate(
+    s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, mode
+):
     B, n = s.shape
     beta, eps = sc[0], sc[1]
     hop = spec.kind == KIND_HOPFIELD
@@ -259,6 +323,7 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
         for r in range(B):
             for i in range(c.src_size):
                 U[r, c.src_offset + i] += k * Tb[r, i]
+    _conv_drives(convs, A, U, B)
     nudged = beta != 0.0
     if nudged:
         for r in range(B):
@@ -369,16 +434,20 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
 def fixed_point_map(s, out, args):
     """``g(s)``: projected Euler step (hopfield) or :math:`\\sigma(u - \\beta\\,\\partial
     C/\\partial s)` (prototypical); ``args`` from :func:`make_args`."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
-    _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_MAP)
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    _evaluate(
+        s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, MODE_MAP
+    )
 
 
 @njit(cache=True)
 def vector_field(s, out, args):
     """``ds/dt``: :math:`-(s - \\rho'(s) u + \\beta\\,\\partial C/\\partial s)` (hopfield) or
     ``g(s) - s`` (prototypical)."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
-    _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_FIELD)
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    _evaluate(
+        s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, MODE_FIELD
+    )
 
 
 # ----------------------------------------------------------------------------- builders
@@ -395,16 +464,24 @@ def _real_dtype(net: GraphNetwork) -> np.dtype:
     return net.dtype
 
 
+def _check_conv_dtype(net: GraphNetwork) -> None:
+    """Conv couplings run real states on the kernels (a max pool needs an order)."""
+    if net.dtype.kind == "c":
+        for c in net.couplings:
+            if c.type == "conv2d":
+                raise ValueError(
+                    f"coupling {c.name!r}: the Numba graph kernels run conv2d couplings on "
+                    f"real float32/float64 states; this network is {net.dtype.name}: use "
+                    "eqprop.graph.reference for complex conv networks"
+                )
+
+
 def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     """Constant part of the drive, (batch, n_state): biases plus every coupling from the
-    input (NumPy/BLAS products, once per phase)."""
+    input (NumPy/BLAS products, once per phase: ``x W`` for a dense coupling, the pooled
+    convolution of :func:`eqprop.graph.conv.forward_drive` for a ``conv2d`` one)."""
     dt = _real_dtype(net)
-    for c in net.couplings:
-        if c.type != "dense":
-            raise ValueError(
-                f"coupling {c.name!r}: the Numba kernels run dense couplings only, not "
-                f"{c.type!r}; use eqprop.graph.reference for now"
-            )
+    _check_conv_dtype(net)
     x = _batch(net, x, net.n_in, "x", None)
     off = net.offsets
     drive = np.zeros((x.shape[0], net.n_state), dtype=dt)
@@ -415,8 +492,52 @@ def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     for c in net.couplings:
         if c.source == net.input_layer.name and c.target in off:
             a, b = off[c.target]
-            drive[:, a:b] += x @ c.W
+            drive[:, a:b] += R.coupling_module(c).forward_drive(c, x)
     return drive
+
+
+def _conv_records(net: GraphNetwork, batch: int) -> tuple:
+    """One :class:`ConvRecord` (with fresh work buffers for ``batch`` samples) per
+    ``conv2d`` coupling between two state layers; ``()`` when there is none."""
+    from eqprop.graph.conv import conv_output_hw
+    from eqprop.graph.pool import pool_output_hw
+
+    dt = net.dtype
+    off = net.offsets
+    recs = []
+    for c in net.couplings:
+        if c.type != "conv2d" or c.source not in off:
+            continue
+        spec = c.conv
+        O, C, kh, kw = c.W.shape
+        H, Wd = spec.input_hw
+        Ho, Wo = conv_output_hw((H, Wd), (kh, kw), spec.stride, spec.padding)
+        if spec.pool is None:
+            size, step, Hp, Wp = 1, 1, Ho, Wo
+        else:
+            size, step = spec.pool_size, spec.pool_step
+            Hp, Wp = pool_output_hw((Ho, Wo), size, step)
+        M, Kc = batch * Ho * Wo, C * kh * kw
+        n_dst = net.layer(c.target).size
+        recs.append(
+            ConvRecord(
+                off[c.source][0],
+                off[c.source][1] - off[c.source][0],
+                off[c.target][0],
+                n_dst,
+                np.ascontiguousarray(c.W).reshape(O, Kc),
+                dt.type(c.gamma) if c.feedback == "scaled" else dt.type(1.0),
+                tuple(int(v) for v in (C, H, Wd, kh, kw, spec.stride, spec.padding, Ho, Wo)),
+                tuple(int(v) for v in (O, Ho, Wo, size, step, Hp, Wp)),
+                spec.pool == "max",
+                np.empty((Kc, M), dtype=dt),
+                np.empty((M, O), dtype=dt),
+                np.empty((M, O), dtype=dt),
+                np.empty((Kc, M), dtype=dt),
+                np.zeros((batch, n_dst), dtype=np.int64),
+            )
+        )
+    return tuple(recs)
 
 
 def _records(net: GraphNetwork):
@@ -439,7 +560,7 @@ def _records(net: GraphNetwork):
     inner: list[Any] = []
     readout: list[Any] = []
     for c in net.couplings:
-        if c.source not in off:  # from the input: in the drive
+        if c.source not in off or c.type != "dense":  # from the input: in the drive
             continue
         uses_B = c.feedback in ("free", "random")
         rec = CouplingRecord(
@@ -512,7 +633,9 @@ def make_args(
     nmax = max([net.n_out] + [la.size for la in net.layers])
     work = np.empty(3 * batch * net.n_state + 3 * batch * nmax, dtype=dt)
     sc = np.array([beta, eps], dtype=dt)
-    return (layers, couplings, readout, rbias, drive, target, sc, work, spec)
+    _check_conv_dtype(net)
+    convs = _conv_records(net, batch)
+    return (layers, couplings, readout, rbias, drive, target, sc, work, spec, convs)
 
 
 def common_box(net: GraphNetwork) -> tuple[float, float] | None:
