@@ -484,7 +484,10 @@ def _run_graph_phase(
         raise_on_failure=dyn.raise_on_failure,
     )
     if is_fp:
-        res = solvers.solve_fixed_point(GK.fixed_point_map, s, args, method=method, **common)
+        block = GK.fixed_point_block if isinstance(method, solvers.GaussSeidel) else None
+        res = solvers.solve_fixed_point(
+            GK.fixed_point_map, s, args, method=method, g_block=block, **common
+        )
     else:
         if box is None and any(la.box is not None for la in net.state_layers):
             raise ValueError(

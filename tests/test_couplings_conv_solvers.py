@@ -152,3 +152,36 @@ def test_path_fast_refuses_what_it_cannot_run():
         free_phase(net, cx, Dynamics(method="picard"))
     out = free_phase(net, clamp(net, x), Dynamics(method="anderson"))  # auto: general
     assert isinstance(out.result, solvers.SolveResult)
+
+
+@pytest.mark.parametrize("groups", ["layers", "parity"])
+def test_gauss_seidel_block_map_equals_full_map_updates(hopfield_problem, groups):
+    """``fixed_point_block`` (only the couplings into or out of a block's layers) gives
+    the GaussSeidel iterates of the full map, on a conv net and on a dense graph with
+    a skip coupling; and a block's columns equal the full map's."""
+    from eqprop.graph import kernels as GK
+    from eqprop.graph.build import chain
+
+    conv_net, x_conv, _ = hopfield_problem
+    dense = chain([6, 5, 4, 3], kind="hopfield", dtype="float64", skip=[(1, 3)])
+    x_dense = np.random.default_rng(0).uniform(0, 1, (3, 6))
+    for net, x in ((conv_net, x_conv), (dense, x_dense)):
+        off = net.offsets
+        cols = [off[la.name] for la in net.state_layers]
+        grp = [(c,) for c in cols] if groups == "layers" else [tuple(cols[0::2]), tuple(cols[1::2])]
+        args = GK.make_args(net, x, eps=0.5)
+        s0 = np.random.default_rng(1).uniform(0, 1, (3, net.n_state))
+        full = np.empty_like(s0)
+        GK.fixed_point_map(s0, full, args)
+        for a, b in cols:
+            part = np.full_like(s0, np.nan)
+            GK.fixed_point_block(s0, part, args, a, b)
+            np.testing.assert_allclose(part[:, a:b], full[:, a:b], rtol=0, atol=TOL)
+        method = solvers.GaussSeidel(groups=tuple(grp))
+        kw = dict(method=method, fixed_steps=15, bounds=(0.0, 1.0))
+        with_block = solvers.solve_fixed_point(
+            GK.fixed_point_map, s0, args, g_block=GK.fixed_point_block, **kw
+        )
+        without = solvers.solve_fixed_point(GK.fixed_point_map, s0, args, **kw)
+        assert with_block.nfev < without.nfev
+        np.testing.assert_allclose(with_block.x, without.x, rtol=0, atol=TOL)

@@ -65,6 +65,7 @@ __all__ = [
     "CouplingRecord",
     "LayerRecord",
     "Spec",
+    "fixed_point_block",
     "fixed_point_map",
     "input_drive",
     "make_args",
@@ -255,38 +256,52 @@ def _softmax_error_real(Z, target):
             Z[r, k] = Z[r, k] / tot - target[r, k]
 
 
-def _conv_drives(convs, A, U, B):  # pragma: no cover - only called from compiled code
+def _conv_drives(convs, A, U, B, lo, hi):  # pragma: no cover - only called from compiled code
     """Add every conv record's forward drive into its target's and feedback drive into its
-    source's columns of ``U`` (B, n), from the layer-blocked activities ``A``."""
+    source's columns of ``U`` (B, n), from the layer-blocked activities ``A``; only the
+    drives of layers inside the columns ``[lo, hi)`` (a max pool's feedback still
+    computes the forward convolution: its argmax routing)."""
     raise NotImplementedError("_conv_drives is only callable from Numba-compiled code")
 
 
 @overload(_conv_drives)
-def _conv_drives_ov(convs, A, U, B):
+def _conv_drives_ov(convs, A, U, B, lo, hi):
     if isinstance(convs, types.BaseTuple) and len(convs.types) == 0:
-        return lambda convs, A, U, B: None
+        return lambda convs, A, U, B, lo, hi: None
 
-    def impl(convs, A, U, B):
+    def impl(convs, A, U, B, lo, hi):
         for cv in convs:
             C, H, Wd, kh, kw, st, pad, Ho, Wo = cv.geom
             O, _, _, size, step, Hp, Wp = cv.pgeom
+            fwd = _overlaps(cv.dst_offset, cv.dst_size, lo, hi)
+            back = _overlaps(cv.src_offset, cv.src_size, lo, hi)
+            if not (fwd or back):
+                continue
             a_src = _block(A, cv.src_offset, B, cv.src_size)
             a_dst = _block(A, cv.dst_offset, B, cv.dst_size)
             u_src = U[:, cv.src_offset : cv.src_offset + cv.src_size]
             u_dst = U[:, cv.dst_offset : cv.dst_offset + cv.dst_size]
-            im2col_into(a_src, cv.cols, C, H, Wd, kh, kw, st, pad, Ho, Wo)
-            np.dot(cv.cols.T, cv.W2.T, cv.z)
-            pool_rows_add(cv.z, u_dst, cv.index, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
-            unpool_rows(a_dst, cv.index, cv.g, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
-            np.dot(cv.W2.T, cv.g.T, cv.back)
-            col2im_add(cv.back, u_src, C, H, Wd, kh, kw, st, pad, Ho, Wo, cv.feedback_scale)
+            if fwd or cv.is_max:
+                im2col_into(a_src, cv.cols, C, H, Wd, kh, kw, st, pad, Ho, Wo)
+                np.dot(cv.cols.T, cv.W2.T, cv.z)
+                pool_rows_add(cv.z, u_dst, cv.index, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+            if back:
+                unpool_rows(a_dst, cv.index, cv.g, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+                np.dot(cv.W2.T, cv.g.T, cv.back)
+                col2im_add(cv.back, u_src, C, H, Wd, kh, kw, st, pad, Ho, Wo, cv.feedback_scale)
 
     return impl
 
 
 @njit(cache=True)
+def _overlaps(offset, size, lo, hi):
+    """Whether the columns ``[offset, offset + size)`` meet ``[lo, hi)``."""
+    return offset < hi and offset + size > lo
+
+
+@njit(cache=True)
 def _evaluate(
-    s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, mode
+    s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, mode, lo, hi
 ):
     B, n = s.shape
     beta, eps = sc[0], sc[1]
@@ -309,21 +324,23 @@ def _evaluate(
             continue
         Asrc = _block(A, c.src_offset, B, c.src_size)
         Adst = _block(A, c.dst_offset, B, c.dst_size)
-        Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
-        np.dot(Asrc, c.W, Tf)
-        for r in range(B):
-            for j in range(c.dst_size):
-                U[r, c.dst_offset + j] += Tf[r, j]
-        Tb = T[0 : B * c.src_size].reshape((B, c.src_size))
-        if c.uses_B:
-            np.dot(Adst, c.B, Tb)
-        else:
-            np.dot(Adst, c.W.T, Tb)
-        k = c.feedback_scale
-        for r in range(B):
-            for i in range(c.src_size):
-                U[r, c.src_offset + i] += k * Tb[r, i]
-    _conv_drives(convs, A, U, B)
+        if _overlaps(c.dst_offset, c.dst_size, lo, hi):
+            Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
+            np.dot(Asrc, c.W, Tf)
+            for r in range(B):
+                for j in range(c.dst_size):
+                    U[r, c.dst_offset + j] += Tf[r, j]
+        if _overlaps(c.src_offset, c.src_size, lo, hi):
+            Tb = T[0 : B * c.src_size].reshape((B, c.src_size))
+            if c.uses_B:
+                np.dot(Adst, c.B, Tb)
+            else:
+                np.dot(Adst, c.W.T, Tb)
+            k = c.feedback_scale
+            for r in range(B):
+                for i in range(c.src_size):
+                    U[r, c.src_offset + i] += k * Tb[r, i]
+    _conv_drives(convs, A, U, B, lo, hi)
     nudged = beta != 0.0
     if nudged:
         for r in range(B):
@@ -380,6 +397,8 @@ def _evaluate(
     inside = spec.nudge == NUDGE_INSIDE
     for lr in layers:
         o, m, act = lr.offset, lr.size, lr.activation
+        if not _overlaps(o, m, lo, hi):
+            continue
         for r in range(B):
             sr = s[r, o : o + m]
             ur = U[r, o : o + m]
@@ -420,8 +439,8 @@ def _evaluate(
                     if nudged and not inside:
                         y -= beta * gr[i]
                     orow[i] = y - sr[i] if mode == MODE_FIELD else y
-    if spec.nudge == NUDGE_CLAMP:  # output clamped to the target (CHL's clamped phase)
-        o, m = spec.out_offset, spec.out_size
+    if spec.nudge == NUDGE_CLAMP and _overlaps(spec.out_offset, spec.out_size, lo, hi):
+        o, m = spec.out_offset, spec.out_size  # output clamped to the target (CHL)
         for r in range(B):
             for j in range(m):
                 if mode == MODE_MAP:
@@ -435,8 +454,49 @@ def fixed_point_map(s, out, args):
     """``g(s)``: projected Euler step (hopfield) or :math:`\\sigma(u - \\beta\\,\\partial
     C/\\partial s)` (prototypical); ``args`` from :func:`make_args`."""
     layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    n = s.shape[1]
     _evaluate(
-        s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, MODE_MAP
+        s,
+        out,
+        layers,
+        couplings,
+        readout,
+        rbias,
+        drive,
+        target,
+        sc,
+        work,
+        spec,
+        convs,
+        MODE_MAP,
+        0,
+        n,
+    )
+
+
+@njit(cache=True)
+def fixed_point_block(s, out, args, start, stop):
+    """Columns ``[start, stop)`` of :func:`fixed_point_map` (the ``g_block`` of
+    ``solvers.GaussSeidel``; the groups of :mod:`eqprop.phases` are whole layers): only
+    the couplings into or out of those layers are evaluated, so one red-black sweep
+    costs about one map evaluation plus the block's share."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    _evaluate(
+        s,
+        out,
+        layers,
+        couplings,
+        readout,
+        rbias,
+        drive,
+        target,
+        sc,
+        work,
+        spec,
+        convs,
+        MODE_MAP,
+        start,
+        stop,
     )
 
 
@@ -445,8 +505,23 @@ def vector_field(s, out, args):
     """``ds/dt``: :math:`-(s - \\rho'(s) u + \\beta\\,\\partial C/\\partial s)` (hopfield) or
     ``g(s) - s`` (prototypical)."""
     layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    n = s.shape[1]
     _evaluate(
-        s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, MODE_FIELD
+        s,
+        out,
+        layers,
+        couplings,
+        readout,
+        rbias,
+        drive,
+        target,
+        sc,
+        work,
+        spec,
+        convs,
+        MODE_FIELD,
+        0,
+        n,
     )
 
 
