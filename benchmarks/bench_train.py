@@ -58,6 +58,7 @@ times; it prints the median samples/s of each and the median of the per-round ra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -120,11 +121,31 @@ def _matmul_flops(sizes: tuple[int, ...], B: int, n_iter_phase: list[int], n_upd
     return float(sum(drive + n * per_iter for n in n_iter_phase) + n_upd * update)
 
 
+def _preset_config(name: str, **changes):
+    """Preset ``name``'s TrainConfig with ``changes`` (flat names), on this checkout's
+    records (``preset.config``) or, with ``--root`` at a checkout from before them, on its
+    flat record (``preset.settings``): ``--baseline`` compares the two."""
+    from eqprop.presets import get_preset
+    from eqprop.train import TrainConfig
+
+    preset = get_preset(name)
+    if hasattr(preset, "config"):
+        return preset.config.replace(preset=name, **changes)
+    return TrainConfig.from_dict({**preset.settings, "preset": name}).replace(**changes)
+
+
+def _flat(cfg) -> dict:
+    """The settings of ``cfg`` by flat name (either version of TrainConfig)."""
+    if hasattr(cfg, "to_flat"):
+        return cfg.to_flat()
+    return dataclasses.asdict(cfg)
+
+
 def _time_matmuls(cfg, net, n_iter_phase: list[int], n_update_phases: int, reps: int) -> float:
     """Seconds per step of the bare products (see module docstring)."""
-    dt = np.dtype(cfg.dtype)
+    dt = np.dtype(_flat(cfg)["dtype"])
     sizes = cfg.sizes
-    B = cfg.batch_size
+    B = _flat(cfg)["batch_size"]
     L = len(sizes) - 1
     rng = np.random.default_rng(1)
     acts = [rng.random((B, n)).astype(dt) for n in sizes]
@@ -171,11 +192,9 @@ def _gemm_gflops(dtype: str, n: int = 1024) -> float:
 def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float | str]:
     """Interleave ``rounds`` measurements of trainer, bare rule loop and matmuls; keep
     the best of each (the machine is shared, so the minimum is the least disturbed)."""
-    from eqprop.presets import get_preset
-    from eqprop.train import TrainConfig, Trainer
+    from eqprop.train import Trainer
 
-    cfg = TrainConfig.from_dict({**get_preset(name).settings, "preset": name})
-    cfg = cfg.replace(dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
+    cfg = _preset_config(name, dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
     sizes = cfg.sizes
     # warm-up on a tiny data set compiles everything and sizes the measurement
     warm = Trainer(cfg, _synthetic(sizes[0], sizes[-1], 40), quiet=True)
@@ -191,7 +210,9 @@ def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float 
     x, d = trainer.x_train, trainer.d_train
     rng = np.random.default_rng(0)
     n_b = n // 20
-    K_phases = [cfg.K, cfg.K] if cfg.estimator == "symmetric" else [cfg.K]
+    flat = _flat(cfg)
+    T, K = flat["T"], flat["K"]
+    K_phases = [K, K] if flat.get("estimator") == "symmetric" else [K]
     reps = max(1, min(50, n_b))
     best_sps = best_rule = 0.0
     best_mm = float("inf")
@@ -204,13 +225,13 @@ def bench_preset(name: str, seconds: float, rounds: int = 3) -> dict[str, float 
             step = trainer.rule.estimate(trainer.net, x[sl], d[sl], trainer.dyn, rng=rng)
             trainer.optimizer.step(trainer.net, step.gradient)
         best_rule = max(best_rule, n_b * 20 / (time.perf_counter() - t0))
-        best_mm = min(best_mm, _time_matmuls(cfg, trainer.net, [cfg.T, *K_phases], 2, reps))
+        best_mm = min(best_mm, _time_matmuls(cfg, trainer.net, [T, *K_phases], 2, reps))
     t_step = 20.0 / best_sps
-    flops = _matmul_flops(sizes, 20, [cfg.T, *K_phases], 2)
+    flops = _matmul_flops(sizes, 20, [T, *K_phases], 2)
     return {
         "preset": name,
-        "arch": cfg.architecture,
-        "T+K": f"{cfg.T}+{'+'.join(str(k) for k in K_phases)}",
+        "arch": flat["architecture"],
+        "T+K": f"{T}+{'+'.join(str(k) for k in K_phases)}",
         "samples": n,
         "samples/s": best_sps,
         "rule/s": best_rule,
@@ -265,11 +286,9 @@ ACTIVATIONS = ("hardsigmoid", "sigmoid", "shifted-sigmoid", "tanh")
 def activation_costs(name: str, seconds: float, rounds: int) -> dict[str, tuple[float, float]]:
     """``{activation: (median ms per step, median ratio to the hard sigmoid)}`` of the
     training step with the settings of preset ``name`` (see module docstring)."""
-    from eqprop.presets import get_preset
-    from eqprop.train import TrainConfig, Trainer
+    from eqprop.train import Trainer
 
-    base = TrainConfig.from_dict({**get_preset(name).settings, "preset": name})
-    base = base.replace(dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
+    base = _preset_config(name, dtype="float32", batch_size=20, epochs=1, limit=None, output=None)
     sizes = base.sizes
 
     def trainer(act: str, n: int) -> Trainer:

@@ -28,9 +28,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from eqprop.presets import get_preset
-from eqprop.train import TrainConfig, Trainer
+from eqprop.train import Trainer
 
-#: Row name -> (``eqprop train`` options, TrainConfig changes).
+#: Row name -> (``eqprop train`` options, the same as TrainConfig.replace's flat names).
 RUNS: dict[str, tuple[list[str], dict]] = {
     "ep-one-sided": (["--estimator", "one-sided"], dict(estimator="one-sided")),
     "ep-random-sign": (["--estimator", "random-sign"], dict(estimator="random-sign")),
@@ -82,11 +82,12 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         flags, changes = RUNS[name]
-        settings = dict(get_preset(args.preset).settings)
-        settings.update(changes, epochs=args.epochs, limit=args.limit, preset=args.preset)
+        config = get_preset(args.preset).config.replace(
+            **changes, epochs=args.epochs, limit=args.limit, preset=args.preset
+        )
         budget = ["--epochs", str(args.epochs), "--limit", str(args.limit)]
         command = " ".join(["eqprop train --preset", args.preset, *flags, *budget])
-        trainer = Trainer(TrainConfig.from_dict(settings), quiet=True, command=command)
+        trainer = Trainer(config, quiet=True, command=command)
         t0 = time.perf_counter()
         result = trainer.run()
         wall = time.perf_counter() - t0

@@ -43,56 +43,9 @@ _DISPATCH: dict[str, tuple[str, str, str]] = {
     "plot": ("studies.cli", "plot_main", "plot a study's results"),
 }
 
-# TrainConfig fields settable from the command line (dest name == field name, except
-# the layer sizes: option --sizes, dest "sizes", field "architecture").
-_TRAIN_FIELDS = (
-    "dataset",
-    "data_dir",
-    "sizes",
-    "kind",
-    "activation",
-    "cost",
-    "init",
-    "output_activation",
-    "feedback",
-    "feedback_scale",
-    "skip",
-    "method",
-    "free_method",
-    "free_eps",
-    "free_damping",
-    "free_from_epoch",
-    "atol",
-    "rtol",
-    "max_iter",
-    "T",
-    "K",
-    "eps",
-    "damping",
-    "rule",
-    "beta",
-    "estimator",
-    "generec_form",
-    "eta",
-    "coupled_variant",
-    "nudge",
-    "lrs",
-    "momentum",
-    "weight_decay",
-    "batch_size",
-    "epochs",
-    "seed",
-    "dtype",
-    "persistent",
-    "shuffle",
-    "train_on_valid",
-    "eval_persistent",
-    "eval_batch_size",
-    "eval_T",
-    "limit",
-    "output",
-    "threads",
-)
+# The train options whose dest is a flat name of TrainConfig (eqprop.config.flat_names()) set
+# that setting; the layer sizes' dest "sizes" sets "architecture", "preset" is read apart.
+_NOT_SETTINGS = ("preset",)
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -114,6 +67,7 @@ def _top_parser() -> argparse.ArgumentParser:
 def build_train_parser() -> argparse.ArgumentParser:
     """Parser of ``eqprop train`` (every option defaults to None = not given)."""
     from eqprop.presets import PRESETS, preset_names
+    from eqprop.rules import RULE_OPTIONS
 
     presets = "\n".join(f"  {n:<16} {PRESETS[n].description}" for n in preset_names())
     p = Parser(
@@ -230,23 +184,8 @@ def build_train_parser() -> argparse.ArgumentParser:
         "or the backprop baselines rbp, bptt "
         "(docs/rules.rst)",
     )
-    g.add_argument("--beta", type=float, help="nudging strength of --rule ep (nonzero)")
-    g.add_argument("--estimator", help="--rule ep: one-sided, random-sign or symmetric")
-    g.add_argument(
-        "--generec-form",
-        dest="generec_form",
-        help="--rule generec: basic, symmetric, midpoint or symmetric-midpoint",
-    )
-    g.add_argument(
-        "--eta",
-        type=finite_float,
-        help="--rule coupled: clamp the output to y_free + eta (d - y_free), eta in (0, 1]",
-    )
-    g.add_argument(
-        "--coupled-variant",
-        dest="coupled_variant",
-        help="--rule coupled: positive, negative or centered (both, contrasted)",
-    )
+    for name, option in RULE_OPTIONS.items():  # one option per rule parameter with a flag
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=option.type, help=option.help)
     g.add_argument("--nudge", help="inside or outside (where the nudge enters)")
     lrs = g.add_argument("--lrs", type=float, nargs="+", help="learning rate per weight layer")
     deprecated_alias(g, "--lr", lrs)
@@ -304,15 +243,9 @@ def _field(dest: str) -> str:
 
 def _show_train_defaults(parser: argparse.ArgumentParser) -> None:
     """Append ``(default: X)`` to each train option's help, X from TrainConfig."""
-    import dataclasses
+    from eqprop.config import flat_defaults
 
-    from eqprop.train import TrainConfig
-
-    defaults = {
-        f.name: f.default
-        for f in dataclasses.fields(TrainConfig)
-        if f.init and f.default is not dataclasses.MISSING
-    }
+    defaults = flat_defaults()
     for action in parser._actions:
         field = _field(action.dest)
         if action.help in (None, argparse.SUPPRESS) or "default" in action.help:
@@ -330,17 +263,20 @@ def _show_train_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
-    """TrainConfig settings given explicitly on the command line (field name -> value)."""
+    """TrainConfig settings given explicitly on the command line (flat name -> value)."""
+    from eqprop.config import flat_names
+
+    names = flat_names()
     settings: dict[str, Any] = {}
-    for name in _TRAIN_FIELDS:
-        value = getattr(args, name, None)
-        if value is None:
+    for name, value in vars(args).items():
+        field = _field(name)
+        if value is None or field not in names or name in _NOT_SETTINGS:
             continue
         if name == "sizes" and not isinstance(value, str):  # a conv architecture is text
             value = "-".join(str(v) for v in value)
         if name == "data_dir":
             value = str(value)
-        settings[_field(name)] = value
+        settings[field] = value
     return settings
 
 
@@ -349,36 +285,35 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from eqprop.presets import fast_settings, get_preset
     from eqprop.train import TrainConfig
 
-    settings: dict[str, Any] = {}
+    config = TrainConfig()
     if args.preset is not None:
-        settings.update(get_preset(args.preset).settings)
-        settings["preset"] = args.preset
+        config = get_preset(args.preset).config.replace(preset=args.preset)
     if getattr(args, "fast", False):
         if args.preset is None:
             raise ValueError("--fast needs --preset (it selects that preset's fast free phase)")
-        settings.update(fast_settings(args.preset))
-    settings.update(_given(args))
-    return TrainConfig.from_dict(settings).validate()
+        config = config.replace(dynamics=fast_settings(args.preset))
+    given = _given(args)
+    rule = given.get("rule", config.rule.name)
+    from eqprop.rules import RULE_CLASSES
 
-
-#: Options that only one rule reads (TrainConfig field -> rule).
-_RULE_OPTIONS = {
-    "beta": "ep",
-    "estimator": "ep",
-    "generec_form": "generec",
-    "eta": "coupled",
-    "coupled_variant": "coupled",
-}
+    if rule in RULE_CLASSES:  # else the configuration names the valid rules
+        _check_rule_options(given, rule)
+    return config.replace(**given).validate()
 
 
 def _check_rule_options(given: dict[str, Any], rule: str) -> None:
-    """Refuse an option given explicitly for a rule that does not read it."""
-    for field, owner in _RULE_OPTIONS.items():
-        if field in given and owner != rule:
-            flag = "--" + field.replace("_", "-")
+    """Refuse a rule option (:data:`eqprop.rules.RULE_OPTIONS`) given explicitly for a
+    rule whose class does not take it."""
+    from eqprop.rules import RULE_CLASSES, RULE_OPTIONS, rule_parameters
+
+    for name, option in RULE_OPTIONS.items():
+        owners = [r for r in RULE_CLASSES if option.param in rule_parameters(r)]
+        if name in given and rule not in owners:
+            flag = "--" + name.replace("_", "-")
+            rules = ", ".join(f"--rule {r}" for r in owners)
             raise UsageError(
-                f"{flag} applies to --rule {owner}, not to --rule {rule}; drop {flag} or "
-                f"use --rule {owner}"
+                f"{flag} applies to {rules}, not to --rule {rule}; drop {flag} or "
+                f"use --rule {owners[0]}"
             )
 
 
@@ -410,9 +345,9 @@ def _train_main(argv: Sequence[str]) -> int:
         )
     else:
         config = config_from_args(args)
-        _check_rule_options(_given(args), config.rule)
-        _check_dataset_name(config.dataset)
-        biased = (config.kind, config.cost, config.nudge) == (
+        _check_dataset_name(config.data.dataset)
+        net = config.network
+        biased = (net.kind, net.cost, config.dynamics.phases.nudge) == (
             "prototypical",
             "cross-entropy",
             "outside",
@@ -424,8 +359,9 @@ def _train_main(argv: Sequence[str]) -> int:
                 "estimate; --nudge inside is the exact one (docs/training.rst)",
                 file=sys.stderr,
             )
-        boxed = (config.kind, config.activation) == ("hopfield", "hardsigmoid")
-        if boxed and config.rule == "coupled" and config.coupled_variant == "negative":
+        boxed = (net.kind, net.activation) == ("hopfield", "hardsigmoid")
+        negative = config.rule.name == "coupled" and config.rule.params["variant"] == "negative"
+        if boxed and negative:
             if not args.quiet:
                 print(
                     "eqprop: note: --coupled-variant negative on a hardsigmoid Hopfield "

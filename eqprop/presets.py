@@ -1,8 +1,8 @@
 """Named training configurations (``eqprop train --preset NAME``), with their sources.
 
-A preset is a partial :class:`~eqprop.train.TrainConfig`: the settings it names replace
-the defaults, and options given explicitly on the command line (or as keyword arguments
-to :func:`preset_config`) replace the preset's values.
+A preset is a :class:`~eqprop.config.TrainConfig` built from the parts' records (the
+settings it does not name keep their defaults); options given explicitly on the command
+line (or ``preset.config.replace(...)`` from Python) replace the preset's values.
 
 Sources
 -------
@@ -45,7 +45,8 @@ from the code: each preset follows the code, and its ``notes`` give the paper's 
     the update is ``W += lr (s^beta s^beta - s^0 s^0) / (beta B)``, eqprop's convention
     (no factor to convert).
 ``ernoult2019-pconv``
-    The same paper, Table 1, row "P-conv" (reported test error 1.02 %), and the
+    The same paper, Table 1, row "P-conv" (about 1 % test error: the abstract's "~1%
+    test error on MNIST"), and the
     README's command for it: ``main.py --action 'train' --activation-function
     'hardsigm' --C_tab 64 32 1 --size_tab 10 --lr_tab 0.015 0.035 0.15 --epochs 40 --T
     200 --Kmax 10 --beta 0.4 --benchmark``, with ``main.py``'s defaults ``--Fconv 5``,
@@ -70,40 +71,51 @@ from the code: each preset follows the code, and its ``notes`` give the paper's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+
+from eqprop.config import (
+    DataConfig,
+    DynamicsConfig,
+    NetworkConfig,
+    OptimizerConfig,
+    RuleConfig,
+    RunConfig,
+    TrainConfig,
+    train_dynamics,
+)
 
 __all__ = ["PRESETS", "PRESET_NOTES", "Preset", "fast_settings", "get_preset", "preset_names"]
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named partial training configuration.
+    """A named training configuration.
 
     Parameters
     ----------
     name : str
-    settings : mapping
-        :class:`~eqprop.train.TrainConfig` field -> value.
+    config : TrainConfig
+        The configuration (its ``run.preset`` is None; ``eqprop train --preset NAME``
+        sets it). Settings given explicitly on the command line replace its values.
     citation : str
         Where the values come from (empty for presets of our own).
     description : str
         One line for ``eqprop train --help``.
     notes : tuple of str
         Where the preset departs from the paper's text (the paper's value) or had to choose.
-    fast : mapping
-        Settings that ``eqprop train --preset NAME --fast`` applies on top of ``settings``
-        (a faster free phase; empty: the preset has no fast setting). See
-        :func:`fast_settings`.
+    fast : DynamicsConfig or None
+        The dynamics that ``eqprop train --preset NAME --fast`` uses instead of
+        ``config.dynamics`` (a faster free phase; None: the preset has no fast setting).
+        See :func:`fast_settings`.
     """
 
     name: str
-    settings: Mapping[str, Any]
+    config: TrainConfig
     citation: str = ""
     description: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
-    fast: Mapping[str, Any] = field(default_factory=dict)
+    fast: DynamicsConfig | None = None
 
 
 _SCELLIER = (
@@ -116,23 +128,6 @@ _ERNOULT = (
     "'Updates of Equilibrium Prop Match Gradients of Backprop Through Time...', Table 1 P-1h; "
     "README command of github.com/ernoult/updatesEPgradientsBPTT (commit 5606eab)"
 )
-
-_COMMON_SCELLIER: dict[str, Any] = {
-    "dataset": "mnist",
-    "kind": "hopfield",
-    "activation": "hardsigmoid",
-    "cost": "squared",
-    "method": "fused",
-    "eps": 0.5,
-    "beta": 1.0,
-    "estimator": "random-sign",
-    "batch_size": 20,
-    "persistent": True,
-    "shuffle": False,
-    "eval_persistent": True,
-    "init": "glorot",
-    "dtype": "float32",
-}
 
 _SCELLIER_NOTES: dict[str, tuple[str, ...]] = {
     "scellier2017-1h": (
@@ -173,8 +168,9 @@ _ERNOULT_NOTES: tuple[str, ...] = (
 )
 
 
-def _fast_free_phase(T: int) -> dict[str, Any]:
-    """The fast free phase of a deep ``scellier2017-*`` preset whose paper path has ``T`` steps.
+def _fast_free_phase(dynamics: DynamicsConfig) -> DynamicsConfig:
+    """The fast free phase of a deep ``scellier2017-*`` preset whose paper path
+    (``dynamics``) has ``T`` steps.
 
     Block coordinate descent over the layers of each parity, over-relaxed:
     ``Dynamics(method="gauss-seidel-parity", eps=1, damping=1.5)``. With the hard sigmoid
@@ -193,50 +189,58 @@ def _fast_free_phase(T: int) -> dict[str, Any]:
     ``benchmarks/bench_deep_phases.py`` measured it (docs/solvers.rst). The nudged
     phases keep the paper's ``K`` steps at ``eps = 0.5``.
     """
-    return {
-        "free_method": "gauss-seidel-parity",
-        "free_eps": 1.0,
-        "free_damping": 1.5,
-        "atol": 1e-4,
-        "max_iter": T,
-        "free_from_epoch": 2,
-    }
+    return DynamicsConfig(
+        dataclasses.replace(dynamics.phases, atol=1e-4, max_iter=dynamics.phases.T),
+        free={"method": "gauss-seidel-parity", "eps": 1.0, "damping": 1.5},
+        free_from_epoch=2,
+    )
 
+
+def _scellier(
+    architecture: str, T: int, K: int, beta: float, lrs: tuple[float, ...], epochs: int
+) -> TrainConfig:
+    """The released script's settings (module docstring), eqprop's conventions."""
+    return TrainConfig(
+        network=NetworkConfig(
+            architecture,
+            kind="hopfield",
+            activation="hardsigmoid",
+            cost="squared",
+            init="glorot",
+            dtype="float32",
+        ),
+        dynamics=DynamicsConfig(train_dynamics(T=T, K=K, eps=0.5, method="fused")),
+        rule=RuleConfig("ep", {"beta": beta, "estimator": "random-sign"}),
+        optimizer=OptimizerConfig(lrs),
+        data=DataConfig("mnist"),
+        run=RunConfig(
+            epochs=epochs, batch_size=20, persistent=True, shuffle=False, eval_persistent=True
+        ),
+    )
+
+
+_SCELLIER_2H = _scellier("784-500-500-10", 150, 6, 2.0, (0.8, 0.2, 0.02), 60)
+_SCELLIER_3H = _scellier("784-500-500-500-10", 500, 8, 2.0, (0.256, 0.064, 0.016, 0.004), 500)
 
 PRESETS: dict[str, Preset] = {
     "digits": Preset(
         "digits",
-        {
-            "dataset": "digits",
-            "architecture": "64-64-10",
-            "kind": "hopfield",
-            "activation": "hardsigmoid",
-            "cost": "squared",
-            "method": "fused",
-            "T": 20,
-            "K": 4,
-            "eps": 0.5,
-            "beta": 1.0,
-            "estimator": "random-sign",
-            "lrs": (0.1, 0.05),
-            "batch_size": 20,
-            "epochs": 30,
-            "persistent": True,
-        },
+        TrainConfig(
+            network=NetworkConfig(
+                "64-64-10", kind="hopfield", activation="hardsigmoid", cost="squared"
+            ),
+            dynamics=DynamicsConfig(train_dynamics(T=20, K=4, eps=0.5, method="fused")),
+            rule=RuleConfig("ep", {"beta": 1.0, "estimator": "random-sign"}),
+            optimizer=OptimizerConfig((0.1, 0.05)),
+            data=DataConfig("digits"),
+            run=RunConfig(epochs=30, batch_size=20, persistent=True),
+        ),
         "",
         "8x8 digits (scikit-learn), hopfield 64-64-10; trains in seconds",
     ),
     "scellier2017-1h": Preset(
         "scellier2017-1h",
-        {
-            **_COMMON_SCELLIER,
-            "architecture": "784-500-10",
-            "T": 20,
-            "K": 4,
-            "beta": 1.0,
-            "lrs": (0.2, 0.1),
-            "epochs": 25,
-        },
+        _scellier("784-500-10", 20, 4, 1.0, (0.2, 0.1), 25),
         _SCELLIER,
         "MNIST hopfield 784-500-10, T=20 K=4 eps=0.5 beta=1 random sign, rates 0.2 0.1 "
         "(Scellier 2017's released script net1)",
@@ -244,62 +248,40 @@ PRESETS: dict[str, Preset] = {
     ),
     "scellier2017-2h": Preset(
         "scellier2017-2h",
-        {
-            **_COMMON_SCELLIER,
-            "architecture": "784-500-500-10",
-            "T": 150,
-            "K": 6,
-            "beta": 2.0,
-            "lrs": (0.8, 0.2, 0.02),
-            "epochs": 60,
-        },
+        _SCELLIER_2H,
         _SCELLIER,
         "MNIST hopfield 784-500-500-10, T=150 K=6 beta=2, rates 0.8 0.2 0.02 (Scellier "
         "2017's released script net2; --fast: block Gauss-Seidel free phase to atol)",
         _SCELLIER_NOTES["scellier2017-2h"],
-        _fast_free_phase(150),
+        _fast_free_phase(_SCELLIER_2H.dynamics),
     ),
     "scellier2017-3h": Preset(
         "scellier2017-3h",
-        {
-            **_COMMON_SCELLIER,
-            "architecture": "784-500-500-500-10",
-            "T": 500,
-            "K": 8,
-            "beta": 2.0,
-            "lrs": (0.256, 0.064, 0.016, 0.004),
-            "epochs": 500,
-        },
+        _SCELLIER_3H,
         _SCELLIER,
         "MNIST hopfield 784-500-500-500-10, T=500 K=8 beta=2 (Scellier 2017's released "
         "script net3; --fast: block Gauss-Seidel free phase to atol)",
         _SCELLIER_NOTES["scellier2017-3h"],
-        _fast_free_phase(500),
+        _fast_free_phase(_SCELLIER_3H.dynamics),
     ),
     "ernoult2019-p1h": Preset(
         "ernoult2019-p1h",
-        {
-            "dataset": "mnist",
-            "architecture": "784-512-10",
-            "kind": "prototypical",
-            "activation": "shifted-sigmoid",
-            "nudge": "outside",
-            "cost": "squared",
-            "init": "fan-in",
-            "method": "fused",
-            "T": 40,
-            "K": 15,
-            "eps": 0.5,
-            "damping": 1.0,
-            "beta": 0.1,
-            "estimator": "one-sided",
-            "lrs": (0.08, 0.04),
-            "batch_size": 20,
-            "epochs": 30,
-            "persistent": False,
-            "shuffle": True,
-            "train_on_valid": True,
-        },
+        TrainConfig(
+            network=NetworkConfig(
+                "784-512-10",
+                kind="prototypical",
+                activation="shifted-sigmoid",
+                cost="squared",
+                init="fan-in",
+            ),
+            dynamics=DynamicsConfig(
+                train_dynamics(T=40, K=15, eps=0.5, damping=1.0, method="fused", nudge="outside")
+            ),
+            rule=RuleConfig("ep", {"beta": 0.1, "estimator": "one-sided"}),
+            optimizer=OptimizerConfig((0.08, 0.04)),
+            data=DataConfig("mnist", train_on_valid=True),
+            run=RunConfig(epochs=30, batch_size=20, persistent=False, shuffle=True),
+        ),
         _ERNOULT,
         "MNIST prototypical 784-512-10, T=40 K=15 beta=0.1 one-sided, shifted sigmoid "
         "(Ernoult 2019's README command for P-1h)",
@@ -309,32 +291,28 @@ PRESETS: dict[str, Preset] = {
 
 PRESETS["ernoult2019-pconv"] = Preset(
     "ernoult2019-pconv",
-    {
-        "dataset": "mnist",
-        "architecture": "1x28x28-c32k5-p2-c64k5-p2-10",
-        "kind": "prototypical",
-        "activation": "hardsigmoid",
-        "nudge": "outside",
-        "cost": "squared",
-        "method": "fixed",
-        "T": 200,
-        "K": 10,
-        "damping": 1.0,
-        "beta": 0.4,
-        "estimator": "one-sided",
-        "lrs": (0.15, 0.035, 0.015),
-        "batch_size": 20,
-        "eval_batch_size": 20,
-        "epochs": 40,
-        "persistent": False,
-        "shuffle": True,
-        "train_on_valid": True,
-    },
+    TrainConfig(
+        network=NetworkConfig(
+            "1x28x28-c32k5-p2-c64k5-p2-10",
+            kind="prototypical",
+            activation="hardsigmoid",
+            cost="squared",
+        ),
+        dynamics=DynamicsConfig(
+            train_dynamics(T=200, K=10, eps=0.5, damping=1.0, method="fixed", nudge="outside")
+        ),
+        rule=RuleConfig("ep", {"beta": 0.4, "estimator": "one-sided"}),
+        optimizer=OptimizerConfig((0.15, 0.035, 0.015)),
+        data=DataConfig("mnist", train_on_valid=True),
+        run=RunConfig(epochs=40, batch_size=20, eval_batch_size=20, persistent=False, shuffle=True),
+    ),
     "Ernoult, Grollier, Querlioz, Bengio & Scellier (2019), NeurIPS, Table 1 P-conv; "
     "README command of github.com/ernoult/updatesEPgradientsBPTT (commit 5606eab)",
     "MNIST P-conv 1x28x28-c32k5-p2-c64k5-p2-10, T=200 K=10 beta=0.4 one-sided, hard "
     "sigmoid (Ernoult 2019's README command for P-conv)",
     (
+        "The paper's text gives the architecture and T, K, beta; the rates, kernel and "
+        "pooling sizes come from the README command and main.py's defaults.",
         "The nudge outside the activation and the phases from zero follow the code's "
         "fully connected prototypical class (EPdisc); its conv class was not checked.",
         "The code runs float32 on a GPU; eqprop's default float32 on the CPU.",
@@ -370,8 +348,8 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def fast_settings(name: str) -> dict[str, Any]:
-    """The settings ``--fast`` adds to preset ``name`` (its :attr:`Preset.fast`).
+def fast_settings(name: str) -> DynamicsConfig:
+    """The dynamics ``--fast`` gives preset ``name`` (its :attr:`Preset.fast`).
 
     Raises
     ------
@@ -380,9 +358,9 @@ def fast_settings(name: str) -> dict[str, Any]:
         one).
     """
     preset = get_preset(name)
-    if not preset.fast:
+    if preset.fast is None:
         having = ", ".join(n for n in preset_names() if PRESETS[n].fast)
         raise ValueError(
             f"preset {name!r} has no fast setting; --fast applies to the presets {having}"
         )
-    return dict(preset.fast)
+    return preset.fast

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from eqprop._files import atomic_path
+from eqprop.config import TrainConfig, parse_architecture
 from eqprop.optim import SGD
 
 __all__ = [
@@ -162,9 +163,6 @@ HISTORY_VARIABLES: dict[str, tuple[str, str]] = {
 # History values that are wall-clock measurements (excluded from exactness checks).
 TIMING_VARIABLES = ("train_time", "eval_time", "samples_per_second", "compile_time")
 
-_ESTIMATORS = ("one-sided", "random-sign", "symmetric")
-_DTYPES = ("float32", "float64")
-
 
 def training_generator(seed: int) -> np.random.Generator:
     """The generator of a run's shuffling and random signs: PCG64 seeded with
@@ -218,477 +216,7 @@ def failed_samples(phase: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------
-# configuration
-
-
-def parse_architecture(spec: str | Sequence[int]) -> tuple[int, ...]:
-    """Layer sizes from ``"784-500-10"`` (input first) or a sequence of ints.
-
-    Raises
-    ------
-    ValueError
-        Fewer than two layers, or a size that is not a positive integer.
-    """
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.replace(",", "-").split("-")]
-        try:
-            sizes = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError(
-                f"architecture {spec!r}: write layer sizes joined by '-', input first, "
-                "e.g. '784-500-10'"
-            ) from None
-    else:
-        sizes = tuple(int(s) for s in spec)
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise ValueError(
-            f"architecture {spec!r}: need at least an input and an output layer, all sizes "
-            ">= 1, e.g. '784-500-10'"
-        )
-    return sizes
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; ``to_json``/``from_json`` round-trip exactly.
-
-    Parameters
-    ----------
-    dataset : str
-        ``"mnist"``, ``"fashion-mnist"`` or ``"digits"`` (see :func:`eqprop.data.load_dataset`).
-    architecture : str
-        Layer sizes input first, ``"784-500-10"``; the input size must match the data.
-        Or a conv architecture, ``"1x28x28-c32k5-p2-c64k5-p2-10"`` (input image, conv
-        layers with their pooling, dense layers;
-        :func:`eqprop.graph.build.parse_conv_architecture`), which builds a graph
-        network.
-    kind, activation, cost, init : str
-        Passed to :func:`eqprop.network.init_network` (``init``: ``"glorot"`` or
-        ``"fan-in"``).
-    method : str
-        Solver method of the phases (:class:`eqprop.phases.Dynamics` ``method``);
-        ``"fixed"`` runs exactly ``T`` / ``K`` steps (the papers' setting).
-    atol, rtol, max_iter
-        Solver tolerances and iteration cap, used by tolerance-based methods (and to report
-        whether fixed-step phases converged).
-    free_method, free_eps, free_damping
-        How the free phases (training and evaluation) are solved when that differs from
-        the nudged phases: method name, step size and damping of
-        :class:`eqprop.phases.Dynamics`; None means ``method`` / ``eps`` / ``damping``. A
-        method other than ``"fixed"``/``"fused"`` runs to ``atol`` (at most ``max_iter``
-        iterations), e.g. ``free_method="gauss-seidel-parity", free_eps=1.0, free_damping=1.5`` (the
-        fastest method of ``benchmarks/bench_deep_phases.py`` on the deep nets). The
-        nudged phases keep ``method``, ``eps`` and ``K``.
-    free_from_epoch : int
-        First epoch (1-based) whose free phases (training and evaluation) use
-        ``free_method`` / ``free_eps`` / ``free_damping``; the epochs before run the
-        nudged phases' ``method``, ``eps``, ``damping`` for ``T`` (evaluation: ``eval_T``)
-        steps. Default 1 (from the start). The fast setting of the deep presets
-        (``--fast``) uses 2: the first epoch relaxes from zero along the paper's path and
-        the fast phase starts from the persistent particles it leaves.
-    T, K : int
-        Steps of the free and of each nudged phase.
-    eps : float
-        Step size of the (continuous Hopfield) dynamics.
-    damping : float
-        Damping ``a`` in (0, 2) of the fixed-point updates of every phase,
-        ``s <- P((1 - a) s + a g(s))`` (:class:`eqprop.phases.Dynamics`); 1 (default) is
-        the plain map. For the prototypical kind it is the ``dt`` of the code of Ernoult
-        et al. (2019), ``s <- s + dt (g(s) - s)``.
-    rule : {"ep", "chl", "generec", "coupled", "rbp", "bptt"}
-        Learning rule (:func:`eqprop.rules.make_rule`): Equilibrium Propagation (``beta``,
-        ``estimator``), contrastive Hebbian learning, GeneRec (``generec_form``),
-        coupled learning (``eta``, ``coupled_variant``), or the backprop baselines:
-        recurrent backprop at the free state, BPTT through the ``T`` free steps. CHL,
-        GeneRec and coupled learning clamp the output layer (``cost="squared"`` only);
-        their second phases run ``K`` steps like EP's nudged phases.
-    beta : float
-        Nudging strength of EP, nonzero.
-    estimator : {"one-sided", "random-sign", "symmetric"}
-        EP gradient estimator.
-    generec_form : {"basic", "symmetric", "midpoint", "symmetric-midpoint"}
-        GeneRec's form (:class:`eqprop.rules.GeneRec`).
-    eta : float
-        Coupled learning's clamping factor in (0, 1] (:class:`eqprop.rules.CoupledLearning`).
-    coupled_variant : {"positive", "negative", "centered"}
-        Coupled learning's variant.
-    nudge : str
-        Where the nudge enters the dynamics (``"inside"`` / ``"outside"`` the activation).
-    lrs : tuple of float
-        One learning rate per weight layer, input side first.
-    momentum, weight_decay : float
-        See :class:`eqprop.optim.SGD`.
-    batch_size, epochs, seed : int
-        ``seed`` initialises the weights and the training random generator (shuffling,
-        random signs).
-    dtype : {"float32", "float64"}
-    persistent : bool
-        Start each training free phase from the sample's stored free state (persistent
-        particles, Scellier & Bengio 2017) instead of zero.
-    shuffle : bool
-        Visit the training set in a new random order every epoch (default); False keeps
-        the data order, as the released script of Scellier & Bengio (2017) does.
-    train_on_valid : bool
-        Train on the training and the validation split together (all 60,000 MNIST
-        training images), as the code of Ernoult et al. (2019) and Laborieux et al.
-        (2021) does; the validation split is then empty and ``valid_error`` NaN. Default
-        False (Scellier & Bengio's 50,000 / 10,000).
-    eval_persistent : bool
-        Start each validation/test free phase from the state that sample reached at the
-        previous evaluation (zero at the first), as the released script of Scellier &
-        Bengio (2017) does for its validation set; default False (from zero).
-    eval_batch_size : int
-        Batch size of the free phases that evaluate validation and test error.
-    eval_T : int or None
-        Free-phase steps used for evaluation; None means ``T``.
-    limit : int or None
-        Use only the first ``limit`` samples of each split (quick runs).
-    data_dir : str or None
-        Folder with the dataset files (default ``$EQPROP_DATA_DIR``).
-    output : str or None
-        Folder for ``config.json``, ``history.nc`` and ``checkpoint.npz``; None writes
-        nothing.
-    threads : int or None
-        BLAS threads during the run (every loaded BLAS library, through threadpoolctl;
-        the limit is lifted when the run ends). None chooses: one thread for minibatches
-        of up to ``SMALL_BATCH`` samples (their products are too small to split, and two
-        OpenBLAS copies, numpy's and scipy's, each starting one thread per core
-        oversubscribe the cores), else one per available core. See :func:`choose_threads`.
-    preset : str or None
-        Name of the preset the run started from (informational).
-    output_activation : str or None
-        Network option: the output layer's activation (one of
-        :data:`eqprop.graph.model.ACTIVATIONS`, ``"identity"`` a linear output). None:
-        the chain's.
-    feedback : {"tied", "scaled", "free", "random"}
-        Network option: what each coupling between state layers sends back, ``W^T``,
-        ``gamma W^T``, a learned ``B`` or a fixed random ``B`` (feedback alignment,
-        Lillicrap et al. 2016); see :func:`eqprop.graph.build.chain`.
-    feedback_scale : float
-        Network option: ``gamma`` of ``feedback="scaled"`` (1 for the other modes).
-    skip : str or None
-        Network option: skip couplings ``"i-j"`` (layer indices, 0 the input),
-        comma-separated (:func:`eqprop.graph.build.parse_skip`).
-
-    When any network option differs from its default (:attr:`uses_graph`),
-    :meth:`make_network` builds a :class:`eqprop.graph.GraphNetwork` from the chain with
-    :func:`eqprop.graph.build.extend_chain` and the trainer trains that (checkpoint format
-    :data:`GRAPH_CHECKPOINT_FORMAT`); otherwise today's :class:`eqprop.network.Network`,
-    bit for bit as before.
-    """
-
-    dataset: str = "digits"
-    architecture: str = "64-64-10"
-    kind: str = "hopfield"
-    activation: str = "hardsigmoid"
-    cost: str = "squared"
-    init: str = "glorot"
-    method: str = "fixed"
-    free_method: str | None = None
-    free_eps: float | None = None
-    free_damping: float | None = None
-    free_from_epoch: int = 1
-    atol: float = 1e-4
-    rtol: float = 0.0
-    max_iter: int = 1000
-    T: int = 20
-    K: int = 4
-    eps: float = 0.5
-    damping: float = 1.0
-    rule: str = "ep"
-    beta: float = 1.0
-    estimator: str = "random-sign"
-    generec_form: str = "basic"
-    eta: float = 0.5
-    coupled_variant: str = "centered"
-    nudge: str = "inside"
-    lrs: tuple[float, ...] = (0.1, 0.05)
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 20
-    epochs: int = 30
-    seed: int = 0
-    dtype: str = "float32"
-    persistent: bool = True
-    shuffle: bool = True
-    train_on_valid: bool = False
-    eval_persistent: bool = False
-    eval_batch_size: int = 1000
-    eval_T: int | None = None
-    limit: int | None = None
-    data_dir: str | None = None
-    output: str | None = None
-    preset: str | None = None
-    threads: int | None = None
-    output_activation: str | None = None
-    feedback: str = "tied"
-    feedback_scale: float = 1.0
-    skip: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.lrs, (int, float)):
-            self.lrs = (float(self.lrs),)
-        self.lrs = tuple(float(v) for v in self.lrs)
-
-    # ------------------------------------------------------------------ derived
-    @property
-    def uses_graph(self) -> bool:
-        """Whether the network options (``output_activation``, ``feedback``,
-        ``feedback_scale``, ``skip``) ask for a graph network instead of the chain."""
-        return (
-            self.output_activation is not None
-            or self.feedback != "tied"
-            or self.feedback_scale != 1.0
-            or bool(self.skip)
-            or self.is_conv
-        )
-
-    @property
-    def is_conv(self) -> bool:
-        """Whether :attr:`architecture` is a conv architecture (``1x28x28-c32k5-p2-...``,
-        :func:`eqprop.graph.build.parse_conv_architecture`)."""
-        from eqprop.graph.build import is_conv_architecture
-
-        return is_conv_architecture(self.architecture)
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """Layer sizes parsed from :attr:`architecture` (a conv architecture: units per
-        layer, conv layers flattened; one learning rate per layer after the input)."""
-        if self.is_conv:
-            from eqprop.graph.build import parse_conv_architecture
-
-            return parse_conv_architecture(self.architecture).sizes
-        return parse_architecture(self.architecture)
-
-    def validate(self) -> TrainConfig:
-        """Raise ValueError with a message saying what to change; return self if fine."""
-        sizes = self.sizes
-        n_layers = len(sizes) - 1
-        if len(self.lrs) != n_layers:
-            raise ValueError(
-                f"{len(self.lrs)} learning rate(s) given for architecture "
-                f"{self.architecture!r}, which has {n_layers} weight layer(s); give "
-                f"exactly {n_layers} (--lrs {' '.join(['0.1'] * n_layers)})"
-            )
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)):
-            raise ValueError(f"beta is {self.beta!r}; give a finite nonzero number")
-        if self.beta == 0:
-            raise ValueError(
-                "beta = 0 gives no learning signal (the nudged phase equals the free "
-                "phase); use a nonzero beta, e.g. --beta 1.0"
-            )
-        for name in ("T", "K", "batch_size", "eval_batch_size", "max_iter", "free_from_epoch"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} is {value!r}; give an integer >= 1")
-        if not isinstance(self.epochs, (int, np.integer)) or self.epochs < 0:
-            raise ValueError(f"epochs is {self.epochs!r}; give an integer >= 0")
-        if self.threads is not None and (
-            isinstance(self.threads, bool)
-            or not isinstance(self.threads, (int, np.integer))
-            or self.threads < 1
-        ):
-            raise ValueError(f"threads is {self.threads!r}; give an integer >= 1 or None (auto)")
-        if self.eval_T is not None and self.eval_T < 1:
-            raise ValueError(f"eval_T is {self.eval_T!r}; give an integer >= 1 or None")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit is {self.limit!r}; give an integer >= 1")
-        if not (math.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps is {self.eps!r}; give a step size > 0")
-        if self.free_eps is not None and not (math.isfinite(self.free_eps) and self.free_eps > 0):
-            raise ValueError(f"free_eps is {self.free_eps!r}; give a step size > 0 or None")
-        for name in ("damping", "free_damping"):
-            value = getattr(self, name)
-            if value is None and name == "free_damping":
-                continue
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 2):
-                raise ValueError(f"{name} is {value!r}; give a damping in (0, 2)")
-        for name in ("atol", "rtol"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} is {value!r}; give a finite value >= 0")
-        self._validate_names()
-        if self.uses_graph:
-            self._validate_graph_options(sizes)
-        if self.estimator not in _ESTIMATORS:
-            raise ValueError(
-                f"unknown estimator {self.estimator!r}; choose one of {', '.join(_ESTIMATORS)}"
-            )
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype {self.dtype!r}; choose float32 or float64")
-        self.make_rule().check_cost(self.cost)
-        if self.rule == "chl-scaled" and self.feedback != "scaled":
-            raise ValueError(
-                "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
-                "and feedback_scale=GAMMA (--feedback scaled --feedback-scale GAMMA)"
-            )
-        SGD(self.lrs, self.momentum, self.weight_decay)  # checks rates, momentum, decay
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed is {self.seed!r}; give an integer >= 0")
-        return self
-
-    def _validate_names(self) -> None:
-        """The string settings must be names eqprop knows (the message lists them)."""
-        from eqprop.data import DATASETS
-        from eqprop.network import ACTIVATIONS, COSTS, INITS, KINDS
-        from eqprop.phases import METHOD_NAMES
-
-        choices: list[tuple[str, str, Any, Sequence[str]]] = [
-            ("kind", "kind", self.kind, KINDS),
-            ("activation", "activation", self.activation, ACTIVATIONS),
-            ("cost", "cost", self.cost, COSTS),
-            ("init", "init", self.init, INITS),
-            ("method", "method", self.method, METHOD_NAMES),
-            ("nudge", "nudge", self.nudge, ("inside", "outside")),
-        ]
-        if self.free_method is not None:
-            choices.append(("free_method", "method", self.free_method, METHOD_NAMES))
-        canon = self.dataset.lower().replace("_", "-") if isinstance(self.dataset, str) else None
-        if canon not in DATASETS:
-            choices.append(("dataset", "dataset", self.dataset, DATASETS))
-        for field, what, value, known in choices:
-            if not isinstance(value, str) or value not in known:
-                setting = "" if field == what else f" ({field})"
-                raise ValueError(
-                    f"unknown {what} {value!r}{setting}; choose one of {', '.join(known)}"
-                )
-
-    def _validate_graph_options(self, sizes: tuple[int, ...]) -> None:
-        """The network options must name a feedback mode, an activation, a finite
-        feedback scale (``feedback='scaled'`` only) and skips :func:`parse_skip` reads."""
-        from eqprop.graph.build import parse_skip
-        from eqprop.graph.model import ACTIVATIONS, FEEDBACK_MODES
-
-        if self.feedback not in FEEDBACK_MODES:
-            raise ValueError(
-                f"unknown feedback {self.feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}"
-            )
-        scale = self.feedback_scale
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-            raise ValueError(f"feedback_scale is {scale!r}; give a finite number")
-        if scale != 1.0 and self.feedback != "scaled":
-            raise ValueError(
-                f"feedback_scale {scale!r} applies to feedback 'scaled' only (feedback is "
-                f"{self.feedback!r}); add --feedback scaled or drop --feedback-scale"
-            )
-        if self.output_activation is not None and self.output_activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown output activation {self.output_activation!r}; choose one of "
-                f"{', '.join(ACTIVATIONS)}"
-            )
-        if self.is_conv:
-            if self.skip:
-                raise ValueError(
-                    f"skip {self.skip!r}: skip couplings are not available on conv "
-                    f"architectures ({self.architecture!r}); drop --skip"
-                )
-            if self.feedback not in ("tied", "scaled"):
-                raise ValueError(
-                    f"feedback {self.feedback!r} is not available on conv architectures "
-                    "(conv couplings have no feedback weights B); use tied or scaled"
-                )
-        parse_skip(self.skip, len(sizes))
-        try:  # what only the built network can check (e.g. a skip from the input to a readout)
-            self.make_network()
-        except ValueError as exc:
-            raise ValueError(
-                f"the network options (output_activation={self.output_activation!r}, "
-                f"feedback={self.feedback!r}, skip={self.skip!r}) do not fit the "
-                f"{self.architecture!r} {self.kind} network with cost {self.cost!r}: {exc}"
-            ) from None
-
-    def make_network(self) -> Any:
-        """The network these settings describe: :func:`eqprop.network.init_network`'s
-        chain, or, when :attr:`uses_graph`, that chain (same initial weights) changed by
-        :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
-        ``gamma = feedback_scale``, skip couplings drawn from ``seed``). A conv
-        :attr:`architecture` builds :func:`eqprop.graph.build.conv_network` (weights
-        uniform in PyTorch's default bound from ``seed``; ``init`` does not apply)."""
-        from eqprop import network as _network
-
-        if self.is_conv:
-            from eqprop.graph.build import conv_network, parse_conv_architecture
-
-            return conv_network(
-                parse_conv_architecture(self.architecture),
-                kind=self.kind,
-                activation=self.activation,
-                output_activation=self.output_activation,
-                cost=self.cost,
-                feedback=self.feedback,
-                gamma=float(self.feedback_scale),
-                dtype=self.dtype,
-                seed=self.seed,
-            )
-
-        net = _network.init_network(
-            self.sizes,
-            kind=self.kind,
-            activation=self.activation,
-            cost=self.cost,
-            dtype=self.dtype,
-            seed=self.seed,
-            init=self.init,
-        )
-        if not self.uses_graph:
-            return net
-        from eqprop.graph.build import extend_chain, from_network, parse_skip
-
-        return extend_chain(
-            from_network(net),
-            output_activation=self.output_activation,
-            feedback=self.feedback,
-            gamma=float(self.feedback_scale),
-            skip=parse_skip(self.skip, len(self.sizes)),
-            seed=self.seed,
-        )
-
-    def make_rule(self) -> Any:
-        """The :class:`eqprop.rules.LearningRule` these settings describe (ValueError if a
-        rule parameter is out of range or a name unknown)."""
-        from eqprop.rules import make_rule
-
-        return make_rule(
-            self.rule,
-            beta=self.beta,
-            estimator=self.estimator,
-            generec_form=self.generec_form,
-            eta=self.eta,
-            variant=self.coupled_variant,
-        )
-
-    # ------------------------------------------------------------------ (de)serialise
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (``lrs`` as a list), JSON-serialisable."""
-        d = dataclasses.asdict(self)
-        d["lrs"] = list(self.lrs)
-        return d
-
-    def to_json(self) -> str:
-        """JSON text with sorted keys."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        kwargs = dict(d)
-        if "lrs" in kwargs and kwargs["lrs"] is not None:
-            kwargs["lrs"] = tuple(float(v) for v in kwargs["lrs"])
-        return cls(**kwargs)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        """Inverse of :meth:`to_json` (also reads the ``config`` attribute of a history)."""
-        return cls.from_dict(json.loads(text))
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """Copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+# configuration: eqprop.config (TrainConfig and its parts), re-exported here
 
 
 # ------------------------------------------------------------------------------------
@@ -774,7 +302,8 @@ class _Progress:
 # helpers
 
 
-# settings that may change when resuming from a checkpoint (others break exact continuation)
+# settings (flat names, eqprop.config.flat_names()) that may change when resuming from a
+# checkpoint (others break exact continuation)
 _RESUME_CHANGEABLE = ("epochs", "output", "data_dir", "eval_batch_size", "threads")
 # solver settings that may also change on resume: the run then continues with the new
 # solver (e.g. a faster free phase), which is no longer an exact continuation
@@ -795,7 +324,7 @@ def _available_cores() -> int:
 def choose_threads(config: TrainConfig) -> tuple[int, str]:
     """BLAS thread count for a training run and why.
 
-    ``config.threads`` when given; otherwise 1 for minibatches of at most
+    ``config.run.threads`` when given; otherwise 1 for minibatches of at most
     :data:`SMALL_BATCH` samples: a step's products (``(20, 784) @ (784, 500)`` for
     MNIST) take microseconds, so threads only add synchronisation, and with numpy's and
     scipy's OpenBLAS both loaded, each spinning one thread per core, two cores ran
@@ -808,12 +337,13 @@ def choose_threads(config: TrainConfig) -> tuple[int, str]:
     reason : str
         Where the number came from, for the progress line.
     """
-    if config.threads is not None:
-        return int(config.threads), "threads setting (--threads)"
-    if config.batch_size <= SMALL_BATCH:
-        return 1, f"auto: minibatches of {config.batch_size} are too small to split"
+    run = config.run
+    if run.threads is not None:
+        return int(run.threads), "threads setting (--threads)"
+    if run.batch_size <= SMALL_BATCH:
+        return 1, f"auto: minibatches of {run.batch_size} are too small to split"
     n = _available_cores()
-    return n, f"auto: minibatches of {config.batch_size}, one thread per core"
+    return n, f"auto: minibatches of {run.batch_size}, one thread per core"
 
 
 @contextlib.contextmanager
@@ -963,24 +493,27 @@ def _stuck_warning(dead: list[int], full: list[int]) -> str:
 
 def _phase_settings(config: TrainConfig, phase: str, T: int | None = None) -> str:
     """The settings that control the dynamics of ``phase`` (``"free"`` or a nudged one),
-    as ``name=value`` pairs in the spelling of :class:`TrainConfig` (``T`` overrides the
+    as ``name=value`` pairs in the flat names of :class:`TrainConfig` (``T`` overrides the
     free phase's step count, e.g. ``eval_T``)."""
-    c = config
+    c = config.to_flat()
     free = phase == "free"
     pairs: list[tuple[str, Any]] = []
     for name in ("method", "eps", "damping"):
-        own = getattr(c, f"free_{name}") if free else None
-        pairs.append((f"free_{name}", own) if own is not None else (name, getattr(c, name)))
-    pairs.append(("T", c.T if T is None else T) if free else ("K", c.K))
-    pairs.append(("max_iter", c.max_iter))
+        own = c[f"free_{name}"] if free else None
+        pairs.append((f"free_{name}", own) if own is not None else (name, c[name]))
+    pairs.append(("T", c["T"] if T is None else T) if free else ("K", c["K"]))
+    pairs.append(("max_iter", c["max_iter"]))
     if not free:
-        pairs.append(("rule", c.rule))
-        if c.rule == "ep":
-            pairs.append(("beta", c.beta))
-        elif c.rule == "coupled":
-            pairs.append(("eta", c.eta))
-    pairs += [("kind", c.kind), ("activation", c.activation)]
+        pairs.append(("rule", c["rule"]))
+        pairs += [(k, c[k]) for k in ("beta", "eta") if k in c]
+    pairs += [("kind", c["kind"]), ("activation", c["activation"])]
     return ", ".join(f"{k}={v!r}" for k, v in pairs)
+
+
+def _rule_settings(config: TrainConfig) -> str:
+    """``", beta=B"`` for a rule with a nudging strength, else empty (error messages)."""
+    beta = config.rule.params.get("beta")
+    return "" if beta is None else f", beta={beta!r}"
 
 
 def _describe_failure(phase: Any, bad: np.ndarray) -> str:
@@ -1060,26 +593,28 @@ class Trainer:
         self.config = config.validate()
         self._overwrite = bool(overwrite)
         self._resumed_from = _resumed_from
-        if config.output:  # before the data loads: a wrong folder fails at once
-            check_output_folder(config.output, overwrite=overwrite, resume=_resumed_from)
+        run, data_config = config.run, config.data
+        if run.output:  # before the data loads: a wrong folder fails at once
+            check_output_folder(run.output, overwrite=overwrite, resume=_resumed_from)
         self.command = command
         self.progress = _Progress(quiet, stream)
         sizes = config.sizes
-        self.dtype = np.dtype(config.dtype)
+        self.dtype = np.dtype(config.network.dtype)
 
         # ---- data
+        limit = data_config.limit
         if data is None:
             from eqprop.data import load_dataset
 
-            data = load_dataset(config.dataset, data_dir=config.data_dir, limit=config.limit)
-        elif config.limit is not None:
+            data = load_dataset(data_config.dataset, data_dir=data_config.data_dir, limit=limit)
+        elif limit is not None:
             data = type(data)(
-                data.train.head(config.limit),
-                data.valid.head(config.limit),
-                data.test.head(config.limit),
+                data.train.head(limit),
+                data.valid.head(limit),
+                data.test.head(limit),
                 *[getattr(data, f.name) for f in dataclasses.fields(data)][3:],
             )
-        if config.train_on_valid:
+        if data_config.train_on_valid:
             data = _merge_valid_into_train(data)
         self.data = data
         self._check_data(sizes)
@@ -1090,24 +625,24 @@ class Trainer:
         # ---- model, dynamics, rule, optimizer
         self.net = config.make_network()
         self.is_graph = not isinstance(self.net, _network.Network)
-        self.dyn = self._make_dynamics(config.T)
-        self.free_dyn = self._make_dynamics(config.T, free=True)
-        eval_T = config.eval_T if config.eval_T is not None else config.T
-        self.eval_dyn = self._make_dynamics(eval_T, free=True)
+        dynamics = config.dynamics
+        self.dyn = dynamics.phases
+        self.free_dyn = dynamics.free_dynamics()
+        self.eval_dyn = dynamics.free_dynamics(T=self._eval_T())
         self.rule: _rules.LearningRule = config.make_rule()
         self._free_phase = _phases.free_phase
         self._output = _network.output
-        self.optimizer = SGD(config.lrs, config.momentum, config.weight_decay)
+        self.optimizer: SGD = config.make_optimizer()
         self.optimizer.check(self.net)
         # independent of the weight initialisation's stream (same seed, other spawn key)
-        self.rng = training_generator(config.seed)
+        self.rng = training_generator(run.seed)
         self.particles: np.ndarray | None = None
-        if config.persistent:
+        if run.persistent:
             self.particles = np.zeros((self.x_train.shape[0], self.net.n_state), self.dtype)
         # per-split evaluation particles (eval_persistent): the state of each sample at the
         # end of its last evaluation
         self.eval_particles: dict[str, np.ndarray] = {}
-        if config.eval_persistent:
+        if run.eval_persistent:
             for name in ("valid", "test"):
                 n_split = getattr(data, name).x.shape[0]
                 self.eval_particles[name] = np.zeros((n_split, self.net.n_state), self.dtype)
@@ -1120,45 +655,34 @@ class Trainer:
             self._steps_at_start = self.optimizer.n_steps
 
     # ------------------------------------------------------------------ setup helpers
-    def _make_dynamics(self, T: int, free: bool = False) -> Any:
-        """The Dynamics of the nudged phases, or with ``free`` that of the free phases."""
-        from eqprop import phases as _phases
-
-        c = self.config
-        free_damping = c.free_damping if c.free_damping is not None else c.damping
-        return _phases.Dynamics(
-            T=T,
-            K=c.K,
-            eps=c.free_eps if free and c.free_eps is not None else c.eps,
-            method=c.free_method if free and c.free_method is not None else c.method,
-            damping=free_damping if free else c.damping,
-            nudge=c.nudge,
-            atol=c.atol,
-            rtol=c.rtol,
-            max_iter=c.max_iter,
-        )
+    def _eval_T(self) -> int:
+        """Free-phase steps of evaluation: ``eval_T``, else the free phases' ``T``."""
+        dynamics = self.config.dynamics
+        return dynamics.eval_T if dynamics.eval_T is not None else dynamics.free_dynamics().T
 
     def _epoch_free_dynamics(self, evaluation: bool = False, epoch: int | None = None) -> Any:
         """The free-phase Dynamics of ``epoch`` (1-based; default the current one,
         ``self.epoch + 1``): the free settings from ``free_from_epoch`` on, the nudged
         phases' method with ``T`` (or ``eval_T``) steps before."""
-        if (self.epoch + 1 if epoch is None else epoch) >= self.config.free_from_epoch:
+        dynamics = self.config.dynamics
+        if (self.epoch + 1 if epoch is None else epoch) >= dynamics.free_from_epoch:
             return self.eval_dyn if evaluation else self.free_dyn
         if not evaluation:
             return self.dyn
-        c = self.config
-        return self._make_dynamics(c.eval_T if c.eval_T is not None else c.T)
+        T = dynamics.eval_T if dynamics.eval_T is not None else dynamics.phases.T
+        return dataclasses.replace(dynamics.phases, T=T)
 
     def _check_data(self, sizes: tuple[int, ...]) -> None:
         data = self.data
-        name = self.config.dataset
+        name = self.config.data.dataset
+        architecture = self.config.network.architecture
         for split_name in ("train", "valid", "test"):
             split = getattr(data, split_name)
             x = split.x
             if x.ndim != 2 or x.shape[1] != sizes[0]:
                 raise ValueError(
                     f"dataset {name!r} has {x.shape[1] if x.ndim == 2 else x.shape} input "
-                    f"features per sample but the architecture {self.config.architecture!r} "
+                    f"features per sample but the architecture {architecture!r} "
                     f"has an input layer of {sizes[0]}; start the architecture with "
                     f"{x.shape[1] if x.ndim == 2 else '?'}"
                 )
@@ -1188,9 +712,9 @@ class Trainer:
         """
         c = self.config
         n = self.x_train.shape[0]
-        bs = c.batch_size
+        bs = c.run.batch_size
         n_batches = (n + bs - 1) // bs
-        perm = self.rng.permutation(n) if c.shuffle else np.arange(n)
+        perm = self.rng.permutation(n) if c.run.shuffle else np.arange(n)
         wrong = 0
         loss_sum = 0.0
         conv = 0
@@ -1224,7 +748,8 @@ class Trainer:
                         f"{start // bs + 1} (after {start} of {n} samples): the mean cost at "
                         f"the free state is {loss} although every phase stayed finite, so the "
                         f"output or the cost overflowed; settings that control it: "
-                        f"lrs={list(c.lrs)}, beta={c.beta!r}, cost={c.cost!r}, "
+                        f"lrs={list(c.optimizer.lrs)}{_rule_settings(c)}, "
+                        f"cost={c.network.cost!r}, "
                         f"{_phase_settings(c, 'free')}"
                     )
                 opt.step(net, step.gradient)
@@ -1244,8 +769,8 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged in epoch {self.epoch + 1}: {', '.join(bad_params)} became "
                 f"NaN or infinite during the update of the epoch's {n} samples; settings that "
-                f"control it: lrs={list(c.lrs)}, momentum={c.momentum!r}, beta={c.beta!r}; "
-                "lower the learning rates"
+                f"control it: lrs={list(c.optimizer.lrs)}, momentum={c.optimizer.momentum!r}"
+                f"{_rule_settings(c)}; lower the learning rates"
             )
         return {
             "train_error": wrong / n,
@@ -1284,7 +809,7 @@ class Trainer:
             n = self.x_train.shape[0]
             where = (
                 f"the {name} phase of epoch {self.epoch + 1}, minibatch "
-                f"{start // c.batch_size + 1} (training samples {start + 1}-{start + n_batch} "
+                f"{start // c.run.batch_size + 1} (training samples {start + 1}-{start + n_batch} "
                 f"of {n} in this epoch's order)"
             )
             T = None
@@ -1293,19 +818,20 @@ class Trainer:
                 f"the free phase evaluating the {split} split after epoch {self.epoch + 1} "
                 f"(samples {start + 1}-{start + n_batch})"
             )
-            T = c.eval_T if c.eval_T is not None else c.T
+            T = self._eval_T()
         bad_params = self._non_finite_parameters()
         updates = self.optimizer.n_steps - self._steps_at_start
         settings = _phase_settings(c, "free" if split else name, T)
         if bad_params:
             cause = (
                 f"; the parameters {', '.join(bad_params)} were already NaN or infinite, so "
-                f"lower the learning rates (lrs={list(c.lrs)}, momentum={c.momentum!r})"
+                f"lower the learning rates (lrs={list(c.optimizer.lrs)}, "
+                f"momentum={c.optimizer.momentum!r})"
             )
         elif updates:
             cause = (
                 f"; the phase ran with the run's starting weights, and fails after {updates} "
-                f"update(s) at lrs={list(c.lrs)}: lower the learning rates, or make the "
+                f"update(s) at lrs={list(c.optimizer.lrs)}: lower the learning rates, or make the "
                 f"dynamics more stable (settings that control it: {settings})"
             )
         else:
@@ -1337,7 +863,7 @@ class Trainer:
         n = split.x.shape[0]
         if n == 0:
             return float("nan"), float("nan")
-        bs = self.config.eval_batch_size
+        bs = self.config.run.eval_batch_size
         sizes = self.config.sizes
         wrong = 0
         loss = 0.0
@@ -1371,7 +897,7 @@ class Trainer:
                 np.minimum(other_min, drive.min(axis=0), out=other_min)
             wrong += int(np.count_nonzero(out.argmax(axis=1) != y))
             d = _one_hot(y, sizes[-1], np.dtype(np.float64))
-            loss += float(_cost_per_sample(self.config.cost, out, d).sum())
+            loss += float(_cost_per_sample(self.config.network.cost, out, d).sum())
         self.last_drive_range = (own_max, other_min) if track else None
         return wrong / n, loss / n
 
@@ -1383,7 +909,6 @@ class Trainer:
         fractions are the history's ``free_converged`` and ``nudged_converged``. Empty
         when every such phase met its tolerance.
         """
-        c = self.config
         parts = []
         for label, key, dyn in (
             ("free", "free_converged", self._epoch_free_dynamics(epoch=self.epoch)),
@@ -1396,7 +921,8 @@ class Trainer:
             return ""
         return (
             f"warning: epoch {self.epoch}: {' and '.join(parts)} of the training samples "
-            f"met atol={c.atol:g}, rtol={c.rtol:g} within max_iter={c.max_iter} iterations "
+            f"met atol={self.dyn.atol:g}, rtol={self.dyn.rtol:g} within "
+            f"max_iter={self.dyn.max_iter} iterations "
             "(history: free_converged, nudged_converged); raise max_iter or loosen atol"
         )
 
@@ -1405,7 +931,8 @@ class Trainer:
         if self.is_graph:  # the net-input bound below is the chain's (no skips, tied)
             return False
         # the clamping rules hold the output at (or near) the targets: no unit is stuck
-        return (c.kind, c.activation, c.cost, c.rule) == (
+        net = c.network
+        return (net.kind, net.activation, net.cost, c.rule.name) == (
             "hopfield",
             "hardsigmoid",
             "squared",
@@ -1434,7 +961,7 @@ class Trainer:
         if self.last_drive_range is None:
             return [], []
         own_max, other_min = self.last_drive_range
-        b = abs(self.config.beta)
+        b = abs(self.config.rule.params["beta"])
         # a class absent from the split leaves -inf / inf: no evidence, not flagged
         dead = [int(i) for i in np.flatnonzero(np.isfinite(own_max) & (own_max < -b))]
         full = [int(i) for i in np.flatnonzero(np.isfinite(other_min) & (other_min > 1.0 + b))]
@@ -1454,7 +981,7 @@ class Trainer:
         when ``config.output`` is set, write ``history.nc`` and ``checkpoint.npz``
         (atomically).
         """
-        target = self.config.epochs if epochs is None else int(epochs)
+        target = self.config.run.epochs if epochs is None else int(epochs)
         if target < self.epoch or (target == self.epoch and self._resume_pending()):
             where = (
                 f"the checkpoint {str(self._resumed_from)!r} is"
@@ -1469,7 +996,7 @@ class Trainer:
         self._target_epochs = target
         if self._attrs is None:
             self.history_dataset()  # fixes the provenance attributes at the start of the run
-        out = Path(self.config.output) if self.config.output else None
+        out = Path(self.config.run.output) if self.config.run.output else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if self._overwrite and self.epoch == 0 and not self._cleared_output:
@@ -1482,7 +1009,7 @@ class Trainer:
             if not self._has_run:
                 self.progress.line(
                     f"threads: {n_threads} BLAS thread(s) in {limited}; {reason}"
-                    + ("" if self.config.threads is not None else "; --threads N to change")
+                    + ("" if self.config.run.threads is not None else "; --threads N to change")
                 )
                 self._has_run = True
             self._run_epochs(target, out)
@@ -1552,14 +1079,14 @@ class Trainer:
         }
         ds = xr.Dataset(data_vars, coords=coords)
         title = (
-            f"eqprop training history: {self.config.dataset} {self.config.kind} "
-            f"{self.config.architecture}"
+            f"eqprop training history: {self.config.data.dataset} {self.config.network.kind} "
+            f"{self.config.network.architecture}"
         )
         if self._attrs is None:
             # taken once, when the first history is made: the git commit is that of the
             # code this process loaded, not of whatever HEAD is when a later epoch ends
             self._attrs = dataset_attrs(
-                title, self.config.to_dict(), command=self.command, seeds=[self.config.seed]
+                title, self.config.to_dict(), command=self.command, seeds=[self.config.run.seed]
             )
         attrs = dict(self._attrs)
         attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -1693,7 +1220,8 @@ class Trainer:
         Parameters
         ----------
         overrides : mapping, optional
-            Settings to change on resume. ``epochs``, ``output``, ``data_dir`` and
+            Settings to change on resume, by flat name (:func:`eqprop.config.flat_names`).
+            ``epochs``, ``output``, ``data_dir`` and
             ``eval_batch_size`` keep the continuation exact. The solver settings
             ``free_method``, ``free_eps``, ``free_damping``, ``atol``, ``rtol`` and
             ``max_iter`` may change too (e.g. to continue with a faster free phase); the
@@ -1703,18 +1231,24 @@ class Trainer:
         config, arrays = load_checkpoint(path)
         allowed = set(_RESUME_CHANGEABLE) | set(_RESUME_SOLVER)
         changes = dict(overrides or {})
-        wanted = TrainConfig.from_dict({**config.to_dict(), **changes})  # normalises lrs etc.
-        bad = sorted(
-            k for k in changes if k not in allowed and getattr(wanted, k) != getattr(config, k)
-        )
+        stored = config.to_flat()
+
+        def changed(key: str) -> bool:
+            """Whether the override ``key`` differs from the stored value (normalised)."""
+            if key not in stored:  # e.g. an option of another rule
+                return True
+            try:
+                return config.replace(**{key: changes[key]}).to_flat()[key] != stored[key]
+            except ValueError:
+                return True
+
+        bad = sorted(k for k in changes if k not in allowed and changed(k))
         if bad:
             raise ValueError(
                 f"cannot change {', '.join(bad)} when resuming from {path}; only "
                 f"{', '.join(sorted(allowed))} may change"
             )
-        solver = {
-            k: v for k, v in changes.items() if k in _RESUME_SOLVER and getattr(config, k) != v
-        }
+        solver = {k: v for k, v in changes.items() if k in _RESUME_SOLVER and changed(k)}
         config = config.replace(**{k: v for k, v in changes.items() if k in allowed})
         trainer = cls(
             config,
@@ -1818,7 +1352,7 @@ def _check_checkpoint(path: Path, arrays: Mapping[str, np.ndarray]) -> TrainConf
     if n_layers != len(sizes) - 1:
         raise bad(
             "n_layers",
-            f"is {n_layers} but the architecture {config.architecture!r} has "
+            f"is {n_layers} but the architecture {config.network.architecture!r} has "
             f"{len(sizes) - 1} weight layers",
         )
     try:
@@ -1986,7 +1520,7 @@ def train(
         trainer = Trainer.from_checkpoint(
             resume,
             data,
-            overrides={k: getattr(config, k) for k in _RESUME_CHANGEABLE},
+            overrides={k: config.to_flat()[k] for k in _RESUME_CHANGEABLE},
             command=command,
             quiet=quiet,
             stream=stream,

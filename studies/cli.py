@@ -412,7 +412,7 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
     if args.preset:
         from eqprop.presets import get_preset
 
-        base = dict(get_preset(args.preset).settings)
+        base = get_preset(args.preset).config.to_dict()
     base.update(dict(args.overrides))
     _check_before_running(args, base)
     return training_curves(args.estimators, args.seeds, args.costs, base=base, **sweep_kwargs)

@@ -32,7 +32,7 @@ def digits():
 def _config(**kw) -> TrainConfig:
     base = dict(architecture="64-16-10", T=5, K=2, epochs=2, limit=40, seed=1, momentum=0.5)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(base)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_cli_resume_of_a_corrupt_checkpoint_exits_2(
 
 def test_the_good_checkpoint_loads(good_checkpoint):
     config, arrays = load_checkpoint(good_checkpoint)
-    assert int(arrays["epoch"]) == 2 and config.architecture == "64-16-10"
+    assert int(arrays["epoch"]) == 2 and config.to_flat()["architecture"] == "64-16-10"
 
 
 def test_missing_checkpoint_and_folder(tmp_path, capsys):

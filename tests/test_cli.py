@@ -46,7 +46,8 @@ def test_train_preset_digits_end_to_end(tmp_path, capsys):
 
     ds = open_netcdf(tmp_path / "history.nc")
     cfg = TrainConfig.from_json(ds.attrs["config"])
-    assert cfg.preset == "digits" and cfg.epochs == 1 and cfg.limit == 100
+    f = cfg.to_flat()
+    assert f["preset"] == "digits" and f["epochs"] == 1 and f["limit"] == 100
     assert ds.attrs["history"].startswith("eqprop train --preset digits")
 
     # resume for one more epoch; the checkpoint carries the configuration
@@ -76,19 +77,39 @@ def test_preset_values_overridden_by_options():
         ["--preset", "scellier2017-1h", "--epochs", "3", "--lrs", "0.2", "0.1", "--no-persistent"]
     )
     cfg = config_from_args(args)
-    assert cfg.architecture == "784-500-10" and cfg.T == 20 and cfg.K == 4
-    assert cfg.epochs == 3 and cfg.lrs == (0.2, 0.1) and cfg.persistent is False
-    assert cfg.estimator == "random-sign" and cfg.beta == 1.0
-    assert (cfg.free_method, cfg.free_eps, cfg.free_damping, cfg.damping) == (None, None, None, 1)
+    f = cfg.to_flat()
+    assert f["architecture"] == "784-500-10" and f["T"] == 20 and f["K"] == 4
+    assert f["epochs"] == 3 and f["lrs"] == (0.2, 0.1) and f["persistent"] is False
+    assert f["estimator"] == "random-sign" and f["beta"] == 1.0
+    assert (
+        f["free_method"],
+        f["free_eps"],
+        f["free_damping"],
+        f["damping"],
+    ) == (None, None, None, 1)
     options = ["--free-method", "gauss-seidel-parity", "--free-eps", "1", "--free-damping", "1.5"]
     args = build_train_parser().parse_args(["--preset", "scellier2017-2h", *options])
     cfg = config_from_args(args)
-    assert (cfg.free_method, cfg.free_eps, cfg.free_damping) == ("gauss-seidel-parity", 1.0, 1.5)
-    assert (cfg.method, cfg.eps, cfg.T, cfg.K) == ("fused", 0.5, 150, 6)  # script net2
-    assert (cfg.shuffle, cfg.eval_persistent) == (False, True)  # as the script
+    f = cfg.to_flat()
+    assert (
+        f["free_method"],
+        f["free_eps"],
+        f["free_damping"],
+    ) == ("gauss-seidel-parity", 1.0, 1.5)
+    assert (
+        f["method"],
+        f["eps"],
+        f["T"],
+        f["K"],
+    ) == ("fused", 0.5, 150, 6)  # script net2
+    assert (f["shuffle"], f["eval_persistent"]) == (
+        False,
+        True,
+    )  # as the script
     options = ["--preset", "digits", "--no-shuffle", "--eval-persistent"]
     cfg = config_from_args(build_train_parser().parse_args(options))
-    assert (cfg.shuffle, cfg.eval_persistent) == (False, True)
+    f = cfg.to_flat()
+    assert (f["shuffle"], f["eval_persistent"]) == (False, True)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +119,7 @@ def test_every_preset_is_a_valid_config(name):
     from eqprop.cli import build_train_parser, config_from_args
 
     cfg = config_from_args(build_train_parser().parse_args(["--preset", name]))
-    assert len(cfg.lrs) == len(cfg.sizes) - 1
+    assert len(cfg.to_flat()["lrs"]) == len(cfg.sizes) - 1
 
 
 @pytest.mark.parametrize(

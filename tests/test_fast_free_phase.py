@@ -26,16 +26,36 @@ def _cfg(argv):
 def test_fast_adds_the_block_gauss_seidel_free_phase_to_the_preset(name, T):
     plain = _cfg(["--preset", name])
     cfg = _cfg(["--preset", name, "--fast"])
-    assert (cfg.free_method, cfg.free_eps, cfg.free_damping) == ("gauss-seidel-parity", 1.0, 1.5)
-    assert (cfg.atol, cfg.max_iter, cfg.free_from_epoch) == (1e-4, T, 2)
-    assert plain.free_method is None and plain.free_from_epoch == 1
+    f = cfg.to_flat()
+    assert (
+        f["free_method"],
+        f["free_eps"],
+        f["free_damping"],
+    ) == ("gauss-seidel-parity", 1.0, 1.5)
+    assert (f["atol"], f["max_iter"], f["free_from_epoch"]) == (
+        1e-4,
+        T,
+        2,
+    )
+    p = plain.to_flat()
+    assert p["free_method"] is None and p["free_from_epoch"] == 1
     # everything else is the preset's: the nudged phases keep the paper's path
-    changed = {k for k, v in cfg.to_dict().items() if plain.to_dict()[k] != v}
+    changed = {k for k, v in cfg.to_flat().items() if plain.to_flat()[k] != v}
     assert changed == {"free_method", "free_eps", "free_damping", "max_iter", "free_from_epoch"}
-    assert (cfg.method, cfg.eps, cfg.T, cfg.K) == (plain.method, 0.5, T, plain.K)
+    assert (
+        f["method"],
+        f["eps"],
+        f["T"],
+        f["K"],
+    ) == (p["method"], 0.5, T, p["K"])
     # explicit options still win over --fast
     cfg = _cfg(["--preset", name, "--fast", "--max-iter", "40", "--free-from-epoch", "1"])
-    assert (cfg.max_iter, cfg.free_from_epoch, cfg.free_method) == (40, 1, "gauss-seidel-parity")
+    f = cfg.to_flat()
+    assert (
+        f["max_iter"],
+        f["free_from_epoch"],
+        f["free_method"],
+    ) == (40, 1, "gauss-seidel-parity")
 
 
 def test_fast_is_refused_where_it_means_nothing(capsys):
@@ -73,7 +93,7 @@ def _small(**kw):
         max_iter=300,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(base)
 
 
 def test_free_from_epoch_runs_the_paper_path_first_then_the_fast_phase(digits):
@@ -99,4 +119,5 @@ def test_free_from_epoch_runs_the_paper_path_first_then_the_fast_phase(digits):
     assert float(early["free_iterations"][0]) < 30
     with pytest.raises(ValueError, match="free_from_epoch is 0"):
         _small(free_from_epoch=0).validate()
-    assert TrainConfig.from_json(_small(free_from_epoch=2).to_json()).free_from_epoch == 2
+    loaded = TrainConfig.from_json(_small(free_from_epoch=2).to_json())
+    assert loaded.dynamics.free_from_epoch == 2

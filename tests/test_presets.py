@@ -84,17 +84,17 @@ def _data(n_features, n_classes, n_train, n_valid, seed=0):
 
 
 def _trainer(name, architecture, **extra):
-    settings = dict(PRESETS[name].settings)
+    settings = PRESETS[name].config.to_flat()
     settings.update(architecture=architecture, dtype="float64", **extra)
     sizes = [int(v) for v in architecture.split("-")]
-    cfg = TrainConfig(**settings)
+    cfg = TrainConfig.from_dict(settings)
     n_valid = 8
-    n_train = BATCH - n_valid if cfg.train_on_valid else BATCH  # one minibatch
+    n_train = BATCH - n_valid if cfg.to_flat()["train_on_valid"] else BATCH  # one minibatch
     data = _data(sizes[0], sizes[-1], n_train, n_valid)
     trainer = Trainer(cfg, data, quiet=True)
     rng = np.random.default_rng(4)
     for w, b in zip(trainer.net.weights, trainer.net.biases, strict=True):
-        if cfg.kind == "hopfield":
+        if cfg.to_flat()["kind"] == "hopfield":
             # drives near 1/2: most units inside the box, so that the nudge reaches every
             # layer within K steps and every layer's update is tested
             w *= 0.5
@@ -108,7 +108,7 @@ def _trainer(name, architecture, **extra):
 @pytest.mark.parametrize("name", sorted(SCELLIER_SCRIPT))
 def test_scellier_preset_step_equals_the_released_script(name):
     script = SCELLIER_SCRIPT[name]
-    preset = PRESETS[name].settings
+    preset = PRESETS[name].config.to_flat()
     assert preset["T"] == script["n_it_neg"] and preset["K"] == script["n_it_pos"]
     assert preset["eps"] == script["epsilon"] and preset["epochs"] == script["n_epochs"]
     assert preset["batch_size"] == BATCH and preset["persistent"]
@@ -161,7 +161,7 @@ def test_scellier_preset_step_equals_the_released_script(name):
 
 def test_ernoult_p1h_preset_step_equals_the_readme_command():
     cmd = ERNOULT_P1H
-    preset = PRESETS["ernoult2019-p1h"].settings
+    preset = PRESETS["ernoult2019-p1h"].config.to_flat()
     assert preset["architecture"] == "-".join(str(n) for n in reversed(cmd["size_tab"]))
     assert preset["lrs"] == tuple(reversed(cmd["lr_tab"]))
     assert (preset["T"], preset["K"], preset["beta"]) == (cmd["T"], cmd["Kmax"], cmd["beta"])

@@ -96,7 +96,7 @@ def test_free_dynamics_are_the_ones_differentiated(rule):
 
 @pytest.mark.parametrize("rule", ["rbp", "bptt"])
 def test_one_trainer_step_is_sgd_on_the_reference_gradient(rule):
-    settings = dict(get_preset("digits").settings)
+    settings = dict(get_preset("digits").config.to_flat())
     settings.update(
         rule=rule,
         cost="cross-entropy",
@@ -121,7 +121,7 @@ def test_one_trainer_step_is_sgd_on_the_reference_gradient(rule):
     else:
         ref = bptt(net0, x, d, dyn=trainer.free_dyn)
     trainer.train_epoch()
-    for l, lr in enumerate(trainer.config.lrs):
+    for l, lr in enumerate(trainer.config.to_flat()["lrs"]):
         np.testing.assert_allclose(
             trainer.net.weights[l], net0.weights[l] - lr * ref.dW[l], rtol=0, atol=1e-13
         )

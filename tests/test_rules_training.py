@@ -46,7 +46,7 @@ RULE_RUNS = {
 
 
 def _config(**changes):
-    settings = dict(get_preset("digits").settings)
+    settings = dict(get_preset("digits").config.to_flat())
     settings.update(epochs=10)
     settings.update(changes)
     return TrainConfig.from_dict(settings).validate()
@@ -64,7 +64,7 @@ def test_each_rule_beats_ten_percent_test_error_on_digits(name):
         "rbp": RecurrentBackprop,
         "bptt": BackpropThroughTime,
     }
-    assert type(trainer.rule) is classes[config.rule]
+    assert type(trainer.rule) is classes[config.to_flat()["rule"]]
     assert getattr(trainer.rule, "estimator", None) == RULE_RUNS[name].get("estimator")
     result = trainer.run()
     test = result.history["test_error"].values
@@ -80,7 +80,8 @@ def test_rule_survives_checkpoint_and_resume_exactly(tmp_path):
     part.run(epochs=2)
     resumed = Trainer.from_checkpoint(tmp_path / "run" / "checkpoint.npz", quiet=True)
     assert repr(resumed.rule) == repr(CoupledLearning(0.3, "centered"))
-    assert (resumed.config.rule, resumed.config.eta) == ("coupled", 0.3)
+    f = resumed.config.to_flat()
+    assert (f["rule"], f["eta"]) == ("coupled", 0.3)
     resumed.run()
     for a, b in zip(resumed.net.weights, whole.net.weights):
         np.testing.assert_array_equal(a, b)

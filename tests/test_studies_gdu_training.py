@@ -65,7 +65,7 @@ def test_training_curves_match_direct_training():
     assert ds.attrs["study"] == "training-curves"
     assert ds["test_error"].dims == ("estimator", "cost", "seed", "epoch")
     assert list(ds["epoch"].values) == [1, 2]
-    cfg = TrainConfig(**{**base, "lrs": (0.2, 0.05)}, estimator="symmetric", seed=1)
+    cfg = TrainConfig.from_flat({**base, "lrs": (0.2, 0.05)}, estimator="symmetric", seed=1)
     hist = train(cfg, quiet=True).history
     got = ds.sel(estimator="symmetric", cost="squared", seed=1, drop=True)
     for name in hist.data_vars:

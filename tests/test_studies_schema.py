@@ -67,7 +67,7 @@ def test_compare_dataset_follows_the_schema(tmp_path):
 
 def test_training_history_follows_the_schema():
     train = pytest.importorskip("eqprop.train")
-    cfg = train.TrainConfig(
+    cfg = train.TrainConfig.from_flat(
         dataset="digits", architecture="64-8-10", epochs=1, T=5, K=2, limit=60, eval_batch_size=60
     )
     hist = train.train(cfg, quiet=True, command="t").history

@@ -42,7 +42,7 @@ def _small(**kw):
         persistent=True,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(base)
 
 
 def test_training_lowers_test_error_far_below_chance(digits):
@@ -199,13 +199,18 @@ def test_resume_may_switch_the_free_phase_solver(tmp_path, digits):
     ckpt = tmp_path / "checkpoint.npz"
     t = Trainer.from_checkpoint(ckpt, digits, overrides=changes, stream=stream)
     assert "changed solver settings" in stream.getvalue() and "free_method" in stream.getvalue()
-    assert (t.config.free_method, t.config.free_eps, t.config.T) == ("gauss-seidel-parity", 1.0, 40)
+    f = t.config.to_flat()
+    assert (
+        f["free_method"],
+        f["free_eps"],
+        f["T"],
+    ) == ("gauss-seidel-parity", 1.0, 40)
     assert t.free_dyn.method == "gauss-seidel-parity" and t.dyn.method == "fixed"
     h = t.run().history
     assert h["free_iterations"].values[0] == 40 and h["free_iterations"].values[1] < 40
     # settings equal to the checkpoint's (now the resumed run's) are not a change
     stream = io.StringIO()
-    same = {"free_method": "gauss-seidel-parity", "free_eps": 1.0, "atol": cfg.atol}
+    same = {"free_method": "gauss-seidel-parity", "free_eps": 1.0, "atol": cfg.to_flat()["atol"]}
     Trainer.from_checkpoint(tmp_path / "checkpoint.npz", digits, overrides=same, stream=stream)
     assert "changed solver" not in stream.getvalue()
 
@@ -528,7 +533,7 @@ def test_an_output_folder_holding_a_run_is_refused_unless_resumed_or_overwritten
     other = cfg.replace(architecture="64-16-10")
     train(other, digits, quiet=True, overwrite=True)
     config, arrays = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
-    assert config.architecture == "64-16-10" and int(arrays["epoch"]) == 1
+    assert config.to_flat()["architecture"] == "64-16-10" and int(arrays["epoch"]) == 1
 
 
 @pytest.mark.parametrize("where", ["file", "below_file"])
@@ -588,7 +593,7 @@ def test_persistent_particles_store_each_free_state_and_start_the_next_epoch(dig
     (shuffled order), and the next epoch's free phase of sample i starts from it; the
     first epoch starts from zero."""
     t = Trainer(_small(epochs=2, limit=60, T=3), digits, quiet=True)
-    bs = t.config.batch_size
+    bs = t.config.to_flat()["batch_size"]
     calls = _spy_on_estimates(t)
     order1 = _epoch_order(t)
     t.train_epoch()

@@ -15,7 +15,7 @@ ARCH = "1x8x8-c4k3p1-p2-10"  # digits: 8x8 -> 4 channels 8x8 -> 2x2 max pool 4x4
 
 
 def _config(**changes):
-    settings = dict(get_preset("digits").settings)
+    settings = dict(get_preset("digits").config.to_flat())
     settings.update(
         architecture=ARCH, lrs=(0.2, 0.1), T=20, K=6, beta=0.5, estimator="symmetric", epochs=2
     )

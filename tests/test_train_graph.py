@@ -14,7 +14,7 @@ CHANCE = 0.9  # ten balanced classes
 
 
 def _config(**changes):
-    settings = dict(get_preset("digits").settings)
+    settings = dict(get_preset("digits").config.to_flat())
     settings.update(epochs=3)
     settings.update(changes)
     return TrainConfig.from_dict(settings).validate()
@@ -28,7 +28,7 @@ def test_without_network_options_the_trainer_builds_todays_network():
 def test_graph_of_a_plain_tied_chain_trains_exactly_like_the_network():
     # the output activation the chain already has: a graph network equal to the chain
     base = _config(epochs=2)
-    graph = base.replace(output_activation=base.activation)
+    graph = base.replace(output_activation=base.to_flat()["activation"])
     a = Trainer(base, quiet=True)
     b = Trainer(graph, quiet=True)
     assert type(a.net) is Network and isinstance(b.net, GraphNetwork)
@@ -84,7 +84,7 @@ def test_random_feedback_is_not_the_transpose_and_stays_fixed():
     ],
 )
 def test_bad_network_options_raise_naming_them(changes, words):
-    settings = dict(get_preset("digits").settings, **changes)
+    settings = dict(get_preset("digits").config.to_flat(), **changes)
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")) as info:
         TrainConfig.from_dict(settings).validate()
     assert "\n" not in str(info.value)
@@ -201,7 +201,12 @@ def test_cli_trains_a_feedback_alignment_skip_network_on_digits(tmp_path, capsys
     assert rc == 0
     assert "test error:" in capsys.readouterr().out
     config, arrays = load_checkpoint(out / "checkpoint.npz")
-    assert (config.feedback, config.skip, config.output_activation) == ("random", "0-2", "sigmoid")
+    f = config.to_flat()
+    assert (
+        f["feedback"],
+        f["skip"],
+        f["output_activation"],
+    ) == ("random", "0-2", "sigmoid")
     assert str(arrays["format"]) == "eqprop-graph-checkpoint-1"
     graph = Trainer(config.replace(output=None), quiet=True).net
     assert graph.coupling("h1->y").feedback == "random"
@@ -225,8 +230,8 @@ def test_checkpoint_written_before_the_network_options_resumes(tmp_path):
     part = Trainer(_config(epochs=3, limit=200, output=str(tmp_path / "old")), quiet=True)
     part.run(epochs=2)
     path = tmp_path / "old" / "checkpoint.npz"
-    with np.load(path) as z:
-        config = json.loads(str(z["config"]))
+    with np.load(path) as z:  # the flat format of that version
+        config = TrainConfig.from_json(str(z["config"])).to_flat()
     for key in ("output_activation", "feedback", "feedback_scale", "skip"):
         del config[key]
     _rewrite(path, config=json.dumps(config, sort_keys=True))

@@ -15,15 +15,14 @@ import os
 import matplotlib.pyplot as plt
 
 from eqprop.presets import get_preset
-from eqprop.train import TrainConfig, train
+from eqprop.train import train
 
 FAST = os.environ.get("EQPROP_DOCS_FAST") == "1"
 
-base = dict(get_preset("digits").settings)
-base.update(T=4, eval_T=40, epochs=8 if FAST else 20)
+base = get_preset("digits").config.replace(T=4, eval_T=40, epochs=8 if FAST else 20)
 runs = {}
 for persistent in (True, False):
-    cfg = TrainConfig(**{**base, "persistent": persistent})
+    cfg = base.replace(persistent=persistent)
     runs[persistent] = train(cfg, quiet=True).history
 
 fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")

@@ -19,13 +19,12 @@ import os
 import matplotlib.pyplot as plt
 
 from eqprop.presets import get_preset
-from eqprop.train import TrainConfig, train
+from eqprop.train import train
 
 FAST = os.environ.get("EQPROP_DOCS_FAST") == "1"
 
-settings = dict(get_preset("digits").settings)
-settings["epochs"] = 10 if FAST else 30
-result = train(TrainConfig(**settings), quiet=True)
+config = get_preset("digits").config  # a TrainConfig: network, dynamics, rule, ...
+result = train(config.replace(epochs=10 if FAST else 30), quiet=True)
 h = result.history
 
 fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")

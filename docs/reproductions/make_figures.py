@@ -26,7 +26,6 @@ Set the environment of the runs as the pages say (one thread:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from eqprop.config import TrainConfig  # reads every format of a history's config
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs" / "reproductions" / "data"
@@ -95,7 +96,7 @@ def _complete(history: Path) -> bool:
     if not history.is_file():
         return False
     with xr.open_dataset(history) as ds:
-        epochs = json.loads(ds.attrs["config"])["epochs"]
+        epochs = TrainConfig.from_json(ds.attrs["config"]).run.epochs
         return ds.sizes["epoch"] == epochs and bool(np.isfinite(ds["test_error"]).all())
 
 
@@ -103,7 +104,7 @@ def record(history: Path, out: Path) -> None:
     """Copy a run's ``history.nc`` to ``out``, its data folder renamed ``DATA_DIR``."""
     with xr.open_dataset(history) as ds:
         ds = ds.load()
-    data_dir = json.loads(ds.attrs["config"]).get("data_dir")
+    data_dir = TrainConfig.from_json(ds.attrs["config"]).data.data_dir
     if data_dir:
         for key in ("history", "config"):
             ds.attrs[key] = ds.attrs[key].replace(data_dir, "DATA_DIR")
@@ -137,11 +138,11 @@ def summary(name: str) -> list[dict]:
     """Per recorded seed: last-epoch errors (%), epochs, wall time (min), commit."""
     rows = []
     for ds in _histories(name):
-        cfg = json.loads(ds.attrs["config"])
+        cfg = TrainConfig.from_json(ds.attrs["config"])
         rows.append(
             {
                 "run": name,
-                "seed": cfg["seed"],
+                "seed": cfg.run.seed,
                 "epochs": int(ds.sizes["epoch"]),
                 "test": 100 * float(ds["test_error"][-1]),
                 "valid": 100 * float(ds["valid_error"][-1]),

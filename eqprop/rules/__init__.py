@@ -55,6 +55,12 @@ does not configure yet); everything is importable from
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eqprop._cli_options import finite_float
 from eqprop.network import Gradient
 from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
 from eqprop.rules.base import check_choice as _check_choice
@@ -74,6 +80,8 @@ __all__ = [
     "GENEREC_FORMS",
     "RBP_METHODS",
     "RULES",
+    "RULE_CLASSES",
+    "RULE_OPTIONS",
     "BackpropThroughTime",
     "ContrastiveHebbian",
     "CoupledLearning",
@@ -84,52 +92,117 @@ __all__ = [
     "LearningRule",
     "PhaseSpec",
     "RecurrentBackprop",
+    "RuleOption",
     "RuleStep",
     "ScaledFeedbackCHL",
     "VectorFieldEP",
     "coupled_target",
     "generec_gradient",
     "make_rule",
+    "rule_parameters",
 ]
 
+#: The registry of the trainer's rules: name -> class. A class's keyword arguments are the
+#: rule's parameters: :class:`eqprop.config.RuleConfig` stores them by name (JSON) and
+#: builds the rule from them. Adding a rule to ``eqprop train``: its class here, and for
+#: each parameter that gets a command-line flag one :data:`RULE_OPTIONS` entry
+#: (docs/training.rst, "Adding a rule option").
+RULE_CLASSES: dict[str, type[LearningRule]] = {
+    "ep": EquilibriumPropagation,
+    "chl": ContrastiveHebbian,
+    "chl-scaled": ScaledFeedbackCHL,
+    "generec": GeneRec,
+    "coupled": CoupledLearning,
+    "rbp": RecurrentBackprop,
+    "bptt": BackpropThroughTime,
+}
+
 #: Rule names of :func:`make_rule` (and ``eqprop train --rule``).
-RULES = ("ep", "chl", "chl-scaled", "generec", "coupled", "rbp", "bptt")
+RULES = tuple(RULE_CLASSES)
 
 
-def make_rule(
-    name: str,
-    *,
-    beta: float = 1.0,
-    estimator: str = "one-sided",
-    generec_form: str = "basic",
-    eta: float = 0.5,
-    variant: str = "centered",
-) -> LearningRule:
-    """A rule by name (``RULES``) with its parameters; the others are ignored.
+@dataclass(frozen=True)
+class RuleOption:
+    """A rule parameter with a flat name (``eqprop train --NAME``, ``TrainConfig.replace(NAME=)``).
 
-    ``"ep"``: :class:`EquilibriumPropagation` (``beta``, ``estimator``); ``"chl"``:
-    :class:`ContrastiveHebbian`; ``"chl-scaled"``: :class:`ScaledFeedbackCHL` (its gamma
-    is the network's feedback scale); ``"generec"``: :class:`GeneRec` (``generec_form``);
-    ``"coupled"``: :class:`CoupledLearning` (``eta``, ``variant``); ``"rbp"``:
-    :class:`RecurrentBackprop`; ``"bptt"``: :class:`BackpropThroughTime` (through all
-    ``T`` free steps).
+    Attributes
+    ----------
+    param : str
+        The keyword argument of the rule classes that take it (:data:`RULE_CLASSES`).
+    type : callable
+        Parses the command-line text (an argparse ``type``).
+    help : str
+        The option's help line (its default is appended from the default configuration).
+    """
+
+    param: str
+    type: Callable[[str], Any]
+    help: str
+
+
+#: Flat name (command-line ``dest``) -> :class:`RuleOption`, in the order of ``--help``.
+#: A flat name applies to every rule whose class takes ``param``.
+RULE_OPTIONS: dict[str, RuleOption] = {
+    "beta": RuleOption("beta", float, "nudging strength of --rule ep (nonzero)"),
+    "estimator": RuleOption("estimator", str, "--rule ep: one-sided, random-sign or symmetric"),
+    "generec_form": RuleOption(
+        "form", str, "--rule generec: basic, symmetric, midpoint or symmetric-midpoint"
+    ),
+    "eta": RuleOption(
+        "eta",
+        finite_float,
+        "--rule coupled: clamp the output to y_free + eta (d - y_free), eta in (0, 1]",
+    ),
+    "coupled_variant": RuleOption(
+        "variant", str, "--rule coupled: positive, negative or centered (both, contrasted)"
+    ),
+}
+
+
+def rule_parameters(name: str) -> dict[str, Any]:
+    """The parameters of rule ``name`` (its class's keyword arguments) with their defaults.
+
+    Raises
+    ------
+    ValueError
+        Unknown rule (the message lists :data:`RULES`).
+    """
+    cls = RULE_CLASSES[_check_choice("rule", name, tuple(RULE_CLASSES))]
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        p.name: p.default
+        for p in list(params.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def make_rule(name: str, **params: Any) -> LearningRule:
+    """A rule by name (:data:`RULES`) from its parameters.
+
+    ``params`` are the class's keyword arguments, or flat names of :data:`RULE_OPTIONS`
+    (``generec_form`` for GeneRec's ``form``, ``variant`` or ``coupled_variant`` for
+    coupled learning's); names another rule takes are ignored (one call can carry the
+    parameters of several rules), others raise. ``"ep"``: :class:`EquilibriumPropagation`
+    (``beta``, ``estimator``); ``"chl"``: :class:`ContrastiveHebbian`; ``"chl-scaled"``:
+    :class:`ScaledFeedbackCHL` (its gamma is the network's feedback scale);
+    ``"generec"``: :class:`GeneRec` (``form``); ``"coupled"``: :class:`CoupledLearning`
+    (``eta``, ``variant``); ``"rbp"``: :class:`RecurrentBackprop`; ``"bptt"``:
+    :class:`BackpropThroughTime` (through all ``T`` free steps).
 
     Raises
     ------
     ValueError
         Unknown name, or a parameter outside its range (the rule's own message).
     """
-    _check_choice("rule", name, RULES)
-    if name == "ep":
-        return EquilibriumPropagation(beta=beta, estimator=estimator)
-    if name == "chl":
-        return ContrastiveHebbian()
-    if name == "chl-scaled":
-        return ScaledFeedbackCHL()
-    if name == "generec":
-        return GeneRec(form=generec_form)
-    if name == "rbp":
-        return RecurrentBackprop()
-    if name == "bptt":
-        return BackpropThroughTime()
-    return CoupledLearning(eta=eta, variant=variant)
+    takes = rule_parameters(name)
+    known = {p for rule in RULE_CLASSES for p in rule_parameters(rule)}
+    kwargs = {}
+    for key, value in params.items():
+        param = RULE_OPTIONS[key].param if key in RULE_OPTIONS else key
+        if param in takes:
+            kwargs[param] = value
+        elif param not in known:
+            raise ValueError(
+                f"unknown rule parameter {key!r}; the rules take {', '.join(sorted(known))}"
+            )
+    return RULE_CLASSES[name](**kwargs)
