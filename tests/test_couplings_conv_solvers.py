@@ -125,7 +125,15 @@ def hopfield_problem():
 
 @pytest.mark.parametrize(
     "method",
-    ["picard", "anderson", "gauss-seidel", "gauss-seidel-parity", "euler", "rk4"],
+    [
+        "picard",
+        "anderson",
+        "gauss-seidel-parity",
+        # each compiles its own solvers driver for the conv records' types
+        pytest.param("gauss-seidel", marks=pytest.mark.slow),
+        pytest.param("euler", marks=pytest.mark.slow),
+        pytest.param("rk4", marks=pytest.mark.slow),
+    ],
 )
 def test_every_solver_reaches_the_fixed_point(hopfield_problem, method):
     """Each solvers method, to tolerance, on a conv Hopfield net: the state it returns is

@@ -64,6 +64,7 @@ def test_trainer_trains_a_conv_hopfield_net_on_digits():
     assert train[-1] < train[0]
 
 
+@pytest.mark.slow  # compiles the Gauss-Seidel driver for the conv records (about a minute)
 def test_free_phase_by_red_black_sweeps_to_tolerance_trains():
     """Another solvers method for the free phase (Gauss-Seidel over the layers of each
     parity, to tolerance, from persistent particles) on the conv net."""
