@@ -1,19 +1,19 @@
-"""Train a convolutional graph network by EP on the fast CPU path (a minimal loop).
+"""Train a convolutional graph network by EP with the library's Trainer (a thin driver).
 
-Not the library's Trainer (which runs graph networks through ``eqprop.graph.kernels``,
-dense couplings only): a plain loop over :class:`eqprop.graph.conv_kernels.FastMap`
-written for the conv reproductions of issue #14 and their timing. Per batch: the input's
-convolution cached; a free phase (``--T`` map iterations from zero, or fewer when
-``--atol`` stops it); one nudged phase of ``--K`` iterations at ``+beta`` (one-sided EP)
-or two at ``+beta`` and ``-beta`` from the free state (centered EP); the estimate
-:math:`(\\partial_\\theta F(s_+) - \\partial_\\theta F(s_\\cdot))/\\beta` or
-:math:`(\\partial_\\theta F(s_+) - \\partial_\\theta F(s_-))/(2\\beta)`; plain SGD with one
-rate per coupling (a layer's bias takes the rate of its incoming coupling).
-
-Writes one CSV row per epoch (train error over the epoch's batches at their free
-states, test error, seconds, mean free iterations) to ``--out`` and prints them; with
-``--probe N`` it first measures, on N batches of the untrained network, the free
-iterations needed to reach each of several tolerances against ``--T`` fixed steps.
+The flags of the conv reproductions of issue #14 mapped onto a
+:class:`eqprop.train.TrainConfig` (conv architecture, prototypical or hopfield kind,
+one-sided or centered EP, the papers' ``T`` / ``K`` / ``beta`` / rates) and trained by
+:class:`eqprop.train.Trainer` on the first ``--train`` training and ``--test`` test
+images: per batch the input's convolution cached, a free phase of ``--T`` fixed steps on
+the fast conv map (or, with ``--atol``, Picard through the solvers to that tolerance, at
+most ``--T`` iterations), the nudged phase(s) of ``--K`` steps from the free state, the
+EP estimate, SGD with one rate per coupling. Writes one CSV row per epoch (train error
+at the free states of the epoch's batches, test error, seconds, mean free iterations)
+to ``--out`` and prints them; ``--probe N`` first measures, on N batches of the
+untrained network, the free iterations needed to reach several tolerances against
+``--T`` fixed steps (on :class:`eqprop.graph.conv_kernels.FastMap` directly). The same
+run from the command line is ``eqprop train --sizes 1x28x28-c32k5-p2-c64k5-p2-10 ...``
+(``--preset ernoult2019-pconv``).
 
 Ernoult et al. 2019's P-conv (their Table 1 command: ``--C_tab 64 32 1 --size_tab 10
 --lr_tab 0.015 0.035 0.15 --epochs 40 --T 200 --Kmax 10 --beta 0.4``, hard sigmoid)::
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import sys
 import time
@@ -45,13 +46,13 @@ import numpy as np  # noqa: E402
 
 from eqprop.data import load_dataset  # noqa: E402
 from eqprop.graph import conv_kernels as FK  # noqa: E402
-from eqprop.graph.build import conv_chain  # noqa: E402
+from eqprop.train import TrainConfig, Trainer  # noqa: E402
 
 NETS = {
     # Ernoult et al. 2019 P-conv: 1-32-64, 5x5, no padding, 2x2 max-pool, 10 outputs
-    "pconv": dict(channels=[32, 64], kernels=5, paddings=0, pool="max"),
+    "pconv": "1x28x28-c32k5-p2-c64k5-p2-10",
     # a small conv Hopfield net: 1-16-32, 3x3, padding 1, 2x2 max-pool (28 -> 14 -> 7)
-    "hop": dict(channels=[16, 32], kernels=3, paddings=1, pool="max"),
+    "hop": "1x28x28-c16k3p1-p2-c32k3p1-p2-10",
 }
 
 
@@ -86,139 +87,100 @@ def parse():
     return p.parse_args()
 
 
-def free_phase(fm, a):
-    s, it, _ = fm.relax(None, a.T, atol=a.atol, **phase_kw(a))
-    return s.copy(), it
+def config(a) -> TrainConfig:
+    """The TrainConfig of the flags (a prototypical net ignores --eps)."""
+    free = {}
+    if a.atol is not None:
+        free = dict(free_method="picard", atol=a.atol, max_iter=a.T)
+    return TrainConfig.from_flat(
+        dataset=a.dataset,
+        architecture=NETS[a.net],
+        kind=a.kind,
+        activation=a.activation,
+        nudge="inside" if a.kind == "hopfield" else a.nudge,
+        method="fixed",
+        T=a.T,
+        K=a.K,
+        eps=a.eps,
+        beta=a.beta,
+        estimator="symmetric" if a.estimator == "centered" else "one-sided",
+        lrs=tuple(a.lrs),
+        batch_size=a.batch,
+        epochs=a.epochs,
+        seed=a.seed,
+        dtype=a.dtype,
+        persistent=False,
+        eval_batch_size=a.batch,
+        **free,
+    ).validate()
 
 
-def phase_kw(a):
-    if a.kind == "hopfield":
-        return dict(eps=a.eps, nudge="inside")
-    return dict(nudge=a.nudge)
-
-
-def predict(fm, net, s):
-    lo, hi = net.offsets[net.output_layer.name]
-    return np.argmax(s[:, lo:hi], axis=1)
-
-
-def probe(fm, net, split, a, tols=(1e-2, 1e-3, 1e-4, 1e-5)):
+def probe(cfg: TrainConfig, net, x, n: int, tols=(1e-2, 1e-3, 1e-4, 1e-5)):
     """Free iterations to reach each tolerance, and the change they leave vs T steps."""
-    B = a.batch
+    B = cfg.run.batch_size
+    phases = cfg.dynamics.phases
+    fm = FK.FastMap(net, B)
+    kw = dict(eps=phases.eps, nudge=phases.nudge)
     counts = {t: [] for t in tols}
     gaps = {t: [] for t in tols}
-    agree = {t: [] for t in tols}
-    for k in range(a.probe):
-        fm.set_input(split.x[k * B : (k + 1) * B])
-        ref, _, _ = fm.relax(None, a.T, **phase_kw(a))
-        ref = ref.copy()
+    for k in range(n):
+        fm.set_input(x[k * B : (k + 1) * B])
+        ref = fm.relax(None, phases.T, **kw)[0].copy()
         for t in tols:
-            s, it, _ = fm.relax(None, a.T, atol=t, **phase_kw(a))
+            s, it, _ = fm.relax(None, phases.T, atol=t, **kw)
             counts[t].append(it)
             gaps[t].append(float(np.max(np.abs(s - ref))))
-            agree[t].append(float(np.mean(predict(fm, net, s) == predict(fm, net, ref))))
-    print(f"# probe: free iterations to max|g(s)-s| <= tol (of T={a.T}), {a.probe} batches")
+    print(f"# probe: free iterations to max|g(s)-s| <= tol (of T={phases.T}), {n} batches")
     for t in tols:
         print(
             f"#   tol {t:g}: iterations mean {np.mean(counts[t]):.1f} max {max(counts[t])}, "
-            f"max|s - s_T| {max(gaps[t]):.2e}, same prediction {np.mean(agree[t]):.3f}"
+            f"max|s - s_T| {max(gaps[t]):.2e}"
         )
-
-
-def evaluate(fm, net, split, a):
-    B = a.batch
-    wrong = 0
-    n = (len(split.labels) // B) * B
-    for k in range(0, n, B):
-        fm.set_input(split.x[k : k + B])
-        s, _ = free_phase(fm, a)
-        wrong += int(np.sum(predict(fm, net, s) != split.labels[k : k + B]))
-    return wrong / n
 
 
 def main():
     a = parse()
-    spec = NETS[a.net]
-    net = conv_chain(
-        (1, 28, 28),
-        spec["channels"],
-        10,
-        kernels=spec["kernels"],
-        paddings=spec["paddings"],
-        pool=spec["pool"],
-        kind=a.kind,
-        activation=a.activation,
-        dtype=a.dtype,
-        seed=a.seed,
-    )
-    couplings = [c.name for c in net.couplings]
-    if len(a.lrs) != len(couplings):
-        raise SystemExit(f"--lrs needs {len(couplings)} rates ({', '.join(couplings)})")
-    rate = {f"{c}.W": lr for c, lr in zip(couplings, a.lrs, strict=True)}
-    for c, lr in zip(net.couplings, a.lrs, strict=True):
-        if net.layer(c.target).bias is not None:
-            rate[f"{c.target}.b"] = lr
+    cfg = config(a)
     data = load_dataset(a.dataset)
-    train = data.train.head(a.train)
-    test = data.test.head(a.test)
-    B = a.batch
-    fm = FK.FastMap(net, B)
-    print(
-        f"# {a.dataset} {a.net} {a.kind} {a.activation} {a.estimator} T={a.T} K={a.K} "
-        f"beta={a.beta} lrs={a.lrs} atol={a.atol} train={a.train} test={a.test} "
-        f"batch={B} {a.dtype} seed={a.seed}"
+    data = type(
+        data
+    )(  # the validation split is not used: one image, to skip its cost
+        data.train.head(a.train),
+        data.valid.head(1),
+        data.test.head(a.test),
+        *[getattr(data, f.name) for f in dataclasses.fields(data)][3:],
     )
+    print(
+        f"# {a.dataset} {a.net} ({cfg.network.architecture}) {a.kind} {a.activation} {a.estimator} "
+        f"T={a.T} K={a.K} beta={a.beta} lrs={a.lrs} atol={a.atol} train={a.train} "
+        f"test={a.test} batch={a.batch} {a.dtype} seed={a.seed}"
+    )
+    trainer = Trainer(cfg, data=data, quiet=True)
     if a.probe:
         t0 = time.perf_counter()
-        probe(fm, net, train, a)
+        probe(cfg, trainer.net, trainer.x_train, a.probe)
         print(f"# probe took {time.perf_counter() - t0:.1f} s")
-    rng = np.random.default_rng(a.seed)
     rows = []
-    eye = np.eye(10, dtype=a.dtype)
-    params = net.parameters()
+    n = (a.train // a.batch) * a.batch
     for epoch in range(1, a.epochs + 1):
-        t0 = time.perf_counter()
-        order = rng.permutation(len(train.labels))
-        n = (len(order) // B) * B
-        wrong, iters = 0, []
-        for k in range(0, n, B):
-            idx = order[k : k + B]
-            x, y = train.x[idx], train.labels[idx]
-            d = eye[y]
-            fm.set_input(x)
-            free, it = free_phase(fm, a)
-            iters.append(it)
-            wrong += int(np.sum(predict(fm, net, free) != y))
-            g0 = fm.parameter_gradient(free)
-            s1, _, _ = fm.relax(free, a.K, beta=a.beta, d=d, **phase_kw(a))
-            g1 = fm.parameter_gradient(s1)
-            if a.estimator == "centered":
-                s2, _, _ = fm.relax(free, a.K, beta=-a.beta, d=d, **phase_kw(a))
-                g2 = fm.parameter_gradient(s2)
-                est = {k2: (g1[k2] - g2[k2]) / (2 * a.beta) for k2 in g1}
-            else:
-                est = {k2: (g1[k2] - g0[k2]) / a.beta for k2 in g1}
-            for name, p in params.items():
-                p -= rate[name] * est[name]
-            if not all(np.isfinite(p).all() for p in params.values()):
-                raise SystemExit(f"epoch {epoch}: non-finite parameters after batch {k // B}")
-        train_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        test_err = evaluate(fm, net, test, a)
+        trainer.run(epochs=epoch)
+        h = trainer.history_dataset().isel(epoch=-1)
+        train_s = float(h["train_time"])
         row = dict(
             epoch=epoch,
-            train_error=wrong / n,
-            test_error=test_err,
+            train_error=float(h["train_error"]),
+            test_error=float(h["test_error"]),
             train_seconds=round(train_s, 1),
-            test_seconds=round(time.perf_counter() - t1, 1),
-            mean_free_iterations=round(float(np.mean(iters)), 1),
+            test_seconds=round(float(h["eval_time"]), 1),
+            mean_free_iterations=round(float(h["free_iterations"]), 1),
             seconds_per_sample=train_s / n,
         )
         rows.append(row)
         print(
             f"epoch {epoch}: train error {100 * row['train_error']:.2f} %, test error "
-            f"{100 * test_err:.2f} %, {train_s:.0f} s train ({1e3 * train_s / n:.1f} ms/sample), "
-            f"{row['test_seconds']:.0f} s test, free iterations {row['mean_free_iterations']}",
+            f"{100 * row['test_error']:.2f} %, {train_s:.0f} s train "
+            f"({1e3 * train_s / n:.1f} ms/sample), {row['test_seconds']:.0f} s test, "
+            f"free iterations {row['mean_free_iterations']}",
             flush=True,
         )
         if a.out:

@@ -222,12 +222,22 @@ def name_list(text: str) -> list[str]:
     return names
 
 
-def sizes(text: str) -> list[int]:
+def sizes(text: str) -> list[int] | str:
     """Layer sizes, input first: ``"784-500-10"`` or ``"784,500,10"`` -> ``[784, 500, 10]``.
 
     At least two sizes (an input and an output layer), each an integer >= 1; the pieces
-    are separated by ``-`` or ``,`` (not both), without empty pieces.
+    are separated by ``-`` or ``,`` (not both), without empty pieces. A conv
+    architecture (first piece an image ``CxHxW``, e.g. ``1x28x28-c32k5-p2-c64k5-p2-10``,
+    :func:`eqprop.graph.build.parse_conv_architecture`) is checked and returned as text.
     """
+    from eqprop.graph.build import is_conv_architecture, parse_conv_architecture
+
+    if is_conv_architecture(text):
+        try:
+            parse_conv_architecture(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
     example = "write them input first, joined by '-' or ',', e.g. 784-500-10"
     separators = [s for s in "-," if s in text]
     if len(separators) > 1:

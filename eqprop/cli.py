@@ -119,7 +119,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="folder of dataset files")
     g = p.add_argument_group("network")
     arch = g.add_argument(
-        "--sizes", type=sizes, help="layer sizes, input first: 784-500-10 or 784,500,10"
+        "--sizes",
+        type=sizes,
+        help="layer sizes, input first: 784-500-10 or 784,500,10; or a conv net, "
+        "e.g. 1x28x28-c32k5-p2-c64k5-p2-10 (docs/cli.rst)",
     )
     deprecated_alias(g, "--architecture", arch)
     deprecated_alias(g, "--arch", arch)
@@ -278,7 +281,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
         field = _field(name)
         if value is None or field not in names or name in _NOT_SETTINGS:
             continue
-        if name == "sizes":
+        if name == "sizes" and not isinstance(value, str):  # a conv architecture is text
             value = "-".join(str(v) for v in value)
         if name == "data_dir":
             value = str(value)

@@ -113,6 +113,11 @@ class NetworkConfig:
     ----------
     architecture : str
         Layer sizes input first, ``"784-500-10"``; the input size must match the data.
+        Or a conv architecture, ``"1x28x28-c32k5-p2-c64k5-p2-10"`` (input image, conv
+        layers with their pooling, dense layers;
+        :func:`eqprop.graph.build.parse_conv_architecture`), which builds a graph
+        network (:func:`eqprop.graph.build.conv_network`; ``init`` does not apply, skip
+        couplings and ``free`` / ``random`` feedback are refused).
     kind, activation, cost, init, dtype : str
         Passed to :func:`eqprop.network.init_network` (``init``: ``"glorot"`` or
         ``"fan-in"``; ``dtype``: ``"float32"`` or ``"float64"``).
@@ -146,19 +151,33 @@ class NetworkConfig:
     skip: str | None = None
 
     @property
+    def is_conv(self) -> bool:
+        """Whether :attr:`architecture` is a conv architecture (``1x28x28-c32k5-p2-...``,
+        :func:`eqprop.graph.build.parse_conv_architecture`)."""
+        from eqprop.graph.build import is_conv_architecture
+
+        return is_conv_architecture(self.architecture)
+
+    @property
     def sizes(self) -> tuple[int, ...]:
-        """Layer sizes parsed from :attr:`architecture`."""
+        """Layer sizes parsed from :attr:`architecture` (a conv architecture: units per
+        layer, conv layers flattened; one learning rate per layer after the input)."""
+        if self.is_conv:
+            from eqprop.graph.build import parse_conv_architecture
+
+            return parse_conv_architecture(self.architecture).sizes
         return parse_architecture(self.architecture)
 
     @property
     def uses_graph(self) -> bool:
         """Whether ``output_activation``, ``feedback``, ``feedback_scale`` or ``skip`` ask
-        for a graph network instead of the chain."""
+        for a graph network instead of the chain, or the architecture is a conv one."""
         return (
             self.output_activation is not None
             or self.feedback != "tied"
             or self.feedback_scale != 1.0
             or bool(self.skip)
+            or self.is_conv
         )
 
     def make(self, seed: int, graph: bool = False) -> Any:
@@ -166,8 +185,25 @@ class NetworkConfig:
         ``seed``), or, when :attr:`uses_graph` or ``graph`` (a rule that runs on graph
         networks only), that chain (same initial weights) changed by
         :func:`eqprop.graph.build.extend_chain` (output activation, feedback mode with
-        ``gamma = feedback_scale``, skip couplings drawn from ``seed``)."""
+        ``gamma = feedback_scale``, skip couplings drawn from ``seed``). A conv
+        :attr:`architecture` builds :func:`eqprop.graph.build.conv_network` (weights
+        uniform in PyTorch's default bound from ``seed``; ``init`` does not apply)."""
         from eqprop import network as _network
+
+        if self.is_conv:
+            from eqprop.graph.build import conv_network, parse_conv_architecture
+
+            return conv_network(
+                parse_conv_architecture(self.architecture),
+                kind=self.kind,
+                activation=self.activation,
+                output_activation=self.output_activation,
+                cost=self.cost,
+                feedback=self.feedback,
+                gamma=float(self.feedback_scale),
+                dtype=self.dtype,
+                seed=seed,
+            )
 
         net = _network.init_network(
             self.sizes,
@@ -764,6 +800,17 @@ class TrainConfig:
                 f"unknown output activation {net.output_activation!r}; choose one of "
                 f"{', '.join(ACTIVATIONS)}"
             )
+        if net.is_conv:
+            if net.skip:
+                raise ValueError(
+                    f"skip {net.skip!r}: skip couplings are not available on conv "
+                    f"architectures ({net.architecture!r}); drop --skip"
+                )
+            if net.feedback not in ("tied", "scaled"):
+                raise ValueError(
+                    f"feedback {net.feedback!r} is not available on conv architectures "
+                    "(conv couplings have no feedback weights B); use tied or scaled"
+                )
         parse_skip(net.skip, len(sizes))
         try:  # what only the built network can check (e.g. a skip from the input to a readout)
             self.make_network()

@@ -239,7 +239,10 @@ class Clamped:
     its :class:`~eqprop.network.Network` copy when it runs on the fast path (then
     ``drive`` and ``theta`` are the chain's); on the general path ``chain`` is None,
     ``drive`` is :func:`eqprop.graph.kernels.input_drive` (biases plus the couplings from
-    the input, (batch, n_state)) and ``theta`` is empty.
+    the input, (batch, n_state)) and ``theta`` is empty. A network with ``conv2d``
+    couplings has ``path`` ``"auto"`` or ``"fast"`` when
+    :class:`eqprop.graph.conv_kernels.FastMap` can run it (``fast`` holds that map once a
+    phase made it, its input set to ``x``), else ``"general"``.
     """
 
     x: np.ndarray
@@ -247,6 +250,8 @@ class Clamped:
     theta: np.ndarray
     graph: GraphNetwork | None = None
     chain: Network | None = None
+    path: str = "auto"
+    fast: Any = None
 
     @property
     def batch(self) -> int:
@@ -259,8 +264,14 @@ def clamp(net: Network | GraphNetwork, x, path: str = "auto") -> Clamped:
     ``path`` (graph networks only): ``"auto"`` runs a dense tied chain on the fused chain
     kernels and anything else on the general graph kernels; ``"fast"`` insists on the
     chain kernels (ValueError saying why the network is not a chain); ``"general"``
-    always uses the graph kernels. The choice is held by the returned :class:`Clamped`,
-    so the phases and the rule's gradient of one step take the same path.
+    always uses the graph kernels. A network with ``conv2d`` couplings runs its
+    fixed-steps Picard phases (``method`` ``"fixed"``, ``"fused"``, or ``"picard"`` with
+    fixed steps, no energy recording) on :class:`eqprop.graph.conv_kernels.FastMap`
+    under ``"auto"`` and ``"fast"`` (``"fast"`` refuses the other phases), every other
+    phase on the general graph kernels through :mod:`solvers`; the two agree to
+    rounding (``tests/test_couplings_conv_solvers.py``). The choice is held by the
+    returned :class:`Clamped`, so the phases and the rule's gradient of one step take the
+    same path.
     """
     if isinstance(x, Clamped):
         return x
@@ -273,10 +284,23 @@ def clamp(net: Network | GraphNetwork, x, path: str = "auto") -> Clamped:
     return Clamped(x, K.input_drive(theta, net.layout(), x), theta)
 
 
+def _has_conv(net: GraphNetwork) -> bool:
+    return any(c.type == "conv2d" for c in net.couplings)
+
+
 def _clamp_graph(net: GraphNetwork, x, path: str) -> Clamped:
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
     x = GR._batch(net, x, net.n_in, "x", None)
+    if _has_conv(net):
+        from eqprop.graph.conv_kernels import fast_mismatch
+
+        why = fast_mismatch(net)
+        if path == "fast" and why is not None:
+            raise ValueError(f"path='fast' cannot run this conv network: {why}")
+        drive = GK.input_drive(net, x)
+        used = "general" if why is not None else path
+        return Clamped(x, drive, np.empty(0, dtype=net.dtype), graph=net, path=used)
     why = chain_mismatch(net)
     if path == "fast" and why is not None:
         raise ValueError(f"path='fast' needs a dense tied chain; this network is not one: {why}")
@@ -286,7 +310,7 @@ def _clamp_graph(net: GraphNetwork, x, path: str) -> Clamped:
         drive = K.input_drive(theta, chain.layout(), x)
         return Clamped(x, drive, theta, graph=net, chain=chain)
     drive = GK.input_drive(net, x)
-    return Clamped(x, drive, np.empty(0, dtype=net.dtype), graph=net)
+    return Clamped(x, drive, np.empty(0, dtype=net.dtype), graph=net, path="general")
 
 
 def _graph_clamped(net: GraphNetwork, x) -> Clamped:
@@ -380,6 +404,12 @@ def run_phase(
             return run_phase(
                 gx.chain, gx, dyn, beta=beta, d=d, s0=s0, steps=steps, clamp_output=clamp_output
             )
+        if gx.path != "general":  # a conv network FastMap can run
+            why = conv_fast_dynamics_mismatch(dyn)
+            if why is None:
+                return _run_conv_fast(net, gx, dyn, beta, d, s0, steps, clamp_output)
+            if gx.path == "fast":
+                raise ValueError(f"path='fast' cannot run this phase on the conv network: {why}")
         return _run_graph_phase(net, gx, dyn, beta, d, s0, steps, clamp_output)
     cx = clamp(net, x)
     B = cx.batch
@@ -446,6 +476,13 @@ def _run_graph_phase(
                 "the solvers record real values; evaluate eqprop.graph.reference.energy on "
                 "the states"
             )
+        conv = [c.name for c in net.couplings if c.type != "dense" and c.source in net.offsets]
+        if conv:
+            raise ValueError(
+                f"record_energy: coupling {conv[0]!r} is a {net.coupling(conv[0]).type} "
+                "coupling, whose energy term the compiled energy does not have yet; evaluate "
+                "eqprop.graph.reference.energy on the states"
+            )
     nudge = "clamp" if clamp_output else dyn.nudge
     args = GK.make_args(net, cx.x, beta=beta, d=target, eps=dyn.eps, nudge=nudge, drive=cx.drive)
     n_steps = dyn.T if steps is None else int(steps)
@@ -463,7 +500,10 @@ def _run_graph_phase(
         raise_on_failure=dyn.raise_on_failure,
     )
     if is_fp:
-        res = solvers.solve_fixed_point(GK.fixed_point_map, s, args, method=method, **common)
+        block = GK.fixed_point_block if isinstance(method, solvers.GaussSeidel) else None
+        res = solvers.solve_fixed_point(
+            GK.fixed_point_map, s, args, method=method, g_block=block, **common
+        )
     else:
         if box is None and any(la.box is not None for la in net.state_layers):
             raise ValueError(
@@ -473,6 +513,39 @@ def _run_graph_phase(
             )
         res = solvers.solve_steady_state(GK.vector_field, s, args, method=method, **common)  # type: ignore[attr-defined]
     return Phase(np.ascontiguousarray(res.x), res, beta, clamp_output)
+
+
+def _fixed_steps_result(s, r, n_steps, dyn: Dynamics, wall: float, what: str):
+    """The ``SolveResult`` of a fixed-steps run outside ``solvers`` (``"fused"``, the
+    conv fast map): one residual row, row ``n_steps - 1``, ``r`` per sample (the
+    residual of the state before the last update); ``converged``: ``r`` meets the
+    tolerance."""
+    B = s.shape[0]
+    ok = np.isfinite(r) & np.isfinite(s).all(axis=1)
+    tol = dyn.atol + (dyn.rtol * np.abs(s).max(axis=1) if dyn.rtol > 0 else 0.0)
+    conv = ok & (r <= tol)
+    status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
+    residual = np.full((n_steps + 1, B), np.nan)
+    residual[n_steps - 1] = r
+    res = solvers.SolveResult(
+        x=s,
+        converged=conv,
+        n_iter=np.full(B, n_steps, dtype=np.int64),
+        failed=~ok,
+        failure_iter=np.where(ok, -1, n_steps).astype(np.int64),
+        status=status,
+        message=f"{what}: ran {n_steps} steps; {int(conv.sum())} of {B} samples meet the tolerance",
+        residual=residual,
+        residual_rel=residual / np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny),
+        observed=None,
+        observed_iter=np.zeros(0, dtype=np.int64),
+        nfev=n_steps,
+        wall_time=wall,
+        method=f"{what} Picard(damping={dyn.damping:g})",
+    )
+    if dyn.raise_on_failure and status == solvers.Status.FAILED:
+        raise solvers.SolverFailure(f"{what}: {int((~ok).sum())} samples failed", res)
+    return res
 
 
 def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
@@ -491,32 +564,69 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     if damping != 1.0:  # the last update is damping * (g(x) - x): report the map's residual
         r = r / damping
     wall = time.perf_counter() - t0
-    B = s.shape[0]
-    ok = np.isfinite(r)
-    tol = dyn.atol + (dyn.rtol * np.abs(s).max(axis=1) if dyn.rtol > 0 else 0.0)
-    conv = ok & (r <= tol)
-    status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
-    residual = np.full((n_steps + 1, B), np.nan)
-    residual[n_steps - 1] = r
-    res = solvers.SolveResult(
-        x=s,
-        converged=conv,
-        n_iter=np.full(B, n_steps, dtype=np.int64),
-        failed=~ok,
-        failure_iter=np.where(ok, -1, n_steps).astype(np.int64),
-        status=status,
-        message=f"fused: ran {n_steps} steps; {int(conv.sum())} of {B} samples meet the tolerance",
-        residual=residual,
-        residual_rel=residual / np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny),
-        observed=None,
-        observed_iter=np.zeros(0, dtype=np.int64),
-        nfev=n_steps,
-        wall_time=wall,
-        method=f"fused Picard(damping={dyn.damping:g})",
+    return Phase(s, _fixed_steps_result(s, r, n_steps, dyn, wall, "fused"), beta, clamped)
+
+
+def conv_fast_dynamics_mismatch(dyn: Dynamics) -> str | None:
+    """Why the conv fast map (:class:`eqprop.graph.conv_kernels.FastMap`) cannot run a
+    phase of these dynamics (one line), or None: it runs fixed-steps Picard only
+    (``method`` ``"fixed"``, ``"fused"`` or ``"picard"`` with fixed steps) and records no
+    energy."""
+    if dyn.method not in ("fixed", "fused", "picard"):
+        return f"method {dyn.method_name!r} is not a fixed-steps Picard iteration"
+    if not dyn.is_fixed_steps:
+        return "it runs to a tolerance (the fast map runs fixed steps)"
+    if dyn.record_energy:
+        return "it records the energy"
+    return None
+
+
+def _run_conv_fast(
+    net: GraphNetwork,
+    cx: Clamped,
+    dyn: Dynamics,
+    beta: float,
+    d,
+    s0,
+    steps: int | None,
+    clamp_output: bool,
+) -> Phase:
+    """:func:`run_phase` on :class:`eqprop.graph.conv_kernels.FastMap`: the iterates of
+    the general path's ``solvers.Picard`` (the state projected onto the network's common
+    box, if any, after every update and at the start), ``n_steps`` map evaluations."""
+    from eqprop.graph.conv_kernels import FastMap
+
+    B = cx.batch
+    beta = _check_phase_request(beta, d, clamp_output)
+    target = None if d is None else check_graph_batch(net, d, net.n_out, "d", B)
+    if s0 is None:
+        s = net.zero_state(B)
+    else:
+        s = check_graph_batch(net, s0, net.n_state, "s0", B).copy()
+    box = GK.common_box(net)
+    if box is not None:
+        np.clip(s, box[0], box[1], out=s)
+    fm = cx.fast
+    if fm is None:
+        fm = cx.fast = FastMap(net, B)
+        fm.set_input(cx.x)
+    n_steps = dyn.T if steps is None else int(steps)
+    nudge = "clamp" if clamp_output else dyn.nudge
+    t0 = time.perf_counter()
+    out, _, _ = fm.relax(
+        s,
+        n_steps,
+        beta=beta,
+        d=target,
+        eps=dyn.eps,
+        nudge=nudge,
+        damping=float(dyn.damping),
+        bounds=box,
     )
-    if dyn.raise_on_failure and status == solvers.Status.FAILED:
-        raise solvers.SolverFailure(f"fused: {int((~ok).sum())} samples failed", res)
-    return Phase(s, res, beta, clamped)
+    state = out.copy()
+    wall = time.perf_counter() - t0
+    res = _fixed_steps_result(state, fm.last_residual, n_steps, dyn, wall, "conv fast map")
+    return Phase(state, res, beta, clamp_output)
 
 
 def free_phase(net: Network | GraphNetwork, x, dyn: Dynamics, s0=None) -> Phase:

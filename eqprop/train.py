@@ -75,11 +75,23 @@ GRAPH_CHECKPOINT_FORMAT = "eqprop-graph-checkpoint-1"
 _CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, GRAPH_CHECKPOINT_FORMAT)
 
 
+def _conv_description(c: Any) -> dict[str, Any]:
+    spec = c.conv
+    return {
+        "stride": spec.stride,
+        "padding": spec.padding,
+        "pool": spec.pool,
+        "pool_size": spec.pool_size,
+        "pool_stride": spec.pool_stride,
+    }
+
+
 def graph_description(net: Any) -> dict[str, Any]:
     """The structure of a graph network (no arrays) as plain JSON-able data: its kind,
     cost, dtype, layers (name, size, role, activation, box, bias or not) and couplings
-    (name, source, target, feedback, gamma, weight shape). Two networks with equal
-    descriptions take each other's parameters."""
+    (name, source, target, feedback, gamma, weight shape; an image layer's shape and a
+    conv coupling's type and geometry). Two networks with equal descriptions take each
+    other's parameters."""
     return {
         "kind": net.kind,
         "cost": net.cost,
@@ -92,6 +104,7 @@ def graph_description(net: Any) -> dict[str, Any]:
                 "activation": layer.activation,
                 "box": None if layer.box is None else [float(v) for v in layer.box],
                 "bias": layer.bias is not None,
+                **({} if layer.shape is None else {"shape": list(layer.shape)}),
             }
             for layer in net.layers
         ],
@@ -103,6 +116,7 @@ def graph_description(net: Any) -> dict[str, Any]:
                 "feedback": c.feedback,
                 "gamma": float(c.gamma),
                 "W": list(c.W.shape),
+                **({} if c.type == "dense" else {"type": c.type, "conv": _conv_description(c)}),
             }
             for c in net.couplings
         ],

@@ -292,12 +292,15 @@ def test_bad_conv_networks_raise_one_line(edit, match):
         GraphNetwork(L, C, kind=net.kind)
 
 
-def test_numba_kernels_refuse_conv_couplings():
+def test_numba_kernels_refuse_complex_conv_couplings():
+    """The Numba map runs conv couplings on real states only (test_couplings_conv_solvers
+    checks the real ones); a complex (holomorphic) conv network is refused by name."""
     from eqprop.graph.kernels import make_args
 
-    net = small_net()
-    with pytest.raises(ValueError, match=r"x->h.*dense couplings only"):
-        make_args(net, np.zeros((1, net.n_in)))
+    net = small_net(pool="avg")
+    cnet = GraphNetwork(net.layers, net.couplings, net.kind, net.cost, "complex128")
+    with pytest.raises(ValueError, match=r"x->h.*real float32/float64 states"):
+        make_args(cnet, np.zeros((1, net.n_in)))
 
 
 # ----------------------------------------------------------------------------- architecture

@@ -9,20 +9,27 @@ mode, gain, optional skip couplings); :func:`from_network` turns an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from eqprop.graph.model import FEEDBACK_MODES, Coupling, GraphNetwork, Layer
 
 __all__ = [
+    "ConvArchitecture",
+    "ConvLayerSpec",
     "chain",
     "chain_layer_names",
     "chain_mismatch",
     "chain_parameter_names",
     "conv_chain",
+    "conv_network",
     "extend_chain",
     "from_network",
+    "is_conv_architecture",
+    "parse_conv_architecture",
     "parse_skip",
     "to_network",
 ]
@@ -162,6 +169,227 @@ def chain(
     return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dt)
 
 
+@dataclass(frozen=True)
+class ConvLayerSpec:
+    """One conv layer of a :class:`ConvArchitecture`: ``channels`` output channels, a
+    ``kernel`` x ``kernel`` convolution with ``stride`` and zero ``padding``, then an
+    optional ``pool`` (``"max"``/``"avg"``) of ``pool_size`` x ``pool_size`` windows
+    moved by ``pool_size``."""
+
+    channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    pool: str | None = None
+    pool_size: int = 2
+
+
+@dataclass(frozen=True)
+class ConvArchitecture:
+    """A convolutional chain: an image input, conv layers, then dense layers (the last
+    one the output). Parsed from text by :func:`parse_conv_architecture`."""
+
+    input_shape: tuple[int, int, int]
+    convs: tuple[ConvLayerSpec, ...]
+    dense: tuple[int, ...]
+
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """Shape ``(channels, height, width)`` of the input and of each conv layer."""
+        from eqprop.graph.conv import conv_output_hw
+        from eqprop.graph.pool import pool_output_hw
+
+        out = [self.input_shape]
+        for i, cv in enumerate(self.convs):
+            _, h, w = out[-1]
+            hw = conv_output_hw((h, w), (cv.kernel, cv.kernel), cv.stride, cv.padding)
+            if cv.pool is not None and min(hw) >= 1:
+                hw = pool_output_hw(hw, cv.pool_size, cv.pool_size)
+            if hw[0] < 1 or hw[1] < 1:
+                raise ValueError(
+                    f"conv layer {i + 1}: the image {(h, w)} is too small for kernel "
+                    f"{cv.kernel}, stride {cv.stride}, padding {cv.padding}"
+                    + (f" and pooling {cv.pool_size}" if cv.pool else "")
+                )
+            out.append((cv.channels, hw[0], hw[1]))
+        return out
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Units per layer, input first (conv layers flattened), as a chain's sizes."""
+        return tuple(int(np.prod(sh)) for sh in self.shapes()) + self.dense
+
+
+def is_conv_architecture(spec: str) -> bool:
+    """Whether ``spec`` is a conv architecture (its first part an image shape ``CxHxW``)."""
+    return isinstance(spec, str) and "x" in spec.split("-", 1)[0].lower()
+
+
+_CONV_TOKEN = re.compile(r"c(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?")
+_POOL_TOKEN = re.compile(r"(m|a)?p(\d+)")
+
+
+def parse_conv_architecture(spec: str) -> ConvArchitecture:
+    """A conv architecture from text, parts joined by ``-``, input first.
+
+    * the input image ``CxHxW`` (e.g. ``1x28x28``);
+    * a conv layer ``c<channels>k<kernel>`` with optional ``s<stride>`` (default 1) and
+      ``p<padding>`` (default 0), e.g. ``c32k5``, ``c128k3p1``, ``c64k3s2p1``;
+    * after a conv layer, its pooling: ``p<size>`` or ``mp<size>`` (max) or
+      ``ap<size>`` (average), windows ``size`` x ``size`` moved by ``size``;
+    * then one or more dense layers by size; the last is the output.
+
+    Ernoult et al. 2019's P-conv is ``1x28x28-c32k5-p2-c64k5-p2-10``; the CIFAR-10 net of
+    Laborieux et al. 2021 ``3x32x32-c128k3p1-p2-c256k3p1-p2-c512k3p1-p2-c512k3-p2-10``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the part that does not parse, or an image too small.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"conv architecture must be text, got {spec!r}")
+    parts = [p.strip().lower() for p in spec.split("-")]
+    where = f"architecture {spec!r}"
+    try:
+        shape = tuple(int(v) for v in parts[0].split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            f"{where}: the first part {parts[0]!r} must be the input image CxHxW, e.g. 1x28x28"
+        )
+    convs: list[ConvLayerSpec] = []
+    dense: list[int] = []
+    for part in parts[1:]:
+        m = _CONV_TOKEN.fullmatch(part)
+        pm = _POOL_TOKEN.fullmatch(part)
+        if m:
+            if dense:
+                raise ValueError(f"{where}: conv layer {part!r} after a dense layer")
+            ch, k, st, pad = (
+                int(v) if v is not None else d
+                for v, d in zip(m.groups(), (0, 0, 1, 0), strict=True)
+            )
+            if ch < 1 or k < 1 or st < 1:
+                raise ValueError(f"{where}: {part!r} needs channels, kernel and stride >= 1")
+            convs.append(ConvLayerSpec(ch, k, st, pad))
+        elif pm:
+            if not convs or dense or convs[-1].pool is not None:
+                raise ValueError(
+                    f"{where}: pooling {part!r} must follow a conv layer (one pooling each)"
+                )
+            size = int(pm.group(2))
+            if size < 1:
+                raise ValueError(f"{where}: pooling {part!r} needs a size >= 1")
+            pool = "avg" if pm.group(1) == "a" else "max"
+            last = convs[-1]
+            convs[-1] = ConvLayerSpec(
+                last.channels, last.kernel, last.stride, last.padding, pool, size
+            )
+        elif part.isdigit() and int(part) >= 1:
+            dense.append(int(part))
+        else:
+            raise ValueError(
+                f"{where}: cannot read {part!r}; write c<channels>k<kernel>[s<stride>]"
+                "[p<padding>] for a conv layer, p<size> / ap<size> for its max / average "
+                "pooling, a number for a dense layer"
+            )
+    if not convs:
+        raise ValueError(f"{where}: no conv layer; write a dense chain as sizes, e.g. 784-500-10")
+    if not dense:
+        raise ValueError(f"{where}: end with the output layer's size, e.g. -10")
+    arch = ConvArchitecture(shape, tuple(convs), tuple(dense))  # type: ignore[arg-type]
+    try:
+        arch.shapes()  # every image fits its kernel and pooling
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return arch
+
+
+def conv_network(
+    arch: ConvArchitecture,
+    *,
+    kind: str = "prototypical",
+    activation: str = "hardsigmoid",
+    output_activation: str | None = None,
+    cost: str = "squared",
+    box: tuple[float, float] | None = None,
+    feedback: str = "tied",
+    gamma: float = 1.0,
+    dtype="float64",
+    seed: int | np.random.Generator | None = 0,
+) -> GraphNetwork:
+    """The :class:`~eqprop.graph.model.GraphNetwork` of a :class:`ConvArchitecture`.
+
+    Layers ``"x"`` (input image), ``"h1"`` .. (conv layers, then the hidden dense layers,
+    activation ``activation``) and ``"y"`` (output, ``output_activation``, default
+    ``activation``); one ``conv2d`` coupling into each conv layer (with its pooling), a
+    dense coupling into each dense layer (from the previous layer, flattened).
+
+    Weights uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}` (fan-in ``C_in kh kw`` for a
+    convolution, PyTorch's default bound), drawn in layer order; biases zero, one per
+    channel for the conv layers. ``box`` applies to every state layer (default (0, 1)
+    for a hard-sigmoid hopfield net, the projected Euler step; none otherwise, where the
+    activation bounds the state itself). ``feedback`` ``"tied"`` or ``"scaled"`` (by
+    ``gamma``) on the couplings between state layers (conv couplings have no ``B``).
+    """
+    from eqprop.graph.conv import ConvSpec
+
+    if feedback not in ("tied", "scaled"):
+        raise ValueError(
+            f"feedback {feedback!r} is not available on conv networks; use 'tied' or 'scaled'"
+        )
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if box is None:
+        box = _default_box(kind, activation)
+    shapes = arch.shapes()
+    layers = [Layer("x", role="input", shape=shapes[0])]
+    couplings = []
+
+    def fb(src: Layer) -> dict:
+        return (
+            {}
+            if src.role == "input" or feedback == "tied"
+            else dict(feedback=feedback, gamma=gamma)
+        )
+
+    for i, cv in enumerate(arch.convs):
+        prev, new = shapes[i], shapes[i + 1]
+        name = f"h{i + 1}"
+        layers.append(
+            Layer(name, activation=activation, box=box, bias=np.zeros(cv.channels), shape=new)
+        )
+        bound = 1.0 / np.sqrt(prev[0] * cv.kernel * cv.kernel)
+        W = rng.uniform(-bound, bound, size=(cv.channels, prev[0], cv.kernel, cv.kernel))
+        spec = ConvSpec(stride=cv.stride, padding=cv.padding, pool=cv.pool, pool_size=cv.pool_size)
+        couplings.append(
+            Coupling(layers[-2].name, name, W, type="conv2d", conv=spec, **fb(layers[-2]))
+        )
+    out_act = activation if output_activation is None else output_activation
+    for j, n in enumerate(arch.dense):
+        last = j == len(arch.dense) - 1
+        prev_layer = layers[-1]
+        fan_in = int(np.prod(prev_layer.shape)) if prev_layer.shape else prev_layer.size
+        if last:
+            out_box = box if out_act == activation else _default_box(kind, out_act)
+            layers.append(
+                Layer("y", n, role="output", activation=out_act, box=out_box, bias=np.zeros(n))
+            )
+        else:
+            name = f"h{len(arch.convs) + j + 1}"
+            layers.append(Layer(name, n, activation=activation, box=box, bias=np.zeros(n)))
+        bound = 1.0 / np.sqrt(fan_in)
+        couplings.append(
+            Coupling(
+                layers[-2].name,
+                layers[-1].name,
+                rng.uniform(-bound, bound, (fan_in, n)),
+                **fb(layers[-2]),
+            )
+        )
+    return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dtype)
+
+
 def conv_chain(
     input_shape: tuple[int, int, int],
     channels: Sequence[int],
@@ -181,7 +409,8 @@ def conv_chain(
     seed: int | np.random.Generator | None = 0,
 ) -> GraphNetwork:
     """A convolutional chain: image input, ``len(channels)`` conv layers (each a
-    ``conv2d`` coupling with its pooling), one dense coupling into a flat output.
+    ``conv2d`` coupling with its pooling), one dense coupling into a flat output (the
+    :func:`conv_network` of that :class:`ConvArchitecture`).
 
     The architecture of Laborieux et al. 2021 (and Scellier et al. 2023) on CIFAR-10 is
     ``conv_chain((3, 32, 32), [128, 256, 512, 512], 10, kernels=3, paddings=[1, 1, 1, 0])``
@@ -189,15 +418,7 @@ def conv_chain(
     --paddings 1 1 1 0 --fc 10``): 32 -> 16 -> 8 -> 4 -> 1 after each 2x2 max pool.
     Ernoult et al. 2019's P-conv on MNIST is
     ``conv_chain((1, 28, 28), [32, 64], 10, kernels=5, paddings=0)``.
-
-    Weights are uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}` (fan-in ``C_in kh kw``
-    for a convolution, PyTorch's default bound), biases zero and per channel for the
-    conv layers. ``box`` applies to every state layer (default: (0, 1) for a hard
-    sigmoid, else None).
     """
-    from eqprop.graph.conv import ConvSpec, conv_output_hw
-    from eqprop.graph.pool import pool_output_hw
-
     channels = [int(c) for c in channels]
     n = len(channels)
     if n < 1:
@@ -212,40 +433,21 @@ def conv_chain(
     ks = per_layer(kernels, "kernels")
     ps = per_layer(paddings, "paddings")
     ss = per_layer(strides, "strides")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    if box is None and activation == "hardsigmoid":
-        box = (0.0, 1.0)
-    shape: tuple[int, int, int] = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
-    layers = [Layer("x", role="input", shape=shape)]
-    couplings = []
-    for i in range(n):
-        hw = conv_output_hw((shape[1], shape[2]), (ks[i], ks[i]), ss[i], ps[i])
-        if pool is not None:
-            hw = pool_output_hw(hw, pool_size, pool_size)
-        if hw[0] < 1 or hw[1] < 1:
-            raise ValueError(
-                f"conv layer {i + 1}: the image {shape[1:]} is too small for kernel "
-                f"{ks[i]}, padding {ps[i]} and pooling {pool_size}"
-            )
-        new = (channels[i], hw[0], hw[1])
-        name = f"h{i + 1}"
-        layers.append(
-            Layer(name, activation=activation, box=box, bias=np.zeros(channels[i]), shape=new)
-        )
-        bound = 1.0 / np.sqrt(shape[0] * ks[i] * ks[i])
-        W = rng.uniform(-bound, bound, size=(channels[i], shape[0], ks[i], ks[i]))
-        spec = ConvSpec(stride=ss[i], padding=ps[i], pool=pool, pool_size=pool_size)
-        couplings.append(Coupling(layers[-2].name, name, W, type="conv2d", conv=spec))
-        shape = new
-    flat = shape[0] * shape[1] * shape[2]
-    out_act = activation if output_activation is None else output_activation
-    out_box = box if out_act == activation else None
-    layers.append(
-        Layer("y", n_out, role="output", activation=out_act, box=out_box, bias=np.zeros(n_out))
+    shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+    convs = tuple(
+        ConvLayerSpec(channels[i], ks[i], ss[i], ps[i], pool, pool_size) for i in range(n)
     )
-    bound = 1.0 / np.sqrt(flat)
-    couplings.append(Coupling(layers[-2].name, "y", rng.uniform(-bound, bound, (flat, n_out))))
-    return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dtype)
+    arch = ConvArchitecture(shape, convs, (int(n_out),))
+    return conv_network(
+        arch,
+        kind=kind,
+        activation=activation,
+        output_activation=output_activation,
+        cost=cost,
+        box=box,
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 def chain_mismatch(net: GraphNetwork) -> str | None:

@@ -49,6 +49,7 @@ from numba import njit
 from eqprop.graph import kernels as GK
 from eqprop.graph import reference as R
 from eqprop.graph.conv import conv_output_hw
+from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpool_rows
 from eqprop.graph.model import Coupling, GraphNetwork
 from eqprop.graph.pool import pool_output_hw
 
@@ -58,6 +59,7 @@ __all__ = [
     "DenseOp",
     "FastMap",
     "col2im_add",
+    "fast_mismatch",
     "im2col_into",
     "pool_rows_add",
     "unpool_rows",
@@ -65,135 +67,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- Numba
-@njit(cache=True)
-def _valid_j(q, stride, pad, W, Wo):
-    """Output columns ``j`` whose input column ``j*stride + q - pad`` is inside [0, W)."""
-    lo = 0 if q >= pad else (pad - q + stride - 1) // stride
-    top = W - 1 + pad - q
-    hi = 0 if top < 0 else min(Wo, top // stride + 1)
-    return lo, max(lo, hi)
-
-
-@njit(cache=True)
-def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
-    """Patches of the images ``a`` (batch, C*H*W), zero-padded by ``pad``, into
-    ``colsT`` (C*kh*kw, batch*Ho*Wo), overwritten: entry ``[(c*kh + p)*kw + q,
-    (b*Ho + i)*Wo + j]`` is ``a[b, c, i*stride + p - pad, j*stride + q - pad]`` (0
-    outside). The transpose of :func:`eqprop.graph.conv.im2col`'s matrix: each kernel
-    offset ``(c, p, q)`` is one row, so the inner loop runs along an image row (branch
-    free, contiguous for stride 1) rather than along a ``kw``-long kernel row."""
-    B = a.shape[0]
-    for c in range(C):
-        base = c * H * W
-        for p in range(kh):
-            for q in range(kw):
-                row = colsT[(c * kh + p) * kw + q]
-                j0, j1 = _valid_j(q, stride, pad, W, Wo)
-                for b in range(B):
-                    for i in range(Ho):
-                        m0 = (b * Ho + i) * Wo
-                        y = i * stride + p - pad
-                        if y < 0 or y >= H:
-                            for j in range(Wo):
-                                row[m0 + j] = 0.0
-                            continue
-                        for j in range(j0):
-                            row[m0 + j] = 0.0
-                        src = base + y * W + q - pad
-                        if stride == 1:  # contiguous: vectorised
-                            for j in range(j0, j1):
-                                row[m0 + j] = a[b, src + j]
-                        else:
-                            for j in range(j0, j1):
-                                row[m0 + j] = a[b, src + j * stride]
-                        for j in range(j1, Wo):
-                            row[m0 + j] = 0.0
-
-
-@njit(cache=True)
-def col2im_add(colsT, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
-    """Adjoint of :func:`im2col_into`: ``out[b, c*H*W + y*W + x] += scale * colsT[(c*kh
-    + p)*kw + q, (b*Ho + i)*Wo + j]`` for every patch entry inside the image (the
-    padding is dropped)."""
-    B = out.shape[0]
-    for c in range(C):
-        base = c * H * W
-        for p in range(kh):
-            for q in range(kw):
-                row = colsT[(c * kh + p) * kw + q]
-                j0, j1 = _valid_j(q, stride, pad, W, Wo)
-                for b in range(B):
-                    for i in range(Ho):
-                        y = i * stride + p - pad
-                        if y < 0 or y >= H:
-                            continue
-                        m0 = (b * Ho + i) * Wo
-                        dst = base + y * W + q - pad
-                        if stride == 1:
-                            for j in range(j0, j1):
-                                out[b, dst + j] += scale * row[m0 + j]
-                        else:
-                            for j in range(j0, j1):
-                                out[b, dst + j * stride] += scale * row[m0 + j]
-
-
-@njit(cache=True)
-def pool_rows_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
-    """Pool ``z`` (batch*Ho*Wo, O) (the GEMM's row layout) and add it to ``out`` (batch,
-    O*Hp*Wp) (channel-major image layout). ``is_max``: window maximum (first in C order
-    on ties, as ``numpy.argmax``; a NaN wins, as there), its position ``i*Wo + j`` in
-    ``index`` (batch, O*Hp*Wp); else the window mean (``size = 1``: no pooling)."""
-    B = out.shape[0]
-    inv = 1.0 / (size * size)
-    for b in range(B):
-        for o in range(O):
-            for ip in range(Hp):
-                for jp in range(Wp):
-                    k = (o * Hp + ip) * Wp + jp
-                    i0, j0 = ip * step, jp * step
-                    if is_max:
-                        best = z[(b * Ho + i0) * Wo + j0, o]
-                        at = i0 * Wo + j0
-                        for p in range(size):
-                            for q in range(size):
-                                v = z[(b * Ho + i0 + p) * Wo + j0 + q, o]
-                                if best == best and (v > best or v != v):
-                                    best = v
-                                    at = (i0 + p) * Wo + j0 + q
-                        out[b, k] += best
-                        index[b, k] = at
-                    else:
-                        tot = 0.0
-                        for p in range(size):
-                            for q in range(size):
-                                tot += z[(b * Ho + i0 + p) * Wo + j0 + q, o]
-                        out[b, k] += tot * inv
-
-
-@njit(cache=True)
-def unpool_rows(a, index, g, is_max, O, Ho, Wo, size, step, Hp, Wp):
-    """Adjoint of :func:`pool_rows_add`: ``g`` (batch*Ho*Wo, O) overwritten with
-    :math:`P'^\\top a`, ``a`` (batch, O*Hp*Wp): each value added at its window's argmax
-    (``is_max``) or spread as ``a / size**2`` over its window."""
-    B = a.shape[0]
-    g[:, :] = 0.0
-    inv = 1.0 / (size * size)
-    for b in range(B):
-        for o in range(O):
-            for ip in range(Hp):
-                for jp in range(Wp):
-                    k = (o * Hp + ip) * Wp + jp
-                    v = a[b, k]
-                    if is_max:
-                        g[b * Ho * Wo + index[b, k], o] += v
-                    else:
-                        share = v * inv
-                        i0, j0 = ip * step, jp * step
-                        for p in range(size):
-                            for q in range(size):
-                                g[(b * Ho + i0 + p) * Wo + j0 + q, o] += share
-
-
 @njit(cache=True)
 def _activate(s, out, act):
     """out = rho(s), element-wise (batch, n)."""
@@ -346,6 +219,19 @@ OPS: dict[str, Any] = {"dense": DenseOp, "conv2d": ConvOp}
 
 
 # ----------------------------------------------------------------------------- the map
+def fast_mismatch(net: GraphNetwork) -> str | None:
+    """Why :class:`FastMap` cannot run ``net`` (one line), or None when it can: it needs a
+    ``conv2d`` coupling (dense-only graphs have their own fast paths), real float32 /
+    float64 states and the output layer in the state (no softmax readout)."""
+    if not any(c.type == "conv2d" for c in net.couplings):
+        return "it has no conv2d coupling"
+    if net.dtype.kind == "c":
+        return f"its dtype {net.dtype.name} is complex (the fast conv path runs real states)"
+    if net.output_layer.role == "readout":
+        return f"layer {net.output_layer.name!r} is a softmax readout (the fast conv path has none)"
+    return None
+
+
 class FastMap:
     """Map, vector field, relaxation and parameter gradient of ``net`` for batches of
     ``batch`` samples, on buffers allocated here once.
@@ -414,6 +300,7 @@ class FastMap:
             for la in net.state_layers
         ]
         self.x: np.ndarray | None = None
+        self.last_residual = np.full(self.batch, np.nan)
 
     # ------------------------------------------------------------------ per batch
     def set_input(self, x: np.ndarray) -> None:
@@ -527,14 +414,23 @@ class FastMap:
         nudge: str = "inside",
         damping: float = 1.0,
         atol: float | None = None,
+        bounds: tuple[float, float] | None = None,
     ) -> tuple[np.ndarray, int, float]:
-        """Iterate :math:`s \\leftarrow s + \\delta\\,(g(s) - s)` (``damping`` δ; 1: the
+        """Iterate :math:`s \\leftarrow s + \\delta\\,(P(g(s)) - s)` (``damping`` δ; 1: the
         plain map) from ``s0`` (None: zeros) for ``steps`` iterations, or until
-        :math:`\\max|g(s) - s| \\le` ``atol``.
+        :math:`\\max|P(g(s)) - s| \\le` ``atol``.
+
+        ``bounds`` ``(lo, hi)``: :math:`P` clips the map's value onto it (and the damped
+        state again when ``damping > 1``), as ``solvers.Picard`` does with its
+        ``bounds``; None: :math:`P` is the identity (the map's own per-layer boxes
+        still apply). ``s0`` is used as given (not projected).
 
         Returns ``(s, iterations, residual)``: ``s`` is one of the map's two state
         buffers (copy it to keep it past the next call), ``residual`` the last
-        :math:`\\max|g(s) - s|` (computed only when ``atol`` is given; else NaN).
+        :math:`\\max|P(g(s)) - s|` over the batch (computed only when ``atol`` is given;
+        else NaN). :attr:`last_residual` (batch,) holds that residual per sample for the
+        last iteration (always computed: for a fixed-steps run it is the residual of the
+        state before the last update, the report of ``method="fused"``).
         """
         cur, nxt = self.buffers
         if s0 is None:
@@ -543,18 +439,27 @@ class FastMap:
             np.copyto(cur, s0)
         res = float("nan")
         it = 0
-        for step in range(1, int(steps) + 1):
+        steps = int(steps)
+        self.last_residual = np.full(self.batch, np.nan)
+        for step in range(1, steps + 1):
             it = step
             self._evaluate(cur, nxt, beta, d, eps, nudge, False)
+            if bounds is not None:
+                np.clip(nxt, bounds[0], bounds[1], out=nxt)
+            need = atol is not None or step == steps
             if damping != 1.0:
                 nxt -= cur
-                if atol is not None:
-                    res = float(np.max(np.abs(nxt)))
+                if need:
+                    self.last_residual = np.max(np.abs(nxt), axis=1)
                 nxt *= damping
                 nxt += cur
-            elif atol is not None:
+                if bounds is not None and damping > 1.0:
+                    np.clip(nxt, bounds[0], bounds[1], out=nxt)
+            elif need:
                 cur -= nxt  # cur is overwritten next: use it for the residual
-                res = float(np.max(np.abs(cur)))
+                self.last_residual = np.max(np.abs(cur), axis=1)
+            if need:
+                res = float(np.max(self.last_residual))
             cur, nxt = nxt, cur
             if atol is not None and res <= atol:
                 break

@@ -15,16 +15,29 @@ integer layouts:
   selects ``a_dst @ B`` over ``feedback_scale * a_dst @ W.T``;
 * ``readout``: a :class:`CouplingTable` of the couplings into the softmax readout
   (``dst_*`` unused), with ``readout_bias``; empty when there is no readout;
-* ``spec``: a :class:`Spec` ``(kind, cost, nudge, out_offset, out_size)``.
+* ``spec``: a :class:`Spec` ``(kind, cost, nudge, out_offset, out_size)``;
+* ``convs``: a tuple of :class:`ConvRecord`, one per ``conv2d`` coupling between two
+  state layers (those from the input are in ``drive``), each with its own work buffers;
+  ``()`` when there is none (then no convolution code is compiled into the map). A
+  record's convolution is im2col + GEMM, the loops of :mod:`eqprop.graph.conv_loops`
+  (shared with :mod:`eqprop.graph.conv_kernels`) around two BLAS products ``np.dot``
+  (the module docstring of :mod:`eqprop.graph.conv_kernels` says why this form is fast).
+  ``geom = (C_in, H, W, kh, kw, stride, padding, H_o, W_o)``, ``pgeom = (C_out, H_o,
+  W_o, pool_size, pool_step, H_p, W_p)`` (``pool_size = 1``: no pooling), ``W2`` the
+  ``(C_out, C_in*kh*kw)`` view of ``W``; buffers ``cols`` and ``back`` (K, M), ``z`` and
+  ``g`` (M, C_out), ``index`` (batch, n_dst) int64 (the max-pool routing), ``M = batch *
+  H_o * W_o``, ``K = C_in * kh * kw``. Real dtypes only.
 
-**One compiled driver for every topology.** The Numba type of ``args`` depends only on
-the dtype (arrays and records of arrays, no tuple whose length is the number of layers or
-couplings), so :mod:`solvers` compiles its driver and these kernels once per dtype and
-process (and caches them on disk), not once per network topology
+**One compiled driver for every dense topology.** The Numba type of ``args`` depends
+only on the dtype and the number of conv couplings (arrays and records of arrays, no
+tuple whose length is the number of layers or dense couplings; ``convs`` is a tuple), so
+:mod:`solvers` compiles its driver and these kernels once per dtype (and number of conv
+couplings) and process, and caches them on disk, not once per network topology
 (``benchmarks/bench_graph_compile.py``; ``docs/networks.rst``). The parameters are
 copied into ``weights`` by :func:`make_args`, once per phase.
 
-``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec)``
+``args = (layers, couplings, readout, readout_bias, drive, target, sc, work, spec,
+convs)``
 with ``drive`` (batch, n_state) the input's contribution plus the biases (constant in a
 phase), ``target`` (batch, n_out), ``sc = [beta, eps]`` (``nudge="clamp"``: the output
 set to ``target``, beta 0) and ``work`` from
@@ -54,15 +67,18 @@ from numba.extending import overload
 import solvers
 from eqprop import kernels as _chain
 from eqprop.graph import reference as R
+from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpool_rows
 from eqprop.graph.model import ACTIVATIONS, GraphNetwork
 from eqprop.graph.reference import _batch
 
 __all__ = [
+    "ConvRecord",
     "CouplingRecord",
     "CouplingTable",
     "LayerRecord",
     "LayerTable",
     "Spec",
+    "fixed_point_block",
     "fixed_point_map",
     "input_drive",
     "make_args",
@@ -97,6 +113,25 @@ CouplingTable = namedtuple(
     ],
 )
 Spec = namedtuple("Spec", ["kind", "cost", "nudge", "out_offset", "out_size"])
+ConvRecord = namedtuple(
+    "ConvRecord",
+    [
+        "src_offset",
+        "src_size",
+        "dst_offset",
+        "dst_size",
+        "W2",
+        "feedback_scale",
+        "geom",
+        "pgeom",
+        "is_max",
+        "cols",
+        "z",
+        "g",
+        "back",
+        "index",
+    ],
+)
 
 # activation codes: those of eqprop.kernels, plus identity
 ACT_IDENTITY = 4
@@ -245,6 +280,43 @@ def _softmax_error_real(Z, target):
             Z[r, k] = Z[r, k] / tot - target[r, k]
 
 
+def _conv_drives(convs, A, U, B, lo, hi):  # pragma: no cover - only called from compiled code
+    """Add every conv record's forward drive into its target's and feedback drive into its
+    source's columns of ``U`` (B, n), from the layer-blocked activities ``A``; only the
+    drives of layers inside the columns ``[lo, hi)`` (a max pool's feedback still
+    computes the forward convolution: its argmax routing)."""
+    raise NotImplementedError("_conv_drives is only callable from Numba-compiled code")
+
+
+@overload(_conv_drives)
+def _conv_drives_ov(convs, A, U, B, lo, hi):
+    if isinstance(convs, types.BaseTuple) and len(convs.types) == 0:
+        return lambda convs, A, U, B, lo, hi: None
+
+    def impl(convs, A, U, B, lo, hi):
+        for cv in convs:
+            C, H, Wd, kh, kw, st, pad, Ho, Wo = cv.geom
+            O, _, _, size, step, Hp, Wp = cv.pgeom
+            fwd = _overlaps(cv.dst_offset, cv.dst_size, lo, hi)
+            back = _overlaps(cv.src_offset, cv.src_size, lo, hi)
+            if not (fwd or back):
+                continue
+            a_src = _block(A, cv.src_offset, B, cv.src_size)
+            a_dst = _block(A, cv.dst_offset, B, cv.dst_size)
+            u_src = U[:, cv.src_offset : cv.src_offset + cv.src_size]
+            u_dst = U[:, cv.dst_offset : cv.dst_offset + cv.dst_size]
+            if fwd or cv.is_max:
+                im2col_into(a_src, cv.cols, C, H, Wd, kh, kw, st, pad, Ho, Wo)
+                np.dot(cv.cols.T, cv.W2.T, cv.z)
+                pool_rows_add(cv.z, u_dst, cv.index, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+            if back:
+                unpool_rows(a_dst, cv.index, cv.g, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+                np.dot(cv.W2.T, cv.g.T, cv.back)
+                col2im_add(cv.back, u_src, C, H, Wd, kh, kw, st, pad, Ho, Wo, cv.feedback_scale)
+
+    return impl
+
+
 @njit(cache=True)
 def _layer(t, i):
     """The :class:`LayerRecord` of entry ``i`` of a :class:`LayerTable`."""
@@ -264,8 +336,15 @@ def _coupling(t, k):
     )
 
 
+def _overlaps(offset, size, lo, hi):
+    """Whether the columns ``[offset, offset + size)`` meet ``[lo, hi)``."""
+    return offset < hi and offset + size > lo
+
+
 @njit(cache=True)
-def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, mode):
+def _evaluate(
+    s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, mode, lo, hi
+):
     B, n = s.shape
     beta, eps = sc[0], sc[1]
     hop = spec.kind == KIND_HOPFIELD
@@ -287,20 +366,23 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
         c = _coupling(couplings, k)
         Asrc = _block(A, c.src_offset, B, c.src_size)
         Adst = _block(A, c.dst_offset, B, c.dst_size)
-        Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
-        np.dot(Asrc, c.W, Tf)
-        for r in range(B):
-            for j in range(c.dst_size):
-                U[r, c.dst_offset + j] += Tf[r, j]
-        Tb = T[0 : B * c.src_size].reshape((B, c.src_size))
-        if c.uses_B:
-            np.dot(Adst, c.B, Tb)
-        else:
-            np.dot(Adst, c.W.T, Tb)
-        kf = c.feedback_scale
-        for r in range(B):
-            for i in range(c.src_size):
-                U[r, c.src_offset + i] += kf * Tb[r, i]
+        if _overlaps(c.dst_offset, c.dst_size, lo, hi):
+            Tf = T[0 : B * c.dst_size].reshape((B, c.dst_size))
+            np.dot(Asrc, c.W, Tf)
+            for r in range(B):
+                for j in range(c.dst_size):
+                    U[r, c.dst_offset + j] += Tf[r, j]
+        if _overlaps(c.src_offset, c.src_size, lo, hi):
+            Tb = T[0 : B * c.src_size].reshape((B, c.src_size))
+            if c.uses_B:
+                np.dot(Adst, c.B, Tb)
+            else:
+                np.dot(Adst, c.W.T, Tb)
+            kf = c.feedback_scale
+            for r in range(B):
+                for i in range(c.src_size):
+                    U[r, c.src_offset + i] += kf * Tb[r, i]
+    _conv_drives(convs, A, U, B, lo, hi)
     nudged = beta != 0.0
     if nudged:
         for r in range(B):
@@ -355,6 +437,8 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
     for li in range(layers.offset.shape[0]):
         lr = _layer(layers, li)
         o, m, act = lr.offset, lr.size, lr.activation
+        if not _overlaps(o, m, lo, hi):
+            continue
         for r in range(B):
             sr = s[r, o : o + m]
             ur = U[r, o : o + m]
@@ -395,8 +479,8 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
                     if nudged and not inside:
                         y -= beta * gr[i]
                     orow[i] = y - sr[i] if mode == MODE_FIELD else y
-    if spec.nudge == NUDGE_CLAMP:  # output clamped to the target (CHL's clamped phase)
-        o, m = spec.out_offset, spec.out_size
+    if spec.nudge == NUDGE_CLAMP and _overlaps(spec.out_offset, spec.out_size, lo, hi):
+        o, m = spec.out_offset, spec.out_size  # output clamped to the target (CHL)
         for r in range(B):
             for j in range(m):
                 if mode == MODE_MAP:
@@ -409,16 +493,76 @@ def _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work
 def fixed_point_map(s, out, args):
     """``g(s)``: projected Euler step (hopfield) or :math:`\\sigma(u - \\beta\\,\\partial
     C/\\partial s)` (prototypical); ``args`` from :func:`make_args`."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
-    _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_MAP)
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    n = s.shape[1]
+    _evaluate(
+        s,
+        out,
+        layers,
+        couplings,
+        readout,
+        rbias,
+        drive,
+        target,
+        sc,
+        work,
+        spec,
+        convs,
+        MODE_MAP,
+        0,
+        n,
+    )
+
+
+@njit(cache=True)
+def fixed_point_block(s, out, args, start, stop):
+    """Columns ``[start, stop)`` of :func:`fixed_point_map` (the ``g_block`` of
+    ``solvers.GaussSeidel``; the groups of :mod:`eqprop.phases` are whole layers): only
+    the couplings into or out of those layers are evaluated, so one red-black sweep
+    costs about one map evaluation plus the block's share."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    _evaluate(
+        s,
+        out,
+        layers,
+        couplings,
+        readout,
+        rbias,
+        drive,
+        target,
+        sc,
+        work,
+        spec,
+        convs,
+        MODE_MAP,
+        start,
+        stop,
+    )
 
 
 @njit(cache=True)
 def vector_field(s, out, args):
     """``ds/dt``: :math:`-(s - \\rho'(s) u + \\beta\\,\\partial C/\\partial s)` (hopfield) or
     ``g(s) - s`` (prototypical)."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
-    _evaluate(s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, MODE_FIELD)
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
+    n = s.shape[1]
+    _evaluate(
+        s,
+        out,
+        layers,
+        couplings,
+        readout,
+        rbias,
+        drive,
+        target,
+        sc,
+        work,
+        spec,
+        convs,
+        MODE_FIELD,
+        0,
+        n,
+    )
 
 
 @njit(cache=True)
@@ -511,8 +655,10 @@ def observe_energy(s, args):
     :math:`-` ``drive`` :math:`\\cdot a` (biases and couplings from the input), :math:`-\\langle
     a_{src} W_c, a_{dst}\\rangle` per coupling between state layers, :math:`\\beta C`.
     Meaningful for tied couplings only (the phases refuse the others). Real dtypes (the
-    solvers record real values; the phases refuse a complex network's record_energy)."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec = args
+    solvers record real values; the phases refuse a complex network's record_energy).
+    Dense couplings only: the phases refuse record_energy on a network with conv
+    couplings between state layers (``convs`` non-empty)."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, _convs = args
     return _energy(s, layers, couplings, readout, rbias, drive, target, sc, work, spec)
 
 
@@ -530,16 +676,24 @@ def _real_dtype(net: GraphNetwork) -> np.dtype:
     return net.dtype
 
 
+def _check_conv_dtype(net: GraphNetwork) -> None:
+    """Conv couplings run real states on the kernels (a max pool needs an order)."""
+    if net.dtype.kind == "c":
+        for c in net.couplings:
+            if c.type == "conv2d":
+                raise ValueError(
+                    f"coupling {c.name!r}: the Numba graph kernels run conv2d couplings on "
+                    f"real float32/float64 states; this network is {net.dtype.name}: use "
+                    "eqprop.graph.reference for complex conv networks"
+                )
+
+
 def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     """Constant part of the drive, (batch, n_state): biases plus every coupling from the
-    input (NumPy/BLAS products, once per phase)."""
+    input (NumPy/BLAS products, once per phase: ``x W`` for a dense coupling, the pooled
+    convolution of :func:`eqprop.graph.conv.forward_drive` for a ``conv2d`` one)."""
     dt = _real_dtype(net)
-    for c in net.couplings:
-        if c.type != "dense":
-            raise ValueError(
-                f"coupling {c.name!r}: the Numba kernels run dense couplings only, not "
-                f"{c.type!r}; use eqprop.graph.reference for now"
-            )
+    _check_conv_dtype(net)
     x = _batch(net, x, net.n_in, "x", None)
     off = net.offsets
     drive = np.zeros((x.shape[0], net.n_state), dtype=dt)
@@ -550,7 +704,7 @@ def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     for c in net.couplings:
         if c.source == net.input_layer.name and c.target in off:
             a, b = off[c.target]
-            drive[:, a:b] += x @ c.W
+            drive[:, a:b] += R.coupling_module(c).forward_drive(c, x)
     return drive
 
 
@@ -584,6 +738,50 @@ def _coupling_table(net: GraphNetwork, couplings) -> CouplingTable:
     )
 
 
+def _conv_records(net: GraphNetwork, batch: int) -> tuple:
+    """One :class:`ConvRecord` (with fresh work buffers for ``batch`` samples) per
+    ``conv2d`` coupling between two state layers; ``()`` when there is none."""
+    from eqprop.graph.conv import conv_output_hw
+    from eqprop.graph.pool import pool_output_hw
+
+    dt = net.dtype
+    off = net.offsets
+    recs = []
+    for c in net.couplings:
+        if c.type != "conv2d" or c.source not in off:
+            continue
+        spec = c.conv
+        O, C, kh, kw = c.W.shape
+        H, Wd = spec.input_hw
+        Ho, Wo = conv_output_hw((H, Wd), (kh, kw), spec.stride, spec.padding)
+        if spec.pool is None:
+            size, step, Hp, Wp = 1, 1, Ho, Wo
+        else:
+            size, step = spec.pool_size, spec.pool_step
+            Hp, Wp = pool_output_hw((Ho, Wo), size, step)
+        M, Kc = batch * Ho * Wo, C * kh * kw
+        n_dst = net.layer(c.target).size
+        recs.append(
+            ConvRecord(
+                off[c.source][0],
+                off[c.source][1] - off[c.source][0],
+                off[c.target][0],
+                n_dst,
+                np.ascontiguousarray(c.W).reshape(O, Kc),
+                dt.type(c.gamma) if c.feedback == "scaled" else dt.type(1.0),
+                tuple(int(v) for v in (C, H, Wd, kh, kw, spec.stride, spec.padding, Ho, Wo)),
+                tuple(int(v) for v in (O, Ho, Wo, size, step, Hp, Wp)),
+                spec.pool == "max",
+                np.empty((Kc, M), dtype=dt),
+                np.empty((M, O), dtype=dt),
+                np.empty((M, O), dtype=dt),
+                np.empty((Kc, M), dtype=dt),
+                np.zeros((batch, n_dst), dtype=np.int64),
+            )
+        )
+    return tuple(recs)
+
+
 def _records(net: GraphNetwork):
     """``(layers, couplings, readout)`` of ``args``: a :class:`LayerTable` of the state
     layers and :class:`CouplingTable` of the couplings between state layers and of those
@@ -599,8 +797,10 @@ def _records(net: GraphNetwork):
         np.array([0.0 if la.box is None else la.box[0] for la in state], dtype=dt),
         np.array([0.0 if la.box is None else la.box[1] for la in state], dtype=dt),
     )
-    inner = [c for c in net.couplings if c.source in off and c.target in off]
-    readout = [c for c in net.couplings if c.source in off and c.target not in off]
+    # couplings from the input are in the drive; conv couplings are ConvRecords
+    dense = [c for c in net.couplings if c.source in off and c.type == "dense"]
+    inner = [c for c in dense if c.target in off]
+    readout = [c for c in dense if c.target not in off]
     return layers, _coupling_table(net, inner), _coupling_table(net, readout)
 
 
@@ -659,7 +859,9 @@ def make_args(
     nmax = max([net.n_out] + [la.size for la in net.layers])
     work = np.empty(3 * batch * net.n_state + 3 * batch * nmax, dtype=dt)
     sc = np.array([beta, eps], dtype=dt)
-    return (layers, couplings, readout, rbias, drive, target, sc, work, spec)
+    _check_conv_dtype(net)
+    convs = _conv_records(net, batch)
+    return (layers, couplings, readout, rbias, drive, target, sc, work, spec, convs)
 
 
 def common_box(net: GraphNetwork) -> tuple[float, float] | None:

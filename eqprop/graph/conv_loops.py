@@ -1,0 +1,146 @@
+"""Numba loops of the ``conv2d`` coupling: patch gather/scatter (im2col and its adjoint)
+and pooling in the GEMM's row layout, with the max-pool routing.
+
+Shared by the general graph kernels (:mod:`eqprop.graph.kernels`, the map that
+:mod:`solvers` iterates) and the fast path (:mod:`eqprop.graph.conv_kernels`), so the two
+compute each convolution with the same loops (and the same tie rule of the max pool).
+Every function overwrites or accumulates into arrays it is given: no allocation. Layouts
+(``M = batch * H_o * W_o`` convolution positions, ``K = C_in * kh * kw``): activities
+``(batch, C*H*W)`` (images flattened in C order; any row stride, unit column stride),
+patches transposed ``(K, M)``, convolution outputs ``(M, C_out)`` (the GEMM's rows).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+__all__ = ["col2im_add", "im2col_into", "pool_rows_add", "unpool_rows"]
+
+
+@njit(cache=True)
+def _valid_j(q, stride, pad, W, Wo):
+    """Output columns ``j`` whose input column ``j*stride + q - pad`` is inside [0, W)."""
+    lo = 0 if q >= pad else (pad - q + stride - 1) // stride
+    top = W - 1 + pad - q
+    hi = 0 if top < 0 else min(Wo, top // stride + 1)
+    return lo, max(lo, hi)
+
+
+@njit(cache=True)
+def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
+    """Patches of the images ``a`` (batch, C*H*W), zero-padded by ``pad``, into
+    ``colsT`` (C*kh*kw, batch*Ho*Wo), overwritten: entry ``[(c*kh + p)*kw + q,
+    (b*Ho + i)*Wo + j]`` is ``a[b, c, i*stride + p - pad, j*stride + q - pad]`` (0
+    outside). The transpose of :func:`eqprop.graph.conv.im2col`'s matrix: each kernel
+    offset ``(c, p, q)`` is one row, so the inner loop runs along an image row (branch
+    free, contiguous for stride 1) rather than along a ``kw``-long kernel row."""
+    B = a.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, stride, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        m0 = (b * Ho + i) * Wo
+                        y = i * stride + p - pad
+                        if y < 0 or y >= H:
+                            for j in range(Wo):
+                                row[m0 + j] = 0.0
+                            continue
+                        for j in range(j0):
+                            row[m0 + j] = 0.0
+                        src = base + y * W + q - pad
+                        if stride == 1:  # contiguous: vectorised
+                            for j in range(j0, j1):
+                                row[m0 + j] = a[b, src + j]
+                        else:
+                            for j in range(j0, j1):
+                                row[m0 + j] = a[b, src + j * stride]
+                        for j in range(j1, Wo):
+                            row[m0 + j] = 0.0
+
+
+@njit(cache=True)
+def col2im_add(colsT, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
+    """Adjoint of :func:`im2col_into`: ``out[b, c*H*W + y*W + x] += scale * colsT[(c*kh
+    + p)*kw + q, (b*Ho + i)*Wo + j]`` for every patch entry inside the image (the
+    padding is dropped)."""
+    B = out.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, stride, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        y = i * stride + p - pad
+                        if y < 0 or y >= H:
+                            continue
+                        m0 = (b * Ho + i) * Wo
+                        dst = base + y * W + q - pad
+                        if stride == 1:
+                            for j in range(j0, j1):
+                                out[b, dst + j] += scale * row[m0 + j]
+                        else:
+                            for j in range(j0, j1):
+                                out[b, dst + j * stride] += scale * row[m0 + j]
+
+
+@njit(cache=True)
+def pool_rows_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
+    """Pool ``z`` (batch*Ho*Wo, O) (the GEMM's row layout) and add it to ``out`` (batch,
+    O*Hp*Wp) (channel-major image layout). ``is_max``: window maximum (first in C order
+    on ties, as ``numpy.argmax``; a NaN wins, as there), its position ``i*Wo + j`` in
+    ``index`` (batch, O*Hp*Wp); else the window mean (``size = 1``: no pooling)."""
+    B = out.shape[0]
+    inv = 1.0 / (size * size)
+    for b in range(B):
+        for o in range(O):
+            for ip in range(Hp):
+                for jp in range(Wp):
+                    k = (o * Hp + ip) * Wp + jp
+                    i0, j0 = ip * step, jp * step
+                    if is_max:
+                        best = z[(b * Ho + i0) * Wo + j0, o]
+                        at = i0 * Wo + j0
+                        for p in range(size):
+                            for q in range(size):
+                                v = z[(b * Ho + i0 + p) * Wo + j0 + q, o]
+                                if best == best and (v > best or v != v):
+                                    best = v
+                                    at = (i0 + p) * Wo + j0 + q
+                        out[b, k] += best
+                        index[b, k] = at
+                    else:
+                        tot = 0.0
+                        for p in range(size):
+                            for q in range(size):
+                                tot += z[(b * Ho + i0 + p) * Wo + j0 + q, o]
+                        out[b, k] += tot * inv
+
+
+@njit(cache=True)
+def unpool_rows(a, index, g, is_max, O, Ho, Wo, size, step, Hp, Wp):
+    """Adjoint of :func:`pool_rows_add`: ``g`` (batch*Ho*Wo, O) overwritten with
+    :math:`P'^\\top a`, ``a`` (batch, O*Hp*Wp): each value added at its window's argmax
+    (``is_max``) or spread as ``a / size**2`` over its window."""
+    B = a.shape[0]
+    g[:, :] = 0.0
+    inv = 1.0 / (size * size)
+    for b in range(B):
+        for o in range(O):
+            for ip in range(Hp):
+                for jp in range(Wp):
+                    k = (o * Hp + ip) * Wp + jp
+                    v = a[b, k]
+                    if is_max:
+                        g[b * Ho * Wo + index[b, k], o] += v
+                    else:
+                        share = v * inv
+                        i0, j0 = ip * step, jp * step
+                        for p in range(size):
+                            for q in range(size):
+                                g[(b * Ho + i0 + p) * Wo + j0 + q, o] += share
