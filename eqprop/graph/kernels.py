@@ -336,6 +336,7 @@ def _coupling(t, k):
     )
 
 
+@njit(cache=True)
 def _overlaps(offset, size, lo, hi):
     """Whether the columns ``[offset, offset + size)`` meet ``[lo, hi)``."""
     return offset < hi and offset + size > lo
