@@ -701,60 +701,11 @@ class TrainConfig:
             raise ValueError(f"dtype {net.dtype!r}; choose float32 or float64")
         made = self.make_rule()
         made.check_cost(net.cost)
-        made.check_config(self)  # the rule's own limits (continual EP, recirculation)
-        if rule.name == "holomorphic":
-            self._validate_holomorphic(sizes)
-        if rule.name == "vf-ep" and net.feedback != "free":
-            raise ValueError(
-                "rule 'vf-ep' learns separate feedback weights B; give feedback='free' "
-                f"(--feedback free), not {net.feedback!r}"
-            )
-        if rule.params.get("homeostasis", 0) != 0:
-            if net.feedback == "tied":
-                raise ValueError(
-                    "homeostasis penalises the asymmetric part of the Jacobian, and a network "
-                    "whose couplings are all tied (feedback W^T) has none; give --feedback "
-                    "free|random|scaled or drop --homeostasis"
-                )
-            if net.kind != "hopfield":
-                raise ValueError(
-                    f"homeostasis is implemented for the hopfield kind, not {net.kind!r}"
-                )
-        if rule.name == "chl-scaled" and net.feedback != "scaled":
-            raise ValueError(
-                "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
-                "and feedback_scale=GAMMA (--feedback scaled --feedback-scale GAMMA)"
-            )
+        made.check_config(self)  # the rule's own limits (eqprop/rules: its check_config)
         self.make_optimizer()  # checks rates, momentum, decay
         if not isinstance(run.seed, (int, np.integer)) or run.seed < 0:
             raise ValueError(f"seed is {run.seed!r}; give an integer >= 0")
         return self
-
-    def _validate_holomorphic(self, sizes: tuple[int, ...]) -> None:
-        """Holomorphic EP needs holomorphic activations on every state layer and, unless
-        ``generalized``, tied feedback; one line naming the layer or option to change."""
-        from eqprop.graph.build import chain_layer_names
-        from eqprop.graph.model import HOLOMORPHIC_ACTIVATIONS
-
-        net = self.network
-        names = chain_layer_names(len(sizes))
-        acts = [(n, net.activation) for n in names[1:-1]]
-        if net.cost == "squared":  # else the last layer is a readout, outside the state
-            acts.append((names[-1], net.output_activation or net.activation))
-        for layer, act in acts:
-            if act not in HOLOMORPHIC_ACTIVATIONS:
-                flag = "--output-activation" if act == net.output_activation else "--activation"
-                raise ValueError(
-                    f"rule 'holomorphic' runs complex states through the activations, but "
-                    f"layer {layer!r} has activation {act!r}, which is not holomorphic; use "
-                    f"{flag} sigmoid (or tanh, shifted-sigmoid)"
-                )
-        if net.feedback != "tied" and not self.rule.params["generalized"]:
-            raise ValueError(
-                f"rule 'holomorphic' differentiates an energy, which feedback "
-                f"{net.feedback!r} does not have; use --feedback tied or --generalized on "
-                "(the estimator of Laborieux & Zenke 2024)"
-            )
 
     def _validate_names(self) -> None:
         """The string settings must be names eqprop knows (the message lists them)."""

@@ -100,6 +100,14 @@ class ScaledFeedbackCHL(ContrastiveHebbian):
 
     name = "chl-scaled"
 
+    def check_config(self, config) -> None:
+        """The network must have gamma-scaled feedback (its gamma is the rule's)."""
+        if config.network.feedback != "scaled":
+            raise ValueError(
+                "rule 'chl-scaled' runs on gamma-scaled feedback; give feedback='scaled' "
+                "and feedback_scale=GAMMA (--feedback scaled --feedback-scale GAMMA)"
+            )
+
     def __repr__(self) -> str:
         return f"ScaledFeedbackCHL(steps={self.spec.steps!r})"
 

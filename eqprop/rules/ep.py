@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eqprop.rules.base import LearningRule, PhaseSpec, contrast
-from eqprop.rules.homeostasis import add_homeostasis, check_strength
+from eqprop.rules.homeostasis import add_homeostasis, check_homeostasis_config, check_strength
 
 __all__ = ["ESTIMATORS", "EquilibriumPropagation"]
 
@@ -52,6 +52,10 @@ class EquilibriumPropagation(LearningRule):
     def __repr__(self) -> str:
         extra = f", homeostasis={self.homeostasis}" if self.homeostasis else ""
         return f"EquilibriumPropagation(beta={self.beta}, estimator={self.estimator!r}{extra})"
+
+    def check_config(self, config) -> None:
+        """``homeostasis`` needs untied feedback on the hopfield kind."""
+        check_homeostasis_config(self.homeostasis, config)
 
     def plan(self, rng):
         b = self.beta

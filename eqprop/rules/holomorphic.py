@@ -117,6 +117,32 @@ class HolomorphicEP(LearningRule):
             f"generalized={self.generalized})"
         )
 
+    def check_config(self, config: Any) -> None:
+        """Holomorphic EP needs holomorphic activations on every state layer and, unless
+        ``generalized``, tied feedback; one line naming the layer or option to change."""
+        from eqprop.graph.build import chain_layer_names
+        from eqprop.graph.model import HOLOMORPHIC_ACTIVATIONS
+
+        net = config.network
+        names = chain_layer_names(len(config.sizes))
+        acts = [(n, net.activation) for n in names[1:-1]]
+        if net.cost == "squared":  # else the last layer is a readout, outside the state
+            acts.append((names[-1], net.output_activation or net.activation))
+        for layer, act in acts:
+            if act not in HOLOMORPHIC_ACTIVATIONS:
+                flag = "--output-activation" if act == net.output_activation else "--activation"
+                raise ValueError(
+                    f"rule 'holomorphic' runs complex states through the activations, but "
+                    f"layer {layer!r} has activation {act!r}, which is not holomorphic; use "
+                    f"{flag} sigmoid (or tanh, shifted-sigmoid)"
+                )
+        if net.feedback != "tied" and not self.generalized:
+            raise ValueError(
+                f"rule 'holomorphic' differentiates an energy, which feedback "
+                f"{net.feedback!r} does not have; use --feedback tied or --generalized on "
+                "(the estimator of Laborieux & Zenke 2024)"
+            )
+
     def plan(self, rng: np.random.Generator | None) -> tuple[H.CirclePhase, ...]:  # type: ignore[override]
         """The ``N`` phases (:class:`eqprop.graph.holomorphic.CirclePhase`), in order."""
         return self.phases_plan

@@ -60,6 +60,8 @@ vf-ep|ep --homeostasis STRENGTH``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from eqprop.graph import reference as R
@@ -69,6 +71,7 @@ from eqprop.graph.model import GraphNetwork
 
 __all__ = [
     "add_homeostasis",
+    "check_homeostasis_config",
     "check_homeostasis_network",
     "check_strength",
     "homeostasis_gradient",
@@ -111,6 +114,23 @@ def check_homeostasis_network(net: object) -> GraphNetwork:
             "--feedback free|random|scaled or drop --homeostasis"
         )
     return net
+
+
+def check_homeostasis_config(strength: float, config: Any) -> None:
+    """Raise ValueError if a :class:`eqprop.config.TrainConfig` cannot train with the
+    penalty at ``strength`` (0: off, always fine): its network must have untied feedback
+    and the hopfield kind (:func:`check_homeostasis_network` on the built network)."""
+    if strength == 0:
+        return
+    net = config.network
+    if net.feedback == "tied":
+        raise ValueError(
+            "homeostasis penalises the asymmetric part of the Jacobian, and a network "
+            "whose couplings are all tied (feedback W^T) has none; give --feedback "
+            "free|random|scaled or drop --homeostasis"
+        )
+    if net.kind != "hopfield":
+        raise ValueError(f"homeostasis is implemented for the hopfield kind, not {net.kind!r}")
 
 
 def _gains(net: GraphNetwork, x: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:

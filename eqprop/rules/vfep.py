@@ -44,7 +44,7 @@ from eqprop.graph.gradient import _ordered
 from eqprop.graph.gradient import contrast as graph_contrast
 from eqprop.graph.model import GraphNetwork
 from eqprop.rules.base import LearningRule, PhaseSpec
-from eqprop.rules.homeostasis import add_homeostasis, check_strength
+from eqprop.rules.homeostasis import add_homeostasis, check_homeostasis_config, check_strength
 
 __all__ = ["VectorFieldEP", "vf_ep_gradient"]
 
@@ -73,6 +73,16 @@ class VectorFieldEP(LearningRule):
     def __repr__(self) -> str:
         extra = f", homeostasis={self.homeostasis}" if self.homeostasis else ""
         return f"VectorFieldEP(beta={self.beta}{extra})"
+
+    def check_config(self, config) -> None:
+        """A network with free feedback (its ``B`` is learned); ``homeostasis`` as for EP."""
+        feedback = config.network.feedback
+        if feedback != "free":
+            raise ValueError(
+                "rule 'vf-ep' learns separate feedback weights B; give feedback='free' "
+                f"(--feedback free), not {feedback!r}"
+            )
+        check_homeostasis_config(self.homeostasis, config)
 
     def plan(self, rng):
         return (PhaseSpec("nudged", self.beta),)
