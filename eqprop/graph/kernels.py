@@ -343,9 +343,10 @@ def _overlaps(offset, size, lo, hi):
 
 
 @njit(cache=True)
-def _evaluate(
-    s, out, layers, couplings, readout, rbias, drive, target, sc, work, spec, convs, mode, lo, hi
-):
+def _evaluate(s, out, args, mode, lo, hi):
+    """The map (``mode`` MODE_MAP) or vector field (MODE_FIELD) of ``args`` at ``s`` into
+    ``out``, for the layers whose columns meet ``[lo, hi)``."""
+    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
     B, n = s.shape
     beta, eps = sc[0], sc[1]
     hop = spec.kind == KIND_HOPFIELD
@@ -494,25 +495,7 @@ def _evaluate(
 def fixed_point_map(s, out, args):
     """``g(s)``: projected Euler step (hopfield) or :math:`\\sigma(u - \\beta\\,\\partial
     C/\\partial s)` (prototypical); ``args`` from :func:`make_args`."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
-    n = s.shape[1]
-    _evaluate(
-        s,
-        out,
-        layers,
-        couplings,
-        readout,
-        rbias,
-        drive,
-        target,
-        sc,
-        work,
-        spec,
-        convs,
-        MODE_MAP,
-        0,
-        n,
-    )
+    _evaluate(s, out, args, MODE_MAP, 0, s.shape[1])
 
 
 @njit(cache=True)
@@ -521,49 +504,14 @@ def fixed_point_block(s, out, args, start, stop):
     ``solvers.GaussSeidel``; the groups of :mod:`eqprop.phases` are whole layers): only
     the couplings into or out of those layers are evaluated, so one red-black sweep
     costs about one map evaluation plus the block's share."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
-    _evaluate(
-        s,
-        out,
-        layers,
-        couplings,
-        readout,
-        rbias,
-        drive,
-        target,
-        sc,
-        work,
-        spec,
-        convs,
-        MODE_MAP,
-        start,
-        stop,
-    )
+    _evaluate(s, out, args, MODE_MAP, start, stop)
 
 
 @njit(cache=True)
 def vector_field(s, out, args):
     """``ds/dt``: :math:`-(s - \\rho'(s) u + \\beta\\,\\partial C/\\partial s)` (hopfield) or
     ``g(s) - s`` (prototypical)."""
-    layers, couplings, readout, rbias, drive, target, sc, work, spec, convs = args
-    n = s.shape[1]
-    _evaluate(
-        s,
-        out,
-        layers,
-        couplings,
-        readout,
-        rbias,
-        drive,
-        target,
-        sc,
-        work,
-        spec,
-        convs,
-        MODE_FIELD,
-        0,
-        n,
-    )
+    _evaluate(s, out, args, MODE_FIELD, 0, s.shape[1])
 
 
 @njit(cache=True)
