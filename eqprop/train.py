@@ -946,7 +946,7 @@ class Trainer:
         c = self.config
         if self.is_graph:  # the same test on the graph's output layer (its box: [0, 1])
             out = self.net.output_layer
-            graph = (self.net.kind, out.role, out.activation, out.box, self.net.cost, c.rule)
+            graph = (self.net.kind, out.role, out.activation, out.box, self.net.cost, c.rule.name)
             return graph == ("hopfield", "output", "hardsigmoid", (0.0, 1.0), "squared", "ep")
         # the clamping rules hold the output at (or near) the targets: no unit is stuck
         net = c.network

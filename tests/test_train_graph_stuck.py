@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 from eqprop.presets import get_preset
-from eqprop.train import TrainConfig, Trainer
+from eqprop.train import Trainer
 
 
 def _config(**changes):
-    settings = dict(get_preset("digits").settings)
-    settings.update(epochs=2, lrs=(1e-6, 1e-6), T=10, K=2, persistent=False)
+    settings = dict(epochs=2, lrs=(1e-6, 1e-6), T=10, K=2, persistent=False)
     settings.update(changes)
-    return TrainConfig.from_dict(settings).validate()
+    return get_preset("digits").config.replace(**settings).validate()
 
 
 @pytest.mark.parametrize("changes", [dict(skip="0-2"), dict(feedback="random")])
