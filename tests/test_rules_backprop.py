@@ -218,12 +218,35 @@ def test_rbp_rule_on_a_graph_network_equals_the_graph_reference(feedback):
         np.testing.assert_allclose(a["h1->y.W"], b.dW[1], rtol=0, atol=1e-12)
 
 
-def test_bptt_and_iterative_rbp_refuse_a_graph_network():
+def test_bptt_rule_on_graph_networks_equals_the_chain_and_the_graph_reference():
+    """On a chain converted to a graph the rule gives the chain's BPTT update; on a
+    free-feedback skip network it is eqprop.graph.backprop.bptt; tolerance-mode dynamics
+    are refused as on chains."""
+    from eqprop.graph import chain
+    from eqprop.graph.backprop import bptt as graph_bptt
+    from eqprop.graph.build import from_network
+
+    net = E.init_network((5, 4, 3), seed=3, dtype="float64")
+    x, d = _batch((5, 4, 3))
+    dyn = E.Dynamics(method="fixed", T=7, eps=0.5, damping=0.8)
+    a = BackpropThroughTime(truncation=5).estimate(from_network(net), x, d, dyn).gradient
+    b = BackpropThroughTime(truncation=5).estimate(net, x, d, dyn).gradient
+    np.testing.assert_allclose(a["x->h1.W"], b.dW[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a["h1->y.W"], b.dW[1], rtol=0, atol=1e-12)
+    g = chain([5, 4, 3], activation="sigmoid", feedback="free", skip=[(0, 2)], dtype="float64")
+    step = BackpropThroughTime().estimate(g, x, d, dyn)
+    ref = graph_bptt(g, x, d, 7, eps=0.5, damping=0.8).grads
+    assert set(step.gradient.keys()) == set(ref) and "h1->y.B" in ref
+    for name in ref:
+        np.testing.assert_allclose(step.gradient[name], ref[name], rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="differentiates exactly T steps"):
+        BackpropThroughTime().estimate(g, x, d, E.Dynamics(method="picard", T=7))
+
+
+def test_iterative_rbp_refuses_a_graph_network():
     from eqprop.graph import chain
 
     g = chain([5, 4, 3])
     x, d = _batch((5, 4, 3))
-    with pytest.raises(ValueError, match=r"rule 'bptt' runs on a layered eqprop\.Network"):
-        BackpropThroughTime().estimate(g, x, d, E.Dynamics(T=3))
     with pytest.raises(ValueError, match="method='iterative'\\) runs on a layered Network"):
         RecurrentBackprop(method="iterative").estimate(g, x, d, E.Dynamics(T=3))

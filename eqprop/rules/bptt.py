@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from eqprop.gradients import bptt
-from eqprop.network import Network, check_target
-from eqprop.phases import clamp, free_phase
+from eqprop.gradients import bptt, iteration_damping
+from eqprop.graph.model import GraphNetwork
+from eqprop.network import check_target
+from eqprop.phases import _graph_clamped, check_graph_batch, clamp, free_phase
 from eqprop.rules.base import LearningRule, rule_step
 
 __all__ = ["BackpropThroughTime"]
@@ -30,7 +31,9 @@ class BackpropThroughTime(LearningRule):
     equals the last state of BPTT's stored trajectory to round-off (tested). The free
     dynamics must run fixed steps with ``method="fixed"``, ``"fused"`` or ``"picard"``:
     anything else raises :func:`eqprop.gradients.bptt`'s ``ValueError`` naming the field.
-    Memory: ``(T + 1) * batch * n_state`` values per step. Both readouts.
+    Memory: ``(T + 1) * batch * n_state`` values per step. Both readouts. On a
+    :class:`~eqprop.graph.GraphNetwork` (any feedback mode, skip couplings) the update is
+    :func:`eqprop.graph.backprop.bptt` through the same steps, keyed by parameter name.
 
     Parameters
     ----------
@@ -72,19 +75,31 @@ class BackpropThroughTime(LearningRule):
             ``truncation`` larger than the free phase's ``T``, or free dynamics BPTT
             cannot follow (tolerance mode, a method other than fixed steps).
         """
-        if not isinstance(net, Network):
-            raise ValueError(
-                f"rule 'bptt' runs on a layered eqprop.Network, got {type(net).__name__} "
-                "(BPTT on graph networks is not written yet; --rule rbp takes both)"
-            )
-        self.check_cost(net.cost)
         fd = dyn if free_dyn is None else free_dyn
         if self.truncation is not None and self.truncation > fd.T:
             raise ValueError(
                 f"BPTT truncation {self.truncation} exceeds the free phase's T = {fd.T}"
             )
+        if isinstance(net, GraphNetwork):
+            return self._estimate_graph(net, x, d, fd, s0)
+        self.check_cost(net.cost)
         cx = clamp(net, x)
         d = check_target(net, d, cx.batch)
         grad = bptt(net, cx.x, d, dyn=fd, K=self.truncation, s0=s0)
         free = free_phase(net, cx, fd, s0=s0)
         return rule_step(net, cx, d, grad, {"free": free})
+
+    def _estimate_graph(self, net, x, d, fd, s0):
+        """A :class:`~eqprop.graph.GraphNetwork`: :func:`eqprop.graph.backprop.bptt`
+        through the free phase's ``T`` steps (damping and step size of ``fd``, which must
+        run fixed steps: :func:`eqprop.gradients.iteration_damping` says why not), as a
+        :class:`~eqprop.graph.gradient.GraphGradient`."""
+        from eqprop.graph.backprop import bptt as graph_bptt
+        from eqprop.graph.gradient import _ordered
+
+        a = iteration_damping(fd, None, "rule 'bptt'")
+        cx = _graph_clamped(net, x)
+        d = check_graph_batch(net, d, net.n_out, "d", cx.batch)
+        res = graph_bptt(net, cx.x, d, fd.T, K=self.truncation, eps=fd.eps, damping=a, s0=s0)
+        free = free_phase(net, cx, fd, s0=s0)
+        return rule_step(net, cx, d, _ordered(net, res.grads), {"free": free})
