@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = ["RK4", "Anderson", "Broyden", "Dopri5", "Euler", "GaussSeidel", "Picard"]
 
@@ -128,13 +128,8 @@ class Anderson:
     delay: int = 20
 
     def __post_init__(self) -> None:
-        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"Anderson m (history length) must be an int >= 1, got {self.m!r}")
+        _check_history("Anderson", self)
         object.__setattr__(self, "reg", _positive("Anderson reg", self.reg, allow_zero=True))
-        d = _positive("Anderson damping", self.damping)
-        if d > 1:
-            raise ValueError(f"Anderson damping must be in (0, 1], got {self.damping!r}")
-        object.__setattr__(self, "damping", d)
         rt = _positive("Anderson restart_tol", self.restart_tol, allow_zero=True)
         if rt >= 1:
             raise ValueError(f"Anderson restart_tol must be in [0, 1), got {self.restart_tol!r}")
@@ -148,6 +143,18 @@ class Anderson:
             f"window={self.window}, progress={self.progress:g}, regress={self.regress:g}, "
             f"restarts={self.restarts}, delay={self.delay})"
         )
+
+
+def _check_history(name: str, method: Any) -> None:
+    """The history length ``m`` (an int >= 1) and ``damping`` in (0, 1] of a quasi-Newton
+    method (Anderson, Broyden); one ValueError naming the method and field."""
+    m = method.m
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"{name} m (history length) must be an int >= 1, got {m!r}")
+    d = _positive(f"{name} damping", method.damping)
+    if d > 1:
+        raise ValueError(f"{name} damping must be in (0, 1], got {method.damping!r}")
+    object.__setattr__(method, "damping", d)
 
 
 def _check_safeguards(name: str, method: object) -> None:
@@ -229,12 +236,7 @@ class Broyden:
     delay: int = 20
 
     def __post_init__(self) -> None:
-        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"Broyden m (history length) must be an int >= 1, got {self.m!r}")
-        d = _positive("Broyden damping", self.damping)
-        if d > 1:
-            raise ValueError(f"Broyden damping must be in (0, 1], got {self.damping!r}")
-        object.__setattr__(self, "damping", d)
+        _check_history("Broyden", self)
         dt = _positive("Broyden denom_tol", self.denom_tol, allow_zero=True)
         if dt >= 1:
             raise ValueError(f"Broyden denom_tol must be in [0, 1), got {self.denom_tol!r}")

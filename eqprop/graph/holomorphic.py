@@ -364,14 +364,7 @@ def generalized_gradient(
             elif c.feedback == "free":
                 grads[f"{c.name}.B"] = -(acts[c.target].T @ delta[c.source]) / n
         grads[f"{c.name}.W"] = gW
-    for layer in net.layers:
-        if layer.bias is None:
-            continue
-        if layer.role == "readout":
-            assert err is not None
-            grads[f"{layer.name}.b"] = err.mean(axis=0)
-        else:
-            grads[f"{layer.name}.b"] = layer.bias_gradient(-delta[layer.name].mean(axis=0))
+    grads.update(R.bias_gradients(net, delta, err))
     return grads
 
 

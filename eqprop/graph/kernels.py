@@ -337,6 +337,22 @@ def _coupling(t, k):
 
 
 @njit(cache=True)
+def _readout_logits(Z, Tz, A, readout, rbias):
+    """Logits of the softmax readout into ``Z`` (B, m): its bias plus every readout
+    coupling's ``a_src W`` (``A`` the layer-blocked activities, ``Tz`` (B, m) scratch)."""
+    B, m = Z.shape
+    for r in range(B):
+        for j in range(m):
+            Z[r, j] = rbias[j]
+    for k in range(readout.src_offset.shape[0]):
+        c = _coupling(readout, k)
+        np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
+        for r in range(B):
+            for j in range(m):
+                Z[r, j] += Tz[r, j]
+
+
+@njit(cache=True)
 def _overlaps(offset, size, lo, hi):
     """Whether the columns ``[offset, offset + size)`` meet ``[lo, hi)``."""
     return offset < hi and offset + size > lo
@@ -406,16 +422,7 @@ def _evaluate(s, out, args, mode, lo, hi):
                     G[r, o + j] = Z[r, j]
         else:
             Z = T[0 : B * m].reshape((B, m))
-            for r in range(B):
-                for j in range(m):
-                    Z[r, j] = rbias[j]
-            Tz = T[B * m : 2 * B * m].reshape((B, m))
-            for k in range(readout.src_offset.shape[0]):
-                c = _coupling(readout, k)
-                np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
-                for r in range(B):
-                    for j in range(m):
-                        Z[r, j] += Tz[r, j]
+            _readout_logits(Z, T[B * m : 2 * B * m].reshape((B, m)), A, readout, rbias)
             _softmax_error(Z, target)
             for k in range(readout.src_offset.shape[0]):
                 c = _coupling(readout, k)
@@ -569,16 +576,7 @@ def _energy(s, layers, couplings, readout, rbias, drive, target, sc, work, spec)
         o, m = spec.out_offset, spec.out_size
         Z = T[0 : B * m].reshape((B, m))
         if spec.cost == COST_CE_READOUT:
-            for r in range(B):
-                for j in range(m):
-                    Z[r, j] = rbias[j]
-            Tz = T[B * m : 2 * B * m].reshape((B, m))
-            for k in range(readout.src_offset.shape[0]):
-                c = _coupling(readout, k)
-                np.dot(_block(A, c.src_offset, B, c.src_size), c.W, Tz)
-                for r in range(B):
-                    for j in range(m):
-                        Z[r, j] += Tz[r, j]
+            _readout_logits(Z, T[B * m : 2 * B * m].reshape((B, m)), A, readout, rbias)
         else:
             for r in range(B):
                 for j in range(m):

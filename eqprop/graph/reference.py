@@ -36,6 +36,8 @@ with :math:`\\Pi` the projection of each layer onto its box (if it has one).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from eqprop.graph import conv, dense
@@ -43,6 +45,7 @@ from eqprop.graph.model import Coupling, GraphNetwork, layer_activation
 
 __all__ = [
     "activities",
+    "bias_gradients",
     "cost",
     "cost_state_gradient",
     "drives",
@@ -371,6 +374,19 @@ def parameter_gradient(net: GraphNetwork, x, s, d=None, beta=0.0) -> dict[str, n
         gB = m.feedback_gradient(c, acts[c.source], acts[c.target])
         if gB is not None:
             grads[f"{c.name}.B"] = gB
+    grads.update(bias_gradients(net, acts, err))
+    return grads
+
+
+def bias_gradients(
+    net: GraphNetwork, signal: Mapping[str, np.ndarray], err: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    r"""``"<layer>.b"`` entries of a parameter gradient (batch mean): a readout's bias gets
+    ``err`` (its :math:`\partial C/\partial z`, batch, n_out), every other bias
+    :math:`-\overline{\mathrm{signal}_l}` through :meth:`Layer.bias_gradient`
+    (``signal``: the activities for :func:`parameter_gradient`, the error vectors for the
+    generalized holomorphic estimate)."""
+    grads: dict[str, np.ndarray] = {}
     for layer in net.layers:
         if layer.bias is None:
             continue
@@ -378,5 +394,5 @@ def parameter_gradient(net: GraphNetwork, x, s, d=None, beta=0.0) -> dict[str, n
             assert err is not None
             grads[f"{layer.name}.b"] = err.mean(axis=0)
         else:
-            grads[f"{layer.name}.b"] = layer.bias_gradient(-acts[layer.name].mean(axis=0))
+            grads[f"{layer.name}.b"] = layer.bias_gradient(-signal[layer.name].mean(axis=0))
     return grads
