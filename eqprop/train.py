@@ -719,6 +719,8 @@ class Trainer:
         TrainingDiverged
             The cost of a minibatch or the parameters at the end became non-finite.
         """
+        from eqprop.rules.base import FreePhaseFailed
+
         c = self.config
         n = self.x_train.shape[0]
         bs = c.run.batch_size
@@ -742,13 +744,18 @@ class Trainer:
                 x = x_all[idx]
                 d = d_all[idx]
                 s0 = particles[idx] if particles is not None else None
-                if rule.applies_updates:  # continual EP: one optimizer step per nudged step
-                    own: Any = rule  # its estimate takes the optimizer step
-                    step = own.estimate(
-                        net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn, apply=opt.step
-                    )
-                else:
-                    step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
+                try:
+                    if rule.applies_updates:  # continual EP: one optimizer step per nudged step
+                        own: Any = rule  # its estimate takes the optimizer step
+                        step = own.estimate(
+                            net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn, apply=opt.step
+                        )
+                    else:
+                        step = rule.estimate(net, x, d, dyn, rng=rng, s0=s0, free_dyn=free_dyn)
+                except FreePhaseFailed as err:  # the rule stopped before nudging from NaN
+                    raise self._phase_failure(
+                        "free", err.phase, failed_samples(err.phase), start
+                    ) from None
                 free = step.free
                 for name, phase in step.phases.items():
                     bad = failed_samples(phase)

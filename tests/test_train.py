@@ -343,6 +343,48 @@ def test_a_diverging_phase_stops_training_naming_phase_epoch_and_settings(digits
     assert trainer.epoch == 0 and trainer.history["test_error"] == []
 
 
+@pytest.mark.parametrize("estimator", ["one-sided", "symmetric"])
+def test_nan_weights_on_the_fused_path_name_the_free_phase_and_the_parameter(digits, estimator):
+    """A NaN weight makes the fused free phase's state NaN: training must stop with the
+    free phase's TrainingDiverged naming the parameter, not with a nudged phase's
+    complaint about its start state (``s0 contains NaN``), which it gave before."""
+    from eqprop.train import PhaseDiverged, TrainingDiverged
+
+    cfg = _small(kind="prototypical", method="fused", estimator=estimator, persistent=False)
+    trainer = Trainer(cfg.replace(epochs=1, limit=40), digits, quiet=True)
+    trainer.net.weights[1][0, 0] = np.nan
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.train_epoch()
+    msg = str(info.value)
+    assert not isinstance(info.value, PhaseDiverged), msg
+    assert "free phase of epoch 1, minibatch 1" in msg and "W2" in msg, msg
+    assert "s0" not in msg, msg
+
+
+@pytest.mark.parametrize("rule", ["ep", "continual"])
+def test_a_free_phase_ending_in_nan_is_refused_before_any_nudged_phase(rule):
+    """LearningRule.estimate raises FreePhaseFailed (a ValueError) carrying the failed
+    free phase, and runs no nudged phase from the NaN state (no update is applied)."""
+    from eqprop.network import init_network
+    from eqprop.phases import Dynamics
+    from eqprop.rules import ContinualEP, EquilibriumPropagation, FreePhaseFailed
+
+    net = init_network((4, 3, 2), kind="prototypical", dtype="float64", seed=0)
+    net.weights[0][0, 0] = np.nan
+    x = np.ones((5, 4))
+    d = np.zeros((5, 2))
+    dyn = Dynamics(T=5, K=2, method="fused")
+    applied = []
+    with pytest.raises(FreePhaseFailed) as info:
+        if rule == "ep":
+            EquilibriumPropagation(beta=0.5).estimate(net, x, d, dyn)
+        else:
+            ContinualEP(0.5).estimate(net, x, d, dyn, apply=lambda *a: applied.append(a))
+    assert applied == []
+    assert info.value.phase.state.shape == (5, net.n_state)
+    assert "5 of 5 samples" in str(info.value)
+
+
 def test_a_phase_that_misses_its_tolerance_warns_once_per_epoch(digits):
     """Phases solved to a tolerance (picard) that stop at max_iter before atol: one
     warning line per epoch with the fractions, which the history records; fixed-step

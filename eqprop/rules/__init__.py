@@ -67,7 +67,7 @@ from typing import Any
 
 from eqprop._cli_options import finite_float, on_off
 from eqprop.network import Gradient
-from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, coupled_target
+from eqprop.rules.base import FreePhaseFailed, LearningRule, PhaseSpec, RuleStep, coupled_target
 from eqprop.rules.base import check_choice as _check_choice
 from eqprop.rules.bptt import BackpropThroughTime
 from eqprop.rules.chl import ContrastiveHebbian
@@ -94,6 +94,7 @@ __all__ = [
     "ContrastiveHebbian",
     "CoupledLearning",
     "EquilibriumPropagation",
+    "FreePhaseFailed",
     "GeneRec",
     "Gradient",
     "HolomorphicEP",

@@ -81,6 +81,32 @@ def _output_box(net: Network | GraphNetwork) -> tuple[float, float] | None:
     return net.bounds
 
 
+class FreePhaseFailed(ValueError):
+    """The free phase ended in a non-finite state, so no nudged phase can start from it.
+
+    Raised by :meth:`LearningRule.estimate` before any nudged phase runs (a nudged phase
+    would otherwise refuse its NaN start with a message about ``s0``). ``phase`` is the
+    failed free :class:`~eqprop.phases.Phase` (its ``result`` says which samples failed
+    and how); :class:`eqprop.train.Trainer` turns it into its usual phase-failure error.
+    """
+
+    def __init__(self, phase: Phase) -> None:
+        bad = int(np.count_nonzero(~np.isfinite(phase.state).all(axis=1)))
+        super().__init__(
+            f"the free phase ended in a non-finite state on {bad} of {phase.state.shape[0]} "
+            "samples (NaN or inf parameters, or unstable dynamics); no nudged phase was run"
+        )
+        self.phase = phase
+
+
+def finite_free_phase(free: Phase) -> Phase:
+    """``free``, or :class:`FreePhaseFailed` when its state holds NaN or inf: the check
+    every rule makes before starting a nudged phase from the free state."""
+    if not np.isfinite(free.state).all():
+        raise FreePhaseFailed(free)
+    return free
+
+
 @dataclass(frozen=True)
 class PhaseSpec:
     """A phase a rule asks for (after the free phase, which every rule gets).
@@ -274,7 +300,7 @@ class LearningRule:
             cx = clamp(net, x)
             d = check_target(net, d, cx.batch)
         free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
-        phases: dict[str, Phase] = {"free": free}
+        phases: dict[str, Phase] = {"free": finite_free_phase(free)}
         for spec in self.plan(rng):
             if spec.start == "free":
                 start = free.state

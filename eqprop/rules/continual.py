@@ -47,7 +47,14 @@ import numpy as np
 
 from eqprop.network import Gradient, Network, check_target
 from eqprop.phases import Clamped, Dynamics, Phase, clamp, free_phase, run_phase
-from eqprop.rules.base import LearningRule, PhaseSpec, RuleStep, contrast, rule_step
+from eqprop.rules.base import (
+    LearningRule,
+    PhaseSpec,
+    RuleStep,
+    contrast,
+    finite_free_phase,
+    rule_step,
+)
 
 __all__ = ["ContinualEP", "ContinualPhase", "continual_phase"]
 
@@ -250,7 +257,7 @@ class ContinualEP(LearningRule):
         _check(net, dyn)
         cx: Clamped = clamp(net, x)
         d = check_target(net, d, cx.batch)
-        free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
+        free = finite_free_phase(free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0))
         steps = dyn.K if self.spec.steps == "K" else dyn.T
         run = continual_phase(net, cx.x, d, dyn, self.beta, free.state, steps, apply)
         phases = {"free": free, self.spec.name: run.phase}

@@ -39,7 +39,7 @@ from eqprop.graph import reference as R
 from eqprop.graph.gradient import GraphGradient, _ordered
 from eqprop.graph.model import GraphNetwork
 from eqprop.phases import Dynamics, Phase, _solver_method, check_graph_batch, clamp, free_phase
-from eqprop.rules.base import LearningRule, RuleStep, check_choice
+from eqprop.rules.base import LearningRule, RuleStep, check_choice, finite_free_phase
 
 __all__ = ["HolomorphicEP"]
 
@@ -195,7 +195,7 @@ class HolomorphicEP(LearningRule):
         cnet = H.as_complex(net, form=self.form)  # holomorphic activations, no boxes, tied
         cx = clamp(net, x)
         d = check_graph_batch(net, d, net.n_out, "d", cx.batch)
-        free = free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0)
+        free = finite_free_phase(free_phase(net, cx, dyn if free_dyn is None else free_dyn, s0=s0))
         xc = np.ascontiguousarray(cx.x, dtype=cnet.dtype)
         drive = GK.input_drive(cnet, xc)
         dc = np.ascontiguousarray(d, dtype=cnet.dtype)
