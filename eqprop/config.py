@@ -117,7 +117,8 @@ class NetworkConfig:
         layers with their pooling, dense layers;
         :func:`eqprop.graph.build.parse_conv_architecture`), which builds a graph
         network (:func:`eqprop.graph.build.conv_network`; ``init`` does not apply, skip
-        couplings and ``free`` / ``random`` feedback are refused).
+        couplings are refused; ``free`` / ``random`` feedback give each coupling between
+        state layers a kernel ``B`` of its ``W``'s shape).
     kind, activation, cost, init, dtype : str
         Passed to :func:`eqprop.network.init_network` (``init``: ``"glorot"`` or
         ``"fan-in"``; ``dtype``: ``"float32"`` or ``"float64"``).
@@ -756,11 +757,6 @@ class TrainConfig:
                 raise ValueError(
                     f"skip {net.skip!r}: skip couplings are not available on conv "
                     f"architectures ({net.architecture!r}); drop --skip"
-                )
-            if net.feedback not in ("tied", "scaled"):
-                raise ValueError(
-                    f"feedback {net.feedback!r} is not available on conv architectures "
-                    "(conv couplings have no feedback weights B); use tied or scaled"
                 )
         parse_skip(net.skip, len(sizes))
         try:  # what only the built network can check (e.g. a skip from the input to a readout)

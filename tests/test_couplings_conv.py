@@ -278,7 +278,7 @@ def test_per_channel_bias_is_shared_over_positions():
         (lambda L, C: setattr(C[0], "conv", ConvSpec(padding=0, pool="max")), "target layer 'h'"),
         (lambda L, C: setattr(C[0], "conv", ConvSpec(padding=1, pool="sum")), "unknown pool"),
         (lambda L, C: setattr(C[0], "conv", ConvSpec(stride=0)), "stride must be"),
-        (lambda L, C: setattr(C[0], "feedback", "random"), "not implemented for conv2d"),
+        (lambda L, C: setattr(C[0], "feedback", "random"), "x->h.*feedback 'random' needs B"),
         (lambda L, C: setattr(L[1], "bias", np.zeros(4)), "layer 'h'.*bias"),
         (lambda L, C: setattr(C[1], "conv", ConvSpec()), "conv settings apply"),
     ],
@@ -292,15 +292,13 @@ def test_bad_conv_networks_raise_one_line(edit, match):
         GraphNetwork(L, C, kind=net.kind)
 
 
-def test_numba_kernels_refuse_complex_conv_couplings():
-    """The Numba map runs conv couplings on real states only (test_couplings_conv_solvers
-    checks the real ones); a complex (holomorphic) conv network is refused by name."""
-    from eqprop.graph.kernels import make_args
-
-    net = small_net(pool="avg")
-    cnet = GraphNetwork(net.layers, net.couplings, net.kind, net.cost, "complex128")
-    with pytest.raises(ValueError, match=r"x->h.*real float32/float64 states"):
-        make_args(cnet, np.zeros((1, net.n_in)))
+def test_complex_conv_network_refuses_max_pooling_by_name():
+    """Complex (holomorphic) conv networks run with average pooling or none
+    (tests/test_conv_holomorphic.py checks the Numba map on them); a max pool needs an
+    order of the values and is refused, naming the coupling."""
+    net = small_net(pool="max")
+    with pytest.raises(ValueError, match=r"x->h.*max pooling is undefined for dtype complex128"):
+        GraphNetwork(net.layers, net.couplings, net.kind, net.cost, "complex128")
 
 
 # ----------------------------------------------------------------------------- architecture

@@ -102,7 +102,6 @@ def test_conv_checkpoint_resumes_exactly(tmp_path):
     "changes, words",
     [
         (dict(skip="0-2"), "skip couplings are not available on conv"),
-        (dict(feedback="random"), "not available on conv architectures"),
         (dict(lrs=(0.1,)), "1 learning rate(s) given"),
         (dict(architecture="1x8x8-c4k3-q-10"), "cannot read 'q'"),
     ],

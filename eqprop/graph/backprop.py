@@ -91,12 +91,24 @@ def _local_matrix(c, a_src: np.ndarray) -> np.ndarray:
     return np.stack([m.forward_drive(c, eye, at=np.repeat(a[None], n_src, 0)) for a in a_src])
 
 
+def _local_feedback_matrix(c, a_src: np.ndarray, n_dst: int) -> np.ndarray:
+    """Per-sample matrix (batch, n_dst, n_src) of a non-dense coupling's feedback map
+    (``row j = fb(e_j)`` with the max-pool routing of ``a_src``); for tied feedback the
+    transpose of :func:`_local_matrix`. Small layers only."""
+    m = R.coupling_module(c)
+    eye = np.eye(n_dst, dtype=a_src.dtype)
+    return np.stack([m.feedback_drive(c, eye, np.repeat(a[None], n_dst, 0)) for a in a_src])
+
+
 def coupling_matrices(net: GraphNetwork, acts: dict[str, np.ndarray]) -> np.ndarray:
     """Per-sample :math:`M` (batch, n_state, n_state) at the activities ``acts``
     (:func:`eqprop.graph.reference.activities`): :func:`coupling_matrix` for dense
     couplings plus, for a ``conv2d`` coupling, the matrix of its map linearised at the
     source activity (with max pooling the argmax routing, hence M, depends on the state;
-    the routing's own derivative is zero almost everywhere). Small networks only."""
+    the routing's own derivative is zero almost everywhere): block ``[src, dst]`` its
+    forward map, block ``[dst, src]`` its feedback map (the forward's transpose when tied,
+    times :math:`\\gamma` when scaled, the transposed convolution with ``B`` when free or
+    random, probed the same way). Small networks only."""
     off = net.offsets
     batch = next(iter(acts.values())).shape[0]
     M = np.zeros((batch, net.n_state, net.n_state), dtype=net.dtype)
@@ -115,7 +127,10 @@ def coupling_matrices(net: GraphNetwork, acts: dict[str, np.ndarray]) -> np.ndar
             continue
         F = _local_matrix(c, acts[c.source])
         M[:, si, di] += F
-        M[:, di, si] += (c.gamma if c.feedback == "scaled" else 1.0) * np.swapaxes(F, 1, 2)
+        if c.feedback in ("tied", "scaled"):
+            M[:, di, si] += (c.gamma if c.feedback == "scaled" else 1.0) * np.swapaxes(F, 1, 2)
+        else:
+            M[:, di, si] += _local_feedback_matrix(c, acts[c.source], di.stop - di.start)
     return M
 
 
@@ -232,13 +247,18 @@ def _parameter_vjp(net: GraphNetwork, acts, mu: dict[str, np.ndarray]) -> dict[s
             # lambda^T dG/dW = mu_dst . df_W(a_src)/dW + gamma mu_src . d[Df_W(a_src)^T
             # a_dst]/dW; f is linear in W (and in a_src at fixed routing), so both terms
             # are the module's weight gradient (-batch x) of a pair of activities, the
-            # second with the max-pool routing of a_src
+            # second with the max-pool routing of a_src. Free / random feedback: the second
+            # term belongs to the kernel B (the same formula: the feedback is linear in B),
+            # learned (free) or fixed (random); W's routing has zero derivative a.e.
             m = R.coupling_module(cpl)
             gW = -B * m.weight_gradient(cpl, a_src, mu[cpl.target])
             if cpl.source in off:
-                gain = cpl.gamma if cpl.feedback == "scaled" else 1.0
                 back = m.weight_gradient(cpl, mu[cpl.source], acts[cpl.target], at=a_src)
-                gW = gW - gain * B * back
+                if cpl.feedback in ("tied", "scaled"):
+                    gain = cpl.gamma if cpl.feedback == "scaled" else 1.0
+                    gW = gW - gain * B * back
+                elif cpl.feedback == "free":
+                    grads[f"{cpl.name}.B"] = -B * back
             grads[f"{cpl.name}.W"] = gW
             continue
         gW = a_src.T @ mu[cpl.target]

@@ -330,15 +330,21 @@ def conv_network(
     convolution, PyTorch's default bound), drawn in layer order; biases zero, one per
     channel for the conv layers. ``box`` applies to every state layer (default (0, 1)
     for a hard-sigmoid hopfield net, the projected Euler step; none otherwise, where the
-    activation bounds the state itself). ``feedback`` ``"tied"`` or ``"scaled"`` (by
-    ``gamma``) on the couplings between state layers (conv couplings have no ``B``).
+    activation bounds the state itself). ``feedback`` (:data:`FEEDBACK_MODES`) on the
+    couplings between state layers (those from the input stay tied): ``"scaled"`` by
+    ``gamma``; ``"free"`` starts ``B`` equal to the forward weights (``W`` for a conv
+    coupling, whose ``B`` has ``W``'s shape; ``W^T`` for a dense one); ``"random"`` draws
+    ``B`` uniform in the same bound as ``W``, right after that coupling's ``W`` (so the
+    tied and scaled draws are those of before).
     """
     from eqprop.graph.conv import ConvSpec
 
-    if feedback not in ("tied", "scaled"):
+    if feedback not in FEEDBACK_MODES:
         raise ValueError(
-            f"feedback {feedback!r} is not available on conv networks; use 'tied' or 'scaled'"
+            f"unknown feedback {feedback!r}; choose one of {', '.join(FEEDBACK_MODES)}"
         )
+    if feedback != "scaled" and gamma != 1.0:
+        raise ValueError(f"feedback scale {gamma!r} applies to feedback 'scaled' only")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if box is None:
         box = _default_box(kind, activation)
@@ -346,12 +352,17 @@ def conv_network(
     layers = [Layer("x", role="input", shape=shapes[0])]
     couplings = []
 
-    def fb(src: Layer) -> dict:
-        return (
-            {}
-            if src.role == "input" or feedback == "tied"
-            else dict(feedback=feedback, gamma=gamma)
-        )
+    def fb(src: Layer, W: np.ndarray, bound: float, is_conv: bool) -> dict:
+        if src.role == "input" or feedback == "tied":
+            return {}
+        if feedback == "scaled":
+            return dict(feedback=feedback, gamma=gamma)
+        shape = W.shape if is_conv else W.T.shape
+        if feedback == "free":
+            B = W.copy() if is_conv else W.T.copy()
+        else:
+            B = rng.uniform(-bound, bound, size=shape)
+        return dict(feedback=feedback, B=B)
 
     for i, cv in enumerate(arch.convs):
         prev, new = shapes[i], shapes[i + 1]
@@ -363,7 +374,14 @@ def conv_network(
         W = rng.uniform(-bound, bound, size=(cv.channels, prev[0], cv.kernel, cv.kernel))
         spec = ConvSpec(stride=cv.stride, padding=cv.padding, pool=cv.pool, pool_size=cv.pool_size)
         couplings.append(
-            Coupling(layers[-2].name, name, W, type="conv2d", conv=spec, **fb(layers[-2]))
+            Coupling(
+                layers[-2].name,
+                name,
+                W,
+                type="conv2d",
+                conv=spec,
+                **fb(layers[-2], W, bound, True),
+            )
         )
     out_act = activation if output_activation is None else output_activation
     for j, n in enumerate(arch.dense):
@@ -379,13 +397,9 @@ def conv_network(
             name = f"h{len(arch.convs) + j + 1}"
             layers.append(Layer(name, n, activation=activation, box=box, bias=np.zeros(n)))
         bound = 1.0 / np.sqrt(fan_in)
+        W = rng.uniform(-bound, bound, (fan_in, n))
         couplings.append(
-            Coupling(
-                layers[-2].name,
-                layers[-1].name,
-                rng.uniform(-bound, bound, (fan_in, n)),
-                **fb(layers[-2]),
-            )
+            Coupling(layers[-2].name, layers[-1].name, W, **fb(layers[-2], W, bound, False))
         )
     return GraphNetwork(layers, couplings, kind=kind, cost=cost, dtype=dtype)
 
@@ -405,6 +419,8 @@ def conv_chain(
     output_activation: str | None = None,
     cost: str = "squared",
     box: tuple[float, float] | None = None,
+    feedback: str = "tied",
+    gamma: float = 1.0,
     dtype="float64",
     seed: int | np.random.Generator | None = 0,
 ) -> GraphNetwork:
@@ -417,7 +433,9 @@ def conv_chain(
     (their script's ``--channels 128 256 512 512 --kernels 3 3 3 3 --pools mmmm
     --paddings 1 1 1 0 --fc 10``): 32 -> 16 -> 8 -> 4 -> 1 after each 2x2 max pool.
     Ernoult et al. 2019's P-conv on MNIST is
-    ``conv_chain((1, 28, 28), [32, 64], 10, kernels=5, paddings=0)``.
+    ``conv_chain((1, 28, 28), [32, 64], 10, kernels=5, paddings=0)``. ``feedback``,
+    ``gamma``: as :func:`conv_network` (``feedback="random"``: feedback alignment through
+    the convolutions, a fixed random kernel ``B`` per conv coupling between state layers).
     """
     channels = [int(c) for c in channels]
     n = len(channels)
@@ -445,6 +463,8 @@ def conv_chain(
         output_activation=output_activation,
         cost=cost,
         box=box,
+        feedback=feedback,
+        gamma=gamma,
         dtype=dtype,
         seed=seed,
     )
@@ -600,6 +620,9 @@ def extend_chain(
     the coupling); couplings from the input or into a readout stay tied (they carry no
     feedback). ``skip``: ``(i, j)`` layer-index pairs (:func:`parse_skip`), Glorot
     uniform ``W``, zero-mean, drawn after the random feedback matrices from ``seed``.
+    A ``conv2d`` coupling keeps its type and geometry; its ``B`` has ``W``'s shape
+    (``free``: a copy of ``W``; ``random``: uniform in :math:`\\pm 1/\\sqrt{C_{in} k_h
+    k_w}`, the bound :func:`conv_network` draws ``W`` from).
     """
     if feedback not in FEEDBACK_MODES:
         raise ValueError(
@@ -623,11 +646,16 @@ def extend_chain(
         ends = (g.layer(c.source).role, g.layer(c.target).role)
         mode = "tied" if ends[0] == "input" or ends[1] == "readout" else feedback
         B = None
+        conv = c.type == "conv2d"
         if mode == "free":
-            B = c.W.T.copy()
+            B = c.W.copy() if conv else c.W.T.copy()
         elif mode == "random":
-            a = np.sqrt(6.0 / (c.W.shape[0] + c.W.shape[1]))
-            B = rng.uniform(-a, a, size=c.W.T.shape)
+            if conv:  # PyTorch's default bound of the kernel, as conv_network draws W
+                a = 1.0 / np.sqrt(np.prod(c.W.shape[1:]))
+                B = rng.uniform(-a, a, size=c.W.shape)
+            else:
+                a = np.sqrt(6.0 / (c.W.shape[0] + c.W.shape[1]))
+                B = rng.uniform(-a, a, size=c.W.T.shape)
         couplings.append(
             Coupling(
                 c.source,
@@ -637,6 +665,8 @@ def extend_chain(
                 gamma=gamma if mode == "scaled" else 1.0,
                 B=B,
                 name=c.name,
+                type=c.type,
+                conv=c.conv,
             )
         )
     for i, j in skip:

@@ -24,7 +24,10 @@ activities flattened in C order (batch first):
   :math:`P'(z)^\\top` routes each :math:`a_{dst}` value to the argmax position of its
   window in :math:`z`, so the feedback depends on the source's own activity through the
   argmax (piecewise: it is the exact gradient wherever the maxima are unique);
-  ``scaled`` multiplies it by ``gamma``;
+  ``scaled`` multiplies it by ``gamma``; ``free`` and ``random`` use a kernel ``B`` of
+  ``W``'s shape instead, :math:`\\mathrm{conv}_B^\\top(P'(z)^\\top a_{dst})` with the
+  routing still that of :math:`z = \\mathrm{conv}_W(a_{src})` (no energy then: a vector
+  field; ``B`` learned or fixed, as for dense couplings);
 * :math:`\\partial F/\\partial W_{o,k,p,q} = -\\overline{\\sum_{i,j} (P'^\\top a_{dst})_{o,i,j}\\,
   \\bar a_{src,k,is+p,js+q}}` (batch mean).
 
@@ -63,6 +66,7 @@ __all__ = [
     "energy_term",
     "feedback_drive",
     "feedback_gradient",
+    "feedback_kernel",
     "forward_drive",
     "im2col",
     "weight_gradient",
@@ -122,11 +126,6 @@ def check(c: Coupling, src: Layer, dst: Layer, dtype: np.dtype) -> None:
     Raises a one-line ``ValueError`` naming the coupling.
     """
     where = f"coupling {c.name!r}"
-    if c.feedback not in ("tied", "scaled"):
-        raise ValueError(
-            f"{where}: feedback {c.feedback!r} is not implemented for conv2d couplings; "
-            "use 'tied' or 'scaled'"
-        )
     for end, layer in (("source", src), ("target", dst)):
         if layer.shape is None:
             raise ValueError(
@@ -180,7 +179,17 @@ def check(c: Coupling, src: Layer, dst: Layer, dtype: np.dtype) -> None:
             f"(convolution{' and pooling' if spec.pool else ''} of {src.shape}), got "
             f"{dst.shape}"
         )
-    if c.B is not None:
+    if c.feedback in ("free", "random"):
+        if c.B is None:
+            raise ValueError(f"{where}: feedback {c.feedback!r} needs B")
+        bm = np.asarray(c.B)
+        if bm.shape != w.shape:
+            raise ValueError(
+                f"{where}: B must have W's shape (target channels, source channels, kh, "
+                f"kw) = {w.shape}, got {bm.shape}"
+            )
+        c.B = np.array(bm, dtype=dtype)
+    elif c.B is not None:
         raise ValueError(f"{where}: feedback {c.feedback!r} takes no B (it uses W)")
     c.W = np.array(w, dtype=dtype)
     c.conv = replace(
@@ -329,17 +338,33 @@ def forward_drive(c: Coupling, a_src: np.ndarray, at: np.ndarray | None = None) 
     return pooled.reshape(a_src.shape[0], -1)
 
 
+def feedback_kernel(c: Coupling) -> np.ndarray:
+    """The kernel the feedback's transposed convolution uses, (C_out, C_in, kh, kw):
+    ``W`` (tied, scaled) or ``B`` (free, random)."""
+    if c.feedback in ("free", "random"):
+        assert c.B is not None
+        return c.B
+    return c.W
+
+
 def feedback_drive(c: Coupling, a_dst: np.ndarray, a_src: np.ndarray | None = None) -> np.ndarray:
-    """:math:`\\gamma\\,\\mathrm{conv}^\\top(P'(z)^\\top a_{dst})`, (batch, n_src), with
-    :math:`z = \\mathrm{conv}(a_{src})` (``a_src`` is needed with max pooling only: it
-    sets the argmax routing); :math:`\\gamma = 1` when tied."""
+    """What the source receives, (batch, n_src):
+    :math:`\\mathrm{conv}_K^\\top(P'(z)^\\top a_{dst})` with
+    :math:`z = \\mathrm{conv}_W(a_{src})` and :math:`K` = ``W`` (tied), ``W`` times
+    :math:`\\gamma` (scaled) or ``B`` (free, random: :func:`feedback_kernel`).
+
+    ``a_src`` is needed with max pooling only: it sets the argmax routing, always that of
+    the forward convolution with ``W`` (the feedback runs back through the positions the
+    forward pass selected, as feedback alignment replaces only the transposed weights,
+    Lillicrap et al. 2016)."""
     if c.conv.pool == "max" and a_src is None:
         raise ValueError(
             f"coupling {c.name!r}: the feedback of a max-pooled conv2d coupling needs the "
             "source activity a_src (the argmax routing)"
         )
     g = _target_image(c, a_dst, a_src, None)
-    back = conv2d_transpose(g, c.W, c.conv.input_hw, c.conv.stride, c.conv.padding)
+    K = feedback_kernel(c)
+    back = conv2d_transpose(g, K, c.conv.input_hw, c.conv.stride, c.conv.padding)
     back = back.reshape(a_dst.shape[0], -1)
     return c.gamma * back if c.feedback == "scaled" else back
 
@@ -366,6 +391,23 @@ def weight_gradient(
     return -(g.T @ cols).reshape(c.W.shape) / a_src.shape[0]
 
 
-def feedback_gradient(c: Coupling, a_src: np.ndarray, a_dst: np.ndarray) -> None:
-    """None: conv2d couplings have no free feedback weights."""
-    return None
+def feedback_gradient(
+    c: Coupling, a_src: np.ndarray, a_dst: np.ndarray, at: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Local term of a free ``B`` (C_out, C_in, kh, kw), batch mean; None unless
+    ``feedback="free"``.
+
+    The conv counterpart of the dense :math:`-a_{dst}^\\top a_{src}/\\mathrm{batch}`: the
+    product of the activities the feedback connects, in ``B``'s shape. The feedback drive
+    :math:`\\mathrm{conv}_B^\\top(P'^\\top a_{dst})` into the source is linear in ``B``,
+    and :math:`\\langle a_{src}, \\mathrm{conv}_B^\\top(g)\\rangle = \\langle
+    \\mathrm{conv}_B(a_{src}), g\\rangle`, so the term is
+    :math:`-\\overline{\\mathrm{rows}(P'^\\top a_{dst})^\\top\\,\\mathrm{im2col}(a_{src})}`,
+    :func:`weight_gradient`'s formula (with ``W``'s max-pool routing at ``at``, default
+    ``a_src``). With ``B = W`` it equals ``W``'s term, so EP's contrast gives ``B`` the
+    same update as ``W`` (the dense rule gives ``B`` the transpose of ``W``'s; a conv
+    ``B`` is stored in ``W``'s layout, its adjoint taken by the transposed convolution).
+    """
+    if c.feedback != "free":
+        return None
+    return weight_gradient(c, a_src, a_dst, at)

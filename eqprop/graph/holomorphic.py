@@ -164,10 +164,19 @@ def check_holomorphic(net: GraphNetwork, form: str = "energy") -> None:
     Needs every state layer's activation holomorphic
     (:data:`~eqprop.graph.model.HOLOMORPHIC_ACTIVATIONS`; a hard sigmoid is not), no boxes
     (a projection is not holomorphic) and, for ``form="energy"``, every coupling tied (an
-    energy, so that :math:`g(\\beta)` is defined). ``form="generalized"`` (any feedback)
-    needs dense couplings (:func:`generalized_gradient`).
+    energy, so that :math:`g(\\beta)` is defined). ``conv2d`` couplings run with average
+    pooling or none: a max pool selects by an order of the values, which complex states
+    do not have (its argmax is not a holomorphic function), so it is refused, naming the
+    coupling and its target layer.
     """
     _check_form(form)
+    for c in net.couplings:
+        if c.type == "conv2d" and c.conv is not None and c.conv.pool == "max":
+            raise ValueError(
+                f"holomorphic EP: coupling {c.name!r} max-pools into layer {c.target!r}; a "
+                "max pool's argmax is not holomorphic (complex states have no order): use "
+                "average pooling (ap2 in a conv architecture, ConvSpec(pool='avg'))"
+            )
     for layer in net.state_layers:
         if layer.activation not in HOLOMORPHIC_ACTIVATIONS:
             raise ValueError(
@@ -184,13 +193,6 @@ def check_holomorphic(net: GraphNetwork, form: str = "energy") -> None:
             "the energy holomorphic EP differentiates (the generalized form takes untied "
             "feedback: form='generalized', HolomorphicEP(generalized=True))"
         )
-        return
-    for c in net.couplings:
-        if c.type != "dense":
-            raise ValueError(
-                f"holomorphic EP, form 'generalized': coupling {c.name!r} is {c.type!r}; "
-                "it takes dense couplings only"
-            )
 
 
 def as_complex(net: GraphNetwork, dtype: Any = "complex128", form: str = "energy") -> GraphNetwork:
@@ -205,10 +207,13 @@ def as_complex(net: GraphNetwork, dtype: Any = "complex128", form: str = "energy
         return None if a is None else np.array(a)
 
     layers = [
-        Layer(la.name, la.size, la.role, la.activation, la.box, arr(la.bias)) for la in net.layers
+        Layer(la.name, la.size, la.role, la.activation, la.box, arr(la.bias), la.shape)
+        for la in net.layers
     ]
     couplings = [
-        Coupling(c.source, c.target, np.array(c.W), c.feedback, c.gamma, arr(c.B), c.name, c.type)
+        Coupling(
+            c.source, c.target, np.array(c.W), c.feedback, c.gamma, arr(c.B), c.name, c.type, c.conv
+        )
         for c in net.couplings
     ]
     return GraphNetwork(layers, couplings, net.kind, net.cost, dtype)
@@ -333,7 +338,9 @@ def generalized_gradient(
     Parameters
     ----------
     net : GraphNetwork
-        Dense couplings (:func:`check_holomorphic` with ``form="generalized"``).
+        Dense and ``conv2d`` couplings (:func:`check_holomorphic` with
+        ``form="generalized"``); a conv coupling's terms are its module's
+        :func:`~eqprop.graph.conv.weight_gradient` of the same pairs of activities.
     x, d : ndarray
         Input (batch, n_in) and targets (batch, n_out).
     s0 : ndarray (batch, n_state)
@@ -355,6 +362,17 @@ def generalized_gradient(
         a_src = acts[c.source]
         if c.target == out_layer.name and err is not None:
             grads[f"{c.name}.W"] = a_src.T @ err / n
+            continue
+        if c.type != "dense":  # the same bilinear products in the kernels' shape
+            m = R.coupling_module(c)
+            gW = m.weight_gradient(c, a_src, delta[c.target])
+            if c.source in off:
+                back = m.weight_gradient(c, delta[c.source], acts[c.target], at=a_src)
+                if c.feedback in ("tied", "scaled"):
+                    gW = gW + (c.gamma if c.feedback == "scaled" else 1.0) * back
+                elif c.feedback == "free":
+                    grads[f"{c.name}.B"] = back
+            grads[f"{c.name}.W"] = gW
             continue
         gW = -(a_src.T @ delta[c.target]) / n
         if c.source in off:

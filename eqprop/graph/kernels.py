@@ -24,9 +24,13 @@ integer layouts:
   (the module docstring of :mod:`eqprop.graph.conv_kernels` says why this form is fast).
   ``geom = (C_in, H, W, kh, kw, stride, padding, H_o, W_o)``, ``pgeom = (C_out, H_o,
   W_o, pool_size, pool_step, H_p, W_p)`` (``pool_size = 1``: no pooling), ``W2`` the
-  ``(C_out, C_in*kh*kw)`` view of ``W``; buffers ``cols`` and ``back`` (K, M), ``z`` and
-  ``g`` (M, C_out), ``index`` (batch, n_dst) int64 (the max-pool routing), ``M = batch *
-  H_o * W_o``, ``K = C_in * kh * kw``. Real dtypes only.
+  ``(C_out, C_in*kh*kw)`` view of ``W``, ``B2`` that of the feedback kernel (``W``
+  when tied or scaled, ``B`` when free or random: the feedback's transposed convolution
+  is ``B2.T @ g``, its max-pool routing that of ``W``'s forward convolution); buffers
+  ``cols`` and ``back`` (K, M), ``z`` and ``g`` (M, C_out), ``index`` (batch, n_dst)
+  int64 (the max-pool routing), ``M = batch * H_o * W_o``, ``K = C_in * kh * kw``. Real
+  and complex dtypes (complex: average pooling or none; a max pool needs an order and
+  :func:`eqprop.graph.conv.check` refuses it on a complex network).
 
 **One compiled driver for every dense topology.** The Numba type of ``args`` depends
 only on the dtype and the number of conv couplings (arrays and records of arrays, no
@@ -121,6 +125,7 @@ ConvRecord = namedtuple(
         "dst_offset",
         "dst_size",
         "W2",
+        "B2",
         "feedback_scale",
         "geom",
         "pgeom",
@@ -288,6 +293,38 @@ def _conv_drives(convs, A, U, B, lo, hi):  # pragma: no cover - only called from
     raise NotImplementedError("_conv_drives is only callable from Numba-compiled code")
 
 
+def _pool_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):  # pragma: no cover
+    """:func:`eqprop.graph.conv_loops.pool_rows_add` for real ``z``; for complex ``z`` the
+    average pool only (a max pool needs an order: :func:`eqprop.graph.conv.check` refuses
+    it on complex networks, so ``is_max`` is False there)."""
+    raise NotImplementedError("_pool_add is only callable from Numba-compiled code")
+
+
+@overload(_pool_add)
+def _pool_add_ov(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
+    if isinstance(z.dtype, types.Complex):
+
+        def impl_c(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
+            B = out.shape[0]
+            inv = 1.0 / (size * size)
+            for b in range(B):
+                for o in range(O):
+                    for ip in range(Hp):
+                        for jp in range(Wp):
+                            k = (o * Hp + ip) * Wp + jp
+                            i0, j0 = ip * step, jp * step
+                            tot = z[0, 0] - z[0, 0]
+                            for p in range(size):
+                                for q in range(size):
+                                    tot += z[(b * Ho + i0 + p) * Wo + j0 + q, o]
+                            out[b, k] += tot * inv
+
+        return impl_c
+    return lambda z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp: pool_rows_add(
+        z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp
+    )
+
+
 @overload(_conv_drives)
 def _conv_drives_ov(convs, A, U, B, lo, hi):
     if isinstance(convs, types.BaseTuple) and len(convs.types) == 0:
@@ -308,10 +345,10 @@ def _conv_drives_ov(convs, A, U, B, lo, hi):
             if fwd or cv.is_max:
                 im2col_into(a_src, cv.cols, C, H, Wd, kh, kw, st, pad, Ho, Wo)
                 np.dot(cv.cols.T, cv.W2.T, cv.z)
-                pool_rows_add(cv.z, u_dst, cv.index, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
+                _pool_add(cv.z, u_dst, cv.index, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
             if back:
                 unpool_rows(a_dst, cv.index, cv.g, cv.is_max, O, Ho, Wo, size, step, Hp, Wp)
-                np.dot(cv.W2.T, cv.g.T, cv.back)
+                np.dot(cv.B2.T, cv.g.T, cv.back)
                 col2im_add(cv.back, u_src, C, H, Wd, kh, kw, st, pad, Ho, Wo, cv.feedback_scale)
 
     return impl
@@ -623,24 +660,11 @@ def _real_dtype(net: GraphNetwork) -> np.dtype:
     return net.dtype
 
 
-def _check_conv_dtype(net: GraphNetwork) -> None:
-    """Conv couplings run real states on the kernels (a max pool needs an order)."""
-    if net.dtype.kind == "c":
-        for c in net.couplings:
-            if c.type == "conv2d":
-                raise ValueError(
-                    f"coupling {c.name!r}: the Numba graph kernels run conv2d couplings on "
-                    f"real float32/float64 states; this network is {net.dtype.name}: use "
-                    "eqprop.graph.reference for complex conv networks"
-                )
-
-
 def input_drive(net: GraphNetwork, x: np.ndarray) -> np.ndarray:
     """Constant part of the drive, (batch, n_state): biases plus every coupling from the
     input (NumPy/BLAS products, once per phase: ``x W`` for a dense coupling, the pooled
     convolution of :func:`eqprop.graph.conv.forward_drive` for a ``conv2d`` one)."""
     dt = _real_dtype(net)
-    _check_conv_dtype(net)
     x = _batch(net, x, net.n_in, "x", None)
     off = net.offsets
     drive = np.zeros((x.shape[0], net.n_state), dtype=dt)
@@ -689,6 +713,7 @@ def _conv_records(net: GraphNetwork, batch: int) -> tuple:
     """One :class:`ConvRecord` (with fresh work buffers for ``batch`` samples) per
     ``conv2d`` coupling between two state layers; ``()`` when there is none."""
     from eqprop.graph.conv import conv_output_hw
+    from eqprop.graph.conv import feedback_kernel as conv_feedback_kernel
     from eqprop.graph.pool import pool_output_hw
 
     dt = net.dtype
@@ -715,6 +740,7 @@ def _conv_records(net: GraphNetwork, batch: int) -> tuple:
                 off[c.target][0],
                 n_dst,
                 np.ascontiguousarray(c.W).reshape(O, Kc),
+                np.ascontiguousarray(conv_feedback_kernel(c)).reshape(O, Kc),
                 dt.type(c.gamma) if c.feedback == "scaled" else dt.type(1.0),
                 tuple(int(v) for v in (C, H, Wd, kh, kw, spec.stride, spec.padding, Ho, Wo)),
                 tuple(int(v) for v in (O, Ho, Wo, size, step, Hp, Wp)),
@@ -806,7 +832,6 @@ def make_args(
     nmax = max([net.n_out] + [la.size for la in net.layers])
     work = np.empty(3 * batch * net.n_state + 3 * batch * nmax, dtype=dt)
     sc = np.array([beta, eps], dtype=dt)
-    _check_conv_dtype(net)
     convs = _conv_records(net, batch)
     return (layers, couplings, readout, rbias, drive, target, sc, work, spec, convs)
 

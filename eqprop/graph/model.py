@@ -169,7 +169,8 @@ class Coupling:
     gamma : float
         Feedback scale of the ``scaled`` mode (1 for the others).
     B : ndarray (target.size, source.size) or None
-        Feedback weights of the ``free`` and ``random`` modes.
+        Feedback weights of the ``free`` and ``random`` modes (a ``conv2d`` coupling: a
+        kernel of ``W``'s shape, checked by :func:`eqprop.graph.conv.check`).
     name : str, optional
         Default ``"source->target"``.
     type : {"dense", "conv2d"}
@@ -407,7 +408,7 @@ class GraphNetwork:
                         f"({src.size}, {dst.size}), got {w.shape}"
                     )
                 c.W = np.array(w, dtype=self.dtype)
-            if c.feedback in ("free", "random"):
+            if c.feedback in ("free", "random") and c.type == "dense":
                 if c.B is None:
                     raise ValueError(f"{where}: feedback {c.feedback!r} needs B")
                 bm = np.asarray(c.B)
@@ -417,7 +418,7 @@ class GraphNetwork:
                         f"({dst.size}, {src.size}), got {bm.shape}"
                     )
                 c.B = np.array(bm, dtype=self.dtype)
-            elif c.B is not None:
+            elif c.B is not None and c.type == "dense":
                 raise ValueError(f"{where}: feedback {c.feedback!r} takes no B (it uses W)")
             if c.feedback == "scaled":
                 if not np.isfinite(c.gamma) or c.gamma <= 0:

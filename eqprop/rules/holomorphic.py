@@ -136,6 +136,17 @@ class HolomorphicEP(LearningRule):
                     f"layer {layer!r} has activation {act!r}, which is not holomorphic; use "
                     f"{flag} sigmoid (or tanh, shifted-sigmoid)"
                 )
+        if net.is_conv:
+            from eqprop.graph.build import parse_conv_architecture
+
+            arch = parse_conv_architecture(net.architecture)
+            for i, cv in enumerate(arch.convs):
+                if cv.pool == "max":
+                    raise ValueError(
+                        f"rule 'holomorphic' runs complex states, but layer {names[i + 1]!r} "
+                        "is max-pooled, whose argmax is not holomorphic; use average pooling "
+                        f"(ap{cv.pool_size} instead of p{cv.pool_size} in --sizes)"
+                    )
         if net.feedback != "tied" and not self.generalized:
             raise ValueError(
                 f"rule 'holomorphic' differentiates an energy, which feedback "

@@ -13,7 +13,11 @@ times the change of the postsynaptic activity between the phases,
           \\rho(s^0_{dst})^\\top\\bigl[\\rho(s^\\beta_{src}) - \\rho(s^0_{src})\\bigr]
 
 for a coupling ``src -> dst`` with forward ``W`` (src, dst) and feedback ``B`` (dst, src),
-batch mean (:math:`n_b` samples); SGD does ``p -= lr * grad[name]``. Couplings from the
+batch mean (:math:`n_b` samples); SGD does ``p -= lr * grad[name]``. A ``conv2d``
+coupling gets the same products in its kernels' shape (:func:`eqprop.graph.conv.weight_gradient`
+of the free source activity and the target's change for ``W``, and
+:func:`eqprop.graph.conv.feedback_gradient` of the source's change and the free target
+activity for ``B``, max-pool routing at the free state). Couplings from the
 input and biases get EP's one-sided update (their presynaptic side does not change).
 
 With ``B = W^T``, summing the updates of ``W`` and ``B^T`` as for one tied weight gives
@@ -115,8 +119,6 @@ def vf_ep_gradient(net: GraphNetwork, x, d, s0, sb, beta: float):
     for c in net.couplings:
         if c.source not in off or c.target not in off:
             continue  # from the input (EP's update) or into a readout (refused above)
-        if c.type != "dense":
-            raise ValueError(f"vector-field EP: coupling {c.name!r} is {c.type!r}, not dense")
         if c.feedback not in ("free", "random"):
             raise ValueError(
                 f"vector-field EP: coupling {c.name!r} has feedback {c.feedback!r}; its local "
@@ -125,6 +127,14 @@ def vf_ep_gradient(net: GraphNetwork, x, d, s0, sb, beta: float):
             )
         src0, dst0 = a0[c.source], a0[c.target]
         dsrc, ddst = ab[c.source] - src0, ab[c.target] - dst0
+        if c.type != "dense":
+            # the same local products through the coupling's module (a conv kernel: the
+            # im2col products of eqprop.graph.conv), max-pool routing at the free state
+            m = R.coupling_module(c)
+            grads[f"{c.name}.W"] = m.weight_gradient(c, src0, ddst, at=src0) / b
+            if c.feedback == "free":
+                grads[f"{c.name}.B"] = m.feedback_gradient(c, dsrc, dst0, at=src0) / b
+            continue
         grads[f"{c.name}.W"] = -(src0.T @ ddst) / (b * n)
         if c.feedback == "free":
             grads[f"{c.name}.B"] = -(dst0.T @ dsrc) / (b * n)
