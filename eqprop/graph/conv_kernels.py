@@ -222,13 +222,20 @@ OPS: dict[str, Any] = {"dense": DenseOp, "conv2d": ConvOp}
 def fast_mismatch(net: GraphNetwork) -> str | None:
     """Why :class:`FastMap` cannot run ``net`` (one line), or None when it can: it needs a
     ``conv2d`` coupling (dense-only graphs have their own fast paths), real float32 /
-    float64 states and the output layer in the state (no softmax readout)."""
+    float64 states, the output layer in the state (no softmax readout) and tied or scaled
+    feedback on its conv couplings (a kernel ``B`` runs on the general path)."""
     if not any(c.type == "conv2d" for c in net.couplings):
         return "it has no conv2d coupling"
     if net.dtype.kind == "c":
         return f"its dtype {net.dtype.name} is complex (the fast conv path runs real states)"
     if net.output_layer.role == "readout":
         return f"layer {net.output_layer.name!r} is a softmax readout (the fast conv path has none)"
+    for c in net.couplings:
+        if c.type == "conv2d" and c.feedback in ("free", "random"):
+            return (
+                f"coupling {c.name!r} has {c.feedback} feedback (the fast conv path feeds "
+                "back through W only)"
+            )
     return None
 
 
