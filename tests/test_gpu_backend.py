@@ -53,16 +53,40 @@ def test_device_setting_is_a_run_setting():
         gpu.check_device("gpu")
 
 
+@pytest.mark.skipif(gpu.available()[0], reason="a CUDA device is usable here")
 def test_cuda_training_raises_one_clear_error_not_a_cpu_run():
     config = TrainConfig().replace(device="cuda", epochs=1, limit=5)
     with pytest.raises(RuntimeError, match="device='cuda'") as e:
         Trainer(config, quiet=True)  # before any data is loaded
     msg = str(e.value)
-    assert "\n" not in msg
-    ok, _ = gpu.available()
-    assert ("training on the GPU is not built yet" in msg) if ok else ("no usable" in msg)
+    assert "\n" not in msg and "no usable CUDA device here" in msg
 
 
+def test_the_stand_in_needs_the_simulator(monkeypatch):
+    """The test-only switch alone does not turn device='cuda' into a CPU run."""
+    monkeypatch.setenv(gpu.STANDIN_ENV, "1")
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    with pytest.raises(RuntimeError, match="no usable CUDA device here"):
+        gpu.check_device("cuda")
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(rule="chl"), "rule 'chl'"),
+        (dict(estimator="symmetric", homeostasis=0.1), "EP with homeostasis"),
+        (dict(feedback="free"), "a graph network"),
+        (dict(free_method="anderson"), "method 'anderson'"),
+    ],
+)
+def test_what_the_cuda_trainer_cannot_run_is_named(changes, match):
+    config = TrainConfig().replace(**changes)
+    with pytest.raises(ValueError, match=f"device='cuda' cannot train {match}"):
+        gpu.check_trainable(config)
+    gpu.check_trainable(TrainConfig())  # the default (digits) setting trains
+
+
+@pytest.mark.skipif(gpu.available()[0], reason="a CUDA device is usable here")
 def test_cli_device_cuda_is_one_error_line(capsys):
     rc = main(["train", "--device", "cuda", "--epochs", "1", "--limit", "5", "-q"])
     err = capsys.readouterr().err.strip()

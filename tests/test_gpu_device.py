@@ -59,3 +59,27 @@ def test_tolerance_mode_and_failure_on_the_gpu():
     net.weights[1][0, 0] = np.nan
     bad = gpu.free_phase(net, x, dyn, backend="cupy")
     assert bad.result.status == solvers.Status.FAILED
+
+
+@pytest.mark.parametrize("name", ["ernoult2019-p1h", "scellier2017-1h"])
+def test_cuda_trainer_equals_cpu_trainer_on_the_gpu(name):
+    """Two epochs of 3 minibatches of the preset's network (784 inputs) on random data:
+    the CUDA trainer (cuBLAS) equals the CPU trainer in float64 to 1e-9."""
+    from eqprop.data import DatasetSplits, Split
+    from eqprop.train import Trainer
+
+    rng = np.random.default_rng(0)
+
+    def split(m):
+        return Split(rng.random((m, 784)).astype(np.float32), rng.integers(0, 10, m), 10)
+
+    data = DatasetSplits(split(60), split(20), split(20), name="toy")
+    config = get_preset(name).config.replace(dtype="float64", epochs=2)
+    cpu = Trainer(config, data=data, quiet=True)
+    cpu.run()
+    dev = Trainer(config.replace(device="cuda"), data=data, quiet=True)
+    dev.run()
+    for k in ("train_loss", "test_loss", "train_error", "test_error"):
+        np.testing.assert_allclose(dev.history[k], cpu.history[k], rtol=1e-9, atol=1e-9)
+    for a, b in zip(cpu.net.weights, dev.net.weights):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9)

@@ -41,6 +41,8 @@ from eqprop.kernels import (
 __all__ = [
     "THREADS",
     "activities_kernel",
+    "block_update_kernel",
+    "clip_kernel",
     "launch",
     "layer_map_kernel",
     "residual_update_kernel",
@@ -166,6 +168,8 @@ def residual_update_kernel(
     conv,
     failed,
     fail_iter,
+    u0,
+    u1,
 ):
     """One iteration's bookkeeping and update of every running sample (one thread each).
 
@@ -175,7 +179,9 @@ def residual_update_kernel(
     ``not r <= divergence_bound``, CONVERGES when ``r <= atol + rtol xm`` (not in
     fixed-steps mode, ``fixed`` False) and stops at ``k >= limit``; a sample still
     running takes ``x <- x + damping (gx - x)`` (``x <- gx`` at damping 1), projected
-    again when ``damping > 1``.
+    again when ``damping > 1``, in columns ``u0 .. u1`` (all of them for Picard; the
+    first group's first layer in a Gauss-Seidel sweep, :func:`block_update_kernel`
+    the rest).
     """
     b = cuda.grid(1)
     B, n = x.shape
@@ -218,11 +224,45 @@ def residual_update_kernel(
         active[b] = False
         n_iter[b] = k
         return
-    for i in range(n):
-        if damping == 1.0:
-            x[b, i] = gx[b, i]
-        else:
-            v = x[b, i] + damping * (gx[b, i] - x[b, i])
-            if has_bounds and damping > 1.0:
-                v = lo if v < lo else (hi if v > hi else v)
-            x[b, i] = v
+    for i in range(u0, u1):
+        x[b, i] = _damped(x[b, i], gx[b, i], lo, hi, has_bounds, damping)
+
+
+@cuda.jit(device=True, cache=True)
+def _damped(x, g, lo, hi, has_bounds, damping):
+    """``x + damping (g - x)`` (``g`` at damping 1), projected onto ``[lo, hi]`` when
+    ``damping > 1`` (over-relaxation can leave the box)."""
+    if damping == 1.0:
+        return g
+    v = x + damping * (g - x)
+    if has_bounds and damping > 1.0:
+        v = lo if v < lo else (hi if v > hi else v)
+    return v
+
+
+@cuda.jit(cache=True)
+def block_update_kernel(x, gx, a0, a1, lo, hi, has_bounds, damping, active, project):
+    """The damped update of columns ``a0 .. a1`` of each running sample (one thread per
+    sample), as ``solvers``' Gauss-Seidel driver: ``gx`` projected onto ``[lo, hi]``
+    first when ``project`` (a group re-evaluated within the sweep), then
+    ``x <- x + damping (gx - x)``."""
+    b = cuda.grid(1)
+    if b >= x.shape[0] or not active[b]:
+        return
+    for i in range(a0, a1):
+        g = gx[b, i]
+        if project and has_bounds:
+            g = lo if g < lo else (hi if g > hi else g)
+        x[b, i] = _damped(x[b, i], g, lo, hi, has_bounds, damping)
+
+
+@cuda.jit(cache=True)
+def clip_kernel(x, lo, hi):
+    """``x <- clip(x, lo, hi)`` entrywise (the projection of an initial state)."""
+    k = cuda.grid(1)
+    B, n = x.shape
+    if k < B * n:
+        b = k // n
+        i = k - b * n
+        v = x[b, i]
+        x[b, i] = lo if v < lo else (hi if v > hi else v)
