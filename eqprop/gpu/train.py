@@ -48,7 +48,14 @@ from eqprop.gpu.backend import ArrayBackend, get_backend
 from eqprop.gpu.dense import DeviceChain, DeviceParams, DevicePhase, device_phase, run_phase
 from eqprop.phases import Dynamics, Phase
 
-__all__ = ["DeviceRun", "DeviceSGD", "ep_gradient", "ep_plan_coefficients"]
+__all__ = [
+    "DeviceRun",
+    "DeviceSGD",
+    "ep_estimate",
+    "ep_gradient",
+    "ep_plan_coefficients",
+    "mixed_precision_cosines",
+]
 
 _DIVERGENCE_BOUND = 1e8
 
@@ -317,3 +324,62 @@ class DeviceRun:
             "train_time": t_train,
             "samples_per_second": n / t_train if t_train > 0 else float("nan"),
         }
+
+
+def ep_estimate(
+    net: Any,
+    x: np.ndarray,
+    d: np.ndarray,
+    dyn: Dynamics,
+    free_dyn: Dynamics,
+    specs,
+    estimator: str,
+    backend: str | ArrayBackend,
+) -> np.ndarray:
+    """One EP estimate (no update) of the dense chain ``net`` on the batch ``(x, d)``
+    on ``backend`` (its ``products`` setting included): the free phase from zero, the
+    phases ``specs`` (``rule.plan(...)``'s PhaseSpecs, from the free state), the
+    estimate of :func:`ep_gradient`; returned flattened on the host (float64,
+    ``dW_1, ..., db_1, ...``)."""
+    be = get_backend(backend)
+    params = DeviceParams(net, be)
+    xd, dd = be.to_device(x), be.to_device(d)
+    chain = DeviceChain(net, params, free_dyn.nudge, free_dyn.eps)
+    chain.set_input(xd, dd, 0.0)
+    s = be.zeros((x.shape[0], net.n_state), net.dtype)
+    free = device_phase(chain, s, free_dyn, free_dyn.T)
+    phases: dict[str, DevicePhase] = {"free": free}
+    nchain = DeviceChain(net, params, dyn.nudge, dyn.eps)
+    for spec in specs:
+        nchain.set_input(xd, dd, spec.beta)
+        ph = device_phase(nchain, free.state.copy(), dyn, dyn.K)
+        phases[spec.name] = ph._replace(beta=spec.beta)
+    states, _, coeffs = ep_plan_coefficients(phases, estimator)
+    dW, db = ep_gradient(chain, xd, states, coeffs)
+    return np.concatenate([np.asarray(be.to_host(g), np.float64).ravel() for g in dW + db])
+
+
+def mixed_precision_cosines(
+    net: Any,
+    x: np.ndarray,
+    d: np.ndarray,
+    dyn: Dynamics,
+    free_dyn: Dynamics,
+    specs,
+    estimator: str,
+    backend: str | ArrayBackend,
+    products=("float16", "bfloat16"),
+) -> dict[str, float]:
+    """Cosine of the EP estimate with 16-bit matmul operands (``products``; float32 state
+    and accumulation, :func:`eqprop.gpu.backend.round_operand`) to the float32 estimate,
+    on one fixed batch: :math:`\\cos = \\langle g_{16}, g_{32}\\rangle /
+    (\\|g_{16}\\|\\,\\|g_{32}\\|)` over all parameters. ``net`` must be float32."""
+    if np.dtype(net.dtype) != np.float32:
+        raise ValueError(f"mixed precision is measured against float32, got {net.dtype}")
+    be = get_backend(backend)
+    ref = ep_estimate(net, x, d, dyn, free_dyn, specs, estimator, be)
+    out = {}
+    for p in products:
+        g = ep_estimate(net, x, d, dyn, free_dyn, specs, estimator, be.with_products(p))
+        out[p] = float(g @ ref / (np.linalg.norm(g) * np.linalg.norm(ref)))
+    return out
