@@ -293,7 +293,9 @@ class DeviceRun:
                     state = np.ascontiguousarray(be.to_host(ph.state))
                     host = Phase(state, ph.result, ph.beta, False)
                     raise trainer._phase_failure(name, host, bad, start)
-            summary = be.to_host(be.xp.stack([cost.mean(dtype=np.float64), n_wrong]))
+            summary = be.to_host(
+                be.xp.stack([cost.mean(dtype=np.float64), n_wrong.astype(np.float64)])
+            )
             loss = float(summary[0])
             if not math.isfinite(loss):
                 self.to_host(trainer)
