@@ -156,9 +156,9 @@ class DeviceConv2d:
         self.xp: Any = self.be.xp
         self.W = self.be.to_device(np.asarray(c.W))
         spec = c.conv
-        self.kernel = tuple(int(v) for v in c.W.shape[2:])
+        self.kernel = (int(c.W.shape[2]), int(c.W.shape[3]))
         self.stride, self.padding = int(spec.stride), int(spec.padding)
-        self.in_hw = tuple(int(v) for v in spec.input_hw)
+        self.in_hw = (int(spec.input_hw[0]), int(spec.input_hw[1]))
         self.conv_hw = conv_output_hw(self.in_hw, self.kernel, self.stride, self.padding)
         self.pool = spec.pool
         self.size = int(spec.pool_size) if spec.pool is not None else 1
