@@ -360,3 +360,97 @@ else:
             r"4 of 4 samples failed.*parameters W2 were already NaN",
         ):
             t.train_epoch()
+
+    # ------------------------------------------------------------ conv graph phases
+    from eqprop.gpu import graph as ggraph
+    from eqprop.graph import Coupling, GraphNetwork, Layer
+    from eqprop.graph.conv import ConvSpec
+
+    def _conv_net(kind="prototypical", activation="sigmoid", pool="max", dtype="float64"):
+        """x (2x6x6) -conv 3x3 pad 1 (+pool)-> h (3x3x3 / 3x6x6) -dense-> y (3): a conv
+        coupling from the input, a scaled dense coupling between state layers."""
+        rng = np.random.default_rng(0)
+        hshape = (3, 6, 6) if pool is None else (3, 3, 3)
+        spec = ConvSpec(padding=1, pool=pool)
+        net = GraphNetwork(
+            [
+                Layer("x", role="input", shape=(2, 6, 6)),
+                Layer("h", activation=activation, shape=hshape, bias=rng.normal(size=3) * 0.1),
+                Layer(
+                    "y", size=3, role="output", activation=activation, bias=rng.normal(size=3) * 0.1
+                ),
+            ],
+            [
+                Coupling(
+                    "x", "h", rng.normal(scale=0.4, size=(3, 2, 3, 3)), type="conv2d", conv=spec
+                ),
+                Coupling("h", "y", rng.normal(scale=0.4, size=(int(np.prod(hshape)), 3))),
+            ],
+            kind=kind,
+            dtype=dtype,
+        )
+        return net
+
+    def _conv_net2(kind="prototypical", activation="sigmoid", pool="avg"):
+        """A conv coupling *between state layers* (feedback through conv^T and the pool
+        adjoint): x (1x6x6) -dense-> h1 (2x6x6) -conv (+pool)-> h2 -dense-> y (2)."""
+        rng = np.random.default_rng(1)
+        h2 = (2, 3, 3) if pool else (2, 6, 6)
+        return GraphNetwork(
+            [
+                Layer("x", role="input", size=36),
+                Layer("h1", activation=activation, shape=(2, 6, 6)),
+                Layer("h2", activation=activation, shape=h2, bias=rng.normal(size=2) * 0.1),
+                Layer("y", size=2, role="output", activation=activation),
+            ],
+            [
+                Coupling("x", "h1", rng.normal(scale=0.3, size=(36, 72))),
+                Coupling(
+                    "h1",
+                    "h2",
+                    rng.normal(scale=0.4, size=(2, 2, 3, 3)),
+                    type="conv2d",
+                    conv=ConvSpec(padding=1, pool=pool),
+                ),
+                Coupling(
+                    "h2",
+                    "y",
+                    rng.normal(scale=0.4, size=(int(np.prod(h2)), 2)),
+                    feedback="scaled",
+                    gamma=0.5,
+                ),
+            ],
+            kind=kind,
+        )
+
+    GRAPH_CASES = [
+        (lambda: _conv_net(), "inside", 1.0),
+        (lambda: _conv_net("hopfield", "hardsigmoid", "avg"), "inside", 0.8),
+        (lambda: _conv_net2(), "outside", 0.7),
+        pytest.param(lambda: _conv_net2("hopfield", "tanh", "max"), "inside", 1.0, marks=SLOW),
+    ]
+
+    @pytest.mark.parametrize("make,nudge,damping", GRAPH_CASES)
+    def test_conv_graph_phases_equal_the_cpu_conv_fast_path(make, nudge, damping):
+        net = make()
+        rng = np.random.default_rng(5)
+        x = rng.random((2, net.n_in))
+        d = np.eye(net.n_out)[[0, 1]]
+        dyn = phases.Dynamics(T=4, K=3, eps=0.5, damping=damping, nudge=nudge, method="fused")
+        fc = phases.free_phase(net, x, dyn)
+        fg = ggraph.run_phase(net, x, dyn, steps=dyn.T, backend="numpy")
+        _same_result(fg, fc, 1e-12, 1e-12)
+        nc = phases.nudged_phase(net, x, d, 0.6, dyn, s0=fc.state)
+        ng = ggraph.run_phase(net, x, dyn, beta=0.6, d=d, s0=fc.state, steps=dyn.K, backend="numpy")
+        _same_result(ng, nc, 1e-12, 1e-12)
+        assert np.abs(ng.state - fg.state).max() > 1e-6
+
+    def test_conv_graph_phase_refusals():
+        net = _conv_net()
+        x = np.zeros((1, net.n_in))
+        with pytest.raises(ValueError, match="fixed-steps Picard"):
+            ggraph.run_phase(net, x, phases.Dynamics(method="anderson"), backend="numpy")
+        with pytest.raises(ValueError, match="clamp"):
+            ggraph.run_phase(
+                net, x, phases.Dynamics(), d=np.zeros((1, 3)), clamp_output=True, backend="numpy"
+            )

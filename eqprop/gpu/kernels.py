@@ -30,6 +30,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from eqprop.graph.kernels import ACT_IDENTITY
 from eqprop.kernels import (
     ACT_HARD,
     ACT_SHIFTED,
@@ -43,6 +44,7 @@ __all__ = [
     "activities_kernel",
     "block_update_kernel",
     "clip_kernel",
+    "graph_layer_kernel",
     "launch",
     "layer_map_kernel",
     "residual_update_kernel",
@@ -69,6 +71,8 @@ def rho(v, act):
     sigmoid ``1 / (1 + exp(-4 (v - 1/2)))`` (as ``eqprop.kernels._rho``)."""
     if act == ACT_HARD:
         return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    elif act == ACT_IDENTITY:
+        return v
     elif act == ACT_SIGMOID:
         return 1.0 / (1.0 + math.exp(-v))
     elif act == ACT_SHIFTED:
@@ -82,6 +86,8 @@ def rhop(v, act):
     (sigmoids, gain 1 or 4), :math:`1 - \\tanh^2` (as ``eqprop.kernels._rhop``)."""
     if act == ACT_HARD:
         return 1.0 if (v >= 0.0 and v <= 1.0) else 0.0
+    elif act == ACT_IDENTITY:
+        return 1.0
     elif act == ACT_SIGMOID or act == ACT_SHIFTED:
         e = rho(v, act)
         return (1.0 if act == ACT_SIGMOID else 4.0) * e * (1.0 - e)
@@ -254,6 +260,40 @@ def block_update_kernel(x, gx, a0, a1, lo, hi, has_bounds, damping, active, proj
         if project and has_bounds:
             g = lo if g < lo else (hi if g > hi else g)
         x[b, i] = _damped(x[b, i], g, lo, hi, has_bounds, damping)
+
+
+@cuda.jit(cache=True)
+def graph_layer_kernel(s, u, g, out, o, act, hop, eps, beta, nudged, inside, has_box, lo, hi):
+    r"""Columns ``o .. o + n`` of a graph network's map (one state layer, all samples), as
+    ``eqprop.graph.conv_kernels._layer_update``: from the state ``v``, the layer's drive
+    ``u`` (batch, n) and, on the nudged output layer, the cost gradient ``g = y - d``:
+    Hopfield :math:`v - \epsilon\,(v - \rho'(v) u + \beta g)`, prototypical
+    :math:`\rho(u - \beta g)` (nudge inside) or :math:`\rho(u) - \beta g` (outside);
+    clipped onto the layer's box ``[lo, hi]`` when ``has_box`` (before an outside nudge)."""
+    k = cuda.grid(1)
+    B, n = u.shape
+    if k >= B * n:
+        return
+    b = k // n
+    i = k - b * n
+    v = s[b, o + i]
+    if hop:
+        dF = v - rhop(v, act) * u[b, i]
+        if nudged:
+            dF += beta * g[b, i]
+        y = v - eps * dF
+        if has_box:
+            y = lo if y < lo else (hi if y > hi else y)
+    else:
+        p = u[b, i]
+        if nudged and inside:
+            p -= beta * g[b, i]
+        y = rho(p, act)
+        if has_box:
+            y = lo if y < lo else (hi if y > hi else y)
+        if nudged and not inside:
+            y -= beta * g[b, i]
+    out[b, o + i] = y
 
 
 @cuda.jit(cache=True)
