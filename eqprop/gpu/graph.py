@@ -208,8 +208,8 @@ def run_phase(
     check_graph(net, dyn, clamp_output)
     be = get_backend(backend)
     beta = _check_phase_request(beta, d, clamp_output)
-    xh = check_graph_batch(net, x, net.n_in, "x", None)
-    B = int(xh.shape[0])
+    B = int(np.shape(x)[0]) if np.ndim(x) == 2 else 0  # a bad shape is refused below
+    xh = check_graph_batch(net, x, net.n_in, "x", B)
     dt = np.dtype(net.dtype)
     target = (
         np.zeros((B, net.n_out), dt) if d is None else check_graph_batch(net, d, net.n_out, "d", B)
