@@ -120,7 +120,8 @@ def test_gpu_check_script_help_and_dry_run(tmp_path):
     info = json.loads((tmp_path / "gpu_check.json").read_text())
     stages = [row["stage"] for row in info["rows"]]
     assert stages == ["preset", "preset", "pconv", "cifar", "cifar", "mixed", "mixed", "mixed"]
-    assert info["rows"][2]["value"] == "not implemented"
+    assert info["rows"][2]["value"].endswith("s / epoch (60k)")
+    assert all("s / 50k samples" in row["value"] for row in info["rows"][3:5])
     assert all("samples/s" in row["value"] for row in info["rows"][:2])
     cosines = [float(row["value"].split()[1]) for row in info["rows"][5:7]]
     assert all(0.99 < c <= 1.0 for c in cosines)
