@@ -454,3 +454,61 @@ else:
             ggraph.run_phase(
                 net, x, phases.Dynamics(), d=np.zeros((1, 3)), clamp_output=True, backend="numpy"
             )
+
+    # ------------------------------------------------------------ conv training
+    def _image_data(n=8, nin=144, nc=10, seed=0):
+        rng = np.random.default_rng(seed)
+
+        def split(m):
+            return Split(rng.random((m, nin)).astype(np.float32), rng.integers(0, nc, m), nc)
+
+        return DatasetSplits(split(n), split(4), split(4), name="toy")
+
+    CONV_TRAIN = [
+        ("float64", {}),
+        pytest.param(
+            "float64",
+            dict(kind="hopfield", estimator="symmetric", momentum=0.5, weight_decay=0.01),
+            marks=SLOW,
+        ),
+        pytest.param("float32", dict(feedback="scaled", feedback_scale=0.5), marks=SLOW),
+    ]
+
+    @pytest.mark.parametrize("dtype,changes", CONV_TRAIN)
+    def test_cuda_trainer_on_a_conv_network_equals_cpu(dtype, changes):
+        """P-conv's settings on a small conv architecture (two conv layers, pooling,
+        per-channel biases): two epochs of two minibatches on the device equal the CPU
+        Trainer (history and every parameter by name)."""
+        c = get_preset("ernoult2019-pconv").config.replace(
+            architecture="1x12x12-c2k5-p2-c2k3-10",
+            dtype=dtype,
+            batch_size=4,
+            epochs=2,
+            T=4,
+            K=2,
+            eval_batch_size=4,
+            **changes,
+        )
+        cpu = Trainer(c, data=_image_data(), quiet=True)
+        cpu.run()
+        gpu = Trainer(c.replace(device="cuda"), data=_image_data(), quiet=True)
+        gpu.run()
+        assert isinstance(gpu._device, gtrain.GraphDeviceRun)
+        tol = 1e-12 if dtype == "float64" else 2e-5
+        for k in HISTORY:
+            np.testing.assert_allclose(
+                gpu.history[k], cpu.history[k], rtol=tol, atol=tol, err_msg=k
+            )
+        start = (
+            get_preset("ernoult2019-pconv")
+            .config.replace(architecture="1x12x12-c2k5-p2-c2k3-10", dtype=dtype, **changes)
+            .make_network()
+            .parameters()
+        )
+        for name, want in cpu.net.parameters().items():
+            got = gpu.net.parameters()[name]
+            np.testing.assert_allclose(
+                got, want, rtol=tol, atol=tol if dtype == "float64" else 1e-6, err_msg=name
+            )
+            if name.endswith(".W"):  # every coupling trained
+                assert np.abs(want - start[name]).max() > 0, name

@@ -42,11 +42,15 @@ STANDIN_ENV = "EQPROP_CUDA_STANDIN"
 #: ``Dynamics.method`` names the CUDA phases run (:mod:`eqprop.gpu.dense`).
 METHODS = ("fixed", "fused", "picard", "gauss-seidel", "gauss-seidel-parity")
 
+#: Methods of the conv graph networks' CUDA phases (fixed steps; :mod:`eqprop.gpu.graph`).
+CONV_METHODS = ("fixed", "fused", "picard")
+
 #: The rules, methods and networks the CUDA trainer runs (the rest is refused by name).
 TRAINABLE = (
     "rule 'ep' (one-sided, random-sign or symmetric, no homeostasis) on a dense tied chain "
     "(eqprop.network.Network) with cost='squared', methods fixed/fused/picard/"
-    "gauss-seidel/gauss-seidel-parity"
+    "gauss-seidel/gauss-seidel-parity, or a conv architecture (tied or scaled feedback, "
+    "fixed-steps fixed/fused/picard)"
 )
 
 
@@ -107,20 +111,26 @@ def check_trainable(config) -> None:
     (:data:`TRAINABLE`); called before any data loads."""
     net, rule = config.network, config.rule
     why = None
+    conv = net.is_conv
     if rule.name != "ep":
         why = f"rule {rule.name!r}"
     elif float(rule.params.get("homeostasis", 0.0) or 0.0) != 0.0:
         why = "EP with homeostasis"
     elif net.cost != "squared":
         why = f"cost={net.cost!r}"
-    elif net.feedback != "tied" or net.skip or net.output_activation is not None:
+    elif conv and net.feedback not in ("tied", "scaled"):
+        why = f"a conv network with feedback={net.feedback!r}"
+    elif not conv and (net.feedback != "tied" or net.skip or net.output_activation is not None):
         why = "a graph network (untied feedback, skip couplings or an output activation)"
-    elif net.feedback_scale != 1.0:
+    elif not conv and net.feedback_scale != 1.0:
         why = f"feedback_scale={net.feedback_scale!r}"
     else:
         for dyn in (config.dynamics.phases, config.dynamics.free_dynamics()):
-            if not isinstance(dyn.method, str) or dyn.method not in METHODS:
-                why = f"method {dyn.method_name!r}"
+            methods = CONV_METHODS if conv else METHODS
+            if not isinstance(dyn.method, str) or dyn.method not in methods:
+                why = f"method {dyn.method_name!r}" + (" on a conv network" if conv else "")
+            elif conv and not dyn.is_fixed_steps:
+                why = "a conv network's phases to a tolerance (fixed steps only)"
             elif dyn.record_energy:
                 why = "record_energy=True"
     if why is not None:
@@ -130,8 +140,10 @@ def check_trainable(config) -> None:
 def device_run(trainer):
     """The :class:`eqprop.gpu.train.DeviceRun` of a trainer (uploads its data, parameters
     and particles to the device; imports ``numba.cuda``)."""
-    from eqprop.gpu.train import DeviceRun
+    from eqprop.gpu.train import DeviceRun, GraphDeviceRun
 
+    if trainer.is_graph:
+        return GraphDeviceRun(trainer, backend_name())
     return DeviceRun(trainer, backend_name())
 
 

@@ -173,6 +173,10 @@ class DeviceChain:
         self.target = target
         self.beta = self.dt.type(beta)
 
+    def set_beta(self, beta: float) -> None:
+        """Nudge of the next phase (same input and targets)."""
+        self.beta = self.dt.type(beta)
+
     def map(self, s, out, layers=None) -> None:
         """``out = g(s)`` (eqprop.kernels.fixed_point_map, squared cost), or only the
         columns of the 0-based state ``layers`` (fixed_point_block)."""

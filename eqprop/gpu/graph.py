@@ -74,7 +74,14 @@ class DeviceGraphMap:
     ``bounds``, ``map``) for the fused / fixed-steps iteration.
     """
 
-    def __init__(self, net: GraphNetwork, backend: str | ArrayBackend, nudge: str, eps: float):
+    def __init__(
+        self,
+        net: GraphNetwork,
+        backend: str | ArrayBackend,
+        nudge: str,
+        eps: float,
+        params: dict[str, Any] | None = None,
+    ):
         be = self.be = get_backend(backend)
         self.net = net
         self.dt = np.dtype(net.dtype)
@@ -95,18 +102,18 @@ class DeviceGraphMap:
             )
             for la in net.state_layers
         ]
-        self.bias = {
-            la.name: be.to_device(np.asarray(la.bias_vector(), self.dt))
-            for la in net.state_layers
-            if la.bias is not None
-        }
+        if params is None:  # the parameters on the device, in net.parameters()' order
+            params = {k: be.to_device(np.asarray(v, self.dt)) for k, v in net.parameters().items()}
+        self.params = params
         self.input_ops: list[tuple[Any, Any]] = []
         self.inner_ops: list[tuple[Any, Any, float]] = []
         for c in net.couplings:
+            W = params[f"{c.name}.W"]
             if c.type == "conv2d":
                 op: Any = DeviceConv2d(c, be)
+                op.W = W  # shares the device parameter
             else:
-                op = be.to_device(np.asarray(c.W, self.dt))
+                op = W
             if net.layer(c.source).role == "input":
                 self.input_ops.append((c, op))
             else:
@@ -124,8 +131,12 @@ class DeviceGraphMap:
         self.drive = {}
         for la in self.net.state_layers:
             d = be.zeros((B, la.size), self.dt)
-            if la.name in self.bias:
-                d += self.bias[la.name]
+            bias = self.params.get(f"{la.name}.b")
+            if bias is not None and la.channel_bias:  # a channel's value over its image
+                assert la.shape is not None
+                d += be.xp.repeat(bias, la.shape[1] * la.shape[2])
+            elif bias is not None:
+                d += bias
             self.drive[la.name] = d
         for c, op in self.input_ops:
             if isinstance(op, DeviceConv2d):
@@ -133,6 +144,17 @@ class DeviceGraphMap:
             else:
                 self.drive[c.target] += be.matmul(xd, op)
         self.x, self.target, self.beta = xd, target, float(beta)
+
+    def set_beta(self, beta: float) -> None:
+        """Nudge of the next phase (same input and targets)."""
+        self.beta = float(beta)
+
+    def activities(self, s) -> dict[str, Any]:
+        """The activities by layer name: the input, and rho(s) (Hopfield) or s per layer."""
+        acts = {self.net.input_layer.name: self.x}
+        for name, (a, b), act, *_ in self.layers:
+            acts[name] = self._activity(s, name, a, b, act)
+        return acts
 
     def _activity(self, s, name, a, b, act):
         if not self.hop:
@@ -145,9 +167,7 @@ class DeviceGraphMap:
         """``out = g(s)`` (all layers; ``layers`` must be None: one synchronous group)."""
         assert layers is None
         be = self.be
-        acts = {self.net.input_layer.name: self.x}
-        for name, (a, b), act, *_ in self.layers:
-            acts[name] = self._activity(s, name, a, b, act)
+        acts = self.activities(s)
         U = {name: self.drive[name].copy() for name in self.drive}
         for c, op, scale in self.inner_ops:
             if isinstance(op, DeviceConv2d):
@@ -198,15 +218,18 @@ def run_phase(
     steps: int | None = None,
     clamp_output: bool = False,
     backend: str | ArrayBackend = "cupy",
+    gmap: DeviceGraphMap | None = None,
 ) -> Phase:
     """:func:`eqprop.phases.run_phase` of a conv graph network on the CUDA backend
     (fixed-steps Picard, the CPU conv fast path's iterates and result).
 
     Parameters as :func:`eqprop.phases.run_phase` (host arrays); ``backend`` as
-    :func:`eqprop.gpu.dense.run_phase`. Returns a Phase with a host state.
+    :func:`eqprop.gpu.dense.run_phase`; ``gmap`` a :class:`DeviceGraphMap` of ``net``
+    with its parameters already on the device (its nudge and ``eps`` must be ``dyn``'s).
+    Returns a Phase with a host state.
     """
     check_graph(net, dyn, clamp_output)
-    be = get_backend(backend)
+    be = get_backend(backend) if gmap is None else gmap.be
     beta = _check_phase_request(beta, d, clamp_output)
     B = int(np.shape(x)[0]) if np.ndim(x) == 2 else 0  # a bad shape is refused below
     xh = check_graph_batch(net, x, net.n_in, "x", B)
@@ -216,7 +239,8 @@ def run_phase(
     )
     s = net.zero_state(B) if s0 is None else check_graph_batch(net, s0, net.n_state, "s0", B)
     n_steps = dyn.T if steps is None else int(steps)
-    gmap = DeviceGraphMap(net, be, dyn.nudge, dyn.eps)
+    if gmap is None:
+        gmap = DeviceGraphMap(net, be, dyn.nudge, dyn.eps)
     gmap.set_input(be.to_device(np.ascontiguousarray(xh, dt)), be.to_device(target), beta)
     fused = dataclasses.replace(dyn, method="fused", fixed_steps=None)
     ph = device_phase(gmap, be.to_device(np.ascontiguousarray(s, dt)), fused, n_steps)  # type: ignore[arg-type]

@@ -193,8 +193,8 @@ class DeviceRun:
     def __init__(self, trainer: Any, backend: str | ArrayBackend = "cupy"):
         be = self.be = get_backend(backend)
         self.net = trainer.net
-        self.params = DeviceParams(trainer.net, be)
-        self.sgd = DeviceSGD(trainer.optimizer, self.params)
+        self.params: Any = DeviceParams(trainer.net, be)
+        self.sgd: Any = DeviceSGD(trainer.optimizer, self.params)
         self.X = be.to_device(trainer.x_train)
         self.D = be.to_device(trainer.d_train)
         self.Y = be.to_device(trainer.y_train)
@@ -222,6 +222,19 @@ class DeviceRun:
             raise ValueError("DeviceRun evaluates its own trainer's network only")
         return run_phase(net, x, dyn, beta=0.0, s0=s0, steps=dyn.T, params=self.params)
 
+    @property
+    def out_cols(self) -> tuple[int, int]:
+        """State columns ``[a, b)`` of the output layer."""
+        net = self.net
+        if hasattr(net, "output_layer"):  # a graph network
+            a, b = net.offsets[net.output_layer.name]
+            return int(a), int(b)
+        return int(net.n_state - net.n_out), int(net.n_state)
+
+    def _phase(self, chain, s, dyn: Dynamics, n_steps: int) -> DevicePhase:
+        """One phase of ``chain`` from the device state ``s``."""
+        return device_phase(chain, s, dyn, n_steps)
+
     # ------------------------------------------------------------------ one step
     def step(self, idx_d, dyn: Dynamics, free_dyn: Dynamics, rule: Any, rng: Any):
         """One EP training step on the minibatch ``idx_d`` (device indices); returns the
@@ -237,19 +250,20 @@ class DeviceRun:
             s = be.zeros((B, self.net.n_state), self.net.dtype)
         fchain = self.chain(free_dyn)
         fchain.set_input(x, d, 0.0)
-        free = device_phase(fchain, s, free_dyn, free_dyn.T)
+        free = self._phase(fchain, s, free_dyn, free_dyn.T)
         phases: dict[str, DevicePhase] = {"free": free}
         for spec in rule.plan(rng):
             chain = self.chain(dyn)
             if chain is fchain:  # same map: the input drive is the free phase's
-                chain.beta = chain.dt.type(spec.beta)
+                chain.set_beta(spec.beta)
             else:
                 chain.set_input(x, d, spec.beta)
-            ph = device_phase(chain, free.state.copy(), dyn, dyn.K)
+            ph = self._phase(chain, free.state.copy(), dyn, dyn.K)
             phases[spec.name] = ph._replace(beta=spec.beta)
         if self.particles is not None:
             self.particles[idx_d] = free.state
-        out = free.state[:, self.net.n_state - self.net.n_out :]
+        a, b = self.out_cols
+        out = free.state[:, a:b]
         err = out - d
         cost = 0.5 * (err * err).sum(axis=1)
         wrong = (xp.argmax(out, axis=1) != self.Y[idx_d]).sum()
@@ -385,3 +399,138 @@ def mixed_precision_cosines(
         g = ep_estimate(net, x, d, dyn, free_dyn, specs, estimator, be.with_products(p))
         out[p] = float(g @ ref / (np.linalg.norm(g) * np.linalg.norm(ref)))
     return out
+
+
+# ----------------------------------------------------------------------------- conv graphs
+def graph_parameter_gradient(gmap: Any, xd, states, coeffs) -> dict[str, Any]:
+    """:math:`\\sum_k c_k\\,\\partial F/\\partial\\theta(s_k)` of a conv graph network by
+    parameter name, on the device (batch mean), as the CPU path's
+    :meth:`eqprop.graph.conv_kernels.FastMap.parameter_gradient` combined by
+    :func:`eqprop.graph.gradient.contrast`: a coupling's ``W`` gets
+    :math:`-\\overline{a_{src}^\\top a_{dst}}` (dense) or the conv weight gradient; a
+    layer's bias :math:`-\\overline{a}` (summed over each channel's positions for a
+    per-channel bias). Squared cost: the nudge has no parameter gradient."""
+    from eqprop.gpu.conv import DeviceConv2d
+
+    net, be = gmap.net, gmap.be
+    dt = gmap.dt.type
+    grads: dict[str, Any] = {}
+    for k, (s, ck) in enumerate(zip(states, coeffs)):
+        acts = gmap.activities(s)
+        c_k = dt(ck)
+        terms: dict[str, Any] = {}
+        for c, op, *_ in gmap.input_ops + gmap.inner_ops:
+            a_src, a_dst = acts[c.source], acts[c.target]
+            if isinstance(op, DeviceConv2d):
+                terms[f"{c.name}.W"] = op.weight_gradient(a_src, a_dst)
+            else:
+                terms[f"{c.name}.W"] = -be.matmul(a_src.T, a_dst) / dt(a_src.shape[0])
+        for la in net.state_layers:
+            if la.bias is not None:
+                per_unit = -acts[la.name].mean(axis=0)
+                if la.channel_bias:
+                    per_unit = per_unit.reshape(la.shape[0], -1).sum(axis=1)
+                terms[f"{la.name}.b"] = per_unit
+        for name, g in terms.items():
+            grads[name] = c_k * g if k == 0 else grads[name] + c_k * g
+    return grads
+
+
+class GraphDeviceSGD:
+    """:class:`eqprop.optim.SGD`'s graph update (``_step_graph``) on device arrays by
+    parameter name: rates by :func:`eqprop.optim.graph_rates`, weight decay on the
+    coupling matrices only, heavy-ball momentum buffers in the host optimizer's order."""
+
+    def __init__(self, opt: Any, net: Any, params: dict[str, Any], be: ArrayBackend):
+        from eqprop.optim import graph_rates
+
+        self.opt, self.params, self.be = opt, params, be
+        self.rates = graph_rates(net, opt.lrs)
+        self.vP = None
+        if opt.momentum > 0.0 and opt.vP is not None:
+            self.vP = [be.to_device(v) for v in opt.vP]
+
+    def step(self, grads: dict[str, Any]) -> None:
+        opt = self.opt
+        mom, wd = opt.momentum, opt.weight_decay
+        if mom > 0.0 and self.vP is None:
+            self.vP = [self.be.xp.zeros_like(p) for p in self.params.values()]
+        for i, (name, p) in enumerate(self.params.items()):
+            dt = p.dtype.type
+            lr = self.rates[name]
+            decay = wd if not name.endswith(".b") else 0.0
+            g = grads[name]
+            if mom > 0.0:
+                assert self.vP is not None
+                v = self.vP[i]
+                v *= dt(mom)
+                v += g
+                if decay > 0.0:
+                    v += dt(decay) * p
+                p -= dt(lr) * v
+            else:
+                if decay > 0.0:
+                    p *= dt(1.0 - lr * decay)
+                p -= dt(lr) * g
+        opt.n_steps += 1
+
+    def to_host(self) -> None:
+        if self.vP is not None:
+            self.opt.vP = [np.ascontiguousarray(self.be.to_host(v)) for v in self.vP]
+
+
+class GraphDeviceRun(DeviceRun):
+    """:class:`DeviceRun` for a conv graph network (:mod:`eqprop.gpu.graph`): the phases
+    run the CPU conv fast path's fixed-steps iteration, the estimate is
+    :func:`graph_parameter_gradient`, the update :class:`GraphDeviceSGD`."""
+
+    def __init__(self, trainer: Any, backend: str | ArrayBackend = "cupy"):
+        from eqprop.gpu.graph import DeviceGraphMap
+
+        be = self.be = get_backend(backend)
+        self.net = net = trainer.net
+        # one device map per (nudge, eps), sharing one set of device parameters
+        self._maps: dict[tuple[str, float], Any] = {}
+        first = DeviceGraphMap(net, be, trainer.dyn.nudge, trainer.dyn.eps)
+        self.params = first.params
+        self._maps[(trainer.dyn.nudge, float(trainer.dyn.eps))] = first
+        self.sgd = GraphDeviceSGD(trainer.optimizer, net, self.params, be)
+        self.X = be.to_device(trainer.x_train)
+        self.D = be.to_device(trainer.d_train)
+        self.Y = be.to_device(trainer.y_train)
+        self.particles = None if trainer.particles is None else be.to_device(trainer.particles)
+        self._chains = {}
+
+    def chain(self, dyn: Dynamics):  # type: ignore[override]
+        from eqprop.gpu.graph import DeviceGraphMap
+
+        key = (dyn.nudge, float(dyn.eps))
+        if key not in self._maps:
+            self._maps[key] = DeviceGraphMap(self.net, self.be, dyn.nudge, dyn.eps, self.params)
+        return self._maps[key]
+
+    def _phase(self, gmap, s, dyn: Dynamics, n_steps: int) -> DevicePhase:
+        import dataclasses
+
+        fused = dataclasses.replace(dyn, method="fused", fixed_steps=None)
+        return device_phase(gmap, s, fused, n_steps)
+
+    def to_host(self, trainer: Any) -> None:
+        host = trainer.net.parameters()
+        for name, p in self.params.items():
+            host[name][...] = self.be.to_host(p)
+        self.sgd.to_host()
+        if self.particles is not None:
+            trainer.particles[...] = self.be.to_host(self.particles)
+
+    def eval_free_phase(self, net: Any, x, dyn: Dynamics, s0=None) -> Phase:
+        from eqprop.gpu.graph import run_phase as graph_run_phase
+
+        if net is not self.net:
+            raise ValueError("GraphDeviceRun evaluates its own trainer's network only")
+        return graph_run_phase(net, x, dyn, s0=s0, steps=dyn.T, gmap=self.chain(dyn))
+
+    def update(self, x, phases: dict[str, DevicePhase], estimator: str) -> None:
+        states, _, coeffs = ep_plan_coefficients(phases, estimator)
+        gmap = next(iter(self._maps.values()))
+        self.sgd.step(graph_parameter_gradient(gmap, x, states, coeffs))
