@@ -119,10 +119,13 @@ def test_gpu_check_script_help_and_dry_run(tmp_path):
     assert "DRY RUN" in r.stdout and "stage failed" not in r.stdout
     info = json.loads((tmp_path / "gpu_check.json").read_text())
     stages = [row["stage"] for row in info["rows"]]
-    assert stages == ["preset", "preset", "pconv", "cifar", "cifar", "mixed", "mixed", "mixed"]
+    want = ["preset", "preset", "pconv", "pconv", "cifar", "cifar", "mixed", "mixed", "mixed"]
+    assert stages == want
     assert info["rows"][2]["value"].endswith("s / epoch (60k)")
-    assert all("s / 50k samples" in row["value"] for row in info["rows"][3:5])
+    assert info["rows"][3]["value"].startswith("test error ")
+    assert "nan" not in info["rows"][3]["value"]
+    assert all("s / 50k samples" in row["value"] for row in info["rows"][4:6])
     assert all("samples/s" in row["value"] for row in info["rows"][:2])
-    cosines = [float(row["value"].split()[1]) for row in info["rows"][5:7]]
+    cosines = [float(row["value"].split()[1]) for row in info["rows"][6:8]]
     assert all(0.99 < c <= 1.0 for c in cosines)
     assert (tmp_path / "gpu_check.txt").read_text().count("\n") == len(info["rows"]) + 4

@@ -127,3 +127,28 @@ def test_pconv_phases_on_the_gpu_equal_the_cpu_conv_fast_path():
     nc = phases.nudged_phase(net, x, d, 0.4, dyn, s0=fc.state)
     ng = ggraph.run_phase(net, x, dyn, beta=0.4, d=d, s0=fc.state, steps=dyn.K, backend="cupy")
     np.testing.assert_allclose(ng.state, nc.state, rtol=1e-9, atol=1e-9)
+
+
+def test_cuda_trainer_on_a_conv_network_equals_cpu_on_the_gpu():
+    """P-conv's settings on 1x28x28-c8k5-p2-c8k5-p2-10 (float64, T=20, K=4), two epochs of
+    3 minibatches of random images: the CUDA trainer equals the CPU trainer (1e-9)."""
+    from eqprop.data import DatasetSplits, Split
+    from eqprop.train import Trainer
+
+    rng = np.random.default_rng(0)
+
+    def split(m):
+        return Split(rng.random((m, 784)).astype(np.float32), rng.integers(0, 10, m), 10)
+
+    data = DatasetSplits(split(60), split(20), split(20), name="toy")
+    config = get_preset("ernoult2019-pconv").config.replace(
+        architecture="1x28x28-c8k5-p2-c8k5-p2-10", dtype="float64", epochs=2, T=20, K=4
+    )
+    cpu = Trainer(config, data=data, quiet=True)
+    cpu.run()
+    dev = Trainer(config.replace(device="cuda"), data=data, quiet=True)
+    dev.run()
+    for k in ("train_loss", "test_loss"):
+        np.testing.assert_allclose(dev.history[k], cpu.history[k], rtol=1e-9, atol=1e-9)
+    for name, want in cpu.net.parameters().items():
+        np.testing.assert_allclose(dev.net.parameters()[name], want, rtol=1e-9, atol=1e-9)
