@@ -1,12 +1,13 @@
-"""The CUDA backend (issue #17): phases of the dense tied chain on an NVIDIA GPU.
+"""The CUDA backend (issue #17): EP phases and training on an NVIDIA GPU.
 
 What exists: the free and nudged phases of an :class:`eqprop.network.Network` (dense
 couplings, tied feedback, squared cost, either kind, every activation) with the damped
 Picard iteration, its fused iterates or Gauss-Seidel / red-black layer sweeps (fixed
 steps or to tolerance), returning the CPU path's result objects (:mod:`eqprop.gpu.dense`);
-EP training of such chains with states and parameters on the device for a whole run
-(:mod:`eqprop.gpu.train`, ``Trainer`` with ``device="cuda"``); a conv2d / pool coupling
-on the array backend (:mod:`eqprop.gpu.conv`). Matrix products go through a small
+a conv2d / pool coupling on the array backend (:mod:`eqprop.gpu.conv`) and the
+fixed-steps phases of conv graph networks (:mod:`eqprop.gpu.graph`); EP training of
+both with states and parameters on the device for a whole run (:mod:`eqprop.gpu.train`,
+``Trainer`` with ``device="cuda"``). Matrix products go through a small
 array-module seam (:mod:`eqprop.gpu.backend`: CuPy/cuBLAS, or NumPy as the CPU
 stand-in), the element-wise and fused parts through Numba CUDA kernels
 (:mod:`eqprop.gpu.kernels`).

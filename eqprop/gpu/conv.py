@@ -26,8 +26,8 @@ atomics, so it is deterministic.
 
 Tested (``tests/test_gpu_conv.py``) on the NumPy stand-in against :mod:`eqprop.graph.conv`
 to 1e-12 in float64 (drives, feedback, energy term, weight gradient; stride, padding,
-max and avg pooling, overlapping windows, ties). The conv phases and the conv trainer on
-the GPU are not built: a FastMap-like device map over these ops is the next step.
+max and avg pooling, overlapping windows, ties). The conv phases on the device:
+:mod:`eqprop.gpu.graph`.
 """
 
 from __future__ import annotations

@@ -18,8 +18,7 @@ output layer in the state (squared cost), nudge inside or outside:
   fused mode, and the CPU conv fast path's result: one residual row (the residual of the
   state before the last update), per-sample ``converged`` / ``failed``.
 
-Training conv networks on the GPU (the parameter gradient and the graph optimizer on
-the device) is not built yet.
+Training conv networks on the GPU: :class:`eqprop.gpu.train.GraphDeviceRun`.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ evaluation's free phases also run on the device (their states come back: the eva
 reads the outputs). A phase that fails raises the CPU trainer's error (the failed
 phase's state is fetched then).
 
+A conv architecture (a :class:`~eqprop.graph.model.GraphNetwork` with ``conv2d``
+couplings) runs through :class:`GraphDeviceRun`: the phases of :mod:`eqprop.gpu.graph`,
+the estimate :func:`graph_parameter_gradient`, the update :class:`GraphDeviceSGD`.
+
 The arithmetic is the CPU trainer's (same iterates, same products up to summation order):
 ``tests/test_gpu_sim.py`` checks one and several training steps against
 :class:`eqprop.train.Trainer` to 1e-12 in float64 and 2e-5 in float32 under Numba's CUDA
