@@ -57,12 +57,24 @@ _RUNNING, _CONVERGED, _STOPPED, _FAILED = 0, 1, 2, 3
 _TINY = float(np.finfo(np.float64).tiny)
 
 
+def _device_arg(a):
+    """A CuPy (CUDA-array-interface) argument as a Numba device array view without the
+    stream synchronisation Numba's launch would do (``as_cuda_array(sync=True)`` waits for
+    the exporter's stream on every launch and argument: a device-wide wait per kernel
+    when CuPy exports its legacy default stream). The kernels and CuPy's products run
+    on that same default stream, in order, so no wait is needed. Anything else (NumPy
+    arrays under the simulator, scalars) unchanged."""
+    if hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray):
+        return cuda.as_cuda_array(a, sync=False)
+    return a
+
+
 def launch(kernel, n_threads: int, *args) -> None:
     """Launch ``kernel`` on a 1-D grid of at least ``n_threads`` threads (blocks of
     :data:`THREADS`, or one smaller block: the simulator runs every thread of a block)."""
     n = max(1, int(n_threads))
     threads = min(THREADS, n)
-    kernel[(n + threads - 1) // threads, threads](*args)
+    kernel[(n + threads - 1) // threads, threads](*[_device_arg(a) for a in args])
 
 
 @cuda.jit(device=True, cache=True)
