@@ -465,6 +465,9 @@ def main(argv=None) -> int:
         args.skip_tests = True
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    shared = ROOT.parent / "shared" / "data"  # the project's data folder, as tests/conftest.py
+    if shared.is_dir():
+        os.environ.setdefault("EQPROP_DATA_DIR", str(shared))
     from eqprop import gpu
 
     ok, why = gpu.available()
