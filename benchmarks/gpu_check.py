@@ -1,34 +1,53 @@
-"""The prepared device check of issue #17: GPU tests, then samples/s of the phases.
+"""The prepared device check of issue #17: GPU tests, then one table.
 
-On a machine with an NVIDIA GPU, CuPy and numba-cuda (the ``[gpu]`` extra), run from the
-repository root (well under 10 minutes on an H200)::
+On a machine with an NVIDIA GPU, CuPy and numba-cuda (the ``[gpu]`` extra), from the
+repository root, with the MNIST files under ``EQPROP_DATA_DIR`` (total under 10 minutes:
+every stage has its own time guard inside ``--budget``, default 540 s)::
 
-    NUMBA_CACHE_DIR=.numba_cache python benchmarks/gpu_check.py [--output DIR]
+    NUMBA_CACHE_DIR=.numba_cache EQPROP_DATA_DIR=... python benchmarks/gpu_check.py -o $OUT
 
-1. runs the GPU-marked tests (``pytest -m gpu tests/test_gpu_device.py``: the CUDA
-   phases of the presets' networks equal the CPU phases);
-2. prints one table: samples/s of one training step's phases (free phase ``T`` steps,
-   then nudged phase ``K`` steps from the free state) of the ``ernoult2019-p1h`` and
-   ``scellier2017-1h`` settings at batch 20 and 256, on the GPU
-   (:func:`eqprop.gpu.free_phase` / ``nudged_phase``, ``method="fixed"``, cuBLAS
-   products) and on the CPU in the same run (:mod:`eqprop.phases` with the presets'
-   ``method="fused"``), and their ratio. Each figure is the best of ``--repeat``
-   blocks of about ``--seconds`` each, after one untimed warm-up (compilation).
+Stages (each prints its rows as it finishes; a stage that cannot run says why in its
+row instead of crashing, and a stage that would pass the budget is reported as skipped):
 
-The issue's other rows (Ernoult et al.'s P-conv on MNIST, the 128-256-512-512 CIFAR
-architecture, mixed precision) need GPU modules of the conv couplings and a GPU trainer,
-which do not exist yet; the script says so in its output.
+1. ``pytest -m gpu tests/test_gpu_device.py``: the CUDA phases, the CUDA trainer and the
+   conv coupling on cuBLAS equal the CPU path.
+2. ``ernoult2019-p1h`` and ``scellier2017-1h`` at batch 20 and 256: training samples/s of
+   ``Trainer(device="cuda")`` (the second of two epochs over random MNIST-shaped
+   inputs: the first compiles), against the CPU trainer on the same data in the same run
+   and the CPU figure recorded in ``docs/networks.rst`` (bench_step.py, fused path,
+   batch 20, 2-core machine: P-1h 7,216 and 1h 8,770 samples/s).
+3. Ernoult et al.'s P-conv on MNIST (``ernoult2019-pconv``, batch 20, T=200, K=10):
+   seconds per epoch of 60,000 samples from the timed device work of one training step
+   (free and nudged phases of :mod:`eqprop.gpu.graph`, the weight-gradient products; the
+   graph optimizer's update is not on the device yet). The test error after two minutes
+   needs a GPU conv trainer: "not implemented".
+4. The Laborieux et al. 2021 / Scellier et al. 2023 CIFAR architecture (3x32x32,
+   conv 128-256-512-512, 3x3, pad 1, 2x2 max-pool after each, dense to 10), batch 128,
+   random inputs, centered EP (free phase, nudged at +beta and -beta): the same timed
+   step, per 50,000 samples, for T1 = 60 / T2 = 20 (Scellier et al. 2023's red-black
+   schedule, timed as synchronous sweeps of the same count: a red-black sweep evaluates
+   each layer once, the products of one map) and T1 = 250 / T2 = 30 (synchronous,
+   Laborieux et al. 2021), against holomorphic EP's 230 s and Scellier et al.'s 108 s
+   per epoch; and the fraction of the float32 GEMM rate measured in the same run (a
+   8192^3 matmul) that the step's products reach.
+5. Mixed precision: the cosine of the EP estimate with float16 / bfloat16 matmul
+   operands (float32 state and accumulation) to the float32 estimate, ``ernoult2019-p1h``
+   on the first 20 MNIST training images (:func:`eqprop.gpu.train.mixed_precision_cosines`);
+   then, budget allowing, the test error after one epoch on 10,000 MNIST images in float32
+   and with bfloat16 products.
 
-``--simulate`` is the CPU stand-in mode, for a machine without a GPU (and for the
-tests): ``NUMBA_ENABLE_CUDASIM=1``, the NumPy array backend, tiny versions of the two
-networks (sizes 6-5-3, at most 3 steps, batch 2), no pytest step. Its figures time
-Numba's CUDA simulator and mean nothing.
+``--dry-run`` runs every stage at tiny sizes on Numba's CUDA simulator and the NumPy
+stand-in (``NUMBA_ENABLE_CUDASIM=1``, ``EQPROP_CUDA_STANDIN=1``), without pytest and
+without data files, so that the script is exercised where there is no GPU
+(``tests/test_gpu_backend.py`` runs it); its figures time the simulator and mean nothing.
+
+Writes ``gpu_check.txt`` (the table) and ``gpu_check.json`` (rows, machine, command) to
+``--output`` (default ``$OUT`` when set).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -39,146 +58,400 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("ernoult2019-p1h", "scellier2017-1h")
-NOT_BUILT_ROWS = (
-    "P-conv on MNIST (s/epoch, test error after 2 min): not measured, the conv couplings "
-    "have no GPU module yet",
-    "CIFAR 128-256-512-512 (s per 50,000 samples, fraction of matrix throughput): not "
-    "measured, same reason",
-    "mixed precision (cosine to the float32 EP estimate, test error): not built",
-)
+#: docs/networks.rst, ``bench_step.py --repeat 7``, fused path, batch 20, float32
+DOC_CPU = {"ernoult2019-p1h": 7216.0, "scellier2017-1h": 8770.0}
+CIFAR_CHANNELS = (128, 256, 512, 512)
+CIFAR_SCHEDULES = (("red-black T1=60 T2=20", 60, 20), ("synchronous T1=250 T2=30", 250, 30))
+PUBLISHED_S = "holomorphic EP 230 s/epoch, Scellier et al. 2023 108 s/epoch"
+
+
+class Clock:
+    """The run's time budget: ``left()`` seconds remain; ``fits(s)`` whether ``s`` do."""
+
+    def __init__(self, budget: float):
+        self.t0 = time.perf_counter()
+        self.budget = float(budget)
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.t0)
+
+    def fits(self, seconds: float) -> bool:
+        return self.left() > seconds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="gpu_check.py",
-        description="Issue #17's device check: GPU tests, then phase samples/s GPU vs CPU.",
+        description="Issue #17's device check: GPU tests, then the table (see the docstring).",
     )
+    p.add_argument("--budget", type=float, default=540.0, help="total seconds (default 540)")
     p.add_argument(
-        "--batches", default="20,256", help="comma list of batch sizes (default: 20,256)"
-    )
-    p.add_argument("--repeat", type=int, default=3, help="timed blocks per figure (default: 3)")
-    p.add_argument(
-        "--seconds", type=float, default=1.0, help="length of one timed block (default: 1.0)"
-    )
-    p.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")
-    p.add_argument(
-        "--skip-tests", action="store_true", help="do not run the GPU-marked tests first"
-    )
-    p.add_argument(
-        "--simulate",
+        "--dry-run",
         action="store_true",
-        help="CPU stand-in: Numba's CUDA simulator, NumPy products, tiny networks",
+        help="tiny sizes on Numba's CUDA simulator and the NumPy stand-in (no GPU, no data)",
     )
-    p.add_argument("--output", "-o", metavar="DIR", help="also write gpu_check.{txt,json} here")
+    p.add_argument("--skip-tests", action="store_true", help="skip the GPU-marked tests")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="DIR",
+        default=os.environ.get("OUT"),
+        help="write gpu_check.{txt,json} here (default: $OUT when set)",
+    )
     return p.parse_args(argv)
 
 
-def run_gpu_tests() -> int:
-    """``pytest -m gpu tests/test_gpu_device.py`` in a subprocess; its exit status."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rs"]
-    cmd.append(str(ROOT / "tests" / "test_gpu_device.py"))
-    print("$ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT).returncode
-
-
-def setting(name: str, dtype: str, simulate: bool):
-    """The preset's network (seed 0) and the Dynamics of its phases (``method`` kept)."""
-    from eqprop.presets import get_preset
-
-    config = get_preset(name).config.replace(dtype=dtype)
-    dyn = config.dynamics.free_dynamics()
-    if simulate:
-        config = config.replace(architecture="6-5-3")
-        dyn = dataclasses.replace(dyn, T=min(dyn.T, 3), K=min(dyn.K, 3))
-    return config.make_network(), dyn, float(config.rule.params.get("beta", 0.5))
-
-
-def time_step(step, repeat: int, seconds: float) -> float:
-    """Best seconds per call of ``step()`` over ``repeat`` blocks of about ``seconds``."""
-    step()  # warm-up: compilation
-    t0 = time.perf_counter()
-    step()
-    once = max(time.perf_counter() - t0, 1e-6)
-    n = max(1, int(seconds / once))
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
-
-
-def steps(net, x, d, beta, dyn, gdyn, backend):
-    """One training step's phases (free, then nudged from the free state) on the CPU
-    (``dyn``) and on the CUDA backend (``gdyn``), as two functions without arguments."""
-    from eqprop import gpu, phases
-
-    def cpu_step():
-        f = phases.free_phase(net, x, dyn)
-        phases.nudged_phase(net, x, d, beta, dyn, s0=f.state)
-
-    def gpu_step():
-        f = gpu.free_phase(net, x, gdyn, backend=backend)
-        gpu.nudged_phase(net, x, d, beta, gdyn, s0=f.state, backend=backend)
-
-    return cpu_step, gpu_step
-
-
-def measure(args: argparse.Namespace) -> list[dict]:
-    import numpy as np
-
-    backend = "numpy" if args.simulate else "cupy"
-    rows = []
-    for name in PRESETS:
-        net, dyn, beta = setting(name, args.dtype, args.simulate)
-        gdyn = dataclasses.replace(dyn, method="fixed")
-        for B in [int(b) for b in args.batches.split(",")]:
-            rng = np.random.default_rng(0)
-            x = rng.random((B, net.sizes[0])).astype(net.dtype)
-            d = np.eye(net.n_out, dtype=net.dtype)[rng.integers(0, net.n_out, B)]
-            cpu_step, gpu_step = steps(net, x, d, beta, dyn, gdyn, backend)
-            t_cpu = time_step(cpu_step, args.repeat, args.seconds)
-            t_gpu = time_step(gpu_step, args.repeat, args.seconds)
-            rows.append(
-                dict(
-                    setting=name,
-                    batch=B,
-                    T=dyn.T,
-                    K=dyn.K,
-                    dtype=args.dtype,
-                    cpu_samples_per_s=B / t_cpu,
-                    gpu_samples_per_s=B / t_gpu,
-                    ratio=t_cpu / t_gpu,
-                )
-            )
-            print(format_row(rows[-1]), flush=True)
-    return rows
-
-
-HEADER = (
-    f"{'setting':<18} {'batch':>5} {'T+K':>7} {'dtype':>8} "
-    f"{'CPU samples/s':>14} {'GPU samples/s':>14} {'GPU/CPU':>8}"
-)
+def row(stage: str, setting: str, value: str, reference: str = "", note: str = "") -> dict:
+    return dict(stage=stage, setting=setting, value=value, reference=reference, note=note)
 
 
 def format_row(r: dict) -> str:
-    return (
-        f"{r['setting']:<18} {r['batch']:>5} {str(r['T']) + '+' + str(r['K']):>7} "
-        f"{r['dtype']:>8} {r['cpu_samples_per_s']:>14.1f} {r['gpu_samples_per_s']:>14.1f} "
-        f"{r['ratio']:>8.2f}"
+    text = f"{r['stage']:<10} {r['setting']:<44} {r['value']:<30} {r['reference']}"
+    return text + (f"  [{r['note']}]" if r["note"] else "")
+
+
+def emit(rows: list, r: dict) -> None:
+    rows.append(r)
+    print(format_row(r), flush=True)
+
+
+# ----------------------------------------------------------------------------- stage 1
+def run_gpu_tests(timeout: float) -> int:
+    """``pytest -m gpu tests/test_gpu_device.py``; its exit status (124: timed out)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rs"]
+    cmd.append(str(ROOT / "tests" / "test_gpu_device.py"))
+    print("$ " + " ".join(cmd), flush=True)
+    try:
+        return subprocess.run(cmd, cwd=ROOT, timeout=max(timeout, 1.0)).returncode
+    except subprocess.TimeoutExpired:
+        return 124
+
+
+# ----------------------------------------------------------------------------- stage 2
+def _random_data(n: int, n_in: int, n_out: int, seed: int = 0, n_test: int = 0):
+    import numpy as np
+
+    from eqprop.data import DatasetSplits, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(m):
+        return Split(rng.random((m, n_in)).astype(np.float32), rng.integers(0, n_out, m), n_out)
+
+    return DatasetSplits(split(n), split(0), split(n_test), name="random")
+
+
+def preset_rows(rows: list, clock: Clock, dry: bool) -> None:
+    from eqprop.presets import get_preset
+    from eqprop.train import Trainer
+
+    for name in PRESETS:
+        for B in (2,) if dry else (20, 256):
+            if not clock.fits(45.0):
+                emit(rows, row("preset", f"{name} batch {B}", "skipped: time budget"))
+                continue
+            config = get_preset(name).config.replace(batch_size=B, epochs=2)
+            if dry:
+                config = config.replace(architecture="6-5-3", T=3, K=2)
+            n = 4 * B if dry else max(20 * B, 2560)
+            sizes, dyn = config.sizes, config.dynamics.phases
+            data = _random_data(n, sizes[0], sizes[-1])
+            rates = {}
+            for device in ("cuda", "cpu"):
+                t = Trainer(config.replace(device=device), data=data, quiet=True)
+                t.train_epoch()  # compilation, uploads
+                rates[device] = t.train_epoch()["samples_per_second"]
+            ref = f"CPU here {rates['cpu']:.0f}/s"
+            if B == 20 or dry:
+                ref += f", docs {DOC_CPU[name]:.0f}/s"
+            emit(
+                rows,
+                row(
+                    "preset",
+                    f"{name} batch {B} (T={dyn.T}, K={dyn.K})",
+                    f"{rates['cuda']:.0f} samples/s",
+                    ref,
+                    f"GPU/CPU-here {rates['cuda'] / rates['cpu']:.2f}x",
+                ),
+            )
+
+
+# ----------------------------------------------------------------------------- stages 3, 4
+def conv_step_seconds(
+    net, B: int, T1: int, T2: int, centered: bool, beta: float, nudge: str, backend: str
+):
+    """Seconds of one EP training step's device work on a conv graph network at batch
+    ``B``: the free phase (``T1`` synchronous map evaluations, :mod:`eqprop.gpu.graph`),
+    one (one-sided) or two (centered, +-beta) nudged phases of ``T2`` from the free state,
+    and the weight-gradient products of every coupling at each state (the graph
+    optimizer's update is not on the device yet); plus the float32 GEMM flops of it.
+    The best of two timed steps after one untimed (compilation)."""
+    import numpy as np
+
+    from eqprop.gpu.backend import get_backend
+    from eqprop.gpu.conv import DeviceConv2d
+    from eqprop.gpu.dense import device_phase
+    from eqprop.gpu.graph import DeviceGraphMap
+    from eqprop.phases import Dynamics
+
+    be = get_backend(backend)
+    rng = np.random.default_rng(0)
+    dt = np.dtype(net.dtype)
+    x = be.to_device(rng.random((B, net.n_in)).astype(dt))
+    d = be.to_device(np.eye(net.n_out, dtype=dt)[rng.integers(0, net.n_out, B)])
+    gmap = DeviceGraphMap(net, be, nudge, 0.5)
+    dyn = Dynamics(T=T1, K=T2, method="fused", nudge=nudge)
+    betas = (beta, -beta) if centered else (beta,)
+
+    def step():
+        gmap.set_input(x, d, 0.0)
+        free = device_phase(gmap, be.zeros((B, net.n_state), dt), dyn, T1)
+        states = [free.state]
+        for b in betas:
+            gmap.beta = float(b)
+            states.append(device_phase(gmap, free.state.copy(), dyn, T2).state)
+        for st in states if not centered else states[1:]:
+            for c, op, *_ in gmap.input_ops + gmap.inner_ops:
+                a, b2 = net.offsets[c.target]
+                dst = st[:, a:b2]
+                if c.source == net.input_layer.name:
+                    src = x
+                else:
+                    a0, b0 = net.offsets[c.source]
+                    src = st[:, a0:b0]
+                if isinstance(op, DeviceConv2d):
+                    op.weight_gradient(src, dst)
+                else:
+                    be.matmul(src.T, dst)
+        be.synchronize()
+
+    step()
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t0)
+    n_maps = T1 + len(betas) * T2
+    flops = 0.0
+    for c, op, *_ in gmap.input_ops + gmap.inner_ops:
+        if isinstance(op, DeviceConv2d):
+            Co, Ci, kh, kw = op.W.shape
+            one = 2.0 * B * op.conv_hw[0] * op.conv_hw[1] * Co * Ci * kh * kw
+            inner = net.layer(c.source).role != "input"
+            # per map: forward (input couplings: once per batch), feedback = routing conv
+            # (max pool) + transposed product; per gradient: routing conv + weight GEMM
+            per_map = (one + (2 * one if op.pool == "max" else one)) if inner else 0.0
+            flops += n_maps * per_map + 2 * one * (len(betas) + (0 if centered else 1))
+        else:
+            one = 2.0 * B * op.shape[0] * op.shape[1]
+            flops += n_maps * 2 * one + one * (len(betas) + (0 if centered else 1))
+    return best, flops
+
+
+def gemm_rate(backend: str, dry: bool) -> float:
+    """float32 GEMM flop/s of a square matmul (8192; 256 in the dry run) on ``backend``."""
+    import numpy as np
+
+    from eqprop.gpu.backend import get_backend
+
+    be = get_backend(backend)
+    n = 256 if dry else 8192
+    a = be.xp.ones((n, n), dtype=np.float32)
+    be.matmul(a, a)
+    be.synchronize()
+    t0 = time.perf_counter()
+    reps = 1 if dry else 5
+    for _ in range(reps):
+        be.matmul(a, a)
+    be.synchronize()
+    return 2.0 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def pconv_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
+    from eqprop.presets import get_preset
+
+    if not clock.fits(60.0):
+        emit(rows, row("pconv", "ernoult2019-pconv MNIST", "skipped: time budget"))
+        return
+    config = get_preset("ernoult2019-pconv").config
+    dyn = config.dynamics.phases
+    T, K, B = dyn.T, dyn.K, config.run.batch_size
+    if dry:
+        config = config.replace(architecture="1x12x12-c2k5-p2-c2k3-10")
+        T, K, B = 3, 2, 2
+    net = config.make_network()
+    beta = float(config.rule.params["beta"])
+    t, _ = conv_step_seconds(net, B, T, K, False, beta, dyn.nudge, backend)
+    est = t * 60000 / B
+    emit(
+        rows,
+        row(
+            "pconv",
+            f"ernoult2019-pconv b{B} T={T} K={K} (phases + gradient products)",
+            f"{est:.0f} s / epoch (60k)",
+            "",
+            "one timed step's device work, without the optimizer",
+        ),
+    )
+    pconv_training(rows, clock, dry, config, est)
+
+
+def pconv_training(rows: list, clock: Clock, dry: bool, config, est_epoch: float) -> None:
+    """Train ``Trainer(device="cuda")`` on MNIST for as many epochs as fit in two minutes
+    (a first partial epoch on a prefix of the training set when one epoch would not:
+    then ``limit`` also cuts the test split); the measured s/epoch and the test error."""
+    from eqprop.train import Trainer
+
+    window = 3.0 if dry else min(120.0, clock.left() - 150.0)
+    if window < (1.0 if dry else 30.0):
+        emit(rows, row("pconv", "P-conv 2-minute training", "skipped: time budget"))
+        return
+    limit = None
+    if est_epoch > 0.9 * window:  # a prefix that fits, in whole minibatches
+        B = config.run.batch_size
+        limit = max(B, int(60000 * 0.8 * window / est_epoch) // B * B)
+    data = None
+    if dry:
+        data = _random_data(8, config.sizes[0], config.sizes[-1], n_test=4)
+        config = config.replace(batch_size=2, T=3, K=2)
+    # evaluation in batches of 1000 (the preset's 20 would launch 50x more kernels; the
+    # phases are per sample, so the errors are the same)
+    c = config.replace(device="cuda", limit=limit, epochs=1000, eval_batch_size=1000)
+    t = Trainer(c, data=data, quiet=True)
+    t0 = time.perf_counter()
+    while True:
+        t.run(t.epoch + 1)
+        spent = time.perf_counter() - t0
+        last = t.history["train_time"][-1] + t.history["eval_time"][-1]
+        if spent + last > window or dry:
+            break
+    n = t.x_train.shape[0]
+    emit(
+        rows,
+        row(
+            "pconv",
+            f"P-conv MNIST training, {t.epoch} epoch(s) of {n} samples in {spent:.0f} s",
+            f"test error {100 * t.history['test_error'][-1]:.2f}%",
+            "Ernoult et al. 2019 Table 1: ~1% after 40 epochs",
+            f"{t.history['train_time'][-1] * 60000 / n:.0f} s per 60k training samples"
+            + ("" if limit is None else f"; test on the first {limit} test images"),
+        ),
     )
 
 
+def cifar_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
+    from eqprop.graph.build import conv_chain
+
+    if not clock.fits(90.0):
+        emit(rows, row("cifar", "128-256-512-512 batch 128", "skipped: time budget"))
+        return
+    shape, channels, B = (
+        ((3, 16, 16), (4, 8, 8, 8), 2) if dry else ((3, 32, 32), CIFAR_CHANNELS, 128)
+    )
+    net = conv_chain(shape, channels, 10, kernels=3, paddings=1, pool="max", dtype="float32")
+    peak = gemm_rate(backend, dry)
+    for label, T1, T2 in CIFAR_SCHEDULES:
+        if dry:
+            T1, T2 = 3, 2
+        if not clock.fits(45.0):
+            emit(rows, row("cifar", f"128-256-512-512 centered {label}", "skipped: time budget"))
+            continue
+        t, flops = conv_step_seconds(net, B, T1, T2, True, 0.5, "inside", backend)
+        emit(
+            rows,
+            row(
+                "cifar",
+                f"128-256-512-512 b{B} centered {label}",
+                f"{t * 50000 / B:.0f} s / 50k samples",
+                PUBLISHED_S,
+                f"{100 * flops / t / peak:.1f}% of the f32 GEMM rate {peak / 1e12:.1f} TFLOP/s;"
+                + (
+                    " red-black timed as synchronous sweeps of equal count;"
+                    if "red" in label
+                    else ""
+                )
+                + " no optimizer step",
+            ),
+        )
+
+
+# ----------------------------------------------------------------------------- stage 5
+def mixed_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
+    import numpy as np
+
+    from eqprop.gpu import train as GT
+    from eqprop.presets import get_preset
+    from eqprop.rules.base import PhaseSpec
+
+    if not clock.fits(30.0):
+        emit(rows, row("mixed", "cosine to float32", "skipped: time budget"))
+        return
+    config = get_preset("ernoult2019-p1h").config
+    if dry:
+        config = config.replace(architecture="6-5-3", T=3, K=2)
+    net = config.make_network()
+    source = "random inputs"
+    if dry:
+        x = np.random.default_rng(0).random((4, 6)).astype(np.float32)
+        labels = np.arange(4) % 3
+    else:
+        from eqprop.data import load_dataset
+
+        try:
+            data = load_dataset("mnist", limit=20)
+            x, labels, source = data.train.x[:20], data.train.labels[:20], "MNIST train[:20]"
+        except Exception as e:  # no data files carried: say so, measure on random inputs
+            x = np.random.default_rng(0).random((20, 784)).astype(np.float32)
+            labels = np.arange(20) % 10
+            source = f"random inputs (MNIST not found: {type(e).__name__})"
+    x = np.ascontiguousarray(x, np.float32)
+    d = np.eye(net.n_out, dtype=np.float32)[labels]
+    dyn = config.dynamics.phases
+    fdyn = config.dynamics.free_dynamics()
+    specs = (PhaseSpec("nudged+", float(config.rule.params["beta"])),)
+    cos = GT.mixed_precision_cosines(net, x, d, dyn, fdyn, specs, "one-sided", backend)
+    for p, v in cos.items():
+        emit(rows, row("mixed", f"p1h EP estimate, {p} products", f"cosine {v:.6f}", source))
+    if dry or not clock.fits(150.0):
+        emit(
+            rows,
+            row(
+                "mixed",
+                "p1h test error, 1 epoch on 10k",
+                "skipped: time budget" if not dry else "skipped in --dry-run",
+            ),
+        )
+        return
+    from eqprop.gpu.backend import get_backend
+    from eqprop.train import Trainer
+
+    c = config.replace(epochs=1, limit=10000, device="cuda")
+    for products in ("native", "bfloat16"):
+        t = Trainer(c, quiet=True)
+        t._device = GT.DeviceRun(t, get_backend(backend).with_products(products))
+        t._free_phase = t._device.eval_free_phase
+        t.run()
+        err = float(t.history["test_error"][-1])
+        emit(
+            rows,
+            row(
+                "mixed",
+                f"p1h 1 epoch (10k MNIST), {products} products",
+                f"test error {100 * err:.2f}%",
+                "",
+            ),
+        )
+
+
+# ----------------------------------------------------------------------------- main
 def machine() -> str:
     text = f"{platform.node()} {platform.processor() or platform.machine()}, "
     text += f"{os.cpu_count()} cores, Python {platform.python_version()}"
     try:
         import cupy
 
-        dev = cupy.cuda.Device()
-        props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-        text += f", GPU {props['name'].decode()}"
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        text += f", GPU {props['name'].decode()}, CuPy {cupy.__version__}"
     except Exception:  # no GPU: the simulator or a bare machine
         text += ", no GPU (simulator)"
     return text
@@ -186,37 +459,63 @@ def machine() -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.simulate:  # before numba.cuda is imported anywhere
+    if args.dry_run:  # before numba.cuda is imported anywhere
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-        args.batches = "2"
+        os.environ["EQPROP_CUDA_STANDIN"] = "1"
         args.skip_tests = True
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    shared = ROOT.parent / "shared" / "data"  # the project's data folder, as tests/conftest.py
+    if shared.is_dir():
+        os.environ.setdefault("EQPROP_DATA_DIR", str(shared))
     from eqprop import gpu
 
     ok, why = gpu.available()
-    if not ok and not args.simulate:
-        print(f"gpu_check: no usable GPU: {why} (--simulate runs the CPU stand-in)")
+    if not ok and not args.dry_run:
+        print(f"gpu_check: no usable GPU: {why} (--dry-run runs the CPU stand-in)")
         return 2
-    rc = 0 if args.skip_tests else run_gpu_tests()
-    print("machine: " + machine())
-    print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
-    if args.simulate:
-        print("SIMULATOR: Numba's CUDA simulator and NumPy products; not a timing")
-    print(HEADER, flush=True)
-    rows = measure(args)
-    for line in NOT_BUILT_ROWS:
-        print("not built: " + line)
+    backend = "numpy" if args.dry_run else "cupy"
+    clock = Clock(args.budget)
+    rc = 0
+    if not args.skip_tests:
+        rc = run_gpu_tests(min(180.0, clock.left() - 240.0))
+    head = [
+        "machine: " + machine(),
+        "command: " + " ".join([Path(sys.executable).name, *sys.argv]),
+        f"GPU tests: exit status {rc}" if not args.skip_tests else "GPU tests: skipped",
+    ]
+    if args.dry_run:
+        head.append("DRY RUN: Numba's CUDA simulator and NumPy products; not a timing")
+    for line in head:
+        print(line, flush=True)
+    rows: list[dict] = []
+    stages = (
+        ("preset", lambda: preset_rows(rows, clock, args.dry_run)),
+        ("pconv", lambda: pconv_rows(rows, clock, args.dry_run, backend)),
+        ("cifar", lambda: cifar_rows(rows, clock, args.dry_run, backend)),
+        ("mixed", lambda: mixed_rows(rows, clock, args.dry_run, backend)),
+    )
+    for name, stage in stages:
+        try:
+            stage()
+        except Exception as e:  # one stage's failure is a row, not a lost table
+            emit(rows, row(name, "stage failed", f"{type(e).__name__}: {e}"[:200]))
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
-        lines = [HEADER] + [format_row(r) for r in rows]
-        (out / "gpu_check.txt").write_text("\n".join(lines) + "\n")
-        info = dict(machine=machine(), simulate=args.simulate, tests_rc=rc, rows=rows)
+        (out / "gpu_check.txt").write_text("\n".join(head + [format_row(r) for r in rows]) + "\n")
+        info = dict(
+            head=head,
+            dry_run=args.dry_run,
+            tests_rc=rc,
+            rows=rows,
+            seconds=args.budget - clock.left(),
+        )
         (out / "gpu_check.json").write_text(json.dumps(info, indent=1))
+    failed = [r for r in rows if r["setting"] == "stage failed"]
     if rc != 0:
         print(f"gpu_check: the GPU tests failed (pytest exit status {rc})")
-    return 1 if rc != 0 else 0
+    return 1 if rc != 0 or failed else 0
 
 
 if __name__ == "__main__":

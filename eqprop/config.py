@@ -408,9 +408,11 @@ class RunConfig:
     threads : int or None
         BLAS threads during the run; None chooses (:func:`eqprop.train.choose_threads`).
     device : {"cpu", "cuda"}
-        Where the run computes. ``"cuda"`` (issue #17) is refused with one error saying
-        what exists: the CUDA backend runs the phases of dense chains
-        (:mod:`eqprop.gpu`), training on the GPU is not built yet; never a silent CPU run.
+        Where the run computes. ``"cuda"`` (issue #17): EP training of a dense tied
+        chain or a conv architecture on an NVIDIA GPU (:mod:`eqprop.gpu.train`; states
+        and parameters stay on the device for the run); without a usable device and
+        CuPy, or for settings the CUDA trainer cannot run (named), one error before any
+        data loads, never a silent CPU run.
     preset : str or None
         Name of the preset the run started from (informational).
     """

@@ -536,6 +536,33 @@ def _describe_failure(phase: Any, bad: np.ndarray) -> str:
     return f"{n_bad} of {batch} samples failed{at}: {what}"
 
 
+def loss_diverged(c: TrainConfig, epoch: int, start: int, n: int, loss: float):
+    """The :class:`TrainingDiverged` of a non-finite minibatch cost in epoch ``epoch + 1``
+    (the minibatch starting at sample ``start`` of ``n``), with the settings that control
+    it (the CPU and the CUDA trainer raise this one)."""
+    bs = c.run.batch_size
+    return TrainingDiverged(
+        f"training diverged in epoch {epoch + 1}, minibatch "
+        f"{start // bs + 1} (after {start} of {n} samples): the mean cost at "
+        f"the free state is {loss} although every phase stayed finite, so the "
+        f"output or the cost overflowed; settings that control it: "
+        f"lrs={list(c.optimizer.lrs)}{_rule_settings(c)}, "
+        f"cost={c.network.cost!r}, "
+        f"{_phase_settings(c, 'free')}"
+    )
+
+
+def non_finite_parameter_error(c: TrainConfig, epoch: int, n: int, bad_params: list[str]):
+    """The :class:`TrainingDiverged` of parameters ``bad_params`` that became non-finite
+    in epoch ``epoch + 1`` (of ``n`` samples; the CPU and the CUDA trainer raise it)."""
+    return TrainingDiverged(
+        f"training diverged in epoch {epoch + 1}: {', '.join(bad_params)} became "
+        f"NaN or infinite during the update of the epoch's {n} samples; settings that "
+        f"control it: lrs={list(c.optimizer.lrs)}, momentum={c.optimizer.momentum!r}"
+        f"{_rule_settings(c)}; lower the learning rates"
+    )
+
+
 def _merge_valid_into_train(data: Any) -> Any:
     """``data`` with the validation samples appended to the training split and an empty
     validation split (same feature count and classes)."""
@@ -597,9 +624,10 @@ class Trainer:
                 "eqprop.recirculation.LoopTrainer (eqprop train --rule recirculation does)"
             )
         if config.run.device != "cpu":  # one clear error, never a silent CPU run (#17)
-            from eqprop.gpu import check_device
+            from eqprop.gpu import check_device, check_trainable
 
             check_device(config.run.device)
+            check_trainable(config)
         self._overwrite = bool(overwrite)
         self._resumed_from = _resumed_from
         run, data_config = config.run, config.data
@@ -662,6 +690,12 @@ class Trainer:
         if _restore is not None:
             self._restore(_restore)
             self._steps_at_start = self.optimizer.n_steps
+        self._device: Any = None  # eqprop.gpu.train.DeviceRun with device="cuda" (#17)
+        if config.run.device == "cuda":
+            from eqprop.gpu import device_run
+
+            self._device = device_run(self)
+            self._free_phase = self._device.eval_free_phase
 
     # ------------------------------------------------------------------ setup helpers
     def _eval_T(self) -> int:
@@ -719,6 +753,8 @@ class Trainer:
         TrainingDiverged
             The cost of a minibatch or the parameters at the end became non-finite.
         """
+        if self._device is not None:  # the same epoch on the CUDA backend (#17)
+            return self._device.train_epoch(self)
         from eqprop.rules.base import FreePhaseFailed
 
         c = self.config
@@ -765,15 +801,7 @@ class Trainer:
                     particles[idx] = free.state
                 loss = float(step.loss)
                 if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged in epoch {self.epoch + 1}, minibatch "
-                        f"{start // bs + 1} (after {start} of {n} samples): the mean cost at "
-                        f"the free state is {loss} although every phase stayed finite, so the "
-                        f"output or the cost overflowed; settings that control it: "
-                        f"lrs={list(c.optimizer.lrs)}{_rule_settings(c)}, "
-                        f"cost={c.network.cost!r}, "
-                        f"{_phase_settings(c, 'free')}"
-                    )
+                    raise loss_diverged(c, self.epoch, start, n, loss)
                 if not rule.applies_updates:
                     opt.step(net, step.gradient)
                 wrong += int(np.count_nonzero(step.prediction.argmax(axis=1) != y_all[idx]))
@@ -789,12 +817,7 @@ class Trainer:
         t_train = time.perf_counter() - t0
         bad_params = self._non_finite_parameters()
         if bad_params:
-            raise TrainingDiverged(
-                f"training diverged in epoch {self.epoch + 1}: {', '.join(bad_params)} became "
-                f"NaN or infinite during the update of the epoch's {n} samples; settings that "
-                f"control it: lrs={list(c.optimizer.lrs)}, momentum={c.optimizer.momentum!r}"
-                f"{_rule_settings(c)}; lower the learning rates"
-            )
+            raise non_finite_parameter_error(c, self.epoch, n, bad_params)
         return {
             "train_error": wrong / n,
             "train_loss": loss_sum / n,

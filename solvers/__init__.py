@@ -10,6 +10,11 @@ See ``docs/solvers.rst``.
 # First: chooses Numba's cache folder before any cache=True function is defined.
 from . import _numba_cache  # noqa: F401
 from ._callbacks import CallbackError
+
+# public name of the result builder every driver uses (also for backends outside this
+# package, e.g. eqprop.gpu: one definition of the status, message and failure rules);
+# solvers._common.build_result stays as the private spelling
+from ._common import build_result
 from ._result import SolveResult, SolverFailure, Status
 from .fixed_point import solve_fixed_point
 from .methods import RK4, Anderson, Broyden, Dopri5, Euler, GaussSeidel, Picard
@@ -28,6 +33,7 @@ __all__ = [
     "SolveResult",
     "SolverFailure",
     "Status",
+    "build_result",
     "solve_fixed_point",
     "solve_steady_state",
     "warmup",

@@ -24,15 +24,27 @@ import numpy as np
 import pytest
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+SLOW = pytest.mark.slow
+
+
+def _rerun_under_the_simulator(marks: str) -> None:
+    """This module in a fresh process with the simulator and the test-only stand-in of
+    ``device="cuda"`` (eqprop.gpu.STANDIN_ENV), selecting ``marks``."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", EQPROP_CUDA_STANDIN="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marks]
+    r = subprocess.run([*cmd, __file__], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout, r.stdout[-3000:]
+
 
 if not SIM:
 
     def test_gpu_kernels_under_the_simulator():
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
-        assert " passed" in r.stdout and "failed" not in r.stdout, r.stdout[-3000:]
+        _rerun_under_the_simulator("not slow and not benchmark")
+
+    @pytest.mark.slow
+    def test_gpu_kernels_under_the_simulator_slow_cases():
+        _rerun_under_the_simulator("slow")
 
 else:
     import solvers
@@ -139,7 +151,7 @@ else:
         "change,match",
         [
             (dict(cost="cross-entropy"), "cost='squared' only"),
-            (dict(method="anderson"), "damped Picard"),
+            (dict(method="anderson"), "the CUDA phases run method"),
             (dict(clamp=True), "clamp the output"),
         ],
     )
@@ -152,3 +164,351 @@ else:
             dense.run_phase(
                 net, x, dyn, d=d, clamp_output=change.get("clamp", False), backend="numpy"
             )
+
+    # ------------------------------------------------------------ fused and sweeps
+    SWEEPS = [
+        ("hopfield", "hardsigmoid", "gauss-seidel-parity", 1.0, 1.0),
+        ("hopfield", "sigmoid", "gauss-seidel", 0.5, 0.8),
+        pytest.param(
+            "prototypical", "shifted-sigmoid", "gauss-seidel-parity", 1.0, 0.6, marks=SLOW
+        ),
+        pytest.param(
+            "hopfield", "hardsigmoid", "gauss-seidel-parity", 1.0, 1.5, marks=SLOW
+        ),  # over-relaxed
+    ]
+
+    @pytest.mark.parametrize("kind,act,method,eps,damping", SWEEPS)
+    def test_layer_sweeps_equal_cpu_gauss_seidel(kind, act, method, eps, damping):
+        """Red-black / layer-by-layer block sweeps equal solvers.GaussSeidel's (3 state
+        layers: parity groups (1, 3) then (2)); fixed steps and to tolerance."""
+        net = _net(kind, act, "float64")
+        x, d = _batch(net, B=3)
+        for fixed in (True, False):
+            dyn = phases.Dynamics(
+                T=4,
+                K=3,
+                eps=eps,
+                method=method,
+                damping=damping,
+                fixed_steps=fixed,
+                atol=1e-6,
+                max_iter=40,
+            )
+            fg = dense.free_phase(net, x, dyn, backend="numpy", sync_every=2)
+            fc = phases.free_phase(net, x, dyn)
+            _same_result(fg, fc, 1e-12, 1e-12)
+            assert fg.result.nfev == fc.result.nfev
+            assert fg.result.nfev_block == fc.result.nfev_block
+            ng = dense.nudged_phase(net, x, d, 0.7, dyn, s0=fc.state, backend="numpy")
+            nc = phases.nudged_phase(net, x, d, 0.7, dyn, s0=fc.state)
+            _same_result(ng, nc, 1e-12, 1e-12)
+        assert not fixed and fc.result.status == solvers.Status.CONVERGED
+
+    def test_sweeps_differ_from_picard():
+        """The comparison can fail: a parity sweep is not a synchronous step."""
+        net = _net("hopfield", "hardsigmoid", "float64")
+        x, _ = _batch(net)
+        gs = dense.free_phase(
+            net, x, phases.Dynamics(T=3, method="gauss-seidel-parity"), backend="numpy"
+        )
+        pc = phases.free_phase(net, x, phases.Dynamics(T=3, method="fixed"))
+        assert np.abs(gs.state - pc.state).max() > 1e-3
+
+    def test_fused_phases_equal_cpu_fused():
+        net = _net("prototypical", "shifted-sigmoid", "float32")
+        x, d = _batch(net, B=3)
+        dyn = phases.Dynamics(T=5, K=2, method="fused", damping=0.9, nudge="outside")
+        fg = dense.free_phase(net, x, dyn, backend="numpy")
+        fc = phases.free_phase(net, x, dyn)
+        _same_result(fg, fc, 2e-5, 1e-6)
+        assert fg.result.method.startswith("fused") and fg.result.nfev == 5
+        ng = dense.nudged_phase(net, x, d, 0.3, dyn, s0=fc.state, backend="numpy")
+        nc = phases.nudged_phase(net, x, d, 0.3, dyn, s0=fc.state)
+        _same_result(ng, nc, 2e-5, 1e-6)
+
+    # ------------------------------------------------------------ training
+    from eqprop.data import DatasetSplits, Split
+    from eqprop.gpu import train as gtrain
+    from eqprop.presets import get_preset
+    from eqprop.train import Trainer
+
+    def _data(n=12, nin=6, nc=3, seed=0):
+        rng = np.random.default_rng(seed)
+
+        def split(m):
+            return Split(rng.random((m, nin)).astype(np.float32), rng.integers(0, nc, m), nc)
+
+        return DatasetSplits(split(n), split(4), split(4), name="toy")
+
+    HISTORY = (
+        "train_error",
+        "train_loss",
+        "test_error",
+        "test_loss",
+        "valid_loss",
+        "free_converged",
+        "nudged_converged",
+        "free_iterations",
+    )
+
+    def _train_both(config):
+        cpu = Trainer(config, data=_data(), quiet=True)
+        cpu.run()
+        gpu = Trainer(config.replace(device="cuda"), data=_data(), quiet=True)
+        gpu.run()
+        assert isinstance(gpu._device, gtrain.DeviceRun) and cpu._device is None
+        return cpu, gpu
+
+    def _same_training(cpu, gpu, rtol, atol):
+        for k in HISTORY:
+            np.testing.assert_allclose(
+                gpu.history[k], cpu.history[k], rtol=rtol, atol=atol, err_msg=k
+            )
+        for a, b in zip(cpu.net.weights + cpu.net.biases, gpu.net.weights + gpu.net.biases):
+            assert b.dtype == a.dtype
+            np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
+        assert gpu.optimizer.n_steps == cpu.optimizer.n_steps > 0
+        if cpu.particles is not None:
+            np.testing.assert_allclose(gpu.particles, cpu.particles, rtol=rtol, atol=atol)
+
+    TRAIN_CASES = [
+        # preset, dtype, batch (12 samples: 1 or 3 steps per epoch), epochs, changes
+        ("ernoult2019-p1h", "float64", 12, 1, {}),  # one training step
+        pytest.param("scellier2017-1h", "float64", 4, 2, {}, marks=SLOW),
+        ("scellier2017-1h", "float32", 4, 2, {}),  # random-sign, persistent particles
+        pytest.param(
+            "ernoult2019-p1h",
+            "float64",
+            4,
+            1,
+            dict(
+                estimator="symmetric", momentum=0.9, weight_decay=0.01, method="gauss-seidel-parity"
+            ),
+            marks=SLOW,
+        ),
+    ]
+
+    @pytest.mark.parametrize("preset,dtype,batch,epochs,changes", TRAIN_CASES)
+    def test_cuda_trainer_equals_cpu_trainer(preset, dtype, batch, epochs, changes):
+        """Training steps on the device (phases, EP estimate, SGD) equal the CPU
+        Trainer's: history, parameters, optimizer steps, particles."""
+        c = get_preset(preset).config.replace(
+            architecture="6-5-3",
+            dtype=dtype,
+            batch_size=batch,
+            epochs=epochs,
+            T=6,
+            K=3,
+            eval_batch_size=4,
+            **changes,
+        )
+        cpu, gpu = _train_both(c)
+        tol = 1e-12 if dtype == "float64" else 2e-5
+        _same_training(cpu, gpu, tol, tol if dtype == "float64" else 1e-6)
+        if changes.get("momentum"):
+            np.testing.assert_allclose(gpu.optimizer.vW[0], cpu.optimizer.vW[0], rtol=1e-12)
+
+    def test_a_wrong_ep_coefficient_is_caught(monkeypatch):
+        """The comparison can fail: the estimate's coefficients off by 1 % move the
+        parameters far outside the tolerance."""
+        c = get_preset("ernoult2019-p1h").config.replace(
+            architecture="6-5-3",
+            dtype="float64",
+            batch_size=12,
+            epochs=1,
+            T=6,
+            K=3,
+            eval_batch_size=4,
+        )
+        real = gtrain.ep_plan_coefficients
+
+        def off(phases, estimator):
+            s, b, co = real(phases, estimator)
+            return s, b, [1.01 * v for v in co]
+
+        monkeypatch.setattr(gtrain, "ep_plan_coefficients", off)
+        cpu, gpu = _train_both(c)
+        assert np.abs(cpu.net.weights[0] - gpu.net.weights[0]).max() > 1e-6
+
+    @pytest.mark.parametrize(
+        "changes,match",
+        [
+            (dict(rule="chl"), "cannot train rule 'chl'"),
+            (dict(cost="cross-entropy"), "cannot train cost='cross-entropy'"),
+            (dict(method="anderson"), "cannot train method 'anderson'"),
+        ],
+    )
+    def test_cuda_trainer_refuses_what_it_cannot_run(changes, match):
+        c = get_preset("scellier2017-1h").config.replace(architecture="6-5-3", **changes)
+        with pytest.raises(ValueError, match=match):
+            Trainer(c.replace(device="cuda"), data=_data(), quiet=True)
+
+    def test_cuda_trainer_raises_the_trainers_error_on_divergence():
+        """A NaN weight fails the free phase of the first minibatch: the trainer's own
+        PhaseDiverged (where, what, the settings), not a silent run. (The CPU trainer
+        here stops one step later, with a ValueError from the nudged phase's NaN s0.)"""
+        from eqprop.train import TrainingDiverged
+
+        c = get_preset("ernoult2019-p1h").config.replace(
+            architecture="6-5-3", dtype="float64", batch_size=4, epochs=1, T=6, K=3
+        )
+        t = Trainer(c.replace(device="cuda"), data=_data(), quiet=True)
+        t._device.params.W[1][0, 0] = np.nan
+        with pytest.raises(
+            TrainingDiverged,
+            match=r"^the free phase of epoch 1, minibatch 1 .*"
+            r"4 of 4 samples failed.*parameters W2 were already NaN",
+        ):
+            t.train_epoch()
+
+    # ------------------------------------------------------------ conv graph phases
+    from eqprop.gpu import graph as ggraph
+    from eqprop.graph import Coupling, GraphNetwork, Layer
+    from eqprop.graph.conv import ConvSpec
+
+    def _conv_net(kind="prototypical", activation="sigmoid", pool="max", dtype="float64"):
+        """x (2x6x6) -conv 3x3 pad 1 (+pool)-> h (3x3x3 / 3x6x6) -dense-> y (3): a conv
+        coupling from the input, a scaled dense coupling between state layers."""
+        rng = np.random.default_rng(0)
+        hshape = (3, 6, 6) if pool is None else (3, 3, 3)
+        spec = ConvSpec(padding=1, pool=pool)
+        net = GraphNetwork(
+            [
+                Layer("x", role="input", shape=(2, 6, 6)),
+                Layer("h", activation=activation, shape=hshape, bias=rng.normal(size=3) * 0.1),
+                Layer(
+                    "y", size=3, role="output", activation=activation, bias=rng.normal(size=3) * 0.1
+                ),
+            ],
+            [
+                Coupling(
+                    "x", "h", rng.normal(scale=0.4, size=(3, 2, 3, 3)), type="conv2d", conv=spec
+                ),
+                Coupling("h", "y", rng.normal(scale=0.4, size=(int(np.prod(hshape)), 3))),
+            ],
+            kind=kind,
+            dtype=dtype,
+        )
+        return net
+
+    def _conv_net2(kind="prototypical", activation="sigmoid", pool="avg"):
+        """A conv coupling *between state layers* (feedback through conv^T and the pool
+        adjoint): x (1x6x6) -dense-> h1 (2x6x6) -conv (+pool)-> h2 -dense-> y (2)."""
+        rng = np.random.default_rng(1)
+        h2 = (2, 3, 3) if pool else (2, 6, 6)
+        return GraphNetwork(
+            [
+                Layer("x", role="input", size=36),
+                Layer("h1", activation=activation, shape=(2, 6, 6)),
+                Layer("h2", activation=activation, shape=h2, bias=rng.normal(size=2) * 0.1),
+                Layer("y", size=2, role="output", activation=activation),
+            ],
+            [
+                Coupling("x", "h1", rng.normal(scale=0.3, size=(36, 72))),
+                Coupling(
+                    "h1",
+                    "h2",
+                    rng.normal(scale=0.4, size=(2, 2, 3, 3)),
+                    type="conv2d",
+                    conv=ConvSpec(padding=1, pool=pool),
+                ),
+                Coupling(
+                    "h2",
+                    "y",
+                    rng.normal(scale=0.4, size=(int(np.prod(h2)), 2)),
+                    feedback="scaled",
+                    gamma=0.5,
+                ),
+            ],
+            kind=kind,
+        )
+
+    GRAPH_CASES = [
+        (lambda: _conv_net(), "inside", 1.0),
+        (lambda: _conv_net("hopfield", "hardsigmoid", "avg"), "inside", 0.8),
+        (lambda: _conv_net2(), "outside", 0.7),
+        pytest.param(lambda: _conv_net2("hopfield", "tanh", "max"), "inside", 1.0, marks=SLOW),
+    ]
+
+    @pytest.mark.parametrize("make,nudge,damping", GRAPH_CASES)
+    def test_conv_graph_phases_equal_the_cpu_conv_fast_path(make, nudge, damping):
+        net = make()
+        rng = np.random.default_rng(5)
+        x = rng.random((2, net.n_in))
+        d = np.eye(net.n_out)[[0, 1]]
+        dyn = phases.Dynamics(T=4, K=3, eps=0.5, damping=damping, nudge=nudge, method="fused")
+        fc = phases.free_phase(net, x, dyn)
+        fg = ggraph.run_phase(net, x, dyn, steps=dyn.T, backend="numpy")
+        _same_result(fg, fc, 1e-12, 1e-12)
+        nc = phases.nudged_phase(net, x, d, 0.6, dyn, s0=fc.state)
+        ng = ggraph.run_phase(net, x, dyn, beta=0.6, d=d, s0=fc.state, steps=dyn.K, backend="numpy")
+        _same_result(ng, nc, 1e-12, 1e-12)
+        assert np.abs(ng.state - fg.state).max() > 1e-6
+
+    def test_conv_graph_phase_refusals():
+        net = _conv_net()
+        x = np.zeros((1, net.n_in))
+        with pytest.raises(ValueError, match="fixed-steps Picard"):
+            ggraph.run_phase(net, x, phases.Dynamics(method="anderson"), backend="numpy")
+        with pytest.raises(ValueError, match="clamp"):
+            ggraph.run_phase(
+                net, x, phases.Dynamics(), d=np.zeros((1, 3)), clamp_output=True, backend="numpy"
+            )
+
+    # ------------------------------------------------------------ conv training
+    def _image_data(n=8, nin=144, nc=10, seed=0):
+        rng = np.random.default_rng(seed)
+
+        def split(m):
+            return Split(rng.random((m, nin)).astype(np.float32), rng.integers(0, nc, m), nc)
+
+        return DatasetSplits(split(n), split(4), split(4), name="toy")
+
+    CONV_TRAIN = [
+        ("float64", {}),
+        pytest.param(
+            "float64",
+            dict(kind="hopfield", estimator="symmetric", momentum=0.5, weight_decay=0.01),
+            marks=SLOW,
+        ),
+        pytest.param("float32", dict(feedback="scaled", feedback_scale=0.5), marks=SLOW),
+    ]
+
+    @pytest.mark.parametrize("dtype,changes", CONV_TRAIN)
+    def test_cuda_trainer_on_a_conv_network_equals_cpu(dtype, changes):
+        """P-conv's settings on a small conv architecture (two conv layers, pooling,
+        per-channel biases): two epochs of two minibatches on the device equal the CPU
+        Trainer (history and every parameter by name)."""
+        c = get_preset("ernoult2019-pconv").config.replace(
+            architecture="1x12x12-c2k5-p2-c2k3-10",
+            dtype=dtype,
+            batch_size=4,
+            epochs=2,
+            T=4,
+            K=2,
+            eval_batch_size=4,
+            **changes,
+        )
+        cpu = Trainer(c, data=_image_data(), quiet=True)
+        cpu.run()
+        gpu = Trainer(c.replace(device="cuda"), data=_image_data(), quiet=True)
+        gpu.run()
+        assert isinstance(gpu._device, gtrain.GraphDeviceRun)
+        tol = 1e-12 if dtype == "float64" else 2e-5
+        for k in HISTORY:
+            np.testing.assert_allclose(
+                gpu.history[k], cpu.history[k], rtol=tol, atol=tol, err_msg=k
+            )
+        start = (
+            get_preset("ernoult2019-pconv")
+            .config.replace(architecture="1x12x12-c2k5-p2-c2k3-10", dtype=dtype, **changes)
+            .make_network()
+            .parameters()
+        )
+        for name, want in cpu.net.parameters().items():
+            got = gpu.net.parameters()[name]
+            np.testing.assert_allclose(
+                got, want, rtol=tol, atol=tol if dtype == "float64" else 1e-6, err_msg=name
+            )
+            if name.endswith(".W"):  # every coupling trained
+                assert np.abs(want - start[name]).max() > 0, name

@@ -1,12 +1,16 @@
-"""The CUDA backend (issue #17): phases of the dense tied chain on an NVIDIA GPU.
+"""The CUDA backend (issue #17): EP phases and training on an NVIDIA GPU.
 
 What exists: the free and nudged phases of an :class:`eqprop.network.Network` (dense
 couplings, tied feedback, squared cost, either kind, every activation) with the damped
-Picard iteration (``Dynamics(method="fixed")`` or ``"picard"``, fixed steps or to
-tolerance), returning the CPU path's result objects (:mod:`eqprop.gpu.dense`). Matrix
-products go through a small array-module seam (:mod:`eqprop.gpu.backend`: CuPy/cuBLAS,
-or NumPy as the CPU stand-in), the element-wise and fused parts through Numba CUDA
-kernels (:mod:`eqprop.gpu.kernels`). Training on the GPU is not built yet.
+Picard iteration, its fused iterates or Gauss-Seidel / red-black layer sweeps (fixed
+steps or to tolerance), returning the CPU path's result objects (:mod:`eqprop.gpu.dense`);
+a conv2d / pool coupling on the array backend (:mod:`eqprop.gpu.conv`) and the
+fixed-steps phases of conv graph networks (:mod:`eqprop.gpu.graph`); EP training of
+both with states and parameters on the device for a whole run (:mod:`eqprop.gpu.train`,
+``Trainer`` with ``device="cuda"``). Matrix products go through a small
+array-module seam (:mod:`eqprop.gpu.backend`: CuPy/cuBLAS, or NumPy as the CPU
+stand-in), the element-wise and fused parts through Numba CUDA kernels
+(:mod:`eqprop.gpu.kernels`).
 
 Importing this package imports neither CuPy nor ``numba.cuda``; :func:`free_phase`,
 :func:`nudged_phase` and :func:`run_phase` import them when called. CuPy comes with the
@@ -19,19 +23,44 @@ import importlib.util
 import os
 
 __all__ = [
-    "NOT_BUILT",
+    "METHODS",
+    "STANDIN_ENV",
     "available",
+    "backend_name",
     "check_device",
+    "check_trainable",
+    "device_run",
     "free_phase",
     "nudged_phase",
     "run_phase",
 ]
 
-#: What ``device="cuda"`` can and cannot do yet (the one error of the trainer and CLI).
-NOT_BUILT = (
-    "the CUDA backend runs free/nudged phases of dense chains (eqprop.gpu.free_phase, "
-    "eqprop.gpu.nudged_phase); training on the GPU is not built yet: use device='cpu'"
+#: Test-only switch: with it set to 1 *and* ``NUMBA_ENABLE_CUDASIM=1``, ``device="cuda"``
+#: runs the CUDA code on Numba's CUDA simulator and the NumPy stand-in of the array
+#: backend (slow; for tests and ``benchmarks/gpu_check.py --dry-run``, never a real run).
+STANDIN_ENV = "EQPROP_CUDA_STANDIN"
+
+#: ``Dynamics.method`` names the CUDA phases run (:mod:`eqprop.gpu.dense`).
+METHODS = ("fixed", "fused", "picard", "gauss-seidel", "gauss-seidel-parity")
+
+#: Methods of the conv graph networks' CUDA phases (fixed steps; :mod:`eqprop.gpu.graph`).
+CONV_METHODS = ("fixed", "fused", "picard")
+
+#: The rules, methods and networks the CUDA trainer runs (the rest is refused by name).
+TRAINABLE = (
+    "rule 'ep' (one-sided, random-sign or symmetric, no homeostasis) on a dense tied chain "
+    "(eqprop.network.Network) with cost='squared', methods fixed/fused/picard/"
+    "gauss-seidel/gauss-seidel-parity, or a conv architecture (tied or scaled feedback, "
+    "fixed-steps fixed/fused/picard)"
 )
+
+
+def _simulator() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def _standin() -> bool:
+    return os.environ.get(STANDIN_ENV, "0") == "1" and _simulator()
 
 
 def available() -> tuple[bool, str]:
@@ -39,7 +68,7 @@ def available() -> tuple[bool, str]:
 
     The simulator (``NUMBA_ENABLE_CUDASIM=1``) does not count as a device.
     """
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+    if _simulator():
         return False, "NUMBA_ENABLE_CUDASIM is set: Numba's CUDA simulator, not a GPU"
     if importlib.util.find_spec("cupy") is None:
         return False, "CuPy is not installed (pip install 'eqprop[gpu]')"
@@ -50,21 +79,73 @@ def available() -> tuple[bool, str]:
     return True, "CUDA device and CuPy available"
 
 
+def backend_name() -> str:
+    """The array backend ``device="cuda"`` runs on: ``"cupy"`` with a usable device,
+    ``"numpy"`` under the test-only stand-in (:data:`STANDIN_ENV` and the simulator);
+    RuntimeError (one line, why) otherwise."""
+    ok, why = available()
+    if ok:
+        return "cupy"
+    if _standin():
+        return "numpy"
+    raise RuntimeError(f"device='cuda': no usable CUDA device here: {why}")
+
+
 def check_device(device: str) -> str:
     """Validate a ``device`` setting (``"cpu"`` or ``"cuda"``) for a training run.
 
-    Returns ``"cpu"``; raises for ``"cuda"``: a one-line RuntimeError saying that no
-    CUDA device is usable here (and why), or, with one, what the CUDA backend runs
-    (:data:`NOT_BUILT`), rather than running on the CPU silently.
+    Returns ``device``; for ``"cuda"`` without a usable CUDA device (and CuPy) a one-line
+    RuntimeError saying why, rather than running on the CPU silently. (Under the
+    test-only stand-in, :data:`STANDIN_ENV`, ``"cuda"`` is accepted and runs on the
+    simulator.)
     """
     if device not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
-    if device == "cpu":
-        return device
-    ok, why = available()
-    if not ok:
-        raise RuntimeError(f"device='cuda': no usable CUDA device here: {why}")
-    raise RuntimeError(f"device='cuda': {NOT_BUILT}")
+    if device == "cuda":
+        backend_name()
+    return device
+
+
+def check_trainable(config) -> None:
+    """Raise a one-line ValueError naming the first setting of ``config`` (a
+    :class:`eqprop.config.TrainConfig`) that the CUDA trainer cannot run
+    (:data:`TRAINABLE`); called before any data loads."""
+    net, rule = config.network, config.rule
+    why = None
+    conv = net.is_conv
+    if rule.name != "ep":
+        why = f"rule {rule.name!r}"
+    elif float(rule.params.get("homeostasis", 0.0) or 0.0) != 0.0:
+        why = "EP with homeostasis"
+    elif net.cost != "squared":
+        why = f"cost={net.cost!r}"
+    elif conv and net.feedback not in ("tied", "scaled"):
+        why = f"a conv network with feedback={net.feedback!r}"
+    elif not conv and (net.feedback != "tied" or net.skip or net.output_activation is not None):
+        why = "a graph network (untied feedback, skip couplings or an output activation)"
+    elif not conv and net.feedback_scale != 1.0:
+        why = f"feedback_scale={net.feedback_scale!r}"
+    else:
+        for dyn in (config.dynamics.phases, config.dynamics.free_dynamics()):
+            methods = CONV_METHODS if conv else METHODS
+            if not isinstance(dyn.method, str) or dyn.method not in methods:
+                why = f"method {dyn.method_name!r}" + (" on a conv network" if conv else "")
+            elif conv and not dyn.is_fixed_steps:
+                why = "a conv network's phases to a tolerance (fixed steps only)"
+            elif dyn.record_energy:
+                why = "record_energy=True"
+    if why is not None:
+        raise ValueError(f"device='cuda' cannot train {why}; it runs {TRAINABLE}")
+
+
+def device_run(trainer):
+    """The :class:`eqprop.gpu.train.DeviceRun` of a trainer (uploads its data, parameters
+    and particles to the device; imports ``numba.cuda``)."""
+    from eqprop.gpu.train import DeviceRun, GraphDeviceRun
+
+    if trainer.is_graph:
+        return GraphDeviceRun(trainer, backend_name())
+    return DeviceRun(trainer, backend_name())
 
 
 def run_phase(*args, **kwargs):

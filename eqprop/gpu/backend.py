@@ -25,10 +25,35 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BACKENDS", "ArrayBackend", "get_backend"]
+__all__ = ["BACKENDS", "PRODUCTS", "ArrayBackend", "get_backend", "round_operand"]
 
 #: Names accepted by :func:`get_backend`.
 BACKENDS = ("numpy", "cupy")
+#: Precisions of the operands of :meth:`ArrayBackend.matmul` (``"native"``: the arrays'
+#: own dtype; ``"float16"`` / ``"bfloat16"``: mixed precision, see :func:`round_operand`).
+PRODUCTS = ("native", "float16", "bfloat16")
+
+
+def round_operand(xp, a, products: str):
+    """``a`` (float32) rounded to the 16-bit format ``products`` and held in float32.
+
+    ``"float16"``: IEEE half (``a.astype(float16)``, round to nearest even; overflow to
+    inf above 65504); ``"bfloat16"``: the top 16 bits of the float32 word, rounded to
+    nearest even (``u + 0x7FFF + ((u >> 16) & 1)``, then the low half cleared; NaN kept).
+    The product of two such operands is exact in float32, so a float32 matmul of rounded
+    operands is a 16-bit-operand product with float32 accumulation: what tensor-core
+    GEMMs compute (up to the order of summation), here on any backend.
+    """
+    if products == "native":
+        return a
+    if a.dtype != np.float32:
+        raise ValueError(f"mixed-precision products need float32 arrays, got {a.dtype}")
+    if products == "float16":
+        return a.astype(np.float16).astype(np.float32)
+    u = xp.ascontiguousarray(a).view(np.uint32)
+    r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    r = xp.where(xp.isnan(a), u, r)
+    return r.view(np.float32)
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,7 @@ class ArrayBackend:
 
     name: str
     xp: Any
+    products: str = "native"
 
     def to_device(self, a: np.ndarray):
         """A C-contiguous copy of the host array ``a`` on this backend (always a copy,
@@ -66,8 +92,19 @@ class ArrayBackend:
         return self.xp.full(shape, value, dtype=dtype)
 
     def matmul(self, a, b, out=None):
-        """``a @ b`` (cuBLAS on the GPU, BLAS on the host), into ``out`` when given."""
+        """``a @ b`` (cuBLAS on the GPU, BLAS on the host), into ``out`` when given; with
+        ``products`` float16 / bfloat16 the operands are rounded to it first
+        (:func:`round_operand`) and the product accumulates in float32."""
+        if self.products != "native":
+            a = round_operand(self.xp, a, self.products)
+            b = round_operand(self.xp, b, self.products)
         return self.xp.matmul(a, b, out=out)
+
+    def with_products(self, products: str) -> ArrayBackend:
+        """This backend with matmul operands in ``products`` (one of :data:`PRODUCTS`)."""
+        if products not in PRODUCTS:
+            raise ValueError(f"unknown products {products!r}; choose one of {', '.join(PRODUCTS)}")
+        return ArrayBackend(self.name, self.xp, products)
 
     def synchronize(self) -> None:
         """Wait for the device (no-op on the host)."""

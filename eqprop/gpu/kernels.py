@@ -30,6 +30,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from eqprop.graph.kernels import ACT_IDENTITY
 from eqprop.kernels import (
     ACT_HARD,
     ACT_SHIFTED,
@@ -41,6 +42,9 @@ from eqprop.kernels import (
 __all__ = [
     "THREADS",
     "activities_kernel",
+    "block_update_kernel",
+    "clip_kernel",
+    "graph_layer_kernel",
     "launch",
     "layer_map_kernel",
     "residual_update_kernel",
@@ -53,12 +57,24 @@ _RUNNING, _CONVERGED, _STOPPED, _FAILED = 0, 1, 2, 3
 _TINY = float(np.finfo(np.float64).tiny)
 
 
+def _device_arg(a):
+    """A CuPy (CUDA-array-interface) argument as a Numba device array view without the
+    stream synchronisation Numba's launch would do (``as_cuda_array(sync=True)`` waits for
+    the exporter's stream on every launch and argument: a device-wide wait per kernel
+    when CuPy exports its legacy default stream). The kernels and CuPy's products run
+    on that same default stream, in order, so no wait is needed. Anything else (NumPy
+    arrays under the simulator, scalars) unchanged."""
+    if hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray):
+        return cuda.as_cuda_array(a, sync=False)
+    return a
+
+
 def launch(kernel, n_threads: int, *args) -> None:
     """Launch ``kernel`` on a 1-D grid of at least ``n_threads`` threads (blocks of
     :data:`THREADS`, or one smaller block: the simulator runs every thread of a block)."""
     n = max(1, int(n_threads))
     threads = min(THREADS, n)
-    kernel[(n + threads - 1) // threads, threads](*args)
+    kernel[(n + threads - 1) // threads, threads](*[_device_arg(a) for a in args])
 
 
 @cuda.jit(device=True, cache=True)
@@ -67,6 +83,8 @@ def rho(v, act):
     sigmoid ``1 / (1 + exp(-4 (v - 1/2)))`` (as ``eqprop.kernels._rho``)."""
     if act == ACT_HARD:
         return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    elif act == ACT_IDENTITY:
+        return v
     elif act == ACT_SIGMOID:
         return 1.0 / (1.0 + math.exp(-v))
     elif act == ACT_SHIFTED:
@@ -80,6 +98,8 @@ def rhop(v, act):
     (sigmoids, gain 1 or 4), :math:`1 - \\tanh^2` (as ``eqprop.kernels._rhop``)."""
     if act == ACT_HARD:
         return 1.0 if (v >= 0.0 and v <= 1.0) else 0.0
+    elif act == ACT_IDENTITY:
+        return 1.0
     elif act == ACT_SIGMOID or act == ACT_SHIFTED:
         e = rho(v, act)
         return (1.0 if act == ACT_SIGMOID else 4.0) * e * (1.0 - e)
@@ -166,6 +186,8 @@ def residual_update_kernel(
     conv,
     failed,
     fail_iter,
+    u0,
+    u1,
 ):
     """One iteration's bookkeeping and update of every running sample (one thread each).
 
@@ -175,7 +197,9 @@ def residual_update_kernel(
     ``not r <= divergence_bound``, CONVERGES when ``r <= atol + rtol xm`` (not in
     fixed-steps mode, ``fixed`` False) and stops at ``k >= limit``; a sample still
     running takes ``x <- x + damping (gx - x)`` (``x <- gx`` at damping 1), projected
-    again when ``damping > 1``.
+    again when ``damping > 1``, in columns ``u0 .. u1`` (all of them for Picard; the
+    first group's first layer in a Gauss-Seidel sweep, :func:`block_update_kernel`
+    the rest).
     """
     b = cuda.grid(1)
     B, n = x.shape
@@ -218,11 +242,79 @@ def residual_update_kernel(
         active[b] = False
         n_iter[b] = k
         return
-    for i in range(n):
-        if damping == 1.0:
-            x[b, i] = gx[b, i]
-        else:
-            v = x[b, i] + damping * (gx[b, i] - x[b, i])
-            if has_bounds and damping > 1.0:
-                v = lo if v < lo else (hi if v > hi else v)
-            x[b, i] = v
+    for i in range(u0, u1):
+        x[b, i] = _damped(x[b, i], gx[b, i], lo, hi, has_bounds, damping)
+
+
+@cuda.jit(device=True, cache=True)
+def _damped(x, g, lo, hi, has_bounds, damping):
+    """``x + damping (g - x)`` (``g`` at damping 1), projected onto ``[lo, hi]`` when
+    ``damping > 1`` (over-relaxation can leave the box)."""
+    if damping == 1.0:
+        return g
+    v = x + damping * (g - x)
+    if has_bounds and damping > 1.0:
+        v = lo if v < lo else (hi if v > hi else v)
+    return v
+
+
+@cuda.jit(cache=True)
+def block_update_kernel(x, gx, a0, a1, lo, hi, has_bounds, damping, active, project):
+    """The damped update of columns ``a0 .. a1`` of each running sample (one thread per
+    sample), as ``solvers``' Gauss-Seidel driver: ``gx`` projected onto ``[lo, hi]``
+    first when ``project`` (a group re-evaluated within the sweep), then
+    ``x <- x + damping (gx - x)``."""
+    b = cuda.grid(1)
+    if b >= x.shape[0] or not active[b]:
+        return
+    for i in range(a0, a1):
+        g = gx[b, i]
+        if project and has_bounds:
+            g = lo if g < lo else (hi if g > hi else g)
+        x[b, i] = _damped(x[b, i], g, lo, hi, has_bounds, damping)
+
+
+@cuda.jit(cache=True)
+def graph_layer_kernel(s, u, g, out, o, act, hop, eps, beta, nudged, inside, has_box, lo, hi):
+    r"""Columns ``o .. o + n`` of a graph network's map (one state layer, all samples), as
+    ``eqprop.graph.conv_kernels._layer_update``: from the state ``v``, the layer's drive
+    ``u`` (batch, n) and, on the nudged output layer, the cost gradient ``g = y - d``:
+    Hopfield :math:`v - \epsilon\,(v - \rho'(v) u + \beta g)`, prototypical
+    :math:`\rho(u - \beta g)` (nudge inside) or :math:`\rho(u) - \beta g` (outside);
+    clipped onto the layer's box ``[lo, hi]`` when ``has_box`` (before an outside nudge)."""
+    k = cuda.grid(1)
+    B, n = u.shape
+    if k >= B * n:
+        return
+    b = k // n
+    i = k - b * n
+    v = s[b, o + i]
+    if hop:
+        dF = v - rhop(v, act) * u[b, i]
+        if nudged:
+            dF += beta * g[b, i]
+        y = v - eps * dF
+        if has_box:
+            y = lo if y < lo else (hi if y > hi else y)
+    else:
+        p = u[b, i]
+        if nudged and inside:
+            p -= beta * g[b, i]
+        y = rho(p, act)
+        if has_box:
+            y = lo if y < lo else (hi if y > hi else y)
+        if nudged and not inside:
+            y -= beta * g[b, i]
+    out[b, o + i] = y
+
+
+@cuda.jit(cache=True)
+def clip_kernel(x, lo, hi):
+    """``x <- clip(x, lo, hi)`` entrywise (the projection of an initial state)."""
+    k = cuda.grid(1)
+    B, n = x.shape
+    if k < B * n:
+        b = k // n
+        i = k - b * n
+        v = x[b, i]
+        x[b, i] = lo if v < lo else (hi if v > hi else v)
