@@ -366,6 +366,27 @@ def _check_before_running(args: argparse.Namespace, base: dict[str, Any] | None)
                 raise ValueError(f"--set/--preset/--estimators: {exc}") from None
 
 
+def _network_setup(args: argparse.Namespace, **fixed: Any) -> Any:
+    """The study's network from --sizes, --kind and --activation (and ``fixed`` fields)."""
+    from .setup import NetworkSetup
+
+    return NetworkSetup(sizes=args.sizes, kind=args.kind, activation=args.activation, **fixed)
+
+
+def _batch_setup(args: argparse.Namespace) -> Any:
+    """The study's batch from --batch-size and --dataset."""
+    from .setup import BatchSetup
+
+    return BatchSetup(size=args.batch_size, data=args.dataset)
+
+
+def _solver_setup(args: argparse.Namespace, **fixed: Any) -> Any:
+    """The study's phases from --eps, --atol and --max-iter (and ``fixed`` fields)."""
+    from .setup import SolverSetup
+
+    return SolverSetup(eps=args.eps, atol=args.atol, max_iter=args.max_iter, **fixed)
+
+
 def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
     out = Path(args.output)
     points = Path(args.points) if args.points else out.with_name(out.name + ".points")
@@ -406,52 +427,42 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             **sweep_kwargs,
         )
     if args.study == "beta-sweep":
-        from .beta import beta_sweep
+        from .beta import BetaSetup, beta_sweep
 
         extra = {} if args.betas is None else {"betas": args.betas}
-        return beta_sweep(
-            estimators=args.estimators,
+        setup = BetaSetup(
+            network=_network_setup(args, cost=args.cost, dtype=args.dtype),
+            batch=_batch_setup(args),
+            solver=_solver_setup(args, method=args.method),
             seeds=args.seeds,
-            sizes=args.sizes,
-            batch=args.batch_size,
-            kind=args.kind,
-            activation=args.activation,
-            cost=args.cost,
-            eps=args.eps,
-            method=args.method,
-            atol=args.atol,
-            max_iter=args.max_iter,
-            dtype=args.dtype,
             net_seed=args.net_seed,
-            data=args.dataset,
-            **extra,
-            **sweep_kwargs,
         )
+        return beta_sweep(estimators=args.estimators, setup=setup, **extra, **sweep_kwargs)
     if args.study == "rules":
-        from .rules import rules_study
+        from .rules import RulesSetup, rules_study
 
         grid: dict[str, Any] = {}
         if args.rules is not None:
             grid["rules"] = args.rules
         if args.strengths is not None:
             grid["strengths"] = args.strengths
-        return rules_study(
+        rules_setup = RulesSetup(
+            network=_network_setup(args),
+            batch=_batch_setup(args),
+            solver=_solver_setup(args),
             seeds=args.seeds,
-            sizes=args.sizes,
-            batch=args.batch_size,
-            kind=args.kind,
-            activation=args.activation,
-            eps=args.eps,
-            atol=args.atol,
-            max_iter=args.max_iter,
-            T_bptt=args.T,
             net_seed=args.net_seed,
-            data=args.dataset,
-            **grid,
-            **sweep_kwargs,
+            T_bptt=args.T,
         )
+        return rules_study(setup=rules_setup, **grid, **sweep_kwargs)
     if args.study == "alignment":
-        from .alignment import RUNS, alignment_study
+        from .alignment import (
+            RUNS,
+            AlignmentSetup,
+            MeasurementSetup,
+            TrainingSetup,
+            alignment_study,
+        )
 
         per_arch: dict[str, dict[str, Any]] = {}
         for key, value in args.overrides:
@@ -459,19 +470,21 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
             if not sep or not arch:
                 raise UsageError(f"--set {key}=...: expected ARCH:KEY=VALUE")
             per_arch.setdefault(arch, {})[field] = value
-        return alignment_study(
-            args.architectures,
-            args.runs if args.runs is not None else RUNS,
+        training = TrainingSetup(
             dataset=args.dataset or "mnist",
             n_train=args.n_train,
             n_test=args.n_test,
             epochs=args.epochs,
-            ref_batch=args.ref_batch,
             beta=args.beta,
             homeostasis=args.homeostasis,
             seed=args.seed,
-            atol=args.atol,
             base=per_arch,
+        )
+        measurement = MeasurementSetup(ref_batch=args.ref_batch, atol=args.atol)
+        return alignment_study(
+            args.architectures,
+            args.runs if args.runs is not None else RUNS,
+            AlignmentSetup(training, measurement),
             **sweep_kwargs,
         )
     if args.study == "gdu":
