@@ -87,9 +87,11 @@ def _cpu() -> float:
 
 def _warm(sizes: list[int], batch: int) -> int:
     """Compile/load numba kernels in this process (one tiny point)."""
-    from studies.beta import beta_point
+    from studies.beta import BetaSetup, beta_point
+    from studies.setup import BatchSetup, NetworkSetup
 
-    beta_point(0.01, "symmetric", seeds=(0,), sizes=sizes, batch=batch)
+    setup = BetaSetup(network=NetworkSetup(sizes=sizes), batch=BatchSetup(size=batch), seeds=(0,))
+    beta_point(0.01, "symmetric", setup)
     return os.getpid()
 
 
@@ -106,17 +108,20 @@ def main() -> None:
 
     from dask.distributed import Client, LocalCluster
 
-    from studies.beta import beta_sweep
+    from studies.beta import BetaSetup, beta_sweep
+    from studies.setup import BatchSetup, NetworkSetup, SolverSetup
     from studies.sweep import DASK_WORKER_CONFIG
 
     betas = list(np.logspace(-3, 0, 8))
     kw = dict(
         betas=betas,
         estimators=("one-sided", "random-sign", "symmetric"),
-        seeds=(0, 1, 2, 3),
-        sizes=sizes,
-        batch=args.batch,
-        atol=args.atol,
+        setup=BetaSetup(
+            network=NetworkSetup(sizes=sizes),
+            batch=BatchSetup(size=args.batch),
+            solver=SolverSetup(atol=args.atol),
+            seeds=(0, 1, 2, 3),
+        ),
         progress=False,
     )
 

@@ -16,6 +16,7 @@ product, so its update is the Hermitian form ``s^H H y`` for complex states.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ._bookkeeping import (
     RUNNING,
@@ -57,6 +58,92 @@ PICARD = 0
 ANDERSON = 1
 GAUSS_SEIDEL = 2
 BROYDEN = 3
+
+# The progress safeguard of the accelerated methods (Anderson, Broyden; see
+# methods.Anderson): the columns of its per-sample state (float64; the counts and
+# iterations are exact integers), and its verdicts.
+BEST = 0  # smallest residual seen
+REF = 1  # residual of the last decrease by the factor `progress`
+REF_ITER = 2  # its iteration
+SAVED = 3  # residual of the stored state
+FALLEN = 4  # 1.0 once the sample switched to damped Picard for good
+N_FALLBACK = 5  # fallbacks so far
+FALLBACK_ITER = 6  # iteration of the switch (-1 before it)
+GUARD_COLUMNS = 7
+PROCEED = 0  # take the method's step
+RESTART = 1  # clear the sample's history, then take the method's step
+DAMPED = 2  # the sample has fallen back: take a damped Picard step
+RESTORED = 3  # the sample has just fallen back to the stored state: take no step
+
+
+@njit(cache=True)
+def new_guard(B):
+    """The safeguard state of ``B`` samples: rows of :data:`GUARD_COLUMNS` float64 values."""
+    guard = np.zeros((B, GUARD_COLUMNS))
+    for b in range(B):
+        guard[b, BEST] = np.inf
+        guard[b, REF] = np.inf
+        guard[b, SAVED] = np.inf
+        guard[b, FALLBACK_ITER] = -1.0
+    return guard
+
+
+@njit(cache=True, inline="always")
+def progress_safeguard(guard, x_saved, xb, b, k, r, limits):
+    """Update sample ``b``'s progress safeguard with its residual ``r`` at iteration ``k``.
+
+    ``guard[b]``: the sample's state (columns :data:`BEST` ... :data:`FALLBACK_ITER`);
+    ``x_saved[b]``: its stored state, the state row ``xb`` whenever ``r`` halved since the
+    last save; ``limits = (progress, window, regress, restarts)``.
+
+    No decrease of ``r`` by ``progress`` within ``window`` iterations, or
+    ``r > regress * best``, is a fallback: the first ``restarts`` ones clear the history
+    (verdict RESTART), the next one turns the sample into damped Picard for good (DAMPED
+    from then on), from the stored state if its residual is smaller than ``r`` (then
+    ``xb`` is overwritten with it and the verdict is RESTORED). Otherwise PROCEED.
+
+    Inlined (``inline="always"``): it runs for every sample and iteration. Few arrays
+    cross its boundary because each one costs reference counting in the loop: with the
+    eight state arrays passed one by one (or as a namedtuple) the float32 Anderson solve
+    of the 784-500-10 map of ``benchmarks/bench_solvers.py`` was about 6 % slower than
+    the code this helper replaced (interleaved runs).
+    """
+    progress, window, regress, restarts = limits
+    if r < guard[b, BEST]:
+        guard[b, BEST] = r
+    if r <= 0.5 * guard[b, SAVED]:
+        guard[b, SAVED] = r
+        xs = x_saved[b]
+        for i in range(xb.shape[0]):
+            xs[i] = xb[i]
+    if guard[b, FALLEN] != 0.0:
+        return DAMPED
+    if r <= progress * guard[b, REF]:
+        guard[b, REF] = r
+        guard[b, REF_ITER] = k
+        return PROCEED
+    if k - guard[b, REF_ITER] < window and not r > regress * guard[b, BEST]:
+        return PROCEED
+    guard[b, N_FALLBACK] += 1.0
+    guard[b, REF] = guard[b, BEST]
+    guard[b, REF_ITER] = k
+    if guard[b, N_FALLBACK] <= restarts:
+        return RESTART
+    guard[b, FALLEN] = 1.0
+    guard[b, FALLBACK_ITER] = k
+    if r > guard[b, SAVED]:
+        xs = x_saved[b]
+        for i in range(xb.shape[0]):
+            xb[i] = xs[i]
+        return RESTORED
+    return DAMPED
+
+
+@njit(cache=True, inline="always")
+def damped_step(xb, gb, beta):
+    """``xb <- xb + beta (gb - xb)`` in place (``beta`` in the state dtype)."""
+    for i in range(xb.shape[0]):
+        xb[i] = xb[i] + beta * (gb[i] - xb[i])
 
 
 def fp_driver(
@@ -115,24 +202,17 @@ def fp_driver(
     rhs = acc_zeros(ma, x)
     gam = acc_zeros(ma, x)
     # per sample, for both accelerated methods (Anderson, Broyden): history count and
-    # head, previous residual and active-set signature; the progress safeguard's best
-    # residual, the residual and iteration of the last decrease by the factor
-    # `progress`, a stored state (saved whenever the residual halved since the last
-    # save), and the fallback counts
+    # head, previous residual and active-set signature, and the progress safeguard
     ns = B if method == ANDERSON or method == BROYDEN else 1
     cnt = np.zeros(ns, dtype=np.int64)
     head = np.zeros(ns, dtype=np.int64)
     has_prev = np.zeros(ns, dtype=np.bool_)
     rprev = np.full(ns, np.inf)
     sig_prev = np.full(ns, -1, dtype=np.int64)
-    rbest = np.full(ns, np.inf)
-    rref = np.full(ns, np.inf)
-    kref = np.zeros(ns, dtype=np.int64)
-    rsaved = np.full(ns, np.inf)
-    xsaved = np.zeros((ns, n), dtype=x.dtype)
-    fallen = np.zeros(ns, dtype=np.bool_)
-    n_fallback = np.zeros(B, dtype=np.int64)
-    fallback_iter = np.full(B, -1, dtype=np.int64)
+    # the progress safeguard's state and stored states (see progress_safeguard)
+    guard = new_guard(B)
+    x_saved = np.zeros((ns, n), dtype=x.dtype)
+    limits = (progress, window, regress, restarts)
     n_groups = group_ptr.shape[0] - 1
     # Broyden state (see methods.Broyden): pairs (u_j, v_j), the previous state and
     # residual, scratch rows, in the accumulation dtype (size 1 for the other methods)
@@ -236,39 +316,16 @@ def fp_driver(
                 gb = gx[b]
                 fp = fprev[b]
                 gp = gprev[b]
-                # progress safeguard: no decrease by `progress` within `window`
-                # iterations, or a residual above `regress` times the best seen, clears
-                # the history (the first `restarts` times), then turns the sample into
-                # damped Picard for good, from the stored state if that one is better
-                if r < rbest[b]:
-                    rbest[b] = r
-                if r <= 0.5 * rsaved[b]:
-                    rsaved[b] = r
-                    xsb = xsaved[b]
-                    for i in range(n):
-                        xsb[i] = xb[i]
-                if not fallen[b]:
-                    if r <= progress * rref[b]:
-                        rref[b] = r
-                        kref[b] = k
-                    elif k - kref[b] >= window or r > regress * rbest[b]:
-                        n_fallback[b] += 1
-                        rref[b] = rbest[b]
-                        kref[b] = k
-                        cnt[b] = 0
-                        head[b] = 0
-                        if n_fallback[b] > restarts:
-                            fallen[b] = True
-                            fallback_iter[b] = k
-                            if r > rsaved[b]:
-                                xsb = xsaved[b]
-                                for i in range(n):
-                                    xb[i] = xsb[i]
-                                continue  # the next iteration evaluates g there
-                if fallen[b]:
-                    for i in range(n):
-                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                # stagnation or regression: restart or fall back (see progress_safeguard)
+                verdict = progress_safeguard(guard, x_saved, xb, b, k, r, limits)
+                if verdict == RESTORED:
+                    continue  # the next iteration evaluates g there
+                if verdict == DAMPED:
+                    damped_step(xb, gb, beta_t)
                     continue
+                if verdict == RESTART:
+                    cnt[b] = 0
+                    head[b] = 0
                 if has_prev[b]:
                     # new differences, then the current f and g become the previous ones
                     # (one output array per loop: LLVM vectorises those, not the fused one)
@@ -357,35 +414,15 @@ def fp_driver(
                 for i in range(n):
                     bf[i] = gb[i] - xb[i]
                 # the progress safeguard, as Anderson's
-                if r < rbest[b]:
-                    rbest[b] = r
-                if r <= 0.5 * rsaved[b]:
-                    rsaved[b] = r
-                    xsb = xsaved[b]
-                    for i in range(n):
-                        xsb[i] = xb[i]
-                if not fallen[b]:
-                    if r <= progress * rref[b]:
-                        rref[b] = r
-                        kref[b] = k
-                    elif k - kref[b] >= window or r > regress * rbest[b]:
-                        n_fallback[b] += 1
-                        rref[b] = rbest[b]
-                        kref[b] = k
-                        cnt[b] = 0
-                        has_prev[b] = False
-                        if n_fallback[b] > restarts:
-                            fallen[b] = True
-                            fallback_iter[b] = k
-                            if r > rsaved[b]:
-                                xsb = xsaved[b]
-                                for i in range(n):
-                                    xb[i] = xsb[i]
-                                continue  # the next iteration evaluates g there
-                if fallen[b]:
-                    for i in range(n):
-                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                verdict = progress_safeguard(guard, x_saved, xb, b, k, r, limits)
+                if verdict == RESTORED:
+                    continue  # the next iteration evaluates g there
+                if verdict == DAMPED:
+                    damped_step(xb, gb, beta_t)
                     continue
+                if verdict == RESTART:
+                    cnt[b] = 0
+                    has_prev[b] = False
                 # active-set restart (see the Anderson branch): the secant pair across a
                 # change of the set of components at a bound is discarded with the history
                 changed = False
@@ -424,8 +461,7 @@ def fp_driver(
                 plain = cnt[b] == 0 or r > growth * rprev[b] or k < delay
                 rprev[b] = r
                 if plain:
-                    for i in range(n):
-                        xb[i] = xb[i] + beta_t * (gb[i] - xb[i])
+                    damped_step(xb, gb, beta_t)
                 else:
                     broyden_apply(bU[b], bV[b], cnt[b], beta, bf, bdx, False)
                     for i in range(n):
@@ -474,4 +510,6 @@ def fp_driver(
     out = driver_output(
         res, rel, obs, obs_it, n_obs, k, n_iter, conv, failed, fail_iter, nfev, nfev_block, x
     )
+    n_fallback = guard[:, N_FALLBACK].astype(np.int64)
+    fallback_iter = guard[:, FALLBACK_ITER].astype(np.int64)
     return out + (n_fallback, fallback_iter)  # noqa: RUF005 (tuple concatenation, typed by Numba)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,16 @@ from eqprop.provenance import variable
 
 from .sweep import sweep
 
-__all__ = ["DEFAULTS", "RUNS", "alignment_point", "alignment_study", "feedback_angle"]
+__all__ = [
+    "DEFAULTS",
+    "RUNS",
+    "AlignmentSetup",
+    "MeasurementSetup",
+    "TrainingSetup",
+    "alignment_point",
+    "alignment_study",
+    "feedback_angle",
+]
 
 RUNS = ("vf-ep", "vf-ep+homeostasis", "feedback-alignment")
 
@@ -62,6 +72,97 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "64-32-10": {"T": 20, "K": 4, "lrs": [0.2, 0.1]},
     "64-16-16-10": {"T": 40, "K": 8, "lrs": [0.4, 0.1, 0.02]},
 }
+
+
+def _at_least(name: str, value: Any, low: int) -> int:
+    if int(value) < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The training of every run: data, epochs, nudging, homeostasis, seed, base settings.
+
+    Attributes
+    ----------
+    dataset : str
+        Data set of :func:`eqprop.data.load_dataset`.
+    n_train, n_test : int
+        The first ``n_train`` training samples (and as many of the validation split,
+        unused) and ``n_test`` test samples (>= 1).
+    epochs : int
+        Training epochs (>= 0).
+    beta : float
+        Nudging of every run (one-sided).
+    homeostasis : float
+        Strength of the ``vf-ep+homeostasis`` run.
+    seed : int
+        Weights, random feedback, shuffling.
+    base : dict
+        ``{architecture: {TrainConfig field: value}}`` replacing :data:`DEFAULTS`.
+    """
+
+    dataset: str = "mnist"
+    n_train: int = 2000
+    n_test: int = 2000
+    epochs: int = 3
+    beta: float = 1.0
+    homeostasis: float = 300.0
+    seed: int = 0
+    base: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_train", _at_least("n_train", self.n_train, 1))
+        object.__setattr__(self, "n_test", _at_least("n_test", self.n_test, 1))
+        object.__setattr__(self, "epochs", _at_least("epochs", self.epochs, 0))
+        object.__setattr__(self, "beta", float(self.beta))
+        object.__setattr__(self, "homeostasis", float(self.homeostasis))
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "base", {k: dict(v) for k, v in (self.base or {}).items()})
+
+
+@dataclass(frozen=True)
+class MeasurementSetup:
+    """The measurement after every epoch: a fixed batch, phases to a tolerance.
+
+    Attributes
+    ----------
+    ref_batch : int
+        Size of the fixed measurement batch (the first training samples, >= 1).
+    atol, max_iter, method
+        Solver of the measurements' phases (from zero, tolerance mode).
+    """
+
+    ref_batch: int = 32
+    atol: float = 1e-9
+    max_iter: int = 20000
+    method: str = "anderson"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref_batch", _at_least("ref_batch", self.ref_batch, 1))
+        object.__setattr__(self, "atol", float(self.atol))
+        object.__setattr__(self, "max_iter", int(self.max_iter))
+
+    def dynamics(self, eps: float) -> Any:
+        """The measurements' :class:`eqprop.phases.Dynamics` at the trainer's step ``eps``."""
+        from eqprop.phases import Dynamics
+
+        return Dynamics(
+            eps=eps,
+            method=self.method,
+            fixed_steps=False,
+            atol=self.atol,
+            max_iter=self.max_iter,
+        )
+
+
+@dataclass(frozen=True)
+class AlignmentSetup:
+    """What every (architecture, run) point of the alignment study shares."""
+
+    training: TrainingSetup = field(default_factory=TrainingSetup)
+    measurement: MeasurementSetup = field(default_factory=MeasurementSetup)
 
 
 def feedback_angle(W: np.ndarray, B: np.ndarray) -> float:
@@ -76,17 +177,17 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / (na * nb)) if na > 0 and nb > 0 else np.nan
 
 
-def _config(architecture, run, base, dataset, beta, homeostasis, seed):
+def _config(architecture: str, run: str, training: TrainingSetup) -> Any:
     from eqprop.train import TrainConfig
 
     settings: dict[str, Any] = dict(DEFAULTS.get(architecture, {}))
-    settings.update(base.get(architecture, {}) if base else {})
+    settings.update(training.base.get(architecture, {}))
     settings.update(
-        dataset=dataset,
+        dataset=training.dataset,
         architecture=architecture,
         activation=settings.get("activation", "hardsigmoid"),
-        beta=float(beta),
-        seed=int(seed),
+        beta=training.beta,
+        seed=training.seed,
         output=None,
         epochs=0,
     )
@@ -97,32 +198,16 @@ def _config(architecture, run, base, dataset, beta, homeostasis, seed):
     elif run in ("vf-ep", "vf-ep+homeostasis"):
         settings.update(rule="vf-ep", feedback="free")
         if run == "vf-ep+homeostasis":
-            settings["homeostasis"] = float(homeostasis)
+            settings["homeostasis"] = training.homeostasis
     else:
         raise ValueError(f"unknown run {run!r}; choose from {', '.join(RUNS)}")
     return TrainConfig.from_flat(settings)
 
 
-def alignment_point(
-    architecture: str,
-    run: str,
-    *,
-    dataset: str = "mnist",
-    n_train: int = 2000,
-    n_test: int = 2000,
-    epochs: int = 3,
-    ref_batch: int = 32,
-    beta: float = 1.0,
-    homeostasis: float = 300.0,
-    seed: int = 0,
-    atol: float = 1e-9,
-    max_iter: int = 20000,
-    method: str = "anderson",
-    base: Mapping[str, Mapping[str, Any]] | None = None,
-) -> xr.Dataset:
+def alignment_point(architecture: str, run: str, setup: AlignmentSetup | None = None) -> xr.Dataset:
     """Train one ``run`` on one ``architecture`` and measure it every epoch (module
-    docstring). ``n_train`` samples of the training split (and of the validation split,
-    unused), ``n_test`` of the test split.
+    docstring), with the training and the measurements of ``setup`` (default
+    ``AlignmentSetup()``).
 
     Returns
     -------
@@ -133,11 +218,14 @@ def alignment_point(
     from eqprop.data import load_dataset
     from eqprop.graph.backprop import recurrent_backprop
     from eqprop.graph.gradient import GraphGradient
-    from eqprop.phases import Dynamics, free_phase
+    from eqprop.phases import free_phase
     from eqprop.rules.homeostasis import homeostasis_gradient, homeostasis_penalty
     from eqprop.train import Trainer
 
-    config = _config(architecture, run, base, dataset, beta, homeostasis, seed)
+    setup = setup or AlignmentSetup()
+    n_train, n_test = setup.training.n_train, setup.training.n_test
+    epochs, ref_batch = setup.training.epochs, setup.measurement.ref_batch
+    config = _config(architecture, run, setup.training)
     flat = config.to_flat()
     data = load_dataset(flat["dataset"], data_dir=flat["data_dir"], limit=max(n_train, n_test))
     rest = [getattr(data, f.name) for f in dataclasses.fields(data)][3:]
@@ -156,7 +244,7 @@ def alignment_point(
     inner = config.replace(homeostasis=0.0).make_rule()  # the contrastive part alone
     x = np.ascontiguousarray(trainer.x_train[:ref_batch], dtype=np.float64)
     d = np.ascontiguousarray(trainer.d_train[:ref_batch], dtype=np.float64)
-    dyn = Dynamics(eps=flat["eps"], method=method, fixed_steps=False, atol=atol, max_iter=max_iter)
+    dyn = setup.measurement.dynamics(flat["eps"])
     couplings = [c.name for c in net.couplings]
     layers = [f"W{i + 1}" for i in range(len(couplings))]
     E1, L = epochs + 1, len(couplings)
@@ -227,19 +315,7 @@ def alignment_point(
 def alignment_study(
     architectures: Sequence[str] = ("784-500-10", "784-500-500-10"),
     runs: Sequence[str] = RUNS,
-    *,
-    dataset: str = "mnist",
-    n_train: int = 2000,
-    n_test: int = 2000,
-    epochs: int = 3,
-    ref_batch: int = 32,
-    beta: float = 1.0,
-    homeostasis: float = 300.0,
-    seed: int = 0,
-    atol: float = 1e-9,
-    max_iter: int = 20000,
-    method: str = "anderson",
-    base: Mapping[str, Mapping[str, Any]] | None = None,
+    setup: AlignmentSetup | None = None,
     **sweep_kwargs: Any,
 ) -> xr.Dataset:
     """Every (architecture, run) of the module docstring, one dataset.
@@ -250,17 +326,9 @@ def alignment_study(
         Layer sizes ``"784-500-10"`` (one hidden layer at least).
     runs : sequence of str
         From :data:`RUNS`.
-    dataset, n_train, n_test, epochs, seed
-        Training data (the first ``n_train`` training samples, ``n_test`` test samples),
-        epochs and seed (weights, random feedback, shuffling).
-    ref_batch : int
-        Size of the fixed measurement batch.
-    beta, homeostasis : float
-        Nudging of every run (one-sided) and strength of the homeostasis run.
-    atol, max_iter, method
-        Solver of the measurements' phases.
-    base : dict, optional
-        ``{architecture: {TrainConfig field: value}}`` replacing :data:`DEFAULTS`.
+    setup : AlignmentSetup, optional
+        Training (:class:`TrainingSetup`) and measurements (:class:`MeasurementSetup`),
+        the same at every point (default ``AlignmentSetup()``).
     **sweep_kwargs
         Passed to :func:`studies.sweep.sweep` (``out_dir``, ``path``, ``workers``, ...).
 
@@ -269,39 +337,21 @@ def alignment_study(
     xarray.Dataset
         ``study="alignment"``; dims architecture, run, epoch, layer.
     """
+    setup = setup or AlignmentSetup()
     for r in runs:
         if r not in RUNS:
             raise ValueError(f"unknown run {r!r}; choose from {', '.join(RUNS)}")
     for a in architectures:
         if len(str(a).split("-")) < 3:
             raise ValueError(f"architecture {a!r}: the alignment study needs a hidden layer")
-    for name, v in (("n_train", n_train), ("n_test", n_test), ("ref_batch", ref_batch)):
-        if int(v) < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if int(epochs) < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    fixed = dict(
-        dataset=dataset,
-        n_train=int(n_train),
-        n_test=int(n_test),
-        epochs=int(epochs),
-        ref_batch=int(ref_batch),
-        beta=float(beta),
-        homeostasis=float(homeostasis),
-        seed=int(seed),
-        atol=float(atol),
-        max_iter=int(max_iter),
-        method=method,
-        base={k: dict(v) for k, v in (base or {}).items()},
-    )
     return sweep(
         alignment_point,
         {"architecture": [str(a) for a in architectures], "run": list(runs)},
-        fixed=fixed,
+        fixed={"setup": setup},
         title="Alignment of feedback and forward weights, and of updates with the exact "
         "gradient, over training",
         study="alignment",
-        seeds=[int(seed)],
+        seeds=[setup.training.seed],
         coords={
             "architecture": {"long_name": "layer sizes", "units": "1"},
             "run": {"long_name": "training run (rule and feedback)", "units": "1"},

@@ -36,6 +36,7 @@ all seeds inside (bias and variance need the full estimates, which are not store
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,37 +44,41 @@ import xarray as xr
 
 from eqprop.provenance import variable
 
+from .setup import BatchSetup, NetworkSetup, SolverSetup, int_tuple, make_batch
 from .sweep import sweep
 
-__all__ = ["ESTIMATORS", "beta_point", "beta_sweep", "make_batch"]
+__all__ = ["ESTIMATORS", "BetaSetup", "beta_point", "beta_sweep", "make_batch"]
 
 ESTIMATORS = ("one-sided", "random-sign", "symmetric")
 
 
-def make_batch(
-    sizes: Sequence[int], batch: int, seed: int, data: str | None = None, dtype: Any = "float64"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``x`` (batch, sizes[0]) and one-hot targets ``d`` (batch, sizes[-1]).
+@dataclass(frozen=True)
+class BetaSetup:
+    """What every point of a beta sweep shares: network, batch, solver, seeds.
 
-    ``data=None``: uniform random inputs in [0, 1) and random classes (seeded).
-    ``data="digits"`` / ``"mnist"`` / ``"fashion-mnist"``: the first ``batch`` training
-    samples of :func:`eqprop.data.load_dataset` (``sizes[0]`` must match the data).
+    Attributes
+    ----------
+    network : NetworkSetup
+        The network, weights drawn from ``net_seed``.
+    batch : BatchSetup
+        The batch, drawn from ``net_seed + 7919`` (random data).
+    solver : SolverSetup
+        Every phase (tolerance mode).
+    seeds : tuple of int
+        Seeds of the estimators' random generator.
+    net_seed : int
+        Seed of the network and the batch.
     """
-    n_in, n_out = int(sizes[0]), int(sizes[-1])
-    if data is None:
-        rng = np.random.default_rng(seed)
-        x = rng.random((batch, n_in))
-        labels = rng.integers(0, n_out, size=batch)
-    else:
-        from eqprop.data import load_dataset
 
-        train = load_dataset(data, limit=batch).train
-        x, labels = np.asarray(train.x)[:batch], np.asarray(train.labels)[:batch]
-        if x.shape[1] != n_in:
-            raise ValueError(f"data {data!r} has {x.shape[1]} features but sizes[0]={n_in}")
-    d = np.zeros((batch, n_out))
-    d[np.arange(batch), labels % n_out] = 1.0
-    return np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(d, dtype=dtype)
+    network: NetworkSetup = field(default_factory=NetworkSetup)
+    batch: BatchSetup = field(default_factory=BatchSetup)
+    solver: SolverSetup = field(default_factory=SolverSetup)
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    net_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", int_tuple(self.seeds))
+        object.__setattr__(self, "net_seed", int(self.net_seed))
 
 
 def _flat_layers(g: Any) -> list[np.ndarray]:
@@ -82,25 +87,17 @@ def _flat_layers(g: Any) -> list[np.ndarray]:
     ]
 
 
-def beta_point(
-    beta: float,
-    estimator: str,
-    *,
-    seeds: Sequence[int] = (0, 1, 2, 3),
-    sizes: Sequence[int] = (20, 16, 5),
-    batch: int = 8,
-    kind: str = "hopfield",
-    activation: str = "hardsigmoid",
-    cost: str = "squared",
-    eps: float = 0.5,
-    method: str = "picard",
-    atol: float = 1e-11,
-    max_iter: int = 20000,
-    dtype: str = "float64",
-    net_seed: int = 0,
-    data: str | None = None,
-) -> xr.Dataset:
+def beta_point(beta: float, estimator: str, setup: BetaSetup | None = None) -> xr.Dataset:
     """EP estimates of one estimator at one ``beta`` for every seed, against RBP.
+
+    Parameters
+    ----------
+    beta : float
+        Nudging strength > 0.
+    estimator : str
+        From :data:`ESTIMATORS`.
+    setup : BetaSetup, optional
+        Network, batch, solver and seeds (default ``BetaSetup()``).
 
     Returns
     -------
@@ -109,20 +106,14 @@ def beta_point(
         ``free_residual`` (sample) and ``loss``.
     """
     from eqprop import gradients as G
-    from eqprop.network import init_network
-    from eqprop.phases import Dynamics, free_phase
+    from eqprop.phases import free_phase
     from eqprop.rules import EquilibriumPropagation
 
-    net = init_network(
-        tuple(int(n) for n in sizes),
-        kind=kind,
-        activation=activation,
-        cost=cost,
-        dtype=dtype,
-        seed=net_seed,
-    )
-    x, d = make_batch(sizes, batch, net_seed + 7919, data, net.dtype)
-    dyn = Dynamics(eps=eps, method=method, fixed_steps=False, atol=atol, max_iter=max_iter)
+    setup = setup or BetaSetup()
+    seeds, eps = setup.seeds, setup.solver.eps
+    net = setup.network.build(setup.net_seed)
+    x, d = setup.batch.make(setup.network.sizes, setup.net_seed + 7919, net.dtype)
+    dyn = setup.solver.dynamics()
     free = free_phase(net, x, dyn)
     ref = G.recurrent_backprop(
         net,
@@ -158,7 +149,7 @@ def beta_point(
         bias[l] = np.linalg.norm(mean - r) / ref_norm[l]
         var[l] = np.mean(np.sum((gs - mean) ** 2, axis=1)) / ref_norm[l] ** 2
     res = free.result
-    fres = res.final_residual if res is not None else np.zeros(batch)
+    fres = res.final_residual if res is not None else np.zeros(setup.batch.size)
     return xr.Dataset(
         {
             "rel_error": variable(
@@ -184,7 +175,7 @@ def beta_point(
                 "weight layer (W_l and b_l together)",
                 "1",
             ),
-            "sample": np.arange(batch),
+            "sample": np.arange(setup.batch.size),
         },
     )
 
@@ -192,20 +183,7 @@ def beta_point(
 def beta_sweep(
     betas: Sequence[float] = tuple(np.logspace(-3, 0, 8)),
     estimators: Sequence[str] = ESTIMATORS,
-    seeds: Sequence[int] = (0, 1, 2, 3),
-    *,
-    sizes: Sequence[int] = (20, 16, 5),
-    batch: int = 8,
-    kind: str = "hopfield",
-    activation: str = "hardsigmoid",
-    cost: str = "squared",
-    eps: float = 0.5,
-    method: str = "picard",
-    atol: float = 1e-11,
-    max_iter: int = 20000,
-    dtype: str = "float64",
-    net_seed: int = 0,
-    data: str | None = None,
+    setup: BetaSetup | None = None,
     **sweep_kwargs: Any,
 ) -> xr.Dataset:
     """Bias and variance of each EP estimator over a grid of beta (see module docstring).
@@ -216,13 +194,9 @@ def beta_sweep(
         Nudging strengths > 0 (default 8 values from 1e-3 to 1, log-spaced).
     estimators : sequence of str
         From ``("one-sided", "random-sign", "symmetric")``.
-    seeds : sequence of int
-        Seeds of the estimators' random generator.
-    sizes, batch, kind, activation, cost, dtype, net_seed, data
-        Network (``init_network(sizes, ..., seed=net_seed)``) and batch
-        (:func:`make_batch`).
-    eps, method, atol, max_iter
-        Dynamics of every phase (tolerance mode).
+    setup : BetaSetup, optional
+        Network, batch, solver (tolerance mode) and the estimators' seeds, the same at
+        every point (default ``BetaSetup()``).
     **sweep_kwargs
         Passed to :func:`studies.sweep.sweep` (``out_dir``, ``path``, ``workers``, ...).
 
@@ -231,33 +205,19 @@ def beta_sweep(
     xarray.Dataset
         ``study="beta-sweep"``; dims beta, estimator, seed, layer, sample.
     """
+    setup = setup or BetaSetup()
     for b in betas:
         if not float(b) > 0:
             raise ValueError(f"every beta must be > 0 (got {b}); the sign is the estimator's")
     for e in estimators:
         if e not in ESTIMATORS:
             raise ValueError(f"unknown estimator {e!r}; choose from {', '.join(ESTIMATORS)}")
-    fixed = dict(
-        seeds=[int(s) for s in seeds],
-        sizes=[int(n) for n in sizes],
-        batch=int(batch),
-        kind=kind,
-        activation=activation,
-        cost=cost,
-        eps=float(eps),
-        method=method,
-        atol=float(atol),
-        max_iter=int(max_iter),
-        dtype=dtype,
-        net_seed=int(net_seed),
-        data=data,
-    )
     return sweep(
         beta_point,
         {"beta": [float(b) for b in betas], "estimator": list(estimators)},
-        fixed=fixed,
+        fixed={"setup": setup},
         title="Bias and variance of EP gradient estimators versus beta (reference: RBP)",
         study="beta-sweep",
-        seeds=[int(s) for s in seeds],
+        seeds=list(setup.seeds),
         **sweep_kwargs,
     )

@@ -92,7 +92,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def _network(p: argparse.ArgumentParser, kind: bool = True) -> None:
+def _network(p: argparse.ArgumentParser, kind: bool = True, dtype: bool = True) -> None:
     """Options naming a network's kind, activation and dtype, as in eqprop train."""
     if kind:
         k = p.add_argument("--kind", default="hopfield", choices=_KINDS, help="network kind")
@@ -100,7 +100,8 @@ def _network(p: argparse.ArgumentParser, kind: bool = True) -> None:
     p.add_argument(
         "--activation", default="hardsigmoid", choices=list(ACTIVATIONS), help="activation"
     )
-    p.add_argument("--dtype", default="float64", choices=_DTYPES, help="floating type")
+    if dtype:
+        p.add_argument("--dtype", default="float64", choices=_DTYPES, help="floating type")
 
 
 def _batch_size(p: argparse.ArgumentParser, default: int | None, help: str) -> None:
@@ -113,14 +114,63 @@ def _dataset(p: argparse.ArgumentParser, help: str) -> None:
     deprecated_alias(p, "--data", d)
 
 
-def _parser() -> argparse.ArgumentParser:
-    top = Parser(
-        prog="eqprop study",
-        description="Run a study; each grid point is saved as it finishes (resumable).",
-    )
-    sub = top.add_subparsers(dest="study", required=True, metavar="KIND", parser_class=Parser)
+def _seeds(p: argparse.ArgumentParser, default: list[int], what: str) -> None:
+    p.add_argument("--seeds", type=int_list, default=default, help=f"comma-separated {what} seeds")
 
-    p = sub.add_parser("convergence", help="solver residual/energy per iteration")
+
+def _sizes(p: argparse.ArgumentParser, default: list[int] | None, note: str = "") -> None:
+    p.add_argument("--sizes", type=sizes, default=default, help="layer sizes, input first" + note)
+
+
+def _betas(p: argparse.ArgumentParser, default: list[float] | None, help: str) -> None:
+    p.add_argument("--betas", type=float_list, default=default, help=help)
+
+
+def _estimators(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--estimators",
+        type=name_list,
+        default=["one-sided", "random-sign", "symmetric"],
+        help="comma-separated EP estimators",
+    )
+
+
+def _solver(
+    p: argparse.ArgumentParser,
+    *,
+    atol: float | None = None,
+    max_iter: int | None = None,
+    eps: bool = False,
+    method: bool = False,
+) -> None:
+    """The phases' solver options (the given ones, in this order): --eps, --method,
+    --atol, --max-iter."""
+    if eps:
+        p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
+    if method:
+        p.add_argument("--method", default="picard", help="solver method of the phases")
+    if atol is not None:
+        p.add_argument("--atol", type=positive_float, default=atol, help="solver tolerance")
+    if max_iter is not None:
+        p.add_argument(
+            "--max-iter", type=positive_int, default=max_iter, help="solver iteration cap"
+        )
+
+
+def _settings(p: argparse.ArgumentParser, metavar: str, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable, JSON values) into ``args.overrides``."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        type=_keyvalue,
+        action="append",
+        default=[],
+        metavar=metavar,
+        help=help,
+    )
+
+
+def _add_convergence(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
         type=name_list,
@@ -137,60 +187,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-in", type=positive_int, default=64, help="input units")
     p.add_argument("--n-out", type=positive_int, default=10, help="output units")
     _batch_size(p, 8, "samples per point")
-    p.add_argument("--max-iter", type=positive_int, default=500, help="solver iteration cap")
-    p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
+    _solver(p, max_iter=500)
+    _solver(p, eps=True)
     _network(p)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="network and batch seed")
-    _common(p)
 
-    p = sub.add_parser("beta-sweep", help="bias/variance of EP estimators versus beta")
-    p.add_argument(
-        "--betas",
-        type=float_list,
-        default=None,
-        help="comma-separated nudging strengths > 0 (default: 8 from 1e-3 to 1)",
-    )
-    p.add_argument(
-        "--estimators",
-        type=name_list,
-        default=["one-sided", "random-sign", "symmetric"],
-        help="comma-separated EP estimators",
-    )
-    p.add_argument(
-        "--seeds", type=int_list, default=[0, 1, 2, 3], help="comma-separated batch seeds"
-    )
-    p.add_argument("--sizes", type=sizes, default=[20, 16, 5], help="layer sizes, input first")
+
+def _add_beta_sweep(p: argparse.ArgumentParser) -> None:
+    _betas(p, None, "comma-separated nudging strengths > 0 (default: 8 from 1e-3 to 1)")
+    _estimators(p)
+    _seeds(p, [0, 1, 2, 3], "batch")
+    _sizes(p, [20, 16, 5])
     _batch_size(p, 8, "samples per seed")
     _network(p)
     p.add_argument(
         "--cost", default="squared", choices=["squared", "cross-entropy"], help="output cost"
     )
-    p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
-    p.add_argument("--method", default="picard", help="solver method of the phases")
-    p.add_argument("--atol", type=positive_float, default=1e-11, help="solver tolerance")
-    p.add_argument("--max-iter", type=positive_int, default=20000, help="solver iteration cap")
+    _solver(p, eps=True, method=True, atol=1e-11, max_iter=20000)
     p.add_argument("--net-seed", type=nonnegative_int, default=0, help="weights seed")
     _dataset(p, f"{_DATASETS_HELP} (default: uniform random inputs)")
-    _common(p)
 
-    p = sub.add_parser("gdu", help="EP nudged-phase updates versus BPTT (GDU)")
-    p.add_argument(
-        "--betas",
-        type=float_list,
-        default=[1e-3, 1e-2, 1e-1],
-        help="comma-separated nudging strengths > 0",
-    )
-    p.add_argument(
-        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated network/batch seeds"
-    )
+
+def _add_gdu(p: argparse.ArgumentParser) -> None:
+    _betas(p, [1e-3, 1e-2, 1e-1], "comma-separated nudging strengths > 0")
+    _seeds(p, [0, 1, 2], "network/batch")
     p.add_argument(
         "--setting",
         default="toy",
         help="toy, prototypical or energy-based (the paper code's settings), or none",
     )
-    p.add_argument(
-        "--sizes", type=sizes, default=None, help="layer sizes, input first (default: --setting's)"
-    )
+    _sizes(p, None, " (default: --setting's)")
     p.add_argument(
         "-T", "--T", type=positive_int, default=None, help="free-phase steps (default: --setting's)"
     )
@@ -210,9 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _batch_size(p, None, "samples per seed (default: --setting's)")
     _dataset(p, f"{_DATASETS_HELP} (default: --setting's)")
-    _common(p)
 
-    p = sub.add_parser("rules", help="every learning rule's update against the exact gradient")
+
+def _add_rules(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rules",
         type=name_list,
@@ -225,29 +251,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated rule parameters in (0, 1): beta, eta, lambda (default: 1e-3..0.9)",
     )
-    p.add_argument(
-        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated network/batch seeds"
-    )
-    p.add_argument("--sizes", type=sizes, default=[20, 16, 5], help="layer sizes, input first")
+    _seeds(p, [0, 1, 2], "network/batch")
+    _sizes(p, [20, 16, 5])
     _batch_size(p, 8, "samples per seed")
-    k = p.add_argument("--kind", default="hopfield", choices=_KINDS, help="network kind")
-    deprecated_alias(p, "--kind-net", k)
-    p.add_argument(
-        "--activation", default="hardsigmoid", choices=list(ACTIVATIONS), help="activation"
-    )
-    p.add_argument("--eps", type=positive_float, default=0.5, help="step of the hopfield kind")
-    p.add_argument("--atol", type=positive_float, default=1e-11, help="solver tolerance")
-    p.add_argument("--max-iter", type=positive_int, default=20000, help="solver iteration cap")
+    _network(p, dtype=False)
+    _solver(p, eps=True, atol=1e-11, max_iter=20000)
     p.add_argument(
         "-T", "--T", type=positive_int, default=200, help="free steps differentiated by bptt"
     )
     p.add_argument("--net-seed", type=nonnegative_int, default=0, help="weights seed offset")
     _dataset(p, f"{_DATASETS_HELP} (default: uniform random inputs)")
-    _common(p)
 
-    p = sub.add_parser(
-        "alignment", help="angle(W^T, B) and cosine to the exact gradient over training"
-    )
+
+def _add_alignment(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--architectures",
         type=name_list,
@@ -276,28 +292,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="weights/feedback seed")
     p.add_argument("--atol", type=positive_float, default=1e-9, help="measurement tolerance")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        type=_keyvalue,
-        action="append",
-        default=[],
-        metavar="ARCH:KEY=VALUE",
-        help="training setting of one architecture, e.g. 784-500-10:lrs=[0.1,0.05] "
+    _settings(
+        p,
+        "ARCH:KEY=VALUE",
+        "training setting of one architecture, e.g. 784-500-10:lrs=[0.1,0.05] "
         "(default: studies.alignment.DEFAULTS)",
     )
-    _common(p)
 
-    p = sub.add_parser("training", help="train/test error per epoch")
-    p.add_argument(
-        "--estimators",
-        type=name_list,
-        default=["one-sided", "random-sign", "symmetric"],
-        help="comma-separated EP estimators",
-    )
-    p.add_argument(
-        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated training seeds"
-    )
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    _estimators(p)
+    _seeds(p, [0, 1, 2], "training")
     p.add_argument(
         "--costs", type=name_list, default=["squared"], help="comma-separated output costs"
     )
@@ -306,16 +311,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start from an eqprop train preset (default: a quick digits setting)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        type=_keyvalue,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="TrainConfig setting (JSON value), repeatable (default: none)",
+    _settings(p, "KEY=VALUE", "TrainConfig setting (JSON value), repeatable (default: none)")
+
+
+#: The subcommands of ``eqprop study`` in the order of ``--help``: name, help, options.
+_SUBCOMMANDS = (
+    ("convergence", "solver residual/energy per iteration", _add_convergence),
+    ("beta-sweep", "bias/variance of EP estimators versus beta", _add_beta_sweep),
+    ("gdu", "EP nudged-phase updates versus BPTT (GDU)", _add_gdu),
+    ("rules", "every learning rule's update against the exact gradient", _add_rules),
+    ("alignment", "angle(W^T, B) and cosine to the exact gradient over training", _add_alignment),
+    ("training", "train/test error per epoch", _add_training),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = Parser(
+        prog="eqprop study",
+        description="Run a study; each grid point is saved as it finishes (resumable).",
     )
-    _common(p)
+    sub = top.add_subparsers(dest="study", required=True, metavar="KIND", parser_class=Parser)
+    for name, help, add_options in _SUBCOMMANDS:
+        p = sub.add_parser(name, help=help)
+        add_options(p)
+        _common(p)
     return top
 
 
@@ -366,7 +385,31 @@ def _check_before_running(args: argparse.Namespace, base: dict[str, Any] | None)
                 raise ValueError(f"--set/--preset/--estimators: {exc}") from None
 
 
-def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
+def _network_setup(args: argparse.Namespace, **fixed: Any) -> Any:
+    """The study's network from --sizes, --kind and --activation (and ``fixed`` fields)."""
+    from .setup import NetworkSetup
+
+    return NetworkSetup(sizes=args.sizes, kind=args.kind, activation=args.activation, **fixed)
+
+
+def _batch_setup(args: argparse.Namespace) -> Any:
+    """The study's batch from --batch-size and --dataset."""
+    from .setup import BatchSetup
+
+    return BatchSetup(size=args.batch_size, data=args.dataset)
+
+
+def _solver_setup(args: argparse.Namespace, **fixed: Any) -> Any:
+    """The study's phases from --eps, --atol and --max-iter (and ``fixed`` fields)."""
+    from .setup import SolverSetup
+
+    return SolverSetup(eps=args.eps, atol=args.atol, max_iter=args.max_iter, **fixed)
+
+
+def _sweep_options(args: argparse.Namespace, command: Sequence[str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`studies.sweep.sweep` that every subcommand passes:
+    output file and points folder (checked, the output's folder created), where the points
+    run, progress, the command recorded. Refuses negative ``--seeds``."""
     out = Path(args.output)
     points = Path(args.points) if args.points else out.with_name(out.name + ".points")
     _check_paths(out, points)
@@ -375,7 +418,7 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
         raise ValueError(f"--seeds {','.join(map(str, seeds))}: seeds must be integers >= 0")
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-    sweep_kwargs: dict[str, Any] = dict(
+    return dict(
         out_dir=points,
         path=out,
         workers=args.workers,
@@ -384,105 +427,102 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
         progress=False if args.quiet else None,
         command=list(command),
     )
-    if args.study != "training":
-        _check_before_running(args, None)
-    if args.study == "convergence":
-        from .convergence import solver_convergence
 
-        return solver_convergence(
-            args.methods,
-            args.depths,
-            tols=args.tols,
-            hidden=args.hidden,
-            n_in=args.n_in,
-            n_out=args.n_out,
-            batch=args.batch_size,
-            max_iter=args.max_iter,
-            eps=args.eps,
-            kind=args.kind,
-            activation=args.activation,
-            dtype=args.dtype,
-            seed=args.seed,
-            **sweep_kwargs,
-        )
-    if args.study == "beta-sweep":
-        from .beta import beta_sweep
 
-        extra = {} if args.betas is None else {"betas": args.betas}
-        return beta_sweep(
-            estimators=args.estimators,
-            seeds=args.seeds,
-            sizes=args.sizes,
-            batch=args.batch_size,
-            kind=args.kind,
-            activation=args.activation,
-            cost=args.cost,
-            eps=args.eps,
-            method=args.method,
-            atol=args.atol,
-            max_iter=args.max_iter,
-            dtype=args.dtype,
-            net_seed=args.net_seed,
-            data=args.dataset,
-            **extra,
-            **sweep_kwargs,
-        )
-    if args.study == "rules":
-        from .rules import rules_study
+def _run_convergence(args: argparse.Namespace, sweep_kwargs: dict[str, Any]) -> Any:
+    from .convergence import solver_convergence
 
-        grid: dict[str, Any] = {}
-        if args.rules is not None:
-            grid["rules"] = args.rules
-        if args.strengths is not None:
-            grid["strengths"] = args.strengths
-        return rules_study(
-            seeds=args.seeds,
-            sizes=args.sizes,
-            batch=args.batch_size,
-            kind=args.kind,
-            activation=args.activation,
-            eps=args.eps,
-            atol=args.atol,
-            max_iter=args.max_iter,
-            T_bptt=args.T,
-            net_seed=args.net_seed,
-            data=args.dataset,
-            **grid,
-            **sweep_kwargs,
-        )
-    if args.study == "alignment":
-        from .alignment import RUNS, alignment_study
+    return solver_convergence(
+        args.methods,
+        args.depths,
+        tols=args.tols,
+        hidden=args.hidden,
+        n_in=args.n_in,
+        n_out=args.n_out,
+        batch=args.batch_size,
+        max_iter=args.max_iter,
+        eps=args.eps,
+        kind=args.kind,
+        activation=args.activation,
+        dtype=args.dtype,
+        seed=args.seed,
+        **sweep_kwargs,
+    )
 
-        per_arch: dict[str, dict[str, Any]] = {}
-        for key, value in args.overrides:
-            arch, sep, field = key.rpartition(":")
-            if not sep or not arch:
-                raise UsageError(f"--set {key}=...: expected ARCH:KEY=VALUE")
-            per_arch.setdefault(arch, {})[field] = value
-        return alignment_study(
-            args.architectures,
-            args.runs if args.runs is not None else RUNS,
-            dataset=args.dataset or "mnist",
-            n_train=args.n_train,
-            n_test=args.n_test,
-            epochs=args.epochs,
-            ref_batch=args.ref_batch,
-            beta=args.beta,
-            homeostasis=args.homeostasis,
-            seed=args.seed,
-            atol=args.atol,
-            base=per_arch,
-            **sweep_kwargs,
-        )
-    if args.study == "gdu":
-        from .gdu import gdu_study
 
-        given = {"sizes": args.sizes, "T": args.T, "K": args.K, "eps": args.eps}
-        given |= {"continual_lr": args.continual_lr}
-        given |= {"batch": args.batch_size, "data": args.dataset}
-        over = {k: v for k, v in given.items() if v is not None}
-        setting = None if args.setting in ("", "none") else args.setting
-        return gdu_study(args.betas, args.seeds, setting=setting, **over, **sweep_kwargs)
+def _run_beta_sweep(args: argparse.Namespace, sweep_kwargs: dict[str, Any]) -> Any:
+    from .beta import BetaSetup, beta_sweep
+
+    extra = {} if args.betas is None else {"betas": args.betas}
+    setup = BetaSetup(
+        network=_network_setup(args, cost=args.cost, dtype=args.dtype),
+        batch=_batch_setup(args),
+        solver=_solver_setup(args, method=args.method),
+        seeds=args.seeds,
+        net_seed=args.net_seed,
+    )
+    return beta_sweep(estimators=args.estimators, setup=setup, **extra, **sweep_kwargs)
+
+
+def _run_rules(args: argparse.Namespace, sweep_kwargs: dict[str, Any]) -> Any:
+    from .rules import RulesSetup, rules_study
+
+    grid: dict[str, Any] = {}
+    if args.rules is not None:
+        grid["rules"] = args.rules
+    if args.strengths is not None:
+        grid["strengths"] = args.strengths
+    setup = RulesSetup(
+        network=_network_setup(args),
+        batch=_batch_setup(args),
+        solver=_solver_setup(args),
+        seeds=args.seeds,
+        net_seed=args.net_seed,
+        T_bptt=args.T,
+    )
+    return rules_study(setup=setup, **grid, **sweep_kwargs)
+
+
+def _run_alignment(args: argparse.Namespace, sweep_kwargs: dict[str, Any]) -> Any:
+    from .alignment import RUNS, AlignmentSetup, MeasurementSetup, TrainingSetup, alignment_study
+
+    per_arch: dict[str, dict[str, Any]] = {}
+    for key, value in args.overrides:
+        arch, sep, field = key.rpartition(":")
+        if not sep or not arch:
+            raise UsageError(f"--set {key}=...: expected ARCH:KEY=VALUE")
+        per_arch.setdefault(arch, {})[field] = value
+    training = TrainingSetup(
+        dataset=args.dataset or "mnist",
+        n_train=args.n_train,
+        n_test=args.n_test,
+        epochs=args.epochs,
+        beta=args.beta,
+        homeostasis=args.homeostasis,
+        seed=args.seed,
+        base=per_arch,
+    )
+    measurement = MeasurementSetup(ref_batch=args.ref_batch, atol=args.atol)
+    return alignment_study(
+        args.architectures,
+        args.runs if args.runs is not None else RUNS,
+        AlignmentSetup(training, measurement),
+        **sweep_kwargs,
+    )
+
+
+def _run_gdu(args: argparse.Namespace, sweep_kwargs: dict[str, Any]) -> Any:
+    from .gdu import gdu_study
+
+    given = {"sizes": args.sizes, "T": args.T, "K": args.K, "eps": args.eps}
+    given |= {"continual_lr": args.continual_lr}
+    given |= {"batch": args.batch_size, "data": args.dataset}
+    over = {k: v for k, v in given.items() if v is not None}
+    setting = None if args.setting in ("", "none") else args.setting
+    return gdu_study(args.betas, args.seeds, setting=setting, **over, **sweep_kwargs)
+
+
+def _run_training(args: argparse.Namespace, sweep_kwargs: dict[str, Any]) -> Any:
     from .training import QUICK, training_curves
 
     base: dict[str, Any] = dict(QUICK)
@@ -493,6 +533,24 @@ def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
     base.update(dict(args.overrides))
     _check_before_running(args, base)
     return training_curves(args.estimators, args.seeds, args.costs, base=base, **sweep_kwargs)
+
+
+#: Subcommand -> the function that runs its study from the parsed options.
+_RUNNERS = {
+    "convergence": _run_convergence,
+    "beta-sweep": _run_beta_sweep,
+    "gdu": _run_gdu,
+    "rules": _run_rules,
+    "alignment": _run_alignment,
+    "training": _run_training,
+}
+
+
+def _run(args: argparse.Namespace, command: Sequence[str]) -> Any:
+    sweep_kwargs = _sweep_options(args, command)
+    if args.study != "training":  # training checks its settings with the preset's base
+        _check_before_running(args, None)
+    return _RUNNERS[args.study](args, sweep_kwargs)
 
 
 def study_main(argv: Sequence[str]) -> int:

@@ -64,6 +64,7 @@ Dataset: dims ``rule``, ``strength``, ``seed``, ``layer``; attribute ``study="ru
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,10 +72,10 @@ import xarray as xr
 
 from eqprop.provenance import variable
 
-from .beta import make_batch
+from .setup import BatchSetup, NetworkSetup, SolverSetup, int_tuple
 from .sweep import sweep
 
-__all__ = ["PARAMETER", "RULES", "rule_metrics", "rules_point", "rules_study"]
+__all__ = ["PARAMETER", "RULES", "RulesSetup", "rule_metrics", "rules_point", "rules_study"]
 
 #: Rule names of the study -> the name of the rule's own parameter (None: none).
 PARAMETER: dict[str, str | None] = {
@@ -100,6 +101,56 @@ RULES = tuple(PARAMETER)
 
 #: Default strengths: 1e-3 .. 0.9 (valid for beta, eta and lambda alike).
 STRENGTHS = (1e-3, 1e-2, 0.1, 0.3, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True)
+class RulesSetup:
+    """What every point of the rule study shares: network, batch, solver, seeds.
+
+    Attributes
+    ----------
+    network : NetworkSetup
+        Layer sizes (input, hidden..., output), kind and activation; the study's networks
+        have the squared cost and float64 (others are refused).
+    batch : BatchSetup
+        The batch of each seed (:func:`studies.setup.make_batch`).
+    solver : SolverSetup
+        Every phase (tolerance mode; Picard, the only method the study runs).
+    seeds : tuple of int
+        Each seed is one network and batch (and the random sign of ``ep-random-sign``).
+    net_seed : int
+        Offset of the seeds: seed ``s`` draws the network from ``net_seed + s`` and the
+        batch from ``net_seed + s + 7919``.
+    T_bptt : int
+        Free steps that ``bptt`` differentiates (fixed steps from zero).
+
+    Raises
+    ------
+    ValueError
+        Fewer than three layer sizes, another cost, dtype or solver method.
+    """
+
+    network: NetworkSetup = field(default_factory=NetworkSetup)
+    batch: BatchSetup = field(default_factory=BatchSetup)
+    solver: SolverSetup = field(default_factory=SolverSetup)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    net_seed: int = 0
+    T_bptt: int = 200
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", int_tuple(self.seeds))
+        object.__setattr__(self, "net_seed", int(self.net_seed))
+        object.__setattr__(self, "T_bptt", int(self.T_bptt))
+        sizes = self.network.sizes
+        if len(sizes) < 3:
+            raise ValueError(
+                f"sizes {list(sizes)}: the rule study needs a hidden layer (input, hidden, output)"
+            )
+        fixed = {"cost": ("squared", self.network.cost), "dtype": ("float64", self.network.dtype)}
+        fixed["method"] = ("picard", self.solver.method)
+        for name, (only, given) in fixed.items():
+            if given != only:
+                raise ValueError(f"the rule study runs {name} {only!r} only, got {given!r}")
 
 
 def _flat_layers(dW: Sequence[np.ndarray], db: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -143,16 +194,18 @@ def _recirculation_layers(x: np.ndarray, n_hidden: int, lam: float, seed: int):
     return est, ref
 
 
-def _graph_layers(rule, strength, x, d, sizes, kind, activation, eps, atol, max_iter, seed):
+def _graph_layers(rule, strength, x, d, setup, seed):
     """(update layers, exact-gradient layers, free residual) of a rule on a graph chain with
     scaled (``chl-scaled``) or random (``feedback-alignment``) feedback; layer ``W_l`` is
     the coupling into chain layer ``l`` with that layer's bias."""
     from eqprop.graph import chain
     from eqprop.graph.backprop import recurrent_backprop
     from eqprop.graph.build import chain_layer_names
-    from eqprop.phases import Dynamics, free_phase
+    from eqprop.phases import free_phase
     from eqprop.rules import EquilibriumPropagation, ScaledFeedbackCHL
 
+    sizes, kind, activation = setup.network.sizes, setup.network.kind, setup.network.activation
+    eps = setup.solver.eps
     if rule == "chl-scaled":
         net = chain(
             sizes, kind=kind, activation=activation, feedback="scaled", gamma=strength, seed=seed
@@ -161,7 +214,7 @@ def _graph_layers(rule, strength, x, d, sizes, kind, activation, eps, atol, max_
     else:
         net = chain(sizes, kind=kind, activation=activation, feedback="random", seed=seed)
         rule_obj = EquilibriumPropagation(beta=strength, estimator="symmetric")
-    dyn = Dynamics(eps=eps, method="picard", fixed_steps=False, atol=atol, max_iter=max_iter)
+    dyn = setup.solver.dynamics()
     free = free_phase(net, x, dyn)
     ref = recurrent_backprop(net, x, d, free.state, eps=eps, check_fixed_point=None).grads
     step = rule_obj.estimate(net, x, d, dyn, s0=free.state)
@@ -174,23 +227,17 @@ def _graph_layers(rule, strength, x, d, sizes, kind, activation, eps, atol, max_
     return est, exact, float(np.max(free.result.final_residual))
 
 
-def rules_point(
-    rule: str,
-    strength: float,
-    *,
-    seeds: Sequence[int] = (0, 1, 2),
-    sizes: Sequence[int] = (20, 16, 5),
-    batch: int = 8,
-    kind: str = "hopfield",
-    activation: str = "hardsigmoid",
-    eps: float = 0.5,
-    atol: float = 1e-11,
-    max_iter: int = 20000,
-    T_bptt: int = 200,
-    net_seed: int = 0,
-    data: str | None = None,
-) -> xr.Dataset:
+def rules_point(rule: str, strength: float, setup: RulesSetup | None = None) -> xr.Dataset:
     """One rule at one ``strength``, every seed: the variables of the module docstring.
+
+    Parameters
+    ----------
+    rule : str
+        From :data:`RULES`.
+    strength : float
+        The rule's parameter (:data:`PARAMETER`).
+    setup : RulesSetup, optional
+        Network, batch, solver and seeds (default ``RulesSetup()``).
 
     Returns
     -------
@@ -199,35 +246,29 @@ def rules_point(
         ``free_residual`` (seed): the largest residual of the free phase.
     """
     from eqprop import gradients as G
-    from eqprop.network import init_network
     from eqprop.phases import Dynamics, free_phase
     from eqprop.rules import BackpropThroughTime
     from eqprop.rules.coupled import coupled_limit
 
     if rule not in PARAMETER:
         raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
-    sizes = tuple(int(n) for n in sizes)
+    setup = setup or RulesSetup()
+    seeds, sizes, eps = setup.seeds, setup.network.sizes, setup.solver.eps
     L = len(sizes) - 1
     shape = (len(seeds), L)
     out = {k: np.full(shape, np.nan) for k in ("cosine", "rel_error", "sign_agreement", "ref")}
     fres = np.full(len(seeds), np.nan)
     for i, seed in enumerate(seeds):
-        s = int(net_seed) + int(seed)
-        x, d = make_batch(sizes, batch, s + 7919, data, "float64")
+        s = setup.net_seed + seed
+        x, d = setup.batch.make(sizes, s + 7919, "float64")
         if rule in ("chl-scaled", "feedback-alignment"):
-            est, ref, fres[i] = _graph_layers(
-                rule, float(strength), x, d, sizes, kind, activation, eps, atol, max_iter, s
-            )
+            est, ref, fres[i] = _graph_layers(rule, float(strength), x, d, setup, s)
         elif rule == "recirculation":
             est, ref = _recirculation_layers(x, sizes[1], float(strength), s)
             est, ref = est + [np.full(1, np.nan)] * (L - 2), ref + [np.zeros(1)] * (L - 2)
         else:
-            net = init_network(
-                sizes, kind=kind, activation=activation, cost="squared", dtype="float64", seed=s
-            )
-            dyn = Dynamics(
-                eps=eps, method="picard", fixed_steps=False, atol=atol, max_iter=max_iter
-            )
+            net = setup.network.build(s)
+            dyn = setup.solver.dynamics()
             free = free_phase(net, x, dyn)
             fres[i] = float(np.max(free.result.final_residual))
             r = G.recurrent_backprop(
@@ -235,7 +276,8 @@ def rules_point(
             )
             ref = _flat_layers(r.dW, r.db)
             if rule == "bptt":
-                g = BackpropThroughTime().estimate(net, x, d, Dynamics(T=T_bptt, eps=eps)).gradient
+                unrolled = Dynamics(T=setup.T_bptt, eps=eps)
+                g = BackpropThroughTime().estimate(net, x, d, unrolled).gradient
             elif rule == "coupled-limit":
                 g = coupled_limit(net, x, d, free.state, eps=eps, check_fixed_point=None)
             else:
@@ -289,18 +331,7 @@ def rules_point(
 def rules_study(
     rules: Sequence[str] = RULES,
     strengths: Sequence[float] = STRENGTHS,
-    seeds: Sequence[int] = (0, 1, 2),
-    *,
-    sizes: Sequence[int] = (20, 16, 5),
-    batch: int = 8,
-    kind: str = "hopfield",
-    activation: str = "hardsigmoid",
-    eps: float = 0.5,
-    atol: float = 1e-11,
-    max_iter: int = 20000,
-    T_bptt: int = 200,
-    net_seed: int = 0,
-    data: str | None = None,
+    setup: RulesSetup | None = None,
     **sweep_kwargs: Any,
 ) -> xr.Dataset:
     """Every rule's update against the exact gradient over its own parameter (module docstring).
@@ -311,14 +342,9 @@ def rules_study(
         From :data:`RULES`.
     strengths : sequence of float
         The rules' parameter grid, each in (0, 1) (beta, eta, lambda; see the table above).
-    seeds : sequence of int
-        Each seed is one network and batch (and the random sign of ``ep-random-sign``).
-    sizes, batch, kind, activation, net_seed, data
-        Network (squared cost, float64) and batch (:func:`studies.beta.make_batch`).
-    eps, atol, max_iter
-        Dynamics of every phase (tolerance mode, Picard).
-    T_bptt : int
-        Free steps that ``bptt`` differentiates (fixed steps from zero).
+    setup : RulesSetup, optional
+        Network, batch, solver (tolerance mode, Picard), seeds and ``T_bptt``, the same at
+        every point (default ``RulesSetup()``).
     **sweep_kwargs
         Passed to :func:`studies.sweep.sweep` (``out_dir``, ``path``, ``workers``, ...).
 
@@ -330,9 +356,11 @@ def rules_study(
     Raises
     ------
     ValueError
-        An unknown rule, a strength outside (0, 1), fewer than two layers of sizes, or
-        ``recirculation`` with ``sizes`` that give no hidden group.
+        An unknown rule, a strength outside (0, 1), or ``recirculation`` with ``sizes``
+        that give no hidden group (the setup itself refuses fewer than two layers of
+        sizes, see :class:`RulesSetup`).
     """
+    setup = setup or RulesSetup()
     for r in rules:
         if r not in PARAMETER:
             raise ValueError(f"unknown rule {r!r}; choose from {', '.join(RULES)}")
@@ -342,30 +370,13 @@ def rules_study(
                 f"every strength must be in (0, 1) (beta, eta in (0, 1] and the recirculation "
                 f"regression lambda in [0, 1) share the grid), got {v}"
             )
-    if len(sizes) < 3:
-        raise ValueError(
-            f"sizes {list(sizes)}: the rule study needs a hidden layer (input, hidden, output)"
-        )
-    fixed = dict(
-        seeds=[int(s) for s in seeds],
-        sizes=[int(n) for n in sizes],
-        batch=int(batch),
-        kind=kind,
-        activation=activation,
-        eps=float(eps),
-        atol=float(atol),
-        max_iter=int(max_iter),
-        T_bptt=int(T_bptt),
-        net_seed=int(net_seed),
-        data=data,
-    )
     return sweep(
         rules_point,
         {"rule": list(rules), "strength": [float(v) for v in strengths]},
-        fixed=fixed,
+        fixed={"setup": setup},
         title="Each learning rule's update against the exact gradient (recurrent backprop)",
         study="rules",
-        seeds=[int(s) for s in seeds],
+        seeds=list(setup.seeds),
         config={"parameter": {r: PARAMETER[r] for r in rules}},
         **sweep_kwargs,
     )

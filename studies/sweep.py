@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -144,6 +145,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def fixed_record(fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """``fixed`` as it is hashed and recorded: a dataclass value (a study's setup record)
+    as its fields, nested records included (:func:`dataclasses.asdict`)."""
+    return {
+        k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+        for k, v in fixed.items()
+    }
+
+
 def _func_name(func: Callable[..., Any]) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
@@ -157,7 +167,7 @@ def point_key(
     fixed argument or the function changes them, so stale results are never reused.
     """
     name = func if isinstance(func, str) else _func_name(func)
-    text = to_json({"func": name, "params": dict(params), "fixed": dict(fixed)})
+    text = to_json({"func": name, "params": dict(params), "fixed": fixed_record(fixed)})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -580,7 +590,9 @@ def sweep(
         Sweep dimensions and their values (numbers, strings or bools); every combination
         is a point. The dimension order of the result follows the dict order.
     fixed : dict, optional
-        Further keyword arguments, the same for every point (part of the point hash).
+        Further keyword arguments, the same for every point (part of the point hash; a
+        dataclass value, such as a study's setup record, is hashed and recorded as its
+        fields, see :func:`fixed_record`).
     out_dir : path-like, optional
         Folder for one netCDF file per finished point (created if needed); a rerun with
         the same arguments loads finished points from it instead of computing them.
@@ -651,7 +663,7 @@ def sweep(
     full_config = {
         "func": _func_name(func),
         "grid": {n: [_plain(v) for v in grid[n]] for n in names},
-        "fixed": fixed,
+        "fixed": fixed_record(fixed),
         **dict(config or {}),
     }
     attrs = dataset_attrs(title or f"sweep of {desc}", full_config, command, seeds)

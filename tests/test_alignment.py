@@ -18,16 +18,26 @@ from eqprop.data import load_dataset
 from eqprop.graph import reference as R
 from eqprop.graph.backprop import free_equilibrium, jacobian
 from eqprop.train import TrainConfig, Trainer
-from studies.alignment import RUNS, alignment_point, alignment_study
+from studies.alignment import (
+    RUNS,
+    AlignmentSetup,
+    MeasurementSetup,
+    TrainingSetup,
+    alignment_point,
+    alignment_study,
+)
 from studies.schema import check_schema
 
 ARCH = "64-12-10"
-SETTINGS = dict(n_train=40, n_test=30, epochs=1, ref_batch=5, beta=0.5, homeostasis=3.0)
+SETUP = AlignmentSetup(
+    TrainingSetup(dataset="digits", n_train=40, n_test=30, epochs=1, beta=0.5, homeostasis=3.0),
+    MeasurementSetup(ref_batch=5),
+)
 
 
 @pytest.fixture(scope="module")
 def points():
-    return {run: alignment_point(ARCH, run, dataset="digits", **SETTINGS) for run in RUNS}
+    return {run: alignment_point(ARCH, run, SETUP) for run in RUNS}
 
 
 def _trained(run, epochs):
@@ -125,13 +135,11 @@ def test_homeostasis_aligns_and_update_cosine_differs(points):
 
 
 def test_study_dataset_and_bad_input(tmp_path):
-    ds = alignment_study(
-        [ARCH], ["feedback-alignment"], dataset="digits", progress=False, **SETTINGS
-    )
+    ds = alignment_study([ARCH], ["feedback-alignment"], SETUP, progress=False)
     assert ds.attrs["study"] == "alignment"
     check_schema(ds)
     assert dict(ds.sizes) == {"architecture": 1, "run": 1, "epoch": 2, "layer": 2}
     with pytest.raises(ValueError, match="unknown run 'bp'"):
-        alignment_study([ARCH], ["bp"], dataset="digits")
+        alignment_study([ARCH], ["bp"], SETUP)
     with pytest.raises(ValueError, match="needs a hidden layer"):
-        alignment_study(["64-10"], dataset="digits")
+        alignment_study(["64-10"], setup=SETUP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rule_registry import cli_applies_to
 
 from eqprop.cli import main
 from eqprop.data import load_dataset
@@ -92,7 +93,7 @@ def test_training_lowers_the_reconstruction_error_and_records_it(tmp_path, capsy
         (["--sizes", "64-16-64", "--feedback", "random"], "its own loop of groups"),
         (["--sizes", "64-16-64", "--regression", "1.0"], "regression must lie in [0, 1)"),
         (["--sizes", "64-16-64", "--method", "anderson"], "--method does not apply"),
-        (["--sizes", "64-16-64", "--beta", "0.5"], "--beta applies to --rule ep"),
+        (["--sizes", "64-16-64", "--beta", "0.5"], cli_applies_to("beta", "recirculation")),
         (["--sizes", "64-16-64", "-T", "30"], "--T does not apply to --rule recirculation"),
         (["--sizes", "64-16-64", "--momentum", "0.9"], "momentum and weight_decay"),
         (["--sizes", "64-16-64", "--visible-activation", "tanh"], "unknown visible_activation"),

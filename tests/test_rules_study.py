@@ -11,16 +11,24 @@ from test_studies_sel import assert_sel_by_keyword_selects
 import eqprop as E
 from eqprop.gradients import finite_difference
 from studies.beta import make_batch
-from studies.rules import rules_study
+from studies.rules import RulesSetup, rules_study
 from studies.schema import check_schema
+from studies.setup import BatchSetup, NetworkSetup, SolverSetup
 
 SIZES = (6, 5, 3)
-KW = dict(sizes=SIZES, batch=4, activation="sigmoid", atol=1e-13, progress=False)
+NETWORK = NetworkSetup(sizes=SIZES, activation="sigmoid")
+BATCH, SOLVER = BatchSetup(size=4), SolverSetup(atol=1e-13)
+
+
+def setup(seeds, network=NETWORK):
+    """The tests' setup: the 6-5-3 sigmoid network, batches of 4, tolerance 1e-13."""
+    return RulesSetup(network=network, batch=BATCH, solver=SOLVER, seeds=seeds)
 
 
 @pytest.fixture(scope="module")
 def study():
-    return rules_study(("ep-symmetric", "chl", "recirculation", "rbp"), (0.05, 0.2), (0, 1), **KW)
+    rules = ("ep-symmetric", "chl", "recirculation", "rbp")
+    return rules_study(rules, (0.05, 0.2), setup((0, 1)), progress=False)
 
 
 def _metrics(est, ref):
@@ -155,7 +163,7 @@ def test_graph_rules_cells_against_the_graph_reference():
     from eqprop.graph.backprop import recurrent_backprop
     from eqprop.rules import ScaledFeedbackCHL
 
-    ds = rules_study(("chl-scaled", "feedback-alignment"), (0.01,), (0,), **KW)
+    ds = rules_study(("chl-scaled", "feedback-alignment"), (0.01,), setup((0,)), progress=False)
     check_schema(ds)
     x, d = make_batch(SIZES, 4, 7919)
     dyn = E.Dynamics(method="picard", fixed_steps=False, atol=1e-13, max_iter=20000)
@@ -178,8 +186,8 @@ def test_coupled_limit_entry_is_where_the_positive_variant_goes_and_not_the_grad
     ds = rules_study(
         ("coupled-positive", "coupled-limit"),
         (1e-3, 1e-2),
-        (0,),
-        **{**KW, "activation": "hardsigmoid"},
+        setup((0,), NetworkSetup(sizes=SIZES, activation="hardsigmoid")),
+        progress=False,
     )
     lim = ds.sel(rule="coupled-limit", seed=0)
     pos = ds.sel(rule="coupled-positive", seed=0)

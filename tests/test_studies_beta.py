@@ -11,17 +11,24 @@ pytest.importorskip("eqprop.gradients")
 from eqprop.network import init_network
 from eqprop.phases import Dynamics, free_phase
 from eqprop.rules import EquilibriumPropagation
-from studies.beta import _flat_layers, beta_sweep, make_batch
+from studies.beta import BetaSetup, _flat_layers, beta_sweep, make_batch
 from studies.schema import check_schema
+from studies.setup import BatchSetup, NetworkSetup, SolverSetup
 
 SIZES = (6, 5, 3)
 BETAS = (1e-3, 2e-3, 4e-3)
-KW = dict(sizes=SIZES, batch=4, atol=1e-12, eps=0.5, net_seed=1)
+SETUP = BetaSetup(
+    network=NetworkSetup(sizes=SIZES),
+    batch=BatchSetup(size=4),
+    solver=SolverSetup(eps=0.5, atol=1e-12),
+    seeds=(0, 1, 2, 3, 4, 5),
+    net_seed=1,
+)
 
 
 @pytest.fixture(scope="module")
 def study():
-    return beta_sweep(BETAS, seeds=(0, 1, 2, 3, 4, 5), progress=False, **KW)
+    return beta_sweep(BETAS, setup=SETUP, progress=False)
 
 
 def test_schema(study):
@@ -51,8 +58,8 @@ def test_variance_and_random_sign_against_direct_estimates(study):
     var = study["variance"]
     assert float(abs(var.sel(estimator="one-sided")).max()) < 1e-20
     assert float(abs(var.sel(estimator="symmetric")).max()) < 1e-20
-    net = init_network(SIZES, dtype="float64", seed=KW["net_seed"])
-    x, d = make_batch(SIZES, KW["batch"], KW["net_seed"] + 7919)
+    net = init_network(SIZES, dtype="float64", seed=SETUP.net_seed)
+    x, d = make_batch(SIZES, SETUP.batch.size, SETUP.net_seed + 7919)
     dyn = Dynamics(eps=0.5, method="picard", fixed_steps=False, atol=1e-12, max_iter=20000)
     free = free_phase(net, x, dyn)
     for beta in BETAS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -186,10 +187,7 @@ def test_list_options_are_shared_with_eqprop_compare():
 
 @pytest.mark.parametrize(
     "point, study",
-    [
-        ("studies.beta:beta_point", "studies.beta:beta_sweep"),
-        ("studies.convergence:convergence_point", "studies.convergence:solver_convergence"),
-    ],
+    [("studies.convergence:convergence_point", "studies.convergence:solver_convergence")],
 )
 def test_point_and_study_defaults_agree(point, study):
     """A study's keyword defaults are its point function's: one grid, one meaning."""
@@ -205,3 +203,28 @@ def test_point_and_study_defaults_agree(point, study):
     assert len(shared) >= 8
     for k in shared:
         assert p[k].default == s[k].default, k
+
+
+@pytest.mark.parametrize(
+    "module, point, study, record",
+    [
+        ("studies.beta", "beta_point", "beta_sweep", "BetaSetup"),
+        ("studies.rules", "rules_point", "rules_study", "RulesSetup"),
+        ("studies.alignment", "alignment_point", "alignment_study", "AlignmentSetup"),
+    ],
+)
+def test_point_and_study_take_one_setup_record(module, point, study, record):
+    """What a study's points share is one record that the point and the study both take
+    (default: the record's defaults), so their defaults cannot disagree."""
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    for name in (point, study):
+        setup = inspect.signature(getattr(mod, name)).parameters["setup"]
+        assert setup.default is None
+        assert setup.annotation in (f"{record} | None", getattr(mod, record) | None)
+    cls = getattr(mod, record)
+    assert cls() == cls() and dataclasses.is_dataclass(cls)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cls().__setattr__(dataclasses.fields(cls)[0].name, None)

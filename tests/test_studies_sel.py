@@ -61,11 +61,17 @@ def test_convergence_study():
 
 def test_beta_sweep_study():
     pytest.importorskip("eqprop.rules")
-    from studies.beta import beta_sweep
+    from studies.beta import BetaSetup, beta_sweep
+    from studies.setup import BatchSetup, NetworkSetup, SolverSetup
 
-    ds = beta_sweep(
-        (1e-3, 2e-3), seeds=(0, 1), progress=False, sizes=(6, 5, 3), batch=4, atol=1e-12, net_seed=1
+    setup = BetaSetup(
+        network=NetworkSetup(sizes=(6, 5, 3)),
+        batch=BatchSetup(size=4),
+        solver=SolverSetup(atol=1e-12),
+        seeds=(0, 1),
+        net_seed=1,
     )
+    ds = beta_sweep((1e-3, 2e-3), setup=setup, progress=False)
     assert_sel_by_keyword_selects(ds)
 
 

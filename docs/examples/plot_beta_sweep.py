@@ -26,13 +26,14 @@ import tempfile
 import numpy as np
 
 from studies import beta_sweep, plot_study
+from studies.beta import BetaSetup
+from studies.setup import NetworkSetup
 
 FAST = os.environ.get("EQPROP_DOCS_FAST") == "1"
 
 ds = beta_sweep(
     betas=np.logspace(-3, 0, 4 if FAST else 7),
-    seeds=range(6),
-    sizes=(20, 16, 5),
+    setup=BetaSetup(network=NetworkSetup(sizes=(20, 16, 5)), seeds=range(6)),
     out_dir=os.path.join(tempfile.mkdtemp(), "points"),
     progress=False,
 )
