@@ -41,23 +41,29 @@ by a backend argument; nothing in the model or the reference changes.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 from numba import njit
 
+import solvers
 from eqprop.graph import kernels as GK
 from eqprop.graph import reference as R
 from eqprop.graph.conv import conv_output_hw
 from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpool_rows
 from eqprop.graph.model import Coupling, GraphNetwork
 from eqprop.graph.pool import pool_output_hw
+from solvers._bookkeeping import RUNNING, reserve_row, sample_verdict, stop_sample
+from solvers._common import build_result
+from solvers._kernels import _TINY, absmax_diff, clip_row, clip_value
 
 __all__ = [
     "OPS",
     "ConvOp",
     "DenseOp",
     "FastMap",
+    "block_groups",
     "col2im_add",
     "fast_mismatch",
     "im2col_into",
@@ -108,9 +114,58 @@ def _layer_update(s, u, g, out, act, hop, field, eps, beta, nudged, inside, has_
                 out[r, i] = y - v if field else y
 
 
+@njit(cache=True)
+def _verdicts(x, gx, active, k, res, rel, control, lo, hi, has_bounds, n_iter, conv, failed, fi):
+    """One iteration's bookkeeping of ``solvers``' fixed-point driver, for the samples
+    still running: project ``g(x_k)`` (``gx``) onto the bounds, record the residual
+    :math:`r_k = \\max_i |P(g(x_k))_i - x_{k,i}|` (and ``r_k / max(max_i |x_{k,i}|,
+    tiny)``) in row ``k``, and stop the samples that failed, converged or reached the
+    limit (the solvers' own :func:`~solvers._bookkeeping.sample_verdict`). ``control``:
+    ``(atol, rtol, limit, fixed_steps, divergence_bound)``. Returns how many still run."""
+    atol, rtol, limit, fixed_steps, dbound = control
+    n_active = 0
+    for b in range(x.shape[0]):
+        if not active[b]:
+            continue
+        if has_bounds:
+            clip_row(gx[b], lo, hi)
+        r, xm = absmax_diff(gx[b], x[b])
+        res[k, b] = r
+        rel[k, b] = r / max(xm, _TINY)
+        v = sample_verdict(r, xm, k, atol, rtol, limit, fixed_steps, dbound)
+        if v == RUNNING:
+            n_active += 1
+        else:
+            stop_sample(b, k, v, n_iter, conv, failed, fi, active)
+    return n_active
+
+
+@njit(cache=True)
+def _damped_update(x, gx, active, a0, a1, damping, plain, clip_first, clip_again, lo, hi):
+    """Columns ``[a0, a1)`` of the running samples: :math:`x \\leftarrow P(x + \\delta
+    (v - x))` with ``v`` the map's value (projected first when ``clip_first``: a block's
+    fresh value), ``P`` applied again when ``clip_again`` (over-relaxation); ``plain``:
+    ``x <- v`` exactly (undamped Picard). ``damping`` in the state's dtype, as the
+    solvers' driver computes it."""
+    for b in range(x.shape[0]):
+        if not active[b]:
+            continue
+        for i in range(a0, a1):
+            v = gx[b, i]
+            if clip_first:
+                v = clip_value(v, lo[i], hi[i])
+            if not plain:
+                v = x[b, i] + damping * (v - x[b, i])
+                if clip_again:
+                    v = clip_value(v, lo[i], hi[i])
+            x[b, i] = v
+
+
 # ----------------------------------------------------------------------------- ops
 class DenseOp:
     """A dense coupling on preallocated buffers (BLAS through ``np.matmul(out=)``)."""
+
+    is_max = False  # no routing: its feedback never needs the forward product
 
     def __init__(self, c: Coupling, batch: int, n_src: int, n_dst: int, dtype: np.dtype):
         self.c = c
@@ -232,6 +287,26 @@ def fast_mismatch(net: GraphNetwork) -> str | None:
     return None
 
 
+def block_groups(net: GraphNetwork, groups) -> tuple[tuple[str, ...], ...] | str:
+    """``solvers.GaussSeidel`` groups of ``(start, stop)`` column ranges of ``net``'s
+    state as groups of layer names, or why they are not (one line): :class:`FastMap`
+    evaluates whole layers, so every range must be one state layer's columns."""
+    by_cols = {tuple(net.offsets[la.name]): la.name for la in net.state_layers}
+    named = []
+    for grp in groups:
+        names = []
+        for r in grp:
+            name = by_cols.get((int(r[0]), int(r[1])))
+            if name is None:
+                return (
+                    f"the Gauss-Seidel range {tuple(r)} is not one layer's columns (the fast "
+                    "map evaluates whole layers)"
+                )
+            names.append(name)
+        named.append(tuple(names))
+    return tuple(named)
+
+
 class FastMap:
     """Map, vector field, relaxation and parameter gradient of ``net`` for batches of
     ``batch`` samples, on buffers allocated here once.
@@ -328,12 +403,21 @@ class FastMap:
             acts[name] = self.A[name]
         return acts
 
-    def _drives(self, acts: dict[str, np.ndarray]) -> None:
+    def _drives(self, acts: dict[str, np.ndarray], block, routed) -> None:
+        """Drives ``U`` of the layers in ``block`` (None: all); ``routed``: indices of the
+        max-pool ops whose routing (``index``) is that of the current source activity
+        (their feedback then skips the forward convolution), updated here."""
         for name, u in self.U.items():
-            np.copyto(u, self.drive[name])
-        for c, op, scale in self.inner_ops:
-            op.forward_add(acts[c.source], self.U[c.target])
-            op.feedback_add(acts[c.target], self.U[c.source], scale)
+            if block is None or name in block:
+                np.copyto(u, self.drive[name])
+        for k, (c, op, scale) in enumerate(self.inner_ops):
+            fwd = block is None or c.target in block
+            back = block is None or c.source in block
+            if fwd or (back and op.is_max and k not in routed):
+                op.forward_add(acts[c.source], self.U[c.target])  # (a drive not read: harmless)
+                routed.add(k)
+            if back:
+                op.feedback_add(acts[c.target], self.U[c.source], scale)
 
     def _cost_gradient(self, s: np.ndarray, d: np.ndarray) -> None:
         a, b = self.out_cols
@@ -343,7 +427,9 @@ class FastMap:
             np.copyto(self.G, s[:, a:b])
             GK._softmax_error_real(self.G, d)  # real: the fast conv path refuses complex states
 
-    def _evaluate(self, s, out, beta, d, eps, nudge, field) -> np.ndarray:
+    def _checked(self, s, beta, d, nudge) -> np.ndarray | None:
+        """The checks of one evaluation: ``nudge``, targets, the shape and dtype of ``s``;
+        returns ``d`` validated (None when not given)."""
         net = self.net
         R._nudge(net, nudge, d, beta)
         if d is None:
@@ -356,15 +442,29 @@ class FastMap:
                 f"s must be a ({self.batch}, {net.n_state}) {self.dtype.name} array, got "
                 f"{s.shape} {s.dtype}"
             )
+        return d
+
+    def _evaluate(self, s, out, beta, d, eps, nudge, field) -> np.ndarray:
+        d = self._checked(s, beta, d, nudge)
+        return self._evaluate_block(s, out, beta, d, eps, nudge, field, None, set())
+
+    def _evaluate_block(self, s, out, beta, d, eps, nudge, field, block, routed) -> np.ndarray:
+        """The map / field of the layers in ``block`` (a set of names; None: all) into
+        their columns of ``out`` (the others are not written); inputs checked by the
+        caller (:meth:`_checked`); ``routed`` as in :meth:`_drives`."""
+        net = self.net
         acts = self._activities(s)
-        self._drives(acts)
+        self._drives(acts, block, routed)
         nudged = beta != 0
-        if nudged:
+        out_name = net.output_layer.name
+        has_out = block is None or out_name in block
+        if nudged and has_out:
             self._cost_gradient(s, d)
         hop = net.kind == "hopfield"
         inside = nudge != "outside"
-        out_name = net.output_layer.name
         for name, (a, b), act, has_box, lo, hi in self.layers:
+            if block is not None and name not in block:
+                continue
             here = nudged and name == out_name
             _layer_update(
                 s[:, a:b],
@@ -382,7 +482,7 @@ class FastMap:
                 lo,
                 hi,
             )
-        if nudge == "clamp":
+        if nudge == "clamp" and has_out:
             a, b = self.out_cols
             if field:
                 np.subtract(d, s[:, a:b], out=out[:, a:b])
@@ -464,6 +564,142 @@ class FastMap:
             if atol is not None and res <= atol:
                 break
         return cur, it, res
+
+    def solve(
+        self,
+        s0: np.ndarray,
+        method: Any,
+        *,
+        beta: float = 0.0,
+        d: np.ndarray | None = None,
+        eps: float = 0.5,
+        nudge: str = "inside",
+        atol: float = 1e-6,
+        rtol: float = 0.0,
+        max_iter: int = 1000,
+        fixed_steps: int | None = None,
+        bounds: tuple[float, float] | None = None,
+        divergence_bound: float = 1e8,
+        raise_on_failure: bool = False,
+    ):
+        """``solvers.solve_fixed_point(g, s0, method=method, ...)`` of this map, with the
+        solvers' semantics and result, on the fast kernels.
+
+        ``method`` is ``solvers.Picard`` (damped, :math:`x_{k+1} = P((1 - \\delta) x_k +
+        \\delta P(g(x_k)))`) or ``solvers.GaussSeidel`` whose ranges are whole layers
+        (:func:`block_groups`; red-black parity sweeps group the odd and the even
+        layers): group by group, :math:`x_S \\leftarrow P((1 - \\delta) x_S + \\delta
+        P(g(x)_S))`, the first group from the full map (whose residual is recorded), the
+        others from the block map of their layers (only the couplings into or out of
+        them; a max pool's routing at an unchanged source is reused). As in
+        ``solvers``: sample ``b`` converged at iteration ``k`` when :math:`r_k = \\max_i
+        |P(g(x_k))_i - x_{k,i}| \\le` ``atol + rtol * max_i |x_{k,i}|`` and then
+        stops (its state frozen at :math:`x_k`); with ``fixed_steps`` every sample runs
+        that many updates and ``converged`` reports the final residual; a non-finite
+        residual or one above ``divergence_bound`` (the solvers' default) stops the
+        sample as failed, never converged (``raise_on_failure``: SolverFailure).
+        ``bounds``: scalars ``(lo, hi)`` (the network's common box), None: none.
+
+        Returns
+        -------
+        solvers.SolveResult
+            ``x`` (a new array), per-sample ``converged``, ``n_iter``, ``failed``,
+            ``failure_iter``; ``residual`` / ``residual_rel`` (n_iter_max + 1, batch),
+            NaN after a sample stopped; ``nfev`` full-map and ``nfev_block`` block-map
+            evaluations (one per layer range, as ``solvers`` counts ``g_block`` calls);
+            no energy (``observed`` None).
+        """
+        if isinstance(method, solvers.GaussSeidel):
+            named = block_groups(self.net, method.groups)
+            if isinstance(named, str):
+                raise ValueError(named)
+            method.check_partition(self.net.n_state)
+            groups = [({n for n in grp}, [self.off[n] for n in grp]) for grp in named]
+        elif isinstance(method, solvers.Picard):
+            groups = None
+        else:
+            raise ValueError(
+                f"the fast conv map runs solvers.Picard or solvers.GaussSeidel, got {method!r}"
+            )
+        d = self._checked(s0, beta, d, nudge)
+        if fixed_steps is not None and (isinstance(fixed_steps, bool) or fixed_steps < 1):
+            raise ValueError(f"fixed_steps must be None or an integer >= 1, got {fixed_steps!r}")
+        if isinstance(max_iter, bool) or max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+        dt, B, n = self.dtype, self.batch, self.net.n_state
+        x = np.array(s0, dtype=dt, order="C", copy=True)
+        if not np.isfinite(x).all():
+            raise ValueError("s0 contains NaN or infinite values")
+        has_bounds = bounds is not None
+        lo = np.full(n, -np.inf if bounds is None else bounds[0], dtype=dt)
+        hi = np.full(n, np.inf if bounds is None else bounds[1], dtype=dt)
+        if has_bounds:
+            np.clip(x, lo, hi, out=x)
+        gx = self.buffers[0]
+        limit = int(fixed_steps) if fixed_steps is not None else int(max_iter)
+        fs = -1 if fixed_steps is None else limit
+        control = (float(atol), float(rtol), limit, fs, float(divergence_bound))
+        cap = min(limit + 1, 64)
+        res, rel = np.full((cap, B), np.nan), np.full((cap, B), np.nan)
+        n_iter = np.full(B, -1, dtype=np.int64)
+        conv = np.zeros(B, dtype=np.bool_)
+        failed = np.zeros(B, dtype=np.bool_)
+        fail_iter = np.full(B, -1, dtype=np.int64)
+        active = np.ones(B, dtype=np.bool_)
+        damping = float(method.damping)
+        damp_t = dt.type(damping)
+        again = has_bounds and damping > 1.0
+        nfev = nfev_block = 0
+        k = 0
+        t0 = time.perf_counter()
+        while True:
+            routed: set[int] = set()
+            self._evaluate_block(x, gx, beta, d, eps, nudge, False, None, routed)
+            nfev += 1
+            res, rel = reserve_row(res, rel, k, limit)
+            args = (lo, hi, has_bounds, n_iter, conv, failed, fail_iter)
+            if _verdicts(x, gx, active, k, res, rel, control, *args) == 0:
+                break
+            if groups is None:
+                _damped_update(x, gx, active, 0, n, damp_t, damping == 1.0, False, again, lo, hi)
+            else:
+                for q, (names, cols) in enumerate(groups):
+                    if q > 0:
+                        self._evaluate_block(x, gx, beta, d, eps, nudge, False, names, routed)
+                        nfev_block += len(cols)
+                    for a, b in cols:
+                        _damped_update(
+                            x, gx, active, a, b, damp_t, False, q > 0 and has_bounds, again, lo, hi
+                        )
+                    for j, (c, _, _) in enumerate(self.inner_ops):
+                        if c.source in names:  # its routing is that of the old source
+                            routed.discard(j)
+            k += 1
+        wall = time.perf_counter() - t0
+        out = (
+            res[: k + 1].copy(),
+            rel[: k + 1].copy(),
+            np.zeros((0, B)),
+            np.zeros(0, dtype=np.int64),
+            n_iter,
+            conv,
+            failed,
+            fail_iter,
+            nfev,
+            nfev_block,
+            x,
+            np.zeros(B, dtype=np.int64),  # n_fallback, fallback_iter: Anderson's only
+            np.full(B, -1, dtype=np.int64),
+        )
+        return build_result(
+            out=out,
+            fixed_steps=fixed_steps,
+            do_observe=False,
+            wall_time=wall,
+            method=f"{method.describe()} on the conv fast map",
+            raise_on_failure=raise_on_failure,
+            extras=("n_fallback", "fallback_iter"),
+        )
 
     def parameter_gradient(self, s: np.ndarray) -> dict[str, np.ndarray]:
         """:math:`\\partial F/\\partial\\theta(s)` by parameter name, batch mean, as
