@@ -82,26 +82,59 @@ def _activate(s, out, act):
             out[r, i] = GK._rho(s[r, i], act)
 
 
+_HARD = GK._chain.ACT_HARD
+
+
 @njit(cache=True)
-def _layer_update(s, u, g, out, act, hop, field, eps, beta, nudged, inside, has_box, lo, hi):
+def _hard_map_update(s, c0, u, out, hop, eps, has_box, lo, hi):
+    """:func:`_layer_update`'s map of a hard-sigmoid layer without a nudge: the same
+    operations with the branches on the kind, the nudge and the activation code hoisted
+    out of the loops, which then vectorise (P-conv's first hidden layer, batch 20,
+    float32: 0.6 -> 0.02 ms)."""
+    B, n = u.shape
+    for r in range(B):
+        if hop:
+            for i in range(n):
+                v = s[r, c0 + i]
+                dF = v - u[r, i] if (v >= 0.0 and v <= 1.0) else v
+                y = v - eps * dF
+                if has_box:
+                    y = min(max(y, lo), hi)
+                out[r, c0 + i] = y
+        else:
+            for i in range(n):
+                p = u[r, i]
+                y = 0.0 if p < 0.0 else (1.0 if p > 1.0 else p)
+                if has_box:
+                    y = min(max(y, lo), hi)
+                out[r, c0 + i] = y
+
+
+@njit(cache=True)
+def _layer_update(s, c0, u, g, out, act, hop, field, eps, beta, nudged, inside, has_box, lo, hi):
     """One layer of the map (``field`` False) or vector field (True) of
-    :func:`eqprop.graph.reference.fixed_point_map` / ``vector_field``, from its state
-    ``s``, drive ``u`` and cost gradient ``g`` (read when ``nudged``)."""
-    B, n = s.shape
+    :func:`eqprop.graph.reference.fixed_point_map` / ``vector_field``: its columns
+    ``[c0, c0 + n)`` of ``out`` (batch, n_state) from those of the state ``s`` (both
+    C-contiguous: whole arrays, so that the loops see a unit stride), its drive ``u``
+    (batch, n) and cost gradient ``g`` (read when ``nudged``)."""
+    B, n = u.shape
+    if act == _HARD and not field and not nudged:
+        _hard_map_update(s, c0, u, out, hop, eps, has_box, lo, hi)
+        return
     for r in range(B):
         for i in range(n):
-            v = s[r, i]
+            v = s[r, c0 + i]
             if hop:
                 dF = v - GK._rhop(v, act) * u[r, i]
                 if nudged:
                     dF += beta * g[r, i]
                 if field:
-                    out[r, i] = -dF
+                    out[r, c0 + i] = -dF
                 else:
                     y = v - eps * dF
                     if has_box:
                         y = min(max(y, lo), hi)
-                    out[r, i] = y
+                    out[r, c0 + i] = y
             else:
                 p = u[r, i]
                 if nudged and inside:
@@ -111,7 +144,7 @@ def _layer_update(s, u, g, out, act, hop, field, eps, beta, nudged, inside, has_
                     y = min(max(y, lo), hi)
                 if nudged and not inside:
                     y -= beta * g[r, i]
-                out[r, i] = y - v if field else y
+                out[r, c0 + i] = y - v if field else y
 
 
 @njit(cache=True)
@@ -462,15 +495,16 @@ class FastMap:
             self._cost_gradient(s, d)
         hop = net.kind == "hopfield"
         inside = nudge != "outside"
-        for name, (a, b), act, has_box, lo, hi in self.layers:
+        for name, (a, _b), act, has_box, lo, hi in self.layers:
             if block is not None and name not in block:
                 continue
             here = nudged and name == out_name
             _layer_update(
-                s[:, a:b],
+                s,
+                a,
                 self.U[name],
                 self.G if here else self.zero_g,
-                out[:, a:b],
+                out,
                 act,
                 hop,
                 field,
