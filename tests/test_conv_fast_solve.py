@@ -187,3 +187,34 @@ def test_what_the_fast_map_cannot_run_goes_general_or_is_refused():
         fm.solve(net.zero_state(2), solvers.Anderson())
     with pytest.raises(ValueError, match="fixed_steps"):
         fm.solve(net.zero_state(2), solvers.Picard(), fixed_steps=0)
+
+
+@pytest.mark.parametrize("geom", GEOM_IDS)
+@pytest.mark.parametrize("gamma", [None, 0.7])
+def test_fast_contrast_equals_the_reference_contrast(geom, gamma):
+    """FastMap.contrast (the rules' combine step on the fast ops) against
+    eqprop.graph.gradient.contrast (NumPy reference): every parameter (conv and dense
+    weights, per-channel and per-unit biases), with scaled conv feedback; and the rules
+    use it on the fast path."""
+    from eqprop.graph.gradient import contrast
+    from eqprop.rules import make_rule
+
+    net = make_net(GEOMS[geom], kind="hopfield", act="sigmoid", gamma=gamma)
+    x, s0, d = batch_data(net, B=3)
+    s1 = np.clip(s0 + 0.1, 0, 1)
+    fm = FK.FastMap(net, 3)
+    fm.set_input(x)
+    got = fm.contrast([s0, s1], [0.0, 0.3], [-1 / 0.3, 1 / 0.3])
+    want = contrast(net, x, d, [s0, s1], [0.0, 0.3], [-1 / 0.3, 1 / 0.3])
+    assert list(got) == list(want) == list(net.parameters())
+    for name in want:
+        scale = max(1.0, float(np.abs(want[name]).max()))
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=TOL * scale, err_msg=name)
+    cx = clamp(net, x)
+    est = make_rule("ep", beta=0.3).estimate(net, cx, d, Dynamics(T=5, K=3))
+    assert cx.fast is not None
+    S = [est.phases[k].state for k in est.phases]
+    ref = contrast(net, x, d, S, [0.0, 0.3], [-1 / 0.3, 1 / 0.3])
+    for name in ref:
+        scale = max(1.0, float(np.abs(ref[name]).max()))
+        np.testing.assert_allclose(est.gradient[name], ref[name], rtol=0, atol=TOL * scale)

@@ -28,7 +28,11 @@ created after construction; only small view objects):
 * :class:`FastMap` evaluates the map / vector field of
   :func:`eqprop.graph.reference.fixed_point_map` / ``vector_field`` (hopfield and
   prototypical kinds, nudges inside / outside / clamp, squared and cross-entropy costs
-  on the output state; not a softmax readout) and :meth:`FastMap.relax` iterates it.
+  on the output state; not a softmax readout); :meth:`FastMap.relax` iterates it for
+  fixed steps, :meth:`FastMap.solve` runs ``solvers``' Picard or whole-layer
+  Gauss-Seidel (red-black) iteration on it with the solvers' per-sample stopping and
+  :class:`solvers.SolveResult`, and :meth:`FastMap.contrast` is the rules' combine step
+  (:func:`eqprop.graph.gradient.contrast`) on the ops.
 
 Equal to the reference to rounding (tested in float64 at 1e-12: stride, padding, odd
 sizes, overlapping pooling windows, every pooling, both kinds). Real float32/float64.
@@ -52,6 +56,7 @@ from eqprop.graph import kernels as GK
 from eqprop.graph import reference as R
 from eqprop.graph.conv import conv_output_hw
 from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpool_rows
+from eqprop.graph.gradient import GraphGradient, _ordered
 from eqprop.graph.model import Coupling, GraphNetwork
 from eqprop.graph.pool import pool_output_hw
 from solvers._bookkeeping import RUNNING, reserve_row, sample_verdict, stop_sample
@@ -317,6 +322,9 @@ def fast_mismatch(net: GraphNetwork) -> str | None:
         return f"its dtype {net.dtype.name} is complex (the fast conv path runs real states)"
     if net.output_layer.role == "readout":
         return f"layer {net.output_layer.name!r} is a softmax readout (the fast conv path has none)"
+    for c in net.couplings:
+        if c.type == "conv2d" and c.feedback not in ("tied", "scaled"):
+            return f"coupling {c.name!r} has {c.feedback} feedback (the fast conv ops tie it)"
     return None
 
 
@@ -734,6 +742,23 @@ class FastMap:
             raise_on_failure=raise_on_failure,
             extras=("n_fallback", "fallback_iter"),
         )
+
+    def contrast(self, states, betas, coeffs) -> GraphGradient:
+        """:math:`\\sum_k c_k\\,\\partial F/\\partial\\theta(s_k)`, batch mean, by parameter
+        name: :func:`eqprop.graph.gradient.contrast` (the rules' combine step) on the fast
+        ops. The output is in the state (no readout), so :math:`\\partial F/\\partial
+        \\theta` does not depend on :math:`\\beta_k` (``betas`` only checked for length).
+        Same terms in the same order as the reference (equal to rounding: the products'
+        summation order). A :class:`~eqprop.graph.gradient.GraphGradient`."""
+        if not (len(states) == len(betas) == len(coeffs)) or len(states) == 0:
+            raise ValueError("states, betas and coeffs must be non-empty and of equal length")
+        total: dict[str, np.ndarray] = {}
+        for s, c in zip(states, coeffs, strict=True):
+            s = np.ascontiguousarray(s, dtype=self.dtype)
+            for name, g in self.parameter_gradient(s).items():
+                term = self.dtype.type(c) * g
+                total[name] = term if name not in total else total[name] + term
+        return _ordered(self.net, total)
 
     def parameter_gradient(self, s: np.ndarray) -> dict[str, np.ndarray]:
         """:math:`\\partial F/\\partial\\theta(s)` by parameter name, batch mean, as
