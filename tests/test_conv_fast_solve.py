@@ -218,3 +218,56 @@ def test_fast_contrast_equals_the_reference_contrast(geom, gamma):
     for name in ref:
         scale = max(1.0, float(np.abs(ref[name]).max()))
         np.testing.assert_allclose(est.gradient[name], ref[name], rtol=0, atol=TOL * scale)
+
+
+def _readout_net(geom, kind):
+    """make_net's network with its output replaced by a softmax readout (cross-entropy)
+    fed by h2 and the h1 skip."""
+    from eqprop.graph import Coupling, GraphNetwork, Layer
+
+    base = make_net(geom, kind=kind, act="sigmoid" if kind == "hopfield" else "hardsigmoid")
+    rng = np.random.default_rng(7)
+    layers = [la for la in base.layers if la.name != "y"]
+    layers.append(Layer("y", 4, role="readout", bias=rng.normal(0, 0.3, 4)))
+    couplings = [c for c in base.couplings if c.target != "y"]
+    for src in ("h2", "h1"):
+        n = base.layer(src).size
+        couplings.append(Coupling(src, "y", rng.normal(0, 0.3, (n, 4))))
+    return GraphNetwork(layers, couplings, kind=kind, cost="cross-entropy", dtype="float64")
+
+
+@pytest.mark.parametrize("geom", GEOM_IDS)
+@pytest.mark.parametrize(
+    ("kind", "nudge"),
+    [("prototypical", "inside"), ("prototypical", "outside"), ("hopfield", "inside")],
+)
+def test_softmax_readout_on_the_fast_map(geom, kind, nudge):
+    """A softmax readout on the fast map: map and field against the NumPy reference
+    (free and nudged: the readout's error fed back into its sources, times rho' for the
+    hopfield kind), the contrast against the reference's (the readout's beta-dependent
+    terms), and a tolerance phase against the general path."""
+    from eqprop.graph import reference as R
+    from eqprop.graph.gradient import contrast
+
+    net = _weak(_readout_net(GEOMS[geom], kind))
+    assert FK.fast_mismatch(net) is None
+    x, s, d = batch_data(net, B=3)
+    fm = FK.FastMap(net, 3)
+    fm.set_input(x)
+    for beta in (0.0, 0.6):
+        got = fm.map(s, beta=beta, d=d, nudge=nudge)
+        want = R.fixed_point_map(net, x, s, d, beta, eps=0.5, nudge=nudge)
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+        got = fm.field(s, beta=beta, d=d, nudge=nudge)
+        want = R.vector_field(net, x, s, d, beta, eps=0.5, nudge=nudge)
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+    s1 = np.clip(s + 0.1, 0, 1)
+    a = fm.contrast([s, s1], [0.0, 0.6], [-1 / 0.6, 1 / 0.6], d)
+    b = contrast(net, x, d, [s, s1], [0.0, 0.6], [-1 / 0.6, 1 / 0.6])
+    assert list(a) == list(b)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], rtol=0, atol=TOL, err_msg=name)
+    assert np.abs(b["h2->y.W"]).max() > 1e-3  # the readout's terms are there
+    dyn = Dynamics(method="picard", nudge=nudge, atol=1e-9, max_iter=300, fixed_steps=False)
+    p, q = _both(net, x, dyn, beta=0.4, d=d, s0=np.clip(s, 0, 1))
+    assert_same_result(p, q)

@@ -28,8 +28,8 @@ created after construction; only small view objects):
 * :class:`FastMap` evaluates the map / vector field of
   :func:`eqprop.graph.reference.fixed_point_map` / ``vector_field`` (hopfield and
   prototypical kinds, nudges inside / outside / clamp, squared and cross-entropy costs
-  on the output state; not a softmax readout); :meth:`FastMap.relax` iterates it for
-  fixed steps, :meth:`FastMap.solve` runs ``solvers``' Picard or whole-layer
+  on the output state, cross-entropy on a softmax readout); :meth:`FastMap.relax`
+  iterates it for fixed steps, :meth:`FastMap.solve` runs ``solvers``' Picard or whole-layer
   Gauss-Seidel (red-black) iteration on it with the solvers' per-sample stopping and
   :class:`solvers.SolveResult`, and :meth:`FastMap.contrast` is the rules' combine step
   (:func:`eqprop.graph.gradient.contrast`) on the ops.
@@ -150,6 +150,15 @@ def _layer_update(s, c0, u, g, out, act, hop, field, eps, beta, nudged, inside, 
                 if nudged and not inside:
                     y -= beta * g[r, i]
                 out[r, c0 + i] = y - v if field else y
+
+
+@njit(cache=True)
+def _times_rhop(g, s, c0, act):
+    """``g *= rho'(s[:, c0:c0 + n])`` (``g`` (batch, n); ``s`` the whole state)."""
+    B, n = g.shape
+    for r in range(B):
+        for i in range(n):
+            g[r, i] *= GK._rhop(s[r, c0 + i], act)
 
 
 @njit(cache=True)
@@ -315,16 +324,31 @@ OPS: dict[str, Any] = {"dense": DenseOp, "conv2d": ConvOp}
 def fast_mismatch(net: GraphNetwork) -> str | None:
     """Why :class:`FastMap` cannot run ``net`` (one line), or None when it can: it needs a
     ``conv2d`` coupling (dense-only graphs have their own fast paths), real float32 /
-    float64 states and the output layer in the state (no softmax readout)."""
+    float64 states, tied or scaled conv feedback, and a softmax readout (if any) fed by
+    dense couplings from state layers."""
     if not any(c.type == "conv2d" for c in net.couplings):
         return "it has no conv2d coupling"
     if net.dtype.kind == "c":
         return f"its dtype {net.dtype.name} is complex (the fast conv path runs real states)"
-    if net.output_layer.role == "readout":
-        return f"layer {net.output_layer.name!r} is a softmax readout (the fast conv path has none)"
+    why = _readout_mismatch(net)
+    if why is not None:
+        return why
     for c in net.couplings:
         if c.type == "conv2d" and c.feedback not in ("tied", "scaled"):
             return f"coupling {c.name!r} has {c.feedback} feedback (the fast conv ops tie it)"
+    return None
+
+
+def _readout_mismatch(net: GraphNetwork) -> str | None:
+    out = net.output_layer
+    if out.role != "readout":
+        return None
+    for c in net.couplings:
+        if c.target == out.name and (c.type != "dense" or c.source not in net.offsets):
+            return (
+                f"coupling {c.name!r} into the readout is not a dense coupling from a state "
+                "layer (the fast conv path's readout takes those)"
+            )
     return None
 
 
@@ -355,10 +379,13 @@ class FastMap:
     Parameters
     ----------
     net : GraphNetwork
-        Real float32/float64; dense and ``conv2d`` couplings; an ``output`` layer (a
-        softmax ``readout`` raises). Parameters are read from ``net`` at every call
-        (in-place updates are seen; replacing ``c.W`` by an array of another shape is
-        not).
+        Real float32/float64; dense and ``conv2d`` couplings; an ``output`` layer in
+        the state, or a softmax ``readout`` fed by dense couplings from state layers
+        (cross-entropy on its logits :math:`z = b + \\sum_c a_{src} W_c`; its error
+        :math:`\\beta (\\mathrm{softmax}(z) - d) W_c^\\top` nudges the source layers,
+        times :math:`\\rho'` for the hopfield kind, as the reference). Parameters are
+        read from ``net`` at every call (in-place updates are seen; replacing ``c.W`` by
+        an array of another shape is not).
     batch : int
 
     Notes
@@ -375,11 +402,9 @@ class FastMap:
                 f"{dt.name}: use eqprop.graph.reference (or the graph kernels, dense "
                 "couplings only) for complex states"
             )
-        if net.output_layer.role == "readout":
-            raise ValueError(
-                f"layer {net.output_layer.name!r}: the fast conv path has no softmax readout; "
-                "use an output layer in the state or eqprop.graph.reference"
-            )
+        why = _readout_mismatch(net)
+        if why is not None:
+            raise ValueError(why)
         if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
             raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
         self.net, self.batch, self.dtype = net, int(batch), dt
@@ -391,13 +416,25 @@ class FastMap:
         # activities, C-contiguous (the Numba patch loops vectorise on contiguous rows)
         self.A = {la.name: np.empty((B, la.size), dtype=dt) for la in net.state_layers}
         out = net.output_layer
-        self.out_cols = off[out.name]
-        self.G = np.zeros((B, out.size), dtype=dt)
+        self.readout = out.role == "readout"
+        self.readout_cs = [c for c in net.couplings if self.readout and c.target == out.name]
+        if self.readout:  # dC/ds lands on the readout's sources
+            self.G = {
+                c.source: np.zeros((B, off[c.source][1] - off[c.source][0]), dtype=dt)
+                for c in self.readout_cs
+            }
+            self.Z = np.zeros((B, out.size), dtype=dt)
+            self.Tz = np.zeros((B, out.size), dtype=dt)
+        else:
+            self.out_cols = off[out.name]
+            self.G = {out.name: np.zeros((B, out.size), dtype=dt)}
         self.zero_g = np.zeros((B, 1), dtype=dt)
         self.buffers = (np.zeros((B, net.n_state), dtype=dt), np.zeros((B, net.n_state), dtype=dt))
         self.input_ops: list[tuple[Coupling, Any]] = []
         self.inner_ops: list[tuple[Coupling, Any, float]] = []
         for c in net.couplings:
+            if c in self.readout_cs:
+                continue
             src, dst = net.layer(c.source), net.layer(c.target)
             op = OPS[c.type](c, B, src.size, dst.size, dt)
             if src.role == "input":
@@ -460,13 +497,39 @@ class FastMap:
             if back:
                 op.feedback_add(acts[c.target], self.U[c.source], scale)
 
-    def _cost_gradient(self, s: np.ndarray, d: np.ndarray) -> None:
-        a, b = self.out_cols
-        if self.net.cost == "squared":
-            np.subtract(s[:, a:b], d, out=self.G)
+    def _logits(self, acts) -> np.ndarray:
+        """The readout's logits into ``Z``: its bias plus every readout coupling's
+        ``a_src W``."""
+        Z = self.Z
+        bias = self.net.output_layer.bias
+        if bias is None:
+            Z[...] = 0.0
         else:
-            np.copyto(self.G, s[:, a:b])
-            GK._softmax_error_real(self.G, d)  # real: the fast conv path refuses complex states
+            Z[...] = bias
+        for c in self.readout_cs:
+            np.matmul(acts[c.source], c.W, out=self.Tz)
+            np.add(Z, self.Tz, out=Z)
+        return Z
+
+    def _cost_gradient(self, s: np.ndarray, d: np.ndarray, acts) -> None:
+        """:math:`\\partial C/\\partial s` into the buffers ``G`` (by nudged layer)."""
+        if not self.readout:
+            (G,) = self.G.values()
+            a, b = self.out_cols
+            if self.net.cost == "squared":
+                np.subtract(s[:, a:b], d, out=G)
+            else:
+                np.copyto(G, s[:, a:b])
+                GK._softmax_error_real(G, d)  # real: the fast conv path refuses complex states
+            return
+        Z = self._logits(acts)
+        GK._softmax_error_real(Z, d)  # softmax(z) - d
+        for c in self.readout_cs:
+            np.matmul(Z, c.W.T, out=self.G[c.source])
+        if self.net.kind == "hopfield":  # the chain rule through rho of the sources
+            for name, (a, _b), act, *_ in self.layers:
+                if name in self.G:
+                    _times_rhop(self.G[name], s, a, act)
 
     def _checked(self, s, beta, d, nudge) -> np.ndarray | None:
         """The checks of one evaluation: ``nudge``, targets, the shape and dtype of ``s``;
@@ -499,19 +562,19 @@ class FastMap:
         nudged = beta != 0
         out_name = net.output_layer.name
         has_out = block is None or out_name in block
-        if nudged and has_out:
-            self._cost_gradient(s, d)
+        if nudged and (block is None or any(n in block for n in self.G)):
+            self._cost_gradient(s, d, acts)
         hop = net.kind == "hopfield"
         inside = nudge != "outside"
         for name, (a, _b), act, has_box, lo, hi in self.layers:
             if block is not None and name not in block:
                 continue
-            here = nudged and name == out_name
+            here = nudged and name in self.G
             _layer_update(
                 s,
                 a,
                 self.U[name],
-                self.G if here else self.zero_g,
+                self.G[name] if here else self.zero_g,
                 out,
                 act,
                 hop,
@@ -743,26 +806,28 @@ class FastMap:
             extras=("n_fallback", "fallback_iter"),
         )
 
-    def contrast(self, states, betas, coeffs) -> GraphGradient:
+    def contrast(self, states, betas, coeffs, d=None) -> GraphGradient:
         """:math:`\\sum_k c_k\\,\\partial F/\\partial\\theta(s_k)`, batch mean, by parameter
         name: :func:`eqprop.graph.gradient.contrast` (the rules' combine step) on the fast
-        ops. The output is in the state (no readout), so :math:`\\partial F/\\partial
-        \\theta` does not depend on :math:`\\beta_k` (``betas`` only checked for length).
-        Same terms in the same order as the reference (equal to rounding: the products'
-        summation order). A :class:`~eqprop.graph.gradient.GraphGradient`."""
+        ops (``d``: the targets, read by a readout's terms, which depend on
+        :math:`\\beta_k`; with the output in the state the terms do not). Same terms in
+        the same order as the reference (equal to rounding: the products' summation
+        order). A :class:`~eqprop.graph.gradient.GraphGradient`."""
         if not (len(states) == len(betas) == len(coeffs)) or len(states) == 0:
             raise ValueError("states, betas and coeffs must be non-empty and of equal length")
         total: dict[str, np.ndarray] = {}
-        for s, c in zip(states, coeffs, strict=True):
+        for s, b, c in zip(states, betas, coeffs, strict=True):
             s = np.ascontiguousarray(s, dtype=self.dtype)
-            for name, g in self.parameter_gradient(s).items():
+            for name, g in self.parameter_gradient(s, d, float(b)).items():
                 term = self.dtype.type(c) * g
                 total[name] = term if name not in total else total[name] + term
         return _ordered(self.net, total)
 
-    def parameter_gradient(self, s: np.ndarray) -> dict[str, np.ndarray]:
-        """:math:`\\partial F/\\partial\\theta(s)` by parameter name, batch mean, as
-        :func:`eqprop.graph.reference.parameter_gradient` (new arrays)."""
+    def parameter_gradient(self, s: np.ndarray, d=None, beta: float = 0.0) -> dict[str, np.ndarray]:
+        """:math:`\\partial F/\\partial\\theta(s, \\beta)` by parameter name, batch mean, as
+        :func:`eqprop.graph.reference.parameter_gradient` (new arrays). ``d`` and
+        ``beta`` matter only with a readout: its couplings and bias get
+        :math:`\\beta\\,\\partial C/\\partial\\theta` (zero at ``beta = 0``)."""
         acts = self._activities(s)
         grads: dict[str, np.ndarray] = {}
         for c, op in self.input_ops:
@@ -772,7 +837,17 @@ class FastMap:
             gB = op.feedback_gradient(acts[c.source], acts[c.target])
             if gB is not None:
                 grads[f"{c.name}.B"] = gB.copy()
-        for la in self.net.state_layers:
-            if la.bias is not None:
-                grads[f"{la.name}.b"] = la.bias_gradient(-acts[la.name].mean(axis=0))
+        err = None
+        if self.readout:
+            if d is None:
+                if beta != 0:
+                    raise ValueError("targets d are needed when beta != 0")
+                d = np.zeros((self.batch, self.net.n_out), dtype=self.dtype)
+            d = R._batch(self.net, d, self.net.n_out, "d", self.batch)
+            Z = self._logits(acts)
+            GK._softmax_error_real(Z, d)
+            err = self.dtype.type(beta) * Z
+            for c in self.readout_cs:
+                grads[f"{c.name}.W"] = acts[c.source].T @ err / self.batch
+        grads.update(R.bias_gradients(self.net, acts, err))
         return grads

@@ -63,7 +63,7 @@ def contrast(
             g = _contrast(cx.chain, cx.x, d, S, betas, coeffs, cx.theta)
             return from_chain_gradient(net, g)
         if cx.fast is not None:  # a conv net on the fast map: its ops, not the NumPy reference
-            return cx.fast.contrast(list(S), betas, coeffs)
+            return cx.fast.contrast(list(S), betas, coeffs, d)
         return graph_contrast(net, cx.x, d, list(S), betas, coeffs)
     return _contrast(net, cx.x, d, S, betas, coeffs, cx.theta)
 
