@@ -7,10 +7,14 @@ seed 0), on MNIST test images in batches of 20, the free phase is run by
 
 * ``fixed``: the papers' fixed steps (P-conv: T = 200; Hopfield: T = 100) on the fast
   conv map (:class:`eqprop.graph.conv_kernels.FastMap`, picked by ``path="auto"``);
-* ``picard``, ``anderson``, ``gauss-seidel-parity`` (red-black: the odd layers, then the
-  even layers, each from the other parity's newest values; the method of Scellier et
-  al. 2023) with damping 1 and over-relaxed (damping 1.5, hopfield only), all through
-  :mod:`solvers` on the general graph kernels, to ``max|g(s) - s| <= atol`` per sample.
+* ``picard`` and ``gauss-seidel-parity`` (red-black: the odd layers, then the even
+  layers, each from the other parity's newest values; the method of Scellier et al.
+  2023) with damping 1 and over-relaxed (damping 1.5, hopfield only), each twice: on the
+  fast conv map (``FastMap.solve``, what ``path="auto"`` picks; column ``path`` =
+  fast) and through :mod:`solvers` on the general graph kernels (``path="general"``),
+  and ``anderson`` (general kernels only), to ``max|g(s) - s| <= atol`` per sample.
+  Both paths give the same iterates (``tests/test_conv_fast_solve.py``), so their
+  iteration counts agree and the seconds compare the two maps.
 
 Columns: iterations (mean and max over samples; a red-black iteration is one sweep
 of both parities), full map evaluations the solver made (``maps``, ``nfev``) and block
@@ -56,19 +60,16 @@ def rows_for(name: str, spec: dict, xs: list[np.ndarray], atol: float, dtype: st
     net = conv_network(parse_conv_architecture(spec["arch"]), kind=spec["kind"], dtype=dtype)
     eps = spec["eps"]
     runs = [("fixed", dict(method="fixed", T=spec["T"]), "auto")]
-    for method in ("picard", "anderson", "gauss-seidel-parity"):
-        runs.append((method, dict(method=method, fixed_steps=False), "general"))
+    tol = [("picard", dict(method="picard")), ("red-black", dict(method="gauss-seidel-parity"))]
     if spec["kind"] == "hopfield":
-        runs.append(
-            ("picard d=1.5", dict(method="picard", damping=1.5, fixed_steps=False), "general")
-        )
-        runs.append(
-            (
-                "red-black d=1.5",
-                dict(method="gauss-seidel-parity", damping=1.5, fixed_steps=False),
-                "general",
-            )
-        )
+        tol += [
+            ("picard d=1.5", dict(method="picard", damping=1.5)),
+            ("red-black d=1.5", dict(method="gauss-seidel-parity", damping=1.5)),
+        ]
+    for label, kw in tol:  # the fast map (auto) and the general kernels, one after the other
+        runs.append((label, dict(kw, fixed_steps=False), "auto"))
+        runs.append((label, dict(kw, fixed_steps=False), "general"))
+    runs.append(("anderson", dict(method="anderson", fixed_steps=False), "general"))
     out = []
     for label, kw, path in runs:
         dyn = Dynamics(eps=eps, atol=atol, max_iter=5000, **kw)
@@ -80,6 +81,7 @@ def rows_for(name: str, spec: dict, xs: list[np.ndarray], atol: float, dtype: st
             t0 = time.perf_counter()
             ph = free_phase(net, cx, dyn)
             secs.append(time.perf_counter() - t0)
+            where = "fast" if cx.fast is not None else "general"
             iters.append(float(np.mean(ph.result.n_iter)))
             maxit = max(maxit, int(np.max(ph.result.n_iter)))
             nfev.append(int(ph.result.nfev))
@@ -90,6 +92,7 @@ def rows_for(name: str, spec: dict, xs: list[np.ndarray], atol: float, dtype: st
             (
                 name,
                 label,
+                where,
                 np.mean(iters),
                 maxit,
                 np.mean(nfev),
@@ -113,14 +116,14 @@ def main() -> None:
     B = a.batch_size
     xs = [np.asarray(test.x[k * B : (k + 1) * B], dtype=a.dtype) for k in range(a.batches)]
     print(f"# {a.batches} batches of {B} MNIST test images, {a.dtype}, atol {a.atol:g}")
-    head = ("net", "method", "iterations", "max", "maps", "blocks", "s/batch", "residual")
+    head = ("net", "method", "path", "iterations", "max", "maps", "blocks", "s/batch", "residual")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name in a.nets:
         for r in rows_for(name, NETS[name], xs, a.atol, a.dtype):
             print(
-                f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]} | {r[4]:.0f} | {r[5]:.0f} | "
-                f"{r[6]:.3f} | {r[7]:.1e} |",
+                f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]} | {r[5]:.0f} | {r[6]:.0f} | "
+                f"{r[7]:.3f} | {r[8]:.1e} |",
                 flush=True,
             )
 

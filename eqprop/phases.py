@@ -264,14 +264,16 @@ def clamp(net: Network | GraphNetwork, x, path: str = "auto") -> Clamped:
     ``path`` (graph networks only): ``"auto"`` runs a dense tied chain on the fused chain
     kernels and anything else on the general graph kernels; ``"fast"`` insists on the
     chain kernels (ValueError saying why the network is not a chain); ``"general"``
-    always uses the graph kernels. A network with ``conv2d`` couplings runs its
-    fixed-steps Picard phases (``method`` ``"fixed"``, ``"fused"``, or ``"picard"`` with
-    fixed steps, no energy recording) on :class:`eqprop.graph.conv_kernels.FastMap`
-    under ``"auto"`` and ``"fast"`` (``"fast"`` refuses the other phases), every other
-    phase on the general graph kernels through :mod:`solvers`; the two agree to
-    rounding (``tests/test_couplings_conv_solvers.py``). The choice is held by the
-    returned :class:`Clamped`, so the phases and the rule's gradient of one step take the
-    same path.
+    always uses the graph kernels. A network with ``conv2d`` couplings runs its Picard
+    and whole-layer Gauss-Seidel phases (``"fixed"``, ``"fused"``, ``"picard"``,
+    ``"gauss-seidel"``, ``"gauss-seidel-parity"``, damped, fixed steps or to a
+    tolerance; no energy recording; :func:`conv_fast_dynamics_mismatch`) on
+    :class:`eqprop.graph.conv_kernels.FastMap` under ``"auto"`` and ``"fast"``
+    (``"fast"`` refuses the other phases), every other phase on the general graph
+    kernels through :mod:`solvers`; the two agree to rounding
+    (``tests/test_couplings_conv_solvers.py``, ``tests/test_conv_fast_solve.py``). The
+    choice is held by the returned :class:`Clamped`, so the phases and the rule's
+    gradient of one step take the same path.
     """
     if isinstance(x, Clamped):
         return x
@@ -405,7 +407,7 @@ def run_phase(
                 gx.chain, gx, dyn, beta=beta, d=d, s0=s0, steps=steps, clamp_output=clamp_output
             )
         if gx.path != "general":  # a conv network FastMap can run
-            why = conv_fast_dynamics_mismatch(dyn)
+            why = conv_fast_dynamics_mismatch(dyn, net)
             if why is None:
                 return _run_conv_fast(net, gx, dyn, beta, d, s0, steps, clamp_output)
             if gx.path == "fast":
@@ -567,17 +569,22 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     return Phase(s, _fixed_steps_result(s, r, n_steps, dyn, wall, "fused"), beta, clamped)
 
 
-def conv_fast_dynamics_mismatch(dyn: Dynamics) -> str | None:
+def conv_fast_dynamics_mismatch(dyn: Dynamics, net: GraphNetwork) -> str | None:
     """Why the conv fast map (:class:`eqprop.graph.conv_kernels.FastMap`) cannot run a
-    phase of these dynamics (one line), or None: it runs fixed-steps Picard only
-    (``method`` ``"fixed"``, ``"fused"`` or ``"picard"`` with fixed steps) and records no
-    energy."""
-    if dyn.method not in ("fixed", "fused", "picard"):
-        return f"method {dyn.method_name!r} is not a fixed-steps Picard iteration"
-    if not dyn.is_fixed_steps:
-        return "it runs to a tolerance (the fast map runs fixed steps)"
+    phase of these dynamics on ``net`` (one line), or None: it runs Picard (fixed steps
+    or to a tolerance) and Gauss-Seidel over whole layers (``"gauss-seidel"``,
+    ``"gauss-seidel-parity"``, or a ``solvers.GaussSeidel`` whose ranges are layers),
+    damped, and records no energy."""
     if dyn.record_energy:
         return "it records the energy"
+    method, _ = _solver_method(net, dyn)
+    if isinstance(method, solvers.GaussSeidel):
+        from eqprop.graph.conv_kernels import block_groups
+
+        why = block_groups(net, method.groups)
+        return why if isinstance(why, str) else None
+    if not isinstance(method, solvers.Picard):
+        return f"method {dyn.method_name!r} is not Picard or Gauss-Seidel (the fast map runs those)"
     return None
 
 
@@ -591,9 +598,14 @@ def _run_conv_fast(
     steps: int | None,
     clamp_output: bool,
 ) -> Phase:
-    """:func:`run_phase` on :class:`eqprop.graph.conv_kernels.FastMap`: the iterates of
-    the general path's ``solvers.Picard`` (the state projected onto the network's common
-    box, if any, after every update and at the start), ``n_steps`` map evaluations."""
+    """:func:`run_phase` on :class:`eqprop.graph.conv_kernels.FastMap`.
+
+    Fixed-steps ``"fixed"`` / ``"fused"`` / ``"picard"``: the iterates of the general
+    path's ``solvers.Picard`` (the state projected onto the network's common box, if
+    any, after every update and at the start), ``n_steps`` map evaluations, the result of
+    :func:`_fixed_steps_result`. Any other Picard or Gauss-Seidel phase:
+    :meth:`~eqprop.graph.conv_kernels.FastMap.solve`, the solvers' iteration and
+    ``SolveResult`` (per-sample convergence, residual trace, failures reported)."""
     from eqprop.graph.conv_kernels import FastMap
 
     B = cx.batch
@@ -612,6 +624,24 @@ def _run_conv_fast(
         fm.set_input(cx.x)
     n_steps = dyn.T if steps is None else int(steps)
     nudge = "clamp" if clamp_output else dyn.nudge
+    if not (dyn.method in ("fixed", "fused", "picard") and dyn.is_fixed_steps):
+        method, _ = _solver_method(net, dyn)
+        fixed = n_steps if dyn.is_fixed_steps else None
+        res = fm.solve(
+            s,
+            method,
+            beta=beta,
+            d=target,
+            eps=dyn.eps,
+            nudge=nudge,
+            atol=dyn.atol,
+            rtol=dyn.rtol,
+            max_iter=max(dyn.max_iter, n_steps) if fixed else dyn.max_iter,
+            fixed_steps=fixed,
+            bounds=box,
+            raise_on_failure=dyn.raise_on_failure,
+        )
+        return Phase(res.x, res, beta, clamp_output)
     t0 = time.perf_counter()
     out, _, _ = fm.relax(
         s,

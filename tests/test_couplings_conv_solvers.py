@@ -5,7 +5,8 @@ Two routes to the same numbers (float64):
 * the general path, :mod:`eqprop.graph.kernels` (conv records in the Numba map) driven
   by :mod:`solvers` (``clamp(..., path="general")``);
 * the fast path, :class:`eqprop.graph.conv_kernels.FastMap` (its own loop), which
-  ``path="auto"`` picks for fixed-steps Picard phases.
+  ``path="auto"`` picks for Picard and whole-layer Gauss-Seidel phases (fixed steps or
+  to a tolerance; ``test_conv_fast_solve.py`` compares their results field by field).
 
 They share the convolution loops but nothing of the iteration (the solvers' driver,
 bounds, residuals against FastMap.relax), and both are checked against the NumPy
@@ -154,10 +155,11 @@ def test_path_fast_refuses_what_it_cannot_run():
     net = _hopfield_conv()
     x = np.zeros((2, net.n_in))
     cx = clamp(net, x, path="fast")
-    with pytest.raises(ValueError, match="method 'anderson' is not a fixed-steps Picard"):
+    with pytest.raises(ValueError, match="method 'anderson' is not Picard or Gauss-Seidel"):
         free_phase(net, cx, Dynamics(method="anderson"))
-    with pytest.raises(ValueError, match="runs to a tolerance"):
-        free_phase(net, cx, Dynamics(method="picard"))
+    with pytest.raises(ValueError, match="records the energy"):
+        free_phase(net, cx, Dynamics(record_energy=True))
+    assert free_phase(net, cx, Dynamics(method="picard")).result.method.endswith("fast map")
     out = free_phase(net, clamp(net, x), Dynamics(method="anderson"))  # auto: general
     assert isinstance(out.result, solvers.SolveResult)
 

@@ -33,13 +33,17 @@ def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
     (b*Ho + i)*Wo + j]`` is ``a[b, c, i*stride + p - pad, j*stride + q - pad]`` (0
     outside). The transpose of :func:`eqprop.graph.conv.im2col`'s matrix: each kernel
     offset ``(c, p, q)`` is one row, so the inner loop runs along an image row (branch
-    free, contiguous for stride 1) rather than along a ``kw``-long kernel row."""
+    free, contiguous for stride 1) rather than along a ``kw``-long kernel row; stride 1
+    has its own loop nest (:func:`_im2col_unit`)."""
+    if stride == 1:
+        _im2col_unit(a, colsT, C, H, W, kh, kw, pad, Ho, Wo)
+        return
     B = a.shape[0]
     for c in range(C):
         base = c * H * W
         for p in range(kh):
             for q in range(kw):
-                row = colsT[(c * kh + p) * kw + q]
+                k = (c * kh + p) * kw + q
                 j0, j1 = _valid_j(q, stride, pad, W, Wo)
                 for b in range(B):
                     for i in range(Ho):
@@ -47,17 +51,46 @@ def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
                         y = i * stride + p - pad
                         if y < 0 or y >= H:
                             for j in range(Wo):
-                                row[m0 + j] = 0.0
+                                colsT[k, m0 + j] = 0.0
                             continue
+                        src = base + y * W + q - pad
+                        for j in range(j0):
+                            colsT[k, m0 + j] = 0.0
+                        for j in range(j0, j1):
+                            colsT[k, m0 + j] = a[b, src + j * stride]
+                        for j in range(j1, Wo):
+                            colsT[k, m0 + j] = 0.0
+
+
+@njit(cache=True)
+def _im2col_unit(a, colsT, C, H, W, kh, kw, pad, Ho, Wo):
+    """:func:`im2col_into` at stride 1: the output rows ``i`` whose input row is in the
+    padding are zeroed in two runs, so the loop over the others has no branch (10-25 %
+    faster than testing each row, float32, P-conv and Laborieux-style sizes)."""
+    B = a.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            ilo = min(Ho, max(0, pad - p))  # rows i in [ilo, ihi) read inside the image
+            ihi = max(ilo, min(Ho, H + pad - p))
+            for q in range(kw):
+                row = colsT[(c * kh + p) * kw + q]
+                j0, j1 = _valid_j(q, 1, pad, W, Wo)
+                n = j1 - j0
+                for b in range(B):
+                    ab = a[b]
+                    mb = b * Ho * Wo
+                    for m in range(mb, mb + ilo * Wo):
+                        row[m] = 0.0
+                    for m in range(mb + ihi * Wo, mb + Ho * Wo):
+                        row[m] = 0.0
+                    for i in range(ilo, ihi):
+                        m0 = mb + i * Wo
+                        src = base + (i + p - pad) * W + q - pad
                         for j in range(j0):
                             row[m0 + j] = 0.0
-                        src = base + y * W + q - pad
-                        if stride == 1:  # contiguous: vectorised
-                            for j in range(j0, j1):
-                                row[m0 + j] = a[b, src + j]
-                        else:
-                            for j in range(j0, j1):
-                                row[m0 + j] = a[b, src + j * stride]
+                        for j in range(n):
+                            row[m0 + j0 + j] = ab[src + j0 + j]
                         for j in range(j1, Wo):
                             row[m0 + j] = 0.0
 
@@ -66,13 +99,18 @@ def im2col_into(a, colsT, C, H, W, kh, kw, stride, pad, Ho, Wo):
 def col2im_add(colsT, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
     """Adjoint of :func:`im2col_into`: ``out[b, c*H*W + y*W + x] += scale * colsT[(c*kh
     + p)*kw + q, (b*Ho + i)*Wo + j]`` for every patch entry inside the image (the
-    padding is dropped)."""
+    padding is dropped). Stride 1 with ``scale = 1`` (the tied feedback) has its own
+    loop nest, without the multiplication (float32, P-conv's and Laborieux-style
+    sizes: 0.64-0.72x the time of the general nest)."""
+    if stride == 1 and scale == 1.0:
+        _col2im_unit(colsT, out, C, H, W, kh, kw, pad, Ho, Wo)
+        return
     B = out.shape[0]
     for c in range(C):
         base = c * H * W
         for p in range(kh):
             for q in range(kw):
-                row = colsT[(c * kh + p) * kw + q]
+                k = (c * kh + p) * kw + q
                 j0, j1 = _valid_j(q, stride, pad, W, Wo)
                 for b in range(B):
                     for i in range(Ho):
@@ -81,12 +119,30 @@ def col2im_add(colsT, out, C, H, W, kh, kw, stride, pad, Ho, Wo, scale):
                             continue
                         m0 = (b * Ho + i) * Wo
                         dst = base + y * W + q - pad
-                        if stride == 1:
-                            for j in range(j0, j1):
-                                out[b, dst + j] += scale * row[m0 + j]
-                        else:
-                            for j in range(j0, j1):
-                                out[b, dst + j * stride] += scale * row[m0 + j]
+                        for j in range(j0, j1):
+                            out[b, dst + j * stride] += scale * colsT[k, m0 + j]
+
+
+@njit(cache=True)
+def _col2im_unit(colsT, out, C, H, W, kh, kw, pad, Ho, Wo):
+    """:func:`col2im_add` at stride 1 and scale 1 (no stride or scale multiplication in
+    the inner loop)."""
+    B = out.shape[0]
+    for c in range(C):
+        base = c * H * W
+        for p in range(kh):
+            for q in range(kw):
+                k = (c * kh + p) * kw + q
+                j0, j1 = _valid_j(q, 1, pad, W, Wo)
+                for b in range(B):
+                    for i in range(Ho):
+                        y = i + p - pad
+                        if y < 0 or y >= H:
+                            continue
+                        m0 = (b * Ho + i) * Wo
+                        dst = base + y * W + q - pad
+                        for j in range(j0, j1):
+                            out[b, dst + j] += colsT[k, m0 + j]
 
 
 @njit(cache=True)

@@ -54,13 +54,16 @@ def contrast(
     ``S`` is (K, batch, n_state). A :class:`~eqprop.network.Network` gets a
     :class:`Gradient` (:func:`eqprop.network.contrast_gradient`'s kernel); a
     :class:`~eqprop.graph.GraphNetwork` a :class:`~eqprop.graph.gradient.GraphGradient`
-    by parameter name, from the chain kernel on the fast path (``cx.chain``) or
+    by parameter name, from the chain kernel on the fast path (``cx.chain``), the conv
+    fast map's ops (``cx.fast``: :meth:`eqprop.graph.conv_kernels.FastMap.contrast`) or
     :func:`eqprop.graph.gradient.contrast` on the general path.
     """
     if isinstance(net, GraphNetwork):
         if cx.chain is not None:
             g = _contrast(cx.chain, cx.x, d, S, betas, coeffs, cx.theta)
             return from_chain_gradient(net, g)
+        if cx.fast is not None:  # a conv net on the fast map: its ops, not the NumPy reference
+            return cx.fast.contrast(list(S), betas, coeffs, d)
         return graph_contrast(net, cx.x, d, list(S), betas, coeffs)
     return _contrast(net, cx.x, d, S, betas, coeffs, cx.theta)
 
