@@ -10,15 +10,28 @@ most ``--T`` iterations), the nudged phase(s) of ``--K`` steps from the free sta
 EP estimate, SGD with one rate per coupling. Writes one CSV row per epoch (train error
 at the free states of the epoch's batches, test error, seconds, mean free iterations)
 to ``--out`` and prints them; ``--probe N`` first measures, on N batches of the
-untrained network, the free iterations needed to reach several tolerances against
-``--T`` fixed steps (on :class:`eqprop.graph.conv_kernels.FastMap` directly). The same
+untrained network (``--probe-end``: also of the trained one), the free phase's fast
+methods against ``--T`` fixed steps (:func:`probe`: iterations, CPU time, residual,
+distance to the T-step state, predictions kept). The same
 run from the command line is ``eqprop train --sizes 1x28x28-c32k5-p2-c64k5-p2-10 ...``
 (``--preset ernoult2019-pconv``).
+
+``--curve-every N`` adds, within each epoch, a row every N training samples to
+``--curve-out`` (test error on the first ``--curve-test`` test images, training error and
+mean free iterations since the previous row, wall and CPU seconds), for runs whose
+epoch does not fit the session; ``--output DIR`` keeps the Trainer's checkpoint and
+history after every epoch (``eqprop train --resume DIR/checkpoint.npz`` continues a run
+on every image: ``--train-on-valid --train 60000 --test 10000`` is the preset's data).
+``--probe-checkpoint FILE`` only probes a stored network.
 
 Ernoult et al. 2019's P-conv (their Table 1 command: ``--C_tab 64 32 1 --size_tab 10
 --lr_tab 0.015 0.035 0.15 --epochs 40 --T 200 --Kmax 10 --beta 0.4``, hard sigmoid)::
 
     python benchmarks/train_conv_ep.py --net pconv --train 4000 --epochs 3
+    # the preset's protocol on all 60,000 images, free phase to 1e-4, a curve every 5,000
+    python benchmarks/train_conv_ep.py --net pconv --train 60000 --train-on-valid \\
+        --test 10000 --epochs 1 --atol 1e-4 --curve-every 5000 --curve-test 1000 \\
+        --curve-out runs/pconv60k_curve.csv --output runs/pconv60k --out runs/pconv60k.csv
 
 Fashion-MNIST, a small convolutional Hopfield network, centered EP::
 
@@ -168,17 +181,19 @@ def probe(cfg: TrainConfig, net, x, n: int, tols=(1e-3, 1e-4), steps=(60, 80, 10
     batches of ``x``.
 
     Reference: ``T`` steps of the map on :class:`eqprop.graph.conv_kernels.FastMap`
-    (the state :math:`s_T` and its residual :math:`\\max|g(s_T) - s_T|`). Rows: fewer fixed
-    steps on the fast map; the fast map stopped when the batch's largest residual meets
-    each tolerance (:meth:`~eqprop.graph.conv_kernels.FastMap.relax` with ``atol``); Picard
-    and red-black parity sweeps (``gauss-seidel-parity``) through :mod:`solvers` on the
-    general graph kernels, stopped per sample at each tolerance (at most ``T``
-    iterations: what ``--atol`` / ``--free-method`` train with); ``T`` fixed steps on the
-    general kernels. Columns: iterations (mean over samples; red-black: sweeps), the
-    largest per-batch mean, CPU milliseconds per sample (``time.process_time``, one
-    thread), the largest residual of the returned states (the fast map's :meth:`map`),
-    the largest :math:`|s - s_T|` and the fraction of predictions (argmax of the
-    output layer) equal to :math:`s_T`'s. Compilation is excluded (one warm-up call each).
+    (the state :math:`s_T` and its residual :math:`\\max|g(s_T) - s_T|`). Rows: fewer
+    fixed steps on the fast map; the fast map stopped when the batch's largest residual
+    meets each tolerance (:meth:`~eqprop.graph.conv_kernels.FastMap.relax` with
+    ``atol``); Picard and red-black parity sweeps (``gauss-seidel-parity``) through
+    :mod:`solvers` on the general graph kernels, stopped per sample at each tolerance (at
+    most ``T`` iterations), and the same through ``path="auto"`` (what ``--atol`` /
+    ``--free-method`` train with: the conv fast map where the library runs these solvers
+    on it, else the general kernels); ``T`` fixed steps on the general kernels. Columns:
+    iterations (mean over samples; red-black: sweeps), the largest per-batch mean, CPU
+    milliseconds per sample (``time.process_time``, one thread), the largest residual of
+    the returned states (the fast map's :meth:`map`), the largest :math:`|s - s_T|` and
+    the fraction of predictions (argmax of the output layer) equal to :math:`s_T`'s.
+    Compilation is excluded (one warm-up call each).
     """
     from eqprop import Dynamics, clamp, free_phase
 
@@ -203,11 +218,16 @@ def probe(cfg: TrainConfig, net, x, n: int, tols=(1e-3, 1e-4), steps=(60, 80, 10
         return float(np.max(np.abs(fm.map(np.ascontiguousarray(s, dtype=fm.dtype), **kw) - s)))
 
     general = [
-        (f"general {m} atol={t:g}", Dynamics(method=m, atol=t, max_iter=T, fixed_steps=False, **kw))
+        (
+            f"{path} {m} atol={t:g}",
+            path,
+            Dynamics(method=m, atol=t, max_iter=T, fixed_steps=False, **kw),
+        )
+        for path in ("general", "auto")
         for m in ("picard", "gauss-seidel-parity")
         for t in tols
     ]
-    general.append((f"general fixed T={T}", Dynamics(method="fixed", T=T, **kw)))
+    general.append((f"general fixed T={T}", "general", Dynamics(method="fixed", T=T, **kw)))
     for k in range(n):
         xb = np.ascontiguousarray(x[k * B : (k + 1) * B])
         fm.set_input(xb)
@@ -223,9 +243,9 @@ def probe(cfg: TrainConfig, net, x, n: int, tols=(1e-3, 1e-4), steps=(60, 80, 10
             c0 = time.process_time()
             st, it, _ = fm.relax(None, T, atol=tol, **kw)
             add(f"fast atol={tol:g} (batch max)", it, time.process_time() - c0, st, ref, resid(st))
-        for label, dyn in general:
-            free_phase(net, clamp(net, xb, path="general"), dyn)  # warm: compilation
-            cx = clamp(net, xb, path="general")
+        for label, path, dyn in general:
+            free_phase(net, clamp(net, xb, path=path), dyn)  # warm: compilation
+            cx = clamp(net, xb, path=path)
             c0 = time.process_time()
             ph = free_phase(net, cx, dyn)
             cpu = time.process_time() - c0
