@@ -79,3 +79,26 @@ def test_curve_every_must_be_a_multiple_of_the_batch(script, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(ValueError, match="not a multiple of --batch 20"):
         script.main()
+
+
+def test_conv_figure_draws_every_recorded_curve(tmp_path, monkeypatch):
+    """``make_figures.py plot``'s conv figure: one curve per recorded CSV of
+    CONV_CURVES, its samples seen from the file (``samples_seen`` or epoch x images)."""
+    pytest.importorskip("matplotlib")
+    path = ROOT / "docs" / "reproductions" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures_conv", path)
+    mf = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mf
+    try:
+        spec.loader.exec_module(mf)
+        panels = mf.conv_curves()
+        recorded = [c for c in mf.CONV_CURVES if (path.parent / c[1]).is_file()]
+        assert recorded and sum(len(v) for v in panels.values()) == len(recorded)
+        first = dict((label, (seen, test)) for label, seen, test in panels["MNIST, P-conv"])
+        seen, test = first["10,000 images x 3 epochs, 2,000 test"]
+        assert list(seen) == [10000, 20000, 30000] and test[-1] == pytest.approx(6.95)
+        monkeypatch.setattr(mf, "FIGURES", tmp_path)
+        out = mf.plot_conv()
+        assert out.parent == tmp_path and out.stat().st_size > 10_000
+    finally:
+        del sys.modules[spec.name]
