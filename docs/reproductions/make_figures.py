@@ -6,7 +6,8 @@ Two steps, run from the project root::
     #    docs/reproductions/data/ (a few KB of netCDF each)
     python docs/reproductions/make_figures.py run --data-dir DATA_DIR
     # 2. draw docs/figures/repro_<page>.png from the recorded histories and print the
-    #    numbers the pages quote (last-epoch errors, wall time, commit)
+    #    numbers the pages quote (last-epoch errors, wall time, commit); and
+    #    docs/figures/repro_conv.png from the conv runs' CSV files (CONV_CURVES)
     python docs/reproductions/make_figures.py plot
 
 ``run`` calls ``eqprop train ARGS --seed S --data-dir DATA_DIR --output
@@ -206,9 +207,93 @@ def plot_page(page: str, dpi: int = 100) -> Path:
     return out
 
 
+#: The conv runs' curves (CSV files beside this script, written by
+#: ``benchmarks/train_conv_ep.py``): panel, file, label, the training images of one of
+#: its epochs (for the per-epoch files, whose samples seen are ``epoch * images``; None:
+#: a ``--curve-out`` file with a ``samples_seen`` column).
+CONV_CURVES = (
+    ("MNIST, P-conv", "ernoult2019_pconv.csv", "10,000 images x 3 epochs, 2,000 test", 10000),
+    (
+        "MNIST, P-conv",
+        "ernoult2019_pconv_60k_curve.csv",
+        "60,000 images, first epoch, 1,000 test",
+        None,
+    ),
+    (
+        "MNIST, P-conv",
+        "ernoult2019_pconv_60k.csv",
+        "60,000 images, end of epoch, 10,000 test",
+        60000,
+    ),
+    (
+        "Fashion-MNIST, conv Hopfield",
+        "conv_hopfield_fmnist.csv",
+        "5,000 images x 3 epochs, 2,000 test",
+        5000,
+    ),
+    (
+        "Fashion-MNIST, conv Hopfield",
+        "conv_hopfield_fmnist_10k.csv",
+        "10,000 images per epoch, 10,000 test",
+        10000,
+    ),
+)
+
+
+def conv_curves() -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Per panel of :data:`CONV_CURVES`: (label, samples seen, test error %) of each
+    recorded file (a file not recorded is left out)."""
+    import csv
+
+    panels: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for panel, name, label, images in CONV_CURVES:
+        path = ROOT / "docs" / "reproductions" / name
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        if images is None:
+            seen = np.array([float(r["samples_seen"]) for r in rows])
+        else:
+            seen = np.array([float(r["epoch"]) * images for r in rows])
+        test = np.array([100 * float(r["test_error"]) for r in rows])
+        panels.setdefault(panel, []).append((label, seen, test))
+    return panels
+
+
+def plot_conv(dpi: int = 100) -> Path:
+    """Draw ``docs/figures/repro_conv.png``: test error against training samples seen of
+    the recorded conv runs (:data:`CONV_CURVES`), one panel per data set, from 0."""
+    from matplotlib.figure import Figure
+
+    panels = conv_curves()
+    if not panels:
+        raise SystemExit("no conv curve recorded under docs/reproductions/")
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=True):
+        for i, (label, seen, test) in enumerate(curves):
+            style = "s" if len(seen) == 1 else "-o"
+            ax.plot(seen / 1000, test, style, color=f"C{i}", markersize=3, label=label)
+        ax.set_ylim(0, None)
+        ax.set_xlim(0, None)
+        ax.set_xlabel("training samples seen [thousands]")
+        ax.set_title(panel, fontsize="medium")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small", loc="lower left")
+    axes[0].set_ylabel("test error [%]")
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    out = FIGURES / "repro_conv.png"
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
 def plot() -> None:
     for page in PAGES:
         print(f"wrote {plot_page(page).relative_to(ROOT)}")
+    print(f"wrote {plot_conv().relative_to(ROOT)}")
     print(f"\n{'run':28s} seed epochs  test %  valid %  train %  minutes  commit")
     for r in RUNS:
         for row in summary(r.name):
