@@ -49,6 +49,7 @@ Run from the repository root::
 
 Options: ``--repeat R`` timing repeats (median), ``--batch B``, ``--target max|median``,
 ``--max-iter-factor F`` (``max_iter = F * T``, default 3),
+``--fast-atol A[,A]`` (the tolerances of the ``--fast`` rows, default 1e-4),
 ``--checkpoint NET=PATH[,NET=PATH]`` (training checkpoints of 784-500-500-10 ``2h`` or
 784-500-500-500-10 ``3h`` runs; a bare ``PATH`` is a 2h one; default none), ``--nets
 2h,3h``, ``--T2h T`` (default 150), ``--data-dir``. For a checkpoint with persistent
@@ -114,7 +115,9 @@ HYBRID_STEPS = 20  # plain steps before Anderson in the two-stage contender
 FAST_ATOL = 1e-4  # the --fast tolerance of the tables in docs/solvers.rst (2h now 1e-3)
 
 
-def methods(net: Network) -> list[tuple[str, Any, float]]:
+def methods(
+    net: Network, fast_atols: tuple[float, ...] = (FAST_ATOL,)
+) -> list[tuple[str, Any, float]]:
     """(label, solvers method, eps of the map it iterates) of every contender.
 
     ``("hybrid", m)`` as method: ``HYBRID_STEPS`` Picard steps, then ``m``. Contenders
@@ -125,7 +128,8 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
     ``damping > 1`` over-relaxes it (SOR). They stop on the residual of their own map,
     which is at least that of the ``eps = 0.5`` map (``r_fp`` checks the latter). The
     ``--fast`` row is the deep presets' fast free phase with its own tolerance
-    ``FAST_ATOL`` instead of the target (``ok`` then says whether it also met the target).
+    (``fast_atols``, default ``FAST_ATOL``; one row each) instead of the target (``ok`` then
+    says whether it also met the target).
     """
     g = layer_groups(net)
     out: list[tuple[str, Any, float]] = [
@@ -150,10 +154,13 @@ def methods(net: Network) -> list[tuple[str, Any, float]]:
         ("eps=1: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.0),
         ("eps=1: GaussSeidel(odd/even,d=1.2)", solvers.GaussSeidel(groups=oe, damping=1.2), 1.0),
         ("eps=1: GaussSeidel(odd/even,d=1.5)", solvers.GaussSeidel(groups=oe, damping=1.5), 1.0),
-        (
-            f"--fast (atol={FAST_ATOL:g}, own map)",
-            ("atol", FAST_ATOL, solvers.GaussSeidel(groups=oe, damping=1.5)),
-            1.0,
+        *(
+            (
+                f"--fast (atol={fa:g}, own map)",
+                ("atol", fa, solvers.GaussSeidel(groups=oe, damping=1.5)),
+                1.0,
+            )
+            for fa in fast_atols
         ),
         ("eps=1.3: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.3),
         ("eps=1.5: GaussSeidel(odd/even)", solvers.GaussSeidel(groups=oe), 1.5),
@@ -261,7 +268,12 @@ def predictions(net: Network, s: np.ndarray) -> np.ndarray:
 
 
 def run_case(
-    case: Case, repeat: int, target: str, max_iter: int, only: tuple[str, ...] = ()
+    case: Case,
+    repeat: int,
+    target: str,
+    max_iter: int,
+    only: tuple[str, ...] = (),
+    fast_atols: tuple[float, ...] = (FAST_ATOL,),
 ) -> list[str]:
     """Table rows of one case (of the contenders whose label starts with one of ``only``,
     or all)."""
@@ -296,7 +308,7 @@ def run_case(
         f"{np.abs(s_fixed - s_star).max():8.2g} {0:4d} "
         f"{int((pred_fixed != pred_star).sum()):5d} {0:3d} yes"
     )
-    for label, meth, eps in methods(net):
+    for label, meth, eps in methods(net, fast_atols):
         if only and not label.startswith(only):
             continue
         solve(case, meth, atol, 2, eps)  # compile / load the driver before timing
@@ -356,6 +368,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated label prefixes: run only those contenders (default: all)",
     )
     p.add_argument("--no-init", action="store_true", help="skip the Glorot-init cases")
+    p.add_argument(
+        "--fast-atol",
+        dest="fast_atol",
+        default=f"{FAST_ATOL:g}",
+        help="comma-separated tolerances of the --fast rows (own map; default %(default)s)",
+    )
     a = p.parse_args(argv)
 
     data = load_dataset("mnist", data_dir=a.data_dir)
@@ -401,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     for case in cases:
         print()
         only = tuple(v for v in a.only.split(",") if v)
-        rows = run_case(case, a.repeat, a.target, a.max_iter_factor * case.T, only)
+        fast_atols = tuple(float(v) for v in a.fast_atol.split(","))
+        rows = run_case(case, a.repeat, a.target, a.max_iter_factor * case.T, only, fast_atols)
         print("\n".join(rows), flush=True)
     print(f"\n# load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

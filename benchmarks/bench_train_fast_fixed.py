@@ -1,0 +1,214 @@
+"""Training ``scellier2017-2h`` with the paper's fixed ``T`` against ``--fast``, back to
+back, one epoch at a time (#16; a script, not a test).
+
+Each run is trained in one-epoch chunks: epoch 1 is
+``eqprop train --preset scellier2017-2h [--fast] --train-on-valid --epochs 1 --seed S -o
+DIR`` (``--train-on-valid``: all 60,000 MNIST training images, test on the 10,000 test
+images), every later epoch ``eqprop train --resume DIR/checkpoint.npz --epochs E -o DIR``
+(an exact continuation). The chunks of the runs are interleaved (fast s0, fixed s0, fast
+s1, fixed s1, then epoch 2 of each, ...) so that a change of the load of a shared
+machine falls on every run alike. Each chunk is a child process; its CPU time (user +
+system, :func:`resource.getrusage` of the children) and wall time are logged with the
+load average to ``OUT/chunks.jsonl``. The training and evaluation times per epoch come
+from each run's history (``train_time``, ``eval_time``, wall seconds).
+
+``--report`` reads the log and the histories and prints, per run and epoch, the test
+and training error, times, samples/s and free-phase sweeps, and for a few test-error
+thresholds the cumulative CPU and wall time to the first epoch at or below each
+threshold, and their ratio fixed / fast.
+
+Run from the repository root (the environment of the project's notes)::
+
+    python benchmarks/bench_train_fast_fixed.py --out runs/d16 --seeds 0,1 \\
+        --epochs 60 --stop-at 07:28
+    python benchmarks/bench_train_fast_fixed.py --out runs/d16 --report
+
+``--stop-at HH:MM`` (UTC): a chunk is not started if the previous chunk of the same
+protocol, 1.2 times as long, would end after it. ``--limit N`` trains on the first N
+images only (smoke tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRESET = "scellier2017-2h"
+PROTOCOLS = ("fast", "fixed")
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _command(out: Path, protocol: str, seed: int, epoch: int, limit: int | None) -> list[str]:
+    run_dir = out / f"{protocol}-s{seed}"
+    base = [sys.executable, "-m", "eqprop", "train"]
+    if epoch == 1:
+        cmd = [*base, "--preset", PRESET, "--train-on-valid", "--epochs", "1"]
+        cmd += ["--seed", str(seed), "-o", str(run_dir)]
+        if protocol == "fast":
+            cmd.insert(cmd.index("--train-on-valid"), "--fast")
+        if limit is not None:
+            cmd += ["--limit", str(limit)]
+        return cmd
+    ckpt = run_dir / "checkpoint.npz"
+    return [*base, "--resume", str(ckpt), "--epochs", str(epoch), "-o", str(run_dir)]
+
+
+def _deadline(stop_at: str | None) -> float:
+    if stop_at is None:
+        return float("inf")
+    now = dt.datetime.now(dt.UTC)
+    hh, mm = (int(x) for x in stop_at.split(":"))
+    end = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    return end.timestamp()
+
+
+def run_chunks(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "chunks.jsonl"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    deadline = _deadline(args.stop_at)
+    last: dict[str, float] = {}
+    done = {(p, s): 0 for p in PROTOCOLS for s in seeds}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["rc"] == 0:
+                done[(rec["protocol"], rec["seed"])] = rec["epoch"]
+                last[rec["protocol"]] = rec["wall"]
+    for epoch in range(1, args.epochs + 1):
+        for seed in seeds:
+            for protocol in PROTOCOLS:
+                if done[(protocol, seed)] >= epoch:
+                    continue
+                estimate = 1.2 * last.get(protocol, 0.0)
+                if time.time() + estimate > deadline:
+                    print(f"stop: {protocol} s{seed} epoch {epoch} would end after --stop-at")
+                    return
+                cmd = _command(out, protocol, seed, epoch, args.limit)
+                load0 = os.getloadavg()[0]
+                cpu0, t0 = _children_cpu(), time.perf_counter()
+                start = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                with open(out / f"{protocol}-s{seed}.log", "a") as fh:
+                    rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+                wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+                rec = {
+                    "protocol": protocol,
+                    "seed": seed,
+                    "epoch": epoch,
+                    "rc": rc,
+                    "wall": wall,
+                    "cpu": cpu,
+                    "load_start": load0,
+                    "load_end": os.getloadavg()[0],
+                    "start": start,
+                    "command": " ".join(cmd[1:]),
+                }
+                with open(log, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                print(json.dumps(rec), flush=True)
+                if rc != 0:
+                    raise SystemExit(f"chunk failed (rc {rc}): {' '.join(cmd)}")
+                last[protocol] = wall
+
+
+def _history(run_dir: Path) -> dict[str, list[float]]:
+    import xarray as xr
+
+    with xr.open_dataset(run_dir / "history.nc") as ds:
+        names = ("test_error", "train_error", "train_time", "eval_time", "samples_per_second")
+        rows = {k: [float(v) for v in ds[k].values] for k in names}
+        rows["free_iterations"] = [float(v) for v in ds["free_iterations"].values]
+    return rows
+
+
+def report(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    chunks = [json.loads(x) for x in (out / "chunks.jsonl").read_text().splitlines()]
+    chunks = [c for c in chunks if c["rc"] == 0]
+    runs = sorted({(c["protocol"], c["seed"]) for c in chunks}, key=lambda r: (r[1], r[0]))
+    cum: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    print(
+        "run        ep  test%  train%  train_s  eval_s  samples/s  free_sw  "
+        "chunk_wall  chunk_cpu  load"
+    )
+    for run in runs:
+        hist = _history(out / f"{run[0]}-s{run[1]}")
+        own = sorted(
+            (c for c in chunks if (c["protocol"], c["seed"]) == run), key=lambda c: c["epoch"]
+        )
+        wall = cpu = 0.0
+        cum[run] = []
+        for c in own:
+            e = c["epoch"] - 1
+            if e >= len(hist["test_error"]):
+                continue
+            wall += c["wall"]
+            cpu += c["cpu"]
+            cum[run].append((100 * hist["test_error"][e], cpu, wall))
+            print(
+                f"{run[0]:5s} s{run[1]}  {c['epoch']:2d}  {100 * hist['test_error'][e]:5.2f}  "
+                f"{100 * hist['train_error'][e]:6.2f}  {hist['train_time'][e]:7.1f}  "
+                f"{hist['eval_time'][e]:6.1f}  {hist['samples_per_second'][e]:9.0f}  "
+                f"{hist['free_iterations'][e]:7.1f}  {c['wall']:10.1f}  {c['cpu']:9.1f}  "
+                f"{c['load_start']:.1f}-{c['load_end']:.1f}"
+            )
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    print("\ntime to the first epoch at or below a test error (cumulative chunk CPU / wall s)")
+    for seed in sorted({r[1] for r in runs}):
+        for thr in thresholds:
+            cells = []
+            hit = {}
+            for protocol in PROTOCOLS:
+                rows = cum.get((protocol, seed), [])
+                first = next(
+                    ((i + 1, c, w) for i, (err, c, w) in enumerate(rows) if err <= thr), None
+                )
+                hit[protocol] = first
+                cells.append(
+                    f"{protocol} "
+                    + (
+                        "not reached"
+                        if first is None
+                        else f"ep {first[0]}, {first[1]:.0f} / {first[2]:.0f}"
+                    )
+                )
+            ratio = ""
+            if hit["fast"] and hit["fixed"]:
+                ratio = (
+                    f"  fixed/fast: CPU {hit['fixed'][1] / hit['fast'][1]:.2f}x, "
+                    f"wall {hit['fixed'][2] / hit['fast'][2]:.2f}x, "
+                    f"epochs {hit['fixed'][0]}/{hit['fast'][0]}"
+                )
+            print(f"s{seed} <= {thr:5.2f} %: " + "; ".join(cells) + ratio)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--stop-at", dest="stop_at")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--report", action="store_true")
+    p.add_argument("--thresholds", default="10,8,6,5,4,3")
+    args = p.parse_args(argv)
+    if args.report:
+        report(args)
+    else:
+        run_chunks(args)
+
+
+if __name__ == "__main__":
+    main()
