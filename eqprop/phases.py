@@ -522,15 +522,35 @@ def _fixed_steps_result(s, r, n_steps, dyn: Dynamics, wall: float, what: str):
     conv fast map): one residual row, row ``n_steps - 1``, ``r`` per sample (the
     residual of the state before the last update); ``converged``: ``r`` meets the
     tolerance."""
-    B = s.shape[0]
-    ok = np.isfinite(r) & np.isfinite(s).all(axis=1)
-    tol = dyn.atol + (dyn.rtol * np.abs(s).max(axis=1) if dyn.rtol > 0 else 0.0)
+    return fixed_steps_result(
+        s,
+        r,
+        np.isfinite(s).all(axis=1),
+        np.abs(s).max(axis=1),
+        n_steps,
+        dyn,
+        wall,
+        what,
+        f"{what} Picard(damping={dyn.damping:g})",
+    )
+
+
+def fixed_steps_result(x, r, finite, xmax, n_steps, dyn: Dynamics, wall: float, what, method):
+    """The ``SolveResult`` of ``n_steps`` fixed steps run outside :mod:`solvers`, from
+    per-sample host arrays (``(batch,)`` float64 ``r``: the residual of the state before
+    the last update; bool ``finite``: the final state is finite; float64 ``xmax``:
+    ``max_i |x_i|``). ``x`` is the final state (a host or device array). A sample
+    converged when ``r <= atol + rtol * xmax``; it failed when ``r`` or its state is not
+    finite (``dyn.raise_on_failure`` then raises :class:`solvers.SolverFailure`)."""
+    B = r.shape[0]
+    ok = np.isfinite(r) & finite
+    tol = dyn.atol + (dyn.rtol * xmax if dyn.rtol > 0 else 0.0)
     conv = ok & (r <= tol)
     status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
     residual = np.full((n_steps + 1, B), np.nan)
     residual[n_steps - 1] = r
     res = solvers.SolveResult(
-        x=s,
+        x=x,
         converged=conv,
         n_iter=np.full(B, n_steps, dtype=np.int64),
         failed=~ok,
@@ -538,12 +558,12 @@ def _fixed_steps_result(s, r, n_steps, dyn: Dynamics, wall: float, what: str):
         status=status,
         message=f"{what}: ran {n_steps} steps; {int(conv.sum())} of {B} samples meet the tolerance",
         residual=residual,
-        residual_rel=residual / np.maximum(np.abs(s).max(axis=1), np.finfo(np.float64).tiny),
+        residual_rel=residual / np.maximum(xmax, np.finfo(np.float64).tiny),
         observed=None,
         observed_iter=np.zeros(0, dtype=np.int64),
         nfev=n_steps,
         wall_time=wall,
-        method=f"{what} Picard(damping={dyn.damping:g})",
+        method=method,
     )
     if dyn.raise_on_failure and status == solvers.Status.FAILED:
         raise solvers.SolverFailure(f"{what}: {int((~ok).sum())} samples failed", res)

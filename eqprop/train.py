@@ -199,6 +199,31 @@ def _divergence_bound() -> float:
     return float(bound)
 
 
+def epoch_measurements(
+    n: int,
+    wrong: int,
+    loss_sum: float,
+    converged: int,
+    iterations: int,
+    nudged_converged: int,
+    nudged_total: int,
+    seconds: float,
+) -> dict[str, float]:
+    """The training measurements of an epoch of ``n`` samples from its counts (wrong
+    predictions, summed cost, free phases that met the tolerance, free iterations, nudged
+    phases that met it out of ``nudged_total``) and its training seconds; one place for the
+    CPU and the CUDA trainers."""
+    return {
+        "train_error": wrong / n,
+        "train_loss": loss_sum / n,
+        "free_converged": converged / n,
+        "nudged_converged": nudged_converged / nudged_total if nudged_total else float("nan"),
+        "free_iterations": iterations / n,
+        "train_time": seconds,
+        "samples_per_second": n / seconds if seconds > 0 else float("nan"),
+    }
+
+
 def failed_samples(phase: Any) -> np.ndarray:
     """Boolean mask ``(batch,)`` of the samples whose phase diverged.
 
@@ -818,15 +843,9 @@ class Trainer:
         bad_params = self._non_finite_parameters()
         if bad_params:
             raise non_finite_parameter_error(c, self.epoch, n, bad_params)
-        return {
-            "train_error": wrong / n,
-            "train_loss": loss_sum / n,
-            "free_converged": conv / n,
-            "nudged_converged": nudged_conv / nudged_total if nudged_total else float("nan"),
-            "free_iterations": iters / n,
-            "train_time": t_train,
-            "samples_per_second": n / t_train if t_train > 0 else float("nan"),
-        }
+        return epoch_measurements(
+            n, wrong, loss_sum, conv, iters, nudged_conv, nudged_total, t_train
+        )
 
     def _non_finite_parameters(self) -> list[str]:
         """Names (``W1``, ``b2``, ...; a graph network's parameter names, ``h1->y.W``)

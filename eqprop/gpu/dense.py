@@ -49,7 +49,7 @@ from eqprop.gpu import METHODS
 from eqprop.gpu import kernels as GK
 from eqprop.gpu.backend import ArrayBackend, get_backend
 from eqprop.network import ACTIVATIONS, KINDS, Network, check_input, check_state, check_target
-from eqprop.phases import Clamped, Dynamics, Phase, _check_phase_request
+from eqprop.phases import Clamped, Dynamics, Phase, _check_phase_request, fixed_steps_result
 from solvers import build_result
 
 __all__ = [
@@ -269,6 +269,25 @@ def device_phase(
     # the fused path runs n_steps map evaluations and never stops a sample early
     n_loop = n_steps if fused else limit + 1
     k_limit = n_steps if fused else limit
+
+    def update_block(l: int, project: bool) -> None:
+        """Damped update of layer ``l``'s columns of the running samples from ``gx``
+        (``project``: ``gx`` was re-evaluated within the sweep and is projected first)."""
+        GK.launch(
+            GK.block_update_kernel,
+            B,
+            xd,
+            gx,
+            off[l],
+            off[l + 1],
+            float(lo),
+            float(hi),
+            bnd is not None,
+            damping,
+            active,
+            project,
+        )
+
     for k in range(n_loop):
         chain.map(xd, gx)
         first = groups[0]
@@ -299,37 +318,11 @@ def device_phase(
         )
         if len(groups) > 1 and k < k_limit:  # at the limit every sample has stopped
             for l in first[1:]:
-                GK.launch(
-                    GK.block_update_kernel,
-                    B,
-                    xd,
-                    gx,
-                    off[l],
-                    off[l + 1],
-                    float(lo),
-                    float(hi),
-                    bnd is not None,
-                    damping,
-                    active,
-                    False,
-                )
+                update_block(l, False)
             for grp in groups[1:]:
                 chain.map(xd, gx, grp)
                 for l in grp:
-                    GK.launch(
-                        GK.block_update_kernel,
-                        B,
-                        xd,
-                        gx,
-                        off[l],
-                        off[l + 1],
-                        float(lo),
-                        float(hi),
-                        bnd is not None,
-                        damping,
-                        active,
-                        True,
-                    )
+                    update_block(l, True)
         if (
             not (fixed or fused)
             and k < limit
@@ -377,43 +370,23 @@ def device_phase(
 
 
 def _fused_result(be: ArrayBackend, xd, res, n_steps: int, dyn: Dynamics, wall: float):
-    """The result of the CPU's fused path (``eqprop.phases._fixed_steps_result``) from
+    """The result of the CPU's fused path (:func:`eqprop.phases.fixed_steps_result`) from
     the device run: row ``n_steps - 1`` of the residual trace is the residual
     ``max_i |P(g(x))_i - x_i|`` of the state before the last update; ``converged``: it
     meets ``atol + rtol max|x|`` of the final state; a sample fails when that residual
     or its final state is not finite."""
     xp = be.xp
-    B = int(xd.shape[0])
-    r = be.to_host(res[n_steps - 1]).astype(np.float64)
-    finite = be.to_host(xp.isfinite(xd).all(axis=1))
-    xmax = be.to_host(xp.abs(xd).max(axis=1)).astype(np.float64)
-    ok = np.isfinite(r) & finite
-    tol = dyn.atol + (dyn.rtol * xmax if dyn.rtol > 0 else 0.0)
-    conv = ok & (r <= tol)
-    status = solvers.Status.FIXED_STEPS if ok.all() else solvers.Status.FAILED
-    residual = np.full((n_steps + 1, B), np.nan)
-    residual[n_steps - 1] = r
-    result = solvers.SolveResult(
-        x=xd,
-        converged=conv,
-        n_iter=np.full(B, n_steps, dtype=np.int64),
-        failed=~ok,
-        failure_iter=np.where(ok, -1, n_steps).astype(np.int64),
-        status=status,
-        message=(
-            f"fused: ran {n_steps} steps; {int(conv.sum())} of {B} samples meet the tolerance"
-        ),
-        residual=residual,
-        residual_rel=residual / np.maximum(xmax, np.finfo(np.float64).tiny),
-        observed=None,
-        observed_iter=np.zeros(0, dtype=np.int64),
-        nfev=n_steps,
-        wall_time=wall,
-        method=f"fused Picard(damping={dyn.damping:g}) [cuda {be.name}]",
+    return fixed_steps_result(
+        xd,
+        be.to_host(res[n_steps - 1]).astype(np.float64),
+        be.to_host(xp.isfinite(xd).all(axis=1)),
+        be.to_host(xp.abs(xd).max(axis=1)).astype(np.float64),
+        n_steps,
+        dyn,
+        wall,
+        "fused",
+        f"fused Picard(damping={dyn.damping:g}) [cuda {be.name}]",
     )
-    if dyn.raise_on_failure and status == solvers.Status.FAILED:
-        raise solvers.SolverFailure(f"fused: {int((~ok).sum())} samples failed", result)
-    return result
 
 
 def run_phase(

@@ -284,7 +284,7 @@ class DeviceRun:
     def train_epoch(self, trainer: Any) -> dict[str, float]:
         """:meth:`eqprop.train.Trainer.train_epoch` on the device (same order of draws,
         same measurements, same errors)."""
-        from eqprop.train import loss_diverged, non_finite_parameter_error
+        from eqprop.train import epoch_measurements, loss_diverged, non_finite_parameter_error
 
         be = self.be
         c = trainer.config
@@ -335,15 +335,9 @@ class DeviceRun:
         bad_params = trainer._non_finite_parameters()
         if bad_params:
             raise non_finite_parameter_error(c, trainer.epoch, n, bad_params)
-        return {
-            "train_error": wrong / n,
-            "train_loss": loss_sum / n,
-            "free_converged": conv / n,
-            "nudged_converged": nudged_conv / nudged_total if nudged_total else float("nan"),
-            "free_iterations": iters / n,
-            "train_time": t_train,
-            "samples_per_second": n / t_train if t_train > 0 else float("nan"),
-        }
+        return epoch_measurements(
+            n, wrong, loss_sum, conv, iters, nudged_conv, nudged_total, t_train
+        )
 
 
 def ep_estimate(
