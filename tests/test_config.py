@@ -92,7 +92,9 @@ def test_flat_configs_of_the_previous_version_load(name):
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
-FAST_CHANGED_AFTER_FIXTURE = {"scellier2017-2h": {"atol": 1e-3}}
+# 2h moved to atol 1e-3 (#16, session 3); 3h too (#16, session 4: 28-30 % fewer sweeps,
+# docs/solvers.rst)
+FAST_CHANGED_AFTER_FIXTURE = {"scellier2017-2h": {"atol": 1e-3}, "scellier2017-3h": {"atol": 1e-3}}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -112,7 +114,12 @@ def test_presets_equal_the_flat_settings_they_had(name):
 @pytest.mark.parametrize("name", sorted(HISTORIES))
 def test_runs_are_bit_identical_to_the_flat_trainer(name):
     """Histories of 1-epoch digits runs (limit 200: the digits preset, a graph network,
-    coupled learning) equal those the flat trainer wrote, to the bit."""
+    coupled learning) equal those the flat trainer wrote.
+
+    To the bit on the machine that wrote them; BLAS kernels chosen for another CPU round
+    sums differently (AMD EPYC, 1 or 2 threads: test_loss 1.3e-8 relative off), so the
+    floats are compared to rtol 1e-6, far below what any change of a rule moves (one
+    sample of 200 changes an error by 5e-3)."""
     stored = HISTORIES[name]
     cfg = TrainConfig.from_dict(stored["config"])
     if name == "digits-limit200":  # the same run from the preset's records
@@ -120,7 +127,7 @@ def test_runs_are_bit_identical_to_the_flat_trainer(name):
     history = Trainer(cfg, quiet=True).run().history
     for key, values in stored["history"].items():
         assert key not in TIMING_VARIABLES
-        np.testing.assert_array_equal(history[key].values, values, err_msg=key)
+        np.testing.assert_allclose(history[key].values, values, rtol=1e-6, atol=0, err_msg=key)
 
 
 def _old_checkpoint(tmp_path, flat_changes, new_changes):
