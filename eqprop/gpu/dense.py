@@ -379,13 +379,13 @@ def _fused_result(be: ArrayBackend, xd, res, n_steps: int, dyn: Dynamics, wall: 
     return fixed_steps_result(
         xd,
         be.to_host(res[n_steps - 1]).astype(np.float64),
-        be.to_host(xp.isfinite(xd).all(axis=1)),
-        be.to_host(xp.abs(xd).max(axis=1)).astype(np.float64),
         n_steps,
         dyn,
         wall,
         "fused",
-        f"fused Picard(damping={dyn.damping:g}) [cuda {be.name}]",
+        finite=be.to_host(xp.isfinite(xd).all(axis=1)),
+        xmax=be.to_host(xp.abs(xd).max(axis=1)).astype(np.float64),
+        method=f"fused Picard(damping={dyn.damping:g}) [cuda {be.name}]",
     )
 
 
