@@ -317,9 +317,7 @@ class DeviceRun:
                 bad = _failed(ph)
                 if bad.any():
                     self.to_host(trainer)
-                    state = np.ascontiguousarray(be.to_host(ph.state))
-                    host = Phase(state, ph.result, ph.beta, False)
-                    raise trainer._phase_failure(name, host, bad, start)
+                    raise trainer._phase_failure(name, ph.to_host(be), bad, start)
             summary = be.to_host(
                 be.xp.stack([cost.mean(dtype=np.float64), n_wrong.astype(np.float64)])
             )
