@@ -517,31 +517,74 @@ def _run_graph_phase(
     return Phase(np.ascontiguousarray(res.x), res, beta, clamp_output)
 
 
-def _fixed_steps_result(s, r, n_steps, dyn: Dynamics, wall: float, what: str):
-    """The ``SolveResult`` of a fixed-steps run outside ``solvers`` (``"fused"``, the
-    conv fast map): one residual row, row ``n_steps - 1``, ``r`` per sample (the
-    residual of the state before the last update); ``converged``: ``r`` meets the
-    tolerance."""
-    return fixed_steps_result(
-        s,
-        r,
-        np.isfinite(s).all(axis=1),
-        np.abs(s).max(axis=1),
-        n_steps,
-        dyn,
-        wall,
-        what,
-        f"{what} Picard(damping={dyn.damping:g})",
-    )
+def fixed_steps_result(
+    x: Any,
+    r: np.ndarray,
+    n_steps: int,
+    dyn: Dynamics,
+    wall: float,
+    what: str,
+    *,
+    finite: np.ndarray | None = None,
+    xmax: np.ndarray | None = None,
+    method: str | None = None,
+) -> solvers.SolveResult:
+    """The ``SolveResult`` of ``n_steps`` fixed steps run outside :mod:`solvers`.
 
+    Shared by the fixed-steps paths that iterate without ``solvers`` (the CPU's
+    ``"fused"`` path, the conv fast map, and the CUDA fused path of
+    :mod:`eqprop.gpu.dense`), so that they report as one: an internal helper of the
+    package, not in ``__all__``. Its one residual row, row ``n_steps - 1``, is ``r``
+    (the others NaN); sample ``b`` converged when
+    :math:`r_b \\le \\text{atol} + \\text{rtol} \\max_i |x_{b,i}|`, and failed when
+    :math:`r_b` or its final state is not finite.
 
-def fixed_steps_result(x, r, finite, xmax, n_steps, dyn: Dynamics, wall: float, what, method):
-    """The ``SolveResult`` of ``n_steps`` fixed steps run outside :mod:`solvers`, from
-    per-sample host arrays (``(batch,)`` float64 ``r``: the residual of the state before
-    the last update; bool ``finite``: the final state is finite; float64 ``xmax``:
-    ``max_i |x_i|``). ``x`` is the final state (a host or device array). A sample
-    converged when ``r <= atol + rtol * xmax``; it failed when ``r`` or its state is not
-    finite (``dyn.raise_on_failure`` then raises :class:`solvers.SolverFailure`)."""
+    Parameters
+    ----------
+    x : numpy.ndarray or device array, shape (batch, n)
+        The final state; stored as the result's ``x`` as it is (a device array stays on
+        the device, and then ``finite`` and ``xmax`` must be given).
+    r : numpy.ndarray, shape (batch,)
+        Per sample, the residual :math:`\\max_i |P(g(x))_i - x_i|` of the state before
+        the last update.
+    n_steps : int
+        How many updates ran (>= 1): every sample's ``n_iter`` and the result's ``nfev``.
+    dyn : Dynamics
+        ``atol``, ``rtol`` of the tolerance, ``damping`` (named in ``method``) and
+        ``raise_on_failure``.
+    wall : float
+        Wall seconds of the run (``wall_time``).
+    what : str
+        The path's name, in the message and the default ``method``.
+    finite : numpy.ndarray of bool, shape (batch,), optional
+        Whether each final state is finite; default: computed from the host array ``x``.
+    xmax : numpy.ndarray of float64, shape (batch,), optional
+        :math:`\\max_i |x_{b,i}|`; default: computed from the host array ``x``.
+    method : str, optional
+        The result's ``method``; default ``"{what} Picard(damping=...)"``.
+
+    Returns
+    -------
+    solvers.SolveResult
+        Status ``FIXED_STEPS``, or ``FAILED`` when any sample failed; ``residual`` and
+        ``residual_rel`` (``n_steps + 1``, batch); no observations.
+
+    Raises
+    ------
+    solvers.SolverFailure
+        When a sample failed and ``dyn.raise_on_failure``.
+    """
+    if (finite is None or xmax is None) and not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{what}: finite and xmax must be given for a state that is not a numpy array "
+            f"(got {type(x).__name__})"
+        )
+    if finite is None:
+        finite = np.isfinite(x).all(axis=1)
+    if xmax is None:
+        xmax = np.abs(x).max(axis=1)
+    if method is None:
+        method = f"{what} Picard(damping={dyn.damping:g})"
     B = r.shape[0]
     ok = np.isfinite(r) & finite
     tol = dyn.atol + (dyn.rtol * xmax if dyn.rtol > 0 else 0.0)
@@ -586,7 +629,7 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     if damping != 1.0:  # the last update is damping * (g(x) - x): report the map's residual
         r = r / damping
     wall = time.perf_counter() - t0
-    return Phase(s, _fixed_steps_result(s, r, n_steps, dyn, wall, "fused"), beta, clamped)
+    return Phase(s, fixed_steps_result(s, r, n_steps, dyn, wall, "fused"), beta, clamped)
 
 
 def conv_fast_dynamics_mismatch(dyn: Dynamics, net: GraphNetwork) -> str | None:
@@ -623,7 +666,7 @@ def _run_conv_fast(
     Fixed-steps ``"fixed"`` / ``"fused"`` / ``"picard"``: the iterates of the general
     path's ``solvers.Picard`` (the state projected onto the network's common box, if
     any, after every update and at the start), ``n_steps`` map evaluations, the result of
-    :func:`_fixed_steps_result`. Any other Picard or Gauss-Seidel phase:
+    :func:`fixed_steps_result`. Any other Picard or Gauss-Seidel phase:
     :meth:`~eqprop.graph.conv_kernels.FastMap.solve`, the solvers' iteration and
     ``SolveResult`` (per-sample convergence, residual trace, failures reported)."""
     from eqprop.graph.conv_kernels import FastMap
@@ -675,7 +718,7 @@ def _run_conv_fast(
     )
     state = out.copy()
     wall = time.perf_counter() - t0
-    res = _fixed_steps_result(state, fm.last_residual, n_steps, dyn, wall, "conv fast map")
+    res = fixed_steps_result(state, fm.last_residual, n_steps, dyn, wall, "conv fast map")
     return Phase(state, res, beta, clamp_output)
 
 

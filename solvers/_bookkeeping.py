@@ -11,7 +11,10 @@ What runs for every sample and iteration takes scalars only (:func:`sample_verdi
 a helper there that took the record arrays made a 200-step Picard solve of a cheap map
 (batch 128, n 510) markedly slower, even with ``inline="always"``, so the two stores of the
 residual stay in the drivers' loops and the array updates run only when a sample stops
-(:func:`stop_sample`).
+(:func:`stop_sample`). One iteration of the fixed-point map's whole batch
+(:func:`map_verdicts`: one call per iteration, not per sample) is shared by the
+fixed-point driver and by callers that run their own map loop with the solvers' stopping
+rule (``eqprop.graph.conv_kernels``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import grow_rows, grow_vec
+from ._kernels import _TINY, absmax_diff, clip_row, grow_rows, grow_vec
 
 
 @njit(cache=True)
@@ -89,6 +92,43 @@ def stop_sample(b, k, verdict, n_iter, conv, failed, fail_iter, active):
         conv[b] = verdict == CONVERGED
     active[b] = False
     n_iter[b] = k
+
+
+@njit(cache=True)
+def map_verdicts(
+    x, gx, active, k, res, rel, control, has_bounds, lo, hi, n_iter, conv, failed, fail_iter
+):
+    """Iteration ``k``'s verdicts of a fixed-point map ``g`` for the samples still running.
+
+    For every active sample ``b``: project ``g(x_k)`` (``gx[b]``, in place) onto the box
+    ``[lo, hi]`` when ``has_bounds``, store the residual
+    :math:`r_k = \\max_i |P(g(x_k))_i - x_{k,i}|` in ``res[k, b]`` and
+    :math:`r_k / \\max(\\max_i |x_{k,i}|, \\text{tiny})` in ``rel[k, b]``, and stop the
+    sample (:func:`stop_sample`) when :func:`sample_verdict` says so. ``control`` is
+    ``(atol, rtol, limit, fixed_steps, divergence_bound)`` as :func:`sample_verdict`
+    takes them. ``res``/``rel`` must have row ``k`` (:func:`reserve_row`).
+
+    Returns
+    -------
+    int
+        How many samples still run after iteration ``k`` (0: the solve is over).
+    """
+    atol, rtol, limit, fixed_steps, divergence_bound = control
+    n_active = 0
+    for b in range(x.shape[0]):
+        if not active[b]:
+            continue
+        if has_bounds:
+            clip_row(gx[b], lo, hi)
+        r, xm = absmax_diff(gx[b], x[b])
+        res[k, b] = r
+        rel[k, b] = r / max(xm, _TINY)
+        v = sample_verdict(r, xm, k, atol, rtol, limit, fixed_steps, divergence_bound)
+        if v == RUNNING:
+            n_active += 1
+        else:
+            stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
+    return n_active
 
 
 @njit(cache=True)

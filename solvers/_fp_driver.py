@@ -19,13 +19,11 @@ import numpy as np
 from numba import njit
 
 from ._bookkeeping import (
-    RUNNING,
     driver_output,
+    map_verdicts,
     new_records,
     record_observed,
     reserve_row,
-    sample_verdict,
-    stop_sample,
 )
 from ._callbacks import (
     BAD_OBSERVE,
@@ -40,8 +38,6 @@ from ._callbacks import (
     WHICH,
 )
 from ._kernels import (
-    _TINY,
-    absmax_diff,
     acc_zeros,
     active_set_signature,
     all_nan,
@@ -180,6 +176,7 @@ def fp_driver(
     res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, active = new_records(
         B, limit, do_observe
     )
+    control = (atol, rtol, limit, fixed_steps, divergence_bound)  # map_verdicts' rule
     n_obs = 0
     nfev = 0
     nfev_block = 0
@@ -248,20 +245,22 @@ def fp_driver(
             status[ERROR] = UNWRITTEN
             break
         res, rel = reserve_row(res, rel, k, limit)
-        n_active = 0
-        for b in range(B):
-            if not active[b]:
-                continue
-            if has_bounds:
-                clip_row(gx[b], lo, hi)
-            r, xm = absmax_diff(gx[b], x[b])
-            res[k, b] = r
-            rel[k, b] = r / max(xm, _TINY)
-            v = sample_verdict(r, xm, k, atol, rtol, limit, fixed_steps, divergence_bound)
-            if v == RUNNING:
-                n_active += 1
-            else:
-                stop_sample(b, k, v, n_iter, conv, failed, fail_iter, active)
+        n_active = map_verdicts(
+            x,
+            gx,
+            active,
+            k,
+            res,
+            rel,
+            control,
+            has_bounds,
+            lo,
+            hi,
+            n_iter,
+            conv,
+            failed,
+            fail_iter,
+        )
         if do_observe and (k % record_every == 0 or n_active == 0):
             status[ITERATION] = k
             status[WHICH] = OBSERVE

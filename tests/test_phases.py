@@ -259,3 +259,29 @@ def test_dynamics_damping_is_checked():
         E.Dynamics(method="euler", damping=1.5)
     with pytest.raises(ValueError, match="damping applies to the methods"):
         E.Dynamics(method="rk4", damping=0.5)
+
+
+def test_fixed_steps_result_verdicts_and_refusals():
+    """The result of fixed steps run outside ``solvers``: converged iff the residual meets
+    ``atol + rtol max|x|``, failed iff it or the state is not finite, the residual in row
+    ``n_steps - 1`` only; refuses a non-NumPy state without ``finite``/``xmax``."""
+    from eqprop.phases import fixed_steps_result
+
+    x = np.array([[0.5, -2.0], [1.0, 1.0], [np.inf, 0.0], [0.1, 0.1]])
+    r = np.array([1e-3, 0.5, 1e-9, np.nan])
+    dyn = E.Dynamics(T=3, atol=1e-2, rtol=0.1)
+    res = fixed_steps_result(x, r, 3, dyn, 0.0, "test")
+    # tolerance atol + rtol max|x|: 0.21 and 0.11; rows 2 and 3 fail (inf state, NaN r)
+    assert res.converged.tolist() == [True, False, False, False]
+    assert res.failed.tolist() == [False, False, True, True]
+    assert res.failure_iter.tolist() == [-1, -1, 3, 3]
+    assert res.status == solvers.Status.FAILED and res.method == "test Picard(damping=1)"
+    np.testing.assert_array_equal(res.residual[2], r)
+    assert np.isnan(np.delete(res.residual, 2, axis=0)).all()
+    np.testing.assert_allclose(res.residual_rel[2, :2], [1e-3 / 2.0, 0.5 / 1.0])
+    ok = fixed_steps_result(x[:2], r[:2], 3, dyn, 0.0, "test", method="m")
+    assert ok.status == solvers.Status.FIXED_STEPS and ok.method == "m"
+    with pytest.raises(solvers.SolverFailure, match="2 samples failed"):
+        fixed_steps_result(x, r, 3, E.Dynamics(T=3, raise_on_failure=True), 0.0, "test")
+    with pytest.raises(TypeError, match="finite and xmax"):
+        fixed_steps_result(x.tolist(), r, 3, dyn, 0.0, "test")

@@ -227,6 +227,14 @@ class DevicePhase(NamedTuple):
     result: solvers.SolveResult
     beta: float
 
+    def to_host(self, be: ArrayBackend, beta: float | None = None) -> Phase:
+        """This phase as a host :class:`eqprop.phases.Phase`: the state copied into a
+        C-contiguous host array, which is also the result's ``x``; ``beta`` the nudge
+        (default: this phase's); no clamped output."""
+        state = np.ascontiguousarray(be.to_host(self.state))
+        nudge = self.beta if beta is None else beta
+        return Phase(state, dataclasses.replace(self.result, x=state), nudge, False)
+
 
 def device_phase(
     chain: DeviceChain,
@@ -379,13 +387,13 @@ def _fused_result(be: ArrayBackend, xd, res, n_steps: int, dyn: Dynamics, wall: 
     return fixed_steps_result(
         xd,
         be.to_host(res[n_steps - 1]).astype(np.float64),
-        be.to_host(xp.isfinite(xd).all(axis=1)),
-        be.to_host(xp.abs(xd).max(axis=1)).astype(np.float64),
         n_steps,
         dyn,
         wall,
         "fused",
-        f"fused Picard(damping={dyn.damping:g}) [cuda {be.name}]",
+        finite=be.to_host(xp.isfinite(xd).all(axis=1)),
+        xmax=be.to_host(xp.abs(xd).max(axis=1)).astype(np.float64),
+        method=f"fused Picard(damping={dyn.damping:g}) [cuda {be.name}]",
     )
 
 
@@ -456,9 +464,7 @@ def run_phase(
     ph = device_phase(
         chain, be.to_device(np.ascontiguousarray(s, dtype=dt)), dyn, n_steps, sync_every=sync_every
     )
-    state = np.ascontiguousarray(be.to_host(ph.state))
-    result = dataclasses.replace(ph.result, x=state)
-    return Phase(state, result, beta, False)
+    return ph.to_host(be, beta)
 
 
 def free_phase(net: Network, x, dyn: Dynamics, s0=None, **kw) -> Phase:

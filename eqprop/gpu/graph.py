@@ -243,6 +243,4 @@ def run_phase(
     gmap.set_input(be.to_device(np.ascontiguousarray(xh, dt)), be.to_device(target), beta)
     fused = dataclasses.replace(dyn, method="fused", fixed_steps=None)
     ph = device_phase(gmap, be.to_device(np.ascontiguousarray(s, dt)), fused, n_steps)  # type: ignore[arg-type]
-    state = np.ascontiguousarray(be.to_host(ph.state))
-    result = dataclasses.replace(ph.result, x=state)
-    return Phase(state, result, beta, False)
+    return ph.to_host(be, beta)

@@ -199,10 +199,7 @@ class DeviceRun:
         self.net = trainer.net
         self.params: Any = DeviceParams(trainer.net, be)
         self.sgd: Any = DeviceSGD(trainer.optimizer, self.params)
-        self.X = be.to_device(trainer.x_train)
-        self.D = be.to_device(trainer.d_train)
-        self.Y = be.to_device(trainer.y_train)
-        self.particles = None if trainer.particles is None else be.to_device(trainer.particles)
+        self._upload_data(trainer)
         self._chains: dict[tuple[str, float], DeviceChain] = {}
 
     def chain(self, dyn: Dynamics) -> DeviceChain:
@@ -212,13 +209,25 @@ class DeviceRun:
             self._chains[key] = DeviceChain(self.net, self.params, dyn.nudge, dyn.eps)
         return self._chains[key]
 
+    def _upload_data(self, trainer: Any) -> None:
+        """The trainer's training inputs, targets, labels and particles onto the device."""
+        be = self.be
+        self.X = be.to_device(trainer.x_train)
+        self.D = be.to_device(trainer.d_train)
+        self.Y = be.to_device(trainer.y_train)
+        self.particles = None if trainer.particles is None else be.to_device(trainer.particles)
+
     # ------------------------------------------------------------------ host sync
     def to_host(self, trainer: Any) -> None:
         """Parameters, momentum buffers and particles into the trainer's host arrays."""
-        self.params.to_network(trainer.net)
+        self._parameters_to_host(trainer)
         self.sgd.to_host()
         if self.particles is not None:
             trainer.particles[...] = self.be.to_host(self.particles)
+
+    def _parameters_to_host(self, trainer: Any) -> None:
+        """The device parameters into the trainer's network."""
+        self.params.to_network(trainer.net)
 
     def eval_free_phase(self, net: Any, x, dyn: Dynamics, s0=None) -> Phase:
         """The trainer's evaluation free phase on the device parameters (host result)."""
@@ -308,9 +317,7 @@ class DeviceRun:
                 bad = _failed(ph)
                 if bad.any():
                     self.to_host(trainer)
-                    state = np.ascontiguousarray(be.to_host(ph.state))
-                    host = Phase(state, ph.result, ph.beta, False)
-                    raise trainer._phase_failure(name, host, bad, start)
+                    raise trainer._phase_failure(name, ph.to_host(be), bad, start)
             summary = be.to_host(
                 be.xp.stack([cost.mean(dtype=np.float64), n_wrong.astype(np.float64)])
             )
@@ -493,10 +500,7 @@ class GraphDeviceRun(DeviceRun):
         self.params = first.params
         self._maps[(trainer.dyn.nudge, float(trainer.dyn.eps))] = first
         self.sgd = GraphDeviceSGD(trainer.optimizer, net, self.params, be)
-        self.X = be.to_device(trainer.x_train)
-        self.D = be.to_device(trainer.d_train)
-        self.Y = be.to_device(trainer.y_train)
-        self.particles = None if trainer.particles is None else be.to_device(trainer.particles)
+        self._upload_data(trainer)
         self._chains = {}
 
     def chain(self, dyn: Dynamics):  # type: ignore[override]
@@ -513,13 +517,11 @@ class GraphDeviceRun(DeviceRun):
         fused = dataclasses.replace(dyn, method="fused", fixed_steps=None)
         return device_phase(gmap, s, fused, n_steps)
 
-    def to_host(self, trainer: Any) -> None:
+    def _parameters_to_host(self, trainer: Any) -> None:
+        """The device parameters into the graph network's named host arrays."""
         host = trainer.net.parameters()
         for name, p in self.params.items():
             host[name][...] = self.be.to_host(p)
-        self.sgd.to_host()
-        if self.particles is not None:
-            trainer.particles[...] = self.be.to_host(self.particles)
 
     def eval_free_phase(self, net: Any, x, dyn: Dynamics, s0=None) -> Phase:
         from eqprop.gpu.graph import run_phase as graph_run_phase

@@ -59,9 +59,9 @@ from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpo
 from eqprop.graph.gradient import GraphGradient, _ordered
 from eqprop.graph.model import Coupling, GraphNetwork
 from eqprop.graph.pool import pool_output_hw
-from solvers._bookkeeping import RUNNING, reserve_row, sample_verdict, stop_sample
+from solvers._bookkeeping import map_verdicts, new_records, reserve_row
 from solvers._common import build_result
-from solvers._kernels import _TINY, absmax_diff, clip_row, clip_value
+from solvers._kernels import clip_value
 
 __all__ = [
     "OPS",
@@ -159,32 +159,6 @@ def _times_rhop(g, s, c0, act):
     for r in range(B):
         for i in range(n):
             g[r, i] *= GK._rhop(s[r, c0 + i], act)
-
-
-@njit(cache=True)
-def _verdicts(x, gx, active, k, res, rel, control, lo, hi, has_bounds, n_iter, conv, failed, fi):
-    """One iteration's bookkeeping of ``solvers``' fixed-point driver, for the samples
-    still running: project ``g(x_k)`` (``gx``) onto the bounds, record the residual
-    :math:`r_k = \\max_i |P(g(x_k))_i - x_{k,i}|` (and ``r_k / max(max_i |x_{k,i}|,
-    tiny)``) in row ``k``, and stop the samples that failed, converged or reached the
-    limit (the solvers' own :func:`~solvers._bookkeeping.sample_verdict`). ``control``:
-    ``(atol, rtol, limit, fixed_steps, divergence_bound)``. Returns how many still run."""
-    atol, rtol, limit, fixed_steps, dbound = control
-    n_active = 0
-    for b in range(x.shape[0]):
-        if not active[b]:
-            continue
-        if has_bounds:
-            clip_row(gx[b], lo, hi)
-        r, xm = absmax_diff(gx[b], x[b])
-        res[k, b] = r
-        rel[k, b] = r / max(xm, _TINY)
-        v = sample_verdict(r, xm, k, atol, rtol, limit, fixed_steps, dbound)
-        if v == RUNNING:
-            n_active += 1
-        else:
-            stop_sample(b, k, v, n_iter, conv, failed, fi, active)
-    return n_active
 
 
 @njit(cache=True)
@@ -744,13 +718,7 @@ class FastMap:
         limit = int(fixed_steps) if fixed_steps is not None else int(max_iter)
         fs = -1 if fixed_steps is None else limit
         control = (float(atol), float(rtol), limit, fs, float(divergence_bound))
-        cap = min(limit + 1, 64)
-        res, rel = np.full((cap, B), np.nan), np.full((cap, B), np.nan)
-        n_iter = np.full(B, -1, dtype=np.int64)
-        conv = np.zeros(B, dtype=np.bool_)
-        failed = np.zeros(B, dtype=np.bool_)
-        fail_iter = np.full(B, -1, dtype=np.int64)
-        active = np.ones(B, dtype=np.bool_)
+        res, rel, _, _, n_iter, conv, failed, fail_iter, active = new_records(B, limit, False)
         damping = float(method.damping)
         damp_t = dt.type(damping)
         again = has_bounds and damping > 1.0
@@ -762,8 +730,8 @@ class FastMap:
             self._evaluate_block(x, gx, beta, d, eps, nudge, False, None, routed)
             nfev += 1
             res, rel = reserve_row(res, rel, k, limit)
-            args = (lo, hi, has_bounds, n_iter, conv, failed, fail_iter)
-            if _verdicts(x, gx, active, k, res, rel, control, *args) == 0:
+            records = (n_iter, conv, failed, fail_iter)
+            if map_verdicts(x, gx, active, k, res, rel, control, has_bounds, lo, hi, *records) == 0:
                 break
             if groups is None:
                 _damped_update(x, gx, active, 0, n, damp_t, damping == 1.0, False, again, lo, hi)

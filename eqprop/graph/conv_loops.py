@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["col2im_add", "im2col_into", "pool_rows_add", "unpool_rows"]
+__all__ = ["col2im_add", "im2col_into", "mean_pool_rows_add", "pool_rows_add", "unpool_rows"]
 
 
 @njit(cache=True)
@@ -150,32 +150,53 @@ def pool_rows_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
     """Pool ``z`` (batch*Ho*Wo, O) (the GEMM's row layout) and add it to ``out`` (batch,
     O*Hp*Wp) (channel-major image layout). ``is_max``: window maximum (first in C order
     on ties, as ``numpy.argmax``; a NaN wins, as there), its position ``i*Wo + j`` in
-    ``index`` (batch, O*Hp*Wp); else the window mean (``size = 1``: no pooling)."""
+    ``index`` (batch, O*Hp*Wp); else the window mean, :func:`mean_pool_rows_add`
+    (``size = 1``: no pooling)."""
+    if not is_max:
+        mean_pool_rows_add(z, out, O, Ho, Wo, size, step, Hp, Wp)
+        return
     B = out.shape[0]
-    inv = 1.0 / (size * size)
     for b in range(B):
         for o in range(O):
             for ip in range(Hp):
                 for jp in range(Wp):
                     k = (o * Hp + ip) * Wp + jp
                     i0, j0 = ip * step, jp * step
-                    if is_max:
-                        best = z[(b * Ho + i0) * Wo + j0, o]
-                        at = i0 * Wo + j0
-                        for p in range(size):
-                            for q in range(size):
-                                v = z[(b * Ho + i0 + p) * Wo + j0 + q, o]
-                                if best == best and (v > best or v != v):
-                                    best = v
-                                    at = (i0 + p) * Wo + j0 + q
-                        out[b, k] += best
-                        index[b, k] = at
-                    else:
-                        tot = 0.0
-                        for p in range(size):
-                            for q in range(size):
+                    best = z[(b * Ho + i0) * Wo + j0, o]
+                    at = i0 * Wo + j0
+                    for p in range(size):
+                        for q in range(size):
+                            v = z[(b * Ho + i0 + p) * Wo + j0 + q, o]
+                            if best == best and (v > best or v != v):
+                                best = v
+                                at = (i0 + p) * Wo + j0 + q
+                    out[b, k] += best
+                    index[b, k] = at
+
+
+@njit(cache=True)
+def mean_pool_rows_add(z, out, O, Ho, Wo, size, step, Hp, Wp):
+    """Average-pool ``z`` (batch*Ho*Wo, O) (the GEMM's row layout) and add it to ``out``
+    (batch, O*Hp*Wp) (channel-major image layout):
+    :math:`\\text{out}_{b,(o,i_p,j_p)} \\mathrel{+}= s^{-2} \\sum_{p,q<s}
+    z_{(b, i_p t + p, j_p t + q), o}` (window ``s = size``, step ``t``; ``size = 1``: no
+    pooling). Real or complex ``z`` (holomorphic EP's average pool): the sum starts from
+    the window's first entry plus ``0.0``, so it needs no zero of ``z``'s type and sums in
+    double precision (float32 windows as a sum started from ``0.0``, to the bit; complex64
+    ones in complex128)."""
+    B = out.shape[0]
+    inv = 1.0 / (size * size)
+    for b in range(B):
+        for o in range(O):
+            for ip in range(Hp):
+                for jp in range(Wp):
+                    i0, j0 = ip * step, jp * step
+                    tot = z[(b * Ho + i0) * Wo + j0, o] + 0.0
+                    for p in range(size):
+                        for q in range(size):
+                            if p or q:
                                 tot += z[(b * Ho + i0 + p) * Wo + j0 + q, o]
-                        out[b, k] += tot * inv
+                    out[b, (o * Hp + ip) * Wp + jp] += tot * inv
 
 
 @njit(cache=True)

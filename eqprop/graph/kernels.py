@@ -71,7 +71,13 @@ from numba.extending import overload
 import solvers
 from eqprop import kernels as _chain
 from eqprop.graph import reference as R
-from eqprop.graph.conv_loops import col2im_add, im2col_into, pool_rows_add, unpool_rows
+from eqprop.graph.conv_loops import (
+    col2im_add,
+    im2col_into,
+    mean_pool_rows_add,
+    pool_rows_add,
+    unpool_rows,
+)
 from eqprop.graph.model import ACTIVATIONS, GraphNetwork
 from eqprop.graph.reference import _batch
 
@@ -295,31 +301,18 @@ def _conv_drives(convs, A, U, B, lo, hi):  # pragma: no cover - only called from
 
 def _pool_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):  # pragma: no cover
     """:func:`eqprop.graph.conv_loops.pool_rows_add` for real ``z``; for complex ``z`` the
-    average pool only (a max pool needs an order: :func:`eqprop.graph.conv.check` refuses
-    it on complex networks, so ``is_max`` is False there)."""
+    average pool only, :func:`eqprop.graph.conv_loops.mean_pool_rows_add` (a max pool
+    needs an order: :func:`eqprop.graph.conv.check` refuses it on complex networks, so
+    ``is_max`` is False there)."""
     raise NotImplementedError("_pool_add is only callable from Numba-compiled code")
 
 
 @overload(_pool_add)
 def _pool_add_ov(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
     if isinstance(z.dtype, types.Complex):
-
-        def impl_c(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
-            B = out.shape[0]
-            inv = 1.0 / (size * size)
-            for b in range(B):
-                for o in range(O):
-                    for ip in range(Hp):
-                        for jp in range(Wp):
-                            k = (o * Hp + ip) * Wp + jp
-                            i0, j0 = ip * step, jp * step
-                            tot = z[0, 0] - z[0, 0]
-                            for p in range(size):
-                                for q in range(size):
-                                    tot += z[(b * Ho + i0 + p) * Wo + j0 + q, o]
-                            out[b, k] += tot * inv
-
-        return impl_c
+        return lambda z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp: mean_pool_rows_add(
+            z, out, O, Ho, Wo, size, step, Hp, Wp
+        )
     return lambda z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp: pool_rows_add(
         z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp
     )
