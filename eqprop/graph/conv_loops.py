@@ -285,18 +285,24 @@ def pool_rows_strided_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp, 
     it to ``out`` (batch, O*Hp*Wp) (channel-major image layout). ``is_max``: window
     maximum (first in C order on ties, as ``numpy.argmax``; a NaN wins, as there), its
     position ``i*Wo + j`` in ``index`` (batch, O*Hp*Wp); else the window mean (``size =
-    1``: no pooling)."""
+    1``: no pooling). The channel loop runs inside the loop over windows, so that a
+    window's ``size**2`` rows of ``z`` are read along their length, not one channel at
+    a time down the columns (0.85-0.9x the time, position-major, float32, P-conv's
+    ``h1 -> h2`` and the Laborieux-style layers)."""
     B = out.shape[0]
     inv = 1.0 / (size * size)
+    HWp = Hp * Wp
     for b in range(B):
-        for o in range(O):
-            for ip in range(Hp):
-                for jp in range(Wp):
-                    k = (o * Hp + ip) * Wp + jp
-                    i0, j0 = ip * step, jp * step
+        for ip in range(Hp):
+            for jp in range(Wp):
+                i0, j0 = ip * step, jp * step
+                k0 = ip * Wp + jp
+                first = b * sb + (i0 * Wo + j0) * sp
+                for o in range(O):
+                    k = o * HWp + k0
                     if is_max:
                         at = i0 * Wo + j0
-                        best = z[b * sb + at * sp, o]
+                        best = z[first, o]
                         for p in range(size):
                             for q in range(size):
                                 pos = (i0 + p) * Wo + j0 + q
