@@ -189,6 +189,36 @@ def test_position_major_patch_loops_equal_the_sample_major_ones(stride, pad, ker
     assert _max_abs(u_got, u_want) <= TOL
 
 
+@pytest.mark.parametrize("is_max", [True, False])
+@pytest.mark.parametrize(("size", "step"), [(2, 2), (3, 1), (1, 1)])
+@pytest.mark.parametrize("layout", ["sample-major", "position-major"])
+def test_vector_pool_equals_the_scalar_pool(is_max, size, step, layout):
+    """pool_rows_vector_add (the fast path's, over channels with scratch) gives what
+    pool_rows_strided_add gives (the general kernels', tested through the reference),
+    bit for bit: values, argmax routing, first position on ties, a NaN wins."""
+    from eqprop.graph.conv_loops import pool_rows_strided_add, pool_rows_vector_add
+
+    rng = np.random.default_rng(3)
+    B, O, Ho, Wo = 3, 5, 7, 6
+    Hp, Wp = pool_output_hw((Ho, Wo), size, step)
+    z = rng.normal(size=(B * Ho * Wo, O))
+    z[::4] = 0.25  # ties
+    z[5, 1] = z[17, 3] = np.nan  # a NaN wins its windows
+    sb, sp = (Ho * Wo, 1) if layout == "sample-major" else (1, B)
+    geom = (O, Ho, Wo, size, step, Hp, Wp, sb, sp)
+    start = rng.normal(size=(B, O * Hp * Wp))
+    want, got = start.copy(), start.copy()
+    i_want = np.full((B, O * Hp * Wp), -1, dtype=np.int64)
+    i_got = i_want.copy()
+    pool_rows_strided_add(z, want, i_want, is_max, *geom)
+    scratch = (np.full(O, np.nan), np.full(O, -7, dtype=np.int64))
+    pool_rows_vector_add(z, got, i_got, is_max, *geom, *scratch)
+    assert np.array_equal(got, want, equal_nan=True)
+    if is_max:
+        assert np.array_equal(i_got, i_want)
+        assert np.isnan(got).any()
+
+
 @pytest.mark.parametrize("geom", list(GEOMS), ids=list(GEOMS))
 @pytest.mark.parametrize("rows", [1, 2])
 def test_patch_blocks_equal_the_reference(geom, rows, monkeypatch):

@@ -20,7 +20,7 @@ created after construction; only small view objects):
   ``cols`` (C_in * kh * kw, H_o * W_o * batch) (transposed; at stride 1 each patch row
   of an output row is one run of ``W_o * batch`` values, copied by a loop LLVM
   vectorises), ``np.matmul(cols.T, W2.T, out=z)`` (BLAS) convolves the whole batch at
-  every position at once, :func:`pool_rows_strided_add` (Numba) pools ``z`` (kept in
+  every position at once, :func:`pool_rows_vector_add` (Numba) pools ``z`` (kept in
   the GEMM's row layout, no transpose) straight into the target's drive and records
   the argmax routing; the feedback is :func:`unpool_rows_strided` (Numba),
   ``np.matmul(W2.T, g.T, out=back)`` (BLAS), the scatter-add
@@ -72,6 +72,7 @@ from eqprop.graph.conv_loops import (
     im2col_posmajor,
     pool_rows_add,
     pool_rows_strided_add,
+    pool_rows_vector_add,
     transpose_into,
     unpool_rows,
     unpool_rows_strided,
@@ -97,6 +98,7 @@ __all__ = [
     "im2col_posmajor",
     "pool_rows_add",
     "pool_rows_strided_add",
+    "pool_rows_vector_add",
     "transpose_into",
     "unpool_rows",
     "unpool_rows_strided",
@@ -345,6 +347,7 @@ class ConvOp:
         self.pooled = np.empty((batch, n_dst), dtype=dtype)
         self.gW = np.empty(c.W.shape, dtype=dtype)
         self.gW_block = np.empty(self.shape2, dtype=dtype)
+        self.pool_scratch = (np.empty(O, dtype=dtype), np.empty(O, dtype=np.int64))
         self.flops_forward = 2 * M * K * O  # each of the three products
 
     @property
@@ -363,7 +366,9 @@ class ConvOp:
 
     def forward_add(self, a_src: np.ndarray, u_dst: np.ndarray) -> None:
         self._convolve(a_src)
-        pool_rows_strided_add(self.z, u_dst, self.index, self.is_max, *self.pgeom)
+        pool_rows_vector_add(
+            self.z, u_dst, self.index, self.is_max, *self.pgeom, *self.pool_scratch
+        )
 
     def feedback_add(self, a_dst: np.ndarray, u_src: np.ndarray, scale: float) -> None:
         unpool_rows_strided(a_dst, self.index, self.g, self.is_max, *self.pgeom)
@@ -380,7 +385,9 @@ class ConvOp:
         summed block by block."""
         if self.is_max:  # the routing at a_src
             self._convolve(a_src)
-            pool_rows_strided_add(self.z, self.pooled, self.index, True, *self.pgeom)
+            pool_rows_vector_add(
+                self.z, self.pooled, self.index, True, *self.pgeom, *self.pool_scratch
+            )
         else:
             transpose_into(a_src, self.aT)
         unpool_rows_strided(a_dst, self.index, self.g, self.is_max, *self.pgeom)
