@@ -127,7 +127,7 @@ def product_list(fm: FK.FastMap, T: int, K: int):
         inner = fm.net.layer(c.source).role != "input"
         B = fm.batch
         if isinstance(op, FK.ConvOp):
-            Kc, M = op.cols.shape
+            Kc, M = getattr(op, "patch_shape", None) or op.cols.shape  # (old ops: cols)
             O = op.z.shape[1]
             W2 = mat(O, Kc)
             colsT, g = mat(Kc, M), mat(M, O)

@@ -149,6 +149,108 @@ def test_ties_and_scaled_feedback_equal_the_reference(geom):
         assert _max_abs(got[k], want[k]) <= TOL, k
 
 
+@pytest.mark.parametrize(
+    ("stride", "pad", "kernel", "scale"),
+    [(1, 0, (5, 5), 1.0), (1, 2, (3, 2), 0.6), (2, 1, (3, 3), 1.0)],
+)
+def test_position_major_patch_loops_equal_the_sample_major_ones(stride, pad, kernel, scale):
+    """im2col_posmajor / col2im_posmajor_add (the fast path's layout, blocked over output
+    rows) hold the entries of im2col_into / col2im_add (tested against the NumPy
+    reference in test_couplings_conv.py), columns reordered ``(b, i, j) -> (i, j, b)``."""
+    rng = np.random.default_rng(11)
+    B, C, H, W = 3, 2, 9, 7
+    kh, kw = kernel
+    Ho, Wo = conv_output_hw((H, W), kernel, stride, pad)
+    geom = (C, H, W, kh, kw, stride, pad, Ho, Wo)
+    a = rng.normal(size=(B, C * H * W))
+    K, M = C * kh * kw, B * Ho * Wo
+    cols = np.empty((K, M))
+    FK.im2col_into(a, cols, *geom)
+    want = cols.reshape(K, B, Ho * Wo).transpose(0, 2, 1).reshape(K, M)
+    aT = np.empty((C * H * W, B))
+    FK.transpose_into(a, aT)
+    back = rng.normal(size=(K, M))
+    back_pm = np.ascontiguousarray(back.reshape(K, B, Ho * Wo).transpose(0, 2, 1).reshape(K, M))
+    u_want = rng.normal(size=(B, C * H * W))
+    u_got = u_want.copy()
+    FK.col2im_add(back, u_want, *geom, scale)
+    outT = np.zeros((C * H * W, B))
+    for rows in (Ho, 2, 1):  # whole, a partial last block (Ho odd), single rows
+        for i0 in range(0, Ho, rows):
+            i1 = min(Ho, i0 + rows)
+            r0, r1 = i0 * Wo * B, i1 * Wo * B
+            blk = np.full((K, r1 - r0), np.nan)
+            FK.im2col_posmajor(aT, blk, *geom, i0, i1)
+            assert np.array_equal(blk, want[:, r0:r1]), (rows, i0)
+            FK.col2im_posmajor_add(
+                np.ascontiguousarray(back_pm[:, r0:r1]), outT, *geom, i0, i1, scale
+            )
+    FK.add_transposed(u_got, outT / 3)  # three passes over the rows accumulated
+    assert _max_abs(u_got, u_want) <= TOL
+
+
+@pytest.mark.parametrize("is_max", [True, False])
+@pytest.mark.parametrize(("size", "step"), [(2, 2), (3, 1), (1, 1)])
+@pytest.mark.parametrize("layout", ["sample-major", "position-major"])
+def test_vector_pool_equals_the_scalar_pool(is_max, size, step, layout):
+    """pool_rows_vector_add (the fast path's, over channels with scratch) gives what
+    pool_rows_strided_add gives (the general kernels', tested through the reference),
+    bit for bit: values, argmax routing, first position on ties, a NaN wins."""
+    from eqprop.graph.conv_loops import pool_rows_strided_add, pool_rows_vector_add
+
+    rng = np.random.default_rng(3)
+    B, O, Ho, Wo = 3, 5, 7, 6
+    Hp, Wp = pool_output_hw((Ho, Wo), size, step)
+    z = rng.normal(size=(B * Ho * Wo, O))
+    z[::4] = 0.25  # ties
+    z[5, 1] = z[17, 3] = np.nan  # a NaN wins its windows
+    sb, sp = (Ho * Wo, 1) if layout == "sample-major" else (1, B)
+    geom = (O, Ho, Wo, size, step, Hp, Wp, sb, sp)
+    start = rng.normal(size=(B, O * Hp * Wp))
+    want, got = start.copy(), start.copy()
+    i_want = np.full((B, O * Hp * Wp), -1, dtype=np.int64)
+    i_got = i_want.copy()
+    pool_rows_strided_add(z, want, i_want, is_max, *geom)
+    scratch = (np.full(O, np.nan), np.full(O, -7, dtype=np.int64))
+    pool_rows_vector_add(z, got, i_got, is_max, *geom, *scratch)
+    assert np.array_equal(got, want, equal_nan=True)
+    if is_max:
+        assert np.array_equal(i_got, i_want)
+        assert np.isnan(got).any()
+
+
+@pytest.mark.parametrize("geom", list(GEOMS), ids=list(GEOMS))
+@pytest.mark.parametrize("rows", [1, 2])
+def test_patch_blocks_equal_the_reference(geom, rows, monkeypatch):
+    """The ops' patches built a few output rows at a time (ConvOp.block_bytes small: 1 or
+    2 rows per block, a partial last block where H_o is odd) give the reference's map,
+    field and parameter gradient."""
+    net = make_net(GEOMS[geom], kind="hopfield", act="tanh", seed=7)
+    x, s, d = batch_data(net, B=3, seed=8)
+    itemsize = net.dtype.itemsize
+    per_row = {
+        c.name: c.W[0].size
+        * conv_output_hw(c.conv.input_hw, c.W.shape[2:], c.conv.stride, c.conv.padding)[1]
+        * 3
+        * itemsize
+        for c in net.couplings
+        if c.type == "conv2d"
+    }
+    monkeypatch.setattr(FK.ConvOp, "block_bytes", rows * min(per_row.values()))
+    fm = FK.FastMap(net, 3)
+    ops = [op for _, op, _ in fm.inner_ops if isinstance(op, FK.ConvOp)]
+    ops += [op for _, op in fm.input_ops if isinstance(op, FK.ConvOp)]
+    assert any(len(op.blocks) > 1 for op in ops)
+    if rows == 2 and geom.startswith("5x5"):  # h1 -> h2: H_o = 3 in blocks of 2 rows
+        assert any(op.blocks[-1][1] - op.blocks[-1][0] < op.rows for op in ops), "no partial block"
+    fm.set_input(x)
+    ref = R.fixed_point_map(net, x, s, d, 0.4, eps=0.3)
+    assert _max_abs(fm.map(s, beta=0.4, d=d, eps=0.3), ref) <= TOL
+    got, want = fm.parameter_gradient(s), R.parameter_gradient(net, x, s)
+    for k in want:
+        assert _max_abs(got[k], want[k]) <= TOL * max(1.0, np.abs(want[k]).max()), k
+
+
 def test_ops_reuse_their_buffers_and_see_in_place_weight_updates():
     """Allocation-free per iteration: the ops write into the same arrays on every call,
     and an in-place update of W changes the next map (W2 is a view)."""

@@ -311,7 +311,7 @@ def _pool_add(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):  # pragma: 
 def _pool_add_ov(z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp):
     if isinstance(z.dtype, types.Complex):
         return lambda z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp: mean_pool_rows_add(
-            z, out, O, Ho, Wo, size, step, Hp, Wp
+            z, out, O, Ho, Wo, size, step, Hp, Wp, Ho * Wo, 1
         )
     return lambda z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp: pool_rows_add(
         z, out, index, is_max, O, Ho, Wo, size, step, Hp, Wp
