@@ -129,7 +129,11 @@ def methods(
     which is at least that of the ``eps = 0.5`` map (``r_fp`` checks the latter). The
     ``--fast`` row is the deep presets' fast free phase with its own tolerance
     (``fast_atols``, default ``FAST_ATOL``; one row each) instead of the target (``ok`` then
-    says whether it also met the target).
+    says whether it also met the target); its ``reuse`` row is the same sweep with
+    ``last_group_independent=True`` (the residual check evaluates only the first group's
+    block and reuses the last group's block values of the previous sweep; what
+    ``eqprop.phases`` runs for ``--fast``), same iterates and iterations, fewer
+    evaluations.
     """
     g = layer_groups(net)
     out: list[tuple[str, Any, float]] = [
@@ -158,6 +162,18 @@ def methods(
             (
                 f"--fast (atol={fa:g}, own map)",
                 ("atol", fa, solvers.GaussSeidel(groups=oe, damping=1.5)),
+                1.0,
+            )
+            for fa in fast_atols
+        ),
+        *(
+            (
+                f"--fast (atol={fa:g}, own map, reuse)",
+                (
+                    "atol",
+                    fa,
+                    solvers.GaussSeidel(groups=oe, damping=1.5, last_group_independent=True),
+                ),
                 1.0,
             )
             for fa in fast_atols

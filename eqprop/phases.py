@@ -20,6 +20,7 @@ object, run to tolerance or for fixed steps.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,12 @@ class Dynamics:
         ``"gauss-seidel"`` (one group per layer, in order), ``"gauss-seidel-parity"``
         (odd layers 1, 3, ... together, then even layers: in a layered network layers of
         one parity do not interact, so this is the asynchronous, block-coordinate
-        update), ``"euler"``, ``"rk4"`` (``dt=eps``), ``"dopri5"``; or an instance of
+        update; on a chain whose map there ignores a layer's own state, see
+        :func:`parity_map_ignores_own_layers`, each iteration evaluates only the odd
+        layers' block for its residual check and reuses the even layers' block values of
+        the previous sweep, ``solvers.GaussSeidel(last_group_independent=True)``: the
+        same iterates, one map per sweep instead of 1.5), ``"euler"``, ``"rk4"``
+        (``dt=eps``), ``"dopri5"``; or an instance of
         ``solvers.Picard``, ``Anderson``, ``GaussSeidel``, ``Euler``, ``RK4``, ``Dopri5``.
     damping : float
         Damping of the named fixed-point methods (``"fixed"``, ``"fused"``,
@@ -197,6 +203,30 @@ def _layer_columns(net: Network | GraphNetwork) -> list[tuple[int, int]]:
         return [off[la.name] for la in net.state_layers]
     o = [int(v) for v in net.offsets]
     return [(o[i], o[i + 1]) for i in range(len(o) - 1)]
+
+
+def parity_map_ignores_own_layers(net: Network, dyn: Dynamics, beta, clamp_output: bool) -> bool:
+    """Whether the map of a phase of the layered chain ``net`` has, on the layers of one
+    parity, values that do not depend on those layers' own states (then
+    ``"gauss-seidel-parity"`` runs ``solvers.GaussSeidel(last_group_independent=True)``:
+    one block of layers per half-sweep instead of a full map and a block).
+
+    A layer's drive :math:`P_l = \\rho(s_{l-1}) W_l + b_l + \\rho(s_{l+1}) W_{l+1}^\\top`
+    reads only its neighbours, which are of the other parity. The map is that of
+    :func:`eqprop.kernels.evaluate`: prototypical :math:`\\sigma(P_l)` (any ``eps``);
+    hard-sigmoid Hopfield :math:`\\mathrm{clip}(s_l - \\epsilon (s_l - P_l), 0, 1)` on the
+    box [0, 1] the state is projected onto, which is :math:`\\mathrm{clip}(P_l, 0, 1)` for
+    ``eps = 1`` only (to rounding: the kernel computes :math:`s - (s - P)`). Smooth
+    Hopfield maps (:math:`\\rho'(s_l) P_l` at ``eps = 1``) read the layer's own state, and
+    so does the nudging term of the top layer (:math:`\\beta (d - s_L)`, or the readout
+    of :math:`s_L`): True only for free phases (``beta == 0``, output not clamped) with
+    two parity groups (at least two state layers).
+    """
+    if beta != 0 or clamp_output or len(net.offsets) - 1 < 2:
+        return False
+    if net.kind == "prototypical":
+        return True
+    return net.activation == "hardsigmoid" and float(dyn.eps) == 1.0 and net.bounds == (0.0, 1.0)
 
 
 def _solver_method(net: Network | GraphNetwork, dyn: Dynamics):
@@ -441,6 +471,10 @@ def run_phase(
         raise_on_failure=dyn.raise_on_failure,
     )
     if is_fp:
+        if dyn.method == "gauss-seidel-parity" and parity_map_ignores_own_layers(
+            net, dyn, beta, clamp_output
+        ):
+            method = dataclasses.replace(method, last_group_independent=True)
         res = solvers.solve_fixed_point(
             K.fixed_point_map, s, args, method=method, g_block=K.fixed_point_block, **common
         )

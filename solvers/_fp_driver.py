@@ -165,6 +165,7 @@ def fp_driver(
     ranges,
     group_ptr,
     use_block,
+    reuse_last_group,
     control,
     status,
 ):
@@ -235,10 +236,24 @@ def fp_driver(
         status[ITERATION] = k
         status[WHICH] = MAIN
         status[STAGE] = -1
-        if k == 0:
-            fill_nan(gx)
-        g(x, gx, args)
-        nfev += 1
+        if reuse_last_group and k > 0:
+            # Gauss-Seidel over two groups whose last group's map values do not depend on
+            # that group's entries (methods.GaussSeidel.last_group_independent): the
+            # columns of the last group in gx still hold its block values from the
+            # previous sweep, computed at the current x_0 (which has not changed since),
+            # i.e. g(x_k) there; only the first group's block is evaluated at x_k
+            status[WHICH] = BLOCK
+            status[STAGE] = 0
+            for rr in range(group_ptr[0], group_ptr[1]):
+                g_block(x, gx, args, ranges[rr, 0], ranges[rr, 1])
+                nfev_block += 1
+                if status[ERROR] != 0:
+                    break
+        else:
+            if k == 0:
+                fill_nan(gx)
+            g(x, gx, args)
+            nfev += 1
         if status[ERROR] != 0:
             break
         if k == 0 and all_nan(gx):

@@ -20,8 +20,8 @@ __all__ = ["solve_fixed_point"]
 _drivers: dict[tuple, Any] = {}  # fixed-point drivers by (x, args, observe) type
 
 # types of the method parameters (damping, m, reg (Broyden: denom_tol), restart_tol,
-# growth, window, progress, regress, restarts, delay, ranges, group_ptr, use_block) between
-# the method code and the stopping controls
+# growth, window, progress, regress, restarts, delay, ranges, group_ptr, use_block,
+# reuse_last_group) between the method code and the stopping controls
 _METHOD_TYPES = (
     types.float64,
     types.int64,
@@ -35,6 +35,7 @@ _METHOD_TYPES = (
     types.int64,
     types.Array(types.int64, 2, "C"),
     types.Array(types.int64, 1, "C"),
+    types.boolean,
     types.boolean,
 )
 
@@ -84,7 +85,9 @@ def solve_fixed_point(
         projected after every update.
     g_block : numba @njit function ``g_block(x, out, args, start, stop)``, optional
         Writes columns ``[start, stop)`` of ``g(x)`` into ``out[:, start:stop]``; used by
-        GaussSeidel for groups after the first (else the full ``g`` is evaluated).
+        GaussSeidel for groups after the first (else the full ``g`` is evaluated), and
+        for the first group when ``GaussSeidel(last_group_independent=True)`` (required
+        there).
     observe : numba @njit function ``observe(x, args) -> (batch,) float array``, optional
         Recorded every ``record_every`` iterations and at the last one (e.g. an energy).
     record_every : int >= 1
@@ -105,7 +108,8 @@ def solve_fixed_point(
     ValueError
         Bad input (non-jitted callback, non-finite x0, wrong ndim/shape/dtype, negative
         tolerances, ``max_iter < 1``, ``lo > hi``, GaussSeidel ranges that do not
-        partition the columns, ...).
+        partition the columns, ``GaussSeidel(last_group_independent=True)`` without
+        ``g_block``, ...).
     SolverFailure
         With ``raise_on_failure=True``, when a sample fails.
     """
@@ -153,6 +157,13 @@ def solve_fixed_point(
         ranges = np.array([r for grp in method.groups for r in grp], dtype=np.int64)
         group_ptr = np.cumsum([0] + [len(grp) for grp in method.groups]).astype(np.int64)
     use_block = g_block is not None and code == GAUSS_SEIDEL
+    reuse_last_group = isinstance(method, GaussSeidel) and method.last_group_independent
+    if reuse_last_group and not use_block:
+        raise ValueError(
+            "GaussSeidel(last_group_independent=True) evaluates the first group as a block "
+            "at the top of each iteration: pass g_block (without it each group costs a "
+            "full map and there is nothing to reuse)"
+        )
     driver = driver_for(_drivers, "fp", p, (p.gsig, p.bsig, p.osig), _METHOD_TYPES)
     params = (
         float(method.damping),
@@ -168,6 +179,7 @@ def solve_fixed_point(
         ranges,
         group_ptr,
         use_block,
+        reuse_last_group,
     )
     return run(
         driver,

@@ -779,6 +779,11 @@ class FastMap:
             no energy (``observed`` None).
         """
         if isinstance(method, solvers.GaussSeidel):
+            if method.last_group_independent:
+                raise ValueError(
+                    "the fast conv map does not reuse the last group's block values "
+                    "(GaussSeidel(last_group_independent=True)); pass False"
+                )
             named = block_groups(self.net, method.groups)
             if isinstance(named, str):
                 raise ValueError(named)
