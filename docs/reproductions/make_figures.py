@@ -221,6 +221,12 @@ CONV_CURVES = (
     ),
     (
         "MNIST, P-conv",
+        "ernoult2019_pconv_60k_epoch1_curve.csv",
+        "60,000 images, epoch 1 to its end (third run), 1,000 test",
+        None,
+    ),
+    (
+        "MNIST, P-conv",
         "ernoult2019_pconv_60k.csv",
         "60,000 images, end of epoch, 10,000 test",
         60000,
