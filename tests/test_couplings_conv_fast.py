@@ -324,3 +324,35 @@ def test_fast_map_refuses_what_it_cannot_do():
     cnet = GraphNetwork(lin.copy().layers, lin.copy().couplings, lin.kind, lin.cost, "complex128")
     with pytest.raises(ValueError, match="float32/float64"):
         FK.FastMap(cnet, 3)
+
+
+@pytest.mark.parametrize("is_max", [True, False])
+@pytest.mark.parametrize(("size", "step"), [(2, 2), (3, 1), (1, 1)])
+@pytest.mark.parametrize("layout", ["sample-major", "position-major"])
+def test_vector_unpool_equals_the_scalar_unpool(is_max, size, step, layout):
+    """unpool_rows_vector (the fast path's, channels innermost) gives what
+    unpool_rows_strided gives (the general kernels', tested through the reference), bit
+    for bit: argmax routing from a pooled index with ties, overlapping windows summed in
+    the same order, a stale ``g`` overwritten."""
+    from eqprop.graph.conv_loops import (
+        pool_rows_strided_add,
+        unpool_rows_strided,
+        unpool_rows_vector,
+    )
+
+    rng = np.random.default_rng(4)
+    B, O, Ho, Wo = 3, 5, 7, 6
+    Hp, Wp = pool_output_hw((Ho, Wo), size, step)
+    z = rng.normal(size=(B * Ho * Wo, O))
+    z[::4] = 0.25  # ties
+    sb, sp = (Ho * Wo, 1) if layout == "sample-major" else (1, B)
+    geom = (O, Ho, Wo, size, step, Hp, Wp, sb, sp)
+    index = np.zeros((B, O * Hp * Wp), dtype=np.int64)
+    pool_rows_strided_add(z, np.zeros((B, O * Hp * Wp)), index, True, *geom)
+    a = rng.normal(size=(B, O * Hp * Wp))
+    want = np.full(z.shape, np.nan)
+    got = np.full(z.shape, np.nan)
+    unpool_rows_strided(a, index, want, is_max, *geom)
+    unpool_rows_vector(a, index, got, is_max, *geom)
+    assert np.isfinite(want).all()
+    assert np.array_equal(got, want)

@@ -22,7 +22,7 @@ created after construction; only small view objects):
   vectorises), ``np.matmul(cols.T, W2.T, out=z)`` (BLAS) convolves the whole batch at
   every position at once, :func:`pool_rows_vector_add` (Numba) pools ``z`` (kept in
   the GEMM's row layout, no transpose) straight into the target's drive and records
-  the argmax routing; the feedback is :func:`unpool_rows_strided` (Numba),
+  the argmax routing; the feedback is :func:`unpool_rows_vector` (Numba),
   ``np.matmul(W2.T, g.T, out=back)`` (BLAS), the scatter-add
   :func:`col2im_posmajor_add` (Numba) into a transposed buffer and
   :func:`add_transposed` into the source's drive; the weight gradient is
@@ -76,6 +76,7 @@ from eqprop.graph.conv_loops import (
     transpose_into,
     unpool_rows,
     unpool_rows_strided,
+    unpool_rows_vector,
 )
 from eqprop.graph.gradient import GraphGradient, _ordered
 from eqprop.graph.model import Coupling, GraphNetwork
@@ -102,6 +103,7 @@ __all__ = [
     "transpose_into",
     "unpool_rows",
     "unpool_rows_strided",
+    "unpool_rows_vector",
 ]
 
 
@@ -345,7 +347,7 @@ class ConvOp:
         )
 
     def feedback_add(self, a_dst: np.ndarray, u_src: np.ndarray, scale: float) -> None:
-        unpool_rows_strided(a_dst, self.index, self.g, self.is_max, *self.pgeom)
+        unpool_rows_vector(a_dst, self.index, self.g, self.is_max, *self.pgeom)
         self.outT[...] = 0.0
         W2T = self.W2.T
         for i0, i1, _, back, r0, r1 in self.block_views:
@@ -364,7 +366,7 @@ class ConvOp:
             )
         else:
             transpose_into(a_src, self.aT)
-        unpool_rows_strided(a_dst, self.index, self.g, self.is_max, *self.pgeom)
+        unpool_rows_vector(a_dst, self.index, self.g, self.is_max, *self.pgeom)
         g2 = self.gW.reshape(self.shape2)
         g2[...] = 0.0
         gathered = self.is_max and len(self.block_views) == 1  # cols hold a_src's patches

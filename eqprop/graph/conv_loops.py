@@ -37,6 +37,7 @@ __all__ = [
     "transpose_into",
     "unpool_rows",
     "unpool_rows_strided",
+    "unpool_rows_vector",
 ]
 
 
@@ -425,6 +426,41 @@ def unpool_rows_strided(a, index, g, is_max, O, Ho, Wo, size, step, Hp, Wp, sb, 
                         for p in range(size):
                             for q in range(size):
                                 g[b * sb + ((i0 + p) * Wo + j0 + q) * sp, o] += share
+
+
+@njit(cache=True)
+def unpool_rows_vector(a, index, g, is_max, O, Ho, Wo, size, step, Hp, Wp, sb, sp):
+    """:func:`unpool_rows_strided` (same arguments, same result to the bit) with the
+    channel loop innermost: :math:`g = P'^\\top a`, ``g`` (M, O) zeroed, then for each
+    window ``(b, i_p, j_p)`` and channel ``o``, ``a_{b,(o,i_p,j_p)}`` added at row
+    ``b*sb + index*sp`` (``is_max``: the window's argmax, Ernoult et al. 2019's routing of
+    the feedback through the max-pool) or ``a / size**2`` along the window's rows (mean).
+    Each ``g`` entry receives its additions in the scalar loop's order (windows in C
+    order for a fixed ``(b, o)``), so overlapping windows sum identically. The mean's
+    spread writes whole rows of ``g``; the max's scatter touches one window's ``size**2``
+    rows (in cache) instead of striding down a column of ``g`` per channel. The fast
+    path's unpool (the general graph kernels keep the scalar loop)."""
+    B = a.shape[0]
+    g[:, :] = 0.0
+    inv = 1.0 / (size * size)
+    HWp = Hp * Wp
+    for b in range(B):
+        ab = a[b]
+        ib = index[b]
+        for ip in range(Hp):
+            for jp in range(Wp):
+                k0 = ip * Wp + jp
+                if is_max:
+                    for o in range(O):
+                        k = o * HWp + k0
+                        g[b * sb + ib[k] * sp, o] += ab[k]
+                else:
+                    i0, j0 = ip * step, jp * step
+                    for p in range(size):
+                        for q in range(size):
+                            r = g[b * sb + ((i0 + p) * Wo + j0 + q) * sp]
+                            for o in range(O):
+                                r[o] += ab[o * HWp + k0] * inv
 
 
 @njit(cache=True)
