@@ -12,6 +12,7 @@ import pytest
 
 from eqprop.graph import Coupling, GraphNetwork, Layer
 from eqprop.graph import conv_kernels as FK
+from eqprop.graph import conv_loops as CL
 from eqprop.graph import reference as R
 from eqprop.graph.conv import ConvSpec, conv_output_hw
 from eqprop.graph.pool import pool_output_hw
@@ -165,27 +166,27 @@ def test_position_major_patch_loops_equal_the_sample_major_ones(stride, pad, ker
     a = rng.normal(size=(B, C * H * W))
     K, M = C * kh * kw, B * Ho * Wo
     cols = np.empty((K, M))
-    FK.im2col_into(a, cols, *geom)
+    CL.im2col_into(a, cols, *geom)
     want = cols.reshape(K, B, Ho * Wo).transpose(0, 2, 1).reshape(K, M)
     aT = np.empty((C * H * W, B))
-    FK.transpose_into(a, aT)
+    CL.transpose_into(a, aT)
     back = rng.normal(size=(K, M))
     back_pm = np.ascontiguousarray(back.reshape(K, B, Ho * Wo).transpose(0, 2, 1).reshape(K, M))
     u_want = rng.normal(size=(B, C * H * W))
     u_got = u_want.copy()
-    FK.col2im_add(back, u_want, *geom, scale)
+    CL.col2im_add(back, u_want, *geom, scale)
     outT = np.zeros((C * H * W, B))
     for rows in (Ho, 2, 1):  # whole, a partial last block (Ho odd), single rows
         for i0 in range(0, Ho, rows):
             i1 = min(Ho, i0 + rows)
             r0, r1 = i0 * Wo * B, i1 * Wo * B
             blk = np.full((K, r1 - r0), np.nan)
-            FK.im2col_posmajor(aT, blk, *geom, i0, i1)
+            CL.im2col_posmajor(aT, blk, *geom, i0, i1)
             assert np.array_equal(blk, want[:, r0:r1]), (rows, i0)
-            FK.col2im_posmajor_add(
+            CL.col2im_posmajor_add(
                 np.ascontiguousarray(back_pm[:, r0:r1]), outT, *geom, i0, i1, scale
             )
-    FK.add_transposed(u_got, outT / 3)  # three passes over the rows accumulated
+    CL.add_transposed(u_got, outT / 3)  # three passes over the rows accumulated
     assert _max_abs(u_got, u_want) <= TOL
 
 

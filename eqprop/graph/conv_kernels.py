@@ -66,16 +66,10 @@ from eqprop.graph import reference as R
 from eqprop.graph.conv import conv_output_hw
 from eqprop.graph.conv_loops import (
     add_transposed,
-    col2im_add,
     col2im_posmajor_add,
-    im2col_into,
     im2col_posmajor,
-    pool_rows_add,
-    pool_rows_strided_add,
     pool_rows_vector_add,
     transpose_into,
-    unpool_rows,
-    unpool_rows_strided,
     unpool_rows_vector,
 )
 from eqprop.graph.gradient import GraphGradient, _ordered
@@ -85,26 +79,8 @@ from solvers._bookkeeping import map_verdicts, new_records, reserve_row
 from solvers._common import build_result
 from solvers._kernels import clip_value
 
-__all__ = [
-    "OPS",
-    "ConvOp",
-    "DenseOp",
-    "FastMap",
-    "add_transposed",
-    "block_groups",
-    "col2im_add",
-    "col2im_posmajor_add",
-    "fast_mismatch",
-    "im2col_into",
-    "im2col_posmajor",
-    "pool_rows_add",
-    "pool_rows_strided_add",
-    "pool_rows_vector_add",
-    "transpose_into",
-    "unpool_rows",
-    "unpool_rows_strided",
-    "unpool_rows_vector",
-]
+# The Numba loops imported above belong to eqprop.graph.conv_loops (its __all__ lists them).
+__all__ = ["OPS", "ConvOp", "DenseOp", "FastMap", "block_groups", "fast_mismatch"]
 
 
 # ----------------------------------------------------------------------------- Numba
