@@ -212,23 +212,23 @@ def plot_page(page: str, dpi: int = 100) -> Path:
 #: its epochs (for the per-epoch files, whose samples seen are ``epoch * images``; None:
 #: a ``--curve-out`` file with a ``samples_seen`` column).
 CONV_CURVES = (
-    ("MNIST, P-conv", "ernoult2019_pconv.csv", "10,000 images x 3 epochs, 2,000 test", 10000),
+    ("MNIST, P-conv", "ernoult2019_pconv.csv", "10k images x 3 epochs, 2k test", 10000),
     (
         "MNIST, P-conv",
         "ernoult2019_pconv_60k_curve.csv",
-        "60,000 images, first epoch, 1,000 test",
+        "60k, epoch 1 (2nd run, partial), 1k test",
         None,
     ),
     (
         "MNIST, P-conv",
         "ernoult2019_pconv_60k_epoch1_curve.csv",
-        "60,000 images, epoch 1 to its end (third run), 1,000 test",
+        "60k, epoch 1 (3rd run), 1k test",
         None,
     ),
     (
         "MNIST, P-conv",
         "ernoult2019_pconv_60k.csv",
-        "60,000 images, end of epoch, 10,000 test",
+        "60k, end of each epoch, 10k test",
         60000,
     ),
     (
@@ -288,7 +288,8 @@ def plot_conv(dpi: int = 100) -> Path:
         ax.set_xlabel("training samples seen [thousands]")
         ax.set_title(panel, fontsize="medium")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="x-small", loc="lower left")
+        # the first curves fall from the upper left; the corner opposite stays free
+        ax.legend(fontsize="x-small", loc="upper right" if ax is axes[0] else "lower left")
     axes[0].set_ylabel("test error [%]")
     FIGURES.mkdir(parents=True, exist_ok=True)
     out = FIGURES / "repro_conv.png"
