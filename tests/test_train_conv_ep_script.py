@@ -95,8 +95,10 @@ def test_conv_figure_draws_every_recorded_curve(tmp_path, monkeypatch):
         recorded = [c for c in mf.CONV_CURVES if (path.parent / c[1]).is_file()]
         assert recorded and sum(len(v) for v in panels.values()) == len(recorded)
         first = dict((label, (seen, test)) for label, seen, test in panels["MNIST, P-conv"])
-        seen, test = first["10,000 images x 3 epochs, 2,000 test"]
+        seen, test = first["10k images x 3 epochs, 2k test"]
         assert list(seen) == [10000, 20000, 30000] and test[-1] == pytest.approx(6.95)
+        seen, test = first["60k, end of each epoch, 10k test"]
+        assert list(seen)[:3] == [60000, 120000, 180000] and test[1] == pytest.approx(3.44)
         monkeypatch.setattr(mf, "FIGURES", tmp_path)
         out = mf.plot_conv()
         assert out.parent == tmp_path and out.stat().st_size > 10_000
