@@ -177,7 +177,7 @@ def fp_driver(
     res, rel, obs, obs_it, n_iter, conv, failed, fail_iter, active = new_records(
         B, limit, do_observe
     )
-    control = (atol, rtol, limit, fixed_steps, divergence_bound)  # map_verdicts' rule
+    verdict_rule = (atol, rtol, limit, fixed_steps, divergence_bound)  # map_verdicts'
     n_obs = 0
     nfev = 0
     nfev_block = 0
@@ -267,7 +267,7 @@ def fp_driver(
             k,
             res,
             rel,
-            control,
+            verdict_rule,
             has_bounds,
             lo,
             hi,
