@@ -18,7 +18,13 @@ methods
   at the start of the sweep), updates the first group's columns from it, then
   re-evaluates each later group's layers from the state the earlier groups just wrote:
   :math:`x_S \\leftarrow P(x_S + a\\,(P(g(x)_S) - x_S))` (Scellier et al. 2023 run EP's
-  phases with such asynchronous updates).
+  phases with such asynchronous updates). Where the map of the even layers does not
+  read their own states (:meth:`DeviceChain.parity_map_ignores_own_layers`: free
+  prototypical phases, free hard-sigmoid Hopfield phases at ``eps = 1``), a red-black
+  iteration after the first reuses their block values of the previous sweep instead of
+  a whole map, as the CPU phases' ``solvers.GaussSeidel(last_group_independent=True)``
+  (one full map in all, then one block per layer and sweep: ``nfev = 1``, ``nfev_block
+  = (n_iter - 1) x layers``, the same counts as the CPU's).
 
 and the same result: a :class:`eqprop.phases.Phase` holding a
 :class:`solvers.SolveResult` (per-sample ``converged``, ``n_iter``, ``failed``,
@@ -49,7 +55,14 @@ from eqprop.gpu import METHODS
 from eqprop.gpu import kernels as GK
 from eqprop.gpu.backend import ArrayBackend, get_backend
 from eqprop.network import ACTIVATIONS, KINDS, Network, check_input, check_state, check_target
-from eqprop.phases import Clamped, Dynamics, Phase, _check_phase_request, fixed_steps_result
+from eqprop.phases import (
+    Clamped,
+    Dynamics,
+    Phase,
+    _check_phase_request,
+    fixed_steps_result,
+    parity_map_ignores_own_layers,
+)
 from solvers import build_result
 
 __all__ = [
@@ -142,6 +155,8 @@ class DeviceChain:
         self.act = ACTIVATIONS.index(net.activation)
         self.nudge = 0 if nudge == "inside" else 1
         self.eps = dt.type(eps)
+        self._eps_set = float(eps)
+        self._net = net  # host description (kind, activation, bounds, layers), not copied
         self.off = [int(v) for v in net.offsets]
         self.L = len(self.off) - 1
         self.n_state = int(net.n_state)
@@ -176,6 +191,27 @@ class DeviceChain:
     def set_beta(self, beta: float) -> None:
         """Nudge of the next phase (same input and targets)."""
         self.beta = self.dt.type(beta)
+
+    def parity_map_ignores_own_layers(self, dyn: Dynamics) -> bool:
+        """Whether this chain's map, in the phase set by :meth:`set_input`, has on each
+        parity group values independent of that group's own states
+        (:func:`eqprop.phases.parity_map_ignores_own_layers`, the predicate the CPU
+        phases use; the device phases support no clamped output). Then a
+        ``"gauss-seidel-parity"`` sweep may reuse the last group's block values for the
+        next residual check, as ``solvers.GaussSeidel(last_group_independent=True)``.
+
+        Raises
+        ------
+        ValueError
+            ``dyn.eps`` is not the ``eps`` this chain was built with (the predicate would
+            judge another map than the one evaluated).
+        """
+        if float(dyn.eps) != self._eps_set:
+            raise ValueError(
+                f"the chain was built with eps={self._eps_set!r} but the phase's Dynamics has "
+                f"eps={float(dyn.eps)!r}: build the DeviceChain from the phase's Dynamics"
+            )
+        return parity_map_ignores_own_layers(self._net, dyn, float(self.beta), False)
 
     def map(self, s, out, layers=None) -> None:
         """``out = g(s)`` (eqprop.kernels.fixed_point_map, squared cost), or only the
@@ -258,6 +294,15 @@ def device_phase(
     fixed = dyn.is_fixed_steps
     limit = n_steps if fixed else dyn.max_iter
     groups = sweep_groups(chain.L, dyn.method)
+    # as the CPU phases: where the last group's block values do not depend on its own
+    # layers, they stay valid in gx after the sweep (the first group has not moved since),
+    # so an iteration after the first evaluates only the first group's blocks
+    reuse = (
+        dyn.method == "gauss-seidel-parity"
+        and len(groups) == 2
+        and hasattr(chain, "parity_map_ignores_own_layers")
+        and chain.parity_map_ignores_own_layers(dyn)
+    )
     bnd = chain.bounds
     lo, hi = (0.0, 0.0) if bnd is None else bnd
     t0 = time.perf_counter()
@@ -297,7 +342,10 @@ def device_phase(
         )
 
     for k in range(n_loop):
-        chain.map(xd, gx)
+        if reuse and k > 0:
+            chain.map(xd, gx, groups[0])
+        else:
+            chain.map(xd, gx)
         first = groups[0]
         GK.launch(
             GK.residual_update_kernel,
@@ -347,8 +395,12 @@ def device_phase(
     n_rows = int(n_iter_h.max()) + 1
     # the evaluations solvers' driver makes (it stops when the last sample does; the
     # device may run up to sync_every - 1 more iterations, which change nothing)
-    nfev = n_rows
-    nfev_block = (n_rows - 1) * sum(len(g) for g in groups[1:])
+    if reuse:  # one full map, then per sweep every layer once as a block
+        nfev = 1
+        nfev_block = (n_rows - 1) * sum(len(g) for g in groups)
+    else:
+        nfev = n_rows
+        nfev_block = (n_rows - 1) * sum(len(g) for g in groups[1:])
     out = (
         be.to_host(res)[:n_rows].copy(),
         be.to_host(rel)[:n_rows].copy(),
@@ -365,12 +417,13 @@ def device_phase(
         np.full(B, -1, dtype=np.int64),
     )
     what = "Picard" if len(groups) == 1 else "GaussSeidel"
+    reused = ", last_group_independent=True" if reuse else ""
     result = build_result(
         out=out,
         fixed_steps=n_steps if fixed else None,
         do_observe=False,
         wall_time=wall,
-        method=f"cuda {what}(damping={dyn.damping:g}) [{be.name}]",
+        method=f"cuda {what}(damping={dyn.damping:g}{reused}) [{be.name}]",
         raise_on_failure=dyn.raise_on_failure,
         extras=("n_fallback", "fallback_iter"),
     )
