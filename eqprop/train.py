@@ -1121,9 +1121,11 @@ class Trainer:
             compiled = (
                 f" (of which {t_compile:.1f} s Numba compilation)" if t_compile >= 0.05 else ""
             )
+            # no validation split (--train-on-valid): say so instead of printing "nan%"
+            valid = "n/a" if np.isnan(ve) else f"{100 * ve:.2f}%"
             self.progress.end_epoch(
                 f"epoch {self.epoch}/{target}  train {100 * row['train_error']:.2f}%  "
-                f"valid {100 * ve:.2f}%  test {100 * te:.2f}%  loss {row['train_loss']:.4f}  "
+                f"valid {valid}  test {100 * te:.2f}%  loss {row['train_loss']:.4f}  "
                 f"{row['samples_per_second']:.0f} samples/s  "
                 f"{row['train_time']:.1f}+{t_eval:.1f} s{compiled}"
             )
