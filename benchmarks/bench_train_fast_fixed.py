@@ -23,6 +23,11 @@ Run from the repository root (the environment of the project's notes)::
         --epochs 60 --stop-at 07:28
     python benchmarks/bench_train_fast_fixed.py --out runs/d16 --report
 
+Runs trained in one process each instead (``eqprop train --preset scellier2017-2h
+[--fast] --train-on-valid --epochs 60 --seed S -o OUT/{fast,fixed}-sS``, e.g. each pinned
+to a core with ``taskset``) are reported from their histories alone: ``--report`` on a
+folder without ``chunks.jsonl``.
+
 ``--stop-at HH:MM`` (UTC): a chunk is not started if the previous chunk of the same
 protocol, 1.2 times as long, would end after it. ``--limit N`` trains on the first N
 images only (smoke tests).
@@ -133,8 +138,64 @@ def _history(run_dir: Path) -> dict[str, list[float]]:
     return rows
 
 
+def _first_at_or_below(rows: list[tuple[float, float]], threshold: float):
+    """(epoch, cumulative seconds) of the first row whose test error is <= threshold."""
+    return next(((i + 1, t) for i, (err, t) in enumerate(rows) if err <= threshold), None)
+
+
+def report_histories(args: argparse.Namespace) -> None:
+    """Report runs trained in one process each (``eqprop train ... --epochs 60 -o
+    OUT/P-sS``, no ``chunks.jsonl``): the times are the histories' training plus
+    evaluation wall seconds per epoch. A threshold the fixed-T run has not reached in
+    the epochs it trained gives a lower bound on the ratio (its time so far)."""
+    out = Path(args.out)
+    runs = sorted(
+        (
+            (d.name.rsplit("-s", 1)[0], int(d.name.rsplit("-s", 1)[1]))
+            for d in out.iterdir()
+            if (d / "history.nc").exists() and d.name.rsplit("-s", 1)[0] in PROTOCOLS
+        ),
+        key=lambda r: (r[1], r[0]),
+    )
+    if not runs:
+        raise SystemExit(f"no OUT/fast-sS or OUT/fixed-sS with a history.nc in {out}")
+    cum: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    print("run        ep  test%  train%  train_s  eval_s  samples/s  free_sw  cum_wall_s")
+    for run in runs:
+        hist = _history(out / f"{run[0]}-s{run[1]}")
+        total = 0.0
+        cum[run] = []
+        for e, err in enumerate(hist["test_error"]):
+            total += hist["train_time"][e] + hist["eval_time"][e]
+            cum[run].append((100 * err, total))
+            print(
+                f"{run[0]:5s} s{run[1]}  {e + 1:2d}  {100 * err:5.2f}  "
+                f"{100 * hist['train_error'][e]:6.2f}  {hist['train_time'][e]:7.1f}  "
+                f"{hist['eval_time'][e]:6.1f}  {hist['samples_per_second'][e]:9.0f}  "
+                f"{hist['free_iterations'][e]:7.1f}  {total:10.0f}"
+            )
+    print("\nwall time (training + evaluation) to the first epoch at or below a test error")
+    for seed in sorted({r[1] for r in runs}):
+        for thr in (float(t) for t in args.thresholds.split(",")):
+            fast, fixed = cum.get(("fast", seed), []), cum.get(("fixed", seed), [])
+            hf, hx = _first_at_or_below(fast, thr), _first_at_or_below(fixed, thr)
+            cells = [
+                "fast " + (f"ep {hf[0]}, {hf[1]:.0f} s" if hf else f"not in {len(fast)} ep"),
+                "fixed " + (f"ep {hx[0]}, {hx[1]:.0f} s" if hx else f"not in {len(fixed)} ep"),
+            ]
+            ratio = ""
+            if hf and hx:
+                ratio = f"  fixed/fast {hx[1] / hf[1]:.2f}x (epochs {hx[0]}/{hf[0]})"
+            elif hf and fixed:
+                ratio = f"  fixed/fast > {fixed[-1][1] / hf[1]:.2f}x (fixed not there yet)"
+            print(f"s{seed} <= {thr:5.2f} %: " + "; ".join(cells) + ratio)
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    if not (out / "chunks.jsonl").exists():
+        report_histories(args)
+        return
     chunks = [json.loads(x) for x in (out / "chunks.jsonl").read_text().splitlines()]
     chunks = [c for c in chunks if c["rc"] == 0]
     runs = sorted({(c["protocol"], c["seed"]) for c in chunks}, key=lambda r: (r[1], r[0]))
