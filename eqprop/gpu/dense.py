@@ -24,7 +24,7 @@ methods
   iteration after the first reuses their block values of the previous sweep instead of
   a whole map, as the CPU phases' ``solvers.GaussSeidel(last_group_independent=True)``
   (one full map in all, then one block per layer and sweep: ``nfev = 1``, ``nfev_block
-  = (n_iter - 1) x layers``, the same counts as the CPU's).
+  = max(n_iter) x layers``, the same counts as the CPU's).
 
 and the same result: a :class:`eqprop.phases.Phase` holding a
 :class:`solvers.SolveResult` (per-sample ``converged``, ``n_iter``, ``failed``,
