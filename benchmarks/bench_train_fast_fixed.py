@@ -138,9 +138,55 @@ def _history(run_dir: Path) -> dict[str, list[float]]:
     return rows
 
 
-def _first_at_or_below(rows: list[tuple[float, float]], threshold: float):
-    """(epoch, cumulative seconds) of the first row whose test error is <= threshold."""
-    return next(((i + 1, t) for i, (err, t) in enumerate(rows) if err <= threshold), None)
+def _first_at_or_below(rows: list[tuple[float, ...]], threshold: float):
+    """``(epoch, *times)`` of the first row ``(test error %, *cumulative times)`` whose
+    test error is <= ``threshold``; None if no row is."""
+    return next(((i + 1, *r[1:]) for i, r in enumerate(rows) if r[0] <= threshold), None)
+
+
+def _trailing_means(errors: list[float], window: int) -> list[float]:
+    """Mean of each epoch's test error and the ``window - 1`` before it (fewer at the
+    start: epoch ``e`` < ``window`` averages epochs 1..e)."""
+    return [
+        sum(errors[max(0, e + 1 - window) : e + 1]) / (e + 1 - max(0, e + 1 - window))
+        for e in range(len(errors))
+    ]
+
+
+def _windows(spec: str) -> list[tuple[int, int]]:
+    """``"15-24,40-49"`` -> ``[(15, 24), (40, 49)]`` (epochs, 1-based, inclusive)."""
+    out = []
+    for part in filter(None, spec.split(",")):
+        lo, hi = (int(x) for x in part.split("-"))
+        if not 1 <= lo <= hi:
+            raise SystemExit(f"--windows: {part!r} is not FIRST-LAST with 1 <= FIRST <= LAST")
+        out.append((lo, hi))
+    return out
+
+
+def _summary(
+    name: str,
+    errors: list[float],
+    epoch_s: list[float],
+    samples_s: list[float],
+    windows: list[tuple[int, int]],
+) -> str:
+    """One row of the per-run summary: epochs, last and best test error %, the mean test
+    error over each window (``-`` where the run has not trained all of it), mean seconds
+    and samples/s per epoch from epoch 2 (epoch 1 is the paper's path in both protocols),
+    total seconds."""
+    best = min(range(len(errors)), key=errors.__getitem__)
+    means = [
+        f"{sum(errors[lo - 1 : hi]) / (hi - lo + 1):.2f}" if len(errors) >= hi else "-"
+        for lo, hi in windows
+    ]
+    later = slice(1, None) if len(errors) > 1 else slice(None)
+    per_epoch = sum(epoch_s[later]) / len(epoch_s[later])
+    rate = sum(samples_s[later]) / len(samples_s[later])
+    return (
+        f"{name:9s} {len(errors):6d}  {errors[-1]:6.2f}  {errors[best]:5.2f} (ep {best + 1:2d})  "
+        f"{' / '.join(means) or '-':>15s}  {per_epoch:9.1f}  {rate:9.0f}  {sum(epoch_s):8.0f}"
+    )
 
 
 def report_histories(args: argparse.Namespace) -> None:
@@ -160,23 +206,52 @@ def report_histories(args: argparse.Namespace) -> None:
     if not runs:
         raise SystemExit(f"no OUT/fast-sS or OUT/fixed-sS with a history.nc in {out}")
     cum: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    smooth: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    windows = _windows(args.windows)
+    summaries = []
     print("run        ep  test%  train%  train_s  eval_s  samples/s  free_sw  cum_wall_s")
     for run in runs:
         hist = _history(out / f"{run[0]}-s{run[1]}")
+        errors = [100 * err for err in hist["test_error"]]
+        epoch_s = [t + v for t, v in zip(hist["train_time"], hist["eval_time"])]
         total = 0.0
         cum[run] = []
-        for e, err in enumerate(hist["test_error"]):
-            total += hist["train_time"][e] + hist["eval_time"][e]
-            cum[run].append((100 * err, total))
+        for e, err in enumerate(errors):
+            total += epoch_s[e]
+            cum[run].append((err, total))
             print(
-                f"{run[0]:5s} s{run[1]}  {e + 1:2d}  {100 * err:5.2f}  "
+                f"{run[0]:5s} s{run[1]}  {e + 1:2d}  {err:5.2f}  "
                 f"{100 * hist['train_error'][e]:6.2f}  {hist['train_time'][e]:7.1f}  "
                 f"{hist['eval_time'][e]:6.1f}  {hist['samples_per_second'][e]:9.0f}  "
                 f"{hist['free_iterations'][e]:7.1f}  {total:10.0f}"
             )
+        means = _trailing_means(errors, args.smooth)
+        smooth[run] = [(m, t) for m, (_, t) in zip(means, cum[run])]
+        summaries.append(
+            _summary(f"{run[0]} s{run[1]}", errors, epoch_s, hist["samples_per_second"], windows)
+        )
+    print(
+        "\nrun        epochs  last %  best % (epoch)  mean % "
+        + ("/".join(f"{lo}-{hi}" for lo, hi in windows) or "")
+        + "  s/epoch 2-  samples/s   total s"
+    )
+    print("\n".join(summaries))
     print("\nwall time (training + evaluation) to the first epoch at or below a test error")
+    _print_crossings(runs, cum, args.thresholds)
+    if args.smooth > 1:
+        print(
+            f"\nthe same for the mean test error of the last {args.smooth} epochs "
+            "(an epoch's error and the ones before it)"
+        )
+        _print_crossings(runs, smooth, args.thresholds)
+
+
+def _print_crossings(runs, cum, thresholds: str) -> None:
+    """Per seed and threshold: the first epoch at or below it in each protocol, its
+    cumulative wall seconds and the ratio fixed / fast (a lower bound where the fixed
+    run has not got there in the epochs it trained)."""
     for seed in sorted({r[1] for r in runs}):
-        for thr in (float(t) for t in args.thresholds.split(",")):
+        for thr in (float(t) for t in thresholds.split(",")):
             fast, fixed = cum.get(("fast", seed), []), cum.get(("fixed", seed), [])
             hf, hx = _first_at_or_below(fast, thr), _first_at_or_below(fixed, thr)
             cells = [
@@ -233,9 +308,7 @@ def report(args: argparse.Namespace) -> None:
             hit = {}
             for protocol in PROTOCOLS:
                 rows = cum.get((protocol, seed), [])
-                first = next(
-                    ((i + 1, c, w) for i, (err, c, w) in enumerate(rows) if err <= thr), None
-                )
+                first = _first_at_or_below(rows, thr)
                 hit[protocol] = first
                 cells.append(
                     f"{protocol} "
@@ -264,7 +337,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--report", action="store_true")
     p.add_argument("--thresholds", default="10,8,6,5,4,3")
+    p.add_argument(
+        "--windows",
+        default="",
+        help="one-process runs: epoch windows FIRST-LAST,... whose mean test error the "
+        "summary prints (e.g. 15-24,40-49,51-60)",
+    )
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        help="one-process runs: also report the first epoch at which the mean test error "
+        "of the last N epochs is at or below each threshold (default 1: only single epochs)",
+    )
     args = p.parse_args(argv)
+    if args.smooth < 1:
+        p.error(f"--smooth takes a number of epochs >= 1, not {args.smooth}")
     if args.report:
         report(args)
     else:
