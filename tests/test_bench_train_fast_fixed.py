@@ -5,27 +5,17 @@ made-up histories."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+import benchmark_script
 import numpy as np
 import pytest
 import xarray as xr
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train_fast_fixed.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_train_fast_fixed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    yield from benchmark_script.loaded("bench_train_fast_fixed")
 
 
 def _write_history(folder: Path, test_error, epoch_s, eval_s=1.0):

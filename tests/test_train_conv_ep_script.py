@@ -8,6 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import benchmark_script
 import numpy as np
 import pytest
 
@@ -15,20 +16,12 @@ from eqprop.presets import get_preset
 from eqprop.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "train_conv_ep.py"
 ARCH = "1x8x8-c4k3p1-p2-10"  # digits: 8x8 -> 4 channels 8x8 -> 2x2 max pool 4x4 -> 10
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("train_conv_ep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    yield from benchmark_script.loaded("train_conv_ep")
 
 
 def _trainer(**changes) -> Trainer:
