@@ -157,7 +157,10 @@ def _windows(spec: str) -> list[tuple[int, int]]:
     """``"15-24,40-49"`` -> ``[(15, 24), (40, 49)]`` (epochs, 1-based, inclusive)."""
     out = []
     for part in filter(None, spec.split(",")):
-        lo, hi = (int(x) for x in part.split("-"))
+        try:
+            lo, hi = (int(x) for x in part.split("-"))
+        except ValueError:
+            lo, hi = 0, 0
         if not 1 <= lo <= hi:
             raise SystemExit(f"--windows: {part!r} is not FIRST-LAST with 1 <= FIRST <= LAST")
         out.append((lo, hi))
@@ -271,6 +274,11 @@ def report(args: argparse.Namespace) -> None:
     if not (out / "chunks.jsonl").exists():
         report_histories(args)
         return
+    if args.windows or args.smooth > 1:
+        raise SystemExit(
+            "--windows and --smooth report runs trained in one process each (a folder "
+            f"without chunks.jsonl); {out} holds a chunk log"
+        )
     chunks = [json.loads(x) for x in (out / "chunks.jsonl").read_text().splitlines()]
     chunks = [c for c in chunks if c["rc"] == 0]
     runs = sorted({(c["protocol"], c["seed"]) for c in chunks}, key=lambda r: (r[1], r[0]))

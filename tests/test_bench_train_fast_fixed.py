@@ -46,8 +46,9 @@ def test_first_crossing_and_trailing_means(bench):
     assert bench._trailing_means(errors, 2) == [4.0, 3.0, 2.5, 2.0]
     assert bench._trailing_means(errors, 3) == [4.0, 3.0, 3.0, 2.0]
     assert bench._windows("15-24,40-49") == [(15, 24), (40, 49)]
-    with pytest.raises(SystemExit, match="FIRST-LAST"):
-        bench._windows("9-3")
+    for bad in ("9-3", "0-4", "7", "1-2-3"):
+        with pytest.raises(SystemExit, match="FIRST-LAST"):
+            bench._windows(bad)
 
 
 def test_report_of_one_process_runs(bench, tmp_path, capsys):
@@ -99,3 +100,9 @@ def test_report_of_one_process_runs(bench, tmp_path, capsys):
 def test_report_refuses_a_bad_smoothing_window(bench, tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--out", str(tmp_path), "--report", "--smooth", "0"])
+
+
+def test_chunk_log_report_refuses_the_one_process_options(bench, tmp_path):
+    (tmp_path / "chunks.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="one process"):
+        bench.main(["--out", str(tmp_path), "--report", "--smooth", "5"])
