@@ -162,7 +162,7 @@ def _windows(spec: str) -> list[tuple[int, int]]:
         except ValueError:
             lo, hi = 0, 0
         if not 1 <= lo <= hi:
-            raise SystemExit(f"--windows: {part!r} is not FIRST-LAST with 1 <= FIRST <= LAST")
+            raise ValueError(f"--windows: {part!r} is not FIRST-LAST with 1 <= FIRST <= LAST")
         out.append((lo, hi))
     return out
 
@@ -275,7 +275,7 @@ def report(args: argparse.Namespace) -> None:
         report_histories(args)
         return
     if args.windows or args.smooth > 1:
-        raise SystemExit(
+        raise ValueError(
             "--windows and --smooth report runs trained in one process each (a folder "
             f"without chunks.jsonl); {out} holds a chunk log"
         )
@@ -338,33 +338,52 @@ def report(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--stop-at", dest="stop_at")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--report", action="store_true")
-    p.add_argument("--thresholds", default="10,8,6,5,4,3")
+    p.add_argument("--out", required=True, help="folder of the runs (and of chunks.jsonl)")
+    p.add_argument("--seeds", default="0,1", help="seeds to train, comma-separated (default: 0,1)")
+    p.add_argument("--epochs", type=int, default=60, help="epochs per run (default: 60)")
+    p.add_argument(
+        "--stop-at",
+        dest="stop_at",
+        help="HH:MM UTC after which no chunk that would end later starts (default: no limit)",
+    )
+    p.add_argument(
+        "--limit", type=int, help="train on the first N images only (default: all of them)"
+    )
+    p.add_argument(
+        "--report", action="store_true", help="report the runs in --out (default: train them)"
+    )
+    p.add_argument(
+        "--thresholds",
+        default="10,8,6,5,4,3",
+        help="test errors in %% to report the first crossing of (default: 10,8,6,5,4,3)",
+    )
     p.add_argument(
         "--windows",
         default="",
-        help="one-process runs: epoch windows FIRST-LAST,... whose mean test error the "
-        "summary prints (e.g. 15-24,40-49,51-60)",
+        help="with --report on one-process runs: epoch windows FIRST-LAST,... whose mean "
+        "test error the summary prints, e.g. 15-24,40-49,51-60 (default: none)",
     )
     p.add_argument(
         "--smooth",
         type=int,
         default=1,
-        help="one-process runs: also report the first epoch at which the mean test error "
-        "of the last N epochs is at or below each threshold (default 1: only single epochs)",
+        help="with --report on one-process runs: also report the first epoch at which the "
+        "mean test error of the last N epochs is at or below each threshold (default: 1, "
+        "single epochs only)",
     )
     args = p.parse_args(argv)
     if args.smooth < 1:
         p.error(f"--smooth takes a number of epochs >= 1, not {args.smooth}")
-    if args.report:
-        report(args)
-    else:
+    if not args.report and (args.windows or args.smooth > 1):
+        p.error("--windows and --smooth go with --report")
+    if not args.report:
         run_chunks(args)
+        return
+    try:  # the report's refusals of its options, as usage errors
+        _windows(args.windows)
+        report(args)
+    except ValueError as err:
+        p.error(str(err))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_first_crossing_and_trailing_means(bench):
     assert bench._trailing_means(errors, 3) == [4.0, 3.0, 3.0, 2.0]
     assert bench._windows("15-24,40-49") == [(15, 24), (40, 49)]
     for bad in ("9-3", "0-4", "7", "1-2-3"):
-        with pytest.raises(SystemExit, match="FIRST-LAST"):
+        with pytest.raises(ValueError, match="FIRST-LAST"):
             bench._windows(bad)
 
 
@@ -102,7 +102,11 @@ def test_report_refuses_a_bad_smoothing_window(bench, tmp_path):
         bench.main(["--out", str(tmp_path), "--report", "--smooth", "0"])
 
 
-def test_chunk_log_report_refuses_the_one_process_options(bench, tmp_path):
+def test_chunk_log_report_refuses_the_one_process_options(bench, tmp_path, capsys):
     (tmp_path / "chunks.jsonl").write_text("")
-    with pytest.raises(SystemExit, match="one process"):
+    with pytest.raises(SystemExit):
         bench.main(["--out", str(tmp_path), "--report", "--smooth", "5"])
+    assert "one process" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(tmp_path), "--windows", "1-3"])  # not a report
+    assert "go with --report" in capsys.readouterr().err
