@@ -925,7 +925,8 @@ def fused_gauss_seidel_parity(
             nfev += 1
         else:
             for rr in range(first.shape[0]):
-                evaluate(s, gx, theta, lay, drive, target, sc, work, first[rr, 0], first[rr, 1], MODE_MAP)
+                a, b = first[rr, 0], first[rr, 1]
+                evaluate(s, gx, theta, lay, drive, target, sc, work, a, b, MODE_MAP)
                 nfev_block += 1
         res, rel = reserve_row(res, rel, k, limit)
         n_active = map_verdicts(
@@ -937,7 +938,8 @@ def fused_gauss_seidel_parity(
             ranges = first if q == 0 else second
             if q == 1:
                 for rr in range(second.shape[0]):
-                    evaluate(s, gx, theta, lay, drive, target, sc, work, second[rr, 0], second[rr, 1], MODE_MAP)
+                    a, b = second[rr, 0], second[rr, 1]
+                    evaluate(s, gx, theta, lay, drive, target, sc, work, a, b, MODE_MAP)
                     nfev_block += 1
             for rr in range(ranges.shape[0]):
                 a0 = ranges[rr, 0]

@@ -516,9 +516,7 @@ def _run_fused_red_black(net, s, args, method, common, beta, clamped) -> Phase:
     lo, hi, has_bounds = check_bounds(common["bounds"], n, s.dtype)
     if has_bounds:
         np.clip(s, lo, hi, out=s)  # as solvers.solve_fixed_point projects its x0
-    first, second = (
-        np.array(grp, dtype=np.int64).reshape(-1, 2) for grp in method.groups
-    )
+    first, second = (np.array(grp, dtype=np.int64).reshape(-1, 2) for grp in method.groups)
     stop = (atol, rtol, fs if fixed is not None else max_iter, fs, _DIVERGENCE_BOUND)
     t0 = time.perf_counter()
     res, rel, n_iter, conv, failed, fail_iter, nfev, nfev_block = K.fused_gauss_seidel_parity(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import benchmark_script
 import numpy as np
 import pytest
 
@@ -148,3 +149,18 @@ def test_recorded_energy_keeps_the_solvers_path():
     phase = run_phase(net, x, dyn)
     assert "fused red-black" not in phase.result.method
     assert phase.result.observed.shape[1] == 3
+
+
+@pytest.fixture
+def bench():
+    yield from benchmark_script.loaded("bench_fast_minibatch")
+
+
+def test_benchmark_times_both_paths_on_a_small_network(bench, capsys):
+    bench.main(["--sizes", "30-12-9-4", "--batch", "5", "--batches", "2", "--repeat", "1"])
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith(("fused", "solvers"))]
+    assert len(rows) == 2
+    assert float(rows[1].split()[-1]) == 1.0  # the reference's own ratio
+    with pytest.raises(SystemExit):
+        bench.main(["--repeat", "0"])
