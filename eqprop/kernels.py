@@ -41,6 +41,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from solvers._bookkeeping import map_verdicts, new_records, reserve_row
+from solvers._kernels import clip_value
+
 HDR = 8
 KIND_HOPFIELD, KIND_PROTO = 0, 1
 ACT_HARD, ACT_SIGMOID, ACT_TANH, ACT_SHIFTED = 0, 1, 2, 3
@@ -854,3 +857,106 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
             for i in range(n):
                 sr[i] = cr[i]
     return res
+
+
+# --------------------------------------------------------------------------- fused red-black
+@njit(cache=True)
+def fused_gauss_seidel_parity(
+    s, theta, lay, drive, target, sc, work, first, second, lo, hi, has_bounds, damping, stop
+):
+    """Red-black block Gauss-Seidel sweeps of :func:`fixed_point_map` in place, to tolerance.
+
+    The iteration of ``solvers.solve_fixed_point(fixed_point_map, s, args,
+    method=GaussSeidel(groups=(first, second), damping=a, last_group_independent=True),
+    g_block=fixed_point_block, bounds=(lo, hi), ...)`` without its generic driver: the
+    same block evaluations in the same order, the same damped updates
+    :math:`x_S \\leftarrow P((1 - a) x_S + a\\,P(g(x))_S)` and the same per-sample
+    stopping (:func:`solvers._bookkeeping.map_verdicts`), so the states, residuals and
+    verdicts are those of the reference bit for bit (``tests/test_fused_gauss_seidel.py``).
+    What it saves is the driver's generality: the first-class function calls, the
+    buffers of the other methods and the per-call dispatch of a 26-argument driver.
+
+    Valid only where the map's values on the ``second`` group do not depend on that
+    group's own entries (:func:`eqprop.phases.parity_map_ignores_own_layers`): iteration
+    ``k >= 1`` evaluates only the ``first`` group's layers at :math:`x_k` and reuses the
+    ``second`` group's values computed in sweep ``k - 1`` at the current first group.
+
+    Parameters
+    ----------
+    s : ndarray (batch, n_state), the network's dtype
+        Initial states, already projected onto ``[lo, hi]``; overwritten by the result.
+    theta, lay, drive, target, sc, work
+        ``args`` of :func:`fixed_point_map`.
+    first, second : int64 ndarray (n_ranges, 2)
+        ``[start, stop)`` column ranges of the two groups (e.g. layers 1, 3 and layer 2).
+    lo, hi : ndarray (n_state,), the state dtype
+        The box (infinite without one).
+    has_bounds : bool
+        Whether to project onto it (the hard sigmoid's [0, 1]; prototypical maps have
+        none).
+    damping : float
+        ``a`` in (0, 2).
+    stop : tuple
+        ``(atol, rtol, limit, fixed_steps, divergence_bound)`` as
+        :func:`solvers._bookkeeping.map_verdicts` takes them (``fixed_steps`` -1 for a
+        solve to tolerance; ``limit`` the iteration cap).
+
+    Returns
+    -------
+    tuple
+        ``(res, rel, n_iter, conv, failed, fail_iter, nfev, nfev_block)``: the residual
+        rows ``0 .. k`` (float64, (k + 1, batch), NaN once a sample stopped), the
+        per-sample records of the solvers and the map / block evaluation counts.
+    """
+    B, n = s.shape
+    limit = stop[2]
+    gx = np.empty_like(s)
+    res, rel, _, _, n_iter, conv, failed, fail_iter, active = new_records(B, limit, False)
+    tmp = np.empty(1, dtype=s.dtype)
+    tmp[0] = damping
+    beta_t = tmp[0]  # the damping in the state dtype, as the driver uses it
+    over = has_bounds and damping > 1.0
+    nfev = 0
+    nfev_block = 0
+    k = 0
+    while True:
+        if k == 0:
+            evaluate(s, gx, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
+            nfev += 1
+        else:
+            for rr in range(first.shape[0]):
+                a, b = first[rr, 0], first[rr, 1]
+                evaluate(s, gx, theta, lay, drive, target, sc, work, a, b, MODE_MAP)
+                nfev_block += 1
+        res, rel = reserve_row(res, rel, k, limit)
+        n_active = map_verdicts(
+            s, gx, active, k, res, rel, stop, has_bounds, lo, hi, n_iter, conv, failed, fail_iter
+        )
+        if n_active == 0:
+            break
+        for q in range(2):
+            ranges = first if q == 0 else second
+            if q == 1:
+                for rr in range(second.shape[0]):
+                    a, b = second[rr, 0], second[rr, 1]
+                    evaluate(s, gx, theta, lay, drive, target, sc, work, a, b, MODE_MAP)
+                    nfev_block += 1
+            for rr in range(ranges.shape[0]):
+                a0 = ranges[rr, 0]
+                a1 = ranges[rr, 1]
+                for b in range(B):
+                    if not active[b]:
+                        continue
+                    xb = s[b]
+                    gb = gx[b]
+                    for i in range(a0, a1):
+                        v = gb[i]
+                        if q == 1 and has_bounds:
+                            v = clip_value(v, lo[i], hi[i])
+                        v = xb[i] + beta_t * (v - xb[i])
+                        if over:
+                            v = clip_value(v, lo[i], hi[i])
+                        xb[i] = v
+        k += 1
+    rows = k + 1
+    return res[:rows].copy(), rel[:rows].copy(), n_iter, conv, failed, fail_iter, nfev, nfev_block

@@ -21,6 +21,7 @@ object, run to tolerance or for fixed steps.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -475,12 +476,68 @@ def run_phase(
             net, dyn, beta, clamp_output
         ):
             method = dataclasses.replace(method, last_group_independent=True)
+            if not dyn.record_energy:
+                return _run_fused_red_black(net, s, args, method, common, beta, clamp_output)
         res = solvers.solve_fixed_point(
             K.fixed_point_map, s, args, method=method, g_block=K.fixed_point_block, **common
         )
     else:
         res = solvers.solve_steady_state(K.vector_field, s, args, method=method, **common)  # type: ignore[attr-defined]
     return Phase(np.ascontiguousarray(res.x), res, beta, clamp_output)
+
+
+#: ``solvers.solve_fixed_point``'s default ``divergence_bound``, which the phases use.
+_DIVERGENCE_BOUND = float(
+    inspect.signature(solvers.solve_fixed_point).parameters["divergence_bound"].default
+)
+
+
+def _run_fused_red_black(net, s, args, method, common, beta, clamped) -> Phase:
+    """``"gauss-seidel-parity"`` on a map whose second parity group ignores its own
+    layers: :func:`eqprop.kernels.fused_gauss_seidel_parity`, the reference iteration
+    ``solvers.solve_fixed_point(K.fixed_point_map, s, args, method=method,
+    g_block=K.fixed_point_block, **common)`` (``method`` a two-group
+    ``GaussSeidel(last_group_independent=True)``) without the generic driver: the same
+    states, residual rows, per-sample verdicts and evaluation counts
+    (``tests/test_fused_gauss_seidel.py``), as a ``SolveResult`` of the same form.
+
+    Not for recorded energies (``common["observe"]`` must be None).
+    """
+    from solvers._common import build_result
+    from solvers._validate import check_bounds, check_count, check_tolerances
+
+    if common["observe"] is not None:
+        raise ValueError("the fused red-black path records no energy; use the solvers path")
+    atol, rtol = check_tolerances(common["atol"], common["rtol"])
+    max_iter = check_count("max_iter", common["max_iter"], 1)
+    fixed = common["fixed_steps"]
+    fs = -1 if fixed is None else check_count("fixed_steps", fixed, 1)
+    B, n = s.shape
+    lo, hi, has_bounds = check_bounds(common["bounds"], n, s.dtype)
+    if has_bounds:
+        np.clip(s, lo, hi, out=s)  # as solvers.solve_fixed_point projects its x0
+    first, second = (np.array(grp, dtype=np.int64).reshape(-1, 2) for grp in method.groups)
+    stop = (atol, rtol, fs if fixed is not None else max_iter, fs, _DIVERGENCE_BOUND)
+    t0 = time.perf_counter()
+    res, rel, n_iter, conv, failed, fail_iter, nfev, nfev_block = K.fused_gauss_seidel_parity(
+        s, *args, first, second, lo, hi, has_bounds, float(method.damping), stop
+    )
+    wall = time.perf_counter() - t0
+    out = (
+        res, rel, np.zeros((0, B)), np.zeros(0, dtype=np.int64), n_iter, conv, failed,
+        fail_iter, nfev, nfev_block, s, np.zeros(B, dtype=np.int64),
+        np.full(B, -1, dtype=np.int64),
+    )  # fmt: skip
+    result = build_result(
+        out=out,
+        fixed_steps=fixed,
+        do_observe=False,
+        wall_time=wall,
+        method=f"{method.describe()} (fused red-black kernel)",
+        raise_on_failure=common["raise_on_failure"],
+        extras=("n_fallback", "fallback_iter"),
+    )
+    return Phase(np.ascontiguousarray(result.x), result, beta, clamped)
 
 
 def _run_graph_phase(
