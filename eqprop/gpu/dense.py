@@ -300,7 +300,6 @@ def device_phase(
     reuse = (
         dyn.method == "gauss-seidel-parity"
         and len(groups) == 2
-        and hasattr(chain, "parity_map_ignores_own_layers")
         and chain.parity_map_ignores_own_layers(dyn)
     )
     bnd = chain.bounds

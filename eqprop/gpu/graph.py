@@ -148,6 +148,14 @@ class DeviceGraphMap:
         """Nudge of the next phase (same input and targets)."""
         self.beta = float(beta)
 
+    def parity_map_ignores_own_layers(self, dyn: Dynamics) -> bool:
+        """False: :func:`eqprop.gpu.dense.device_phase` may not reuse a parity group's
+        block values on this map (the predicate :class:`~eqprop.gpu.dense.DeviceChain`
+        answers for dense chains). The graph's device phases run fixed steps only
+        (``method="fused"``), and a conv coupling's map is not shown independent of its
+        group's own layers (the CPU conv fast map refuses the reuse too)."""
+        return False
+
     def activities(self, s) -> dict[str, Any]:
         """The activities by layer name: the input, and rho(s) (Hopfield) or s per layer."""
         acts = {self.net.input_layer.name: self.x}
