@@ -521,7 +521,7 @@ def _run_fused_red_black(net, s, args, method, common, beta, clamped) -> Phase:
     t0 = time.perf_counter()
     res, rel, n_iter, conv, failed, fail_iter, nfev, nfev_block = K.fused_gauss_seidel_parity(
         s, *args, first, second, lo, hi, has_bounds, float(method.damping), stop
-    )
+    )  # type: ignore[call-arg]
     wall = time.perf_counter() - t0
     out = (
         res, rel, np.zeros((0, B)), np.zeros(0, dtype=np.int64), n_iter, conv, failed,
