@@ -172,6 +172,14 @@ def build_train_parser() -> argparse.ArgumentParser:
         type=int,
         help="first epoch whose free phases use the --free-* settings (before: -T steps)",
     )
+    g.add_argument(
+        "--early-free-fixed-steps",
+        dest="early_free_fixed_steps",
+        action=argparse.BooleanOptionalAction,
+        help="free phases of the epochs before --free-from-epoch: exactly -T steps, or "
+        "(--no-early-free-fixed-steps, --method fused) the same steps stopped once the "
+        "whole minibatch meets --atol, at most -T and --max-iter",
+    )
     g.add_argument("--atol", type=float, help="solver absolute tolerance")
     g.add_argument("--rtol", type=float, help="solver relative tolerance")
     g.add_argument("--max-iter", dest="max_iter", type=int, help="solver iteration cap")
@@ -237,6 +245,7 @@ _NONE_MEANS = {
     "free_eps": "--eps",
     "free_damping": "--damping",
     "eval_T": "-T",
+    "early_free_fixed_steps": "the --method's (--fast: off)",
     "limit": "every sample",
     "data_dir": "$EQPROP_DATA_DIR, else the user cache, downloading once",
     "output": "nothing written",
@@ -320,6 +329,7 @@ _NOT_RECIRCULATION = (
     "free_method",
     "free_eps",
     "free_damping",
+    "early_free_fixed_steps",
     "T",
     "K",
     "eps",
