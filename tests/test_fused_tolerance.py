@@ -229,3 +229,18 @@ def test_cli_flag_sets_early_free():
     )
     helps = build_train_parser().format_help()
     assert "--early-free-fixed-steps" in helps
+
+
+def test_cuda_refuses_the_fused_tolerance_run():
+    """The CUDA fused path runs fixed steps only: it refuses instead of ignoring
+    fixed_steps=False (the --fast preset's epoch 1 with device='cuda')."""
+    from eqprop.gpu import check_trainable
+    from eqprop.gpu.dense import check_request
+    from eqprop.presets import PRESETS, fast_settings
+
+    fast = PRESETS["scellier2017-2h"].config.replace(**fast_settings("scellier2017-2h"))
+    with pytest.raises(ValueError, match=r"method 'fused' to a tolerance.*early-free-fixed-steps"):
+        check_trainable(fast)
+    check_trainable(fast.replace(early_free_fixed_steps=True))  # the paper's T steps: runs
+    with pytest.raises(ValueError, match=r"fused'.*fixed steps only"):
+        check_request(_net(), Dynamics(method="fused", fixed_steps=False), False)
