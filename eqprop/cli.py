@@ -170,7 +170,8 @@ def build_train_parser() -> argparse.ArgumentParser:
         "--free-from-epoch",
         dest="free_from_epoch",
         type=int,
-        help="first epoch whose free phases use the --free-* settings (before: -T steps)",
+        help="first epoch whose free phases use the --free-* settings (before: -T steps, "
+        "or see --early-free-fixed-steps)",
     )
     g.add_argument(
         "--early-free-fixed-steps",
