@@ -246,7 +246,7 @@ _NONE_MEANS = {
     "free_eps": "--eps",
     "free_damping": "--damping",
     "eval_T": "-T",
-    "early_free_fixed_steps": "the --method's (--fast: off)",
+    "early_free_fixed_steps": "the --method's",
     "limit": "every sample",
     "data_dir": "$EQPROP_DATA_DIR, else the user cache, downloading once",
     "output": "nothing written",

@@ -61,10 +61,7 @@ from the code: each preset follows the code, and its ``notes`` give the paper's 
     phase from the second epoch on by block Gauss-Seidel over the layers of each parity
     (exact block minimisation, over-relaxed) to ``atol = 1e-3``, from
     the persistent particles, and evaluates in batches of 100 (same results, less work);
-    every nudged phase follows the paper, and the first epoch's free phases run the
-    paper's ``eps = 0.5`` steps, stopped once the whole minibatch meets that ``atol``
-    (at most ``T`` steps; ``--early-free-fixed-steps`` restores the paper's exactly
-    ``T``). Measured in docs/solvers.rst
+    the first epoch and every nudged phase follow the paper. Measured in docs/solvers.rst
     and docs/reproductions/scellier2017.rst (free-phase iterations, test error and wall
     time against the fixed ``T`` steps).
 ``digits``
@@ -197,15 +194,10 @@ def _fast_free_phase(dynamics: DynamicsConfig, atol: float) -> dict[str, Any]:
     every ``eps``-map, and the projected displacement ``|clip(s - e g) - s|`` does not
     shrink as ``e`` grows); ``max_iter = T`` caps it at the paper's
     step count. It starts in the second epoch (``free_from_epoch = 2``), from the
-    persistent particles: the first epoch relaxes from zero along the paper's path,
-    where the block updates would settle in other equilibria than the paper's path
-    (from zero at the initial weights ``T`` steps are far from any equilibrium) and the
-    fast phase from epoch 1 trained worse (docs/reproductions/scellier2017.rst). The
-    first epoch's free phases (training and evaluation) run the paper's own
-    ``eps = 0.5`` synchronous steps (``method="fused"``) but stop after the first step
-    at which the whole minibatch meets the same ``atol`` on that map, at most ``T``
-    steps (``early_free={"fixed_steps": False}``, ``max_iter = T``): every iterate is
-    the paper's, only the tail after the batch converged is dropped.
+    persistent particles: the first epoch relaxes from zero with the paper's ``T``
+    steps, where the block updates would settle in other equilibria than the paper's
+    path (from zero at the initial weights ``T`` steps are far from any equilibrium) and
+    the fast phase from epoch 1 trained worse (docs/reproductions/scellier2017.rst).
     ``benchmarks/bench_deep_phases.py`` measured it (docs/solvers.rst). The nudged
     phases keep the paper's ``K`` steps at ``eps = 0.5``. Evaluation runs in batches of
     100 instead of 1000: a batch solved to a tolerance costs its size times its slowest
@@ -217,7 +209,6 @@ def _fast_free_phase(dynamics: DynamicsConfig, atol: float) -> dict[str, Any]:
             dataclasses.replace(dynamics.phases, atol=atol, max_iter=dynamics.phases.T),
             free={"method": "gauss-seidel-parity", "eps": 1.0, "damping": 1.5},
             free_from_epoch=2,
-            early_free={"fixed_steps": False},
         ),
         "eval_batch_size": 100,
     }

@@ -93,12 +93,8 @@ def test_flat_configs_of_the_previous_version_load(name):
 
 
 # 2h moved to atol 1e-3 (#16, session 3); 3h too (#16, session 4: 28-30 % fewer sweeps,
-# docs/solvers.rst); both stop epoch 1's fused free phases once the minibatch meets atol
-# (early_free, session 10)
-FAST_CHANGED_AFTER_FIXTURE = {
-    name: {"atol": 1e-3, "early_free_fixed_steps": False}
-    for name in ("scellier2017-2h", "scellier2017-3h")
-}
+# docs/solvers.rst)
+FAST_CHANGED_AFTER_FIXTURE = {"scellier2017-2h": {"atol": 1e-3}, "scellier2017-3h": {"atol": 1e-3}}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

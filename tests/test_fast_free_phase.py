@@ -31,17 +31,6 @@ def test_fast_adds_the_block_gauss_seidel_free_phase_to_the_preset(name, T, atol
     f = cfg.to_flat()
     assert (f["free_method"], f["free_eps"], f["free_damping"]) == ("gauss-seidel-parity", 1.0, 1.5)
     assert (f["atol"], f["max_iter"], f["free_from_epoch"]) == (atol, T, 2)
-    # epoch 1: the paper's eps=0.5 fused steps, stopped once the minibatch meets atol
-    assert f["early_free_fixed_steps"] is False
-    early = cfg.dynamics.early_free_dynamics()
-    assert (early.method, early.eps, early.T, early.max_iter, early.atol) == (
-        "fused",
-        0.5,
-        T,
-        T,
-        atol,
-    )
-    assert not early.is_fixed_steps and cfg.dynamics.phases.is_fixed_steps
     p = plain.to_flat()
     assert p["atol"] == 1e-4  # the preset's own tolerance (unused by its fixed path)
     assert p["free_method"] is None and p["free_from_epoch"] == 1
@@ -53,7 +42,6 @@ def test_fast_adds_the_block_gauss_seidel_free_phase_to_the_preset(name, T, atol
         "free_damping",
         "max_iter",
         "free_from_epoch",
-        "early_free_fixed_steps",
         "eval_batch_size",
     }
     assert (p["eval_batch_size"], f["eval_batch_size"]) == (1000, 100)

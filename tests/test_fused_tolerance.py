@@ -221,7 +221,10 @@ def test_cli_flag_sets_early_free():
         return config_from_args(build_train_parser().parse_args(argv))
 
     fast = cfg(["--preset", "scellier2017-2h", "--fast"])
-    assert fast.dynamics.early_free == {"fixed_steps": False}
+    assert fast.dynamics.early_free == {}  # --fast keeps the paper's epoch 1 (docs/solvers.rst)
+    early = cfg(["--preset", "scellier2017-2h", "--fast", "--no-early-free-fixed-steps"])
+    assert early.dynamics.early_free == {"fixed_steps": False}
+    assert not early.dynamics.early_free_dynamics().is_fixed_steps
     paper = cfg(["--preset", "scellier2017-2h", "--fast", "--early-free-fixed-steps"])
     assert paper.dynamics.early_free == {"fixed_steps": True}
     assert paper.dynamics.early_free_dynamics() == paper.dynamics.phases.__class__(
@@ -233,14 +236,15 @@ def test_cli_flag_sets_early_free():
 
 def test_cuda_refuses_the_fused_tolerance_run():
     """The CUDA fused path runs fixed steps only: it refuses instead of ignoring
-    fixed_steps=False (the --fast preset's epoch 1 with device='cuda')."""
+    fixed_steps=False (an early_free epoch 1 with device='cuda')."""
     from eqprop.gpu import check_trainable
     from eqprop.gpu.dense import check_request
     from eqprop.presets import PRESETS, fast_settings
 
     fast = PRESETS["scellier2017-2h"].config.replace(**fast_settings("scellier2017-2h"))
+    check_trainable(fast)  # --fast's epoch 1 is the paper's T steps: runs
     with pytest.raises(ValueError, match=r"method 'fused' to a tolerance.*early-free-fixed-steps"):
-        check_trainable(fast)
-    check_trainable(fast.replace(early_free_fixed_steps=True))  # the paper's T steps: runs
+        check_trainable(fast.replace(early_free_fixed_steps=False))
+    check_trainable(fast.replace(early_free_fixed_steps=True))
     with pytest.raises(ValueError, match=r"fused'.*fixed steps only"):
         check_request(_net(), Dynamics(method="fused", fixed_steps=False), False)
