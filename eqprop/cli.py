@@ -170,7 +170,16 @@ def build_train_parser() -> argparse.ArgumentParser:
         "--free-from-epoch",
         dest="free_from_epoch",
         type=int,
-        help="first epoch whose free phases use the --free-* settings (before: -T steps)",
+        help="first epoch whose free phases use the --free-* settings (before: -T steps, "
+        "or see --early-free-fixed-steps)",
+    )
+    g.add_argument(
+        "--early-free-fixed-steps",
+        dest="early_free_fixed_steps",
+        action=argparse.BooleanOptionalAction,
+        help="free phases of the epochs before --free-from-epoch: exactly -T steps, or "
+        "(--no-early-free-fixed-steps, --method fused) the same steps stopped once the "
+        "whole minibatch meets --atol, at most -T and --max-iter",
     )
     g.add_argument("--atol", type=float, help="solver absolute tolerance")
     g.add_argument("--rtol", type=float, help="solver relative tolerance")
@@ -237,6 +246,7 @@ _NONE_MEANS = {
     "free_eps": "--eps",
     "free_damping": "--damping",
     "eval_T": "-T",
+    "early_free_fixed_steps": "the --method's",
     "limit": "every sample",
     "data_dir": "$EQPROP_DATA_DIR, else the user cache, downloading once",
     "output": "nothing written",
@@ -320,6 +330,7 @@ _NOT_RECIRCULATION = (
     "free_method",
     "free_eps",
     "free_damping",
+    "early_free_fixed_steps",
     "T",
     "K",
     "eps",

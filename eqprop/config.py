@@ -29,7 +29,8 @@ record and no list of names elsewhere::
 ``eqprop train`` option and the key of the configuration files written before the
 records (format ``eqprop-checkpoint-1``'s config): the field's own name for the fields of
 the network, optimizer, data and run records and of :class:`~eqprop.phases.Dynamics`,
-``free_<field>`` for the free phases' changes, ``free_from_epoch``, ``eval_T``, ``rule``
+``free_<field>`` for the free phases' changes, ``early_free_<field>`` for those of the
+epochs before ``free_from_epoch``, ``free_from_epoch``, ``eval_T``, ``rule``
 for the rule's name and :data:`eqprop.rules.RULE_OPTIONS` for the rule's parameters
 (:func:`flat_names` generates them from the records). :meth:`TrainConfig.replace` and
 :meth:`TrainConfig.from_dict` take them beside the records.
@@ -254,10 +255,17 @@ class DynamicsConfig:
         the nudged phases keep ``phases``. Flat names ``free_method``, ``free_eps``, ...
     free_from_epoch : int
         First epoch (1-based) whose free phases use ``free``; the epochs before run
-        ``phases`` for ``T`` (evaluation: ``eval_T``) steps. Default 1 (from the start).
-        The fast setting of the deep presets (``--fast``) uses 2: the first epoch relaxes
-        from zero along the paper's path and the fast phase starts from the persistent
-        particles it leaves.
+        ``phases`` changed by ``early_free`` for ``T`` (evaluation: ``eval_T``) steps.
+        Default 1 (from the start). The fast setting of the deep presets (``--fast``)
+        uses 2: the first epoch relaxes from zero along the paper's path and the fast
+        phase starts from the persistent particles it leaves.
+    early_free : mapping
+        Dynamics fields the free phases (training and evaluation) of the epochs before
+        ``free_from_epoch`` change; the nudged phases keep ``phases``. Default empty
+        (``phases`` itself). E.g. ``{"fixed_steps": False}`` with ``method="fused"``
+        stops the paper's own iteration once the whole minibatch meets ``atol`` (at most
+        ``T`` steps, and ``max_iter``; :class:`eqprop.phases.Dynamics`). Flat names
+        ``early_free_<field>``; on the command line ``--early-free-fixed-steps`` only.
     eval_T : int or None
         Free-phase steps of evaluation; None means the free phases' ``T``.
     """
@@ -266,18 +274,28 @@ class DynamicsConfig:
     free: Mapping[str, Any] = field(default_factory=dict)
     free_from_epoch: int = 1
     eval_T: int | None = None
+    early_free: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.phases, Dynamics):
             raise TypeError(f"DynamicsConfig.phases must be a Dynamics, got {self.phases!r}")
         names = {f.name for f in dataclasses.fields(Dynamics)}
-        unknown = sorted(set(self.free) - names)
-        if unknown:
-            raise ValueError(
-                f"DynamicsConfig.free: unknown Dynamics field(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(sorted(names))}"
-            )
-        object.__setattr__(self, "free", dict(self.free))
+        for what in ("free", "early_free"):
+            unknown = sorted(set(getattr(self, what)) - names)
+            if unknown:
+                raise ValueError(
+                    f"DynamicsConfig.{what}: unknown Dynamics field(s) {', '.join(unknown)}; "
+                    f"choose from {', '.join(sorted(names))}"
+                )
+            object.__setattr__(self, what, dict(getattr(self, what)))
+
+    def early_free_dynamics(self, T: int | None = None) -> Dynamics:
+        """The free phases' Dynamics of the epochs before ``free_from_epoch``
+        (``phases`` changed by ``early_free``), ``T`` steps if given."""
+        changes = dict(self.early_free)
+        if T is not None:
+            changes["T"] = T
+        return dataclasses.replace(self.phases, **changes) if changes else self.phases
 
     def free_dynamics(self, T: int | None = None) -> Dynamics:
         """The free phases' Dynamics (``phases`` changed by ``free``), ``T`` steps if given."""
@@ -467,6 +485,7 @@ def flat_names() -> dict[str, tuple[str, ...]]:
     for f in dataclasses.fields(Dynamics):
         add(f.name, ("dynamics", "phases", f.name))
         add(f"free_{f.name}", ("dynamics", "free", f.name))
+        add(f"early_free_{f.name}", ("dynamics", "early_free", f.name))
     add("free_from_epoch", ("dynamics", "free_from_epoch"))
     add("eval_T", ("dynamics", "eval_T"))
     add("rule", ("rule", "name"))
@@ -500,7 +519,7 @@ def flat_defaults() -> dict[str, Any]:
 def _check_phase_value(name: str, value: Any, free: bool) -> None:
     from eqprop.phases import METHOD_NAMES
 
-    field_name = name[5:] if free else name
+    field_name = name.partition("free_")[2] if free else name
     if field_name in ("T", "K", "max_iter", "record_every"):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} is {value!r}; give an integer >= 1")
@@ -670,6 +689,8 @@ class TrainConfig:
             _check_phase_value(key, getattr(dyn.phases, key), free=False)
         for key, value in dyn.free.items():
             _check_phase_value(f"free_{key}", value, free=True)
+        for key, value in dyn.early_free.items():
+            _check_phase_value(f"early_free_{key}", value, free=True)
         for name, value in (
             ("batch_size", run.batch_size),
             ("eval_batch_size", run.eval_batch_size),
@@ -697,6 +718,7 @@ class TrainConfig:
                 "written as JSON); choose one of eqprop.phases.METHOD_NAMES"
             )
         dyn.free_dynamics()  # the free phases' Dynamics checks their combination
+        dyn.early_free_dynamics()
         self._validate_names()
         if self.uses_graph:
             self._validate_graph_options(sizes)
@@ -777,10 +799,10 @@ class TrainConfig:
         Each keyword is a part (``network=``, ``dynamics=``, ...: a record of its class,
         or a mapping of the fields to change) or a flat name (:func:`flat_names`:
         ``epochs=3``, ``T=30``, ``free_method="picard"``, ``beta=0.5``, ``lrs=(0.1,
-        0.05)``...). A flat ``None`` for ``free_<field>`` drops that change of the free
-        phases. Changing ``rule`` to another name resets its parameters to the class's
-        defaults (then the given ones apply); a rule option the rule does not take
-        raises ValueError naming the rules that take it.
+        0.05)``...). A flat ``None`` for ``free_<field>`` (``early_free_<field>``) drops
+        that change of the free phases. Changing ``rule`` to another name resets its
+        parameters to the class's defaults (then the given ones apply); a rule option the
+        rule does not take raises ValueError naming the rules that take it.
         """
         return self._apply(changes, strict=True)
 
@@ -804,6 +826,7 @@ class TrainConfig:
         nested: dict[str, dict[str, Any]] = {p: {} for p in PARTS}
         phases: dict[str, Any] = {}
         free = dict(parts["dynamics"].free)
+        early_free = dict(parts["dynamics"].early_free)
         free_changed = False
         for name, value in changes.items():
             if name in PARTS and not (name == "rule" and isinstance(value, str)):
@@ -811,13 +834,14 @@ class TrainConfig:
             path = names[name]
             if path[:2] == ("dynamics", "phases"):
                 phases[path[2]] = value
-            elif path[:2] == ("dynamics", "free"):
+            elif path[:2] in (("dynamics", "free"), ("dynamics", "early_free")):
                 free_changed = True
+                which = free if path[1] == "free" else early_free
                 if value is None:
-                    free.pop(path[2], None)
+                    which.pop(path[2], None)
                 else:
                     _check_phase_value(name, value, free=True)
-                    free[path[2]] = value
+                    which[path[2]] = value
             elif path[:2] == ("rule", "params"):
                 nested["rule"].setdefault("params", {})[path[2]] = (name, value)
             else:
@@ -825,6 +849,7 @@ class TrainConfig:
         if phases or free_changed:
             nested["dynamics"]["phases"] = _dynamics(parts["dynamics"].phases, phases)
             nested["dynamics"]["free"] = free
+            nested["dynamics"]["early_free"] = early_free
         rule_changes = nested.pop("rule")
         for part, kw in nested.items():
             if kw:
@@ -856,6 +881,7 @@ class TrainConfig:
         d["optimizer"]["lrs"] = list(self.optimizer.lrs)
         d["rule"]["params"] = dict(self.rule.params)
         d["dynamics"]["free"] = dict(self.dynamics.free)
+        d["dynamics"]["early_free"] = dict(self.dynamics.early_free)
         return d
 
     def to_json(self) -> str:
@@ -863,8 +889,9 @@ class TrainConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_flat(self) -> dict[str, Any]:
-        """Flat name -> value of every setting (``free_<field>``: None where the free
-        phases keep ``phases``; rule options: only those the rule takes)."""
+        """Flat name -> value of every setting (``free_<field>``,
+        ``early_free_<field>``: None where those free phases keep ``phases``; rule
+        options: only those the rule takes)."""
         d = self.to_dict()
         out: dict[str, Any] = {}
         for name, path in flat_names().items():

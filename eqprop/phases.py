@@ -109,6 +109,16 @@ class Dynamics:
     fixed_steps : bool or None
         Run exactly ``T``/``K`` updates (True) or until ``atol + rtol*max|s|`` (False,
         up to ``max_iter``). None: True for ``"fixed"``/``"fused"``, False otherwise.
+        ``"fused"`` with False runs the fused path's own synchronous updates (the
+        iterates of ``"fixed"``) and stops after the first update ``n`` at which EVERY
+        sample ``b`` of the batch meets
+        :math:`r_b = \\max_i |x_{n,b,i} - x_{n-1,b,i}| / \\text{damping} \\le
+        \\text{atol} + \\text{rtol} \\max_i |x_{n,b,i}|`; the whole batch steps until the
+        last sample converges (no per-sample freezing), so the state is that of ``n``
+        fixed steps, to the bit. Its cap is ``min(T, max_iter)`` updates for a free phase
+        (``min(K, max_iter)`` for a nudged one, or of the phase's explicit ``steps``):
+        the fixed-steps count is the paper's iteration it shortens, and ``max_iter`` is
+        the cap of every tolerance mode (:func:`eqprop.kernels.fused_tolerance_steps`).
     atol, rtol : float
         Solver tolerance on the max-norm residual of each sample (see ``solvers``).
     max_iter : int
@@ -163,8 +173,6 @@ class Dynamics:
             )
         if m == "fused" and self.record_energy:
             raise ValueError("method='fused' cannot record the energy; use method='fixed'")
-        if m == "fused" and self.fixed_steps is False:
-            raise ValueError("method='fused' runs fixed steps only; use another method")
         if isinstance(m, str):
             if m not in METHOD_NAMES:
                 raise ValueError(
@@ -705,22 +713,81 @@ def fixed_steps_result(
 
 
 def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
-    """The fused fixed-steps path (same iterates as method="fixed").
+    """The fused path (same iterates as method="fixed").
 
-    Its SolveResult holds one residual row: row ``n_steps - 1`` is the size of the last
-    update over the damping, ``max_i |x_n - x_{n-1}| / damping`` (= the solvers' residual
-    ``max_i |g(x_{n-1}) - x_{n-1}|`` of ``x_{n-1}``, bounds aside); the other rows are NaN;
-    ``converged`` says whether that last update met the tolerance.
+    Fixed steps (``dyn.is_fixed_steps``): ``n_steps`` updates
+    (:func:`eqprop.kernels.fused_fixed_steps`). To a tolerance (``fixed_steps=False``):
+    the same updates, stopped after the first one at which every sample meets the
+    tolerance, at most ``min(n_steps, dyn.max_iter)``
+    (:func:`eqprop.kernels.fused_tolerance_steps`; result:
+    :func:`fused_tolerance_result`).
+
+    Its SolveResult holds one residual row: row ``n - 1`` (``n`` updates run) is the size
+    of the last update over the damping, ``max_i |x_n - x_{n-1}| / damping`` (= the
+    solvers' residual ``max_i |g(x_{n-1}) - x_{n-1}|`` of ``x_{n-1}``, bounds aside); the
+    other rows are NaN; ``converged`` says whether that last update met the tolerance.
     """
     bnd = net.bounds
     lo, hi = (0.0, 0.0) if bnd is None else bnd
     t0 = time.perf_counter()
     damping = float(dyn.damping)
-    r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None, damping)  # type: ignore[call-arg]
+    if dyn.is_fixed_steps:
+        r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None, damping)  # type: ignore[call-arg]
+        n_run = n_steps
+    else:
+        cap = min(n_steps, dyn.max_iter)
+        r, n_run = K.fused_tolerance_steps(  # type: ignore[call-arg]
+            s, cap, *args, lo, hi, bnd is not None, damping, float(dyn.atol), float(dyn.rtol)
+        )
     if damping != 1.0:  # the last update is damping * (g(x) - x): report the map's residual
         r = r / damping
     wall = time.perf_counter() - t0
-    return Phase(s, fixed_steps_result(s, r, n_steps, dyn, wall, "fused"), beta, clamped)
+    if dyn.is_fixed_steps:
+        return Phase(s, fixed_steps_result(s, r, n_steps, dyn, wall, "fused"), beta, clamped)
+    res = fused_tolerance_result(s, r, int(n_run), cap, dyn, wall, "fused")
+    return Phase(s, res, beta, clamped)
+
+
+def fused_tolerance_result(
+    x: np.ndarray, r: np.ndarray, n_run: int, cap: int, dyn: Dynamics, wall: float, what: str
+) -> solvers.SolveResult:
+    """The ``SolveResult`` of a fused run stopped when the whole batch met the tolerance.
+
+    :func:`fixed_steps_result`'s conventions (one residual row, row ``n_run - 1``, is
+    ``r``; sample ``b`` converged when
+    :math:`r_b \\le \\text{atol} + \\text{rtol} \\max_i |x_{b,i}|`; failed when
+    :math:`r_b` or its state is not finite), with the status of a tolerance run:
+    ``CONVERGED`` when every sample converged, ``MAX_ITER`` when the run stopped at the
+    cap with some sample unconverged, ``FAILED`` when some sample failed. Every sample's
+    ``n_iter`` is ``n_run`` (the batch steps together), and so is ``nfev``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (batch, n)
+        The final state.
+    r : numpy.ndarray of float64, shape (batch,)
+        Per sample, the last update's size over the damping.
+    n_run : int
+        Updates run (>= 1).
+    cap : int
+        The cap, ``min(steps, max_iter)``, named in the message.
+    dyn, wall, what
+        As :func:`fixed_steps_result`.
+    """
+    res = fixed_steps_result(x, r, n_run, dyn, wall, what)
+    if res.status != solvers.Status.FAILED:
+        all_conv = bool(res.converged.all())
+        B = r.shape[0]
+        res = dataclasses.replace(
+            res,
+            status=solvers.Status.CONVERGED if all_conv else solvers.Status.MAX_ITER,
+            message=(
+                f"{what}: stopped after {n_run} of at most {cap} steps; "
+                f"{int(res.converged.sum())} of {B} samples meet the tolerance"
+                + ("" if all_conv else " (the cap)")
+            ),
+        )
+    return res
 
 
 def conv_fast_dynamics_mismatch(dyn: Dynamics, net: GraphNetwork) -> str | None:

@@ -730,15 +730,17 @@ class Trainer:
 
     def _epoch_free_dynamics(self, evaluation: bool = False, epoch: int | None = None) -> Any:
         """The free-phase Dynamics of ``epoch`` (1-based; default the current one,
-        ``self.epoch + 1``): the free settings from ``free_from_epoch`` on, the nudged
-        phases' method with ``T`` (or ``eval_T``) steps before."""
+        ``self.epoch + 1``): the free settings from ``free_from_epoch`` on; before, the
+        nudged phases' Dynamics changed by ``early_free`` (default: none), with ``T``
+        (or ``eval_T``) steps."""
         dynamics = self.config.dynamics
         if (self.epoch + 1 if epoch is None else epoch) >= dynamics.free_from_epoch:
             return self.eval_dyn if evaluation else self.free_dyn
+        early = dynamics.early_free_dynamics()
         if not evaluation:
-            return self.dyn
-        T = dynamics.eval_T if dynamics.eval_T is not None else dynamics.phases.T
-        return dataclasses.replace(dynamics.phases, T=T)
+            return early
+        T = dynamics.eval_T if dynamics.eval_T is not None else early.T
+        return dataclasses.replace(early, T=T)
 
     def _check_data(self, sizes: tuple[int, ...]) -> None:
         data = self.data
@@ -1303,7 +1305,8 @@ class Trainer:
             ``free_method``, ``free_eps``, ``free_damping``, ``atol``, ``rtol`` and
             ``max_iter`` may change too (e.g. to continue with a faster free phase); the
             run then differs from an uninterrupted one, and a progress line says so.
-            Any other change raises ValueError.
+            Any other change raises ValueError, among them the ``early_free_<field>``
+            settings of the epochs before ``free_from_epoch``.
         """
         config, arrays = load_checkpoint(path)
         allowed = set(_RESUME_CHANGEABLE) | set(_RESUME_SOLVER)

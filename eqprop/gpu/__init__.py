@@ -126,10 +126,17 @@ def check_trainable(config) -> None:
     elif not conv and net.feedback_scale != 1.0:
         why = f"feedback_scale={net.feedback_scale!r}"
     else:
-        for dyn in (config.dynamics.phases, config.dynamics.free_dynamics()):
+        dynamics = config.dynamics
+        for dyn in (dynamics.phases, dynamics.free_dynamics(), dynamics.early_free_dynamics()):
             methods = CONV_METHODS if conv else METHODS
             if not isinstance(dyn.method, str) or dyn.method not in methods:
                 why = f"method {dyn.method_name!r}" + (" on a conv network" if conv else "")
+            elif dyn.method == "fused" and not dyn.is_fixed_steps:
+                why = (
+                    "method 'fused' to a tolerance (fixed_steps=False: no GPU kernel yet; "
+                    "--early-free-fixed-steps restores the fixed steps of the epochs before "
+                    "--free-from-epoch)"
+                )
             elif conv and not dyn.is_fixed_steps:
                 why = "a conv network's phases to a tolerance (fixed steps only)"
             elif dyn.record_energy:

@@ -102,6 +102,17 @@ def check_request(net, dyn: Dynamics, clamp_output: bool) -> None:
         )
     if dyn.record_energy:
         raise ValueError("the CUDA phases cannot record the energy (record_energy=True)")
+    _check_fused_fixed(dyn)
+
+
+def _check_fused_fixed(dyn: Dynamics) -> None:
+    """The CUDA fused path runs fixed steps only: refuse ``fixed_steps=False``."""
+    if dyn.method == "fused" and not dyn.is_fixed_steps:
+        raise ValueError(
+            "the CUDA phases run method='fused' for fixed steps only (fixed_steps=False, "
+            "the CPU's stop when the whole batch converged, has no GPU kernel yet); use "
+            "the CPU, or method='picard' to a tolerance"
+        )
 
 
 def sweep_groups(n_layers: int, method: str) -> tuple[tuple[int, ...], ...]:
@@ -288,6 +299,7 @@ def device_phase(
     ``sync_every`` iterations on the host whether a sample still runs (changes only the
     wasted work, never the result).
     """
+    _check_fused_fixed(dyn)
     be, dt = chain.be, chain.dt
     B = int(xd.shape[0])
     fused = dyn.method == "fused"
