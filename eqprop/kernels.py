@@ -813,28 +813,51 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
     if n_steps < 1:
         return res
     if use_bounds:  # like the solvers: project the initial state
-        for r in range(B):
-            sr = s[r]
-            for i in range(n):
-                sr[i] = min(max(sr[i], lo), hi)
+        _project_rows(s, lo, hi)
     # ping-pong between two buffers: an in-place update (out is s) is correct but makes
     # LLVM's runtime alias check fall back to scalar (unvectorised) loops
     cur = s
     nxt = np.empty_like(s)
-    keep = 1.0 - damping
     for _ in range(n_steps):
         evaluate(cur, nxt, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
         if damping != 1.0:
-            clip = use_bounds and damping > 1.0  # over-relaxation may leave the box
-            for r in range(B):
-                cr = cur[r]
-                nr = nxt[r]
-                for i in range(n):
-                    v = keep * cr[i] + damping * nr[i]
-                    nr[i] = min(max(v, lo), hi) if clip else v
+            _damp_into(cur, nxt, damping, use_bounds and damping > 1.0, lo, hi)
         cur, nxt = nxt, cur
-    # cur holds s_n, nxt holds s_{n-1}; the map of a bounded (hard-sigmoid Hopfield)
-    # network projects by itself, the clip below only guards other bounded maps
+    return _finish_steps(s, cur, nxt, n_steps, lo, hi, use_bounds)
+
+
+@njit(cache=True, inline="always")
+def _project_rows(s, lo, hi):
+    """``s <- clip(s, lo, hi)`` in place (the fused paths' projection of the start)."""
+    for r in range(s.shape[0]):
+        sr = s[r]
+        for i in range(s.shape[1]):
+            sr[i] = min(max(sr[i], lo), hi)
+
+
+@njit(cache=True, inline="always")
+def _damp_into(cur, nxt, damping, clip, lo, hi):
+    """``nxt <- (1 - a) cur + a nxt`` (``a = damping``), projected when ``clip``
+    (over-relaxation may leave the box): the damped update of the fused paths."""
+    keep = 1.0 - damping
+    for r in range(cur.shape[0]):
+        cr = cur[r]
+        nr = nxt[r]
+        for i in range(cur.shape[1]):
+            v = keep * cr[i] + damping * nr[i]
+            nr[i] = min(max(v, lo), hi) if clip else v
+
+
+@njit(cache=True, inline="always")
+def _finish_steps(s, cur, nxt, n_run, lo, hi, use_bounds):
+    """End of the fused paths after ``n_run`` updates: ``cur`` holds :math:`s_n`, ``nxt``
+    :math:`s_{n-1}`. Projects :math:`s_n` (the map of a bounded hard-sigmoid Hopfield
+    network projects by itself; this only guards other bounded maps), copies it into
+    ``s`` when it sits in the scratch buffer (odd ``n_run``) and returns the size of the
+    last update per sample, :math:`\\max_i |s_n - s_{n-1}|` (float64, NaN for a
+    non-finite state)."""
+    B, n = s.shape
+    res = np.zeros(B, dtype=np.float64)
     for r in range(B):
         cr = cur[r]
         pr = nxt[r]
@@ -850,7 +873,7 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
                 m = np.nan
                 break
         res[r] = m
-    if n_steps % 2 == 1:  # the final state is in the scratch buffer
+    if n_run % 2 == 1:  # the final state is in the scratch buffer
         for r in range(B):
             sr = s[r]
             cr = cur[r]
@@ -859,7 +882,6 @@ def fused_fixed_steps(s, n_steps, theta, lay, drive, target, sc, work, lo, hi, u
     return res
 
 
-# --------------------------------------------------------------------------- fused red-black
 @njit(cache=True)
 def fused_gauss_seidel_parity(
     s, theta, lay, drive, target, sc, work, first, second, lo, hi, has_bounds, damping, stop
@@ -1005,25 +1027,15 @@ def fused_tolerance_steps(
     if max_steps < 1:
         return res, 0
     if use_bounds:
-        for r in range(B):
-            sr = s[r]
-            for i in range(n):
-                sr[i] = min(max(sr[i], lo), hi)
+        _project_rows(s, lo, hi)
     cur = s
     nxt = np.empty_like(s)
-    keep = 1.0 - damping
     n_run = 0
     for _ in range(max_steps):
         evaluate(cur, nxt, theta, lay, drive, target, sc, work, 0, n, MODE_MAP)
         n_run += 1
         if damping != 1.0:
-            clip = use_bounds and damping > 1.0
-            for r in range(B):
-                cr = cur[r]
-                nr = nxt[r]
-                for i in range(n):
-                    v = keep * cr[i] + damping * nr[i]
-                    nr[i] = min(max(v, lo), hi) if clip else v
+            _damp_into(cur, nxt, damping, use_bounds and damping > 1.0, lo, hi)
         # whether every sample meets the tolerance after this update
         done = True
         for r in range(B):
@@ -1048,25 +1060,4 @@ def fused_tolerance_steps(
         cur, nxt = nxt, cur
         if done:
             break
-    for r in range(B):
-        cr = cur[r]
-        pr = nxt[r]
-        if use_bounds:
-            for i in range(n):
-                cr[i] = min(max(cr[i], lo), hi)
-        m = 0.0
-        for i in range(n):
-            dv = abs(cr[i] - pr[i])
-            if dv > m:
-                m = dv
-            elif dv != dv:  # NaN
-                m = np.nan
-                break
-        res[r] = m
-    if n_run % 2 == 1:
-        for r in range(B):
-            sr = s[r]
-            cr = cur[r]
-            for i in range(n):
-                sr[i] = cr[i]
-    return res, n_run
+    return _finish_steps(s, cur, nxt, n_run, lo, hi, use_bounds), n_run
