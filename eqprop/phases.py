@@ -445,6 +445,13 @@ def run_phase(
             return run_phase(
                 gx.chain, gx, dyn, beta=beta, d=d, s0=s0, steps=steps, clamp_output=clamp_output
             )
+        if dyn.method == "fused" and not dyn.is_fixed_steps:
+            raise ValueError(
+                "method='fused' to a tolerance (fixed_steps=False: every sample steps until "
+                "the whole batch converged) runs on dense chains only; this graph network "
+                "runs on the graph kernels, where use method='picard' (each sample stops "
+                "at the tolerance) or fixed steps"
+            )
         if gx.path != "general":  # a conv network FastMap can run
             why = conv_fast_dynamics_mismatch(dyn, net)
             if why is None:

@@ -15,7 +15,7 @@ import solvers
 from eqprop import Dynamics
 from eqprop.config import DynamicsConfig, TrainConfig
 from eqprop.network import init_network
-from eqprop.phases import free_phase, nudged_phase
+from eqprop.phases import free_phase, nudged_phase, run_phase
 
 
 def _net(dtype="float32", seed=0):
@@ -248,3 +248,19 @@ def test_cuda_refuses_the_fused_tolerance_run():
     check_trainable(fast.replace(early_free_fixed_steps=True))
     with pytest.raises(ValueError, match=r"fused'.*fixed steps only"):
         check_request(_net(), Dynamics(method="fused", fixed_steps=False), False)
+
+
+def test_graph_networks_off_the_chain_path_refuse_the_fused_tolerance_run():
+    """The graph kernels' "fused" is Picard through the solvers, whose tolerance stops
+    each sample on its own: not the whole-batch stop this option promises, so it raises
+    instead of running something else; a dense tied chain runs it on the chain kernels."""
+    from eqprop.graph.build import chain
+
+    x = np.random.default_rng(0).random((3, 6))
+    dyn = Dynamics(method="fused", fixed_steps=False, T=40, atol=1e-6)
+    skip = chain((6, 5, 4, 3), skip=[(0, 2)], dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"fused.*dense chains only.*picard"):
+        run_phase(skip, x, dyn)
+    plain = chain((6, 5, 4, 3), dtype="float64", seed=0)
+    ph = run_phase(plain, x, dyn)  # the chain path honours it
+    assert ph.result.n_iter.max() <= 40
