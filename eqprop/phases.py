@@ -119,6 +119,9 @@ class Dynamics:
         (``min(K, max_iter)`` for a nudged one, or of the phase's explicit ``steps``):
         the fixed-steps count is the paper's iteration it shortens, and ``max_iter`` is
         the cap of every tolerance mode (:func:`eqprop.kernels.fused_tolerance_steps`).
+        Layered networks and dense tied graph chains only: other graph networks and the
+        CUDA phases refuse it (their ``"fused"`` stops samples one by one, or has no
+        tolerance kernel).
     atol, rtol : float
         Solver tolerance on the max-norm residual of each sample (see ``solvers``).
     max_iter : int
