@@ -241,12 +241,46 @@ def report_histories(args: argparse.Namespace) -> None:
     print("\n".join(summaries))
     print("\nwall time (training + evaluation) to the first epoch at or below a test error")
     _print_crossings(runs, cum, args.thresholds)
+    if args.plot:
+        figure(args.plot, cum, float(args.thresholds.split(",")[-1]))
+        print(f"\nfigure: {args.plot}")
     if args.smooth > 1:
         print(
             f"\nthe same for the mean test error of the last {args.smooth} epochs "
             "(an epoch's error and the ones before it)"
         )
         _print_crossings(runs, smooth, args.thresholds)
+
+
+def figure(path: str, cum: dict[tuple[str, int], list[tuple[float, float]]], mark: float):
+    """Test error per epoch of every run against the epoch (left) and the cumulative
+    wall hours (right), a dashed line at the test error ``mark`` (%); PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.6), sharey=True, constrained_layout=True)
+    colours = {"fast": "tab:blue", "fixed": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    for (protocol, seed), pts in sorted(cum.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        err = [e for e, _ in pts]
+        hours = [t / 3600 for _, t in pts]
+        style = dict(color=colours.get(protocol, "k"), ls=styles[seed % len(styles)], lw=1.2)
+        label = f"{'--fast' if protocol == 'fast' else 'fixed T'}, seed {seed}"
+        a1.plot(range(1, len(err) + 1), err, label=label, **style)
+        a2.plot(hours, err, **style)
+    for ax in (a1, a2):
+        ax.axhline(mark, color="0.5", lw=0.8, ls="--")
+        ax.set_ylim(1.8, 4.0)
+        ax.grid(alpha=0.3)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("test error (%)")
+    a1.legend(frameon=False, fontsize=8)
+    a2.set_xlabel("wall time, training + evaluation (hours)")
+    a2.set_xscale("log")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _print_crossings(runs, cum, thresholds: str) -> None:
@@ -274,10 +308,10 @@ def report(args: argparse.Namespace) -> None:
     if not (out / "chunks.jsonl").exists():
         report_histories(args)
         return
-    if args.windows or args.smooth > 1:
+    if args.windows or args.smooth > 1 or args.plot:
         raise ValueError(
-            "--windows and --smooth report runs trained in one process each (a folder "
-            f"without chunks.jsonl); {out} holds a chunk log"
+            "--windows, --smooth and --plot report runs trained in one process each (a "
+            f"folder without chunks.jsonl); {out} holds a chunk log"
         )
     chunks = [json.loads(x) for x in (out / "chunks.jsonl").read_text().splitlines()]
     chunks = [c for c in chunks if c["rc"] == 0]
@@ -371,11 +405,19 @@ def main(argv: list[str] | None = None) -> None:
         "mean test error of the last N epochs is at or below each threshold (default: 1, "
         "single epochs only)",
     )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="with --report on one-process runs: write test error against epoch and wall "
+        "time for every run to this PNG, with a line at the last --thresholds value "
+        "(default: no figure)",
+    )
     args = p.parse_args(argv)
     if args.smooth < 1:
         p.error(f"--smooth takes a number of epochs >= 1, not {args.smooth}")
-    if not args.report and (args.windows or args.smooth > 1):
-        p.error("--windows and --smooth go with --report")
+    if not args.report and (args.windows or args.smooth > 1 or args.plot):
+        p.error("--windows, --smooth and --plot go with --report")
     if not args.report:
         run_chunks(args)
         return

@@ -110,3 +110,47 @@ def test_chunk_log_report_refuses_the_one_process_options(bench, tmp_path, capsy
     with pytest.raises(SystemExit):
         bench.main(["--out", str(tmp_path), "--windows", "1-3"])  # not a report
     assert "go with --report" in capsys.readouterr().err
+
+
+def test_report_plot_draws_every_run(bench, tmp_path, capsys, monkeypatch):
+    """--plot: one line per run in each panel, at the runs' errors and cumulative hours."""
+    rng = np.random.default_rng(3)
+    errs = {p: 2 + rng.random(6) for p in ("fast", "fixed")}
+    secs = {"fast": np.full(6, 30.0), "fixed": np.full(6, 180.0)}
+    for p in errs:
+        _write_history(tmp_path / "runs" / f"{p}-s1", errs[p], secs[p], eval_s=0.0)
+    drawn = {}
+
+    import matplotlib.pyplot as plt
+
+    real = plt.Figure.savefig
+
+    def spy(fig, path, **kw):
+        drawn["lines"] = [
+            [
+                (
+                    np.asarray(ln.get_xdata(), float).tolist(),
+                    np.asarray(ln.get_ydata(), float).tolist(),
+                )
+                for ln in ax.get_lines()
+            ]
+            for ax in fig.axes
+        ]
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    png = tmp_path / "curves.png"
+    bench.main(["--out", str(tmp_path / "runs"), "--report", "--plot", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    by_epoch, by_time = drawn["lines"]
+    curves = [c for c in by_epoch if len(c[0]) == 6]  # the runs, not the threshold line
+    assert sorted(np.round(c[1], 6).tolist() for c in curves) == sorted(
+        np.round(errs[p], 6).tolist() for p in errs
+    )
+    hours = sorted(c[0][-1] for c in by_time if len(c[0]) == 6)
+    assert np.allclose(hours, sorted(secs[p].sum() / 3600 for p in secs))
+    assert "figure:" in capsys.readouterr().out
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "chunks.jsonl").write_text("")
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(tmp_path / "log"), "--report", "--plot", str(png)])
