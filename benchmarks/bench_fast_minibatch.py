@@ -46,7 +46,7 @@ import numpy as np
 
 import solvers
 from eqprop import kernels as K
-from eqprop.network import init_network
+from eqprop.network import Network, init_network
 from eqprop.phases import Dynamics, clamp, run_phase
 
 
@@ -91,15 +91,15 @@ def problem(args):
 
         tr = Trainer.from_checkpoint(args.checkpoint, quiet=True, overrides={"output": None})
         net = tr.net
-        if tr.particles is None or not hasattr(net, "offsets"):
+        if tr.particles is None or not isinstance(net, Network):
             raise SystemExit("--checkpoint needs a dense run with persistent particles")
         batches = [
             (tr.x_train[i : i + args.batch], tr.particles[i : i + args.batch].copy())
             for i in range(0, args.batches * args.batch, args.batch)
         ]
         return net, batches
-    sizes = tuple(int(v) for v in args.sizes.split("-"))
-    net = init_network(sizes, dtype=args.dtype, seed=0)
+    sizes = tuple(int(v) for v in (args.sizes or "784-500-500-10").split("-"))
+    net = init_network(sizes, dtype=args.dtype or "float32", seed=0)
     loose = Dynamics(method="gauss-seidel-parity", eps=1.0, damping=1.5, atol=1e-2, max_iter=500)
     batches = []
     for _ in range(args.batches):
@@ -112,8 +112,12 @@ def problem(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="784-500-500-10", help="layer sizes (default: %(default)s)")
-    p.add_argument("--dtype", default="float32", help="float32 or float64 (default: %(default)s)")
+    p.add_argument(
+        "--sizes", default=None, help="layer sizes, without --checkpoint (default: 784-500-500-10)"
+    )
+    p.add_argument(
+        "--dtype", default=None, help="float32 or float64, without --checkpoint (default: float32)"
+    )
     p.add_argument("--batch", type=int, default=20, help="minibatch size (default: %(default)s)")
     p.add_argument(
         "--batches", type=int, default=20, help="minibatches per repeat (default: %(default)s)"
@@ -127,6 +131,8 @@ def main(argv=None):
         "(default: Glorot weights, persistent-like states)",
     )
     args = p.parse_args(argv)
+    if args.checkpoint and (args.sizes or args.dtype):
+        p.error("--sizes and --dtype are the checkpoint's own with --checkpoint")
     if args.batch < 1 or args.batches < 1 or args.repeat < 1 or not args.atol > 0:
         p.error("--batch, --batches and --repeat must be >= 1 and --atol > 0")
     net, batches = problem(args)
@@ -153,7 +159,7 @@ def main(argv=None):
     mean_sweeps = float(np.mean(sweeps))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")  # fmt: skip
-    src = args.checkpoint or f"{args.sizes} {args.dtype} Glorot, persistent-like states"
+    src = args.checkpoint or f"{net.sizes} {net.dtype} Glorot, persistent-like states"
     print(f"# {src}; batch {args.batch} x {len(batches)} minibatches, atol {args.atol:g}, "
           f"{args.repeat} interleaved repeats; slowest-sample sweeps per minibatch: "
           f"mean {mean_sweeps:.1f}")  # fmt: skip

@@ -882,6 +882,31 @@ def _finish_steps(s, cur, nxt, n_run, lo, hi, use_bounds):
     return res
 
 
+@njit(cache=True, inline="always")
+def _damped_block_update(s, gx, ranges, active, beta_t, clip_map, clip_step, lo, hi):
+    """One group's update of a red-black sweep, the solvers' Gauss-Seidel step: on the
+    columns ``ranges`` of every active sample, :math:`x \\leftarrow x + a (v - x)` with
+    :math:`v` the map's value (projected first when ``clip_map``: a later group's block
+    values, which the residual check did not project) and the result projected when
+    ``clip_step`` (over-relaxation)."""
+    for rr in range(ranges.shape[0]):
+        a0 = ranges[rr, 0]
+        a1 = ranges[rr, 1]
+        for b in range(s.shape[0]):
+            if not active[b]:
+                continue
+            xb = s[b]
+            gb = gx[b]
+            for i in range(a0, a1):
+                v = gb[i]
+                if clip_map:
+                    v = clip_value(v, lo[i], hi[i])
+                v = xb[i] + beta_t * (v - xb[i])
+                if clip_step:
+                    v = clip_value(v, lo[i], hi[i])
+                xb[i] = v
+
+
 @njit(cache=True)
 def fused_gauss_seidel_parity(
     s, theta, lay, drive, target, sc, work, first, second, lo, hi, has_bounds, damping, stop
@@ -956,29 +981,12 @@ def fused_gauss_seidel_parity(
         )
         if n_active == 0:
             break
-        for q in range(2):
-            ranges = first if q == 0 else second
-            if q == 1:
-                for rr in range(second.shape[0]):
-                    a, b = second[rr, 0], second[rr, 1]
-                    evaluate(s, gx, theta, lay, drive, target, sc, work, a, b, MODE_MAP)
-                    nfev_block += 1
-            for rr in range(ranges.shape[0]):
-                a0 = ranges[rr, 0]
-                a1 = ranges[rr, 1]
-                for b in range(B):
-                    if not active[b]:
-                        continue
-                    xb = s[b]
-                    gb = gx[b]
-                    for i in range(a0, a1):
-                        v = gb[i]
-                        if q == 1 and has_bounds:
-                            v = clip_value(v, lo[i], hi[i])
-                        v = xb[i] + beta_t * (v - xb[i])
-                        if over:
-                            v = clip_value(v, lo[i], hi[i])
-                        xb[i] = v
+        _damped_block_update(s, gx, first, active, beta_t, False, over, lo, hi)
+        for rr in range(second.shape[0]):
+            a, b = second[rr, 0], second[rr, 1]
+            evaluate(s, gx, theta, lay, drive, target, sc, work, a, b, MODE_MAP)
+            nfev_block += 1
+        _damped_block_update(s, gx, second, active, beta_t, has_bounds, over, lo, hi)
         k += 1
     rows = k + 1
     return res[:rows].copy(), rel[:rows].copy(), n_iter, conv, failed, fail_iter, nfev, nfev_block

@@ -519,13 +519,11 @@ def _run_fused_red_black(net, s, args, method, common, beta, clamped) -> Phase:
     states, residual rows, per-sample verdicts and evaluation counts
     (``tests/test_fused_gauss_seidel.py``), as a ``SolveResult`` of the same form.
 
-    Not for recorded energies (``common["observe"]`` must be None).
+    Not for recorded energies (``run_phase`` keeps those on the solvers path).
     """
     from solvers._common import build_result
     from solvers._validate import check_bounds, check_count, check_tolerances
 
-    if common["observe"] is not None:
-        raise ValueError("the fused red-black path records no energy; use the solvers path")
     atol, rtol = check_tolerances(common["atol"], common["rtol"])
     max_iter = check_count("max_iter", common["max_iter"], 1)
     fixed = common["fixed_steps"]
@@ -743,7 +741,6 @@ def _run_fused(net, s, args, n_steps, dyn, beta, clamped) -> Phase:
     damping = float(dyn.damping)
     if dyn.is_fixed_steps:
         r = K.fused_fixed_steps(s, n_steps, *args, lo, hi, bnd is not None, damping)  # type: ignore[call-arg]
-        n_run = n_steps
     else:
         cap = min(n_steps, dyn.max_iter)
         r, n_run = K.fused_tolerance_steps(  # type: ignore[call-arg]

@@ -164,3 +164,5 @@ def test_benchmark_times_both_paths_on_a_small_network(bench, capsys):
     assert float(rows[1].split()[-1]) == 1.0  # the reference's own ratio
     with pytest.raises(SystemExit):
         bench.main(["--repeat", "0"])
+    with pytest.raises(SystemExit):  # a checkpoint brings its own network
+        bench.main(["--checkpoint", "run/checkpoint.npz", "--sizes", "30-12-9-4"])
