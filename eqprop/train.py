@@ -973,23 +973,34 @@ class Trainer:
 
         Only phases whose method runs to ``atol`` (not the fixed ``T``/``K`` steps of
         ``"fixed"``/``"fused"``, where the tolerance is only reported) are counted; the
-        fractions are the history's ``free_converged`` and ``nudged_converged``. Empty
-        when every such phase met its tolerance.
+        fractions are the history's ``free_converged`` and ``nudged_converged``, given
+        as the share that missed (the free phase's also as a count: a met percentage
+        rounded 59,990 of 60,000 up to "100.0%"), each with its phase's own ``atol``,
+        ``rtol`` and ``max_iter`` (the free phases may change them,
+        ``DynamicsConfig.free``). Empty when every such phase met its tolerance.
         """
+        n = self.x_train.shape[0]
         parts = []
         for label, key, dyn in (
             ("free", "free_converged", self._epoch_free_dynamics(epoch=self.epoch)),
             ("nudged", "nudged_converged", self.dyn),
         ):
             frac = row[key]
-            if not dyn.is_fixed_steps and frac < 1.0:
-                parts.append(f"the {label} phase ({dyn.method_name}) on {100 * frac:.1f}%")
+            if dyn.is_fixed_steps or frac >= 1.0:
+                continue
+            share = f"{100 * (1.0 - frac):.3g}%"  # 0.0167%: never rounded to 0 or 100
+            if label == "free":  # one free phase per sample: the count is exact
+                share = f"{max(1, round((1.0 - frac) * n)):,} of {n:,} training samples ({share})"
+            else:  # the fraction is over every nudged phase (two per sample when symmetric)
+                share = f"{share} of the nudged phases' samples"
+            parts.append(
+                f"the {label} phase ({dyn.method_name}, atol={dyn.atol:g}, rtol={dyn.rtol:g}, "
+                f"max_iter={dyn.max_iter}) missed its tolerance on {share}"
+            )
         if not parts:
             return ""
         return (
-            f"warning: epoch {self.epoch}: {' and '.join(parts)} of the training samples "
-            f"met atol={self.dyn.atol:g}, rtol={self.dyn.rtol:g} within "
-            f"max_iter={self.dyn.max_iter} iterations "
+            f"warning: epoch {self.epoch}: {' and '.join(parts)} "
             "(history: free_converged, nudged_converged); raise max_iter or loosen atol"
         )
 
