@@ -174,6 +174,14 @@ def build_train_parser() -> argparse.ArgumentParser:
         "or see --early-free-fixed-steps)",
     )
     g.add_argument(
+        "--free-from-sample",
+        dest="free_from_sample",
+        type=int,
+        help="switch to the --free-* settings at this training sample of --free-from-epoch "
+        "(a multiple of --batch-size; the samples before keep the earlier epochs' free "
+        "phase)",
+    )
+    g.add_argument(
         "--early-free-fixed-steps",
         dest="early_free_fixed_steps",
         action=argparse.BooleanOptionalAction,
@@ -330,6 +338,7 @@ _NOT_RECIRCULATION = (
     "free_method",
     "free_eps",
     "free_damping",
+    "free_from_sample",
     "early_free_fixed_steps",
     "T",
     "K",

@@ -17,8 +17,8 @@ record and no list of names elsewhere::
   graph builder (:func:`eqprop.graph.build.extend_chain`) take.
 * ``dynamics`` (:class:`DynamicsConfig`): an :class:`eqprop.phases.Dynamics` (the record
   the phases and the rules read; *its* fields, not copies) for every phase, the changes of
-  the free phases (``free``: Dynamics field -> value) from epoch ``free_from_epoch`` on,
-  and the evaluation's step count ``eval_T``.
+  the free phases (``free``: Dynamics field -> value) from epoch ``free_from_epoch`` (its
+  sample ``free_from_sample``) on, and the evaluation's step count ``eval_T``.
 * ``rule`` (:class:`RuleConfig`): a name of :data:`eqprop.rules.RULE_CLASSES` and the
   class's keyword arguments, the rule's parameters (the class's signature is the schema).
 * ``optimizer`` (:class:`OptimizerConfig`): the arguments of :class:`eqprop.optim.SGD`.
@@ -30,7 +30,7 @@ record and no list of names elsewhere::
 records (format ``eqprop-checkpoint-1``'s config): the field's own name for the fields of
 the network, optimizer, data and run records and of :class:`~eqprop.phases.Dynamics`,
 ``free_<field>`` for the free phases' changes, ``early_free_<field>`` for those of the
-epochs before ``free_from_epoch``, ``free_from_epoch``, ``eval_T``, ``rule``
+epochs before ``free_from_epoch``, ``free_from_epoch``, ``free_from_sample``, ``eval_T``, ``rule``
 for the rule's name and :data:`eqprop.rules.RULE_OPTIONS` for the rule's parameters
 (:func:`flat_names` generates them from the records). :meth:`TrainConfig.replace` and
 :meth:`TrainConfig.from_dict` take them beside the records.
@@ -259,6 +259,14 @@ class DynamicsConfig:
         Default 1 (from the start). The fast setting of the deep presets (``--fast``)
         uses 2: the first epoch relaxes from zero along the paper's path and the fast
         phase starts from the persistent particles it leaves.
+    free_from_sample : int
+        Where in epoch ``free_from_epoch`` the switch happens: its first
+        ``free_from_sample`` training samples (in the epoch's visiting order; a multiple
+        of ``batch_size``, fewer than the training samples) still run the earlier
+        epochs' free phases, the rest and the evaluation after that epoch ``free``.
+        Default 0 (the whole epoch). E.g. ``free_from_epoch = 1, free_from_sample =
+        10000``: the paper's path for the first 10,000 samples only (measured in
+        docs/solvers.rst, "Switching inside the first epoch"; not adopted by ``--fast``).
     early_free : mapping
         Dynamics fields the free phases (training and evaluation) of the epochs before
         ``free_from_epoch`` change; the nudged phases keep ``phases``. Default empty
@@ -275,6 +283,7 @@ class DynamicsConfig:
     free_from_epoch: int = 1
     eval_T: int | None = None
     early_free: Mapping[str, Any] = field(default_factory=dict)
+    free_from_sample: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.phases, Dynamics):
@@ -487,6 +496,7 @@ def flat_names() -> dict[str, tuple[str, ...]]:
         add(f"free_{f.name}", ("dynamics", "free", f.name))
         add(f"early_free_{f.name}", ("dynamics", "early_free", f.name))
     add("free_from_epoch", ("dynamics", "free_from_epoch"))
+    add("free_from_sample", ("dynamics", "free_from_sample"))
     add("eval_T", ("dynamics", "eval_T"))
     add("rule", ("rule", "name"))
     for name, option in RULE_OPTIONS.items():
@@ -698,6 +708,15 @@ class TrainConfig:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} is {value!r}; give an integer >= 1")
+        fs = dyn.free_from_sample
+        if isinstance(fs, bool) or not isinstance(fs, (int, np.integer)) or fs < 0:
+            raise ValueError(f"free_from_sample is {fs!r}; give an integer >= 0")
+        if fs % run.batch_size:
+            raise ValueError(
+                f"free_from_sample={fs} is not a multiple of batch_size={run.batch_size}: "
+                "the free phase changes between minibatches; give a multiple, e.g. "
+                f"{fs - fs % run.batch_size} or {fs - fs % run.batch_size + run.batch_size}"
+            )
         if not isinstance(run.epochs, (int, np.integer)) or run.epochs < 0:
             raise ValueError(f"epochs is {run.epochs!r}; give an integer >= 0")
         if run.threads is not None and (

@@ -683,6 +683,14 @@ class Trainer:
         self.x_train = np.ascontiguousarray(data.train.x, dtype=self.dtype)
         self.y_train = np.asarray(data.train.labels, dtype=np.int64)
         self.d_train = _one_hot(self.y_train, sizes[-1], self.dtype)
+        n_train = self.x_train.shape[0]
+        if config.dynamics.free_from_sample >= n_train:
+            raise ValueError(
+                f"free_from_sample={config.dynamics.free_from_sample} but the run has "
+                f"{n_train} training samples: the switch would never happen in epoch "
+                f"{config.dynamics.free_from_epoch}; give a smaller value, or 0 and "
+                f"free_from_epoch={config.dynamics.free_from_epoch + 1}"
+            )
 
         # ---- model, dynamics, rule, optimizer
         self.net = config.make_network()
@@ -732,7 +740,9 @@ class Trainer:
         """The free-phase Dynamics of ``epoch`` (1-based; default the current one,
         ``self.epoch + 1``): the free settings from ``free_from_epoch`` on; before, the
         nudged phases' Dynamics changed by ``early_free`` (default: none), with ``T``
-        (or ``eval_T``) steps."""
+        (or ``eval_T``) steps. (With ``free_from_sample``, :meth:`train_epoch` runs the
+        first samples of epoch ``free_from_epoch`` with the earlier epochs' phase; the
+        epoch's later samples, its evaluation and its tolerance warning have these.)"""
         dynamics = self.config.dynamics
         if (self.epoch + 1 if epoch is None else epoch) >= dynamics.free_from_epoch:
             return self.eval_dyn if evaluation else self.free_dyn
@@ -796,6 +806,12 @@ class Trainer:
         nudged_conv = nudged_total = 0
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
         free_dyn = self._epoch_free_dynamics()
+        # free_from_sample: the first samples of epoch free_from_epoch keep the earlier
+        # epochs' free phase, the switch is at the minibatch starting at that sample
+        switch_at = -1
+        if self.epoch + 1 == c.dynamics.free_from_epoch and c.dynamics.free_from_sample:
+            switch_at = c.dynamics.free_from_sample
+            free_dyn = self._epoch_free_dynamics(epoch=self.epoch)  # the earlier epochs'
         x_all, d_all, y_all, particles = self.x_train, self.d_train, self.y_train, self.particles
         update = self.progress.update
         self.progress.start_epoch(self.epoch + 1, self._target_epochs, n_batches)
@@ -803,6 +819,8 @@ class Trainer:
         # overflow in a diverging run is reported once, as TrainingDiverged, not as warnings
         with np.errstate(over="ignore", invalid="ignore"):
             for start in range(0, n, bs):
+                if start == switch_at:
+                    free_dyn = self.free_dyn
                 idx = perm[start : start + bs]
                 x = x_all[idx]
                 d = d_all[idx]

@@ -141,6 +141,12 @@ def check_trainable(config) -> None:
                 why = "a conv network's phases to a tolerance (fixed steps only)"
             elif dyn.record_energy:
                 why = "record_energy=True"
+    if why is None and config.dynamics.free_from_sample:
+        why = (
+            f"free_from_sample={config.dynamics.free_from_sample} (a switch of the free "
+            "phase inside an epoch: the device epoch has no such step yet; switch at an "
+            "epoch, free_from_sample=0)"
+        )
     if why is not None:
         raise ValueError(f"device='cuda' cannot train {why}; it runs {TRAINABLE}")
 
