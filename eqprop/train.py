@@ -804,6 +804,7 @@ class Trainer:
         conv = 0
         iters = 0
         nudged_conv = nudged_total = 0
+        solved_free = missed_free = 0  # free phases run to a tolerance, and those that missed
         net, dyn, rule, rng, opt = self.net, self.dyn, self.rule, self.rng, self.optimizer
         free_dyn = self._epoch_free_dynamics()
         # free_from_sample: the first samples of epoch free_from_epoch keep the earlier
@@ -853,6 +854,9 @@ class Trainer:
                 loss_sum += loss * idx.shape[0]
                 res = free.result
                 conv += int(np.count_nonzero(res.converged))
+                if not free_dyn.is_fixed_steps:  # the samples the tolerance warning counts
+                    solved_free += res.converged.shape[0]
+                    missed_free += int(np.count_nonzero(~res.converged))
                 iters += int(res.n_iter.sum())
                 for name, phase in step.phases.items():
                     if name != "free":
@@ -863,9 +867,14 @@ class Trainer:
         bad_params = self._non_finite_parameters()
         if bad_params:
             raise non_finite_parameter_error(c, self.epoch, n, bad_params)
-        return epoch_measurements(
+        row = epoch_measurements(
             n, wrong, loss_sum, conv, iters, nudged_conv, nudged_total, t_train
         )
+        # not history variables: what the tolerance warning counts in an epoch whose
+        # first samples ran fixed steps (free_from_sample), where the misses of the
+        # fixed steps are only reported
+        row.update(free_solved_to_tolerance=solved_free, free_missed_tolerance=missed_free)
+        return row
 
     def _non_finite_parameters(self) -> list[str]:
         """Names (``W1``, ``b2``, ...; a graph network's parameter names, ``h1->y.W``)
@@ -995,7 +1004,11 @@ class Trainer:
         as the share that missed (the free phase's also as a count: a met percentage
         rounded 59,990 of 60,000 up to "100.0%"), each with its phase's own ``atol``,
         ``rtol`` and ``max_iter`` (the free phases may change them,
-        ``DynamicsConfig.free``). Empty when every such phase met its tolerance.
+        ``DynamicsConfig.free``). Where :meth:`train_epoch` counted them
+        (``free_solved_to_tolerance``, ``free_missed_tolerance``), the free phase's
+        misses are those of its samples solved to the tolerance only: in an epoch that
+        switches at ``free_from_sample`` the fixed steps before are not counted. Empty
+        when every such phase met its tolerance.
         """
         n = self.x_train.shape[0]
         parts = []
@@ -1007,7 +1020,12 @@ class Trainer:
             if dyn.is_fixed_steps or frac >= 1.0:
                 continue
             share = f"{100 * (1.0 - frac):.3g}%"  # 0.0167%: never rounded to 0 or 100
-            if label == "free":  # one free phase per sample: the count is exact
+            if label == "free" and "free_solved_to_tolerance" in row:  # counted (CPU)
+                solved, missed = row["free_solved_to_tolerance"], row["free_missed_tolerance"]
+                if not missed:  # the misses were all in fixed steps (free_from_sample)
+                    continue
+                share = f"{missed:,} of {solved:,} training samples ({100 * missed / solved:.3g}%)"
+            elif label == "free":  # one free phase per sample: the count is exact
                 share = f"{max(1, round((1.0 - frac) * n)):,} of {n:,} training samples ({share})"
             else:  # the fraction is over every nudged phase (two per sample when symmetric)
                 share = f"{share} of the nudged phases' samples"
