@@ -1019,16 +1019,14 @@ class Trainer:
             frac = row[key]
             if dyn.is_fixed_steps or frac >= 1.0:
                 continue
-            share = f"{100 * (1.0 - frac):.3g}%"  # 0.0167%: never rounded to 0 or 100
-            if label == "free" and "free_solved_to_tolerance" in row:  # counted (CPU)
-                solved, missed = row["free_solved_to_tolerance"], row["free_missed_tolerance"]
+            if label == "free":  # one free phase per sample: a count (CUDA rows: from frac)
+                solved = int(row.get("free_solved_to_tolerance", n))
+                missed = int(row.get("free_missed_tolerance", round((1.0 - frac) * n)))
                 if not missed:  # the misses were all in fixed steps (free_from_sample)
                     continue
                 share = f"{missed:,} of {solved:,} training samples ({100 * missed / solved:.3g}%)"
-            elif label == "free":  # one free phase per sample: the count is exact
-                share = f"{max(1, round((1.0 - frac) * n)):,} of {n:,} training samples ({share})"
             else:  # the fraction is over every nudged phase (two per sample when symmetric)
-                share = f"{share} of the nudged phases' samples"
+                share = f"{100 * (1.0 - frac):.3g}% of the nudged phases' samples"  # never 0/100
             parts.append(
                 f"the {label} phase ({dyn.method_name}, atol={dyn.atol:g}, rtol={dyn.rtol:g}, "
                 f"max_iter={dyn.max_iter}) missed its tolerance on {share}"
