@@ -30,6 +30,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from eqprop.gpu.compat import restore_row_stack
 from eqprop.graph.kernels import ACT_IDENTITY
 from eqprop.kernels import (
     ACT_HARD,
@@ -38,6 +39,11 @@ from eqprop.kernels import (
     KIND_HOPFIELD,
     NUDGE_INSIDE,
 )
+
+# numba-cuda loads its target's registries (and with them an overload of np.row_stack)
+# at the first kernel compile, after these imports: NumPy >= 2.5 needs the alias back
+# by then (eqprop.gpu.compat)
+restore_row_stack()
 
 __all__ = [
     "THREADS",
