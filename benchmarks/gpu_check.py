@@ -6,8 +6,15 @@ every stage has its own time guard inside ``--budget``, default 540 s)::
 
     NUMBA_CACHE_DIR=.numba_cache EQPROP_DATA_DIR=... python benchmarks/gpu_check.py -o $OUT
 
+First a preflight: one Numba CUDA kernel launch and one cuBLAS product against NumPy
+(a few seconds). When it fails, the script prints the traceback, writes the header and
+exits with status 3 at once, so that a toolchain that cannot launch a kernel costs
+seconds of device time, not the whole check (on 2026-12-04 numba-cuda's ``np.row_stack``
+overload under NumPy 2.5 failed every launch: :mod:`eqprop.gpu.compat`).
+
 Stages (each prints its rows as it finishes; a stage that cannot run says why in its
-row instead of crashing, and a stage that would pass the budget is reported as skipped):
+row, with its traceback in the log, instead of crashing, and a stage that would pass
+the budget is reported as skipped):
 
 1. ``pytest -m gpu tests/test_gpu_device.py``: the CUDA phases, the CUDA trainer and the
    conv coupling on cuBLAS equal the CPU path.
@@ -19,8 +26,8 @@ row instead of crashing, and a stage that would pass the budget is reported as s
 3. Ernoult et al.'s P-conv on MNIST (``ernoult2019-pconv``, batch 20, T=200, K=10):
    seconds per epoch of 60,000 samples from the timed device work of one training step
    (free and nudged phases of :mod:`eqprop.gpu.graph`, the weight-gradient products; the
-   graph optimizer's update is not on the device yet). The test error after two minutes
-   needs a GPU conv trainer: "not implemented".
+   graph optimizer's update is not on the device yet); then ``Trainer(device="cuda")``
+   on MNIST for as many epochs as fit in two minutes, and its test error.
 4. The Laborieux et al. 2021 / Scellier et al. 2023 CIFAR architecture (3x32x32,
    conv 128-256-512-512, 3x3, pad 1, 2x2 max-pool after each, dense to 10), batch 128,
    random inputs, centered EP (free phase, nudged at +beta and -beta): the same timed
@@ -54,6 +61,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +121,57 @@ def format_row(r: dict) -> str:
 def emit(rows: list, r: dict) -> None:
     rows.append(r)
     print(format_row(r), flush=True)
+
+
+# ----------------------------------------------------------------------------- preflight
+def versions() -> str:
+    """The toolchain's versions (one line; a package that is missing says so)."""
+    from importlib import metadata
+
+    parts = []
+    for dist in ("numba", "numba-cuda", "numpy", "cupy-cuda13x", "cupy-cuda12x", "cupy"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        import cupy
+
+        rt = cupy.cuda.runtime
+        parts.append(f"CUDA driver {rt.driverGetVersion()} runtime {rt.runtimeGetVersion()}")
+    except Exception:  # no CuPy or no device: the simulator
+        pass
+    return ", ".join(parts)
+
+
+def preflight(backend: str) -> tuple[bool, str]:
+    """One Numba CUDA kernel launch (:func:`eqprop.gpu.kernels.activities_kernel`, hard
+    sigmoid on a 4x8 float32 array) and one product on ``backend``, each against NumPy
+    (exact for the clip; 1e-5 for the product); ``(ok, one line)``, the traceback
+    printed on failure."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    try:
+        from eqprop.gpu import kernels as GK
+        from eqprop.gpu.backend import get_backend
+        from eqprop.kernels import ACT_HARD
+
+        be = get_backend(backend)
+        host = np.linspace(-1.0, 2.0, 32, dtype=np.float32).reshape(4, 8)
+        s, a = be.to_device(host), be.zeros((4, 8), np.float32)
+        GK.launch(GK.activities_kernel, a.size, s, a, ACT_HARD)
+        be.synchronize()
+        got = be.to_host(a)
+        if not np.array_equal(got, np.clip(host, 0.0, 1.0)):
+            raise AssertionError(f"the clip kernel returned {got!r}")
+        prod = be.to_host(be.matmul(s, s.T))
+        np.testing.assert_allclose(prod, host @ host.T, rtol=1e-5, atol=1e-5)
+    except Exception as e:
+        traceback.print_exc()
+        return False, f"preflight FAILED: {type(e).__name__}: {e}"[:300]
+    took = time.perf_counter() - t0
+    return True, f"preflight: kernel launch and {backend} product equal NumPy ({took:.1f} s)"
 
 
 # ----------------------------------------------------------------------------- stage 1
@@ -444,6 +503,24 @@ def mixed_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def write_outputs(args, head: list, rows: list, tests_rc: int, clock: Clock) -> None:
+    """``gpu_check.txt`` (header and table) and ``gpu_check.json`` under ``--output``
+    (nothing without one); ``tests_rc`` -1 when the tests did not run."""
+    if not args.output:
+        return
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.txt").write_text("\n".join(head + [format_row(r) for r in rows]) + "\n")
+    info = dict(
+        head=head,
+        dry_run=args.dry_run,
+        tests_rc=tests_rc,
+        rows=rows,
+        seconds=args.budget - clock.left(),
+    )
+    (out / "gpu_check.json").write_text(json.dumps(info, indent=1))
+
+
 def machine() -> str:
     text = f"{platform.node()} {platform.processor() or platform.machine()}, "
     text += f"{os.cpu_count()} cores, Python {platform.python_version()}"
@@ -463,6 +540,9 @@ def main(argv=None) -> int:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
         os.environ["EQPROP_CUDA_STANDIN"] = "1"
         args.skip_tests = True
+    # small batches launch small grids by design: keep Numba's occupancy warning, one per
+    # launch site, out of the log (the rows report the rates)
+    os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
     shared = ROOT.parent / "shared" / "data"  # the project's data folder, as tests/conftest.py
@@ -476,19 +556,27 @@ def main(argv=None) -> int:
         return 2
     backend = "numpy" if args.dry_run else "cupy"
     clock = Clock(args.budget)
+    head = [
+        "machine: " + machine(),
+        "versions: " + versions(),
+        "command: " + " ".join([Path(sys.executable).name, *sys.argv]),
+    ]
+    ok, line = preflight(backend)
+    head.append(line)
+    if args.dry_run:
+        head.append("DRY RUN: Numba's CUDA simulator and NumPy products; not a timing")
+    for text in head:
+        print(text, flush=True)
+    rows: list[dict] = []
+    if not ok:  # nothing below can run: say so in seconds, not minutes
+        write_outputs(args, head, rows, -1, clock)
+        return 3
     rc = 0
     if not args.skip_tests:
         rc = run_gpu_tests(min(180.0, clock.left() - 240.0))
-    head = [
-        "machine: " + machine(),
-        "command: " + " ".join([Path(sys.executable).name, *sys.argv]),
-        f"GPU tests: exit status {rc}" if not args.skip_tests else "GPU tests: skipped",
-    ]
-    if args.dry_run:
-        head.append("DRY RUN: Numba's CUDA simulator and NumPy products; not a timing")
-    for line in head:
-        print(line, flush=True)
-    rows: list[dict] = []
+    line = f"GPU tests: exit status {rc}" if not args.skip_tests else "GPU tests: skipped"
+    head.append(line)
+    print(line, flush=True)
     stages = (
         ("preset", lambda: preset_rows(rows, clock, args.dry_run)),
         ("pconv", lambda: pconv_rows(rows, clock, args.dry_run, backend)),
@@ -499,19 +587,9 @@ def main(argv=None) -> int:
         try:
             stage()
         except Exception as e:  # one stage's failure is a row, not a lost table
+            traceback.print_exc()
             emit(rows, row(name, "stage failed", f"{type(e).__name__}: {e}"[:200]))
-    if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu_check.txt").write_text("\n".join(head + [format_row(r) for r in rows]) + "\n")
-        info = dict(
-            head=head,
-            dry_run=args.dry_run,
-            tests_rc=rc,
-            rows=rows,
-            seconds=args.budget - clock.left(),
-        )
-        (out / "gpu_check.json").write_text(json.dumps(info, indent=1))
+    write_outputs(args, head, rows, rc, clock)
     failed = [r for r in rows if r["setting"] == "stage failed"]
     if rc != 0:
         print(f"gpu_check: the GPU tests failed (pytest exit status {rc})")

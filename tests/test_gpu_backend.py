@@ -128,4 +128,27 @@ def test_gpu_check_script_help_and_dry_run(tmp_path):
     assert all("samples/s" in row["value"] for row in info["rows"][:2])
     cosines = [float(row["value"].split()[1]) for row in info["rows"][6:8]]
     assert all(0.99 < c <= 1.0 for c in cosines)
-    assert (tmp_path / "gpu_check.txt").read_text().count("\n") == len(info["rows"]) + 4
+    assert info["head"][3].startswith("preflight: kernel launch and numpy product equal")
+    assert info["head"][1].startswith("versions: numba ")
+    assert (tmp_path / "gpu_check.txt").read_text().count("\n") == len(info["rows"]) + 6
+
+
+def test_gpu_check_stops_at_a_failed_preflight(tmp_path):
+    """A toolchain that cannot launch a kernel (planted: the preflight fails) ends the
+    check with status 3 before the tests and stages, its header written, instead of
+    spending the device's minutes on stages that all fail."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('gpu_check', {str(script)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m.preflight = lambda backend: (False, 'preflight FAILED: planted')\n"
+        "m.preset_rows = None  # a stage reached would fail loudly\n"
+        f"sys.exit(m.main(['--dry-run', '-o', {str(tmp_path)!r}]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    info = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert info["rows"] == [] and info["tests_rc"] == -1
+    assert "preflight FAILED: planted" in info["head"]
+    assert "stage failed" not in r.stdout
