@@ -32,11 +32,10 @@ the budget is reported as skipped):
    conv 128-256-512-512, 3x3, pad 1, 2x2 max-pool after each, dense to 10), batch 128,
    random inputs, centered EP (free phase, nudged at +beta and -beta): the same timed
    step, per 50,000 samples, for T1 = 60 / T2 = 20 (Scellier et al. 2023's red-black
-   schedule, timed as synchronous sweeps of the same count: a red-black sweep evaluates
-   each layer once, the products of one map) and T1 = 250 / T2 = 30 (synchronous,
-   Laborieux et al. 2021), against holomorphic EP's 230 s and Scellier et al.'s 108 s
-   per epoch; and the fraction of the float32 GEMM rate measured in the same run (a
-   8192^3 matmul) that the step's products reach.
+   schedule: the device's ``"gauss-seidel-parity"`` sweeps, fixed steps) and T1 = 250 /
+   T2 = 30 (synchronous, Laborieux et al. 2021), against holomorphic EP's 230 s and
+   Scellier et al.'s 108 s per epoch; and the fraction of the float32 GEMM rate measured
+   in the same run (a 8192^3 matmul) that the products the step evaluates reach.
 5. Mixed precision: the cosine of the EP estimate with float16 / bfloat16 matmul
    operands (float32 state and accumulation) to the float32 estimate, ``ernoult2019-p1h``
    on the first 20 MNIST training images (:func:`eqprop.gpu.train.mixed_precision_cosines`);
@@ -69,7 +68,10 @@ PRESETS = ("ernoult2019-p1h", "scellier2017-1h")
 #: docs/networks.rst, ``bench_step.py --repeat 7``, fused path, batch 20, float32
 DOC_CPU = {"ernoult2019-p1h": 7216.0, "scellier2017-1h": 8770.0}
 CIFAR_CHANNELS = (128, 256, 512, 512)
-CIFAR_SCHEDULES = (("red-black T1=60 T2=20", 60, 20), ("synchronous T1=250 T2=30", 250, 30))
+CIFAR_SCHEDULES = (
+    ("red-black T1=60 T2=20", 60, 20, "gauss-seidel-parity"),
+    ("synchronous T1=250 T2=30", 250, 30, "fused"),
+)
 PUBLISHED_S = "holomorphic EP 230 s/epoch, Scellier et al. 2023 108 s/epoch"
 
 
@@ -237,19 +239,29 @@ def preset_rows(rows: list, clock: Clock, dry: bool) -> None:
 
 # ----------------------------------------------------------------------------- stages 3, 4
 def conv_step_seconds(
-    net, B: int, T1: int, T2: int, centered: bool, beta: float, nudge: str, backend: str
+    net,
+    B: int,
+    T1: int,
+    T2: int,
+    centered: bool,
+    beta: float,
+    nudge: str,
+    backend: str,
+    method: str = "fused",
 ):
     """Seconds of one EP training step's device work on a conv graph network at batch
-    ``B``: the free phase (``T1`` synchronous map evaluations, :mod:`eqprop.gpu.graph`),
+    ``B``: the free phase (``T1`` iterations of ``method``, :mod:`eqprop.gpu.graph`:
+    ``"fused"`` synchronous map evaluations, ``"gauss-seidel-parity"`` red-black sweeps,
+    each a full map, whose residual is checked, then the second colour's layers again),
     one (one-sided) or two (centered, +-beta) nudged phases of ``T2`` from the free state,
     and the weight-gradient products of every coupling at each state (the graph
-    optimizer's update is not on the device yet); plus the float32 GEMM flops of it.
-    The best of two timed steps after one untimed (compilation)."""
+    optimizer's update is not on the device yet); plus the GEMM flops of the products
+    actually evaluated. The best of two timed steps after one untimed (compilation)."""
     import numpy as np
 
     from eqprop.gpu.backend import get_backend
     from eqprop.gpu.conv import DeviceConv2d
-    from eqprop.gpu.dense import device_phase
+    from eqprop.gpu.dense import device_phase, sweep_groups
     from eqprop.gpu.graph import DeviceGraphMap
     from eqprop.phases import Dynamics
 
@@ -259,7 +271,8 @@ def conv_step_seconds(
     x = be.to_device(rng.random((B, net.n_in)).astype(dt))
     d = be.to_device(np.eye(net.n_out, dtype=dt)[rng.integers(0, net.n_out, B)])
     gmap = DeviceGraphMap(net, be, nudge, 0.5)
-    dyn = Dynamics(T=T1, K=T2, method="fused", nudge=nudge)
+    fixed = None if method == "fused" else True
+    dyn = Dynamics(T=T1, K=T2, method=method, fixed_steps=fixed, nudge=nudge)
     betas = (beta, -beta) if centered else (beta,)
 
     def step():
@@ -290,20 +303,27 @@ def conv_step_seconds(
         t0 = time.perf_counter()
         step()
         best = min(best, time.perf_counter() - t0)
-    n_maps = T1 + len(betas) * T2
+    n_iter = T1 + len(betas) * T2
+    n_grad = len(betas) + (0 if centered else 1)
+    # the layers each iteration evaluates again after its full map (a sweep's later groups)
+    later = {gmap.layers[l][0] for g in sweep_groups(gmap.L, method)[1:] for l in g}
     flops = 0.0
     for c, op, *_ in gmap.input_ops + gmap.inner_ops:
+        inner = net.layer(c.source).role != "input"  # input couplings: once per batch
         if isinstance(op, DeviceConv2d):
             Co, Ci, kh, kw = op.W.shape
             one = 2.0 * B * op.conv_hw[0] * op.conv_hw[1] * Co * Ci * kh * kw
-            inner = net.layer(c.source).role != "input"
-            # per map: forward (input couplings: once per batch), feedback = routing conv
-            # (max pool) + transposed product; per gradient: routing conv + weight GEMM
-            per_map = (one + (2 * one if op.pool == "max" else one)) if inner else 0.0
-            flops += n_maps * per_map + 2 * one * (len(betas) + (0 if centered else 1))
+            # forward: one product; feedback: the routing conv (max pool) + transposed
+            # product; per gradient: routing conv + weight GEMM
+            fwd, back, grad = one, (2 * one if op.pool == "max" else one), 2 * one
         else:
             one = 2.0 * B * op.shape[0] * op.shape[1]
-            flops += n_maps * 2 * one + one * (len(betas) + (0 if centered else 1))
+            fwd, back, grad = one, one, one
+        if inner:
+            per_iter = fwd + back  # the full map
+            per_iter += (fwd if c.target in later else 0.0) + (back if c.source in later else 0.0)
+            flops += n_iter * per_iter
+        flops += n_grad * grad
     return best, flops
 
 
@@ -409,13 +429,13 @@ def cifar_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
     )
     net = conv_chain(shape, channels, 10, kernels=3, paddings=1, pool="max", dtype="float32")
     peak = gemm_rate(backend, dry)
-    for label, T1, T2 in CIFAR_SCHEDULES:
+    for label, T1, T2, method in CIFAR_SCHEDULES:
         if dry:
             T1, T2 = 3, 2
         if not clock.fits(45.0):
             emit(rows, row("cifar", f"128-256-512-512 centered {label}", "skipped: time budget"))
             continue
-        t, flops = conv_step_seconds(net, B, T1, T2, True, 0.5, "inside", backend)
+        t, flops = conv_step_seconds(net, B, T1, T2, True, 0.5, "inside", backend, method)
         emit(
             rows,
             row(
@@ -425,8 +445,8 @@ def cifar_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
                 PUBLISHED_S,
                 f"{100 * flops / t / peak:.1f}% of the f32 GEMM rate {peak / 1e12:.1f} TFLOP/s;"
                 + (
-                    " red-black timed as synchronous sweeps of equal count;"
-                    if "red" in label
+                    " each sweep a full map (its residual) + the second colour again;"
+                    if method != "fused"
                     else ""
                 )
                 + " no optimizer step",

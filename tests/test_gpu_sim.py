@@ -453,6 +453,41 @@ else:
             kind=kind,
         )
 
+    def _conv_net3(kind="prototypical", activation="sigmoid", pool="max"):
+        """_conv_net2 behind one more dense layer, so that the conv coupling's source
+        (h1) is not the first layer of a sweep and its feedback is evaluated in a block:
+        x (36) -dense-> h0 (8) -dense-> h1 (2x6x6) -conv (+pool)-> h2 -dense-> y (2)."""
+        rng = np.random.default_rng(2)
+        h2 = (2, 3, 3) if pool else (2, 6, 6)
+        return GraphNetwork(
+            [
+                Layer("x", role="input", size=36),
+                Layer("h0", activation=activation, size=8, bias=rng.normal(size=8) * 0.1),
+                Layer("h1", activation=activation, shape=(2, 6, 6)),
+                Layer("h2", activation=activation, shape=h2, bias=rng.normal(size=2) * 0.1),
+                Layer("y", size=2, role="output", activation=activation),
+            ],
+            [
+                Coupling("x", "h0", rng.normal(scale=0.3, size=(36, 8))),
+                Coupling("h0", "h1", rng.normal(scale=0.3, size=(8, 72))),
+                Coupling(
+                    "h1",
+                    "h2",
+                    rng.normal(scale=0.5, size=(2, 2, 3, 3)),
+                    type="conv2d",
+                    conv=ConvSpec(padding=1, pool=pool),
+                ),
+                Coupling(
+                    "h2",
+                    "y",
+                    rng.normal(scale=0.4, size=(int(np.prod(h2)), 2)),
+                    feedback="scaled",
+                    gamma=0.5,
+                ),
+            ],
+            kind=kind,
+        )
+
     GRAPH_CASES = [
         (lambda: _conv_net(), "inside", 1.0),
         (lambda: _conv_net("hopfield", "hardsigmoid", "avg"), "inside", 0.8),
@@ -475,11 +510,69 @@ else:
         _same_result(ng, nc, 1e-12, 1e-12)
         assert np.abs(ng.state - fg.state).max() > 1e-6
 
+    SWEEP_CASES = [
+        # (network, method, fixed steps?, damping, nudge)
+        (lambda: _conv_net3(), "gauss-seidel-parity", True, 1.0, "inside"),
+        (lambda: _conv_net3("hopfield", "hardsigmoid", "avg"), "gauss-seidel", True, 0.8, "inside"),
+        (lambda: _conv_net2(), "gauss-seidel-parity", False, 1.0, "outside"),
+        (lambda: _conv_net(), "picard", False, 0.9, "inside"),
+        pytest.param(
+            lambda: _conv_net2("hopfield", "tanh", "avg"),
+            "gauss-seidel",
+            False,
+            1.1,
+            "inside",
+            marks=SLOW,
+        ),
+    ]
+
+    @pytest.mark.parametrize("make,method,fixed,damping,nudge", SWEEP_CASES)
+    def test_conv_graph_sweeps_and_tolerance_equal_the_cpu_conv_solver(
+        make, method, fixed, damping, nudge
+    ):
+        """Whole-layer Gauss-Seidel / red-black sweeps and Picard to a tolerance on the
+        device equal the CPU conv fast map's solver (FastMap.solve, solvers' semantics):
+        state, per-sample iterations and flags, residual trace, nfev and nfev_block."""
+        net = make()
+        rng = np.random.default_rng(7)
+        x = rng.random((3, net.n_in))
+        d = np.eye(net.n_out)[[0, 1, 0]]
+        dyn = phases.Dynamics(
+            T=6, K=4, eps=0.5, damping=damping, nudge=nudge, method=method,
+            fixed_steps=True if fixed else False, atol=1e-7, max_iter=200,
+        )  # fmt: skip
+        fc = phases.free_phase(net, x, dyn)
+        fg = ggraph.run_phase(net, x, dyn, steps=dyn.T, backend="numpy")
+        _same_result(fg, fc, 1e-12, 1e-12)
+        assert (fg.result.nfev, fg.result.nfev_block) == (fc.result.nfev, fc.result.nfev_block)
+        if method != "picard":
+            assert fc.result.nfev_block > 0  # a sweep, not the synchronous map
+        if not fixed:  # to a tolerance: the samples stop apart, before max_iter
+            assert fc.result.converged.all() and fc.result.n_iter.max() < dyn.max_iter
+        nc = phases.nudged_phase(net, x, d, 0.6, dyn, s0=fc.state)
+        ng = ggraph.run_phase(net, x, dyn, beta=0.6, d=d, s0=fc.state, steps=dyn.K, backend="numpy")
+        _same_result(ng, nc, 1e-12, 1e-12)
+        assert (ng.result.nfev, ng.result.nfev_block) == (nc.result.nfev, nc.result.nfev_block)
+
+    def test_conv_graph_sweeps_differ_from_synchronous_steps():
+        """The red-black sweep is another iteration than the synchronous map (so the
+        equality above is not the synchronous path's twice over)."""
+        net = _conv_net2()
+        x = np.random.default_rng(7).random((2, net.n_in))
+        sync = phases.Dynamics(T=3, method="fused")
+        rb = phases.Dynamics(T=3, method="gauss-seidel-parity", fixed_steps=True)
+        a = ggraph.run_phase(net, x, sync, backend="numpy").state
+        b = ggraph.run_phase(net, x, rb, backend="numpy").state
+        assert np.abs(a - b).max() > 1e-3
+
     def test_conv_graph_phase_refusals():
         net = _conv_net()
         x = np.zeros((1, net.n_in))
-        with pytest.raises(ValueError, match="fixed-steps Picard"):
+        with pytest.raises(ValueError, match="Picard and whole-layer Gauss-Seidel"):
             ggraph.run_phase(net, x, phases.Dynamics(method="anderson"), backend="numpy")
+        with pytest.raises(ValueError, match="method 'fused' runs fixed steps"):
+            dyn = phases.Dynamics(method="fused", fixed_steps=False)
+            ggraph.run_phase(net, x, dyn, backend="numpy")
         with pytest.raises(ValueError, match="clamp"):
             ggraph.run_phase(
                 net, x, phases.Dynamics(), d=np.zeros((1, 3)), clamp_output=True, backend="numpy"
@@ -502,6 +595,11 @@ else:
             marks=SLOW,
         ),
         pytest.param("float32", dict(feedback="scaled", feedback_scale=0.5), marks=SLOW),
+        # Scellier et al. 2023's red-black sweeps, fixed steps, in every phase
+        ("float64", dict(method="gauss-seidel-parity", fixed_steps=True)),
+        # free phases to a tolerance (red-black; Picard), nudged phases fixed steps
+        ("float64", dict(free_method="gauss-seidel-parity", free_atol=1e-6)),
+        pytest.param("float64", dict(free_method="picard", free_atol=1e-6), marks=SLOW),
     ]
 
     @pytest.mark.parametrize("dtype,changes", CONV_TRAIN)
@@ -529,6 +627,8 @@ else:
             np.testing.assert_allclose(
                 gpu.history[k], cpu.history[k], rtol=tol, atol=tol, err_msg=k
             )
+        if "free_atol" in changes:  # the free phases ran to the tolerance, not T steps
+            assert min(gpu.history["free_iterations"]) > c.dynamics.phases.T
         start = (
             get_preset("ernoult2019-pconv")
             .config.replace(architecture="1x12x12-c2k5-p2-c2k3-10", dtype=dtype, **changes)

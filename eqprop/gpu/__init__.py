@@ -43,15 +43,16 @@ STANDIN_ENV = "EQPROP_CUDA_STANDIN"
 #: ``Dynamics.method`` names the CUDA phases run (:mod:`eqprop.gpu.dense`).
 METHODS = ("fixed", "fused", "picard", "gauss-seidel", "gauss-seidel-parity")
 
-#: Methods of the conv graph networks' CUDA phases (fixed steps; :mod:`eqprop.gpu.graph`).
-CONV_METHODS = ("fixed", "fused", "picard")
+#: Methods of the conv graph networks' CUDA phases (:data:`eqprop.gpu.graph.METHODS`:
+#: Picard and whole-layer Gauss-Seidel / red-black sweeps, fixed steps or to a tolerance).
+CONV_METHODS = ("fixed", "fused", "picard", "gauss-seidel", "gauss-seidel-parity")
 
 #: The rules, methods and networks the CUDA trainer runs (the rest is refused by name).
 TRAINABLE = (
     "rule 'ep' (one-sided, random-sign or symmetric, no homeostasis) on a dense tied chain "
     "(eqprop.network.Network) with cost='squared', methods fixed/fused/picard/"
     "gauss-seidel/gauss-seidel-parity, or a conv architecture (tied or scaled feedback, "
-    "fixed-steps fixed/fused/picard)"
+    "the same methods)"
 )
 
 
@@ -137,8 +138,6 @@ def check_trainable(config) -> None:
                     "--early-free-fixed-steps restores the fixed steps of the epochs before "
                     "--free-from-epoch)"
                 )
-            elif conv and not dyn.is_fixed_steps:
-                why = "a conv network's phases to a tolerance (fixed steps only)"
             elif dyn.record_energy:
                 why = "record_energy=True"
     if why is None and config.dynamics.free_from_sample:

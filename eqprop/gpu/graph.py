@@ -1,4 +1,4 @@
-"""Phases of convolutional graph networks on the CUDA backend (fixed-steps Picard).
+"""Phases of convolutional graph networks on the CUDA backend (Picard, layer sweeps).
 
 The GPU counterpart of the CPU conv fast path (:class:`eqprop.graph.conv_kernels.FastMap`
 through :func:`eqprop.phases.run_phase`) for a :class:`~eqprop.graph.model.GraphNetwork`
@@ -11,12 +11,19 @@ output layer in the state (squared cost), nudge inside or outside:
   couplings' forward and feedback drives (:class:`eqprop.gpu.conv.DeviceConv2d`, im2col
   + GEMM; dense ``a W`` and ``gamma a W^T`` through the backend's matmul) and updates
   every layer in one Numba CUDA kernel (:func:`eqprop.gpu.kernels.graph_layer_kernel`:
-  ``_layer_update`` of the CPU path).
-* :func:`run_phase`: ``T`` / ``K`` map evaluations of the damped, projected iteration
-  :math:`s \\leftarrow s + a\\,(P(g(s)) - s)` (:math:`P` the network's common box, if
-  any; the initial state projected too), by :func:`eqprop.gpu.dense.device_phase` in its
-  fused mode, and the CPU conv fast path's result: one residual row (the residual of the
-  state before the last update), per-sample ``converged`` / ``failed``.
+  ``_layer_update`` of the CPU path); or only the layers of one group of a sweep (the
+  couplings into or out of them).
+* :func:`run_phase`, by :func:`eqprop.gpu.dense.device_phase`. Fixed-steps ``"fixed"`` /
+  ``"fused"`` / ``"picard"``: ``T`` / ``K`` map evaluations of the damped, projected
+  iteration :math:`s \\leftarrow s + a\\,(P(g(s)) - s)` (:math:`P` the network's common
+  box, if any; the initial state projected too) and the CPU conv fast path's result: one
+  residual row (the residual of the state before the last update), per-sample
+  ``converged`` / ``failed``. Picard to a tolerance and Gauss-Seidel sweeps over whole
+  layers (``"gauss-seidel"``: one layer at a time in state order; ``"gauss-seidel-parity"``:
+  the red-black sweep of Scellier et al. 2023, state layers 0, 2, ... then 1, 3, ...),
+  fixed steps or to a tolerance: the iteration and result of
+  :meth:`eqprop.graph.conv_kernels.FastMap.solve` (``solvers``' semantics: per-sample
+  stopping, residual trace, ``nfev`` / ``nfev_block``).
 
 Training conv networks on the GPU: :class:`eqprop.gpu.train.GraphDeviceRun`.
 """
@@ -24,10 +31,12 @@ Training conv networks on the GPU: :class:`eqprop.gpu.train.GraphDeviceRun`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import numpy as np
 
+from eqprop.gpu import CONV_METHODS
 from eqprop.gpu import kernels as GK
 from eqprop.gpu.backend import ArrayBackend, get_backend
 from eqprop.gpu.conv import DeviceConv2d
@@ -36,7 +45,20 @@ from eqprop.graph import kernels as GRK
 from eqprop.graph.model import GraphNetwork
 from eqprop.phases import Dynamics, Phase, _check_phase_request, check_graph_batch
 
-__all__ = ["DeviceGraphMap", "check_graph", "run_phase"]
+__all__ = ["METHODS", "DeviceGraphMap", "check_graph", "phase_dynamics", "run_phase"]
+
+#: ``Dynamics.method`` names the CUDA conv phases run (:data:`eqprop.gpu.CONV_METHODS`).
+METHODS = CONV_METHODS
+
+
+def phase_dynamics(dyn: Dynamics) -> Dynamics:
+    """The dynamics :func:`eqprop.gpu.dense.device_phase` runs for ``dyn`` on a conv graph
+    map: fixed-steps ``"fixed"`` / ``"picard"`` as ``"fused"`` (the CPU conv fast path's
+    fixed-steps relaxation and its one-row result), anything else unchanged (the
+    iteration of :meth:`eqprop.graph.conv_kernels.FastMap.solve`)."""
+    if dyn.method in ("fixed", "fused", "picard") and dyn.is_fixed_steps:
+        return dataclasses.replace(dyn, method="fused", fixed_steps=None)
+    return dyn
 
 
 def check_graph(net: Any, dyn: Dynamics, clamp_output: bool) -> None:
@@ -55,12 +77,13 @@ def check_graph(net: Any, dyn: Dynamics, clamp_output: bool) -> None:
             )
     if clamp_output:
         raise ValueError("the CUDA conv phases do not clamp the output yet (clamp_output=True)")
-    if dyn.method not in ("fixed", "fused", "picard") or not dyn.is_fixed_steps:
+    if not isinstance(dyn.method, str) or dyn.method not in METHODS:
         raise ValueError(
-            f"the CUDA conv phases run fixed-steps Picard (method 'fixed', 'fused' or "
-            f"'picard' with fixed steps), got {dyn.method_name!r}"
-            + ("" if dyn.is_fixed_steps else " to a tolerance")
+            f"the CUDA conv phases run the methods {', '.join(METHODS)} (Picard and "
+            f"whole-layer Gauss-Seidel sweeps), got {dyn.method_name!r}"
         )
+    if dyn.method == "fused" and not dyn.is_fixed_steps:
+        raise ValueError("method 'fused' runs fixed steps (fixed_steps=False: use 'picard')")
     if dyn.record_energy:
         raise ValueError("the CUDA conv phases cannot record the energy (record_energy=True)")
 
@@ -87,8 +110,12 @@ class DeviceGraphMap:
         self.eps = float(eps)
         self.inside = nudge != "outside"
         self.hop = net.kind == "hopfield"
-        self.L = 1  # one group: the synchronous map
-        self.off = [0, int(net.n_state)]
+        # the state layers, in state order, are the groups' units of a sweep
+        bounds = [net.offsets[la.name] for la in net.state_layers]
+        if any(b[0] != a[1] for a, b in itertools.pairwise(bounds)) or bounds[0][0] != 0:
+            raise ValueError(f"the state layers' columns are not contiguous in order: {bounds}")
+        self.L = len(bounds)
+        self.off = [0] + [b for _, b in bounds]
         self.bounds = GRK.common_box(net)
         self.layers = [
             (
@@ -104,6 +131,7 @@ class DeviceGraphMap:
         if params is None:  # the parameters on the device, in net.parameters()' order
             params = {k: be.to_device(np.asarray(v, self.dt)) for k, v in net.parameters().items()}
         self.params = params
+        self._columns = {name: (ab, code) for name, ab, code, *_ in self.layers}
         self.input_ops: list[tuple[Any, Any]] = []
         self.inner_ops: list[tuple[Any, Any, float]] = []
         for c in net.couplings:
@@ -149,11 +177,11 @@ class DeviceGraphMap:
         self.beta = float(beta)
 
     def parity_map_ignores_own_layers(self, dyn: Dynamics) -> bool:
-        """False: :func:`eqprop.gpu.dense.device_phase` may not reuse a parity group's
+        """False: :func:`eqprop.gpu.dense.device_phase` does not reuse a parity group's
         block values on this map (the predicate :class:`~eqprop.gpu.dense.DeviceChain`
-        answers for dense chains). The graph's device phases run fixed steps only
-        (``method="fused"``), and a conv coupling's map is not shown independent of its
-        group's own layers (the CPU conv fast map refuses the reuse too)."""
+        answers for dense chains): the CPU conv fast map it equals refuses that reuse
+        (``GaussSeidel(last_group_independent=True)``), so each red-black sweep evaluates
+        the first group's blocks again, as there."""
         return False
 
     def activities(self, s) -> dict[str, Any]:
@@ -171,26 +199,44 @@ class DeviceGraphMap:
         return out
 
     def map(self, s, out, layers=None) -> None:
-        """``out = g(s)`` (all layers; ``layers`` must be None: one synchronous group)."""
-        assert layers is None
+        """``out = g(s)``, or only the columns of the 0-based state layers ``layers`` (one
+        group of a sweep: the drives of those layers alone, from the couplings into or
+        out of them, summed in the order of the full map)."""
         be = self.be
-        acts = self.activities(s)
-        U = {name: self.drive[name].copy() for name in self.drive}
+        if layers is None:
+            wanted = {name for name, *_ in self.layers}
+        else:
+            wanted = {self.layers[l][0] for l in layers}
+        acts: dict[str, Any] = {self.net.input_layer.name: self.x}
+
+        def act(name):  # each activity once per evaluation, only where needed
+            if name not in acts:
+                (a, b), code = self._columns[name]
+                acts[name] = self._activity(s, name, a, b, code)
+            return acts[name]
+
+        U = {name: self.drive[name].copy() for name in wanted}
         for c, op, scale in self.inner_ops:
+            fwd, back = c.target in wanted, c.source in wanted
             if isinstance(op, DeviceConv2d):
-                U[c.target] += op.forward_drive(acts[c.source])
-                U[c.source] += op.feedback_drive(acts[c.target], acts[c.source])
+                if fwd:
+                    U[c.target] += op.forward_drive(act(c.source))
+                if back:
+                    U[c.source] += op.feedback_drive(act(c.target), act(c.source))
             else:
-                U[c.target] += be.matmul(acts[c.source], op)
-                fb = be.matmul(acts[c.target], op.T)
-                U[c.source] += fb * self.dt.type(scale) if scale != 1.0 else fb
+                if fwd:
+                    U[c.target] += be.matmul(act(c.source), op)
+                if back:
+                    fb = be.matmul(act(c.target), op.T)
+                    U[c.source] += fb * self.dt.type(scale) if scale != 1.0 else fb
         nudged = self.beta != 0.0
         G = None
         if nudged:
             a, b = self.net.offsets[self.out_name]
             G = s[:, a:b] - self.target
-        B = int(s.shape[0])
-        for name, (a, _b), act, has_box, lo, hi in self.layers:
+        for name, (a, _b), code, has_box, lo, hi in self.layers:
+            if name not in wanted:
+                continue
             here = nudged and name == self.out_name
             u = U[name]
             GK.launch(
@@ -201,7 +247,7 @@ class DeviceGraphMap:
                 G if here else u,
                 out,
                 a,
-                act,
+                code,
                 self.hop,
                 self.dt.type(self.eps),
                 self.dt.type(self.beta),
@@ -211,7 +257,6 @@ class DeviceGraphMap:
                 lo,
                 hi,
             )
-        del B
 
 
 def run_phase(
@@ -227,8 +272,8 @@ def run_phase(
     backend: str | ArrayBackend = "cupy",
     gmap: DeviceGraphMap | None = None,
 ) -> Phase:
-    """:func:`eqprop.phases.run_phase` of a conv graph network on the CUDA backend
-    (fixed-steps Picard, the CPU conv fast path's iterates and result).
+    """:func:`eqprop.phases.run_phase` of a conv graph network on the CUDA backend (the
+    CPU conv fast path's iterates and result; methods :data:`METHODS`).
 
     Parameters as :func:`eqprop.phases.run_phase` (host arrays); ``backend`` as
     :func:`eqprop.gpu.dense.run_phase`; ``gmap`` a :class:`DeviceGraphMap` of ``net``
@@ -249,6 +294,6 @@ def run_phase(
     if gmap is None:
         gmap = DeviceGraphMap(net, be, dyn.nudge, dyn.eps)
     gmap.set_input(be.to_device(np.ascontiguousarray(xh, dt)), be.to_device(target), beta)
-    fused = dataclasses.replace(dyn, method="fused", fixed_steps=None)
-    ph = device_phase(gmap, be.to_device(np.ascontiguousarray(s, dt)), fused, n_steps)  # type: ignore[arg-type]
+    sd = be.to_device(np.ascontiguousarray(s, dt))
+    ph = device_phase(gmap, sd, phase_dynamics(dyn), n_steps)  # type: ignore[arg-type]
     return ph.to_host(be, beta)

@@ -486,7 +486,7 @@ class GraphDeviceSGD:
 
 class GraphDeviceRun(DeviceRun):
     """:class:`DeviceRun` for a conv graph network (:mod:`eqprop.gpu.graph`): the phases
-    run the CPU conv fast path's fixed-steps iteration, the estimate is
+    run the CPU conv fast path's iteration (Picard or whole-layer sweeps), the estimate is
     :func:`graph_parameter_gradient`, the update :class:`GraphDeviceSGD`."""
 
     def __init__(self, trainer: Any, backend: str | ArrayBackend = "cupy"):
@@ -512,10 +512,9 @@ class GraphDeviceRun(DeviceRun):
         return self._maps[key]
 
     def _phase(self, gmap, s, dyn: Dynamics, n_steps: int) -> DevicePhase:
-        import dataclasses
+        from eqprop.gpu.graph import phase_dynamics
 
-        fused = dataclasses.replace(dyn, method="fused", fixed_steps=None)
-        return device_phase(gmap, s, fused, n_steps)
+        return device_phase(gmap, s, phase_dynamics(dyn), n_steps)
 
     def _parameters_to_host(self, trainer: Any) -> None:
         """The device parameters into the graph network's named host arrays."""
