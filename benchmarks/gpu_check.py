@@ -65,6 +65,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("ernoult2019-p1h", "scellier2017-1h")
+#: the table's stages, in the order they run (``--stages`` picks some)
+STAGES = ("preset", "pconv", "cifar", "mixed")
 #: docs/networks.rst, ``bench_step.py --repeat 7``, fused path, batch 20, float32
 DOC_CPU = {"ernoult2019-p1h": 7216.0, "scellier2017-1h": 8770.0}
 CIFAR_CHANNELS = (128, 256, 512, 512)
@@ -102,13 +104,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--skip-tests", action="store_true", help="skip the GPU-marked tests")
     p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated table stages to run, in their order (default {','.join(STAGES)};"
+        " e.g. a rerun of the ones a short lease left out)",
+    )
+    p.add_argument(
         "--output",
         "-o",
         metavar="DIR",
         default=os.environ.get("OUT"),
         help="write gpu_check.{txt,json} here (default: $OUT when set)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    chosen = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown or not chosen:
+        p.error(f"--stages: unknown or none {unknown}; choose from {', '.join(STAGES)}")
+    args.stages = chosen
+    return args
 
 
 def row(stage: str, setting: str, value: str, reference: str = "", note: str = "") -> dict:
@@ -604,6 +618,8 @@ def main(argv=None) -> int:
         ("mixed", lambda: mixed_rows(rows, clock, args.dry_run, backend)),
     )
     for name, stage in stages:
+        if name not in args.stages:
+            continue
         try:
             stage()
         except Exception as e:  # one stage's failure is a row, not a lost table

@@ -133,6 +133,21 @@ def test_gpu_check_script_help_and_dry_run(tmp_path):
     assert (tmp_path / "gpu_check.txt").read_text().count("\n") == len(info["rows"]) + 6
 
 
+def test_gpu_check_runs_the_chosen_stages_only(tmp_path):
+    """``--stages cifar`` (a rerun of what a short lease left out) runs that stage alone;
+    an unknown stage is refused by name."""
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py")
+    r = subprocess.run(
+        [sys.executable, script, "--stages", "cifar,nope"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "unknown or none ['nope']" in r.stderr
+    cmd = [sys.executable, script, "--dry-run", "--stages", "cifar", "-o", str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    info = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [row["stage"] for row in info["rows"]] == ["cifar", "cifar"]
+
+
 def test_gpu_check_stops_at_a_failed_preflight(tmp_path):
     """A toolchain that cannot launch a kernel (planted: the preflight fails) ends the
     check with status 3 before the tests and stages, its header written, instead of

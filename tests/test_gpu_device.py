@@ -110,20 +110,28 @@ def test_conv_coupling_on_cupy_equals_the_cpu_reference():
         np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=1e-9, atol=1e-9)
 
 
-def test_pconv_phases_on_the_gpu_equal_the_cpu_conv_fast_path():
+@pytest.mark.parametrize(
+    "method,fixed",
+    [("fused", None), ("gauss-seidel-parity", True), ("gauss-seidel-parity", False)],
+)
+def test_pconv_phases_on_the_gpu_equal_the_cpu_conv_fast_path(method, fixed):
     """ernoult2019-pconv's network (float64) at batch 4: free and nudged phases of
-    eqprop.gpu.graph on cuBLAS equal the CPU conv fast path (1e-9)."""
+    eqprop.gpu.graph on cuBLAS equal the CPU conv fast path (1e-9): synchronous steps,
+    red-black sweeps for fixed steps and to a tolerance (1e-6; then the iterations too)."""
     from eqprop.gpu import graph as ggraph
 
     config = get_preset("ernoult2019-pconv").config.replace(dtype="float64")
     net = config.make_network()
-    dyn = dataclasses.replace(config.dynamics.phases, T=8, K=3, method="fused")
+    dyn = dataclasses.replace(
+        config.dynamics.phases, T=8, K=3, method=method, fixed_steps=fixed, atol=1e-6
+    )
     rng = np.random.default_rng(0)
     x = rng.random((4, net.n_in))
     d = np.eye(net.n_out)[rng.integers(0, net.n_out, 4)]
     fc = phases.free_phase(net, x, dyn)
     fg = ggraph.run_phase(net, x, dyn, steps=dyn.T, backend="cupy")
     np.testing.assert_allclose(fg.state, fc.state, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(fg.result.n_iter, fc.result.n_iter)
     nc = phases.nudged_phase(net, x, d, 0.4, dyn, s0=fc.state)
     ng = ggraph.run_phase(net, x, dyn, beta=0.4, d=d, s0=fc.state, steps=dyn.K, backend="cupy")
     np.testing.assert_allclose(ng.state, nc.state, rtol=1e-9, atol=1e-9)
