@@ -141,7 +141,7 @@ def emit(rows: list, r: dict) -> None:
 
 # ----------------------------------------------------------------------------- preflight
 def versions() -> str:
-    """The toolchain's versions (one line; a package that is missing says so)."""
+    """The toolchain's versions (one line; packages not installed are left out)."""
     from importlib import metadata
 
     parts = []

@@ -43,9 +43,9 @@ STANDIN_ENV = "EQPROP_CUDA_STANDIN"
 #: ``Dynamics.method`` names the CUDA phases run (:mod:`eqprop.gpu.dense`).
 METHODS = ("fixed", "fused", "picard", "gauss-seidel", "gauss-seidel-parity")
 
-#: Methods of the conv graph networks' CUDA phases (:data:`eqprop.gpu.graph.METHODS`:
-#: Picard and whole-layer Gauss-Seidel / red-black sweeps, fixed steps or to a tolerance).
-CONV_METHODS = ("fixed", "fused", "picard", "gauss-seidel", "gauss-seidel-parity")
+#: Methods of the conv graph networks' CUDA phases (:mod:`eqprop.gpu.graph`): the same
+#: names, there Picard and whole-layer Gauss-Seidel / red-black sweeps of the conv map.
+CONV_METHODS = METHODS
 
 #: The rules, methods and networks the CUDA trainer runs (the rest is refused by name).
 TRAINABLE = (
