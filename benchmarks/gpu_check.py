@@ -515,14 +515,11 @@ def mixed_rows(rows: list, clock: Clock, dry: bool, backend: str) -> None:
             ),
         )
         return
-    from eqprop.gpu.backend import get_backend
     from eqprop.train import Trainer
 
     c = config.replace(epochs=1, limit=10000, device="cuda")
     for products in ("native", "bfloat16"):
-        t = Trainer(c, quiet=True)
-        t._device = GT.DeviceRun(t, get_backend(backend).with_products(products))
-        t._free_phase = t._device.eval_free_phase
+        t = Trainer(c.replace(products=products), quiet=True)
         t.run()
         err = float(t.history["test_error"][-1])
         emit(

@@ -110,6 +110,13 @@ def build_train_parser() -> argparse.ArgumentParser:
         "docs/gpu.rst)",
     )
     g.add_argument(
+        "--products",
+        choices=("native", "float16", "bfloat16"),
+        help="operands of the CUDA trainer's matrix products (default: native, the "
+        "network's dtype; float16/bfloat16: rounded operands, float32 accumulation and "
+        "state; needs --device cuda and --dtype float32; docs/gpu.rst)",
+    )
+    g.add_argument(
         "--overwrite",
         action="store_true",
         default=False,

@@ -440,6 +440,13 @@ class RunConfig:
         and parameters stay on the device for the run); without a usable device and
         CuPy, or for settings the CUDA trainer cannot run (named), one error before any
         data loads, never a silent CPU run.
+    products : {"native", "float16", "bfloat16"}
+        Operands of the CUDA trainer's matrix products: ``"native"`` (default: the
+        network's dtype) or a 16-bit format, the mixed-precision mode of issue #17: each
+        operand rounded to float16 or bfloat16, the product accumulated and the state
+        kept in float32 (:func:`eqprop.gpu.backend.round_operand`, what a tensor-core
+        GEMM computes). Needs ``device="cuda"`` and ``dtype="float32"``; refused
+        otherwise (the CPU trainer computes in the network's dtype).
     preset : str or None
         Name of the preset the run started from (informational).
     """
@@ -454,11 +461,16 @@ class RunConfig:
     output: str | None = None
     threads: int | None = None
     device: str = "cpu"
+    products: str = "native"
     preset: str | None = None
 
 
 #: Values of ``RunConfig.device``.
 DEVICES = ("cpu", "cuda")
+
+#: Values of ``RunConfig.products`` (:data:`eqprop.gpu.backend.PRODUCTS`, tested equal;
+#: that module is not imported here).
+PRODUCTS = ("native", "float16", "bfloat16")
 
 #: The parts of a :class:`TrainConfig`, in order, with their record classes.
 PARTS: dict[str, type] = {
@@ -727,6 +739,19 @@ class TrainConfig:
             raise ValueError(f"threads is {run.threads!r}; give an integer >= 1 or None (auto)")
         if run.device not in DEVICES:
             raise ValueError(f"device is {run.device!r}; choose one of {', '.join(DEVICES)}")
+        if run.products not in PRODUCTS:
+            raise ValueError(f"products is {run.products!r}; choose one of {', '.join(PRODUCTS)}")
+        if run.products != "native" and run.device != "cuda":
+            raise ValueError(
+                f"products={run.products!r} is the CUDA trainer's mixed-precision mode: "
+                f"give device='cuda' (the {run.device} trainer computes in the network's "
+                "dtype)"
+            )
+        if run.products != "native" and self.network.dtype != "float32":
+            raise ValueError(
+                f"products={run.products!r} rounds float32 operands: give dtype='float32', "
+                f"not {self.network.dtype!r}"
+            )
         if dyn.eval_T is not None and dyn.eval_T < 1:
             raise ValueError(f"eval_T is {dyn.eval_T!r}; give an integer >= 1 or None")
         if self.data.limit is not None and self.data.limit < 1:

@@ -42,6 +42,28 @@ def test_unknown_backend_and_missing_cupy_raise_one_line():
             get_backend("cupy")
 
 
+def test_products_is_a_run_setting_refused_where_it_cannot_apply():
+    """The mixed-precision mode (RunConfig.products, --products): stored, read back and
+    given on the command line; an unknown format, a CPU run and a float64 network are
+    refused by name instead of running in the network's dtype."""
+    from eqprop.cli import build_train_parser, config_from_args
+    from eqprop.config import PRODUCTS as CONFIG_PRODUCTS
+    from eqprop.gpu.backend import PRODUCTS
+
+    assert CONFIG_PRODUCTS == PRODUCTS
+    c = TrainConfig().replace(device="cuda", products="bfloat16")
+    assert c.run.products == "bfloat16" and TrainConfig().run.products == "native"
+    assert TrainConfig.from_json(c.to_json()).run.products == "bfloat16"
+    args = build_train_parser().parse_args(["--device", "cuda", "--products", "float16"])
+    assert config_from_args(args).run.products == "float16"
+    with pytest.raises(ValueError, match="products is 'int8'; choose one of native, float16"):
+        TrainConfig(run=RunConfig(device="cuda", products="int8")).validate()
+    with pytest.raises(ValueError, match=r"products='float16' .* give device='cuda'"):
+        TrainConfig(run=RunConfig(products="float16")).validate()
+    with pytest.raises(ValueError, match=r"give dtype='float32', not 'float64'"):
+        TrainConfig().replace(dtype="float64", device="cuda", products="bfloat16").validate()
+
+
 def test_device_setting_is_a_run_setting():
     c = TrainConfig().replace(device="cuda")
     assert c.run.device == "cuda" and TrainConfig().run.device == "cpu"

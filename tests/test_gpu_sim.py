@@ -373,6 +373,26 @@ else:
         with pytest.raises(ValueError, match=match):
             Trainer(c.replace(device="cuda"), data=_data(), quiet=True)
 
+    def test_cuda_trainer_runs_its_products_setting():
+        """products='bfloat16' / 'float16' (RunConfig.products) reach the device run's
+        backend and change the run by the operands' rounding: the parameters after one
+        epoch differ from the native run's, by far less than they moved (the rounding is
+        that of eqprop.gpu.backend.round_operand, tested in tests/test_gpu_backend.py)."""
+        c = get_preset("ernoult2019-p1h").config.replace(
+            architecture="6-5-3", dtype="float32", epochs=1, T=4, K=2, batch_size=4
+        )
+        start = c.make_network().weights
+        weights = {}
+        for products in ("native", "bfloat16", "float16"):
+            t = Trainer(c.replace(device="cuda", products=products), data=_data(), quiet=True)
+            t.run()
+            assert t._device.be.products == products
+            weights[products] = t.net.weights
+        moved = max(np.abs(w - w0).max() for w, w0 in zip(weights["native"], start))
+        for products in ("bfloat16", "float16"):
+            off = max(np.abs(w - n).max() for w, n in zip(weights[products], weights["native"]))
+            assert 0.0 < off < 0.1 * moved, (products, off, moved)
+
     def test_cuda_trainer_raises_the_trainers_error_on_divergence():
         """A NaN weight fails the free phase of the first minibatch: the trainer's own
         PhaseDiverged (where, what, the settings), not a silent run. (The CPU trainer

@@ -152,12 +152,15 @@ def check_trainable(config) -> None:
 
 def device_run(trainer):
     """The :class:`eqprop.gpu.train.DeviceRun` of a trainer (uploads its data, parameters
-    and particles to the device; imports ``numba.cuda``)."""
+    and particles to the device; imports ``numba.cuda``), its products in the run's
+    ``products`` (:class:`eqprop.config.RunConfig`)."""
+    from eqprop.gpu.backend import get_backend
     from eqprop.gpu.train import DeviceRun, GraphDeviceRun
 
+    be = get_backend(backend_name()).with_products(trainer.config.run.products)
     if trainer.is_graph:
-        return GraphDeviceRun(trainer, backend_name())
-    return DeviceRun(trainer, backend_name())
+        return GraphDeviceRun(trainer, be)
+    return DeviceRun(trainer, be)
 
 
 def run_phase(*args, **kwargs):
