@@ -66,6 +66,7 @@ def _top_parser() -> argparse.ArgumentParser:
 
 def build_train_parser() -> argparse.ArgumentParser:
     """Parser of ``eqprop train`` (every option defaults to None = not given)."""
+    from eqprop.config import PRODUCTS
     from eqprop.presets import PRESETS, preset_names
     from eqprop.rules import RULE_OPTIONS
 
@@ -111,7 +112,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--products",
-        choices=("native", "float16", "bfloat16"),
+        choices=PRODUCTS,
         help="operands of the CUDA trainer's matrix products (default: native, the "
         "network's dtype; float16/bfloat16: rounded operands, float32 accumulation and "
         "state; needs --device cuda and --dtype float32; docs/gpu.rst)",

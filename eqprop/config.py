@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from eqprop.gpu.backend import PRODUCTS as BACKEND_PRODUCTS
 from eqprop.phases import Dynamics
 
 __all__ = [
@@ -468,9 +469,9 @@ class RunConfig:
 #: Values of ``RunConfig.device``.
 DEVICES = ("cpu", "cuda")
 
-#: Values of ``RunConfig.products`` (:data:`eqprop.gpu.backend.PRODUCTS`, tested equal;
-#: that module is not imported here).
-PRODUCTS = ("native", "float16", "bfloat16")
+#: Values of ``RunConfig.products``: :data:`eqprop.gpu.backend.PRODUCTS` (that module
+#: imports NumPy only; CuPy when a backend is made).
+PRODUCTS = BACKEND_PRODUCTS
 
 #: The parts of a :class:`TrainConfig`, in order, with their record classes.
 PARTS: dict[str, type] = {

@@ -27,11 +27,15 @@ import json
 import os
 import sys
 
+import pytest
+
 ENV = "EQPROP_RECORD_KERNEL_TYPES"
 #: compute capability the PTX is built for (the H200: Hopper, 9.0)
 CC = (9, 0)
 #: exit status of ``compile`` on a machine without NVVM / NVRTC
 NO_COMPILER = 77
+#: where a recording run keeps its launches' signatures (kernel name -> set of JSON)
+_SEEN = pytest.StashKey[dict]()
 
 
 def describe(arg) -> list:
@@ -57,9 +61,6 @@ def build(desc: list):
     return from_dtype(np.dtype(desc[1]))
 
 
-_SEEN: dict[str, set] = {}
-
-
 def pytest_configure(config) -> None:
     """Wrap :func:`eqprop.gpu.kernels.launch` to record each launch's signature (only
     when ``$EQPROP_RECORD_KERNEL_TYPES`` names the output file)."""
@@ -67,12 +68,14 @@ def pytest_configure(config) -> None:
         return
     from eqprop.gpu import kernels as GK
 
+    seen: dict[str, set] = {}
+    config.stash[_SEEN] = seen
     names = {id(v): k for k, v in vars(GK).items() if k.endswith("_kernel")}
     launch = GK.launch
 
     def recording_launch(kernel, n_threads, *args):
         name = names[id(kernel)]
-        _SEEN.setdefault(name, set()).add(json.dumps([describe(a) for a in args]))
+        seen.setdefault(name, set()).add(json.dumps([describe(a) for a in args]))
         return launch(kernel, n_threads, *args)
 
     GK.launch = recording_launch
@@ -81,7 +84,8 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     path = os.environ.get(ENV)
     if path:
-        record = {k: sorted(json.loads(s) for s in v) for k, v in sorted(_SEEN.items())}
+        seen = config.stash.get(_SEEN, {})
+        record = {k: sorted(json.loads(s) for s in v) for k, v in sorted(seen.items())}
         with open(path, "w") as f:
             json.dump(record, f, indent=1)
 
